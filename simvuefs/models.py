@@ -1,0 +1,189 @@
+"""Typed records for what the Simvue server returns.
+
+Pure data: no I/O. Every ``from_json`` is lenient: unknown keys are ignored, missing optional
+keys get defaults, and a record that lacks what simvuefs cannot do without (an ``id``, a
+``name``) raises :class:`simvuefs.errors.ProtocolError` instead of ``KeyError``/``TypeError``,
+so bad server data never escapes as an unexpected exception.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from simvuefs.errors import ProtocolError
+
+CATEGORIES = ("input", "output", "code")
+"""Artifact categories, in the order directories are shown."""
+
+NAME_REGEX = re.compile(r"^[a-zA-Z0-9\-\_\s\/\.:]+$")
+"""What the Simvue client accepts for run and artifact names (protocol section 3.2)."""
+
+# The server's timestamp format is "%Y-%m-%dT%H:%M:%S.%f", UTC, naive. We also accept
+# missing fractions, a trailing "Z" and explicit offsets, because other servers may send them.
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """Return *value* as an aware UTC datetime, or None if it is absent or unparseable."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(when: datetime) -> str:
+    """Format *when* the way the Simvue server and client expect (UTC, naive, microseconds)."""
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.strftime(_TS_FORMAT)
+
+
+def _require_str(data: dict[str, Any], key: str, kind: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(f"{kind} record without a usable {key!r}: {str(data)[:200]}")
+    return value
+
+
+def _opt_str(data: dict[str, Any], key: str, default: str = "") -> str:
+    value = data.get(key)
+    return value if isinstance(value, str) else default
+
+
+def _as_dict(data: object, kind: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"expected a JSON object for a {kind}, got {type(data).__name__}")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A Simvue run as listed by ``GET /api/runs`` or ``GET /api/runs/{id}``."""
+
+    id: str
+    name: str
+    folder: str = "/"
+    status: str = "unknown"
+    created: datetime | None = None
+    started: datetime | None = None
+    endtime: datetime | None = None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_finished(self) -> bool:
+        """True when the run can no longer change status (its artifacts may still grow)."""
+        return self.status in ("completed", "failed", "terminated", "lost")
+
+    @classmethod
+    def from_json(cls, data: object, run_id: str | None = None) -> Run:
+        """Build a Run from a server record; *run_id* fills in a missing ``id``."""
+        record = _as_dict(data, "run")
+        if run_id is not None and "id" not in record:
+            record = {**record, "id": run_id}
+        folder = record.get("folder")
+        if isinstance(folder, dict):  # some servers nest the folder object
+            folder = folder.get("path")
+        tags = record.get("tags")
+        metadata = record.get("metadata")
+        return cls(
+            id=_require_str(record, "id", "run"),
+            name=_require_str(record, "name", "run"),
+            folder=folder if isinstance(folder, str) and folder else "/",
+            status=_opt_str(record, "status", "unknown"),
+            created=parse_timestamp(record.get("created")),
+            started=parse_timestamp(record.get("started")),
+            endtime=parse_timestamp(record.get("endtime")),
+            description=_opt_str(record, "description"),
+            tags=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+            metadata=metadata if isinstance(metadata, dict) else {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """An artifact as listed by ``GET /api/runs/{id}/artifacts`` or ``GET /api/artifacts/{id}``.
+
+    ``size`` is what the server reports. For object artifacts (``original_path == ""``) the
+    official client stores ``len(content) + 33``, so ``size`` is not the content length.
+    """
+
+    id: str
+    name: str
+    size: int = 0
+    checksum: str = ""
+    mime_type: str = "application/octet-stream"
+    original_path: str = ""
+    url: str | None = None
+    uploaded: bool = True
+    created: datetime | None = None
+    category: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_object(self) -> bool:
+        """True for artifacts saved with ``save_object`` (serialised Python objects)."""
+        return self.original_path == ""
+
+    @classmethod
+    def from_json(cls, data: object) -> Artifact:
+        """Build an Artifact from a server record."""
+        record = _as_dict(data, "artifact")
+        size = record.get("size")
+        url = record.get("url")
+        category = record.get("category")
+        metadata = record.get("metadata")
+        return cls(
+            id=_require_str(record, "id", "artifact"),
+            name=_require_str(record, "name", "artifact"),
+            size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else 0,
+            checksum=_opt_str(record, "checksum").lower(),
+            mime_type=_opt_str(record, "mime_type", "application/octet-stream"),
+            original_path=_opt_str(record, "original_path"),
+            url=url if isinstance(url, str) and url else None,
+            uploaded=bool(record.get("uploaded", True)),
+            created=parse_timestamp(record.get("created")),
+            category=category if category in CATEGORIES else None,
+            metadata=metadata if isinstance(metadata, dict) else {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSlot:
+    """The answer to ``POST /api/artifacts``: where (and whether) to upload the content.
+
+    ``url`` is None when the server already holds content with this checksum (dedup); then
+    the upload and the ``uploaded`` mark are skipped. ``fields`` non-empty means a multipart
+    POST (S3 presigned-POST style); empty means a raw PUT.
+    """
+
+    artifact_id: str
+    url: str | None
+    fields: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_json(cls, data: object) -> UploadSlot:
+        """Build an UploadSlot from the create-artifact response."""
+        record = _as_dict(data, "artifact slot")
+        url = record.get("url")
+        fields = record.get("fields")
+        pairs: tuple[tuple[str, str], ...] = ()
+        if isinstance(fields, dict):
+            pairs = tuple((str(k), str(v)) for k, v in fields.items())
+        return cls(
+            artifact_id=_require_str(record, "id", "artifact slot"),
+            url=url if isinstance(url, str) and url else None,
+            fields=pairs,
+        )
