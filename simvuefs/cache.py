@@ -1,0 +1,304 @@
+"""Caches with in-flight de-duplication: ``MetaCache`` (TTL) and ``BlockCache`` (LRU in bytes).
+
+cachetools is not async-aware (its decorators would cache coroutine objects), so both caches
+use cachetools containers directly and keep their own table of loads in progress:
+
+- A load is a :class:`Flight`. The task that starts it is its *owner* and must resolve it
+  exactly once: ``finish`` (value), ``fail`` (an error handed to the tasks already waiting,
+  never stored), or ``abandon`` (the owner was cancelled or gave up; waiters load again).
+- Between awaits nothing else runs (one trio thread), so "look up, and start a flight if
+  absent" is atomic as long as no await separates the two. Anything read before an await may
+  be stale after it; that is why waiters receive the value from the flight itself rather than
+  from a second cache lookup (the entry may already be evicted or expired).
+- ``invalidate`` and ``put`` detach a flight in progress: its waiters still get its result,
+  but the result is not stored, so an older answer never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import cachetools
+import trio
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+BlockKey = tuple[str, int]
+"""``(artifact checksum or id, block index)``."""
+
+
+class FlightAbandoned(Exception):
+    """The owner of a flight gave up without a result; the waiter should load it itself.
+
+    Internal to the caches and the reader; never escapes them.
+    """
+
+
+class Flight(Generic[V]):
+    """One load in progress, awaited by any number of tasks, resolved once by its owner."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._value: V | None = None
+        self._error: Exception | None = None
+
+    @property
+    def resolved(self) -> bool:
+        """True once the owner has finished, failed or abandoned the load."""
+        return self._done.is_set()
+
+    async def wait(self) -> V:
+        """Wait for the load and return its value.
+
+        Raises:
+            Exception: the error the load failed with.
+            FlightAbandoned: the owner gave up; load again.
+        """
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # set whenever no error is
+
+    def _resolve(self, value: V | None, error: Exception | None) -> None:
+        if self._done.is_set():
+            raise RuntimeError("flight resolved twice")
+        self._value = value
+        self._error = error
+        self._done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class MetaCacheStats:
+    """Counters of a :class:`MetaCache` since it was created."""
+
+    hits: int
+    misses: int
+    joins: int
+    errors: int
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Timed(Generic[V]):
+    value: V
+    expires: float
+
+
+def _expiry(_key: Hashable, entry: _Timed[Any], _now: float) -> float:
+    return entry.expires
+
+
+class MetaCache(Generic[K, V]):
+    """TTL cache of listings/attributes with in-flight de-duplication (errors are not cached).
+
+    Each entry has its own time to live, given when it is stored; ``float("inf")`` keeps it
+    until it is evicted (at most *maxsize* entries, least recently used first) or invalidated.
+    A ttl of 0 stores nothing but still merges concurrent loads. *timer* defaults to
+    ``trio.current_time`` so that ``trio.testing.MockClock`` drives expiry in tests.
+    """
+
+    def __init__(self, maxsize: int, timer: Callable[[], float] = trio.current_time) -> None:
+        self._timer = timer
+        self._entries: cachetools.TLRUCache[K, _Timed[V]] = cachetools.TLRUCache(
+            maxsize, ttu=_expiry, timer=timer
+        )
+        self._flights: dict[K, Flight[V]] = {}
+        self._hits = self._misses = self._joins = self._errors = 0
+
+    async def get_or_load(self, key: K, load: Callable[[], Awaitable[V]], ttl: float) -> V:
+        """Return the fresh value for *key*, awaiting *load* only if no task is loading it.
+
+        Concurrent callers for the same key share one call of *load* and its outcome; an
+        error is raised to all of them and nothing is stored. If the loading task is
+        cancelled, a waiting caller starts a new load.
+        """
+        while True:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._hits += 1
+                return entry.value
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            self._joins += 1
+            try:
+                return await flight.wait()
+            except FlightAbandoned:
+                continue
+        self._misses += 1
+        flight = Flight()
+        self._flights[key] = flight
+        try:
+            value = await load()
+        except Exception as exc:
+            self._errors += 1
+            self._land(key, flight)
+            flight._resolve(None, exc)
+            raise
+        else:
+            if self._land(key, flight):
+                self._store(key, value, ttl)
+            flight._resolve(value, None)
+            return value
+        finally:
+            if not flight.resolved:  # cancelled: let a waiter load it
+                self._land(key, flight)
+                flight._resolve(None, FlightAbandoned())
+
+    def get_nowait(self, key: K) -> V | None:
+        """Return the fresh value for *key*, or None; never loads."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.value
+
+    def put(self, key: K, value: V, ttl: float) -> None:
+        """Store *value* for *ttl* seconds; a load in progress for *key* will not overwrite it."""
+        self._flights.pop(key, None)
+        self._store(key, value, ttl)
+
+    def invalidate(self, key: K) -> None:
+        """Forget *key*, including the result of any load in progress."""
+        self._flights.pop(key, None)
+        self._entries.pop(key, None)
+
+    def statistics(self) -> MetaCacheStats:
+        """Return the counters."""
+        return MetaCacheStats(
+            hits=self._hits,
+            misses=self._misses,
+            joins=self._joins,
+            errors=self._errors,
+            entries=len(self._entries),
+        )
+
+    def _store(self, key: K, value: V, ttl: float) -> None:
+        self._entries[key] = _Timed(value, self._timer() + ttl)
+
+    def _land(self, key: K, flight: Flight[V]) -> bool:
+        """Remove *flight* from the table; False if it was detached by put/invalidate."""
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+            return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class BlockCacheStats:
+    """Counters and sizes of a :class:`BlockCache`.
+
+    *hits*, *misses* and *joins* count :meth:`BlockCache.lookup` results (cached, absent, in
+    flight). *bytes* never exceeds *max_bytes*; *peak_bytes* is the largest *bytes* seen.
+    """
+
+    hits: int
+    misses: int
+    joins: int
+    loads: int
+    evictions: int
+    entries: int
+    bytes: int
+    peak_bytes: int
+    max_bytes: int
+    in_flight: int
+
+
+class _SizedLRU(cachetools.LRUCache[BlockKey, bytes]):
+    """An LRU cache that counts its evictions."""
+
+    evictions = 0
+
+    def popitem(self) -> tuple[BlockKey, bytes]:
+        self.evictions += 1
+        return super().popitem()
+
+
+class BlockCache:
+    """Immutable blocks of artifact content, least recently used first out, sized in bytes.
+
+    Invariants: the cached bytes never exceed *max_bytes* (a block larger than that is handed
+    to its waiters but not stored); a key is either cached, in flight, or absent, and at most
+    one flight per key exists. The caller that :meth:`start`\\ s a flight owns it.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._lru = _SizedLRU(maxsize=max_bytes, getsizeof=len)
+        self._flights: dict[BlockKey, Flight[bytes]] = {}
+        self._peak = 0
+        self._hits = self._misses = self._joins = self._loads = 0
+
+    def lookup(self, key: BlockKey) -> bytes | Flight[bytes] | None:
+        """Return the cached block (marking it recently used), its flight, or None."""
+        data = self._lru.get(key)
+        if data is not None:
+            self._hits += 1
+            return data
+        flight = self._flights.get(key)
+        if flight is not None:
+            self._joins += 1
+            return flight
+        self._misses += 1
+        return None
+
+    def contains(self, key: BlockKey) -> bool:
+        """True if *key* is cached or in flight; changes neither recency nor counters."""
+        return key in self._lru or key in self._flights
+
+    def start(self, key: BlockKey) -> Flight[bytes]:
+        """Register and return a new flight for *key*, which must be neither cached nor in flight.
+
+        The caller must resolve it with :meth:`finish`, :meth:`fail` or :meth:`abandon`.
+        """
+        if self.contains(key):
+            raise RuntimeError(f"block {key!r} is already cached or in flight")
+        flight: Flight[bytes] = Flight()
+        self._flights[key] = flight
+        self._loads += 1
+        return flight
+
+    def finish(self, key: BlockKey, flight: Flight[bytes], data: bytes) -> None:
+        """Store *data* for *key* and hand it to the flight's waiters."""
+        self._land(key, flight)
+        self.put(key, data)
+        flight._resolve(data, None)
+
+    def fail(self, key: BlockKey, flight: Flight[bytes], error: Exception) -> None:
+        """Hand *error* to the flight's waiters; nothing is stored."""
+        self._land(key, flight)
+        flight._resolve(None, error)
+
+    def abandon(self, key: BlockKey, flight: Flight[bytes]) -> None:
+        """Give up the flight; its waiters will load the block themselves."""
+        self._land(key, flight)
+        flight._resolve(None, FlightAbandoned())
+
+    def put(self, key: BlockKey, data: bytes) -> None:
+        """Store *data* for *key* unless it alone exceeds the cache size."""
+        if len(data) > self._max_bytes:
+            return
+        self._lru[key] = data
+        self._peak = max(self._peak, int(self._lru.currsize))
+
+    def statistics(self) -> BlockCacheStats:
+        """Return the counters and sizes."""
+        return BlockCacheStats(
+            hits=self._hits,
+            misses=self._misses,
+            joins=self._joins,
+            loads=self._loads,
+            evictions=self._lru.evictions,
+            entries=len(self._lru),
+            bytes=int(self._lru.currsize),
+            peak_bytes=self._peak,
+            max_bytes=self._max_bytes,
+            in_flight=len(self._flights),
+        )
+
+    def _land(self, key: BlockKey, flight: Flight[bytes]) -> None:
+        if self._flights.get(key) is not flight:
+            raise RuntimeError(f"flight for block {key!r} is not registered")
+        del self._flights[key]
