@@ -10,6 +10,7 @@ or a signed URL's query string.
     │   └── DeadlineExceeded the operation's deadline passed (a stalled server)
     ├── ProtocolError        the server answered something we cannot understand
     ├── IntegrityError       downloaded bytes do not match the artifact's sha256
+    ├── LocalError           the local side refused (spool full, name in use); carries errno
     └── StatusError          the server answered an unexpected HTTP status
         ├── AuthError        401/403 from the API: bad or expired token, no permission
         ├── NotFound         404: no such run or artifact
@@ -47,6 +48,17 @@ class IntegrityError(SimvueError):
     """Content read from storage does not match the artifact's checksum."""
 
 
+class LocalError(SimvueError):
+    """The local side refused the operation (spool full, name in use, file already committed).
+
+    *errno* is what the FUSE caller sees.
+    """
+
+    def __init__(self, message: str, *, errno: int) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class StatusError(SimvueError):
     """The server answered with an HTTP status the caller did not expect.
 
@@ -82,6 +94,8 @@ class UploadRejected(StatusError):
 
 def errno_for(exc: BaseException) -> int:
     """Return the errno a FUSE caller should see for *exc* (EIO when nothing fits better)."""
+    if isinstance(exc, LocalError):
+        return exc.errno
     if isinstance(exc, NotFound):
         return errno.ENOENT
     if isinstance(exc, AuthError):
