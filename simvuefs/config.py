@@ -1,20 +1,68 @@
 """Settings: where the server is, how to authenticate, and the tunables of a mount.
 
-Server URL and token are resolved exactly as the official ``simvue`` client resolves them
-(protocol section 1): environment variables win, then ``simvue.toml`` searched upward from
-the working directory, then ``.simvue.toml``, then the home files; a profile selected with
-``SIMVUE_SERVER_PROFILE`` (or ``--profile``) reads ``[profiles.<name>]``; ``/api`` is appended.
-Command-line options sit between the environment and the files, as the client's explicit
-arguments do.
+Server URL and token are resolved as the official ``simvue`` 2.6.2 client resolves them
+(protocol sections 1.1-1.5, ``simvue/config/user.py:SimvueConfiguration.fetch``):
+
+- each of URL and token is taken, independently, from the environment (``SIMVUE_URL``,
+  ``SIMVUE_TOKEN``), else from the command line (``--url``, ``--token``, the client's explicit
+  arguments), else from the config file's ``[server]`` table, or ``[profiles.<name>]`` when a
+  profile is selected by ``SIMVUE_SERVER_PROFILE`` (which beats ``--profile``);
+- the config file is the first ``simvue.toml`` found from the working directory up to ``/``,
+  else the first ``.simvue.toml``, else ``~/simvue.toml``, else ``~/.simvue.toml``; ``--config``
+  replaces that search. Legacy INI files without a TOML file are an error, as in the client;
+- ``/api`` is appended to the URL unless it already ends with ``/api``.
+
+Deliberate differences from the client, all for URLs or paths the client would mangle:
+trailing slashes are dropped before ``/api`` is appended (the client turns ``http://h/api/``
+into ``http://h/api/api``); URLs with credentials, a query or a fragment are refused (the
+client silently drops or garbles them); a ``~`` in the offline directory is expanded; only the
+``[server]``, ``[profiles]`` and ``[offline]`` tables are read (the client also rejects unknown
+keys elsewhere, and merges ``pyproject.toml`` ``[tool.simvue]``, which cannot hold a URL or token).
 
 The token never appears in ``repr``, logs or error messages.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+import tomllib
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from simvuefs.errors import ConfigError
 
 MIB = 1024 * 1024
+
+CONFIG_FILE_NAMES = ("simvue.toml", ".simvue.toml")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The resolved server: API base URL, a valid unexpired token, and where each came from.
+
+    *url_source* / *token_source* name the origin for messages, e.g. ``environment variable
+    SIMVUE_URL``, ``option --token`` or ``/home/me/simvue.toml [profiles.dev]``.
+    *config_file* is the file that was read, if any.
+    """
+
+    url: str
+    token: str = field(repr=False)
+    url_source: str
+    token_source: str
+    offline_directory: Path
+    config_file: Path | None
 
 
 @dataclass(frozen=True)
@@ -22,6 +70,7 @@ class Settings:
     """Everything a mount, the client and the tools need; immutable once built.
 
     *url* is the API base, ending in ``/api`` (e.g. ``http://127.0.0.1:8765/api``).
+    Construction checks that every tunable is in range (ConfigError otherwise).
     """
 
     url: str
@@ -43,3 +92,325 @@ class Settings:
     readahead_per_file: int = 32 * MIB
     readahead_total: int = 128 * MIB
     verify_tls: bool = True
+    # The client's offline cache directory (SIMVUE_OFFLINE_DIRECTORY, [offline] cache, ~/.simvue).
+    offline_directory: Path = field(default_factory=lambda: Path.home() / ".simvue")
+
+    def __post_init__(self) -> None:
+        positive = ("request_timeout", "connect_timeout", "read_timeout", "block_size")
+        non_negative = (
+            "retry_attempts",
+            "metadata_ttl",
+            "finished_run_ttl",
+            "cache_bytes",
+            "readahead_per_file",
+            "readahead_total",
+        )
+        for name in positive + non_negative:
+            value = getattr(self, name)
+            if math.isnan(value) or value < 0 or (value == 0 and name in positive):
+                kind = "positive" if name in positive else "zero or positive"
+                raise ConfigError(f"setting {name} must be {kind}, not {value}")
+
+    @classmethod
+    def from_server(cls, server: ServerConfig, **overrides: Any) -> Settings:
+        """Build settings for *server*, with tunables from *overrides*.
+
+        Overrides whose value is None are ignored, so unset command-line options can be passed
+        straight through; an unknown name is a TypeError (a programming error).
+        """
+        base = cls(url=server.url, token=server.token, offline_directory=server.offline_directory)
+        given = {name: value for name, value in overrides.items() if value is not None}
+        return dataclasses.replace(base, **given)
+
+
+def resolve_server(
+    *,
+    url: str | None = None,
+    token: str | None = None,
+    profile: str | None = None,
+    config_file: Path | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> ServerConfig:
+    """Resolve URL, token and offline directory as the official client does (module docstring).
+
+    *url*, *token*, *profile* and *config_file* are the command-line options; *cwd*, *env* and
+    *home* default to the process's. Reads files synchronously: call it before the event loop
+    starts. Raises ConfigError with a one-line message naming what is missing and where we looked.
+    """
+    env = os.environ if env is None else env
+    cwd = (Path.cwd() if cwd is None else cwd).absolute()
+    home = Path.home() if home is None else home
+    path, where_file = _locate_config_file(config_file, cwd, home)
+    data = _load_toml(path) if path is not None else {}
+    selected = env.get("SIMVUE_SERVER_PROFILE", profile)
+    section, label = _server_section(data, selected, where_file)
+    where = f"{label} in {where_file}"
+
+    found_url = _pick(env, "SIMVUE_URL", "--url", url, section, "url", path, label)
+    if found_url is None:
+        raise ConfigError(
+            f"no Simvue server URL: set SIMVUE_URL, pass --url, or add url to {where}"
+        )
+    found_token = _pick(env, "SIMVUE_TOKEN", "--token", token, section, "token", path, label)
+    if found_token is None:
+        raise ConfigError(
+            f"no Simvue token: set SIMVUE_TOKEN, pass --token, or add token to {where}"
+        )
+    api_url = api_base_url(*found_url)
+    check_token(*found_token)
+    return ServerConfig(
+        url=api_url,
+        token=found_token[0],
+        url_source=found_url[1],
+        token_source=found_token[1],
+        offline_directory=_offline_directory(env, data, path, cwd, home),
+        config_file=path,
+    )
+
+
+def _locate_config_file(explicit: Path | None, cwd: Path, home: Path) -> tuple[Path | None, str]:
+    """Return the config file to read (or None) and how to name it in messages.
+
+    *explicit* (``--config``) must exist. Otherwise the client's search applies, and the
+    message names every place searched.
+    """
+    if explicit is not None:
+        path = _absolute(explicit, cwd, home)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        return path, str(path)
+    found = find_config_file(cwd, home)
+    if found is not None:
+        return found, str(found)
+    _refuse_legacy_ini(cwd, home)
+    home_files = ", ".join(str(home / name) for name in CONFIG_FILE_NAMES)
+    names = " and ".join(CONFIG_FILE_NAMES)
+    return None, f"simvue.toml (searched: {names} in {cwd} and its parents, then {home_files})"
+
+
+def find_config_file(cwd: Path, home: Path) -> Path | None:
+    """Return the config file the client would read (``find_first_instance_of_file``).
+
+    Each name in turn is searched from *cwd* up to ``/`` (stopping at an unreadable
+    directory); then each name in *home*. Existence is enough, as in the client.
+    """
+    for name in CONFIG_FILE_NAMES:
+        directory = cwd
+        while os.access(directory, os.R_OK):
+            if (directory / name).exists():
+                return directory / name
+            if directory.parent == directory:
+                break
+            directory = directory.parent
+    for name in CONFIG_FILE_NAMES:
+        if (home / name).exists():
+            return home / name
+    return None
+
+
+def api_base_url(raw: str, source: str) -> str:
+    """Return the API base for the server URL *raw*: http(s), a host, ``/api`` appended once.
+
+    Like the client (pydantic ``AnyHttpUrl`` then ``URL / "api"``): scheme and host are
+    lowercased and a default port is dropped. Unlike it, trailing slashes are removed first.
+    """
+    parts = urllib.parse.urlsplit(raw.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        shown = f"'{scheme}'" if scheme else "none"
+        raise ConfigError(
+            f"Simvue server URL from {source} must start with http:// or https:// (scheme: {shown})"
+        )
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise ConfigError(f"Simvue server URL from {source} has an invalid port") from None
+    if not host:
+        raise ConfigError(f"Simvue server URL from {source} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"Simvue server URL from {source} must not contain a user or password")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"Simvue server URL from {source} must not contain a query or fragment")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        netloc += f":{port}"
+    path = parts.path.rstrip("/")
+    if not path.endswith("/api"):
+        path += "/api"
+    return f"{scheme}://{netloc}{path}"
+
+
+def check_token(token: str, source: str, now: float | None = None) -> float:
+    """Return the expiry (epoch seconds) of the JWT *token*; ConfigError if it is unusable.
+
+    Same rules as the client's ``check_token``: the payload is decoded without checking the
+    signature; a non-JWT is an "invalid token form", an ``exp`` before *now* has expired.
+    A JWT without ``exp`` is an error here (a KeyError in the client).
+    """
+    segments = token.strip().split(".")
+    try:
+        if len(segments) != 3:
+            raise ValueError("not three segments")
+        header, payload = (json.loads(_b64url_decode(segment)) for segment in segments[:2])
+        _b64url_decode(segments[2])
+    except (ValueError, binascii.Error):
+        raise ConfigError(f"Simvue token from {source}: invalid token form (not a JWT)") from None
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise ConfigError(f"Simvue token from {source}: invalid token form (not a JWT)")
+    expiry = payload.get("exp")
+    if expiry is None:
+        raise ConfigError(f"Simvue token from {source} has no expiry (no 'exp' claim)")
+    if isinstance(expiry, bool) or not isinstance(expiry, int | float) or math.isnan(expiry):
+        raise ConfigError(f"Simvue token from {source}: invalid token form ('exp' not a number)")
+    if expiry < (time.time() if now is None else now):
+        when = datetime.fromtimestamp(max(expiry, 0), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        raise ConfigError(f"Simvue token from {source} has expired (at {when})")
+    return float(expiry)
+
+
+def parse_ttl(text: str) -> float:
+    """Parse a cache lifetime: ``minimal`` (1 s), ``indefinite`` (inf) or seconds >= 0."""
+    word = text.strip().lower()
+    if word == "minimal":
+        return 1.0
+    if word == "indefinite":
+        return math.inf
+    try:
+        seconds = float(word)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(
+            f"invalid time to live {text!r}: use minimal, indefinite or a number of seconds >= 0"
+        )
+    return seconds
+
+
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[a-z]*)")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    **{prefix: 1024**power for power, prefix in enumerate("kmgt", start=1)},
+    **{f"{prefix}ib": 1024**power for power, prefix in enumerate("kmgt", start=1)},
+    **{f"{prefix}b": 1000**power for power, prefix in enumerate("kmgt", start=1)},
+}
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count: ``4096``, ``1G`` / ``256MiB`` (powers of 1024), ``10MB`` (of 1000)."""
+    match = _SIZE.fullmatch(text.strip().lower())
+    if match is None or match["unit"] not in _SIZE_UNITS:
+        raise ConfigError(
+            f"invalid size {text!r}: use bytes or a number with K, M, G, T, KiB.. or KB.."
+        )
+    return int(float(match["number"]) * _SIZE_UNITS[match["unit"]])
+
+
+def _absolute(path: Path, cwd: Path, home: Path) -> Path:
+    """Expand a leading ``~`` to *home* and make *path* absolute relative to *cwd*."""
+    if path.parts[:1] == ("~",):
+        path = home.joinpath(*path.parts[1:])
+    return cwd / path
+
+
+def _refuse_legacy_ini(cwd: Path, home: Path) -> None:
+    """Raise like the client when only a legacy INI file (./simvue.ini, ~/.simvue.ini) exists."""
+    for ini in (cwd / "simvue.ini", home / ".simvue.ini"):
+        if ini.exists():
+            raise ConfigError(
+                f"{ini} is a legacy INI configuration, no longer supported by Simvue: "
+                "write the same settings to simvue.toml (TOML format)"
+            )
+
+
+def _load_toml(path: Path) -> dict[str, object]:
+    """Parse *path* as TOML; errors name the file and line, never echo file content."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib may quote an offending character: drop it, it could be part of the token.
+        reason = re.sub(r"character .*?(?= \(at |$)", "character", str(exc))
+        raise ConfigError(f"invalid TOML in {path}: {reason}") from None
+
+
+def _table(data: Mapping[str, object], key: str, where_file: object) -> dict[str, object]:
+    """Return the table *key* of *data* (empty when absent); ConfigError if it is not a table."""
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{key}' in {where_file} must be a table")
+    return value
+
+
+def _server_section(
+    data: Mapping[str, object], profile: str | None, where_file: str
+) -> tuple[dict[str, object], str]:
+    """Return the table holding url/token (``[server]`` or the profile's) and its label.
+
+    As in the client, a selected profile that is missing or empty is an error, even when the
+    environment supplies URL and token.
+    """
+    if not profile:
+        return _table(data, "server", where_file), "[server]"
+    profiles = _table(data, "profiles", where_file)
+    section = profiles.get(profile)
+    if not section:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(
+            f"Simvue profile '{profile}' not found in {where_file} (profiles there: {known})"
+        )
+    label = f"[profiles.{profile}]"
+    if not isinstance(section, dict):
+        raise ConfigError(f"{label} in {where_file} must be a table")
+    return section, label
+
+
+def _pick(
+    env: Mapping[str, str],
+    variable: str,
+    option: str,
+    argument: str | None,
+    section: Mapping[str, object],
+    key: str,
+    path: Path | None,
+    label: str,
+) -> tuple[str, str] | None:
+    """Return (value, source) by the client's precedence: env, argument, file; or None.
+
+    A variable that is set but empty is an error, as in the client (it does not fall back).
+    """
+    if variable in env:
+        if not env[variable].strip():
+            raise ConfigError(f"environment variable {variable} is set but empty")
+        return env[variable].strip(), f"environment variable {variable}"
+    if argument and argument.strip():
+        return argument.strip(), f"option {option}"
+    value = section.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} in {label} of {path} must be a string")
+    return value.strip(), f"{path} {label}"
+
+
+def _offline_directory(
+    env: Mapping[str, str], data: Mapping[str, object], path: Path | None, cwd: Path, home: Path
+) -> Path:
+    """``SIMVUE_OFFLINE_DIRECTORY``, else ``[offline] cache``, else ``~/.simvue``; absolute."""
+    cache = _table(data, "offline", path).get("cache")
+    if cache is not None and not isinstance(cache, str):
+        raise ConfigError(f"cache in [offline] of {path} must be a string")
+    chosen = env.get("SIMVUE_OFFLINE_DIRECTORY") or cache or str(home / ".simvue")
+    return _absolute(Path(chosen), cwd, home)
+
+
+def _b64url_decode(segment: str) -> bytes:
+    """Decode unpadded base64url as PyJWT does (padding restored)."""
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
