@@ -1,0 +1,123 @@
+"""Node -> ``pyfuse3.EntryAttributes`` and extended attributes: the one attribute factory.
+
+Rules (SEMANTICS.md has the user-facing version):
+
+- Owner: the mounting user's uid/gid. Modes: files ``0444``, directories ``0555`` (the mount
+  is read-only). Directories report ``st_nlink = 1`` ("not counted", so ``find`` never
+  uses the leaf optimisation), files 1.
+- Times: an artifact's ``created`` for files; the run's ``created`` for the run directory
+  and everything below it; the mount time for ``/`` and ``runs/`` (and when a record has no
+  time). atime = mtime = ctime.
+- ``st_size`` is the real content size. When it is not known yet (an object artifact listed
+  by ``readdir``), the server's size minus the 33 bytes the official client adds is
+  reported with ``attr_timeout = 0``, so the next ``stat`` or read past it asks again.
+- ``st_blocks = ceil(size / 512)``, ``st_blksize`` = the read block size (1 MiB).
+- Timeouts: names (``entry_timeout``) are trusted for the listing TTL of their directory;
+  attributes of artifacts (immutable) for :data:`ARTIFACT_ATTR_TIMEOUT`; everything else
+  for the listing TTL. No timeout exceeds :data:`MAX_TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyfuse3
+
+from simvuefs.inodes import Node, NodeKind
+from simvuefs.models import Artifact
+
+FILE_MODE = stat.S_IFREG | 0o444
+DIR_MODE = stat.S_IFDIR | 0o555
+OBJECT_SIZE_OVERHEAD = 33
+"""What ``sys.getsizeof`` adds to ``len`` of a bytes object: the official client reports
+``getsizeof(serialized)`` as the size of object artifacts (protocol section 4.1)."""
+ARTIFACT_ATTR_TIMEOUT = 3600.0
+"""Artifacts never change, so the kernel may keep their attributes for an hour."""
+MAX_TIMEOUT = 86400.0
+"""Cap on any timeout handed to the kernel ("indefinite" metadata TTL included)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_XATTR_PREFIX = "user.simvue."
+
+
+@dataclass(frozen=True)
+class AttrPolicy:
+    """Everything attributes depend on besides the node itself."""
+
+    uid: int
+    gid: int
+    mount_time_ns: int
+    block_size: int
+
+
+def estimated_size(artifact: Artifact) -> int:
+    """Return the best size guess without a request (exact for file artifacts)."""
+    if artifact.is_object:
+        return max(artifact.size - OBJECT_SIZE_OVERHEAD, 0)
+    return artifact.size
+
+
+def _time_ns(node: Node, policy: AttrPolicy) -> int:
+    when = None
+    if node.kind is NodeKind.FILE and node.artifact is not None:
+        when = node.artifact.created
+    if when is None and node.run is not None:
+        when = node.run.created
+    if when is None:
+        return policy.mount_time_ns
+    return (when - _EPOCH) // _MICROSECOND * 1000
+
+
+def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfuse3.EntryAttributes:
+    """Build the attributes of *node*; *listing_ttl* is the TTL of the listing it came from."""
+    attr = pyfuse3.EntryAttributes()
+    attr.st_ino = node.inode
+    attr.generation = 0
+    attr.st_uid = policy.uid
+    attr.st_gid = policy.gid
+    ttl = min(listing_ttl, MAX_TIMEOUT)
+    attr.entry_timeout = ttl
+    if node.kind is NodeKind.FILE:
+        assert node.artifact is not None
+        size = node.size
+        if size is None:
+            size = estimated_size(node.artifact)
+            attr.attr_timeout = 0
+        else:
+            attr.attr_timeout = min(ARTIFACT_ATTR_TIMEOUT, MAX_TIMEOUT)
+        attr.st_mode = FILE_MODE
+        attr.st_size = size
+        attr.st_blocks = -(-size // 512)
+    else:
+        attr.attr_timeout = ttl
+        attr.st_mode = DIR_MODE
+        attr.st_size = 0
+        attr.st_blocks = 0
+    attr.st_nlink = 1
+    attr.st_blksize = policy.block_size
+    when = _time_ns(node, policy)
+    attr.st_atime_ns = when
+    attr.st_mtime_ns = when
+    attr.st_ctime_ns = when
+    return attr
+
+
+def extended_attributes(node: Node) -> dict[str, str]:
+    """Return the ``user.simvue.*`` extended attributes of *node* (name -> value)."""
+    values: dict[str, str] = {}
+    artifact = node.artifact
+    if node.kind is NodeKind.FILE and artifact is not None:
+        values["id"] = artifact.id
+        values["checksum"] = artifact.checksum
+        values["mime_type"] = artifact.mime_type
+        values["original_path"] = artifact.original_path
+        if node.run is not None:
+            values["run_id"] = node.run.id
+    elif node.kind is NodeKind.RUN and node.run is not None:
+        values["id"] = node.run.id
+        values["status"] = node.run.status
+        values["folder"] = node.run.folder
+    return {_XATTR_PREFIX + name: value for name, value in values.items()}

@@ -1,0 +1,147 @@
+"""Inode numbers, the nodes they stand for, and the kernel's lookup counts.
+
+Pure bookkeeping: no I/O, nothing async.
+
+Invariants:
+
+- Inode numbers come from a counter starting after :data:`ROOT_INODE` and are never reused
+  within a process, so a number the kernel still holds can never name a different object.
+- A node is identified by a *key* that says what it is, e.g. ``("run", run_id)`` or
+  ``("artifact", run_id, category, artifact_id)``. The same key always maps to the same
+  inode, so an object keeps its inode across listings (and its name may change, e.g. when a
+  newer run takes over a duplicated name).
+- Nodes are kept for the life of the process. Their number is bounded by what the server has
+  shown, and keeping them means ``getattr`` on any inode the kernel knows always succeeds.
+- A node's lookup count changes only through :meth:`InodeTable.add_lookup` (a successful
+  ``lookup``, each ``readdir`` entry the kernel accepted, ``create`` & co.),
+  :meth:`InodeTable.forget` and :meth:`InodeTable.forget_all`. ``.`` and ``..`` entries of
+  ``readdir`` are never counted.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from simvuefs.models import Artifact, Run
+
+log = logging.getLogger(__name__)
+
+ROOT_INODE = 1
+"""The FUSE root inode (``FUSE_ROOT_ID``, equal to ``pyfuse3.ROOT_INODE``)."""
+
+Key = tuple[str, ...]
+
+
+class NodeKind(enum.Enum):
+    """What a node is; decides its listing, attributes and timeouts."""
+
+    ROOT = "root"  # the mountpoint: contains runs/
+    RUNS = "runs"  # runs/: one directory per run
+    RUN = "run"  # runs/<run>/: input, output, code
+    CATEGORY = "category"  # runs/<run>/<category>/
+    DIR = "dir"  # a directory made from the '/'-separated parts of artifact names
+    FILE = "file"  # an artifact
+
+    @property
+    def is_dir(self) -> bool:
+        """True for every kind except FILE."""
+        return self is not NodeKind.FILE
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """One inode.
+
+    *parent* is the inode of the directory that contains it (the root is its own parent).
+    *run* is set for RUN nodes and everything below them, *category* for CATEGORY, DIR and
+    FILE nodes, *prefix* for DIR nodes (its path below the category directory, e.g.
+    ``"plots/2024"``), *artifact* for FILE nodes. *size* is the real content size of an
+    artifact once known (object artifacts need a request to learn it).
+    """
+
+    inode: int
+    key: Key
+    kind: NodeKind
+    parent: int
+    run: Run | None = None
+    category: str | None = None
+    prefix: str = ""
+    artifact: Artifact | None = None
+    size: int | None = None
+    lookups: int = 0
+
+
+class InodeTable:
+    """Map keys to inodes and inodes to nodes; keep the kernel's lookup counts."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[int, Node] = {}
+        self._by_key: dict[Key, int] = {}
+        self._next_inode = ROOT_INODE + 1
+        root = Node(ROOT_INODE, ("root",), NodeKind.ROOT, parent=ROOT_INODE)
+        self._nodes[ROOT_INODE] = root
+        self._by_key[root.key] = ROOT_INODE
+
+    @property
+    def root(self) -> Node:
+        """The root node (inode :data:`ROOT_INODE`)."""
+        return self._nodes[ROOT_INODE]
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get(self, inode: int) -> Node | None:
+        """Return the node of *inode*, or None if this process never allocated it."""
+        return self._nodes.get(inode)
+
+    def by_key(self, key: Key) -> Node | None:
+        """Return the node with *key*, or None if there is none yet."""
+        inode = self._by_key.get(key)
+        return None if inode is None else self._nodes[inode]
+
+    def ensure(self, key: Key, kind: NodeKind, parent: int) -> Node:
+        """Return the node with *key*, allocating a fresh inode the first time.
+
+        An existing node keeps its inode and lookup count; *kind* and *parent* are only used
+        when the node is created (a key implies both).
+        """
+        inode = self._by_key.get(key)
+        if inode is not None:
+            return self._nodes[inode]
+        inode = self._next_inode
+        self._next_inode += 1
+        node = Node(inode, key, kind, parent)
+        self._nodes[inode] = node
+        self._by_key[key] = inode
+        return node
+
+    def add_lookup(self, inode: int, count: int = 1) -> None:
+        """Record that the kernel now holds *count* more references to *inode*."""
+        self._nodes[inode].lookups += count
+
+    def forget(self, inode: int, count: int) -> None:
+        """Drop *count* kernel references to *inode*; never raises (called from ``forget``)."""
+        node = self._nodes.get(inode)
+        if node is None:
+            log.error("forget of unknown inode %d (count %d)", inode, count)
+            return
+        if count > node.lookups:
+            log.error(
+                "forget of inode %d by %d but its lookup count is %d", inode, count, node.lookups
+            )
+            count = node.lookups
+        node.lookups -= count
+
+    def forget_all(self) -> int:
+        """Drop every remaining kernel reference (at unmount); return how many there were."""
+        remaining = 0
+        for node in self._nodes.values():
+            remaining += node.lookups
+            node.lookups = 0
+        return remaining
+
+    def held(self) -> dict[int, int]:
+        """Return ``{inode: lookup count}`` for every inode the kernel holds (for tests/stats)."""
+        return {inode: node.lookups for inode, node in self._nodes.items() if node.lookups}
