@@ -1,0 +1,507 @@
+"""Reader: ``read(off, size)`` of immutable artifacts, from cached blocks and streamed GETs.
+
+Content is cut into blocks of ``settings.block_size`` bytes, cached in a :class:`BlockCache`
+under ``(artifact.checksum or artifact.id, index)``, so equal checksums share blocks.
+
+How a read is served
+    Every block a read needs comes from the cache, from a flight another task is already
+    running for it, or from a bounded Range GET that this read starts (one request per run
+    of consecutive missing blocks). That is all a random reader ever causes, so ``head -c``
+    or a ``dd skip=`` costs about one block of transfer.
+
+    A handle whose earlier reads covered a block sequentially gets a *stream*: one open-ended
+    Range GET from the first block it lacks, received by a task in the reader's nursery. The
+    stream claims blocks ahead of the reader's furthest block (registering them as flights,
+    so that any reader of those blocks waits for the stream instead of fetching) and fills
+    them in order. The number of blocks it may claim ahead, its window, starts at 1 and
+    doubles each time the reader moves into a new block, up to ``readahead_per_file``; when
+    the window is full the stream stops receiving and TCP holds the server back.
+
+    A read outside the stream's reach (a seek, an isolated page-cache miss) is served like a
+    random read and leaves the stream alone; only a new sequential run elsewhere replaces it.
+    ``release`` stops it.
+
+Memory
+    Blocks claimed ahead of their reader (read-ahead) never exceed ``readahead_per_file`` per
+    handle nor ``readahead_total`` over all handles; the latter is further capped at half of
+    ``cache_bytes``, because filled read-ahead blocks live in the cache and must not evict
+    each other before they are read. Cached blocks never exceed ``cache_bytes``. Beyond that,
+    each stream holds at most one partly received block and each bounded GET the run it
+    fetches.
+
+Errors and deadlines
+    ``read`` raises only :mod:`simvuefs.errors` exceptions and returns within
+    ``settings.request_timeout`` or raises :class:`DeadlineExceeded`. A stream that fails or
+    is stopped abandons its claims: readers waiting on them fetch those blocks themselves and
+    see the error, if it persists, from their own request.
+
+Concurrency
+    Handlers run concurrently in the trio thread. Steering (the run detector, windows,
+    claims) is synchronous, hence consistent; cache state read before an await is looked up
+    again after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from simvuefs.cache import BlockCache, BlockCacheStats, Flight, FlightAbandoned
+from simvuefs.config import Settings
+from simvuefs.errors import DeadlineExceeded, ProtocolError, SimvueError
+from simvuefs.models import Artifact
+
+log = logging.getLogger(__name__)
+
+
+class RangeBody(Protocol):
+    """What the reader uses of the client's ``RangeStream``."""
+
+    async def receive(self, max_bytes: int) -> bytes: ...
+
+
+class RangeSource(Protocol):
+    """What the reader uses of :class:`simvuefs.client.SimvueClient`: its download half."""
+
+    def open_range(
+        self, artifact: Artifact, start: int, end: int | None = None
+    ) -> AbstractAsyncContextManager[RangeBody]: ...
+
+    async def read_range(self, artifact: Artifact, start: int, length: int) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderStats:
+    """Counters of a :class:`Reader` since it was opened.
+
+    *range_requests*/*range_bytes* count bounded GETs, *streams_started*/*stream_bytes* the
+    streamed ones. *readahead_bytes* is what streams hold claimed ahead of their readers
+    now; the peaks are the largest values seen, over all handles and for a single handle.
+    """
+
+    open_handles: int
+    reads: int
+    bytes_returned: int
+    range_requests: int
+    range_bytes: int
+    streams_started: int
+    stream_bytes: int
+    readahead_bytes: int
+    readahead_peak: int
+    readahead_peak_per_handle: int
+    cache: BlockCacheStats
+
+
+class ReadHandle:
+    """One open artifact: its content size, its cache key, its current run and its stream.
+
+    The run is the byte span ``[run_start, run_end)`` covered by the handle's recent reads,
+    each of which started within one block of the span; ``run_end`` is None before the first
+    read.
+    """
+
+    __slots__ = ("artifact", "key", "run_end", "run_start", "size", "stream")
+
+    def __init__(self, artifact: Artifact, size: int) -> None:
+        self.artifact = artifact
+        self.size = size
+        self.key = artifact.checksum or artifact.id
+        self.run_start = 0
+        self.run_end: int | None = None
+        self.stream: _Stream | None = None
+
+
+class _Stream:
+    """A streamed GET feeding one handle's read-ahead.
+
+    Blocks ``[first, permitted_end)`` may be received. Those that were neither cached nor in
+    flight when permitted are claimed (``claims`` holds the unfilled ones); claimed blocks
+    after ``consumer``, the reader's furthest block, are read-ahead and charged to the budget
+    (``ahead``: index -> bytes) until the reader reaches them or the stream stops.
+    """
+
+    __slots__ = (
+        "ahead",
+        "ahead_bytes",
+        "claims",
+        "consumer",
+        "finished",
+        "first",
+        "handle",
+        "permitted_end",
+        "scope",
+        "starved",
+        "stopped",
+        "wakeup",
+        "window",
+    )
+
+    def __init__(self, handle: ReadHandle, first: int, consumer: int, window: int) -> None:
+        self.handle = handle
+        self.first = first
+        self.consumer = consumer
+        self.window = window
+        self.permitted_end = first
+        self.claims: dict[int, Flight[bytes]] = {}
+        self.ahead: dict[int, int] = {}
+        self.ahead_bytes = 0
+        self.starved = False
+        self.stopped = False
+        self.scope = trio.CancelScope()
+        self.wakeup = trio.Event()
+        self.finished = trio.Event()
+
+    def covers(self, first: int, last: int) -> bool:
+        """True if blocks *first*..*last* are where this stream is or is about to be."""
+        return self.first <= last and first <= self.permitted_end + self.window
+
+
+class Reader:
+    """Serves reads of open artifacts; see the module docstring for the strategy."""
+
+    def __init__(self, client: RangeSource, settings: Settings, nursery: trio.Nursery) -> None:
+        self._client = client
+        self._settings = settings
+        self._nursery = nursery
+        self._block_size = settings.block_size
+        self._cache = BlockCache(settings.cache_bytes)
+        self._max_window = settings.readahead_per_file // settings.block_size
+        self._readahead_cap = min(settings.readahead_total, settings.cache_bytes // 2)
+        self._readahead = 0
+        self._streams: set[_Stream] = set()
+        self._open_handles = 0
+        self._reads = self._bytes_returned = 0
+        self._range_requests = self._range_bytes = 0
+        self._streams_started = self._stream_bytes = 0
+        self._readahead_peak = self._readahead_peak_per_handle = 0
+
+    def open(self, artifact: Artifact, size: int) -> ReadHandle:
+        """Return a handle for reading *artifact*, whose content is *size* bytes long."""
+        self._open_handles += 1
+        return ReadHandle(artifact, size)
+
+    async def read(self, handle: ReadHandle, off: int, size: int) -> bytes:
+        """Return *size* bytes at *off*, fewer only where the content ends.
+
+        Raises:
+            simvuefs.errors.SimvueError: the content could not be fetched (DeadlineExceeded
+                after ``settings.request_timeout``).
+        """
+        end = min(off + size, handle.size)
+        if off >= end:
+            return b""
+        self._reads += 1
+        first, last = off // self._block_size, (end - 1) // self._block_size
+        self._steer(handle, off, end, first, last)
+        with trio.move_on_after(self._settings.request_timeout) as deadline:
+            blocks = await self._blocks(handle, first, last)
+        if deadline.cancelled_caught:
+            raise DeadlineExceeded(
+                f"reading {handle.artifact.name!r} took longer than "
+                f"{self._settings.request_timeout:g} s"
+            )
+        data = self._cut(blocks, off - first * self._block_size, end - off)
+        self._bytes_returned += len(data)
+        return data
+
+    async def release(self, handle: ReadHandle) -> None:
+        """Forget *handle*; its stream, if any, is stopped before this returns."""
+        self._open_handles -= 1
+        stream = handle.stream
+        if stream is not None:
+            self._stop(stream)
+            await stream.finished.wait()
+
+    def statistics(self) -> ReaderStats:
+        """Return the counters, with the block cache's."""
+        return ReaderStats(
+            open_handles=self._open_handles,
+            reads=self._reads,
+            bytes_returned=self._bytes_returned,
+            range_requests=self._range_requests,
+            range_bytes=self._range_bytes,
+            streams_started=self._streams_started,
+            stream_bytes=self._stream_bytes,
+            readahead_bytes=self._readahead,
+            readahead_peak=self._readahead_peak,
+            readahead_peak_per_handle=self._readahead_peak_per_handle,
+            cache=self._cache.statistics(),
+        )
+
+    # -- block arithmetic ------------------------------------------------------------------
+
+    def _block_count(self, handle: ReadHandle) -> int:
+        return -(-handle.size // self._block_size)
+
+    def _block_length(self, handle: ReadHandle, index: int) -> int:
+        return min(self._block_size, handle.size - index * self._block_size)
+
+    def _cut(self, blocks: list[bytes], start: int, length: int) -> bytes:
+        """Return *length* bytes from *start* in the concatenation of *blocks* (all but the
+        last of which are full blocks), copying as little as possible."""
+        if len(blocks) == 1:
+            block = blocks[0]
+            if start == 0 and length == len(block):
+                return block
+            return block[start : start + length]
+        tail = start + length - (len(blocks) - 1) * self._block_size
+        return b"".join([blocks[0][start:], *blocks[1:-1], blocks[-1][:tail]])
+
+    # -- serving blocks --------------------------------------------------------------------
+
+    async def _blocks(self, handle: ReadHandle, first: int, last: int) -> list[bytes]:
+        """Return blocks *first*..*last* of *handle*'s artifact, fetching what nobody is."""
+        found: dict[int, bytes] = {}
+        pending = list(range(first, last + 1))
+        while pending:
+            waiting: list[tuple[int, Flight[bytes]]] = []
+            mine: list[tuple[int, Flight[bytes]]] = []
+            for index in pending:
+                key = (handle.key, index)
+                hit = self._cache.lookup(key)
+                if hit is None:
+                    mine.append((index, self._cache.start(key)))
+                elif isinstance(hit, bytes):
+                    found[index] = hit
+                else:
+                    waiting.append((index, hit))
+            if mine:
+                found.update(await self._fetch(handle, mine))
+            pending = []
+            for index, flight in waiting:
+                try:
+                    found[index] = await flight.wait()
+                except FlightAbandoned:
+                    pending.append(index)
+        return [found[index] for index in range(first, last + 1)]
+
+    async def _fetch(
+        self, handle: ReadHandle, claimed: list[tuple[int, Flight[bytes]]]
+    ) -> dict[int, bytes]:
+        """Fetch the *claimed* blocks (ascending), one bounded GET per run of consecutive
+        indexes, and resolve every claim whatever happens."""
+        fetched: dict[int, bytes] = {}
+        try:
+            for run in _consecutive_runs(claimed):
+                fetched.update(await self._fetch_run(handle, run))
+        finally:
+            for index, flight in claimed:
+                if not flight.resolved:
+                    self._cache.abandon((handle.key, index), flight)
+        return fetched
+
+    async def _fetch_run(
+        self, handle: ReadHandle, run: list[tuple[int, Flight[bytes]]]
+    ) -> dict[int, bytes]:
+        start = run[0][0] * self._block_size
+        length = min((run[-1][0] + 1) * self._block_size, handle.size) - start
+        try:
+            data = await self._client.read_range(handle.artifact, start, length)
+            if len(data) != length:
+                raise ProtocolError(
+                    f"storage sent {len(data)} bytes of {handle.artifact.name!r} at {start}, "
+                    f"expected {length}"
+                )
+        except Exception as exc:
+            for index, flight in run:
+                self._cache.fail((handle.key, index), flight, exc)
+            raise
+        self._range_requests += 1
+        self._range_bytes += length
+        fetched: dict[int, bytes] = {}
+        for index, flight in run:
+            offset = index * self._block_size - start
+            block = data if len(run) == 1 else data[offset : offset + self._block_size]
+            self._cache.finish((handle.key, index), flight, block)
+            fetched[index] = block
+        return fetched
+
+    # -- steering: run detection and read-ahead windows ------------------------------------
+
+    def _steer(self, handle: ReadHandle, off: int, end: int, first: int, last: int) -> None:
+        """Account a read of ``[off, end)`` (blocks *first*..*last*): extend or restart the
+        handle's run, move its stream along, or start a stream for a long sequential run."""
+        size = self._block_size
+        if handle.run_end is not None and handle.run_start - size <= off <= handle.run_end + size:
+            earlier = handle.run_end - handle.run_start
+            handle.run_start = min(handle.run_start, off)
+            handle.run_end = max(handle.run_end, end)
+        else:
+            earlier = 0
+            handle.run_start, handle.run_end = off, end
+        stream = handle.stream
+        if stream is not None and stream.covers(first, last):
+            self._advance(stream, last)
+        elif earlier >= size and last > handle.run_start // size:
+            # Earlier reads of this run covered a block: sequential, not one big random read.
+            self._start_stream(handle, first, last)
+
+    def _start_stream(self, handle: ReadHandle, first: int, last: int) -> None:
+        """Stream from the first block at or after *first* that is neither cached nor in
+        flight (looking one window ahead), unless the handle's stream already covers it."""
+        limit = min(first + self._max_window + 1, self._block_count(handle))
+        start = first
+        while start < limit and self._cache.contains((handle.key, start)):
+            start += 1
+        if start >= limit:
+            return
+        if handle.stream is not None:
+            if handle.stream.covers(start, start):
+                self._advance(handle.stream, last)
+                return
+            self._stop(handle.stream)
+        stream = _Stream(handle, start, consumer=last, window=min(1, self._max_window))
+        handle.stream = stream
+        self._streams.add(stream)
+        self._streams_started += 1
+        log.debug("streaming %s from block %d", handle.artifact.id, start)
+        self._extend(stream)
+        self._nursery.start_soon(self._run_stream, stream)
+
+    def _advance(self, stream: _Stream, last: int) -> None:
+        """The reader reached block *last*: widen the window and release what it consumed."""
+        if last > stream.consumer:
+            stream.consumer = last
+            stream.window = min(stream.window * 2, self._max_window)
+            released = False
+            while stream.ahead:
+                index = next(iter(stream.ahead))
+                if index > last:
+                    break
+                self._unreserve(stream, index)
+                released = True
+            if released:
+                self._wake_starved()
+        self._extend(stream)
+
+    def _extend(self, stream: _Stream) -> None:
+        """Permit and claim blocks up to the window past the consumer, within the budget."""
+        handle = stream.handle
+        limit = min(stream.consumer + stream.window + 1, self._block_count(handle))
+        index = stream.permitted_end
+        while index < limit:
+            key = (handle.key, index)
+            if not self._cache.contains(key):
+                if index > stream.consumer and not self._reserve(stream, index):
+                    break
+                stream.claims[index] = self._cache.start(key)
+            index += 1
+        stream.starved = index < limit
+        if index > stream.permitted_end:
+            stream.permitted_end = index
+            stream.wakeup.set()
+
+    def _reserve(self, stream: _Stream, index: int) -> bool:
+        length = self._block_length(stream.handle, index)
+        if self._readahead + length > self._readahead_cap:
+            return False
+        stream.ahead[index] = length
+        stream.ahead_bytes += length
+        self._readahead += length
+        self._readahead_peak = max(self._readahead_peak, self._readahead)
+        self._readahead_peak_per_handle = max(self._readahead_peak_per_handle, stream.ahead_bytes)
+        return True
+
+    def _unreserve(self, stream: _Stream, index: int) -> None:
+        length = stream.ahead.pop(index)
+        stream.ahead_bytes -= length
+        self._readahead -= length
+
+    def _wake_starved(self) -> None:
+        for stream in [s for s in self._streams if s.starved]:
+            self._extend(stream)
+
+    def _stop(self, stream: _Stream) -> None:
+        """Stop *stream* now: abandon its claims, return its budget. Idempotent."""
+        if stream.stopped:
+            return
+        stream.stopped = True
+        stream.scope.cancel()
+        for index, flight in stream.claims.items():
+            self._cache.abandon((stream.handle.key, index), flight)
+        stream.claims.clear()
+        for index in list(stream.ahead):
+            self._unreserve(stream, index)
+        self._streams.discard(stream)
+        if stream.handle.stream is stream:
+            stream.handle.stream = None
+        self._wake_starved()
+
+    # -- the stream task -------------------------------------------------------------------
+
+    async def _run_stream(self, stream: _Stream) -> None:
+        handle = stream.handle
+        try:
+            with stream.scope:
+                await self._wait_permitted(stream, stream.first)
+                start = stream.first * self._block_size
+                async with self._client.open_range(handle.artifact, start) as body:
+                    for index in range(stream.first, self._block_count(handle)):
+                        await self._wait_permitted(stream, index)
+                        length = self._block_length(handle, index)
+                        data = await _receive_exactly(body, length)
+                        self._stream_bytes += length
+                        self._deliver(stream, index, data)
+        except SimvueError as exc:
+            log.info("read-ahead of artifact %s stopped: %s", handle.artifact.id, exc)
+        except Exception:
+            # A bug below us must not take the mount down; readers retry on their own.
+            log.exception("read-ahead of artifact %s failed", handle.artifact.id)
+        finally:
+            self._stop(stream)
+            stream.finished.set()
+
+    async def _wait_permitted(self, stream: _Stream, index: int) -> None:
+        while index >= stream.permitted_end:
+            stream.wakeup = trio.Event()
+            await stream.wakeup.wait()
+
+    def _deliver(self, stream: _Stream, index: int, data: bytes) -> None:
+        key = (stream.handle.key, index)
+        flight = stream.claims.pop(index, None)
+        if flight is not None:
+            self._cache.finish(key, flight, data)
+        elif not self._cache.contains(key):
+            self._cache.put(key, data)
+
+
+@asynccontextmanager
+async def open_reader(client: RangeSource, settings: Settings) -> AsyncIterator[Reader]:
+    """Yield a :class:`Reader` whose read-ahead tasks live until the block exits."""
+    async with trio.open_nursery() as nursery:
+        reader = Reader(client, settings, nursery)
+        try:
+            yield reader
+        finally:
+            nursery.cancel_scope.cancel()
+            log.debug("reader statistics: %s", reader.statistics())
+
+
+async def _receive_exactly(body: RangeBody, length: int) -> bytes:
+    """Receive exactly *length* bytes from *body*; ProtocolError if it ends first."""
+    chunks: list[bytes] = []
+    missing = length
+    while missing > 0:
+        chunk = await body.receive(missing)
+        if not chunk:
+            raise ProtocolError(f"storage ended the body {missing} bytes early")
+        chunks.append(chunk[:missing])
+        missing -= len(chunks[-1])
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _consecutive_runs(
+    claimed: list[tuple[int, Flight[bytes]]],
+) -> list[list[tuple[int, Flight[bytes]]]]:
+    runs: list[list[tuple[int, Flight[bytes]]]] = []
+    for item in claimed:
+        if runs and runs[-1][-1][0] + 1 == item[0]:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
