@@ -8,12 +8,14 @@ which are printed as one line (never a traceback, never the token).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from simvuefs import __version__
-from simvuefs.errors import SimvueError
-from simvuefs.logs import UsageError
+from simvuefs.errors import ConfigError, SimvueError
+from simvuefs.logs import UsageError, setup_logging
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -41,6 +43,147 @@ def _add_devserver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.set_defaults(handler=run)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def default_log_file() -> Path:
+    """Return where a daemonised mount logs without --log-file (the XDG state directory)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "simvuefs" / "mount.log"
+
+
+def _ttl_text(text: str) -> str:
+    from simvuefs.config import parse_ttl
+
+    try:
+        parse_ttl(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "mount",
+        help="mount a Simvue server's runs at MOUNTPOINT",
+        description=(
+            "Mount a Simvue server at MOUNTPOINT as MOUNTPOINT/runs/<run>/<input|output|code>/"
+            "<artifact>. The server URL and token are found as the simvue client finds them "
+            "(SIMVUE_URL/SIMVUE_TOKEN, then simvue.toml). Without --foreground the mount runs "
+            "in the background and this command returns once it is ready; its log then goes "
+            f"to --log-file or to {default_log_file()} ($XDG_STATE_HOME/simvuefs/mount.log). "
+            "SIGINT/SIGTERM to the mount process unmount it cleanly."
+        ),
+    )
+    parser.add_argument("mountpoint", type=Path, help="an existing empty directory")
+    parser.add_argument("--url", help="Simvue server URL (SIMVUE_URL wins, as in the client)")
+    parser.add_argument("--profile", help="read [profiles.PROFILE] of the config file")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="read this simvue.toml")
+    parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    parser.add_argument(
+        "--read-only", action="store_true", help="mount read-only (every mount is, for now)"
+    )
+    parser.add_argument(
+        "--metadata-ttl",
+        type=_ttl_text,
+        default="minimal",
+        metavar="SECONDS|minimal|indefinite",
+        help="how long listings are trusted (minimal = 1 s; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="default: INFO"
+    )
+    parser.add_argument("--log-file", type=Path, metavar="FILE", help="append the log here")
+    parser.add_argument(
+        "--debug-fuse", action="store_true", help="log every FUSE request (libfuse debug)"
+    )
+    parser.add_argument(
+        "--allow-other",
+        action="store_true",
+        help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)",
+    )
+    # Internal: the daemonised child reports readiness on this pipe.
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    parser.set_defaults(handler=_mount)
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> list[str]:
+    argv = ["mount", str(mountpoint), "--foreground", "--log-file", str(log_file)]
+    argv += ["--log-level", args.log_level, "--metadata-ttl", args.metadata_ttl]
+    if args.url is not None:
+        argv += ["--url", args.url]
+    if args.profile is not None:
+        argv += ["--profile", args.profile]
+    if args.config is not None:
+        argv += ["--config", str(_absolute(args.config))]
+    for flag in ("read_only", "debug_fuse", "allow_other"):
+        if getattr(args, flag):
+            argv.append("--" + flag.replace("_", "-"))
+    return argv
+
+
+def _mount(args: argparse.Namespace) -> int:
+    from simvuefs import mount
+    from simvuefs.config import Settings, parse_ttl, resolve_server
+
+    mountpoint = _absolute(args.mountpoint)
+    if not args.foreground:
+        log_file = _absolute(args.log_file or default_log_file())
+        try:
+            mount.spawn_daemon(_daemon_argv(args, mountpoint, log_file), log_file)
+        except OSError as exc:
+            raise UsageError(f"cannot start the mount process: {exc}") from None
+        return 0
+    readiness = mount.Readiness(args.ready_fd)
+    try:
+        try:
+            setup_logging(args.log_level, args.log_file)
+        except OSError as exc:
+            raise UsageError(f"cannot write the log file {args.log_file}: {exc.strerror}") from None
+        server = resolve_server(url=args.url, profile=args.profile, config_file=args.config)
+        settings = Settings.from_server(server, metadata_ttl=parse_ttl(args.metadata_ttl))
+        options = mount.MountOptions(
+            mountpoint=mountpoint,
+            read_only=True,
+            allow_other=args.allow_other,
+            debug_fuse=args.debug_fuse,
+        )
+        mount.run(settings, options, readiness.ready)
+    except UsageError as exc:
+        readiness.failed(str(exc), exc.exitcode)
+        raise
+    except SimvueError as exc:
+        readiness.failed(str(exc), 1)
+        raise
+    return 0
+
+
+def _add_unmount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "unmount",
+        help="unmount a simvuefs mount",
+        description=(
+            "Unmount MOUNTPOINT with fusermount3 -u; if it is busy, detach it lazily (-uz) and "
+            "say so. Also clears a dead mount (transport endpoint is not connected)."
+        ),
+    )
+    parser.add_argument("mountpoint", type=Path)
+    parser.set_defaults(handler=_unmount)
+
+
+def _unmount(args: argparse.Namespace) -> int:
+    from simvuefs import mount
+
+    note = mount.unmount(_absolute(args.mountpoint))
+    if note:
+        print(f"simvuefs: {note}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -48,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"simvuefs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_mount(sub)
+    _add_unmount(sub)
     _add_devserver(sub)
     return parser
 

@@ -1,0 +1,381 @@
+"""The life of a mount: checks, pyfuse3 init/main/close, signals, readiness, daemonising.
+
+Order of events in :func:`run` (all before the first request is served):
+
+1. Check the mountpoint (exists, is a directory, is empty, is not mounted or a dead mount).
+2. Inside ``trio.run``: install the SIGINT/SIGTERM receiver, open the client, check the
+   server (``server_version`` with the token), open the reader, ``pyfuse3.init``.
+3. ``pyfuse3.main()`` serves requests. A helper task stats the mountpoint from a worker
+   thread (answered by ``main`` itself: never stat the mountpoint before ``main`` runs),
+   then raises the mount's ``read_ahead_kb`` to 1 MiB (design guide 4.15, best effort) and
+   reports readiness.
+4. A signal calls ``pyfuse3.terminate()``; ``main`` returns, the remaining lookups are
+   forgotten and the mount is closed and unmounted. If serving fails after the mount was
+   ready, the mount is left in place (dead: ``ENOTCONN``) so programs see an error instead
+   of the empty directory underneath; ``simvuefs unmount`` clears it.
+
+Daemon mode (:func:`spawn_daemon`) starts the same command again with ``--foreground`` and
+``--ready-fd N`` in a new session, and waits on the pipe for :class:`Readiness` to report
+``ready`` or the error that stopped the mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from simvuefs.attrs import AttrPolicy
+from simvuefs.client import SimvueClient
+from simvuefs.config import Settings
+from simvuefs.errors import AuthError, ProtocolError, StatusError, TransportError
+from simvuefs.fs import Operations
+from simvuefs.logs import UsageError
+from simvuefs.reader import open_reader
+from simvuefs.tree import Tree
+
+log = logging.getLogger(__name__)
+
+READ_AHEAD_KB = 1024
+"""Kernel read-ahead for the mount: 1 MiB FUSE reads instead of 128 KiB (guide 4.15)."""
+READY_TIMEOUT = 30.0
+"""How long the mount may take to answer its first request once mounted."""
+DAEMON_READY_TIMEOUT = 120.0
+"""How long the daemon parent waits for the child's verdict (server checks included)."""
+UNMOUNT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    """How to mount: where, and the FUSE-level switches."""
+
+    mountpoint: Path
+    read_only: bool = True
+    allow_other: bool = False
+    debug_fuse: bool = False
+
+    def fuse_options(self) -> set[str]:
+        """Return the options for ``pyfuse3.init``.
+
+        The mount is private to the mounting user unless *allow_other*; the kernel checks
+        permissions against the modes we report (``default_permissions``). Everything is
+        read-only at this stage, so ``ro`` is always set.
+        """
+        options = set(pyfuse3.default_options)
+        options |= {"fsname=simvuefs", "subtype=simvuefs", "default_permissions"}
+        options |= {"nosuid", "nodev", "ro"}
+        if self.allow_other:
+            options.add("allow_other")
+        if self.debug_fuse:
+            options.add("debug")
+        return options
+
+
+# -- mount table and mountpoint checks ----------------------------------------------------
+
+
+def _unescape(field: str) -> str:
+    """Decode the octal escapes (``\\040`` ...) of a ``/proc/self/mountinfo`` field."""
+    out = bytearray()
+    raw = field.encode("utf-8", "surrogateescape")
+    i = 0
+    while i < len(raw):
+        digits = raw[i + 1 : i + 4]
+        if raw[i] == 0x5C and len(digits) == 3 and all(0x30 <= d <= 0x37 for d in digits):
+            out.append(int(digits, 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+def mount_table() -> dict[str, str]:
+    """Return ``{mount point: filesystem type}`` from ``/proc/self/mountinfo``."""
+    table: dict[str, str] = {}
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+        for line in info:
+            fields = line.split()
+            if "-" not in fields:
+                continue
+            separator = fields.index("-")
+            if len(fields) > separator + 1 and len(fields) > 4:
+                table[_unescape(fields[4])] = fields[separator + 1]
+    return table
+
+
+def check_mountpoint(path: Path) -> None:
+    """Raise UsageError unless *path* is an existing, empty, unmounted directory."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise UsageError(f"mountpoint {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise UsageError(
+                f"{path} is a dead mount (transport endpoint is not connected): "
+                f"run 'simvuefs unmount {path}' first"
+            ) from None
+        raise UsageError(f"cannot use mountpoint {path}: {exc.strerror}") from None
+    if str(path) in mount_table():
+        raise UsageError(f"{path} is already mounted (run 'simvuefs unmount {path}' first)")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"mountpoint {path} is not a directory")
+    try:
+        with os.scandir(path) as entries:
+            occupied = any(True for _ in entries)
+    except OSError as exc:
+        raise UsageError(f"cannot read mountpoint {path}: {exc.strerror}") from None
+    if occupied:
+        raise UsageError(f"mountpoint {path} is not empty")
+
+
+# -- serving ------------------------------------------------------------------------------
+
+
+async def check_server(client: SimvueClient, url: str) -> str:
+    """Return the server's version, or raise UsageError with one line saying what is wrong."""
+    try:
+        return await client.server_version()
+    except AuthError as exc:
+        raise UsageError(
+            f"the Simvue server at {url} rejected the token (HTTP {exc.status}): "
+            "check SIMVUE_TOKEN or the token in simvue.toml"
+        ) from None
+    except TransportError as exc:
+        raise UsageError(f"cannot reach the Simvue server at {url}: {exc}") from None
+    except (StatusError, ProtocolError) as exc:
+        raise UsageError(f"{url} does not look like a Simvue server: {exc}") from None
+
+
+def run(settings: Settings, options: MountOptions, on_ready: Callable[[], None]) -> None:
+    """Mount, call *on_ready* once the mount answers requests, and serve until unmounted.
+
+    Raises UsageError (or a SimvueError) with a one-line message when the mount cannot start.
+    """
+    check_mountpoint(options.mountpoint)
+    trio.run(_serve, settings, options, on_ready)
+
+
+async def _serve(settings: Settings, options: MountOptions, on_ready: Callable[[], None]) -> None:
+    mountpoint = str(options.mountpoint)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with SimvueClient.open(settings) as client:
+            version = await check_server(client, settings.url)
+            log.info("server %s answers (version %s)", settings.url, version)
+            async with open_reader(client, settings) as reader:
+                policy = AttrPolicy(
+                    uid=os.getuid(),
+                    gid=os.getgid(),
+                    mount_time_ns=time.time_ns(),
+                    block_size=settings.block_size,
+                )
+                ops = Operations(Tree(client, settings), reader, policy)
+                try:
+                    pyfuse3.init(ops, mountpoint, options.fuse_options())
+                except RuntimeError as exc:
+                    raise UsageError(f"cannot mount {mountpoint}: {exc}") from None
+                ready = trio.Event()
+                unmount = True
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_stop_on_signal, signals)
+                        nursery.start_soon(_announce, mountpoint, ready, on_ready)
+                        await pyfuse3.main()
+                        nursery.cancel_scope.cancel()
+                except BaseException:
+                    # Leave a dead mount only once programs may be using it (module doc).
+                    unmount = not ready.is_set()
+                    raise
+                finally:
+                    held = ops.forget_all()
+                    log.debug("released %d lookups held by the kernel", held)
+                    pyfuse3.close(unmount=unmount)
+                    log.info("unmounted %s", mountpoint)
+            log.debug("client: %s", client.statistics())
+
+
+async def _stop_on_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("%s received: unmounting", signal.Signals(signum).name)
+        pyfuse3.terminate()
+        return
+
+
+async def _announce(mountpoint: str, ready: trio.Event, on_ready: Callable[[], None]) -> None:
+    """Wait until the mount answers a request, tune read-ahead, then report readiness."""
+    with trio.fail_after(READY_TIMEOUT):
+        info = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+    await trio.to_thread.run_sync(_set_read_ahead, info.st_dev)
+    ready.set()
+    log.info("mounted at %s", mountpoint)
+    on_ready()
+
+
+def _set_read_ahead(device: int) -> None:
+    path = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    try:
+        path.write_text(f"{READ_AHEAD_KB}\n")
+    except OSError as exc:
+        log.debug("could not set %s: %s", path, exc)
+    else:
+        log.debug("set %s to %d", path, READ_AHEAD_KB)
+
+
+# -- daemon mode --------------------------------------------------------------------------
+
+
+class Readiness:
+    """The mounting process's end of the daemon pipe (a no-op without one).
+
+    Writes exactly one line: ``ready`` or ``error <exit code> <message>``.
+    """
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def ready(self) -> None:
+        """Tell the waiting parent that the mount is ready."""
+        self._send("ready")
+
+    def failed(self, message: str, exitcode: int) -> None:
+        """Tell the waiting parent why the mount did not start."""
+        self._send(f"error {exitcode} {' '.join(message.split())}")
+
+    def _send(self, line: str) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.write(fd, line.encode("utf-8", "replace") + b"\n")
+        except OSError as exc:
+            log.debug("could not report to the parent: %s", exc)
+        finally:
+            os.close(fd)
+
+
+def spawn_daemon(argv: list[str], log_file: Path, timeout: float = DAEMON_READY_TIMEOUT) -> None:
+    """Run ``python -m simvuefs *argv* --ready-fd N`` detached; return once it is mounted.
+
+    The child gets a new session, ``/dev/null`` as stdin and *log_file* as stdout/stderr.
+    Raises UsageError with the child's own message (and exit code) if it fails, exits, or
+    is not ready within *timeout* seconds.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    try:
+        os.set_inheritable(write_end, True)
+        with open(log_file, "ab") as log_stream:
+            actions = [
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_stream.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, log_stream.fileno(), 2),
+            ]
+            command = [sys.executable, "-m", "simvuefs", *argv, "--ready-fd", str(write_end)]
+            pid = os.posix_spawn(
+                sys.executable, command, os.environ, file_actions=actions, setsid=True
+            )
+    finally:
+        os.close(write_end)
+    try:
+        line = _read_line(read_end, timeout)
+    finally:
+        os.close(read_end)
+    if line == "ready":
+        return
+    if line is not None and line.startswith("error "):
+        _, code, message = line.split(" ", 2)
+        _reap(pid)
+        raise UsageError(message, exitcode=int(code) if code.isdigit() else 1)
+    if line is None and _reap(pid) is None:
+        os.kill(pid, signal.SIGTERM)
+        raise UsageError(f"the mount was not ready after {timeout:.0f} s (log: {log_file})")
+    raise UsageError(f"the mount process exited before the mount was ready (log: {log_file})")
+
+
+def _read_line(fd: int, timeout: float) -> str | None:
+    """Read one line from *fd*; None on EOF or when *timeout* seconds pass."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return data.decode("utf-8", "replace").strip() or None
+        data += chunk
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
+
+
+def _reap(pid: int, wait: float = 2.0) -> int | None:
+    """Return the exit status of child *pid* if it exits within *wait* seconds, else None."""
+    deadline = time.monotonic() + wait
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+# -- unmount ------------------------------------------------------------------------------
+
+
+def fusermount() -> str:
+    """Return the fusermount binary (fuse3-only systems ship only ``fusermount3``)."""
+    for name in ("fusermount3", "fusermount"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise UsageError("fusermount3 is not installed (Debian/Ubuntu package fuse3)")
+
+
+def unmount(mountpoint: Path) -> str | None:
+    """Unmount the FUSE mount at *mountpoint*; return a note for the user, if any.
+
+    Uses ``fusermount3 -u``; when the mount is busy, falls back to a lazy ``-uz`` (detached
+    now, gone once the last process leaves it) and says so. Dead (``ENOTCONN``) mounts are
+    cleared the same way. Raises UsageError if it is not a FUSE mount or cannot be unmounted.
+    """
+    path = str(mountpoint)
+    fstype = mount_table().get(path)
+    if fstype is None:
+        raise UsageError(f"{path} is not mounted")
+    if not fstype.startswith("fuse"):
+        raise UsageError(f"{path} is not a FUSE mount (type {fstype})")
+    tool = fusermount()
+    first = _run([tool, "-u", path])
+    if first.returncode == 0 or path not in mount_table():
+        return None
+    lazy = _run([tool, "-uz", path])
+    if lazy.returncode == 0 or path not in mount_table():
+        return f"{path} was busy: detached it lazily (it goes away when no process uses it)"
+    reason = (lazy.stderr or first.stderr).strip().splitlines()
+    raise UsageError(f"cannot unmount {path}: {reason[-1] if reason else 'fusermount failed'}")
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=UNMOUNT_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"{argv[0]} did not finish within {UNMOUNT_TIMEOUT:.0f} s") from None
