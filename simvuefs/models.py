@@ -52,7 +52,9 @@ def format_timestamp(when: datetime) -> str:
 def _require_str(data: dict[str, Any], key: str, kind: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
-        raise ProtocolError(f"{kind} record without a usable {key!r}: {str(data)[:200]}")
+        # Name the keys only: values may be signed URLs, whose query strings are secrets.
+        keys = ", ".join(sorted(str(k) for k in data))[:200]
+        raise ProtocolError(f"{kind} record without a usable {key!r} (keys: {keys})")
     return value
 
 

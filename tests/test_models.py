@@ -1,0 +1,192 @@
+"""Tests of simvuefs.models: lenient parsing of server records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simvuefs.errors import ProtocolError
+from simvuefs.models import NAME_REGEX, Artifact, Run, UploadSlot, format_timestamp, parse_timestamp
+
+WHEN = datetime(2026, 11, 22, 17, 52, 12, 243268, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-22T17:52:12.243268",
+        "2026-11-22T17:52:12.243268Z",
+        "2026-11-22T17:52:12.243268+00:00",
+        "2026-11-22T18:52:12.243268+01:00",
+        " 2026-11-22T17:52:12.243268 ",
+    ],
+)
+def test_parse_timestamp_accepts_server_and_iso_forms(text: str) -> None:
+    assert parse_timestamp(text) == WHEN
+
+
+def test_parse_timestamp_without_fraction() -> None:
+    assert parse_timestamp("2026-11-22T17:52:12") == WHEN.replace(microsecond=0)
+
+
+@pytest.mark.parametrize("value", [None, "", "yesterday", 1700000000, ["2026-01-01"], {}])
+def test_parse_timestamp_rejects_garbage_quietly(value: object) -> None:
+    assert parse_timestamp(value) is None
+
+
+def test_format_timestamp_is_the_servers_format() -> None:
+    assert format_timestamp(WHEN) == "2026-11-22T17:52:12.243268"
+    plus_one = WHEN.astimezone(timezone(timedelta(hours=1)))
+    assert format_timestamp(plus_one) == "2026-11-22T17:52:12.243268"
+    assert (
+        format_timestamp(WHEN.replace(tzinfo=None, microsecond=0)) == "2026-11-22T17:52:12.000000"
+    )
+    assert parse_timestamp(format_timestamp(WHEN)) == WHEN
+
+
+def test_run_from_a_full_record() -> None:
+    run = Run.from_json(
+        {
+            "id": "r1",
+            "name": "probe-run",
+            "folder": "/probe/sub",
+            "status": "completed",
+            "created": "2026-11-22T17:52:12.243268",
+            "started": "2026-11-22T17:52:13.000000",
+            "endtime": "2026-11-22T17:53:00.000000",
+            "description": "d",
+            "tags": ["a", 3, "b"],
+            "metadata": {"k": 1},
+            "extra": "ignored",
+        }
+    )
+    assert run.id == "r1"
+    assert run.name == "probe-run"
+    assert run.folder == "/probe/sub"
+    assert run.created == WHEN
+    assert run.tags == ("a", "b")
+    assert run.metadata == {"k": 1}
+    assert run.is_finished
+
+
+def test_run_defaults_and_id_fill_in() -> None:
+    run = Run.from_json({"name": "n", "folder": {"path": "/f"}, "tags": "x"}, run_id="r9")
+    assert (run.id, run.folder, run.status, run.tags, run.created) == (
+        "r9",
+        "/f",
+        "unknown",
+        (),
+        None,
+    )
+    assert not run.is_finished
+    assert Run.from_json({"id": "r", "name": "n", "folder": ""}).folder == "/"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [{"name": "no id"}, {"id": "", "name": "n"}, {"id": 7, "name": "n"}, {"id": "r"}, ["id"], None],
+)
+def test_run_without_id_or_name_is_a_protocol_error(record: object) -> None:
+    with pytest.raises(ProtocolError):
+        Run.from_json(record)
+
+
+def test_artifact_from_a_listing_entry() -> None:
+    artifact = Artifact.from_json(
+        {
+            "id": "a1",
+            "name": "code/script.py",
+            "size": 12,
+            "checksum": "ABCDEF",
+            "mime_type": "text/x-python",
+            "original_path": "/home/u/script.py",
+            "url": "http://h/storage/a1?sig=x",
+            "uploaded": True,
+            "created": "2026-11-22T17:52:12.243268",
+            "category": "code",
+            "metadata": None,
+        }
+    )
+    assert artifact.checksum == "abcdef"
+    assert artifact.category == "code"
+    assert artifact.url == "http://h/storage/a1?sig=x"
+    assert artifact.metadata == {}
+    assert not artifact.is_object
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "attribute", "expected"),
+    [
+        ("size", -1, "size", 0),
+        ("size", True, "size", 0),
+        ("size", "12", "size", 0),
+        ("url", "", "url", None),
+        ("url", 5, "url", None),
+        ("category", "other", "category", None),
+        ("category", ["input"], "category", None),
+        ("mime_type", None, "mime_type", "application/octet-stream"),
+        ("uploaded", False, "uploaded", False),
+    ],
+)
+def test_artifact_lenient_fields(
+    field: str, value: object, attribute: str, expected: object
+) -> None:
+    artifact = Artifact.from_json({"id": "a", "name": "n", field: value})
+    assert getattr(artifact, attribute) == expected
+
+
+def test_object_artifacts_have_an_empty_original_path() -> None:
+    assert Artifact.from_json({"id": "a", "name": "n", "original_path": ""}).is_object
+    assert Artifact.from_json({"id": "a", "name": "n"}).is_object
+
+
+def test_protocol_errors_do_not_leak_signed_urls() -> None:
+    with pytest.raises(ProtocolError) as info:
+        Artifact.from_json({"id": "a", "url": "http://h/storage/a?X-Signature=SECRET"})
+    assert "SECRET" not in str(info.value)
+
+
+def test_upload_slot_styles() -> None:
+    put = UploadSlot.from_json({"id": "a", "url": "http://h/up?sig=1"})
+    assert (put.artifact_id, put.url, put.fields) == ("a", "http://h/up?sig=1", ())
+    post = UploadSlot.from_json({"id": "a", "url": "http://h/up", "fields": {"key": "k", "n": 1}})
+    assert post.fields == (("key", "k"), ("n", "1"))
+    dedup = UploadSlot.from_json({"id": "a", "url": None})
+    assert dedup.url is None
+    with pytest.raises(ProtocolError):
+        UploadSlot.from_json({"url": "http://h/up"})
+
+
+def test_name_regex_matches_the_clients() -> None:
+    assert NAME_REGEX.match("code/script v1.2:final_x-y")
+    assert not NAME_REGEX.match("bad*name")
+    assert not NAME_REGEX.match("")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_records = st.fixed_dictionaries(
+    {},
+    optional={
+        key: _json | st.text(max_size=30)
+        for key in ("id", "name", "size", "url", "folder", "tags", "created", "category", "fields")
+    },
+)
+
+
+@given(record=_records | _json)
+def test_from_json_raises_only_protocol_error(record: Any) -> None:
+    for parse in (Run.from_json, Artifact.from_json, UploadSlot.from_json):
+        try:
+            parse(record)
+        except ProtocolError:
+            pass
