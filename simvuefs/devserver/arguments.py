@@ -1,0 +1,125 @@
+"""Command-line options of ``simvuefs devserver``.
+
+Only argparse and the standard library: ``simvuefs.cli`` imports this module to build its
+parser even when the devserver's extra packages (Starlette, uvicorn) are not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+MIB = 1024 * 1024
+DEFAULT_LARGE_SIZE = 256 * MIB
+DEFAULT_URL_EXPIRY = 3600.0
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": MIB,
+    "mb": 1000**2,
+    "mib": MIB,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count such as ``1048576``, ``64MiB``, ``1G`` or ``500kB``."""
+    match = _SIZE_PATTERN.match(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 4096, 64MiB, 1G)")
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r} (0 picks a free port)")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the devserver's options to *parser*."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="data directory (created if missing): simvue.db, blobs/, secret",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument(
+        "--port", type=_port, default=0, help="TCP port; 0 picks a free one (default %(default)s)"
+    )
+    parser.add_argument(
+        "--write-config",
+        type=Path,
+        metavar="FILE",
+        help="write a simvue.toml with the server URL and a fresh token to FILE",
+    )
+    parser.add_argument(
+        "--seed",
+        choices=["demo"],
+        help="fill an empty data directory with demo runs and artifacts",
+    )
+    parser.add_argument(
+        "--large-size",
+        type=parse_size,
+        default=DEFAULT_LARGE_SIZE,
+        metavar="BYTES",
+        help="size of the large generated demo artifact (default 256MiB)",
+    )
+    parser.add_argument(
+        "--upload-style",
+        choices=["put", "post"],
+        default="post",
+        help="presigned PUT of the raw body, or S3-style multipart POST with fields "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--url-expiry",
+        type=_seconds,
+        default=DEFAULT_URL_EXPIRY,
+        metavar="SECONDS",
+        help="lifetime of signed storage URLs (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-dedup",
+        action="store_true",
+        help="always ask for an upload, even when content with that checksum is stored",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a fault switch at start (see GET /admin/faults); repeatable",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="log level on stderr (default %(default)s); the access log is never written, "
+        "since it would show signed URLs",
+    )

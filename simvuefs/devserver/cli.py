@@ -1,0 +1,165 @@
+"""Start the devserver: prepare the data directory, bind, announce, serve until signalled.
+
+The socket is bound here (port 0 picks a free port) and handed to uvicorn, so the URL is
+known before serving. The line ``simvuefs devserver listening on URL`` is printed (and
+flushed) only once uvicorn accepts requests; it is the only thing written to stdout.
+SIGINT and SIGTERM stop the server cleanly with exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from simvuefs.devserver.app import build_app
+from simvuefs.devserver.auth import load_or_create_secret, mint_token
+from simvuefs.devserver.faults import FaultError, Faults, parse_assignment
+from simvuefs.devserver.seed import seed_demo
+from simvuefs.devserver.state import USER_NAME, ServerState
+from simvuefs.devserver.storage import DroppedConnection
+from simvuefs.devserver.store import Store
+from simvuefs.logs import UsageError, setup_logging
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN_SECONDS = 2
+"""How long a stop waits for open requests (a stalled download, say) before cancelling them."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that announces itself once started, and does not re-raise the stop
+    signal after shutdown (so a signalled stop exits with status 0)."""
+
+    def __init__(self, config: uvicorn.Config, url: str) -> None:
+        super().__init__(config)
+        self.url = url
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            print(f"simvuefs devserver listening on {self.url}", flush=True)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _HideDroppedConnections(logging.Filter):
+    """uvicorn logs an app exception as an error; a fault-injected drop is not one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], DroppedConnection))
+
+
+def _prepare_data_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"data directory {str(path)!r} is not usable: {exc.strerror}") from None
+    return path
+
+
+def _faults(assignments: list[str]) -> Faults:
+    faults = Faults()
+    try:
+        faults.update(dict(parse_assignment(text) for text in assignments))
+    except FaultError as exc:
+        raise UsageError(str(exc), exitcode=2) from None
+    return faults
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _public_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def write_config(path: Path, url: str, token: str) -> None:
+    """Write a ``simvue.toml`` (mode 0600: it holds a token) read by simvue and simvuefs."""
+    text = (
+        "# Written by simvuefs devserver.\n"
+        f"[server]\nurl = {json.dumps(url)}\ntoken = {json.dumps(token)}\n"
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {str(path)!r}: {exc.strerror}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the devserver described by *args* until SIGINT/SIGTERM; return the exit status."""
+    setup_logging(args.log_level)
+    logging.getLogger("uvicorn.error").addFilter(_HideDroppedConnections())
+    data_dir = _prepare_data_dir(args.data)
+    faults = _faults(args.fault)
+    try:
+        secret = load_or_create_secret(data_dir / "secret")
+        store = Store(data_dir)
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        raise UsageError(f"cannot open the data directory {str(data_dir)!r}: {exc}") from None
+    try:
+        if args.seed == "demo" and store.count_runs() == 0:
+            seed_demo(store, large_size=args.large_size)
+        sock = _bind(args.host, args.port)
+        url = _public_url(sock)
+        if args.write_config is not None:
+            write_config(args.write_config, url, mint_token(secret, USER_NAME))
+        state = ServerState(
+            store=store,
+            secret=secret,
+            upload_style=args.upload_style,
+            url_expiry=args.url_expiry,
+            dedup=not args.no_dedup,
+            faults=faults,
+        )
+        config = uvicorn.Config(
+            build_app(state),
+            log_config=None,
+            log_level=args.log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+        asyncio.run(_Server(config, url).serve(sockets=[sock]))
+    finally:
+        store.close()
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,296 @@
+"""Demo data for ``--seed demo``: runs, folders and artifacts covering the hard cases.
+
+Everything seeded is described by :data:`ARTIFACTS` and :data:`RUNS`, so tests can import
+the expected names, categories and content. The cases covered: run names with spaces,
+``:``, ``.`` and ``/``; two runs with the same name; artifact names with ``/``; one artifact
+attached to two runs; equal content in separate artifacts; an empty file; object artifacts
+stored the way ``Run.save_object`` stores them (``original_path == ""``, ``size`` = content
+length + 33); and a large generated artifact whose content :func:`large_content` recomputes
+for any byte range.
+
+Seeding writes straight into the store (not through HTTP) and only into an empty store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import random
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from simvuefs.devserver.state import USER_NAME
+from simvuefs.devserver.store import Store
+from simvuefs.models import format_timestamp
+
+OBJECT_SIZE_OVERHEAD = 33
+"""The official client reports ``sys.getsizeof(bytes)`` as an object artifact's size."""
+
+LARGE_BLOCK = 1024 * 1024
+_LARGE_BASE = random.Random(20250314).randbytes(LARGE_BLOCK)
+_LARGE_STRIDE = 1_000_003  # prime: every block index gets its own rotation of the base block
+
+BASE_TIME = datetime(2025, 3, 14, 9, 0, 0, 125000, tzinfo=UTC)
+
+
+def large_block(index: int) -> bytes:
+    """Return block *index* (LARGE_BLOCK bytes) of the large artifact: a rotation of one
+    pseudo-random block, different for every index, so misplaced bytes are detectable."""
+    shift = (index * _LARGE_STRIDE) % LARGE_BLOCK
+    return _LARGE_BASE[shift:] + _LARGE_BASE[:shift]
+
+
+def large_content(offset: int, length: int) -> bytes:
+    """Return bytes [offset, offset + length) of the large artifact (of any size)."""
+    parts = []
+    end = offset + length
+    while offset < end:
+        index, inner = divmod(offset, LARGE_BLOCK)
+        take = min(LARGE_BLOCK - inner, end - offset)
+        parts.append(large_block(index)[inner : inner + take])
+        offset += take
+    return b"".join(parts)
+
+
+def _large_chunks(size: int) -> Iterator[bytes]:
+    full, rest = divmod(size, LARGE_BLOCK)
+    for index in range(full):
+        yield large_block(index)
+    if rest:
+        yield large_block(full)[:rest]
+
+
+def _npy(values: list[float]) -> bytes:
+    """Serialise a 1-d float64 array in NumPy's .npy format (what save_object sends)."""
+    header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': ({len(values)},), }}"
+    padding = 64 - (10 + len(header) + 1) % 64
+    header_bytes = (header + " " * padding + "\n").encode("latin-1")
+    return (
+        b"\x93NUMPY\x01\x00"
+        + struct.pack("<H", len(header_bytes))
+        + header_bytes
+        + struct.pack(f"<{len(values)}d", *values)
+    )
+
+
+def _mesh_text() -> bytes:
+    lines = ["FoamFile { class pointField; object points; }", str(400), "("]
+    lines += [f"({i % 20 * 0.05:.3f} {i // 20 * 0.05:.3f} 0.000)" for i in range(400)]
+    lines.append(")")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class SeedArtifact:
+    """One artifact record. ``content`` None means the large generated content."""
+
+    name: str
+    content: bytes | None
+    original_path: str
+    mime_type: str = ""
+
+    @property
+    def is_object(self) -> bool:
+        return self.original_path == ""
+
+    @property
+    def mime(self) -> str:
+        return self.mime_type or mimetypes.guess_type(self.name)[0] or "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One run; ``artifacts`` pairs keys of ARTIFACTS with the category in this run."""
+
+    name: str
+    folder: str
+    status: str
+    tags: tuple[str, ...]
+    created: datetime
+    duration: timedelta | None
+    artifacts: tuple[tuple[str, str], ...]
+    description: str = ""
+
+
+ARTIFACTS: dict[str, SeedArtifact] = {
+    "notes": SeedArtifact("notes.txt", b"Demo run notes.\nSecond line.\n", "/home/demo/notes.txt"),
+    "mesh": SeedArtifact("system/mesh.dat", _mesh_text(), "/home/demo/case/system/mesh.dat"),
+    "solver": SeedArtifact(
+        "src/solver.f90",
+        b"program solver\n  implicit none\n  print *, 'converged'\nend program solver\n",
+        "/home/demo/case/src/solver.f90",
+    ),
+    "results": SeedArtifact(
+        "results.csv",
+        b"step,residual,energy\n"
+        + b"".join(f"{i},{1.0 / (i + 1):.6f},{100 - i * 0.5:.2f}\n".encode() for i in range(50)),
+        "/home/demo/case/results.csv",
+    ),
+    "empty": SeedArtifact("empty.log", b"", "/home/demo/case/empty.log"),
+    "summary": SeedArtifact(
+        "summary",
+        json.dumps({"converged": True, "iterations": 50}).encode(),
+        "",
+        "application/json",
+    ),
+    "spectrum": SeedArtifact(
+        "spectrum", _npy([0.5, 1.5, 2.5, 3.5]), "", "application/vnd.simvue.numpy.v1"
+    ),
+    "large": SeedArtifact("large.bin", None, "/home/demo/case/large.bin"),
+    "residuals": SeedArtifact(
+        "residuals.csv", b"iteration,residual\n1,0.5\n2,0.25\n3,0.125\n", "/scratch/residuals.csv"
+    ),
+    "scan_params": SeedArtifact("scan params.txt", b"angle=45\nenergy=12keV\n", "/data/params.txt"),
+    "scan_log": SeedArtifact(
+        "scan.log", b"scan started\nERROR: detector timeout\n", "/data/scan.log"
+    ),
+    "release_script": SeedArtifact("run.py", b"print('release 1.2')\n", "/home/demo/run.py"),
+    "sweep_a_params": SeedArtifact("params.json", b'{"alpha": 0.1}\n', "/sweep/params.json"),
+    "sweep_a_result": SeedArtifact("result.txt", b"sweep A: 0.42\n", "/sweep/a/result.txt"),
+    "sweep_b_params": SeedArtifact("params.json", b'{"alpha": 0.1}\n', "/sweep/params.json"),
+    "sweep_b_result": SeedArtifact("result.txt", b"sweep B: 0.37\n", "/sweep/b/result.txt"),
+}
+
+_HOUR = timedelta(hours=1)
+RUNS: tuple[SeedRun, ...] = (
+    SeedRun(
+        "demo run",
+        "/demo",
+        "completed",
+        ("demo", "baseline"),
+        BASE_TIME,
+        2 * _HOUR,
+        (
+            ("notes", "input"),
+            ("mesh", "input"),
+            ("solver", "code"),
+            ("results", "output"),
+            ("empty", "output"),
+            ("summary", "output"),
+            ("spectrum", "output"),
+            ("large", "output"),
+        ),
+        "Baseline demo with every kind of artifact",
+    ),
+    SeedRun(
+        "cfd/mesh-study",
+        "/demo/cfd",
+        "running",
+        ("cfd", "mesh"),
+        BASE_TIME + 24 * _HOUR,
+        None,
+        (("mesh", "input"), ("solver", "code"), ("residuals", "output")),
+    ),
+    SeedRun(
+        "scan:2025-03",
+        "/scans",
+        "failed",
+        ("scan",),
+        BASE_TIME + 48 * _HOUR,
+        _HOUR / 4,
+        (("scan_params", "input"), ("scan_log", "output")),
+    ),
+    SeedRun(
+        "v1.2.release",
+        "/demo",
+        "completed",
+        ("release",),
+        BASE_TIME + 50 * _HOUR,
+        _HOUR,
+        (("release_script", "code"),),
+    ),
+    SeedRun(
+        "sweep",
+        "/scans",
+        "completed",
+        ("sweep",),
+        BASE_TIME + 72 * _HOUR,
+        _HOUR,
+        (("sweep_a_params", "input"), ("sweep_a_result", "output")),
+    ),
+    SeedRun(
+        "sweep",
+        "/scans",
+        "running",
+        ("sweep",),
+        BASE_TIME + 96 * _HOUR,
+        None,
+        (("sweep_b_params", "input"), ("sweep_b_result", "output")),
+    ),
+    SeedRun("queued run", "/demo", "created", (), BASE_TIME + 100 * _HOUR, None, ()),
+)
+
+
+def artifact_content(key: str, large_size: int) -> bytes:
+    """Return the full content of seeded artifact *key* (the large one at *large_size*)."""
+    content = ARTIFACTS[key].content
+    return large_content(0, large_size) if content is None else content
+
+
+def _store_content(store: Store, artifact: SeedArtifact, large_size: int) -> tuple[str, int]:
+    if artifact.content is not None:
+        checksum = hashlib.sha256(artifact.content).hexdigest()
+        if not store.has_blob(checksum):
+            store.write_blob(checksum, [artifact.content])
+        return checksum, len(artifact.content)
+    digest = hashlib.sha256()
+    spool_file, spool = store.open_spool()
+    with spool_file:
+        for chunk in _large_chunks(large_size):
+            digest.update(chunk)
+            spool_file.write(chunk)
+    store.commit_blob(spool, digest.hexdigest())
+    return digest.hexdigest(), large_size
+
+
+def seed_demo(store: Store, large_size: int) -> dict[str, str]:
+    """Fill *store* with RUNS and ARTIFACTS; return the artifact ids by ARTIFACTS key."""
+    artifact_ids: dict[str, str] = {}
+    for offset, (key, artifact) in enumerate(ARTIFACTS.items()):
+        checksum, length = _store_content(store, artifact, large_size)
+        record = store.create_artifact(
+            {
+                "name": artifact.name,
+                "original_path": artifact.original_path,
+                "size": length + OBJECT_SIZE_OVERHEAD if artifact.is_object else length,
+                "mime_type": artifact.mime,
+                "checksum": checksum,
+                "metadata": None,
+                "uploaded": True,
+                "created": format_timestamp(BASE_TIME + timedelta(minutes=offset)),
+                "storage_id": "devserver",
+                "user": USER_NAME,
+            }
+        )
+        artifact_ids[key] = record["id"]
+    for run in RUNS:
+        started = run.created + timedelta(seconds=1) if run.status != "created" else None
+        ended = started + run.duration if started and run.duration else None
+        record = store.create_run(
+            {
+                "name": run.name,
+                "folder": run.folder,
+                "status": run.status,
+                "tags": list(run.tags),
+                "description": run.description or None,
+                "metadata": {"seeded": True},
+                "system": {"hostname": "demo-host", "cwd": "/home/demo"},
+                "user": USER_NAME,
+                "created": format_timestamp(run.created),
+                "started": format_timestamp(started) if started else None,
+                "endtime": format_timestamp(ended) if ended else None,
+                "modified": format_timestamp(ended or started or run.created),
+                "heartbeat_timeout": 180,
+                "ttl": None,
+                "starred": False,
+                "alerts": [],
+                "notifications": {"state": "none"},
+                "visibility": {"tenant": False, "public": False, "users": []},
+            }
+        )
+        for key, category in run.artifacts:
+            store.attach(record["id"], artifact_ids[key], category)
+    return artifact_ids

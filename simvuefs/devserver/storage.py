@@ -1,0 +1,435 @@
+"""The storage side: signed URLs, downloads with HTTP Range, verified uploads.
+
+Storage URLs need no Authorization header (the official client sends none); they carry
+``expires`` (epoch seconds) and ``sig`` (HMAC of method, path and expiry), like S3
+presigned URLs, and errors are S3-style XML. Bodies are streamed in both directions, so
+memory stays bounded whatever the artifact size; uploaded content is stored only if its
+sha256 matches the declared checksum (S3 ``BadDigest`` otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlencode
+from xml.sax.saxutils import escape
+
+import anyio
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from simvuefs.devserver.auth import sign, signature_matches
+from simvuefs.devserver.multipart import MultipartError, PartEnd, PartStart, boundary_from
+from simvuefs.devserver.multipart import iter_parts as iter_multipart
+from simvuefs.devserver.state import ServerState
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1024 * 1024
+"""Bytes read from disk and handed to the connection at a time (downloads and uploads)."""
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+BAD_DIGEST_MESSAGE = "The SHA256 you specified did not match the calculated checksum."
+
+
+class DroppedConnection(Exception):
+    """Raised mid-body by the ``drop_after_bytes`` fault: uvicorn then closes the socket."""
+
+
+def s3_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """Return an S3-style XML error answer."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{escape(message)}</Message></Error>"
+    )
+    return Response(body, status, headers=headers, media_type="application/xml")
+
+
+def _expiry(state: ServerState) -> int:
+    return math.ceil(time.time() + state.faults.url_lifetime(state.url_expiry))
+
+
+def download_url(state: ServerState, base_url: str, artifact_id: str) -> str:
+    """Return a signed GET URL for the artifact's content, valid for the current expiry."""
+    path = f"/storage/artifacts/{artifact_id}"
+    expires = str(_expiry(state))
+    query = urlencode({"expires": expires, "sig": sign(state.secret, "GET", path, expires)})
+    return f"{base_url}{path}?{query}"
+
+
+def upload_slot(
+    state: ServerState, base_url: str, artifact_id: str, checksum: str
+) -> dict[str, Any]:
+    """Return the ``url`` (and, for the POST style, ``fields``) for uploading the content."""
+    expires = str(_expiry(state))
+    if state.upload_style == "put":
+        path = f"/storage/uploads/{artifact_id}"
+        query = urlencode({"expires": expires, "sig": sign(state.secret, "PUT", path, expires)})
+        return {"url": f"{base_url}{path}?{query}"}
+    key = f"uploads/{artifact_id}"
+    checksum_b64 = base64.b64encode(bytes.fromhex(checksum)).decode("ascii")
+    return {
+        "url": f"{base_url}/storage/uploads",
+        "fields": {
+            "key": key,
+            "x-amz-checksum-sha256": checksum_b64,
+            "expires": expires,
+            "x-amz-signature": sign(state.secret, "POST", key, checksum_b64, expires),
+        },
+    }
+
+
+def _signature_problem(
+    state: ServerState, expires: str, signature: str, *parts: str
+) -> Response | None:
+    if not expires.isdigit() or not signature_matches(state.secret, signature, *parts, expires):
+        return s3_error(403, "AccessDenied", "Request signature does not match")
+    if time.time() >= int(expires):
+        return s3_error(403, "AccessDenied", "Request has expired")
+    return None
+
+
+async def _storage_faults(state: ServerState, where: str) -> Response | None:
+    status = state.faults.storage_error()
+    if status:
+        return s3_error(
+            status, "ServiceUnavailable" if status == 503 else "InternalError", "Injected fault"
+        )
+    if delay := state.faults.stall_for(where):
+        await asyncio.sleep(delay)
+    return None
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+    """Interpret a Range header for content of *size* bytes.
+
+    Returns ``(start, end)`` (inclusive) to serve 206, None to serve the whole content with
+    200 (no header, several ranges, or syntax this server ignores, as RFC 9110 allows), or
+    the string ``"unsatisfiable"`` for 416.
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first:
+        if not last:
+            return None
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(int(last), size - 1) if last else size - 1
+
+
+class BlobResponse(Response):
+    """Streams ``length`` bytes of a blob from ``offset``, applying the body faults.
+
+    Counts the bytes handed to the connection in ``stats.bytes_served``; stops reading when
+    the client disconnects.
+    """
+
+    def __init__(
+        self,
+        state: ServerState,
+        path: Path,
+        offset: int,
+        length: int,
+        status: int,
+        headers: dict[str, str],
+        media_type: str,
+    ) -> None:
+        super().__init__(None, status, headers, media_type)
+        self.headers["content-length"] = str(length)
+        self._state = state
+        self._path = path
+        self._offset = offset
+        self._length = length
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        async with anyio.create_task_group() as group:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch_disconnect)
+            await self._send_body(send)
+            group.cancel_scope.cancel()
+
+    async def _send_body(self, send: Send) -> None:
+        faults = self._state.faults
+        stall = faults.stall_for("storage_middle")
+        stall_at = self._length // 2 if stall else -1
+        drop_at = faults.drop_limit()
+        sent = 0
+        file = await run_in_threadpool(self._path.open, "rb")
+        try:
+            await run_in_threadpool(file.seek, self._offset)
+            while sent < self._length:
+                if sent == stall_at:
+                    await asyncio.sleep(stall)
+                if drop_at is not None and sent >= drop_at:
+                    raise DroppedConnection(f"fault drop_after_bytes={drop_at}")
+                want = min(CHUNK_SIZE, self._length - sent)
+                for limit in (stall_at, drop_at):
+                    if limit is not None and limit > sent:
+                        want = min(want, limit - sent)
+                chunk = await run_in_threadpool(file.read, want)
+                if not chunk:
+                    raise OSError(f"blob {self._path.name} is shorter than expected")
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
+                self._state.stats.bytes_served += len(chunk)
+        finally:
+            await run_in_threadpool(file.close)
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def download(state: ServerState, request: Request) -> Response:
+    """``GET /storage/artifacts/{id}?expires=&sig=``: the content, whole or a Range."""
+    artifact_id = request.path_params["artifact_id"]
+    problem = _signature_problem(
+        state,
+        request.query_params.get("expires", ""),
+        request.query_params.get("sig", ""),
+        "GET",
+        request.url.path,
+    )
+    if problem is None:
+        problem = await _storage_faults(state, "storage_before")
+    if problem is not None:
+        return problem
+    artifact = state.store.get_artifact(artifact_id)
+    path = state.store.blob_path(artifact["checksum"]) if artifact else None
+    try:
+        size = (await run_in_threadpool(path.stat)).st_size if path else -1
+    except FileNotFoundError:
+        size = -1
+    if artifact is None or path is None or size < 0:
+        return s3_error(404, "NoSuchKey", "The specified key does not exist.")
+    state.stats.storage_gets += 1
+    headers = {
+        "accept-ranges": "bytes",
+        "etag": f'"{artifact["checksum"]}"',
+        "cache-control": "no-transform",
+    }
+    wanted = (
+        None if state.faults.range_ignored() else parse_range(request.headers.get("range"), size)
+    )
+    if wanted == "unsatisfiable":
+        return s3_error(
+            416,
+            "InvalidRange",
+            "The requested range is not satisfiable",
+            {"content-range": f"bytes */{size}"},
+        )
+    media_type = artifact.get("mime_type") or "application/octet-stream"
+    if isinstance(wanted, tuple):
+        start, end = wanted
+        state.stats.range_gets += 1
+        headers["content-range"] = f"bytes {start}-{end}/{size}"
+        return BlobResponse(state, path, start, end - start + 1, 206, headers, media_type)
+    return BlobResponse(state, path, 0, size, 200, headers, media_type)
+
+
+class Spool:
+    """Incoming content: written to a temporary file in large batches while hashed."""
+
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+        self._file: IO[bytes]
+        self._file, self.path = state.store.open_spool()
+        self._hash = hashlib.sha256()
+        self._pending = bytearray()
+        self.size = 0
+
+    async def write(self, data: bytes) -> None:
+        self._pending += data
+        self.size += len(data)
+        if len(self._pending) >= CHUNK_SIZE:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        data = bytes(self._pending)
+        self._pending.clear()
+        await run_in_threadpool(self._write_now, data)
+
+    def _write_now(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._file.write(data)
+
+    async def finish(self) -> str:
+        """Write what is pending, close the file and return the sha256 (hex)."""
+        await self._flush()
+        await run_in_threadpool(self._file.close)
+        return self._hash.hexdigest()
+
+    async def store_if(self, expected: str) -> Response | None:
+        """Keep the content as the blob for *expected*, or return a BadDigest answer."""
+        actual = await self.finish()
+        if actual != expected:
+            self.discard()
+            self._state.stats.uploads_rejected += 1
+            return s3_error(400, "BadDigest", BAD_DIGEST_MESSAGE)
+        self._state.store.commit_blob(self.path, actual)
+        self._state.stats.uploads += 1
+        self._state.stats.upload_bytes += self.size
+        return None
+
+    def discard(self) -> None:
+        """Drop the temporary file (after a failure or a rejected digest)."""
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+async def _receive_into(spool: Spool, chunks: AsyncIterator[bytes]) -> None:
+    async for chunk in chunks:
+        if chunk:
+            await spool.write(chunk)
+
+
+async def upload_put(state: ServerState, request: Request) -> Response:
+    """``PUT /storage/uploads/{id}?expires=&sig=``: the raw body is the content."""
+    artifact_id = request.path_params["artifact_id"]
+    problem = _signature_problem(
+        state,
+        request.query_params.get("expires", ""),
+        request.query_params.get("sig", ""),
+        "PUT",
+        request.url.path,
+    )
+    if problem is None:
+        problem = await _storage_faults(state, "storage_before")
+    if problem is not None:
+        return problem
+    artifact = state.store.get_artifact(artifact_id)
+    if artifact is None:
+        return s3_error(404, "NoSuchUpload", "The artifact of this upload does not exist.")
+    spool = Spool(state)
+    try:
+        await _receive_into(spool, request.stream())
+        rejected = await spool.store_if(artifact["checksum"])
+    except BaseException:
+        spool.discard()
+        raise
+    return rejected or Response(status_code=200, headers={"etag": f'"{artifact["checksum"]}"'})
+
+
+async def upload_post(state: ServerState, request: Request) -> Response:
+    """``POST /storage/uploads``: S3-style form (the signed fields, then ``file``); 204."""
+    try:
+        boundary = boundary_from(request.headers.get("content-type", ""))
+    except MultipartError as exc:
+        return s3_error(400, "MalformedPOSTRequest", str(exc))
+    fields: dict[str, str] = {}
+    spool: Spool | None = None
+    current: PartStart | None = None
+    value = bytearray()
+    try:
+        async for event in iter_multipart(request.stream(), boundary):
+            if isinstance(event, PartStart):
+                current, value = event, bytearray()
+                if event.name == "file" and spool is None:
+                    problem = await _check_post_fields(state, fields)
+                    if problem is not None:
+                        return problem
+                    spool = Spool(state)
+            elif isinstance(event, PartEnd):
+                if current is not None and current.name != "file":
+                    fields[current.name] = value.decode("utf-8", "replace")
+                current = None
+            elif current is not None and current.name == "file" and spool is not None:
+                await spool.write(event)
+            elif current is not None and len(value) + len(event) <= 64 * 1024:
+                value += event
+        if spool is None:
+            return s3_error(
+                400, "InvalidArgument", "POST requires exactly one file upload per request."
+            )
+        expected = base64.b64decode(fields["x-amz-checksum-sha256"]).hex()
+        rejected = await spool.store_if(expected)
+    except MultipartError as exc:
+        if spool is not None:
+            spool.discard()
+        return s3_error(400, "MalformedPOSTRequest", str(exc))
+    except BaseException:
+        if spool is not None:
+            spool.discard()
+        raise
+    return rejected or Response(status_code=204)
+
+
+async def _check_post_fields(state: ServerState, fields: dict[str, str]) -> Response | None:
+    key = fields.get("key", "")
+    checksum_b64 = fields.get("x-amz-checksum-sha256", "")
+    problem = _signature_problem(
+        state,
+        fields.get("expires", ""),
+        fields.get("x-amz-signature", ""),
+        "POST",
+        key,
+        checksum_b64,
+    )
+    if problem is None:
+        try:
+            if len(base64.b64decode(checksum_b64, validate=True)) != 32:
+                raise ValueError(checksum_b64)
+        except (binascii.Error, ValueError):
+            return s3_error(400, "InvalidRequest", "Invalid x-amz-checksum-sha256")
+        problem = await _storage_faults(state, "storage_before")
+    if problem is None and state.store.get_artifact(key.removeprefix("uploads/")) is None:
+        problem = s3_error(404, "NoSuchUpload", "The artifact of this upload does not exist.")
+    return problem
+
+
+def routes(state: ServerState) -> list[Route]:
+    """Return the storage routes (no Authorization: the URLs are signed)."""
+
+    async def get(request: Request) -> Response:
+        return await download(state, request)
+
+    async def put(request: Request) -> Response:
+        try:
+            return await upload_put(state, request)
+        except ClientDisconnect:
+            return Response(status_code=400)
+
+    async def post(request: Request) -> Response:
+        try:
+            return await upload_post(state, request)
+        except ClientDisconnect:
+            return Response(status_code=400)
+
+    return [
+        Route("/storage/artifacts/{artifact_id}", get, methods=["GET"]),
+        Route("/storage/uploads/{artifact_id}", put, methods=["PUT"]),
+        Route("/storage/uploads", post, methods=["POST"]),
+    ]
