@@ -283,6 +283,10 @@ class BlockCache:
         self._lru[key] = data
         self._peak = max(self._peak, int(self._lru.currsize))
 
+    def discard(self, key: BlockKey) -> None:
+        """Drop the cached block for *key*, if any (a flight for it is unaffected)."""
+        self._lru.pop(key, None)
+
     def statistics(self) -> BlockCacheStats:
         """Return the counters and sizes."""
         return BlockCacheStats(

@@ -21,6 +21,11 @@ How a read is served
     random read and leaves the stream alone; only a new sequential run elsewhere replaces it.
     ``release`` stops it.
 
+    Streamed blocks are transient: once the reader has moved past them they are dropped
+    from the cache (the kernel's page cache holds what was read), so a long sequential read
+    recycles a window's worth of memory instead of filling the cache with data read once.
+    Blocks fetched for random reads stay cached.
+
 Memory
     Blocks claimed ahead of their reader (read-ahead) never exceed ``readahead_per_file`` per
     handle nor ``readahead_total`` over all handles; the latter is further capped at half of
@@ -44,6 +49,7 @@ Concurrency
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -57,6 +63,10 @@ from simvuefs.errors import DeadlineExceeded, ProtocolError, SimvueError
 from simvuefs.models import Artifact
 
 log = logging.getLogger(__name__)
+
+STREAM_TRAIL_BLOCKS = 2
+"""Streamed blocks kept behind a reader's position: the kernel's concurrent reads of one
+region arrive slightly out of order."""
 
 
 class RangeBody(Protocol):
@@ -102,10 +112,10 @@ class ReadHandle:
 
     The run is the byte span ``[run_start, run_end)`` covered by the handle's recent reads,
     each of which started within one block of the span; ``run_end`` is None before the first
-    read.
+    read. ``streamed`` lists the cached blocks its streams delivered, oldest first.
     """
 
-    __slots__ = ("artifact", "key", "run_end", "run_start", "size", "stream")
+    __slots__ = ("artifact", "key", "run_end", "run_start", "size", "stream", "streamed")
 
     def __init__(self, artifact: Artifact, size: int) -> None:
         self.artifact = artifact
@@ -114,6 +124,7 @@ class ReadHandle:
         self.run_start = 0
         self.run_end: int | None = None
         self.stream: _Stream | None = None
+        self.streamed: deque[int] = deque()
 
 
 class _Stream:
@@ -216,6 +227,7 @@ class Reader:
         if stream is not None:
             self._stop(stream)
             await stream.finished.wait()
+        self._drop_streamed(handle, self._block_count(handle))
 
     def statistics(self) -> ReaderStats:
         """Return the counters, with the block cache's."""
@@ -331,6 +343,7 @@ class Reader:
             earlier = handle.run_end - handle.run_start
             handle.run_start = min(handle.run_start, off)
             handle.run_end = max(handle.run_end, end)
+            self._drop_streamed(handle, first - STREAM_TRAIL_BLOCKS)
         else:
             earlier = 0
             handle.run_start, handle.run_end = off, end
@@ -340,6 +353,12 @@ class Reader:
         elif earlier >= size and last > handle.run_start // size:
             # Earlier reads of this run covered a block: sequential, not one big random read.
             self._start_stream(handle, first, last)
+
+    def _drop_streamed(self, handle: ReadHandle, before: int) -> None:
+        """Drop the blocks *handle*'s streams delivered, oldest first, up to block *before*."""
+        streamed = handle.streamed
+        while streamed and streamed[0] < before:
+            self._cache.discard((handle.key, streamed.popleft()))
 
     def _start_stream(self, handle: ReadHandle, first: int, last: int) -> None:
         """Stream from the first block at or after *first* that is neither cached nor in
@@ -468,6 +487,9 @@ class Reader:
             self._cache.finish(key, flight, data)
         elif not self._cache.contains(key):
             self._cache.put(key, data)
+        else:
+            return
+        stream.handle.streamed.append(index)
 
 
 @asynccontextmanager

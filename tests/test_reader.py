@@ -142,6 +142,10 @@ async def test_sequential_read_is_one_range_and_one_stream() -> None:
     assert 0 < stats.readahead_peak_per_handle <= 8 * BLOCK
     assert stats.readahead_bytes == 0
     assert stats.open_handles == 0
+    # streamed blocks were dropped behind the reader: the cache held about a window (8 ahead,
+    # 2 behind, block 0), and keeps only block 0, fetched with a bounded GET, after release
+    assert stats.cache.peak_bytes <= 12 * BLOCK
+    assert stats.cache.bytes == BLOCK
 
 
 async def test_reads_straddling_blocks_and_the_end() -> None:
