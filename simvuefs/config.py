@@ -94,9 +94,23 @@ class Settings:
     verify_tls: bool = True
     # The client's offline cache directory (SIMVUE_OFFLINE_DIRECTORY, [offline] cache, ~/.simvue).
     offline_directory: Path = field(default_factory=lambda: Path.home() / ".simvue")
+    # Uploads (upload.py): where written files are spooled (None = $XDG_CACHE_HOME/simvuefs/spool),
+    # bytes kept free there, backoff of background retries, and how long unmount waits for them.
+    spool_dir: Path | None = None
+    spool_min_free: int = 64 * MIB
+    upload_retry_initial: float = 2.0
+    upload_retry_max: float = 300.0
+    shutdown_upload_wait: float = 30.0
 
     def __post_init__(self) -> None:
-        positive = ("request_timeout", "connect_timeout", "read_timeout", "block_size")
+        positive = (
+            "request_timeout",
+            "connect_timeout",
+            "read_timeout",
+            "block_size",
+            "upload_retry_initial",
+            "upload_retry_max",
+        )
         non_negative = (
             "retry_attempts",
             "metadata_ttl",
@@ -104,6 +118,8 @@ class Settings:
             "cache_bytes",
             "readahead_per_file",
             "readahead_total",
+            "spool_min_free",
+            "shutdown_upload_wait",
         )
         for name in positive + non_negative:
             value = getattr(self, name)
