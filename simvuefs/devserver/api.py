@@ -114,7 +114,7 @@ def guarded(state: ServerState, key: str, handler: Handler) -> Handler:
             authenticate(state, request)
             if delay := state.faults.stall_for("api"):
                 await asyncio.sleep(delay)
-            if status := state.faults.api_error():
+            if status := state.faults.api_error(key):
                 return error_response(status, "injected fault")
             return await handler(request)
         except ApiError as exc:

@@ -35,6 +35,9 @@ class Faults:
     api_error_status: int = 0
     api_error_rate: float = 0.0
     api_error_count: int = 0
+    # When set, the API error switches apply only to this route, e.g.
+    # "PUT /api/runs/{run_id}/artifacts/{artifact_id}" (the attach); "" = every route.
+    api_error_route: str = ""
     storage_error_status: int = 0
     storage_error_rate: float = 0.0
     storage_error_count: int = 0
@@ -67,8 +70,11 @@ class Faults:
 
     # -- hooks called by the routes ----------------------------------------------------------
 
-    def api_error(self) -> int:
-        """Return the status an API request must fail with now, or 0 to proceed."""
+    def api_error(self, route: str) -> int:
+        """Return the status a request to *route* ("METHOD /api/path/{param}") must fail
+        with now, or 0 to proceed."""
+        if self.api_error_route and route != self.api_error_route:
+            return 0
         return self._take("api_error")
 
     def storage_error(self) -> int:
