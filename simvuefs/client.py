@@ -589,6 +589,15 @@ class SimvueClient:
             raise ProtocolError(f"{what}: the artifact has no name")
         return name
 
+    async def delete_artifact(self, artifact_id: str) -> None:
+        """Delete an artifact (``DELETE /api/artifacts/{id}``, protocol 4.4's generic delete).
+
+        The uploader uses it only for artifacts it created itself: the earlier name of a
+        file renamed after it landed.
+        """
+        with self._deadline("DELETE", "artifacts", artifact_id):
+            await self._api("DELETE", ["artifacts", artifact_id], expect=(200, 204))
+
 
 def _more_pages(total: object, next_start: int, page_length: int) -> bool:
     """Decide whether another runs page may exist, whatever ``count`` means.
