@@ -32,7 +32,13 @@ import httpx
 import trio
 
 from simvuefs.config import MIB, Settings
-from simvuefs.errors import AuthError, DeadlineExceeded, ProtocolError, UrlExpired
+from simvuefs.errors import (
+    AuthError,
+    DeadlineExceeded,
+    ProtocolError,
+    TransportError,
+    UrlExpired,
+)
 from simvuefs.models import CATEGORIES, Artifact, Run, UploadSlot
 from simvuefs.transport import (
     MAX_ERROR_BODY,
@@ -393,19 +399,35 @@ class SimvueClient:
             await stream.aclose()
 
     async def read_range(self, artifact: Artifact, start: int, length: int) -> bytes:
-        """Return *length* bytes from *start* (fewer only at the end of the content)."""
-        if length <= 0:
-            return b""
+        """Return *length* bytes from *start* (fewer only at the end of the content).
+
+        A connection that breaks mid-body is resumed from the first missing byte; it gives up
+        after ``retry_attempts`` breaks in a row that brought no bytes (or at the deadline).
+        """
         parts: list[bytes] = []
         got = 0
+        barren = 0
         with self._deadline("GET", "artifacts", artifact.id, "content"):
-            async with self.open_range(artifact, start, start + length - 1) as stream:
-                while got < length:
-                    chunk = await stream.receive(length - got)
-                    if not chunk:
-                        break
-                    parts.append(chunk)
-                    got += len(chunk)
+            while got < length:
+                before = got
+                opened = False
+                try:
+                    async with self.open_range(artifact, start + got, start + length - 1) as body:
+                        opened = True
+                        while got < length:
+                            chunk = await body.receive(length - got)
+                            if not chunk:
+                                return b"".join(parts)
+                            parts.append(chunk)
+                            got += len(chunk)
+                except DeadlineExceeded:
+                    raise
+                except TransportError as exc:
+                    barren = 0 if got > before else barren + 1
+                    if not opened or barren >= self._policy.attempts:
+                        raise
+                    log.debug("artifact %s: %s; resuming at byte %d", artifact.id, exc, start + got)
+                    self._counters.retries += 1
         return b"".join(parts)
 
     async def content_length(self, artifact: Artifact) -> int:
