@@ -148,7 +148,7 @@ def _mount(args: argparse.Namespace) -> int:
         settings = Settings.from_server(server, metadata_ttl=parse_ttl(args.metadata_ttl))
         options = mount.MountOptions(
             mountpoint=mountpoint,
-            read_only=True,
+            read_only=True,  # the write path is not there yet: every mount is read-only
             allow_other=args.allow_other,
             debug_fuse=args.debug_fuse,
         )

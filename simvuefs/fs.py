@@ -22,6 +22,7 @@ import functools
 import itertools
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -58,6 +59,25 @@ T = TypeVar("T")
 
 _DOTS = (b".", b"..")
 MAX_NAME_BYTES = 255
+WARNING_INTERVAL = 10.0
+"""A failing server makes every request fail the same way: warn once per this many seconds."""
+_last_warning: dict[tuple[str, type[SimvueError]], float] = {}
+
+
+def _level_for(handler: str, exc: SimvueError) -> int:
+    """WARNING at most once per handler and error type every WARNING_INTERVAL, else DEBUG.
+
+    NotFound is routine (ENOENT) and always DEBUG.
+    """
+    if isinstance(exc, NotFound):
+        return logging.DEBUG
+    key = (handler, type(exc))
+    now = time.monotonic()
+    last = _last_warning.get(key)
+    if last is not None and now - last < WARNING_INTERVAL:
+        return logging.DEBUG
+    _last_warning[key] = now
+    return logging.WARNING
 
 
 def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -76,7 +96,7 @@ def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any
             raise
         except SimvueError as exc:
             code = errno_for(exc)
-            level = logging.DEBUG if isinstance(exc, NotFound) else logging.WARNING
+            level = _level_for(handler.__name__, exc)
             log.log(level, "%s: %s (%s)", handler.__name__, exc, errno.errorcode.get(code, code))
             raise pyfuse3.FUSEError(code) from None
         except Exception:
@@ -132,13 +152,16 @@ class Operations(pyfuse3.Operations):
             self._tree.known_size(node)
         return entry_attributes(node, self._policy, ttl)
 
-    async def _fresh(self, node: Node) -> Node:
-        """Make the attributes of *node* exact (file sizes) and current (run records)."""
+    async def _exact(self, node: Node) -> Node:
+        """Make the size of file *node* exact (object artifacts need a request once)."""
         if node.kind is NodeKind.FILE:
             await self._tree.exact_size(node)
-        elif node.kind is NodeKind.RUN:
-            await self._tree.refresh(node)
         return node
+
+    async def _xattrs(self, inode: int) -> dict[str, str]:
+        node = self._node(inode)
+        await self._tree.refresh(node)  # a run's status changes; files' values never do
+        return extended_attributes(node)
 
     def forget_all(self) -> int:
         """Drop every lookup the kernel still holds (after ``main`` returns); return how many."""
@@ -173,26 +196,24 @@ class Operations(pyfuse3.Operations):
             found = await self._tree.lookup(parent, os.fsdecode(name))
             if found is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
-            node = await self._fresh(found)
+            node = await self._exact(found)
         self._table.add_lookup(node.inode)
         return self._attributes(node)
 
     @fuse_errors
     async def getattr(self, inode: InodeT, ctx: RequestContext) -> EntryAttributes:
-        return self._attributes(await self._fresh(self._node(inode)))
+        return self._attributes(await self._exact(self._node(inode)))
 
     @fuse_errors
     async def getxattr(self, inode: InodeT, name: XAttrNameT, ctx: RequestContext) -> bytes:
-        node = await self._fresh(self._node(inode))
-        value = extended_attributes(node).get(os.fsdecode(name))
+        value = (await self._xattrs(inode)).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value.encode("utf-8")
 
     @fuse_errors
     async def listxattr(self, inode: InodeT, ctx: RequestContext) -> Sequence[XAttrNameT]:
-        node = await self._fresh(self._node(inode))
-        return [os.fsencode(name) for name in extended_attributes(node)]
+        return [os.fsencode(name) for name in await self._xattrs(inode)]
 
     @fuse_errors
     async def statfs(self, ctx: RequestContext) -> StatvfsData:

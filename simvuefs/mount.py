@@ -71,12 +71,13 @@ class MountOptions:
         """Return the options for ``pyfuse3.init``.
 
         The mount is private to the mounting user unless *allow_other*; the kernel checks
-        permissions against the modes we report (``default_permissions``). Everything is
-        read-only at this stage, so ``ro`` is always set.
+        permissions against the modes we report (``default_permissions``).
         """
         options = set(pyfuse3.default_options)
         options |= {"fsname=simvuefs", "subtype=simvuefs", "default_permissions"}
-        options |= {"nosuid", "nodev", "ro"}
+        options |= {"nosuid", "nodev"}
+        if self.read_only:
+            options.add("ro")
         if self.allow_other:
             options.add("allow_other")
         if self.debug_fuse:
