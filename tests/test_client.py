@@ -30,6 +30,7 @@ from simvuefs.errors import (
     NotFound,
     ProtocolError,
     ServerError,
+    StatusError,
     TransportError,
     UploadRejected,
     UrlExpired,
@@ -483,3 +484,25 @@ async def test_upload_sequence_dedup_and_bad_digest(
         assert info.value.status == 400
         assert "sig=" not in str(info.value)
     assert client.statistics().bytes_uploaded >= 2 * len(content)
+
+
+async def test_validation_errors_and_delete(devserver: DevServer) -> None:
+    async with _client(devserver) as client:
+        with pytest.raises(StatusError, match="must be a hex sha256") as info:
+            await client.create_artifact(
+                name="x", original_path="/x", size=1, mime_type="text/plain", checksum="nope"
+            )
+        assert info.value.status == 422
+        slot = await client.create_artifact(
+            name="gone.txt",
+            original_path="/gone.txt",
+            size=0,
+            mime_type="text/plain",
+            checksum=hashlib.sha256(b"").hexdigest(),
+        )
+        assert await client.get_artifact_name(slot.artifact_id) == "gone.txt"
+        await client.delete_artifact(slot.artifact_id)
+        with pytest.raises(NotFound):
+            await client.get_artifact(slot.artifact_id)
+        with pytest.raises(NotFound):
+            await client.delete_artifact(slot.artifact_id)
