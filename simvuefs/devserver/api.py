@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from simvuefs.devserver.auth import TokenError, verify_token
 from simvuefs.devserver.filters import QueryError
-from simvuefs.devserver.state import SERVER_VERSION, USER_NAME, ServerState
+from simvuefs.devserver.state import NOSIM_VERSION, SERVER_VERSION, USER_NAME, ServerState
 from simvuefs.devserver.storage import download_url, upload_slot
 from simvuefs.devserver.store import now_timestamp
 from simvuefs.models import CATEGORIES, NAME_REGEX
@@ -208,7 +208,10 @@ class Api:
         return JSONResponse({"version": SERVER_VERSION})
 
     async def nosim_version(self, request: Request) -> Response:
-        return error_response(404, "Not Found")
+        """Answered (not 404, which the protocol allows): after a 404 the official Sender
+        writes ``"nosim": "None"`` into the offline cache's version.json, and every later
+        configuration load of the client in that cache then fails to parse it."""
+        return JSONResponse({"version": NOSIM_VERSION})
 
     # -- folders ---------------------------------------------------------------------------
 

@@ -12,6 +12,9 @@ from simvuefs.devserver.store import Store
 SERVER_VERSION = "1.3.0"
 """Version reported by ``GET /api/version`` (the official client wants 1.1.0 <= v < 2.0.0)."""
 
+NOSIM_VERSION = "1.0.0"
+"""Version reported by ``GET /api/nosim/version`` (stored by the client, never used)."""
+
 USER_NAME = "devserver"
 """The one user of this server: the subject of its tokens and the ``user`` of its objects."""
 
