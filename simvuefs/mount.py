@@ -56,6 +56,8 @@ READY_TIMEOUT = 30.0
 DAEMON_READY_TIMEOUT = 120.0
 """How long the daemon parent waits for the child's verdict (server checks included)."""
 UNMOUNT_TIMEOUT = 30.0
+DEAD_MOUNT_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
+"""What the kernel answers on a FUSE mount whose daemon has gone."""
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,9 @@ def check_mountpoint(path: Path) -> None:
     except FileNotFoundError:
         raise UsageError(f"mountpoint {path} does not exist") from None
     except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
+        if exc.errno in DEAD_MOUNT_ERRNOS:
             raise UsageError(
-                f"{path} is a dead mount (transport endpoint is not connected): "
-                f"run 'simvuefs unmount {path}' first"
+                f"{path} is a dead mount ({exc.strerror}): run 'simvuefs unmount {path}' first"
             ) from None
         raise UsageError(f"cannot use mountpoint {path}: {exc.strerror}") from None
     if str(path) in mount_table():
