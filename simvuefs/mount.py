@@ -22,6 +22,7 @@ Daemon mode (:func:`spawn_daemon`) starts the same command again with ``--foregr
 from __future__ import annotations
 
 import errno
+import faulthandler
 import logging
 import os
 import select
@@ -169,6 +170,8 @@ def run(settings: Settings, options: MountOptions, on_ready: Callable[[], None])
     Raises UsageError (or a SimvueError) with a one-line message when the mount cannot start.
     """
     check_mountpoint(options.mountpoint)
+    # `kill -USR1 <pid>` dumps every thread's stack to stderr (the log file of a daemon).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     trio.run(_serve, settings, options, on_ready)
 
 
