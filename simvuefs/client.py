@@ -55,6 +55,7 @@ from simvuefs.transport import (
     open_http,
     parse_json,
     read_capped,
+    resolve_url,
     send,
     storage_error,
     transport_error,
@@ -92,16 +93,16 @@ class _SkipWarner:
 
     def __init__(self, interval: float = 60.0) -> None:
         self._interval = interval
-        self._last = -interval
+        self._last: float | None = None
         self._suppressed = 0
 
     def warn(self, what: str, exc: Exception) -> None:
         now = time.monotonic()
-        if now - self._last < self._interval:
+        if self._last is not None and now - self._last < self._interval:
             self._suppressed += 1
             return
         log.warning(
-            "%s: skipping a malformed entry (%s); %d more skipped since the last warning",
+            "%s: skipped a malformed entry (%s); %d more since the last warning",
             what,
             exc,
             self._suppressed,
@@ -269,6 +270,9 @@ class SimvueClient:
     def _deadline(self, method: str, *segments: str) -> AbstractContextManager[None]:
         return deadline(self._settings.request_timeout, f"{method} {self._api_url(*segments)}")
 
+    def _download_deadline(self, artifact: Artifact) -> AbstractContextManager[None]:
+        return deadline(self._settings.request_timeout, f"download of artifact {artifact.id}")
+
     def _parse_entries(self, entries: list[Any], parse: Callable[[Any], T], what: str) -> list[T]:
         parsed: list[T] = []
         for entry in entries:
@@ -317,7 +321,7 @@ class SimvueClient:
         that ignores ``start``). Malformed entries are skipped with a warning.
         """
         runs: dict[str, Run] = {}
-        seen: set[object] = set()
+        seen: set[str] = set()
         start = 0
         with self._deadline("GET", "runs"):
             while True:
@@ -330,7 +334,9 @@ class SimvueClient:
                     raise ProtocolError(f"{what}: no 'data' list in the answer")
                 for run in self._parse_entries(page, Run.from_json, what):
                     runs.setdefault(run.id, run)
-                ids = {entry.get("id") for entry in page if isinstance(entry, dict)}
+                ids = {
+                    e["id"] for e in page if isinstance(e, dict) and isinstance(e.get("id"), str)
+                }
                 stale = ids <= seen  # a server that ignores `start` repeats its first page
                 seen |= ids
                 start += len(page)
@@ -390,9 +396,13 @@ class SimvueClient:
         """
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"bad byte range {start}-{end}")
-        with self._deadline("GET", "artifacts", artifact.id, "content"):
+        with self._download_deadline(artifact):
             response = await self._open_download(artifact, start, end)
-        stream = self._range_stream(response, start, end)
+        try:
+            stream = self._range_stream(response, start, end)
+        except ProtocolError:
+            await response.aclose()
+            raise
         try:
             yield stream
         finally:
@@ -407,7 +417,7 @@ class SimvueClient:
         parts: list[bytes] = []
         got = 0
         barren = 0
-        with self._deadline("GET", "artifacts", artifact.id, "content"):
+        with self._download_deadline(artifact):
             while got < length:
                 before = got
                 opened = False
@@ -449,7 +459,7 @@ class SimvueClient:
             if not isinstance(url, str) or not url:
                 raise ProtocolError(f"{what}: the artifact has no download URL")
             self._fresh_urls[artifact.id] = url
-        return str(httpx.URL(self._api_base).join(url))
+        return resolve_url(self._api_base, url)
 
     async def _open_download(
         self, artifact: Artifact, start: int, end: int | None
@@ -557,8 +567,8 @@ class SimvueClient:
         """
         if slot.url is None:
             return
-        url = str(httpx.URL(self._api_base).join(slot.url))
-        chunks: Callable[[], AsyncIterator[bytes]]
+        url = resolve_url(self._api_base, slot.url)
+        chunks: Callable[[], AsyncGenerator[bytes, None]]
         if slot.fields:
             form = MultipartFile(slot.fields, filename, path, size)
             method = "POST"
@@ -568,21 +578,28 @@ class SimvueClient:
             method = "PUT"
             headers = {"Content-Length": str(size)}  # and no Content-Type, like the client
             chunks = functools.partial(file_chunks, path, size, self._counters)
+        bodies: list[AsyncGenerator[bytes, None]] = []  # one per attempt, closed at the end
 
         def build() -> httpx.Request:
-            return self._http.build_request(method, url, headers=headers, content=chunks())
+            bodies.append(chunks())
+            return self._http.build_request(method, url, headers=headers, content=bodies[-1])
 
         seconds = max(
             self._settings.request_timeout,
             UPLOAD_BASE_SECONDS + size / UPLOAD_MIN_BYTES_PER_SECOND,
         )
         what = f"{method} {display_url(url)}"
-        with deadline(seconds, what):
-            response = await send(self._http, build, self._policy, self._counters)
-            try:
-                body = await read_capped(response, MAX_ERROR_BODY, what)
-            finally:
-                await response.aclose()
+        try:
+            with deadline(seconds, what):
+                response = await send(self._http, build, self._policy, self._counters)
+                try:
+                    body = await read_capped(response, MAX_ERROR_BODY, what)
+                finally:
+                    await response.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                for started in bodies:
+                    await started.aclose()  # closes the file of an interrupted attempt
         if response.status_code not in (200, 201, 204):
             raise storage_error(response.status_code, body, what, upload=True)
 

@@ -18,8 +18,8 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +162,17 @@ def display_url(url: httpx.URL | str) -> str:
     return str(parsed.copy_with(query=None, fragment=None))
 
 
+def resolve_url(base: str, url: str) -> str:
+    """Return *url* (absolute, or relative to *base*) as an absolute URL string.
+
+    Raises ProtocolError (naming no query string) when the server sent an unusable URL.
+    """
+    try:
+        return str(httpx.URL(base).join(url))
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ProtocolError(f"the server sent an unusable URL ({exc})") from None
+
+
 def describe(request: httpx.Request) -> str:
     """Return ``"METHOD url-without-query"`` for messages."""
     return f"{request.method} {display_url(request.url)}"
@@ -213,7 +224,10 @@ async def send(
     """
     retry = 0
     while True:
-        request = build()
+        try:
+            request = build()
+        except httpx.InvalidURL as exc:
+            raise ProtocolError(f"cannot build a request: {exc}") from None
         what = describe(request)
         counters.requests += 1
         try:
@@ -369,7 +383,7 @@ def storage_error(status: int, body: bytes, what: str, *, upload: bool) -> Statu
     return kind(text, status=status, url=url, detail=detail)
 
 
-async def file_chunks(path: Path, size: int, counters: Counters) -> AsyncIterator[bytes]:
+async def file_chunks(path: Path, size: int, counters: Counters) -> AsyncGenerator[bytes, None]:
     """Yield exactly *size* bytes of *path*, reading in a worker thread.
 
     Raises IntegrityError if the file is shorter than *size* (it changed after it was
@@ -429,11 +443,12 @@ class MultipartFile:
         """The exact body length (sent as Content-Length; S3 rejects chunked uploads)."""
         return len(self._head()) + self.size + len(self._tail())
 
-    async def chunks(self, counters: Counters) -> AsyncIterator[bytes]:
+    async def chunks(self, counters: Counters) -> AsyncGenerator[bytes, None]:
         """Yield the body; call again for a fresh copy (retries)."""
         yield self._head()
-        async for chunk in file_chunks(self.path, self.size, counters):
-            yield chunk
+        async with aclosing(file_chunks(self.path, self.size, counters)) as content:
+            async for chunk in content:
+                yield chunk
         yield self._tail()
 
 
