@@ -31,6 +31,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ READY_TIMEOUT = 30.0
 DAEMON_READY_TIMEOUT = 120.0
 """How long the daemon parent waits for the child's verdict (server checks included)."""
 UNMOUNT_TIMEOUT = 30.0
+PROBE_TIMEOUT = 5.0
+"""How long an existing mount at the mountpoint may take to answer ``statvfs``."""
 DEAD_MOUNT_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
 """What the kernel answers on a FUSE mount whose daemon has gone."""
 
@@ -123,18 +126,17 @@ def mount_table() -> dict[str, str]:
 
 def check_mountpoint(path: Path) -> None:
     """Raise UsageError unless *path* is an existing, empty, unmounted directory."""
+    if str(path) in mount_table():
+        problem = _probe_mount(path)
+        if problem is None:
+            raise UsageError(f"{path} is already mounted (run 'simvuefs unmount {path}' first)")
+        raise UsageError(f"{path} is a {problem}: run 'simvuefs unmount {path}' first")
     try:
         info = path.stat()
     except FileNotFoundError:
         raise UsageError(f"mountpoint {path} does not exist") from None
     except OSError as exc:
-        if exc.errno in DEAD_MOUNT_ERRNOS:
-            raise UsageError(
-                f"{path} is a dead mount ({exc.strerror}): run 'simvuefs unmount {path}' first"
-            ) from None
         raise UsageError(f"cannot use mountpoint {path}: {exc.strerror}") from None
-    if str(path) in mount_table():
-        raise UsageError(f"{path} is already mounted (run 'simvuefs unmount {path}' first)")
     if not stat.S_ISDIR(info.st_mode):
         raise UsageError(f"mountpoint {path} is not a directory")
     try:
@@ -144,6 +146,33 @@ def check_mountpoint(path: Path) -> None:
         raise UsageError(f"cannot read mountpoint {path}: {exc.strerror}") from None
     if occupied:
         raise UsageError(f"mountpoint {path} is not empty")
+
+
+def _probe_mount(path: Path) -> str | None:
+    """Return what is wrong with the existing mount at *path*, or None if it answers.
+
+    ``statvfs`` always reaches the filesystem (``stat`` may be answered from the kernel's
+    cache); it runs in a thread so that a hung filesystem cannot hang this command.
+    """
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            os.statvfs(path)
+        except OSError as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(PROBE_TIMEOUT)
+    if not outcome:
+        return "mount that does not answer"
+    error = outcome[0]
+    if isinstance(error, OSError) and error.errno in DEAD_MOUNT_ERRNOS:
+        return f"dead mount ({error.strerror})"
+    return None
 
 
 # -- serving ------------------------------------------------------------------------------
