@@ -89,22 +89,51 @@ async def test_token_goes_to_the_api_only(tmp_path: Path) -> None:
         await client.upload_content(
             UploadSlot(slot.artifact_id, "http://api.test/store/up?sig=s"), local, 100, "f.bin"
         )
+        form = UploadSlot(slot.artifact_id, "http://api.test/store/post", (("key", "k"),))
+        await client.upload_content(form, local, 100, "f.bin")
         artifact = Artifact(id="a1", name="n", url="http://api.test/store/dl?sig=1")
         assert await client.read_range(artifact, 0, 10) == content[:10]
         await client.get_artifact_name("a1")
     api = [r for r in seen if r.url.path.startswith("/api/")]
     storage = [r for r in seen if not r.url.path.startswith("/api/")]
     assert len(api) == 2
-    assert len(storage) == 2
+    assert len(storage) == 3
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in api)
     assert all("Authorization" not in r.headers for r in storage)
     assert all(r.headers["User-Agent"].startswith("simvuefs/") for r in seen)
     put = next(r for r in storage if r.method == "PUT")
     assert "Content-Type" not in put.headers
     assert put.headers["Content-Length"] == "100"
+    post = next(r for r in storage if r.method == "POST")
+    assert post.headers["Content-Type"].startswith("multipart/form-data; boundary=")
+    assert b'name="key"' in post.read()
     get = next(r for r in storage if r.method == "GET")
     assert get.headers["Range"] == "bytes=0-9"
     assert get.headers["Accept-Encoding"] == "identity"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "url", "error"),
+    [
+        (206, {"Content-Range": "bytes 5-9/100"}, "http://api.test/s", ProtocolError),
+        (206, {"Content-Range": "pages 0-9/100"}, "http://api.test/s", ProtocolError),
+        (206, {"Content-Range": "bytes 0-9/100"}, "http://[::1:bad/s?sig=1", ProtocolError),
+        (403, {}, "http://api.test/s", UrlExpired),
+    ],
+)
+async def test_bad_storage_answers(
+    status: int, headers: dict[str, str], url: str, error: type[Exception]
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/"):
+            return httpx.Response(200, json={"id": "a", "name": "n", "url": url})
+        return httpx.Response(status, headers=headers, stream=_Body(b"0123456789"))
+
+    artifact = Artifact(id="a", name="n", url=url)
+    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
+        with pytest.raises(error) as info:
+            await client.read_range(artifact, 0, 10)
+    assert "sig=" not in str(info.value)
 
 
 @pytest.mark.parametrize(
