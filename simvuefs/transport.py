@@ -95,6 +95,8 @@ class RetryPolicy:
     base_delay: float = 0.25
     max_delay: float = 4.0
     max_retry_after: float = 5.0
+    # A retry is not worth starting with less time than this left before the deadline.
+    min_attempt_seconds: float = 0.25
 
     def delay(self, retry: int, response: httpx.Response | None) -> float:
         """Return the pause before retry number *retry* (0-based)."""
@@ -191,13 +193,15 @@ def transport_error(exc: httpx.HTTPError | httpx.InvalidURL, what: str) -> Simvu
 def _next_pause(policy: RetryPolicy, retry: int, response: httpx.Response | None) -> float | None:
     """Return the pause before retry number *retry* (1-based), or None to give up now.
 
-    Gives up when the attempts are used, or when the pause would end past the deadline (the
-    caller then reports the real failure rather than a bare DeadlineExceeded).
+    Gives up when the attempts are used, or when the pause would leave the retry too little
+    time before the deadline (the caller then reports the real failure rather than a bare
+    DeadlineExceeded).
     """
     if retry >= policy.attempts:
         return None
     pause = policy.delay(retry - 1, response)
-    if trio.current_time() + pause >= trio.current_effective_deadline():
+    latest = trio.current_effective_deadline() - policy.min_attempt_seconds
+    if trio.current_time() + pause >= latest:
         return None
     return pause
 
