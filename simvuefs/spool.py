@@ -1,0 +1,478 @@
+"""The local spool: content of files written into the mount, and the pending-upload journal.
+
+Everything here is synchronous file I/O; the uploader calls it through ``trio.to_thread``.
+
+A spool directory (created 0700; one process at a time, held with ``flock`` on ``lock``)::
+
+    lock               locked by the owning process while it runs
+    staging/<id>       content of a file being written
+    pending/<id>.data  content committed for upload; never written again
+    pending/<id>.json  its journal record (JSON, replaced atomically: temp, fsync, rename)
+    landed/<id>        content already uploaded, kept briefly so that a rename can re-land it
+    abandoned/<id>     files found at start that can never be uploaded (their writer never
+                       closed them, or their record is gone); kept for the user, never read
+
+``<id>`` is 32 random hex digits. Run and artifact names appear only inside records, never
+in file names, so no name can reach outside the spool.
+
+Invariants recovery relies on:
+
+- A record is durable (file and directory fsynced) before its data leaves ``staging/``: a
+  crash in between leaves a record whose data is still in ``staging/``; recovery finishes
+  the move.
+- Data moves to ``landed/`` only after its upload landed, and before its record is removed:
+  a record whose data is in ``landed/`` has landed; recovery removes both.
+- A record that cannot be read is never removed and its data never deleted: recovery logs
+  it and leaves both alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from simvuefs.config import MIB
+from simvuefs.errors import ConfigError, LocalError
+from simvuefs.models import CATEGORIES, NAME_REGEX
+
+log = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+# Read size when hashing spooled content: bounds memory, large enough for full-speed sha256.
+HASH_CHUNK = 1 * MIB
+# Errnos a caller can act on; other I/O failures of the spool disk are reported as EIO.
+_PASSED_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
+STAGES = ("new", "stored", "marked", "attached")
+"""How far an upload got, in order: nothing on the server yet; content stored under
+``artifact_id``; marked uploaded (or deduplicated: nothing to mark); attached to the run."""
+_SPOOL_ID = re.compile(r"[0-9a-f]{32}")
+_CHECKSUM = re.compile(r"[0-9a-f]{64}")
+
+
+def default_spool_dir() -> Path:
+    """Return ``$XDG_CACHE_HOME/simvuefs/spool``, or ``~/.cache/simvuefs/spool``."""
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    return base / "simvuefs" / "spool"
+
+
+def new_spool_id() -> str:
+    """Return a fresh random id for a spooled file (32 hex digits)."""
+    return secrets.token_hex(16)
+
+
+def is_valid_name(name: str) -> bool:
+    """True for an artifact name simvuefs uploads: the client's NAME_REGEX, no whitespace but
+    spaces, and ``/``-separated components that are neither empty nor ``.``/``..``."""
+    if NAME_REGEX.fullmatch(name) is None or any(c.isspace() and c != " " for c in name):
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
+
+def local_error(exc: OSError, what: str) -> LocalError:
+    """Turn an OSError of the spool disk into a LocalError with an errno the caller can use."""
+    code = exc.errno if exc.errno in _PASSED_ERRNOS else errno.EIO
+    return LocalError(f"{what}: {exc.strerror or exc}", errno=code)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One pending upload, as stored in ``pending/<id>.json``.
+
+    *stage* (one of STAGES) says how far the upload of *artifact_id* got; an attempt resumes
+    after it. *replaces* lists artifacts of the run that showed this file under an earlier
+    name; they are deleted once this one has landed.
+    """
+
+    id: str
+    run_id: str
+    category: str
+    name: str
+    checksum: str
+    size: int
+    created: datetime
+    attempts: int = 0
+    last_error: str = ""
+    artifact_id: str | None = None
+    stage: str = "new"
+    replaces: tuple[str, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        """Serialise as the JSON stored on disk."""
+        data = asdict(self)
+        data["created"] = self.created.isoformat()
+        data["replaces"] = list(self.replaces)
+        return json.dumps({"version": RECORD_VERSION, **data}, indent=1).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, spool_id: str) -> JournalRecord:
+        """Parse and check a record read from ``pending/<spool_id>.json``; ValueError if bad."""
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("version") != RECORD_VERSION:
+            raise ValueError(f"unknown record version {data.get('version')!r}")
+        if data.get("id") != spool_id:
+            raise ValueError("id does not match the file name")
+        name = _get(data, "name", str)
+        if not is_valid_name(name):
+            raise ValueError(f"invalid artifact name {name!r}")
+        category = _get(data, "category", str)
+        if category not in CATEGORIES:
+            raise ValueError(f"invalid category {category!r}")
+        checksum = _get(data, "checksum", str)
+        if _CHECKSUM.fullmatch(checksum) is None:
+            raise ValueError("checksum is not a sha256 hex digest")
+        replaces = _get(data, "replaces", list)
+        if not all(isinstance(item, str) and item for item in replaces):
+            raise ValueError("replaces must list artifact ids")
+        stage = _get(data, "stage", str)
+        if stage not in STAGES:
+            raise ValueError(f"invalid stage {stage!r}")
+        artifact_id = data.get("artifact_id")
+        if not (artifact_id is None or (isinstance(artifact_id, str) and artifact_id)):
+            raise ValueError("artifact_id must be a non-empty string or null")
+        if (artifact_id is None) != (stage == "new"):
+            raise ValueError("artifact_id must be set exactly when the stage is not new")
+        return cls(
+            id=spool_id,
+            run_id=_get(data, "run_id", str) or _fail("empty run_id"),
+            category=category,
+            name=name,
+            checksum=checksum,
+            size=_count(data, "size"),
+            created=datetime.fromisoformat(_get(data, "created", str)),
+            attempts=_count(data, "attempts"),
+            last_error=_get(data, "last_error", str),
+            artifact_id=artifact_id,
+            stage=stage,
+            replaces=tuple(replaces),
+        )
+
+
+def _get(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        raise ValueError(f"{key} must be a {kind.__name__}")
+    return value
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{key} must be an integer >= 0")
+    return value
+
+
+def _fail(reason: str) -> str:
+    raise ValueError(reason)
+
+
+def read_at(fd: int, offset: int, size: int) -> bytes:
+    """Read up to *size* bytes at *offset* of *fd* (fewer only at end of file)."""
+    parts: list[bytes] = []
+    while size > 0:
+        chunk = os.pread(fd, size, offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        offset += len(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
+
+
+def write_at(fd: int, offset: int, data: bytes) -> None:
+    """Write all of *data* at *offset* of *fd*."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_pending(root: Path) -> list[JournalRecord]:
+    """Return the readable records of the spool at *root*, oldest first, without locking it.
+
+    For status displays: a record being replaced at this moment may be missed.
+    """
+    records = []
+    for path in _records(root / "pending"):
+        try:
+            records.append(JournalRecord.from_bytes(path.read_bytes(), path.stem))
+        except (OSError, ValueError) as exc:
+            log.warning("skipping unreadable upload record %s: %s", path, exc)
+    return sorted(records, key=lambda record: record.created)
+
+
+def _records(directory: Path) -> Iterator[Path]:
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if path.suffix == ".json" and _SPOOL_ID.fullmatch(path.stem):
+            yield path
+
+
+class Spool:
+    """An open spool directory, locked for this process (see the module docstring).
+
+    *min_free* bytes must stay free on the spool's filesystem: writes that would eat into
+    them fail with ENOSPC before anything is written.
+    """
+
+    def __init__(self, root: Path, min_free: int, lock_fd: int) -> None:
+        self.root = root
+        self.min_free = min_free
+        self.staging_dir = root / "staging"
+        self.pending_dir = root / "pending"
+        self.landed_dir = root / "landed"
+        self.abandoned_dir = root / "abandoned"
+        self._lock_fd = lock_fd
+
+    @classmethod
+    def open(cls, root: Path, min_free: int) -> Spool:
+        """Create (0700) and lock the spool at *root*; ConfigError if unusable or in use."""
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for sub in ("staging", "pending", "landed", "abandoned"):
+                (root / sub).mkdir(mode=0o700, exist_ok=True)
+            lock_fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot use spool directory {root}: {exc.strerror}") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock_fd)
+            raise ConfigError(
+                f"spool directory {root} is in use by another simvuefs process"
+            ) from None
+        return cls(root, min_free, lock_fd)
+
+    def close(self) -> None:
+        """Release the lock; the spool keeps its content for the next process."""
+        os.close(self._lock_fd)
+
+    def staging_path(self, spool_id: str) -> Path:
+        """Where the content of a file being written lives."""
+        return self.staging_dir / spool_id
+
+    def data_path(self, spool_id: str) -> Path:
+        """Where committed content waits for its upload."""
+        return self.pending_dir / f"{spool_id}.data"
+
+    def record_path(self, spool_id: str) -> Path:
+        """The journal record of a pending upload."""
+        return self.pending_dir / f"{spool_id}.json"
+
+    def landed_path(self, spool_id: str) -> Path:
+        """Where uploaded content is kept briefly."""
+        return self.landed_dir / spool_id
+
+    # -- staging ---------------------------------------------------------------------------
+
+    def create(self, spool_id: str) -> int:
+        """Create the empty staging file *spool_id* (from new_spool_id); return an fd to it."""
+        self.check_free(0)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            return os.open(self.staging_path(spool_id), flags, 0o600)
+        except OSError as exc:
+            raise local_error(exc, f"cannot create a file in {self.staging_dir}") from None
+
+    def check_free(self, grow: int) -> None:
+        """Raise LocalError(ENOSPC) unless *grow* more bytes leave ``min_free`` bytes free."""
+        stat = os.statvfs(self.root)
+        free = stat.f_bavail * stat.f_frsize
+        if free - grow < self.min_free:
+            raise LocalError(
+                f"spool {self.root} is full: {free // MIB} MiB free, "
+                f"{self.min_free // MIB} MiB kept in reserve",
+                errno=errno.ENOSPC,
+            )
+
+    def write(self, fd: int, offset: int, data: bytes, grow: int) -> None:
+        """Write *data* at *offset* of a staging file that grows by *grow* bytes."""
+        if grow:
+            self.check_free(grow)
+        try:
+            write_at(fd, offset, data)
+        except OSError as exc:
+            raise local_error(exc, f"cannot write to the spool {self.root}") from None
+
+    def truncate(self, fd: int, size: int, grow: int) -> None:
+        """Set the size of a staging file, which grows by *grow* bytes (may be 0)."""
+        if grow:
+            self.check_free(grow)
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            raise local_error(exc, f"cannot resize a file in the spool {self.root}") from None
+
+    def seal(self, spool_id: str, hasher: hashlib._Hash, start: int, size: int) -> str:
+        """Hash ``staging/<spool_id>`` from *start* to *size* into *hasher*, fsync it, and
+        return the hex digest (*hasher* already covers the bytes before *start*)."""
+        path = self.staging_path(spool_id)
+        try:
+            with open(path, "rb", buffering=0) as stream:
+                stream.seek(start)
+                remaining = size - start
+                while remaining > 0:
+                    chunk = stream.read(min(HASH_CHUNK, remaining))
+                    if not chunk:
+                        raise LocalError(f"{path} is shorter than {size} bytes", errno=errno.EIO)
+                    hasher.update(chunk)
+                    remaining -= len(chunk)
+                os.fsync(stream.fileno())
+        except OSError as exc:
+            raise local_error(exc, f"cannot read back {path}") from None
+        return hasher.hexdigest()
+
+    def drop_staged(self, spool_id: str) -> None:
+        """Delete a staging file that will never be committed."""
+        self.staging_path(spool_id).unlink(missing_ok=True)
+
+    # -- the journal -------------------------------------------------------------------------
+
+    def commit(self, record: JournalRecord) -> None:
+        """Make *record* durable, then move its (fsynced) content from staging/ to pending/."""
+        self.save(record)
+        try:
+            os.rename(self.staging_path(record.id), self.data_path(record.id))
+            _fsync_dir(self.pending_dir)
+            _fsync_dir(self.staging_dir)
+        except OSError as exc:
+            raise local_error(
+                exc, f"cannot record a pending upload in {self.pending_dir}"
+            ) from None
+
+    def save(self, record: JournalRecord) -> None:
+        """Replace ``pending/<id>.json`` atomically (write temp, fsync, rename, fsync dir)."""
+        final = self.record_path(record.id)
+        temporary = final.with_name(final.name + ".tmp")
+        try:
+            with open(temporary, "wb") as stream:
+                stream.write(record.to_bytes())
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.rename(temporary, final)
+            _fsync_dir(self.pending_dir)
+        except OSError as exc:
+            raise local_error(exc, f"cannot write the upload record {final}") from None
+
+    def land(self, spool_id: str) -> None:
+        """Retire a landed upload: its content moves to landed/, then its record goes."""
+        try:
+            os.rename(self.data_path(spool_id), self.landed_path(spool_id))
+            self.record_path(spool_id).unlink()
+            _fsync_dir(self.pending_dir)
+        except OSError as exc:
+            raise local_error(exc, f"cannot retire the upload record of {spool_id}") from None
+
+    def relaunch(self, record: JournalRecord) -> None:
+        """Turn landed content back into a pending upload described by *record* (a rename).
+
+        Raises LocalError(EXDEV) when the landed content is no longer kept.
+        """
+        try:
+            os.rename(self.landed_path(record.id), self.data_path(record.id))
+        except FileNotFoundError:
+            raise LocalError(
+                f"{record.name} was uploaded and is no longer kept locally; copy it instead",
+                errno=errno.EXDEV,
+            ) from None
+        except OSError as exc:
+            raise local_error(
+                exc, f"cannot record a pending upload in {self.pending_dir}"
+            ) from None
+        self.save(record)
+
+    def drop(self, spool_id: str) -> None:
+        """Forget a pending upload: its record first, then its content."""
+        try:
+            self.record_path(spool_id).unlink(missing_ok=True)
+            _fsync_dir(self.pending_dir)
+            self.data_path(spool_id).unlink(missing_ok=True)
+        except OSError as exc:
+            raise local_error(exc, f"cannot remove the pending upload {spool_id}") from None
+
+    def drop_landed(self, spool_id: str) -> None:
+        """Delete the kept content of a landed upload."""
+        self.landed_path(spool_id).unlink(missing_ok=True)
+
+    def clear_landed(self) -> None:
+        """Delete all kept landed content (and any record left beside it: it landed)."""
+        for path in self.landed_dir.iterdir():
+            self.record_path(path.name).unlink(missing_ok=True)
+            path.unlink()
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def recover(self) -> list[JournalRecord]:
+        """Bring the spool to a clean state at start and return the pending records.
+
+        Finishes interrupted commits and landings, moves files that can never be uploaded to
+        abandoned/ (with a warning), and skips unreadable records with a warning.
+        """
+        for temporary in self.pending_dir.glob("*.json.tmp"):
+            temporary.unlink()  # an interrupted save: the previous record is intact
+        self.clear_landed()
+        for path in self.staging_dir.iterdir():
+            if self.record_path(path.name).exists():  # an interrupted commit
+                os.rename(path, self.data_path(path.name))
+            else:
+                self._abandon(path, "its writer never closed it")
+        records = []
+        for path in sorted(_records(self.pending_dir)):
+            record = self._load(path)
+            if record is not None:
+                records.append(record)
+        for path in self.pending_dir.glob("*.data"):
+            if not self.record_path(path.stem).exists():
+                self._abandon(path, "its upload record is missing")
+        return sorted(records, key=lambda record: record.created)
+
+    def _load(self, path: Path) -> JournalRecord | None:
+        try:
+            record = JournalRecord.from_bytes(path.read_bytes(), path.stem)
+        except (OSError, ValueError) as exc:
+            log.warning("skipping unreadable upload record %s (kept, with its data): %s", path, exc)
+            return None
+        data = self.data_path(record.id)
+        try:
+            size = data.stat().st_size
+        except OSError as exc:
+            log.warning("skipping upload record %s: cannot use %s: %s", path, data, exc.strerror)
+            return None
+        if size != record.size:
+            log.warning(
+                "skipping upload record %s: %s has %d bytes, the record says %d",
+                path,
+                data,
+                size,
+                record.size,
+            )
+            return None
+        return record
+
+    def _abandon(self, path: Path, reason: str) -> None:
+        target = self.abandoned_dir / path.name
+        os.rename(path, target)
+        log.warning("cannot upload spooled file %s (%s); kept as %s", path.name, reason, target)
