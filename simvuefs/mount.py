@@ -201,7 +201,24 @@ def run(settings: Settings, options: MountOptions, on_ready: Callable[[], None])
     check_mountpoint(options.mountpoint)
     # `kill -USR1 <pid>` dumps every thread's stack to stderr (the log file of a daemon).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    trio.run(_serve, settings, options, on_ready)
+    try:
+        trio.run(_serve, settings, options, on_ready)
+    except BaseExceptionGroup as group:
+        # The reader's nursery wraps what the mount raises; a single error is shown as is.
+        only = _sole_exception(group)
+        if only is None:
+            raise
+        raise only from None
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """Return the one exception inside *group* (however nested), or None if there are more."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
 
 
 async def _serve(settings: Settings, options: MountOptions, on_ready: Callable[[], None]) -> None:

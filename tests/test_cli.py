@@ -295,3 +295,24 @@ def test_dead_mount_is_reported_and_cleared(seeded_devserver, tmp_path, mnt):
 def test_unmount_refuses_other_filesystems(tmp_path):
     line = one_line_error(simvuefs("unmount", "/proc"))
     assert "not a FUSE mount" in line
+
+
+def test_kernel_refusing_the_mount_is_a_plain_usage_error(seeded_devserver, mnt, monkeypatch):
+    """In-process: what pyfuse3.init raises must reach the CLI as one UsageError, not as an
+    exception group from the nurseries it passes through."""
+    import pyfuse3
+
+    from simvuefs import mount
+    from simvuefs.config import Settings
+    from simvuefs.logs import UsageError
+
+    def refuse(ops, mountpoint, options):
+        raise RuntimeError("fuse_session_mount failed")
+
+    monkeypatch.setattr(pyfuse3, "init", refuse)
+    settings = Settings(url=seeded_devserver.api_url, token=seeded_devserver.token)
+    ready = []
+    with pytest.raises(UsageError, match=r"cannot mount .*: fuse_session_mount failed"):
+        mount.run(settings, mount.MountOptions(mountpoint=mnt), lambda: ready.append(1))
+    assert ready == []
+    assert not is_mounted(mnt)
