@@ -11,7 +11,7 @@ import hashlib
 import json
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ class _Body(httpx.AsyncByteStream):
     def __init__(self, content: bytes) -> None:
         self._content = content
 
-    async def __aiter__(self):  # type: ignore[no-untyped-def]
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         yield self._content
 
 
