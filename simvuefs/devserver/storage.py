@@ -173,6 +173,7 @@ class BlobResponse(Response):
         if scope["method"] == "HEAD":
             await send({"type": "http.response.body", "body": b""})
             return
+        complete: bool | None = None  # stays None when the client goes away
         async with anyio.create_task_group() as group:
 
             async def watch_disconnect() -> None:
@@ -181,10 +182,15 @@ class BlobResponse(Response):
                 group.cancel_scope.cancel()
 
             group.start_soon(watch_disconnect)
-            await self._send_body(send)
+            complete = await self._send_body(send)
             group.cancel_scope.cancel()
+        if complete:
+            await send({"type": "http.response.body", "body": b""})
+        elif complete is False:
+            raise DroppedConnection("connection dropped by the drop_after_bytes fault")
 
-    async def _send_body(self, send: Send) -> None:
+    async def _send_body(self, send: Send) -> bool:
+        """Send the body; return False if the drop_after_bytes fault cut it short."""
         faults = self._state.faults
         stall = faults.stall_for("storage_middle")
         stall_at = self._length // 2 if stall else -1
@@ -197,7 +203,7 @@ class BlobResponse(Response):
                 if sent == stall_at:
                     await asyncio.sleep(stall)
                 if drop_at is not None and sent >= drop_at:
-                    raise DroppedConnection(f"fault drop_after_bytes={drop_at}")
+                    return False
                 want = min(CHUNK_SIZE, self._length - sent)
                 for limit in (stall_at, drop_at):
                     if limit is not None and limit > sent:
@@ -209,8 +215,8 @@ class BlobResponse(Response):
                 sent += len(chunk)
                 self._state.stats.bytes_served += len(chunk)
         finally:
-            await run_in_threadpool(file.close)
-        await send({"type": "http.response.body", "body": b""})
+            file.close()  # not in a thread: this also runs when the task is cancelled
+        return True
 
 
 async def download(state: ServerState, request: Request) -> Response:

@@ -1,0 +1,842 @@
+"""The devserver on its own, over real HTTP: startup, auth, API, storage, faults, persistence.
+
+Servers come from the fixtures in conftest.py (subprocesses on 127.0.0.1). The seeded
+server is shared by the session and is only read here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from devserver_util import SEEDED_LARGE_SIZE, DevServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simvuefs.devserver import multipart
+from simvuefs.devserver.auth import mint_token, verify_token
+from simvuefs.devserver.seed import (
+    ARTIFACTS,
+    RUNS,
+    SeedRun,
+    artifact_content,
+    large_content,
+    seed_demo,
+)
+from simvuefs.devserver.store import Store
+from simvuefs.models import NAME_REGEX
+
+MIB = 1024 * 1024
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+BAD_DIGEST = (
+    "<Code>BadDigest</Code><Message>The SHA256 you specified did not match the calculated "
+    "checksum.</Message>"
+)
+
+Factory = Callable[..., DevServer]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def artifact_by_name(server: DevServer, run_name: str, name: str) -> dict[str, Any]:
+    [run_id] = server.run_ids(run_name)
+    [artifact] = server.run_artifacts(run_id, name=name)
+    return artifact
+
+
+def seeded_runs(server: DevServer) -> list[tuple[SeedRun, str]]:
+    """Pair each seeded run description with its id (same-name runs: oldest first)."""
+    pairs = []
+    for name in dict.fromkeys(run.name for run in RUNS):
+        described = [run for run in RUNS if run.name == name]
+        pairs += list(zip(described, server.run_ids(name), strict=True))
+    return pairs
+
+
+@pytest.fixture
+def large(seeded_devserver: DevServer) -> dict[str, Any]:
+    """The seeded large artifact (fresh signed URL)."""
+    return artifact_by_name(seeded_devserver, "demo run", "large.bin")
+
+
+def new_artifact(server: DevServer, content: bytes, name: str = "data.bin") -> dict[str, Any]:
+    """POST /api/artifacts for *content*; return the answer (id, url[, fields])."""
+    response = server.api(
+        "POST",
+        "/artifacts",
+        json={
+            "name": name,
+            "original_path": f"/tmp/{name}",
+            "size": len(content),
+            "mime_type": "application/octet-stream",
+            "checksum": sha256(content),
+            "metadata": None,
+        },
+    )
+    assert response.status_code == 200, response.text
+    slot: dict[str, Any] = response.json()
+    return slot
+
+
+def multipart_body(
+    fields: dict[str, str], chunks: Iterator[bytes], boundary: str
+) -> Iterator[bytes]:
+    """An S3-style form: the fields first, then the file part (streamed)."""
+    for key, value in fields.items():
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'
+        ).encode()
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="data.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    yield from chunks
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def upload(slot: dict[str, Any], chunks: Iterator[bytes] | bytes) -> httpx.Response:
+    """Upload *chunks* the way the slot asks (PUT raw, or POST multipart)."""
+    if isinstance(chunks, bytes):
+        chunks = iter([chunks])
+    if slot.get("fields"):
+        boundary = "simvuefs-test-boundary"
+        return httpx.post(
+            slot["url"],
+            content=multipart_body(slot["fields"], chunks, boundary),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            timeout=60,
+        )
+    return httpx.put(slot["url"], content=chunks, timeout=60)
+
+
+def store_artifact(server: DevServer, content: bytes, name: str = "data.bin") -> str:
+    """Create, upload and mark an artifact; return its id."""
+    slot = new_artifact(server, content, name)
+    if slot["url"]:
+        assert upload(slot, content).status_code in (200, 204)
+        server.api("PUT", f"/artifacts/{slot['id']}", json={"uploaded": True})
+    return str(slot["id"])
+
+
+def fresh_url(server: DevServer, artifact_id: str) -> str:
+    url: str = server.api("GET", f"/artifacts/{artifact_id}").json()["url"]
+    return url
+
+
+# -- startup, configuration, signals ------------------------------------------------------
+
+
+def test_listening_line_and_written_config(devserver: DevServer) -> None:
+    print(f"devserver started in {devserver.startup_seconds:.2f} s")
+    assert devserver.startup_seconds < 3.0  # the contract says < 2 s; allow a loaded machine
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", devserver.url)
+    assert devserver.config_path.stat().st_mode & 0o777 == 0o600
+    config = tomllib.loads(devserver.config_path.read_text())
+    assert config == {"server": {"url": devserver.url, "token": devserver.token}}
+    secret = bytes.fromhex((devserver.data_dir / "secret").read_text())
+    assert (devserver.data_dir / "secret").stat().st_mode & 0o777 == 0o600
+    claims = verify_token(secret, devserver.token)
+    assert 364 * 86400 < claims["exp"] - time.time() <= 365 * 86400
+    assert devserver.api("GET", "/version").json() == {"version": "1.3.0"}
+    assert (devserver.data_dir / "simvue.db").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_stop_cleanly(devserver_factory: Factory, sig: int) -> None:
+    server = devserver_factory()
+    assert server.stop(sig) == 0
+    assert "Traceback" not in server.log()
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simvuefs", "devserver", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["--data", "{file}"], 1, "is not usable"),
+        (["--data", "{tmp}/d", "--fault", "no_such_switch=1"], 2, "NAME one of"),
+        (["--data", "{tmp}/d", "--fault", "api_error_rate=lots"], 2, "not a float"),
+        (["--data", "{tmp}/d", "--port", "70000"], 2, "not a TCP port"),
+        (["--data", "{tmp}/d", "--large-size", "12 parsecs"], 2, "not a size"),
+        (["--data", "{tmp}/d", "--write-config", "{tmp}/missing/simvue.toml"], 1, "cannot write"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_nonzero_exit(
+    tmp_path: Path, args: list[str], status: int, message: str
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    args = [a.format(tmp=tmp_path, file=tmp_path / "file" / "sub") for a in args]
+    result = run_cli(tmp_path, *args)
+    assert result.returncode == status
+    assert result.stdout == ""
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    if status == 1:
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_is_a_usage_error(devserver: DevServer, tmp_path: Path) -> None:
+    port = devserver.url.rsplit(":", 1)[1]
+    result = run_cli(tmp_path, "--data", str(tmp_path / "d"), "--port", port)
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
+
+
+def test_persistence_across_restart(devserver: DevServer) -> None:
+    old_token = devserver.token
+    run_id = devserver.api("POST", "/runs", json={"name": "kept", "folder": "/keep"}).json()["id"]
+    artifact_id = store_artifact(devserver, b"persistent bytes")
+    devserver.api("PUT", f"/runs/{run_id}/artifacts/{artifact_id}", json={"category": "output"})
+
+    devserver.restart()
+
+    assert devserver.token != old_token
+    answer = httpx.get(
+        devserver.api_url + "/runs/" + run_id, headers={"Authorization": f"Bearer {old_token}"}
+    )
+    assert answer.status_code == 200  # same secret: earlier tokens stay valid
+    assert answer.json()["name"] == "kept"
+    [artifact] = devserver.run_artifacts(run_id, category="output")
+    assert httpx.get(artifact["url"]).content == b"persistent bytes"
+    folder = devserver.api("POST", "/folders", json={"path": "/keep"})
+    assert folder.status_code == 409
+
+
+def test_seed_is_idempotent_and_fast(devserver_factory: Factory, tmp_path: Path) -> None:
+    server = devserver_factory("--seed", "demo", "--large-size", "1MiB")
+    assert server.api("GET", "/runs").json()["count"] == len(RUNS)
+    server.restart()
+    assert server.api("GET", "/runs").json()["count"] == len(RUNS)
+
+    store = Store(tmp_path / "direct")
+    began = time.perf_counter()
+    ids = seed_demo(store, large_size=256 * MIB)
+    elapsed = time.perf_counter() - began
+    blob = store.blob_path(store.get_artifact(ids["large"])["checksum"])  # type: ignore[index]
+    store.close()
+    print(f"seeding with a 256 MiB artifact took {elapsed:.2f} s")
+    assert elapsed < 5.0  # about 0.5 s on an idle machine
+    with blob.open("rb") as file:
+        assert file.read(MIB + 10) == large_content(0, MIB + 10)
+        file.seek(200 * MIB - 5)
+        assert file.read(10) == large_content(200 * MIB - 5, 10)
+    assert blob.stat().st_size == 256 * MIB
+    blob.unlink()
+
+
+# -- auth ----------------------------------------------------------------------------------
+
+
+def test_requests_without_valid_token_get_401(devserver: DevServer) -> None:
+    secret = bytes.fromhex((devserver.data_dir / "secret").read_text())
+    tokens = {
+        "none": None,
+        "not a jwt": "not-a-jwt",
+        "foreign": mint_token(b"some other secret key", "devserver"),
+        "expired": mint_token(secret, "devserver", lifetime=-10),
+        "tampered": devserver.token[:-2] + ("AA" if not devserver.token.endswith("AA") else "BB"),
+    }
+    for path in ("/api/version", "/api/runs", "/admin/stats", "/admin/faults"):
+        for label, token in tokens.items():
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            answer = httpx.get(devserver.url + path, headers=headers)
+            assert answer.status_code == 401, (path, label)
+            assert isinstance(answer.json()["detail"], str)
+    expired = httpx.get(
+        devserver.api_url + "/runs", headers={"Authorization": f"Bearer {tokens['expired']}"}
+    )
+    assert "expired" in expired.json()["detail"]
+    assert devserver.api("GET", "/runs").status_code == 200
+
+
+# -- folders and runs ----------------------------------------------------------------------
+
+
+def test_folders_conflict_with_existing_id(devserver: DevServer) -> None:
+    first = devserver.api("POST", "/folders", json={"path": "/a/b"})
+    again = devserver.api("POST", "/folders", json={"path": "/a/b"})
+    assert first.status_code == 200
+    assert again.status_code == 409
+    assert again.json()["id"] == first.json()["id"]
+    assert devserver.api("POST", "/folders", json={"path": "relative"}).status_code == 422
+    listed = devserver.api("GET", "/folders", params={"filters": '["path == /a/b"]'}).json()
+    assert [f["id"] for f in listed["data"]] == [first.json()["id"]]
+
+
+def test_run_lifecycle(devserver: DevServer) -> None:
+    created = devserver.api(
+        "POST", "/runs", json={"folder": "/x", "tags": ["t1"], "status": "running"}
+    )
+    assert created.status_code == 200
+    run = created.json()
+    assert NAME_REGEX.match(run["name"])  # generated
+    for key in ("created", "started"):
+        datetime.strptime(run[key], TS_FORMAT)
+    assert run["endtime"] is None
+
+    update = devserver.api("PUT", f"/runs/{run['id']}", json={"status": "completed"})
+    assert update.json() == {"id": run["id"]}
+    fetched = devserver.api("GET", f"/runs/{run['id']}").json()
+    assert (fetched["status"], fetched["tags"], fetched["folder"]) == ("completed", ["t1"], "/x")
+    datetime.strptime(fetched["endtime"], TS_FORMAT)
+
+    assert devserver.api("PUT", f"/runs/{run['id']}/heartbeat").json() == {"id": run["id"]}
+    assert devserver.api("GET", f"/runs/{run['id']}/abort").json() == {"status": False}
+    for path in ("/metrics", "/events"):
+        answer = devserver.api(
+            "POST", path, content=b"\x82\xa3run", headers={"Content-Type": "application/msgpack"}
+        )
+        assert answer.json() == {}
+    assert devserver.api("GET", "/runs/nosuchrun").status_code == 404
+    assert devserver.api("POST", "/runs", json={"name": "bad|name"}).status_code == 422
+    invalid = devserver.api("POST", "/runs", json={"name": "x", "status": "weird"}).json()
+    assert invalid["detail"][0]["loc"] == ["body", "status"]
+    assert devserver.api("DELETE", f"/runs/{run['id']}").status_code == 200
+    assert devserver.api("GET", f"/runs/{run['id']}").status_code == 404
+
+
+def test_pagination_counts_total_and_caps_page(devserver: DevServer) -> None:
+    for index in range(105):
+        devserver.api("POST", "/runs", json={"name": f"page run {index:03d}", "folder": "/p"})
+    first = devserver.api("GET", "/runs", params={"count": 500, "start": 0}).json()
+    second = devserver.api("GET", "/runs", params={"count": 100, "start": 100}).json()
+    assert (first["count"], len(first["data"])) == (105, 100)
+    assert (second["count"], len(second["data"])) == (105, 5)
+    names = [r["name"] for r in first["data"] + second["data"]]
+    assert names == [f"page run {i:03d}" for i in range(105)]
+    newest = devserver.api(
+        "GET", "/runs", params={"count": 2, "sorting": json.dumps([{"id": "name", "desc": True}])}
+    ).json()
+    assert [r["name"] for r in newest["data"]] == ["page run 104", "page run 103"]
+    bad_sort = devserver.api("GET", "/runs", params={"sorting": '[{"id": "colour"}]'})
+    assert bad_sort.status_code == 400
+
+
+def filtered(server: DevServer, *filters: str) -> list[str]:
+    answer = server.api("GET", "/runs", params={"filters": json.dumps(list(filters))})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["count"] == len(body["data"])
+    return sorted(run["name"] for run in body["data"])
+
+
+def test_run_filters(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    assert filtered(server, "name == sweep") == ["sweep", "sweep"]
+    assert filtered(server, "name == cfd/mesh-study") == ["cfd/mesh-study"]
+    assert filtered(server, "name contains :") == ["scan:2025-03"]
+    assert filtered(server, "folder.path == /demo") == ["demo run", "queued run", "v1.2.release"]
+    assert filtered(server, "status == running") == ["cfd/mesh-study", "sweep"]
+    assert filtered(server, "has tag.cfd") == ["cfd/mesh-study"]
+    assert filtered(server, "user == self", "status == failed") == ["scan:2025-03"]
+    assert filtered(server, "folder.path == /scans", "status != running") == [
+        "scan:2025-03",
+        "sweep",
+    ]
+    assert filtered(server, "metadata.seeded == 1") == sorted(r.name for r in RUNS)
+    mesh = artifact_by_name(server, "demo run", "system/mesh.dat")
+    assert filtered(server, f"artifact.id == {mesh['id']}") == ["cfd/mesh-study", "demo run"]
+    assert filtered(server, "name == no such run") == []
+    unsupported = server.api("GET", "/runs", params={"filters": '["colour == blue"]'})
+    assert unsupported.status_code == 400
+    assert "colour == blue" in unsupported.json()["detail"]
+    assert server.api("GET", "/runs", params={"filters": "not json"}).status_code == 422
+
+
+# -- artifacts -----------------------------------------------------------------------------
+
+
+ARTIFACT_KEYS = {
+    "id",
+    "name",
+    "original_path",
+    "size",
+    "mime_type",
+    "checksum",
+    "url",
+    "uploaded",
+    "created",
+    "category",
+    "storage_id",
+    "user",
+    "metadata",
+}
+
+
+def test_seeded_artifact_listings(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    for seeded, run_id in seeded_runs(server):
+        listed = server.run_artifacts(run_id)
+        assert [(a["name"], a["category"]) for a in listed] == [
+            (ARTIFACTS[key].name, category) for key, category in seeded.artifacts
+        ]
+        for entry in listed:
+            assert set(entry) >= ARTIFACT_KEYS
+            datetime.strptime(entry["created"], TS_FORMAT)
+    [demo] = server.run_ids("demo run")
+    outputs = server.run_artifacts(demo, category="output")
+    assert {a["name"] for a in outputs} == {
+        ARTIFACTS[k].name for k, c in RUNS[0].artifacts if c == "output"
+    }
+    summary = next(a for a in outputs if a["name"] == "summary")
+    assert summary["original_path"] == ""
+    assert summary["size"] == len(artifact_content("summary", 0)) + 33
+    assert server.run_artifacts(demo, name="nothing") == []
+    assert server.api("GET", f"/runs/{demo}/artifacts", params={"category": "x"}).status_code == 422
+    assert server.api("GET", "/runs/nosuchrun/artifacts").status_code == 404
+
+    single = server.api("GET", f"/artifacts/{summary['id']}").json()
+    assert ARTIFACT_KEYS - {"category"} <= set(single)
+    category = server.api("GET", f"/runs/{demo}/artifacts/{summary['id']}")
+    assert category.json() == {"category": "output"}
+    [cfd] = server.run_ids("cfd/mesh-study")
+    assert server.api("GET", f"/runs/{cfd}/artifacts/{summary['id']}").status_code == 404
+    assert server.api("GET", "/artifacts/nosuchartifact").status_code == 404
+
+    in_runs = server.api("GET", "/artifacts", params={"runs": json.dumps([demo, cfd])}).json()
+    expected = {ARTIFACTS[k].name for r in RUNS[:2] for k, _ in r.artifacts}
+    assert {a["name"] for a in in_runs["data"]} == expected
+    assert in_runs["count"] == len(expected)  # the shared mesh and solver appear once
+
+
+def test_seeded_content_matches_seed_description(seeded_devserver: DevServer) -> None:
+    for seeded, run_id in seeded_runs(seeded_devserver):
+        entries = seeded_devserver.run_artifacts(run_id)
+        for (key, _), entry in zip(seeded.artifacts, entries, strict=True):
+            if key == "large":
+                continue
+            content = httpx.get(entry["url"]).content
+            assert content == artifact_content(key, 0)
+            assert entry["checksum"] == sha256(content)
+
+
+def test_create_artifact_validation(devserver: DevServer) -> None:
+    good = {
+        "name": "a",
+        "original_path": "/a",
+        "size": 1,
+        "mime_type": "text/plain",
+        "checksum": "0" * 64,
+    }
+    for key, value in (("checksum", "abc"), ("checksum", "z" * 64), ("size", -1), ("name", "")):
+        answer = devserver.api("POST", "/artifacts", json={**good, key: value})
+        assert answer.status_code == 422, (key, value)
+    assert devserver.api("POST", "/artifacts", content=b"[1, 2]").status_code == 422
+    run_id = devserver.api("POST", "/runs", json={"name": "r"}).json()["id"]
+    artifact_id = devserver.api("POST", "/artifacts", json=good).json()["id"]
+    attach = f"/runs/{run_id}/artifacts/{artifact_id}"
+    assert devserver.api("PUT", attach, json={"category": "misc"}).status_code == 422
+    assert devserver.api("PUT", attach, json={"category": "input"}).status_code == 200
+    assert devserver.api("PUT", attach, json={"category": "code"}).status_code == 200
+    assert devserver.api("GET", attach).json() == {"category": "code"}  # re-attach replaces
+    assert (
+        devserver.api(
+            "PUT", f"/runs/{run_id}/artifacts/nope", json={"category": "code"}
+        ).status_code
+        == 404
+    )
+
+
+# -- uploads -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["put", "post"])
+def test_upload_styles_store_verified_content(devserver_factory: Factory, style: str) -> None:
+    server = devserver_factory("--upload-style", style)
+    content = os.urandom(200_000)
+    slot = new_artifact(server, content)
+    if style == "post":
+        assert slot["url"] == server.url + "/storage/uploads"
+        assert list(slot["fields"])[:2] == ["key", "x-amz-checksum-sha256"]
+        digest = base64.b64decode(slot["fields"]["x-amz-checksum-sha256"])
+        assert digest == hashlib.sha256(content).digest()
+    else:
+        assert "fields" not in slot
+        assert "/storage/uploads/" in slot["url"]
+
+    answer = upload(slot, content)
+
+    assert answer.status_code == (204 if style == "post" else 200)
+    before = server.api("GET", f"/artifacts/{slot['id']}").json()
+    assert before["uploaded"] is False
+    assert server.api("PUT", f"/artifacts/{slot['id']}", json={"uploaded": True}).status_code == 200
+    after = server.api("GET", f"/artifacts/{slot['id']}").json()
+    assert (after["uploaded"], after["name"], after["size"]) == (True, "data.bin", len(content))
+    assert httpx.get(after["url"]).content == content
+    stats = server.stats()
+    assert (stats["uploads"], stats["upload_bytes"]) == (1, len(content))
+
+
+@pytest.mark.parametrize("style", ["put", "post"])
+def test_upload_with_wrong_content_is_bad_digest(devserver_factory: Factory, style: str) -> None:
+    server = devserver_factory("--upload-style", style)
+    slot = new_artifact(server, b"declared content")
+
+    answer = upload(slot, b"other content")
+
+    assert answer.status_code == 400
+    assert BAD_DIGEST in answer.text
+    assert not list((server.data_dir / "blobs").glob("[0-9a-f]*"))
+    assert not list((server.data_dir / "blobs" / "tmp").iterdir())
+    assert upload(slot, b"declared content").status_code in (200, 204)
+    assert server.stats()["uploads_rejected"] == 1
+
+
+@pytest.mark.parametrize("style", ["put", "post"])
+def test_upload_url_signature_is_checked(devserver_factory: Factory, style: str) -> None:
+    server = devserver_factory("--upload-style", style)
+    slot = new_artifact(server, b"x")
+    if style == "post":
+        slot["fields"]["key"] = "uploads/someotherid"
+    else:
+        slot["url"] = slot["url"].replace("sig=", "sig=0")
+    answer = upload(slot, b"x")
+    assert answer.status_code == 403
+    assert "<Code>AccessDenied</Code>" in answer.text
+
+
+@pytest.mark.parametrize("style", ["put", "post"])
+def test_300_mib_upload_streams_with_bounded_memory(devserver_factory: Factory, style: str) -> None:
+    server = devserver_factory("--upload-style", style)
+    assert server.process is not None
+    block = os.urandom(MIB)
+    digest = hashlib.sha256()
+    for _ in range(300):
+        digest.update(block)
+    slot = server.api(
+        "POST",
+        "/artifacts",
+        json={
+            "name": "huge",
+            "original_path": "/huge",
+            "size": 300 * MIB,
+            "mime_type": "application/octet-stream",
+            "checksum": digest.hexdigest(),
+        },
+    ).json()
+
+    began = time.perf_counter()
+    answer = upload(slot, (block for _ in range(300)))
+    elapsed = time.perf_counter() - began
+
+    assert answer.status_code in (200, 204), answer.text
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    peak_kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+    print(f"300 MiB {style} upload: {elapsed:.2f} s, server peak RSS {peak_kib / 1024:.0f} MiB")
+    assert peak_kib < 150 * 1024
+    assert (server.data_dir / "blobs" / digest.hexdigest()).stat().st_size == 300 * MIB
+
+
+def test_dedup_returns_null_url_for_known_content(devserver_factory: Factory) -> None:
+    server = devserver_factory()
+    first = store_artifact(server, b"shared content")
+    again = new_artifact(server, b"shared content")
+    assert again["id"] != first
+    assert again["url"] is None
+    assert "fields" not in again
+    assert server.api("GET", f"/artifacts/{again['id']}").json()["uploaded"] is True
+
+    no_dedup = devserver_factory("--no-dedup")
+    store_artifact(no_dedup, b"shared content")
+    assert new_artifact(no_dedup, b"shared content")["url"]
+
+
+# -- downloads -----------------------------------------------------------------------------
+
+
+def get(url: str, range_header: str | None = None, **headers: str) -> httpx.Response:
+    if range_header:
+        headers["Range"] = range_header
+    return httpx.get(url, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-0", 0, 0),
+        ("bytes=100-199", 100, 199),
+        (f"bytes={MIB - 3}-{MIB + 5}", MIB - 3, MIB + 5),
+        (f"bytes={SEEDED_LARGE_SIZE - 10}-", SEEDED_LARGE_SIZE - 10, SEEDED_LARGE_SIZE - 1),
+        (
+            f"bytes={SEEDED_LARGE_SIZE - 10}-{SEEDED_LARGE_SIZE * 2}",
+            SEEDED_LARGE_SIZE - 10,
+            SEEDED_LARGE_SIZE - 1,
+        ),
+        ("bytes=-7", SEEDED_LARGE_SIZE - 7, SEEDED_LARGE_SIZE - 1),
+        (f"bytes=-{SEEDED_LARGE_SIZE * 2}", 0, SEEDED_LARGE_SIZE - 1),
+    ],
+)
+def test_range_requests(
+    seeded_devserver: DevServer, large: dict[str, Any], header: str, start: int, end: int
+) -> None:
+    answer = get(large["url"], header)
+    assert answer.status_code == 206
+    assert answer.headers["content-range"] == f"bytes {start}-{end}/{SEEDED_LARGE_SIZE}"
+    assert int(answer.headers["content-length"]) == end - start + 1
+    assert answer.content == large_content(start, end - start + 1)
+
+
+@pytest.mark.parametrize("header", [f"bytes={SEEDED_LARGE_SIZE}-", "bytes=-0"])
+def test_unsatisfiable_range_is_416(large: dict[str, Any], header: str) -> None:
+    answer = get(large["url"], header)
+    assert answer.status_code == 416
+    assert answer.headers["content-range"] == f"bytes */{SEEDED_LARGE_SIZE}"
+
+
+@pytest.mark.parametrize("header", [None, "bytes=5-2", "items=0-1", "bytes=0-1,5-6"])
+def test_whole_content_without_usable_range(
+    seeded_devserver: DevServer, header: str | None
+) -> None:
+    results = artifact_by_name(seeded_devserver, "demo run", "results.csv")
+    answer = get(results["url"], header, **{"Accept-Encoding": "gzip"})
+    assert answer.status_code == 200
+    assert answer.content == artifact_content("results", 0)
+    assert answer.headers["content-length"] == str(len(answer.content))
+    assert "content-encoding" not in answer.headers  # never compressed
+
+
+def test_empty_artifact(seeded_devserver: DevServer) -> None:
+    empty = artifact_by_name(seeded_devserver, "demo run", "empty.log")
+    answer = get(empty["url"])
+    assert (answer.status_code, answer.content) == (200, b"")
+    assert get(empty["url"], "bytes=0-").status_code == 416
+
+
+def test_large_download_counts_bytes_served(
+    seeded_devserver: DevServer, large: dict[str, Any]
+) -> None:
+    seeded_devserver.reset_stats()
+    began = time.perf_counter()
+    digest = hashlib.sha256()
+    with httpx.stream("GET", large["url"], headers={"Accept-Encoding": "identity"}) as answer:
+        assert answer.headers["content-length"] == str(SEEDED_LARGE_SIZE)
+        for chunk in answer.iter_raw():
+            digest.update(chunk)
+    print(f"{SEEDED_LARGE_SIZE // MIB} MiB download: {time.perf_counter() - began:.2f} s")
+    assert digest.hexdigest() == large["checksum"]
+    get(large["url"], "bytes=10-19")
+    stats = seeded_devserver.stats()
+    assert stats["bytes_served"] == SEEDED_LARGE_SIZE + 10
+    assert (stats["storage_gets"], stats["range_gets"]) == (2, 1)
+    assert stats["api_requests"] == {}  # admin calls are not counted
+
+
+def test_url_expiry_and_refresh(devserver_factory: Factory) -> None:
+    server = devserver_factory("--url-expiry", "1")
+    artifact_id = store_artifact(server, b"short-lived")
+    url = fresh_url(server, artifact_id)
+    assert get(url).content == b"short-lived"
+    time.sleep(2.1)
+    expired = get(url)
+    assert expired.status_code == 403
+    assert "<Code>AccessDenied</Code>" in expired.text
+    assert "expired" in expired.text
+    assert get(fresh_url(server, artifact_id)).content == b"short-lived"
+
+
+def test_url_expiry_fault(seeded_devserver: DevServer) -> None:
+    seeded_devserver.set_faults(url_expiry=-1)
+    stale = artifact_by_name(seeded_devserver, "demo run", "notes.txt")["url"]
+    assert get(stale).status_code == 403
+    seeded_devserver.clear_faults()
+    fresh = artifact_by_name(seeded_devserver, "demo run", "notes.txt")["url"]
+    assert get(fresh).content == artifact_content("notes", 0)
+
+
+def test_tampered_urls_are_refused(seeded_devserver: DevServer, large: dict[str, Any]) -> None:
+    notes = artifact_by_name(seeded_devserver, "demo run", "notes.txt")
+    url = large["url"]
+    expires = re.search(r"expires=(\d+)", url).group(1)  # type: ignore[union-attr]
+    tampered = [
+        url.replace(large["id"], notes["id"]),
+        url.replace(f"expires={expires}", f"expires={int(expires) + 1000}"),
+        re.sub(r"sig=[0-9a-f]", "sig=x", url),
+        url.split("&sig=")[0],
+        url.split("?")[0],
+    ]
+    for bad in tampered:
+        answer = get(bad, "bytes=0-9")
+        assert answer.status_code == 403, bad
+        assert "<Code>AccessDenied</Code>" in answer.text
+
+
+# -- faults --------------------------------------------------------------------------------
+
+
+def test_api_error_count_and_rate(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    server.set_faults(api_error_status=503, api_error_count=2)
+    statuses = [server.api("GET", "/version").status_code for _ in range(3)]
+    assert statuses == [503, 503, 200]
+    assert server.faults()["api_error_count"] == 0
+    server.set_faults(api_error_status=502, api_error_rate=1.0)
+    answer = server.api("GET", "/runs")
+    assert (answer.status_code, answer.json()) == (502, {"detail": "injected fault"})
+    assert server.stats()["bytes_served"] >= 0  # admin stays reachable
+    server.clear_faults()
+    assert server.api("GET", "/runs").status_code == 200
+    assert server.faults()["api_error_rate"] == 0.0
+
+
+def test_storage_errors(seeded_devserver: DevServer) -> None:
+    url = artifact_by_name(seeded_devserver, "demo run", "notes.txt")["url"]
+    seeded_devserver.set_faults(storage_error_status=503, storage_error_count=1)
+    failed = get(url)
+    assert failed.status_code == 503
+    assert "<Error>" in failed.text
+    assert get(url).status_code == 200
+    assert seeded_devserver.api("GET", "/version").status_code == 200  # API unaffected
+
+
+def test_ignore_range(seeded_devserver: DevServer) -> None:
+    results = artifact_by_name(seeded_devserver, "demo run", "results.csv")
+    seeded_devserver.set_faults(ignore_range=True)
+    answer = get(results["url"], "bytes=5-9")
+    assert answer.status_code == 200
+    assert answer.content == artifact_content("results", 0)
+
+
+@pytest.mark.parametrize("where", ["api", "storage_before"])
+def test_stall_before_answer(seeded_devserver: DevServer, where: str) -> None:
+    url = artifact_by_name(seeded_devserver, "demo run", "notes.txt")["url"]
+    seeded_devserver.set_faults(stall_seconds=0.6, stall_where=where)
+    began = time.perf_counter()
+    if where == "api":
+        seeded_devserver.api("GET", "/version")
+    else:
+        get(url)
+    assert time.perf_counter() - began >= 0.6
+
+
+def test_stall_in_the_middle_of_a_body(seeded_devserver: DevServer, large: dict[str, Any]) -> None:
+    seeded_devserver.set_faults(stall_seconds=1.0, stall_where="storage_middle")
+    began = time.perf_counter()
+    with httpx.stream("GET", large["url"], headers={"Range": f"bytes=0-{4 * MIB - 1}"}) as answer:
+        chunks = answer.iter_raw()
+        received = 0
+        while received < 2 * MIB:
+            received += len(next(chunks))
+        first_half = time.perf_counter() - began
+        received += sum(len(chunk) for chunk in chunks)
+    total = time.perf_counter() - began
+    assert received == 4 * MIB
+    assert first_half < 0.9
+    assert total >= 1.0
+
+
+def test_drop_after_bytes(seeded_devserver: DevServer, large: dict[str, Any]) -> None:
+    seeded_devserver.reset_stats()
+    seeded_devserver.set_faults(drop_after_bytes=100_000)
+    received = bytearray()
+    with (  # noqa: PT012
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("GET", large["url"], headers={"Range": "bytes=1000-"}) as answer,
+    ):
+        assert answer.status_code == 206
+        for chunk in answer.iter_raw():
+            received += chunk
+    assert bytes(received) == large_content(1000, 100_000)
+    assert seeded_devserver.stats()["bytes_served"] == 100_000
+    small = get(large["url"], "bytes=0-99")  # shorter than the limit: not dropped
+    assert small.content == large_content(0, 100)
+    assert "Traceback" not in seeded_devserver.log()
+
+
+def test_fault_validation(seeded_devserver: DevServer) -> None:
+    http = seeded_devserver.http
+    for body in (
+        {"no_such": 1},
+        {"api_error_status": "503"},
+        {"ignore_range": 1},
+        {"stall_where": "nowhere"},
+        {"api_error_rate": 2},
+        {"drop_after_bytes": -1},
+    ):
+        answer = http.put("/admin/faults", json=body)
+        assert answer.status_code == 400, body
+        assert answer.json()["detail"]
+    assert seeded_devserver.faults() == http.put("/admin/faults", json={}).json()
+    assert all(not value for value in seeded_devserver.faults().values())
+
+
+def test_faults_from_the_command_line(devserver_factory: Factory) -> None:
+    server = devserver_factory(
+        "--fault",
+        "api_error_status=503",
+        "--fault",
+        "api_error_count=1",
+        "--fault",
+        "ignore_range=true",
+    )
+    assert server.faults()["ignore_range"] is True
+    assert server.api("GET", "/version").status_code == 503
+    assert server.api("GET", "/version").status_code == 200
+
+
+# -- the streaming multipart parser ----------------------------------------------------------
+
+
+async def collect(chunks: list[bytes], boundary: bytes) -> list[tuple[str, str | None, bytes]]:
+    async def source() -> Any:
+        for chunk in chunks:
+            yield chunk
+
+    parts: list[tuple[str, str | None, bytes]] = []
+    async for event in multipart.iter_parts(source(), boundary):
+        if isinstance(event, multipart.PartStart):
+            parts.append((event.name, event.filename, b""))
+        elif isinstance(event, bytes):
+            name, filename, data = parts[-1]
+            parts[-1] = (name, filename, data + event)
+    return parts
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    payload=st.binary(max_size=300),
+    cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=8),
+)
+async def test_multipart_parser_any_chunking(payload: bytes, cuts: list[int]) -> None:
+    boundary = b"b0und4ry"
+    body = b"".join(multipart_body({"key": "k1", "x": "--b0und"}, iter([payload]), "b0und4ry"))
+    points = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
+    chunks = [body[a:b] for a, b in zip(points, points[1:], strict=False)]
+    assert await collect(chunks, boundary) == [
+        ("key", None, b"k1"),
+        ("x", None, b"--b0und"),
+        ("file", "data.bin", payload),
+    ]
+
+
+async def test_multipart_parser_rejects_truncated_body() -> None:
+    body = b"".join(multipart_body({}, iter([b"abc"]), "zz"))
+    with pytest.raises(multipart.MultipartError):
+        await collect([body[:-12]], b"zz")
+    assert multipart.boundary_from('multipart/form-data; boundary="a b"') == b"a b"
+    with pytest.raises(multipart.MultipartError):
+        multipart.boundary_from("application/json")
