@@ -48,6 +48,7 @@ Concurrency
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -58,11 +59,17 @@ from typing import Protocol
 import trio
 
 from simvuefs.cache import BlockCache, BlockCacheStats, Flight, FlightAbandoned
-from simvuefs.config import Settings
+from simvuefs.config import MIB, Settings
 from simvuefs.errors import DeadlineExceeded, ProtocolError, SimvueError
 from simvuefs.models import Artifact
 
 log = logging.getLogger(__name__)
+
+# glibc's mallopt(3) parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# Free heap memory glibc may keep instead of returning it to the kernel.
+KEPT_FREE_MEMORY = 64 * MIB
 
 STREAM_TRAIL_BLOCKS = 2
 """Streamed blocks kept behind a reader's position: the kernel's concurrent reads of one
@@ -492,9 +499,29 @@ class Reader:
         stream.handle.streamed.append(index)
 
 
+def keep_freed_blocks(block_size: int) -> None:
+    """Let glibc reuse freed block-sized buffers instead of returning them to the kernel.
+
+    By default glibc serves allocations of about a block with mmap, or trims them off the
+    heap when they are freed, so every new block (and every 1 MiB socket read) is page-faulted
+    in again: about 250 faults per MiB, which halved sequential read throughput
+    (docs/benchmarks.md). Fixed mmap and trim thresholds above the block size avoid that.
+    Process-wide; nothing happens where the C library has no ``mallopt``.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return
+    mallopt(_M_MMAP_THRESHOLD, max(4 * MIB, 2 * block_size))
+    mallopt(_M_TRIM_THRESHOLD, KEPT_FREE_MEMORY)
+
+
 @asynccontextmanager
 async def open_reader(client: RangeSource, settings: Settings) -> AsyncIterator[Reader]:
-    """Yield a :class:`Reader` whose read-ahead tasks live until the block exits."""
+    """Yield a :class:`Reader` whose read-ahead tasks live until the block exits.
+
+    Also tunes the C allocator for block-sized buffers (:func:`keep_freed_blocks`).
+    """
+    keep_freed_blocks(settings.block_size)
     async with trio.open_nursery() as nursery:
         reader = Reader(client, settings, nursery)
         try:

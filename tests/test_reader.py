@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +27,7 @@ from simvuefs.devserver.seed import ARTIFACTS, large_content
 from simvuefs.devserver.store import Store
 from simvuefs.errors import DeadlineExceeded, NotFound, TransportError
 from simvuefs.models import Artifact
-from simvuefs.reader import Reader, ReadHandle, open_reader
+from simvuefs.reader import Reader, ReadHandle, keep_freed_blocks, open_reader
 
 BLOCK = 4096
 READ = 1024  # the "kernel read size" of these tests: a quarter block
@@ -366,6 +368,38 @@ async def test_a_stalled_fetch_ends_in_deadline_exceeded(
         storage.gate.set()
         assert await reader.read(handle, 0, READ) == CONTENT[:READ]
         await reader.release(handle)
+
+
+CHURN_BLOCKS = """
+import resource, sys
+from collections import deque
+from simvuefs.reader import keep_freed_blocks
+if sys.argv[1] == "tuned":
+    keep_freed_blocks(1 << 20)
+def churn(count):  # what a stream does: new 1 MiB blocks, the oldest dropped
+    window = deque()
+    for i in range(count):
+        window.append(bytes([i % 256]) * (1 << 20))
+        if len(window) > 32:
+            window.popleft()
+churn(64)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+churn(256)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 256)
+"""
+
+
+def page_faults_per_block(mode: str) -> float:
+    result = subprocess.run(
+        [sys.executable, "-c", CHURN_BLOCKS, mode], capture_output=True, text=True, check=True
+    )
+    return float(result.stdout)
+
+
+def test_freed_blocks_are_reused_without_page_faults() -> None:
+    keep_freed_blocks(BLOCK)  # callable any number of times
+    default, tuned = page_faults_per_block("default"), page_faults_per_block("tuned")
+    assert tuned < 4 < default
 
 
 # -- the real client against the real devserver ----------------------------------------------
