@@ -1,53 +1,37 @@
 """The write path: files created under ``runs/<run>/<category>/`` become Simvue artifacts.
 
-Life of a :class:`StagedFile` (only :class:`Uploader` changes it)::
+:class:`Uploader` is what the filesystem calls. It stages new files in the spool
+(``spool.py``), journals them at commit, and hands them to the :class:`~simvuefs.landing.Lander`
+(``landing.py``), which uploads them now and, after a failure, in the background until they
+land. The life of a file is described in ``staged.py``.
 
-    STAGED --commit--> PENDING --lands--> LANDED
-      |                  |   ^              |
-      +----discard-------+   +---rename-----+   (lands again under the new name)
-              v
-          DISCARDED
+Guarantees: a file is journaled (fsynced, with its record) before the first network call
+of its upload, and stays in the spool until its artifact is attached and read back, so an
+error, an unmount or a crash never loses it; ``open_uploader`` resumes the journal at start.
 
-- STAGED: the content is a spool staging file; writes, truncates and reads are allowed.
-- PENDING: the content is frozen and journaled (see ``spool.py``). The upload is attempted
-  at once by ``commit`` (whose caller gets the error), then in the background with capped,
-  jittered exponential backoff until it lands; ``open_uploader`` resumes the journal at
-  start, so pending uploads survive unmounts and crashes.
-- LANDED: the artifact exists and is attached to the run; ``artifact`` is the server's record.
-- DISCARDED: unlinked before it landed; nothing is uploaded.
-
-Every attempt follows the official client's sequence (protocol 4.2): create the artifact,
-upload unless the server answers ``url: null`` (dedup), mark it uploaded, attach it to the
-run, read it back. The journal records each step, so a retry resumes after the last one
-that succeeded and never attaches a second artifact.
-
-Concurrency: all state lives in the trio thread; file I/O and hashing run in worker threads.
-Per file, ``_lock`` serialises content changes and state transitions (held briefly, or for
-the hashing at commit), ``_attempt_lock`` lets one upload attempt run at a time (held for
-the upload). Each pending file has at most one background retry loop.
+Concurrency: all state lives in the trio thread; file I/O and hashing run in worker
+threads; per-file locks are described in ``staged.py``.
 """
 
 from __future__ import annotations
 
-import enum
 import errno
 import hashlib
 import logging
-import mimetypes
 import os
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import trio
 
 from simvuefs.client import SimvueClient
-from simvuefs.config import MIB, Settings
-from simvuefs.errors import DeadlineExceeded, LocalError, NotFound, SimvueError, StatusError
+from simvuefs.config import Settings
+from simvuefs.errors import ConfigError, LocalError
+from simvuefs.landing import Lander
 from simvuefs.models import CATEGORIES, Artifact
 from simvuefs.spool import (
     JournalRecord,
@@ -58,116 +42,9 @@ from simvuefs.spool import (
     new_spool_id,
     read_at,
 )
+from simvuefs.staged import FileState, PendingUpload, StagedFile
 
 log = logging.getLogger(__name__)
-
-# Commit deadline = request_timeout + the official client's upload timeout (10 s + 1 s per
-# MiB, protocol 4.2): a slow but moving upload of a big file is not cut off.
-UPLOAD_BASE_SECONDS = 10.0
-UPLOAD_SECONDS_PER_MIB = 1.0
-# Background attempts running at once (foreground commits are not limited).
-BACKGROUND_UPLOADS = 2
-# How long landed content stays in the spool so that a rename (rsync's temp-then-rename)
-# can land it again under the new name even if the server wants the bytes again.
-LANDED_RETENTION = 30.0
-# Statuses of a DELETE that retrying will not change: the old name stays, with a warning.
-_DELETE_REFUSED = (400, 403, 405, 501)
-
-
-class FileState(enum.Enum):
-    """Where a written file is in its life (module docstring)."""
-
-    STAGED = "staged"
-    PENDING = "pending"
-    LANDED = "landed"
-    DISCARDED = "discarded"
-
-
-class StagedFile:
-    """A file written through the mount, from its creation until it lands or is discarded.
-
-    The filesystem keeps one per node and reads the public attributes (*size* and *mtime*
-    follow the writes; *artifact* is set once LANDED); only the Uploader changes them.
-    """
-
-    def __init__(
-        self, spool_id: str, run_id: str, category: str, name: str, data: Path, mtime: float
-    ) -> None:
-        self.spool_id = spool_id
-        self.run_id = run_id
-        self.category = category
-        self.name = name
-        self.state = FileState.STAGED
-        self.size = 0
-        self.mtime = mtime
-        self.checksum = ""
-        self.artifact: Artifact | None = None
-        self._data = data  # where the content is now (staging, pending or landed)
-        self._fd: int | None = None  # open while the filesystem holds handles
-        self._handles = 0
-        self._writers = 0
-        # sha256 of the first _hashed bytes, kept while writes are sequential; None = rehash.
-        self._hasher: hashlib._Hash | None = hashlib.sha256()
-        self._hashed = 0
-        self._record: JournalRecord | None = None  # set while PENDING
-        self._lock = trio.Lock()
-        self._attempt_lock = trio.Lock()
-        self._attempt_scope: trio.CancelScope | None = None
-        self._uploading = False
-        self._retrying = False
-        self._wake = trio.Event()
-        self._generation = 0  # bumped at each landing, so old retention timers do nothing
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """``(run_id, category, name)``: at most one live file has a given key."""
-        return (self.run_id, self.category, self.name)
-
-    @property
-    def attempts(self) -> int:
-        """Failed upload attempts so far (0 unless PENDING)."""
-        return self._record.attempts if self._record else 0
-
-    @property
-    def last_error(self) -> str:
-        """Why the last upload attempt failed ("" if none did)."""
-        return self._record.last_error if self._record else ""
-
-    def __repr__(self) -> str:
-        return f"<StagedFile {self.run_id}/{self.category}/{self.name} {self.state.value}>"
-
-
-@dataclass(frozen=True, slots=True)
-class PendingUpload:
-    """A snapshot of one pending upload, for listings, xattrs and ``simvuefs status``.
-
-    *state* is ``uploading`` while an attempt runs, else ``waiting``.
-    """
-
-    run_id: str
-    category: str
-    name: str
-    size: int
-    created: datetime
-    attempts: int
-    last_error: str
-    state: str
-    spool_id: str
-
-    @classmethod
-    def from_record(cls, record: JournalRecord, uploading: bool = False) -> PendingUpload:
-        """Describe the journaled upload *record*."""
-        return cls(
-            run_id=record.run_id,
-            category=record.category,
-            name=record.name,
-            size=record.size,
-            created=record.created,
-            attempts=record.attempts,
-            last_error=record.last_error,
-            state="uploading" if uploading else "waiting",
-            spool_id=record.id,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,21 +57,6 @@ class UploaderStats:
     committed: int
     failed: int
     bytes_uploaded: int
-
-
-def commit_deadline(size: int, settings: Settings) -> float:
-    """Seconds one upload attempt of *size* bytes may take, every step included."""
-    return settings.request_timeout + UPLOAD_BASE_SECONDS + size / MIB * UPLOAD_SECONDS_PER_MIB
-
-
-def original_path(record: JournalRecord) -> str:
-    """The ``original_path`` sent for an upload: non-empty, so clients see a file artifact."""
-    return f"simvuefs://{record.run_id}/{record.category}/{record.name}"
-
-
-def mime_type(name: str) -> str:
-    """Guess like the official client: ``mimetypes``, else ``application/octet-stream``."""
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 @asynccontextmanager
@@ -232,7 +94,7 @@ async def open_uploader(
 class Uploader:
     """Stages files written into the mount and lands them as artifacts (module docstring).
 
-    Errors are ``simvuefs.errors`` exceptions: ``LocalError`` (with its errno) for local
+    Errors are ``simvuefs.errors`` exceptions: LocalError (with its errno) for local
     refusals, the client's errors for failed uploads.
     """
 
@@ -244,20 +106,10 @@ class Uploader:
         nursery: trio.Nursery,
         on_landed: Callable[[StagedFile], None] | None,
     ) -> None:
-        self._client = client
-        self._settings = settings
         self._spool = spool
-        self._nursery = nursery
         self._on_landed = on_landed
         self._live: dict[tuple[str, str, str], StagedFile] = {}  # STAGED and PENDING, by key
-        self._pending: dict[str, StagedFile] = {}  # by spool id
-        self._limiter = trio.CapacityLimiter(BACKGROUND_UPLOADS)
-        self._inflight = 0
-        self._inflight_changed = trio.lowlevel.ParkingLot()
-        self._closing = False
-        self._committed = 0
-        self._failed = 0
-        self._bytes_uploaded = 0
+        self._lander = Lander(client, settings, spool, nursery, self._landed)
 
     # -- listings --------------------------------------------------------------------------
 
@@ -274,20 +126,20 @@ class Uploader:
         """All pending uploads, oldest first."""
         uploads = [
             PendingUpload.from_record(f._record, f._uploading)
-            for f in self._pending.values()
+            for f in self._lander.pending()
             if f._record is not None
         ]
         return sorted(uploads, key=lambda upload: upload.created)
 
     def statistics(self) -> UploaderStats:
         """Return the counters (UploaderStats)."""
-        staged = sum(1 for f in self._live.values() if f.state is FileState.STAGED)
+        lander = self._lander
         return UploaderStats(
-            staged=staged,
-            pending=len(self._pending),
-            committed=self._committed,
-            failed=self._failed,
-            bytes_uploaded=self._bytes_uploaded,
+            staged=sum(1 for f in self._live.values() if f.state is FileState.STAGED),
+            pending=len(lander.pending()),
+            committed=lander.landed,
+            failed=lander.failed,
+            bytes_uploaded=lander.bytes_uploaded,
         )
 
     # -- writing ---------------------------------------------------------------------------
@@ -398,9 +250,9 @@ class Uploader:
         """Upload *f* now: what FUSE ``flush``/``fsync`` of a written file calls.
 
         STAGED: hash, fsync and journal the content (PENDING from then on, whatever
-        happens), then attempt the upload within ``commit_deadline``. PENDING: attempt
-        again now, or wait for the attempt in progress. LANDED: nothing to do. Returns the
-        artifact, or None if *f* was discarded.
+        happens), then attempt the upload within ``landing.commit_deadline``. PENDING:
+        attempt again now, or wait for the attempt in progress. LANDED: nothing to do.
+        Returns the artifact, or None if *f* was discarded.
 
         Raises LocalError when the spool cannot journal it (it stays STAGED); the client's
         error when the upload fails (it stays PENDING and is retried in the background).
@@ -410,7 +262,7 @@ class Uploader:
                 if f.state is FileState.STAGED:
                     await self._journal(f)
         if f.state is FileState.PENDING:
-            return await self._land(f)
+            return await self._lander.land(f)
         return f.artifact
 
     async def _journal(self, f: StagedFile) -> None:
@@ -436,202 +288,30 @@ class Uploader:
         f.state = FileState.PENDING
         f._record = record
         f._data = self._spool.data_path(f.spool_id)
-        self._pending[f.spool_id] = f
+        self._lander.track(f, retry_now=False)
         log.debug("committed %r: %d bytes, sha256 %s", f, f.size, checksum)
 
-    async def _land(self, f: StagedFile) -> Artifact | None:
-        """Make one upload attempt for a PENDING *f* (or wait for the one in progress)."""
-        async with f._attempt_lock:
-            if f.state is not FileState.PENDING:
-                return f.artifact
-            self._inflight += 1
-            f._uploading = True
-            try:
-                with trio.CancelScope() as f._attempt_scope:  # discard() cancels it
-                    try:
-                        artifact = await self._attempt(f)
-                        with trio.CancelScope(shield=True):
-                            await self._retire(f, artifact)
-                        return artifact
-                    except Exception as exc:
-                        await self._note_failure(f, exc)
-                        raise
-                return None  # discarded while uploading
-            finally:
-                f._attempt_scope = None
-                f._uploading = False
-                self._inflight -= 1
-                self._inflight_changed.unpark_all()
-
-    async def _attempt(self, f: StagedFile) -> Artifact:
-        """Run the upload sequence from the last step the journal records, with a deadline."""
-        assert f._record is not None
-        seconds = commit_deadline(f._record.size, self._settings)
-        with trio.move_on_after(seconds):
-            return await self._upload_steps(f)
-        raise DeadlineExceeded(f"upload of {f.name} did not finish within {seconds:.0f} s")
-
-    async def _upload_steps(self, f: StagedFile) -> Artifact:
-        record = f._record
-        assert record is not None
-        if record.stage == "new":
-            slot = await self._client.create_artifact(
-                name=record.name,
-                original_path=original_path(record),
-                size=record.size,
-                mime_type=mime_type(record.name),
-                checksum=record.checksum,
-            )
-            stage = "stored" if slot.url is not None else "marked"  # url None: dedup
-            if slot.url is not None:
-                filename = PurePosixPath(record.name).name
-                path = self._spool.data_path(record.id)
-                await self._client.upload_content(slot, path, record.size, filename)
-                self._bytes_uploaded += record.size
-            record = await self._save(f, replace(record, artifact_id=slot.artifact_id, stage=stage))
-        artifact_id = record.artifact_id
-        assert artifact_id is not None
-        if record.stage == "stored":
-            await self._client.mark_uploaded(artifact_id)
-            record = await self._save(f, replace(record, stage="marked"))
-        if record.stage == "marked":
-            await self._client.attach(record.run_id, artifact_id, record.category)
-            record = await self._save(f, replace(record, stage="attached"))
-        artifact = await self._client.get_artifact(artifact_id)
-        while record.replaces:
-            await self._delete_replaced(record.replaces[0], record)
-            record = await self._save(f, replace(record, replaces=record.replaces[1:]))
-        return artifact
-
-    async def _delete_replaced(self, artifact_id: str, record: JournalRecord) -> None:
-        """Delete the artifact that showed this file under an earlier name."""
-        try:
-            await self._client.delete_artifact(artifact_id)
-        except NotFound:
-            pass
-        except StatusError as exc:
-            if exc.status not in _DELETE_REFUSED:
-                raise
-            log.warning(
-                "run %s: the server refused to delete artifact %s (status %d), the earlier "
-                "name of %s; both names stay",
-                record.run_id,
-                artifact_id,
-                exc.status,
-                record.name,
-            )
-
-    async def _save(self, f: StagedFile, record: JournalRecord) -> JournalRecord:
-        await trio.to_thread.run_sync(self._spool.save, record)
-        f._record = record
-        return record
-
-    async def _retire(self, f: StagedFile, artifact: Artifact) -> None:
-        """PENDING -> LANDED: keep the content briefly (for renames), drop the record."""
-        async with f._lock:
-            await trio.to_thread.run_sync(self._spool.land, f.spool_id)
-            f.state = FileState.LANDED
-            f.artifact = artifact
-            f._record = None
-            f._data = self._spool.landed_path(f.spool_id)
-            f._generation += 1
-            del self._pending[f.spool_id]
-            if self._live.get(f.key) is f:
-                del self._live[f.key]
-            f._wake.set()
-            self._committed += 1
-        self._nursery.start_soon(self._expire_landed, f, f._generation)
-        log.info(
-            "uploaded %s to run %s as artifact %s (%d bytes)", f.name, f.run_id, artifact.id, f.size
-        )
+    def _landed(self, f: StagedFile) -> None:
+        if self._live.get(f.key) is f:
+            del self._live[f.key]
         if self._on_landed is not None:
-            try:
-                self._on_landed(f)
-            except Exception:
-                log.exception("the landing callback failed for %r", f)
-
-    async def _expire_landed(self, f: StagedFile, generation: int) -> None:
-        await trio.sleep(LANDED_RETENTION)
-        async with f._lock:
-            if f.state is FileState.LANDED and f._generation == generation:
-                await trio.to_thread.run_sync(self._spool.drop_landed, f.spool_id)
-
-    async def _note_failure(self, f: StagedFile, exc: Exception) -> None:
-        """Count a failed attempt in the journal and make sure a retry loop runs."""
-        self._failed += 1
-        record = f._record
-        assert record is not None
-        reason = str(exc)[:500] or type(exc).__name__
-        record = replace(record, attempts=record.attempts + 1, last_error=reason)
-        try:
-            await self._save(f, record)
-        except LocalError as save_error:
-            f._record = record
-            log.error("%s (the spool keeps the content)", save_error)
-        log.warning(
-            "upload of %s to run %s failed (attempt %d): %s; retrying in the background",
-            f.name,
-            f.run_id,
-            record.attempts,
-            reason,
-            exc_info=not isinstance(exc, SimvueError),
-        )
-        self._ensure_retry(f, immediate=False)
-
-    # -- background retries ----------------------------------------------------------------
-
-    def _ensure_retry(self, f: StagedFile, *, immediate: bool) -> None:
-        if f._retrying:
-            if immediate:
-                f._wake.set()
-        elif not self._closing:
-            f._retrying = True
-            self._nursery.start_soon(self._retry_loop, f, immediate)
-
-    async def _retry_loop(self, f: StagedFile, immediate: bool) -> None:
-        try:
-            delay = 0.0 if immediate else self._backoff(f.attempts)
-            while True:
-                f._wake = trio.Event()
-                with trio.move_on_after(delay):
-                    await f._wake.wait()
-                if self._closing or f.state is not FileState.PENDING:
-                    return
-                async with self._limiter:
-                    if self._closing or f.state is not FileState.PENDING:
-                        return
-                    try:
-                        await self._land(f)
-                    except Exception:
-                        pass  # _land logged it and counted the attempt; keep retrying
-                if f.state is not FileState.PENDING:
-                    return
-                delay = self._backoff(f.attempts)
-        finally:
-            f._retrying = False
-
-    def _backoff(self, attempts: int) -> float:
-        """Exponential from ``upload_retry_initial``, capped at ``upload_retry_max``, times a
-        random factor in [0.5, 1) so that many pending uploads do not retry in step."""
-        settings = self._settings
-        raw = settings.upload_retry_initial * 2.0 ** min(max(attempts - 1, 0), 32)
-        return min(raw, settings.upload_retry_max) * random.uniform(0.5, 1.0)
+            self._on_landed(f)
 
     # -- renaming and discarding ------------------------------------------------------------
 
     async def rename(self, f: StagedFile, new_name: str) -> None:
         """Give *f* the name *new_name* in the same run and category (FUSE ``rename``).
 
-        STAGED or PENDING and not attached yet: only the name changes (a pending record is
-        rewritten; an artifact created under the old name but never attached is left
-        unused). LANDED, or attached under the old name: the kept content is journaled
-        again under the new name (``replaces`` the old artifact), landed at once (the
-        server knows the checksum, so no bytes move), and the old artifact is deleted. The
-        rename itself succeeds once journaled; a failed landing is retried like any upload.
+        Not attached yet (STAGED or PENDING): only the name changes (a pending record is
+        rewritten; an artifact created under the old name but never attached stays unused).
+        Attached (LANDED, or PENDING after the attach): the content is journaled again under
+        the new name, replacing the old artifact, and landed at once (the server knows the
+        checksum, so no bytes move); the old artifact is deleted once the new one is
+        attached. The rename stands once journaled; a failed landing is retried like any.
 
         Raises LocalError: EINVAL (name); EEXIST when *new_name* is being written or
-        uploaded; EXDEV when *f* landed too long ago for its content to be kept; ENOENT
-        when *f* was discarded.
+        uploaded; EXDEV when *f* landed too long ago for its content to be kept (LANDED_RETENTION
+        in landing.py); ENOENT when *f* was discarded.
         """
         _check_name(new_name, f.category)
         if new_name == f.name:
@@ -652,25 +332,28 @@ class Uploader:
         log.info("renamed %s to %s in run %s", old_key[2], new_name, f.run_id)
         if reland:
             try:
-                await self._land(f)
+                await self._lander.land(f)
             except Exception:
-                pass  # _land logged it; the rename stands and the landing is retried
+                pass  # logged by land; the rename stands and the landing is retried
         elif f.state is FileState.PENDING:
-            self._ensure_retry(f, immediate=True)
+            self._lander.retry_now(f)
 
     async def _rename_locked(self, f: StagedFile, new_name: str) -> bool:
         """Rename under both locks; True when *f* must land again under the new name."""
+        record = f._record
         if f.state is FileState.STAGED:
             f.name = new_name
             return False
-        if f.state is FileState.PENDING:
-            record = f._record
-            assert record is not None
-            attached = _attached(f)
-            replaces = record.replaces + ((record.artifact_id or "",) if attached else ())
-            await self._save(
-                f, replace(record, name=new_name, artifact_id=None, stage="new", replaces=replaces)
+        if f.state is FileState.PENDING and record is not None:
+            attached = f.attached
+            replaces = record.replaces
+            if attached and record.artifact_id:
+                replaces += (record.artifact_id,)
+            renamed = replace(
+                record, name=new_name, artifact_id=None, stage="new", replaces=replaces
             )
+            await trio.to_thread.run_sync(self._spool.save, renamed)
+            f._record = renamed
             f.name = new_name
             return attached
         if f.state is FileState.LANDED and f.artifact is not None:
@@ -691,7 +374,7 @@ class Uploader:
             f._record = record
             f._data = self._spool.data_path(f.spool_id)
             f._generation += 1
-            self._pending[f.spool_id] = f
+            self._lander.track(f, retry_now=False)
             return True
         raise LocalError(f"{f.name} no longer exists", errno=errno.ENOENT)
 
@@ -701,12 +384,12 @@ class Uploader:
         An upload in progress is cancelled. Open handles keep working on the unlinked
         content. Raises LocalError(EPERM) when *f* is already an artifact of the run.
         """
-        if f._attempt_scope is not None and not _attached(f):
-            f._attempt_scope.cancel()
+        if not f.attached:
+            self._lander.cancel_attempt(f)
         async with f._attempt_lock, f._lock:
             if f.state is FileState.DISCARDED:
                 return
-            if f.state is FileState.LANDED or _attached(f):
+            if f.attached:
                 raise LocalError(
                     f"{f.name} is uploaded; artifacts cannot be deleted", errno=errno.EPERM
                 )
@@ -714,12 +397,11 @@ class Uploader:
                 await trio.to_thread.run_sync(self._spool.drop_staged, f.spool_id)
             else:
                 await trio.to_thread.run_sync(self._spool.drop, f.spool_id)
-                del self._pending[f.spool_id]
+                self._lander.forget(f)
             f.state = FileState.DISCARDED
             f._record = None
             if self._live.get(f.key) is f:
                 del self._live[f.key]
-            f._wake.set()
         log.info("discarded %s in run %s before upload", f.name, f.run_id)
 
     # -- start and stop --------------------------------------------------------------------
@@ -733,45 +415,24 @@ class Uploader:
         self._live[key] = f
 
     async def _resume(self) -> None:
-        """Load the journal and start a retry loop for every pending upload."""
-        records = await trio.to_thread.run_sync(self._spool.recover)
+        """Load the journal; every pending upload is attempted again at once."""
+        try:
+            records = await trio.to_thread.run_sync(self._spool.recover)
+        except OSError as exc:
+            raise ConfigError(f"cannot recover the spool {self._spool.root}: {exc}") from None
         for record in records:
-            f = StagedFile(
-                record.id,
-                record.run_id,
-                record.category,
-                record.name,
-                self._spool.data_path(record.id),
-                record.created.timestamp(),
-            )
-            f.state = FileState.PENDING
-            f.size = record.size
-            f.checksum = record.checksum
-            f._hasher = None
-            f._record = record
-            self._pending[record.id] = f
+            f = StagedFile.from_record(record, self._spool.data_path(record.id))
             if f.key in self._live:
                 log.warning("two pending uploads of %s in run %s: both land", f.name, f.run_id)
             else:
                 self._live[f.key] = f
-            self._ensure_retry(f, immediate=True)
+            self._lander.track(f, retry_now=True)
         if records:
             log.info("resuming %d pending upload(s) from %s", len(records), self._spool.pending_dir)
 
     async def _drain(self) -> None:
-        """Stop retrying, give uploads in progress their grace time, report what is left."""
-        self._closing = True
-        for f in self._pending.values():
-            f._wake.set()
-        with trio.move_on_after(self._settings.shutdown_upload_wait):
-            while self._inflight:
-                await self._inflight_changed.park()
-        if self._pending:
-            log.warning(
-                "%d upload(s) still pending in %s; they resume at the next mount",
-                len(self._pending),
-                self._spool.pending_dir,
-            )
+        """Let the lander drain, report files never closed, close what is still open."""
+        await self._lander.drain()
         unfinished = [f for f in self._live.values() if f.state is FileState.STAGED]
         if unfinished:
             log.warning(
@@ -779,7 +440,7 @@ class Uploader:
                 len(unfinished),
                 ", ".join(f"{f.run_id}/{f.category}/{f.name}" for f in unfinished[:10]),
             )
-        for f in [*self._live.values(), *self._pending.values()]:
+        for f in [*self._live.values(), *self._lander.pending()]:
             if f._fd is not None:
                 fd, f._fd = f._fd, None
                 os.close(fd)
@@ -804,10 +465,6 @@ def _writable_fd(f: StagedFile) -> int:
     if f._fd is None:
         raise LocalError(f"{f.name} is not open", errno=errno.EBADF)
     return f._fd
-
-
-def _attached(f: StagedFile) -> bool:
-    return f._record is not None and f._record.stage == "attached"
 
 
 def _open_fd(path: Path, flags: int) -> int:

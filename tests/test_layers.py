@@ -27,6 +27,8 @@ LAYERS: dict[str, int] = {
     "reader": 4,
     "upload": 4,
     "spool": 4,  # the uploader's local files (write path)
+    "staged": 4,  # the write path's per-file state
+    "landing": 4,  # the write path's network side
     "client": 5,
     "transport": 6,
 }

@@ -29,12 +29,13 @@ import trio
 from devserver_util import DevServer
 from test_conformance import OfficialClient
 
-from simvuefs import upload
+from simvuefs import landing
 from simvuefs.client import SimvueClient
 from simvuefs.config import MIB, Settings
 from simvuefs.errors import ConfigError, LocalError, ServerError, SimvueError, errno_for
 from simvuefs.spool import JournalRecord, Spool, default_spool_dir, is_valid_name, read_pending
-from simvuefs.upload import FileState, StagedFile, Uploader, open_uploader
+from simvuefs.staged import FileState, StagedFile
+from simvuefs.upload import Uploader, open_uploader
 
 CREATE = "POST /api/artifacts"
 MARK = "PUT /api/artifacts/{artifact_id}"
@@ -735,7 +736,7 @@ async def test_rsync_temp_then_rename_leaves_only_the_final_name(
 async def test_rename_long_after_landing_is_a_cross_device_move(
     devserver: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(upload, "LANDED_RETENTION", 0.05)
+    monkeypatch.setattr(landing, "LANDED_RETENTION", 0.05)
     run_id = _new_run(devserver)
     async with _uploader(devserver, tmp_path / "spool") as (_, uploader):
         f = await _staged(uploader, run_id, "old.txt", b"old")
