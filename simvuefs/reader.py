@@ -51,7 +51,7 @@ from __future__ import annotations
 import ctypes
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -216,13 +216,17 @@ class Reader:
         self._reads += 1
         first, last = off // self._block_size, (end - 1) // self._block_size
         self._steer(handle, off, end, first, last)
-        with trio.move_on_after(self._settings.request_timeout) as deadline:
-            blocks = await self._blocks(handle, first, last)
-        if deadline.cancelled_caught:
-            raise DeadlineExceeded(
-                f"reading {handle.artifact.name!r} took longer than "
-                f"{self._settings.request_timeout:g} s"
-            )
+        found: dict[int, bytes] = {}
+        mine, waiting = self._gather(handle, range(first, last + 1), found)
+        if mine or waiting:  # cached blocks need no deadline (cancel scopes are not free)
+            with trio.move_on_after(self._settings.request_timeout) as deadline:
+                await self._complete(handle, found, mine, waiting)
+            if deadline.cancelled_caught:
+                raise DeadlineExceeded(
+                    f"reading {handle.artifact.name!r} took longer than "
+                    f"{self._settings.request_timeout:g} s"
+                )
+        blocks = [found[index] for index in range(first, last + 1)]
         data = self._cut(blocks, off - first * self._block_size, end - off)
         self._bytes_returned += len(data)
         return data
@@ -273,31 +277,43 @@ class Reader:
 
     # -- serving blocks --------------------------------------------------------------------
 
-    async def _blocks(self, handle: ReadHandle, first: int, last: int) -> list[bytes]:
-        """Return blocks *first*..*last* of *handle*'s artifact, fetching what nobody is."""
-        found: dict[int, bytes] = {}
-        pending = list(range(first, last + 1))
-        while pending:
-            waiting: list[tuple[int, Flight[bytes]]] = []
-            mine: list[tuple[int, Flight[bytes]]] = []
-            for index in pending:
-                key = (handle.key, index)
-                hit = self._cache.lookup(key)
-                if hit is None:
-                    mine.append((index, self._cache.start(key)))
-                elif isinstance(hit, bytes):
-                    found[index] = hit
-                else:
-                    waiting.append((index, hit))
+    def _gather(
+        self, handle: ReadHandle, indexes: Iterable[int], found: dict[int, bytes]
+    ) -> tuple[list[tuple[int, Flight[bytes]]], list[tuple[int, Flight[bytes]]]]:
+        """Look up blocks *indexes*: put cached ones into *found*, start flights for absent
+        ones (returned first: ours to fetch) and return the flights others run."""
+        mine: list[tuple[int, Flight[bytes]]] = []
+        waiting: list[tuple[int, Flight[bytes]]] = []
+        for index in indexes:
+            key = (handle.key, index)
+            hit = self._cache.lookup(key)
+            if hit is None:
+                mine.append((index, self._cache.start(key)))
+            elif isinstance(hit, bytes):
+                found[index] = hit
+            else:
+                waiting.append((index, hit))
+        return mine, waiting
+
+    async def _complete(
+        self,
+        handle: ReadHandle,
+        found: dict[int, bytes],
+        mine: list[tuple[int, Flight[bytes]]],
+        waiting: list[tuple[int, Flight[bytes]]],
+    ) -> None:
+        """Fetch the blocks of *mine*, wait for those of *waiting*, into *found*; blocks whose
+        flight was abandoned are looked up again."""
+        while mine or waiting:
             if mine:
                 found.update(await self._fetch(handle, mine))
-            pending = []
+            abandoned = []
             for index, flight in waiting:
                 try:
                     found[index] = await flight.wait()
                 except FlightAbandoned:
-                    pending.append(index)
-        return [found[index] for index in range(first, last + 1)]
+                    abandoned.append(index)
+            mine, waiting = self._gather(handle, abandoned, found)
 
     async def _fetch(
         self, handle: ReadHandle, claimed: list[tuple[int, Flight[bytes]]]
