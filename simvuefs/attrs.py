@@ -87,7 +87,7 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
             size = estimated_size(node.artifact)
             attr.attr_timeout = 0
         else:
-            attr.attr_timeout = min(ARTIFACT_ATTR_TIMEOUT, MAX_TIMEOUT)
+            attr.attr_timeout = ARTIFACT_ATTR_TIMEOUT
         attr.st_mode = FILE_MODE
         attr.st_size = size
         attr.st_blocks = -(-size // 512)

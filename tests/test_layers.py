@@ -26,7 +26,10 @@ LAYERS: dict[str, int] = {
     "cache": 4,
     "reader": 4,
     "upload": 4,
-    "spool": 4,  # the uploader's local files (write path)
+    # the write path, beside upload: local spool files, staged-file states, landing uploads
+    "spool": 4,
+    "staged": 4,
+    "landing": 4,
     "staged": 4,  # the write path's per-file state
     "landing": 4,  # the write path's network side
     "client": 5,
