@@ -346,8 +346,13 @@ class Spool:
         return hasher.hexdigest()
 
     def drop_staged(self, spool_id: str) -> None:
-        """Delete a staging file that will never be committed."""
-        self.staging_path(spool_id).unlink(missing_ok=True)
+        """Delete a staging file that will never be committed (and the record of a commit
+        that failed half-way, if any)."""
+        try:
+            self.record_path(spool_id).unlink(missing_ok=True)
+            self.staging_path(spool_id).unlink(missing_ok=True)
+        except OSError as exc:
+            raise local_error(exc, f"cannot remove the staged file {spool_id}") from None
 
     # -- the journal -------------------------------------------------------------------------
 
@@ -378,10 +383,14 @@ class Spool:
             raise local_error(exc, f"cannot write the upload record {final}") from None
 
     def land(self, spool_id: str) -> None:
-        """Retire a landed upload: its content moves to landed/, then its record goes."""
+        """Retire a landed upload: its content moves to landed/, then its record goes.
+
+        Idempotent, so that a retry after a half-done retirement completes it.
+        """
         try:
-            os.rename(self.data_path(spool_id), self.landed_path(spool_id))
-            self.record_path(spool_id).unlink()
+            if not self.landed_path(spool_id).exists():
+                os.rename(self.data_path(spool_id), self.landed_path(spool_id))
+            self.record_path(spool_id).unlink(missing_ok=True)
             _fsync_dir(self.pending_dir)
         except OSError as exc:
             raise local_error(exc, f"cannot retire the upload record of {spool_id}") from None

@@ -173,11 +173,13 @@ class Uploader:
         and the content is committed; ESTALE when *f* has landed or is gone (read the
         artifact instead).
         """
-        if write and f.state is not FileState.STAGED:
-            raise LocalError(f"{f.name} is committed and can no longer change", errno=errno.EACCES)
-        if write and f._writers:
-            raise LocalError(f"{f.name} is being written by another process", errno=errno.EBUSY)
         async with f._lock:
+            if write and f.state is not FileState.STAGED:
+                raise LocalError(
+                    f"{f.name} is committed and can no longer change", errno=errno.EACCES
+                )
+            if write and f._writers:
+                raise LocalError(f"{f.name} is being written by another process", errno=errno.EBUSY)
             if f._fd is None:
                 if f.state not in (FileState.STAGED, FileState.PENDING):
                     raise LocalError(f"{f.name} is no longer in the spool", errno=errno.ESTALE)

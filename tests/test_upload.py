@@ -33,7 +33,15 @@ from simvuefs import landing
 from simvuefs.client import SimvueClient
 from simvuefs.config import MIB, Settings
 from simvuefs.errors import ConfigError, LocalError, ServerError, SimvueError, errno_for
-from simvuefs.spool import JournalRecord, Spool, default_spool_dir, is_valid_name, read_pending
+from simvuefs.spool import (
+    JournalRecord,
+    Spool,
+    default_spool_dir,
+    is_valid_name,
+    new_spool_id,
+    read_pending,
+    write_at,
+)
 from simvuefs.staged import FileState, StagedFile
 from simvuefs.upload import Uploader, open_uploader
 
@@ -141,6 +149,30 @@ def test_corrupt_records_are_rejected(corrupt: bytes | Callable[[dict[str, Any]]
     )
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
         JournalRecord.from_bytes(raw if isinstance(raw, bytes) else raw.encode(), good.id)
+
+
+def test_landing_twice_and_dropping_a_half_committed_file(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path / "spool", min_free=0)
+    try:
+        record = _record(new_spool_id())
+        fd = spool.create(record.id)
+        write_at(fd, 0, b"content")
+        os.close(fd)
+        spool.commit(record)
+        assert spool.data_path(record.id).read_bytes() == b"content"
+        spool.land(record.id)
+        spool.land(record.id)  # a retry after a half-done retirement
+        assert spool.landed_path(record.id).read_bytes() == b"content"
+        assert not spool.record_path(record.id).exists()
+
+        half = _record(new_spool_id())
+        os.close(spool.create(half.id))
+        spool.save(half)  # a commit that failed after writing its record
+        spool.drop_staged(half.id)
+        assert not spool.record_path(half.id).exists()
+        assert not spool.staging_path(half.id).exists()
+    finally:
+        spool.close()
 
 
 def test_spool_is_locked_to_one_process(tmp_path: Path) -> None:
