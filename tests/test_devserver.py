@@ -288,6 +288,17 @@ def test_folders_conflict_with_existing_id(devserver: DevServer) -> None:
     assert [f["id"] for f in listed["data"]] == [first.json()["id"]]
 
 
+def test_unknown_routes_answer_json(devserver: DevServer) -> None:
+    missing = devserver.api("GET", "/no/such/thing")
+    assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
+    wrong_method = devserver.api("PATCH", "/runs")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["detail"]
+    storage = httpx.get(devserver.url + "/storage/nothing")
+    assert storage.status_code == 404
+    assert "<Error>" in storage.text
+
+
 def test_run_lifecycle(devserver: DevServer) -> None:
     created = devserver.api(
         "POST", "/runs", json={"folder": "/x", "tags": ["t1"], "status": "running"}
@@ -711,6 +722,29 @@ def test_storage_errors(seeded_devserver: DevServer) -> None:
     assert "<Error>" in failed.text
     assert get(url).status_code == 200
     assert seeded_devserver.api("GET", "/version").status_code == 200  # API unaffected
+
+
+@pytest.mark.parametrize("style", ["put", "post"])
+def test_refused_upload_still_gets_its_status(devserver_factory: Factory, style: str) -> None:
+    """The body is read before refusing, so a client still sending sees the status."""
+    server = devserver_factory("--upload-style", style)
+    content = os.urandom(8 * MIB)
+    slot = new_artifact(server, content)
+    server.set_faults(storage_error_status=503, storage_error_count=1)
+    assert upload(slot, content).status_code == 503
+    assert upload(slot, content).status_code in (200, 204)
+    assert server.stats()["uploads"] == 1
+
+
+def test_client_going_away_mid_download(seeded_devserver: DevServer, large: dict[str, Any]) -> None:
+    """The server stops reading the blob when the client disconnects (uvicorn would
+    otherwise accept and drop every further chunk, counting them as served)."""
+    seeded_devserver.reset_stats()
+    with httpx.stream("GET", large["url"]) as answer:
+        next(answer.iter_raw())
+    time.sleep(1.0)
+    assert seeded_devserver.stats()["bytes_served"] < SEEDED_LARGE_SIZE // 2
+    assert get(large["url"], "bytes=0-9").content == large_content(0, 10)
 
 
 def test_ignore_range(seeded_devserver: DevServer) -> None:

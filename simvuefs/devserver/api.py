@@ -115,10 +115,13 @@ def guarded(state: ServerState, key: str, handler: Handler) -> Handler:
             if delay := state.faults.stall_for("api"):
                 await asyncio.sleep(delay)
             if status := state.faults.api_error(key):
-                return error_response(status, "injected fault")
-            return await handler(request)
+                response: Response = error_response(status, "injected fault")
+            else:
+                response = await handler(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.detail, **exc.extra)
+            response = error_response(exc.status, exc.detail, **exc.extra)
+        log.debug("%s %s -> %d", request.method, request.url.path, response.status_code)
+        return response
 
     return endpoint
 

@@ -18,6 +18,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot open the data directory {str(data_dir)!r}: {exc}") from None
     try:
         if args.seed == "demo" and store.count_runs() == 0:
+            began = time.perf_counter()
             seed_demo(store, large_size=args.large_size)
+            log.info("seeded demo data in %.2f s", time.perf_counter() - began)
         sock = _bind(args.host, args.port)
         url = _public_url(sock)
         if args.write_config is not None:

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 1024 * 1024
 """Bytes read from disk and handed to the connection at a time (downloads and uploads)."""
 
+MAX_FIELD_BYTES = 64 * 1024
+"""Longest form field kept from a POST upload (the signed fields are far shorter)."""
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 BAD_DIGEST_MESSAGE = "The SHA256 you specified did not match the calculated checksum."
 
@@ -258,6 +261,7 @@ async def download(state: ServerState, request: Request) -> Response:
             {"content-range": f"bytes */{size}"},
         )
     media_type = artifact.get("mime_type") or "application/octet-stream"
+    log.debug("GET %s (%d bytes), range %s", artifact_id, size, wanted)
     if isinstance(wanted, tuple):
         start, end = wanted
         state.stats.range_gets += 1
@@ -316,10 +320,17 @@ class Spool:
         self.path.unlink(missing_ok=True)
 
 
-async def _receive_into(spool: Spool, chunks: AsyncIterator[bytes]) -> None:
-    async for chunk in chunks:
-        if chunk:
-            await spool.write(chunk)
+async def _drain(chunks: AsyncIterator[Any]) -> None:
+    """Read and discard the rest of a request body.
+
+    Done before refusing an upload: answering while the client is still sending would make
+    uvicorn close the connection, and the client would see a reset instead of the status.
+    """
+    try:
+        async for _ in chunks:
+            pass
+    except MultipartError:
+        pass
 
 
 async def upload_put(state: ServerState, request: Request) -> Response:
@@ -334,54 +345,74 @@ async def upload_put(state: ServerState, request: Request) -> Response:
     )
     if problem is None:
         problem = await _storage_faults(state, "storage_before")
-    if problem is not None:
-        return problem
-    artifact = state.store.get_artifact(artifact_id)
-    if artifact is None:
-        return s3_error(404, "NoSuchUpload", "The artifact of this upload does not exist.")
+    if problem is None:
+        artifact = state.store.get_artifact(artifact_id)
+        if artifact is not None:
+            return await _receive_put(state, request, artifact)
+        problem = s3_error(404, "NoSuchUpload", "The artifact of this upload does not exist.")
+    await _drain(request.stream())
+    return problem
+
+
+async def _receive_put(state: ServerState, request: Request, artifact: dict[str, Any]) -> Response:
     spool = Spool(state)
     try:
-        await _receive_into(spool, request.stream())
+        async for chunk in request.stream():
+            await spool.write(chunk)
         rejected = await spool.store_if(artifact["checksum"])
     except BaseException:
         spool.discard()
         raise
+    log.debug(
+        "PUT upload of %s: %d bytes, %s",
+        artifact["id"],
+        spool.size,
+        "rejected" if rejected else "stored",
+    )
     return rejected or Response(status_code=200, headers={"etag": f'"{artifact["checksum"]}"'})
 
 
 async def upload_post(state: ServerState, request: Request) -> Response:
-    """``POST /storage/uploads``: S3-style form (the signed fields, then ``file``); 204."""
+    """``POST /storage/uploads``: S3-style form (the signed fields, then ``file``); 204.
+
+    Parts before ``file`` are the fields (checked when ``file`` starts); the first ``file``
+    part is the content; anything after it is ignored, as S3 does.
+    """
     try:
         boundary = boundary_from(request.headers.get("content-type", ""))
     except MultipartError as exc:
+        await _drain(request.stream())
         return s3_error(400, "MalformedPOSTRequest", str(exc))
+    parts = iter_multipart(request.stream(), boundary)
     fields: dict[str, str] = {}
-    spool: Spool | None = None
-    current: PartStart | None = None
+    field: PartStart | None = None  # the field part being read
     value = bytearray()
+    spool: Spool | None = None
     try:
-        async for event in iter_multipart(request.stream(), boundary):
+        async for event in parts:
+            if isinstance(event, PartStart) and event.name == "file":
+                problem = await _check_post_fields(state, fields)
+                if problem is not None:
+                    await _drain(parts)
+                    return problem
+                spool = Spool(state)
+                break
             if isinstance(event, PartStart):
-                current, value = event, bytearray()
-                if event.name == "file" and spool is None:
-                    problem = await _check_post_fields(state, fields)
-                    if problem is not None:
-                        return problem
-                    spool = Spool(state)
-            elif isinstance(event, PartEnd):
-                if current is not None and current.name != "file":
-                    fields[current.name] = value.decode("utf-8", "replace")
-                current = None
-            elif current is not None and current.name == "file" and spool is not None:
-                await spool.write(event)
-            elif current is not None and len(value) + len(event) <= 64 * 1024:
+                field, value = event, bytearray()
+            elif isinstance(event, PartEnd) and field is not None:
+                fields[field.name] = value.decode("utf-8", "replace")
+                field = None
+            elif isinstance(event, bytes) and len(value) + len(event) <= MAX_FIELD_BYTES:
                 value += event
         if spool is None:
-            return s3_error(
-                400, "InvalidArgument", "POST requires exactly one file upload per request."
-            )
-        expected = base64.b64decode(fields["x-amz-checksum-sha256"]).hex()
-        rejected = await spool.store_if(expected)
+            return s3_error(400, "InvalidArgument", "POST requires a file part after the fields.")
+        async for event in parts:
+            if isinstance(event, PartEnd):
+                break
+            if isinstance(event, bytes):
+                await spool.write(event)
+        await _drain(parts)  # parts after the file are ignored, as S3 does
+        rejected = await spool.store_if(base64.b64decode(fields["x-amz-checksum-sha256"]).hex())
     except MultipartError as exc:
         if spool is not None:
             spool.discard()
@@ -390,6 +421,12 @@ async def upload_post(state: ServerState, request: Request) -> Response:
         if spool is not None:
             spool.discard()
         raise
+    log.debug(
+        "POST upload of %s: %d bytes, %s",
+        fields.get("key"),
+        spool.size,
+        "rejected" if rejected else "stored",
+    )
     return rejected or Response(status_code=204)
 
 
