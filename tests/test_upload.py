@@ -250,10 +250,16 @@ def _settings(server: DevServer, spool_dir: Path, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def _uploader(
-    server: DevServer, spool_dir: Path, **overrides: Any
+    server: DevServer,
+    spool_dir: Path,
+    on_landed: Callable[[StagedFile], None] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[tuple[SimvueClient, Uploader]]:
     settings = _settings(server, spool_dir, **overrides)
-    async with SimvueClient.open(settings) as client, open_uploader(client, settings) as uploader:
+    async with (
+        SimvueClient.open(settings) as client,
+        open_uploader(client, settings, on_landed) as uploader,
+    ):
         yield client, uploader
 
 
@@ -451,6 +457,35 @@ async def test_writes_after_commit_and_second_writers_are_refused(
         # once landed, the uploader no longer holds the name (the listing has it)
         await uploader.commit(await _staged(uploader, run_id, "again.txt", b"1"))
         await uploader.create(run_id, "again.txt")
+
+
+async def test_concurrent_commits_land_once_and_report_each_landing(
+    devserver: DevServer, tmp_path: Path
+) -> None:
+    run_id = _new_run(devserver)
+    landed: list[StagedFile] = []
+    async with _uploader(devserver, tmp_path / "spool", on_landed=landed.append) as (_, uploader):
+        f = await _staged(uploader, run_id, "twice.txt", b"flush and fsync at once")
+        results: list[object] = []
+
+        async def commit() -> None:
+            results.append(await uploader.commit(f))
+
+        async with trio.open_nursery() as nursery:  # an fsync racing a flush
+            nursery.start_soon(commit)
+            nursery.start_soon(commit)
+        assert results == [f.artifact, f.artifact]
+        assert landed == [f]
+        assert _requests(devserver, CREATE) == 1
+
+        devserver.set_faults(api_error_status=500, api_error_count=1, api_error_route=ATTACH)
+        g = await _staged(uploader, run_id, "later.txt", b"lands in the background")
+        with pytest.raises(ServerError):
+            await uploader.commit(g)
+        await _wait_for(lambda: len(landed) == 2)
+        assert landed[1] is g
+        assert g.state is FileState.LANDED
+        assert uploader.lookup(run_id, "input", "later.txt") is None
 
 
 async def test_a_full_spool_refuses_writes_with_enospc(
