@@ -760,6 +760,54 @@ def test_stalled_storage_times_out_and_the_mount_survives(
     assert run_tool(["cat", path]).stdout == file.content
 
 
+# -- consistency: what listings show when runs change -------------------------------------
+
+# The default metadata TTL ("minimal") is 1 s; allow for a loaded machine.
+TTL_SLACK = 5.0
+
+
+def create_run(server: DevServer, name: str, status: str = "running") -> str:
+    response = server.api("POST", "/runs", json={"name": name, "folder": "/", "status": status})
+    response.raise_for_status()
+    run_id: str = response.json()["id"]
+    return run_id
+
+
+def xattr_id(path: Path) -> str:
+    return os.getxattr(path, "user.simvue.id").decode()
+
+
+def test_listings_follow_run_changes_within_the_ttl(devserver: DevServer, tmp_path: Path) -> None:
+    with mounted(devserver, tmp_path) as own:
+        runs = own.path / "runs"
+        assert os.listdir(runs) == []
+        older = create_run(devserver, "alpha")
+        assert wait_until(lambda: os.listdir(runs) == ["alpha"], TTL_SLACK)
+        assert xattr_id(runs / "alpha") == older
+        # A newer run with the same name takes the plain name; the older one is renamed.
+        newer = create_run(devserver, "alpha")
+        expected = sorted(["alpha", f"alpha@{older}"])
+        assert wait_until(lambda: sorted(os.listdir(runs)) == expected, TTL_SLACK)
+        assert wait_until(lambda: xattr_id(runs / "alpha") == newer, TTL_SLACK)
+        assert xattr_id(runs / f"alpha@{older}") == older
+        assert xattr_id(runs / f"alpha@{newer}") == newer  # reachable, though not listed
+        # Deleting the newer run gives the plain name back to the older one.
+        devserver.api("DELETE", f"/runs/{newer}").raise_for_status()
+        assert wait_until(lambda: os.listdir(runs) == ["alpha"], TTL_SLACK)
+        assert wait_until(lambda: xattr_id(runs / "alpha") == older, TTL_SLACK)
+        assert wait_until(lambda: not (runs / f"alpha@{newer}").exists(), TTL_SLACK)
+
+
+def test_indefinite_ttl_keeps_the_first_listing(devserver: DevServer, tmp_path: Path) -> None:
+    create_run(devserver, "first")
+    with mounted(devserver, tmp_path, "--metadata-ttl", "indefinite") as own:
+        runs = own.path / "runs"
+        assert os.listdir(runs) == ["first"]
+        create_run(devserver, "second")
+        time.sleep(TTL_SLACK / 2)
+        assert os.listdir(runs) == ["first"]
+
+
 # -- mounting and unmounting --------------------------------------------------------------
 
 
