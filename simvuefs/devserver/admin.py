@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simvuefs.devserver.api import ApiError, Handler, authenticate, error_response, json_body
 from simvuefs.devserver.faults import FaultError
 from simvuefs.devserver.state import ServerState, Stats
+from simvuefs.devserver.web import ApiError, Handler, authenticate, error_response, json_body
 
 
 def routes(state: ServerState) -> list[Route]:

@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from simvuefs.devserver import admin, api, storage
+from simvuefs.devserver import admin, api, storage, uploads
 from simvuefs.devserver.state import ServerState
 
 
@@ -22,6 +22,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def build_app(state: ServerState) -> Starlette:
     """Return the ASGI application serving *state*."""
     return Starlette(
-        routes=[*api.routes(state), *admin.routes(state), *storage.routes(state)],
+        routes=[
+            *api.routes(state),
+            *admin.routes(state),
+            *storage.routes(state),
+            *uploads.routes(state),
+        ],
         exception_handlers={HTTPException: _http_error},
     )

@@ -1,38 +1,32 @@
-"""The storage side: signed URLs, downloads with HTTP Range, verified uploads.
+"""The storage side: signed URLs and downloads with HTTP Range (uploads are in uploads.py).
 
 Storage URLs need no Authorization header (the official client sends none); they carry
 ``expires`` (epoch seconds) and ``sig`` (HMAC of method, path and expiry), like S3
-presigned URLs, and errors are S3-style XML. Bodies are streamed in both directions, so
-memory stays bounded whatever the artifact size; uploaded content is stored only if its
-sha256 matches the declared checksum (S3 ``BadDigest`` otherwise).
+presigned URLs, and errors are S3-style XML. Bodies are streamed from disk in CHUNK_SIZE
+pieces, so memory stays bounded whatever the artifact size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-import hashlib
 import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
 import anyio
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from simvuefs.devserver.auth import sign, signature_matches
-from simvuefs.devserver.multipart import MultipartError, PartEnd, PartStart, boundary_from
-from simvuefs.devserver.multipart import iter_parts as iter_multipart
 from simvuefs.devserver.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -48,7 +42,8 @@ BAD_DIGEST_MESSAGE = "The SHA256 you specified did not match the calculated chec
 
 
 class DroppedConnection(Exception):
-    """Raised mid-body by the ``drop_after_bytes`` fault: uvicorn then closes the socket."""
+    """Raised after a body cut short by the ``drop_after_bytes`` fault: uvicorn then closes
+    the connection (the log filter in cli.py keeps this out of the error log)."""
 
 
 def s3_error(
@@ -96,9 +91,10 @@ def upload_slot(
     }
 
 
-def _signature_problem(
+def signature_problem(
     state: ServerState, expires: str, signature: str, *parts: str
 ) -> Response | None:
+    """Return the 403 answer for a bad or expired signature over *parts*, or None."""
     if not expires.isdigit() or not signature_matches(state.secret, signature, *parts, expires):
         return s3_error(403, "AccessDenied", "Request signature does not match")
     if time.time() >= int(expires):
@@ -106,7 +102,9 @@ def _signature_problem(
     return None
 
 
-async def _storage_faults(state: ServerState, where: str) -> Response | None:
+async def storage_faults(state: ServerState, where: str) -> Response | None:
+    """Apply the storage fault switches: an error answer to return, or None (after any
+    stall configured for *where*)."""
     status = state.faults.storage_error()
     if status:
         return s3_error(
@@ -225,7 +223,7 @@ class BlobResponse(Response):
 async def download(state: ServerState, request: Request) -> Response:
     """``GET /storage/artifacts/{id}?expires=&sig=``: the content, whole or a Range."""
     artifact_id = request.path_params["artifact_id"]
-    problem = _signature_problem(
+    problem = signature_problem(
         state,
         request.query_params.get("expires", ""),
         request.query_params.get("sig", ""),
@@ -233,7 +231,7 @@ async def download(state: ServerState, request: Request) -> Response:
         request.url.path,
     )
     if problem is None:
-        problem = await _storage_faults(state, "storage_before")
+        problem = await storage_faults(state, "storage_before")
     if problem is not None:
         return problem
     artifact = state.store.get_artifact(artifact_id)
@@ -270,209 +268,10 @@ async def download(state: ServerState, request: Request) -> Response:
     return BlobResponse(state, path, 0, size, 200, headers, media_type)
 
 
-class Spool:
-    """Incoming content: written to a temporary file in large batches while hashed."""
-
-    def __init__(self, state: ServerState) -> None:
-        self._state = state
-        self._file: IO[bytes]
-        self._file, self.path = state.store.open_spool()
-        self._hash = hashlib.sha256()
-        self._pending = bytearray()
-        self.size = 0
-
-    async def write(self, data: bytes) -> None:
-        self._pending += data
-        self.size += len(data)
-        if len(self._pending) >= CHUNK_SIZE:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        data = bytes(self._pending)
-        self._pending.clear()
-        await run_in_threadpool(self._write_now, data)
-
-    def _write_now(self, data: bytes) -> None:
-        self._hash.update(data)
-        self._file.write(data)
-
-    async def finish(self) -> str:
-        """Write what is pending, close the file and return the sha256 (hex)."""
-        await self._flush()
-        await run_in_threadpool(self._file.close)
-        return self._hash.hexdigest()
-
-    async def store_if(self, expected: str) -> Response | None:
-        """Keep the content as the blob for *expected*, or return a BadDigest answer."""
-        actual = await self.finish()
-        if actual != expected:
-            self.discard()
-            self._state.stats.uploads_rejected += 1
-            return s3_error(400, "BadDigest", BAD_DIGEST_MESSAGE)
-        self._state.store.commit_blob(self.path, actual)
-        self._state.stats.uploads += 1
-        self._state.stats.upload_bytes += self.size
-        return None
-
-    def discard(self) -> None:
-        """Drop the temporary file (after a failure or a rejected digest)."""
-        self._file.close()
-        self.path.unlink(missing_ok=True)
-
-
-async def _drain(chunks: AsyncIterator[Any]) -> None:
-    """Read and discard the rest of a request body.
-
-    Done before refusing an upload: answering while the client is still sending would make
-    uvicorn close the connection, and the client would see a reset instead of the status.
-    """
-    try:
-        async for _ in chunks:
-            pass
-    except MultipartError:
-        pass
-
-
-async def upload_put(state: ServerState, request: Request) -> Response:
-    """``PUT /storage/uploads/{id}?expires=&sig=``: the raw body is the content."""
-    artifact_id = request.path_params["artifact_id"]
-    problem = _signature_problem(
-        state,
-        request.query_params.get("expires", ""),
-        request.query_params.get("sig", ""),
-        "PUT",
-        request.url.path,
-    )
-    if problem is None:
-        problem = await _storage_faults(state, "storage_before")
-    if problem is None:
-        artifact = state.store.get_artifact(artifact_id)
-        if artifact is not None:
-            return await _receive_put(state, request, artifact)
-        problem = s3_error(404, "NoSuchUpload", "The artifact of this upload does not exist.")
-    await _drain(request.stream())
-    return problem
-
-
-async def _receive_put(state: ServerState, request: Request, artifact: dict[str, Any]) -> Response:
-    spool = Spool(state)
-    try:
-        async for chunk in request.stream():
-            await spool.write(chunk)
-        rejected = await spool.store_if(artifact["checksum"])
-    except BaseException:
-        spool.discard()
-        raise
-    log.debug(
-        "PUT upload of %s: %d bytes, %s",
-        artifact["id"],
-        spool.size,
-        "rejected" if rejected else "stored",
-    )
-    return rejected or Response(status_code=200, headers={"etag": f'"{artifact["checksum"]}"'})
-
-
-async def upload_post(state: ServerState, request: Request) -> Response:
-    """``POST /storage/uploads``: S3-style form (the signed fields, then ``file``); 204.
-
-    Parts before ``file`` are the fields (checked when ``file`` starts); the first ``file``
-    part is the content; anything after it is ignored, as S3 does.
-    """
-    try:
-        boundary = boundary_from(request.headers.get("content-type", ""))
-    except MultipartError as exc:
-        await _drain(request.stream())
-        return s3_error(400, "MalformedPOSTRequest", str(exc))
-    parts = iter_multipart(request.stream(), boundary)
-    fields: dict[str, str] = {}
-    field: PartStart | None = None  # the field part being read
-    value = bytearray()
-    spool: Spool | None = None
-    try:
-        async for event in parts:
-            if isinstance(event, PartStart) and event.name == "file":
-                problem = await _check_post_fields(state, fields)
-                if problem is not None:
-                    await _drain(parts)
-                    return problem
-                spool = Spool(state)
-                break
-            if isinstance(event, PartStart):
-                field, value = event, bytearray()
-            elif isinstance(event, PartEnd) and field is not None:
-                fields[field.name] = value.decode("utf-8", "replace")
-                field = None
-            elif isinstance(event, bytes) and len(value) + len(event) <= MAX_FIELD_BYTES:
-                value += event
-        if spool is None:
-            return s3_error(400, "InvalidArgument", "POST requires a file part after the fields.")
-        async for event in parts:
-            if isinstance(event, PartEnd):
-                break
-            if isinstance(event, bytes):
-                await spool.write(event)
-        await _drain(parts)  # parts after the file are ignored, as S3 does
-        rejected = await spool.store_if(base64.b64decode(fields["x-amz-checksum-sha256"]).hex())
-    except MultipartError as exc:
-        if spool is not None:
-            spool.discard()
-        return s3_error(400, "MalformedPOSTRequest", str(exc))
-    except BaseException:
-        if spool is not None:
-            spool.discard()
-        raise
-    log.debug(
-        "POST upload of %s: %d bytes, %s",
-        fields.get("key"),
-        spool.size,
-        "rejected" if rejected else "stored",
-    )
-    return rejected or Response(status_code=204)
-
-
-async def _check_post_fields(state: ServerState, fields: dict[str, str]) -> Response | None:
-    key = fields.get("key", "")
-    checksum_b64 = fields.get("x-amz-checksum-sha256", "")
-    problem = _signature_problem(
-        state,
-        fields.get("expires", ""),
-        fields.get("x-amz-signature", ""),
-        "POST",
-        key,
-        checksum_b64,
-    )
-    if problem is None:
-        try:
-            if len(base64.b64decode(checksum_b64, validate=True)) != 32:
-                raise ValueError(checksum_b64)
-        except (binascii.Error, ValueError):
-            return s3_error(400, "InvalidRequest", "Invalid x-amz-checksum-sha256")
-        problem = await _storage_faults(state, "storage_before")
-    if problem is None and state.store.get_artifact(key.removeprefix("uploads/")) is None:
-        problem = s3_error(404, "NoSuchUpload", "The artifact of this upload does not exist.")
-    return problem
-
-
 def routes(state: ServerState) -> list[Route]:
-    """Return the storage routes (no Authorization: the URLs are signed)."""
+    """Return the download route (no Authorization: the URLs are signed)."""
 
     async def get(request: Request) -> Response:
         return await download(state, request)
 
-    async def put(request: Request) -> Response:
-        try:
-            return await upload_put(state, request)
-        except ClientDisconnect:
-            return Response(status_code=400)
-
-    async def post(request: Request) -> Response:
-        try:
-            return await upload_post(state, request)
-        except ClientDisconnect:
-            return Response(status_code=400)
-
-    return [
-        Route("/storage/artifacts/{artifact_id}", get, methods=["GET"]),
-        Route("/storage/uploads/{artifact_id}", put, methods=["PUT"]),
-        Route("/storage/uploads", post, methods=["POST"]),
-    ]
+    return [Route("/storage/artifacts/{artifact_id}", get, methods=["GET"])]
