@@ -30,8 +30,6 @@ LAYERS: dict[str, int] = {
     "spool": 4,
     "staged": 4,
     "landing": 4,
-    "staged": 4,  # the write path's per-file state
-    "landing": 4,  # the write path's network side
     "client": 5,
     "transport": 6,
 }
