@@ -198,6 +198,8 @@ def test_bad_arguments_give_one_line_and_nonzero_exit(
     assert "Traceback" not in result.stderr
     if status == 1:
         assert len(result.stderr.strip().splitlines()) == 1
+    else:
+        assert not (tmp_path / "d").exists()  # refused before touching the data directory
 
 
 def test_port_in_use_is_a_usage_error(devserver: DevServer, tmp_path: Path) -> None:
@@ -712,6 +714,12 @@ def test_api_error_count_and_rate(seeded_devserver: DevServer) -> None:
     server.clear_faults()
     assert server.api("GET", "/runs").status_code == 200
     assert server.faults()["api_error_rate"] == 0.0
+    server.set_faults(
+        api_error_status=500, api_error_count=1, api_error_route="GET /api/runs/{run_id}"
+    )
+    assert server.api("GET", "/version").status_code == 200
+    assert server.api("GET", "/runs/whatever").status_code == 500
+    assert server.api("GET", "/runs/whatever").status_code == 404
 
 
 def test_storage_errors(seeded_devserver: DevServer) -> None:

@@ -5,6 +5,7 @@ Every artifact the API returns carries a freshly signed download ``url``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -23,6 +24,8 @@ from simvuefs.devserver.web import (
     json_query,
 )
 from simvuefs.models import CATEGORIES
+
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class ArtifactRoutes:
@@ -56,12 +59,8 @@ class ArtifactRoutes:
         if not isinstance(name, str) or not name:
             raise invalid("body.name", "must be a non-empty string")
         checksum = body.get("checksum")
-        if not isinstance(checksum, str) or len(checksum) != 64:
+        if not isinstance(checksum, str) or not _SHA256_HEX.fullmatch(checksum):
             raise invalid("body.checksum", "must be a hex sha256")
-        try:
-            bytes.fromhex(checksum)
-        except ValueError:
-            raise invalid("body.checksum", "must be a hex sha256") from None
         size = body.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise invalid("body.size", "must be a non-negative integer")

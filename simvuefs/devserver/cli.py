@@ -102,7 +102,6 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.set_inheritable(True)
     return sock
 
 
@@ -127,12 +126,21 @@ def write_config(path: Path, url: str, token: str) -> None:
         raise UsageError(f"cannot write {str(path)!r}: {exc.strerror}") from None
 
 
+def _seed(store: Store, large_size: int) -> None:
+    began = time.perf_counter()
+    try:
+        seed_demo(store, large_size=large_size)
+    except OSError as exc:
+        raise UsageError(f"cannot seed the demo data: {exc}") from None
+    log.info("seeded demo data in %.2f s", time.perf_counter() - began)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the devserver described by *args* until SIGINT/SIGTERM; return the exit status."""
     setup_logging(args.log_level)
     logging.getLogger("uvicorn.error").addFilter(_HideDroppedConnections())
-    data_dir = _prepare_data_dir(args.data)
     faults = _faults(args.fault)
+    data_dir = _prepare_data_dir(args.data)
     try:
         secret = load_or_create_secret(data_dir / "secret")
         store = Store(data_dir)
@@ -140,9 +148,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot open the data directory {str(data_dir)!r}: {exc}") from None
     try:
         if args.seed == "demo" and store.count_runs() == 0:
-            began = time.perf_counter()
-            seed_demo(store, large_size=args.large_size)
-            log.info("seeded demo data in %.2f s", time.perf_counter() - began)
+            _seed(store, args.large_size)
         sock = _bind(args.host, args.port)
         url = _public_url(sock)
         if args.write_config is not None:

@@ -24,42 +24,9 @@ from simvuefs.models import NAME_REGEX
 
 RUN_STATUSES = ("created", "running", "completed", "failed", "terminated", "lost")
 _FINISHED = ("completed", "failed", "terminated", "lost")
-_ADJECTIVES = (
-    "amber",
-    "brisk",
-    "calm",
-    "dusty",
-    "eager",
-    "fuzzy",
-    "gentle",
-    "hollow",
-    "icy",
-    "jolly",
-    "keen",
-    "lucky",
-    "misty",
-    "noble",
-    "quiet",
-    "rapid",
-)
-_NOUNS = (
-    "anchor",
-    "beacon",
-    "comet",
-    "delta",
-    "ember",
-    "falcon",
-    "glacier",
-    "harbor",
-    "island",
-    "jet",
-    "kernel",
-    "lagoon",
-    "meadow",
-    "nebula",
-    "orbit",
-    "pulsar",
-)
+# Words for names of runs created without one (the official client reads the name back).
+_ADJECTIVES = ("amber", "brisk", "calm", "dusty", "eager", "fuzzy", "gentle", "keen")
+_NOUNS = ("anchor", "beacon", "comet", "delta", "ember", "falcon", "harbor", "orbit")
 
 
 def _check_name(value: object, location: str) -> str:
@@ -68,9 +35,9 @@ def _check_name(value: object, location: str) -> str:
     return value
 
 
-def _check_folder(value: object) -> str:
+def _check_folder(value: object, location: str = "body.folder") -> str:
     if not isinstance(value, str) or not value.startswith("/"):
-        raise invalid("body.folder", "must be a path starting with '/'")
+        raise invalid(location, "must be a path starting with '/'")
     return value if value == "/" else value.rstrip("/")
 
 
@@ -106,10 +73,7 @@ class RunRoutes:
 
     async def create_folder(self, request: Request) -> Response:
         body = await json_body(request)
-        path = body.get("path")
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise invalid("body.path", "must be a path starting with '/'")
-        folder, created = self.store.ensure_folder(_check_folder(path))
+        folder, created = self.store.ensure_folder(_check_folder(body.get("path"), "body.path"))
         if not created:
             return error_response(409, "Folder already exists", id=folder["id"])
         return JSONResponse(folder)
