@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import fcntl
 import grp
 import hashlib
 import json
+import mmap
 import os
 import pwd
 import random
@@ -704,6 +706,64 @@ def test_write_system_calls_return_erofs(mount: Mount) -> None:
         else:
             outcomes[name] = "succeeded"
     assert outcomes == dict.fromkeys(calls, "EROFS")
+
+
+def errno_name(call: Callable[[], object]) -> str:
+    """Return "ok" if *call* succeeds, else the errno name of the OSError it raised."""
+    try:
+        call()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return "ok"
+
+
+def test_other_operations_on_a_read_only_file(mount: Mount, catalog: Catalog) -> None:
+    notes = catalog.file_named("notes.txt")
+    path = mount.path / notes.path
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert errno_name(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)) == "ok"
+        assert errno_name(lambda: fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)) == "ok"
+        assert os.lseek(fd, 0, os.SEEK_DATA) == 0
+        assert os.lseek(fd, 0, os.SEEK_HOLE) == len(notes.content)
+        assert errno_name(lambda: os.fsync(fd)) == "ok"
+        assert errno_name(lambda: os.posix_fallocate(fd, 0, 10)) == "EBADF"
+        writable = mmap.PROT_READ | mmap.PROT_WRITE
+        assert errno_name(lambda: mmap.mmap(fd, 0, mmap.MAP_SHARED, writable)) == "EACCES"
+        with mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ) as shared:
+            assert shared[:] == notes.content
+    finally:
+        os.close(fd)
+    assert os.access(path, os.R_OK)
+    assert not os.access(path, os.W_OK)
+    assert errno_name(lambda: os.readlink(path)) == "EINVAL"
+    assert errno_name(lambda: os.getxattr(path, "security.selinux")) == "ENODATA"
+    assert errno_name(lambda: os.stat(path.parent / ("x" * 256))) == "ENAMETOOLONG"
+
+
+def test_mv_out_of_the_mount_copies_but_keeps_the_original(
+    mount: Mount, catalog: Catalog, tmp_path: Path
+) -> None:
+    notes = catalog.file_named("notes.txt")
+    result = run_tool(["mv", mount.path / notes.path, tmp_path], check=False)
+    assert result.returncode == 1
+    assert b"Read-only file system" in result.stderr
+    assert (tmp_path / "notes.txt").read_bytes() == notes.content
+    assert (mount.path / notes.path).read_bytes() == notes.content
+
+
+def test_storage_ignoring_range_still_gives_correct_bytes(
+    fresh_mount: Mount, seeded_devserver: DevServer, catalog: Catalog, seekread: Path
+) -> None:
+    large = catalog.file_named(LARGE_NAME)
+    picks = [(SEEDED_LARGE_SIZE // 3, 5000), (7, 9), (SEEDED_LARGE_SIZE - 10, 10)]
+    seeded_devserver.set_faults(ignore_range=True)
+    try:
+        args = [str(n) for pick in picks for n in pick]
+        got = run_tool([seekread, "pread", fresh_mount.path / large.path, *args]).stdout
+    finally:
+        seeded_devserver.clear_faults()
+    assert got == b"".join(seed.large_content(off, length) for off, length in picks)
 
 
 def test_storage_error_gives_eio_and_the_mount_survives(
