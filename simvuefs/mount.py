@@ -9,7 +9,8 @@ Order of events in :func:`run` (all before the first request is served):
    thread (answered by ``main`` itself: never stat the mountpoint before ``main`` runs),
    then raises the mount's ``read_ahead_kb`` to 1 MiB (design guide 4.15, best effort) and
    reports readiness.
-4. A signal calls ``pyfuse3.terminate()``; ``main`` returns, the remaining lookups are
+4. SIGINT/SIGTERM during start-up abandon it (nothing is left mounted). Once mounted, a
+   signal calls ``pyfuse3.terminate()``; ``main`` returns, the remaining lookups are
    forgotten and the mount is closed and unmounted. If serving fails after the mount was
    ready, the mount is left in place (dead: ``ENOTCONN``) so programs see an error instead
    of the empty directory underneath; ``simvuefs unmount`` clears it.
@@ -221,49 +222,79 @@ def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException |
     return inner
 
 
+@dataclass
+class _Lifecycle:
+    """Where the mount is, for the signal watcher: starting, serving, or interrupted."""
+
+    startup: trio.CancelScope
+    serving: bool = False
+    interrupted: str | None = None
+
+
 async def _serve(settings: Settings, options: MountOptions, on_ready: Callable[[], None]) -> None:
-    mountpoint = str(options.mountpoint)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with SimvueClient.open(settings) as client:
-            version = await check_server(client, settings.url)
-            log.info("server %s answers (version %s)", settings.url, version)
-            async with open_reader(client, settings) as reader:
-                policy = AttrPolicy(
-                    uid=os.getuid(),
-                    gid=os.getgid(),
-                    mount_time_ns=time.time_ns(),
-                    block_size=settings.block_size,
-                )
-                ops = Operations(Tree(client, settings), reader, policy)
-                try:
-                    pyfuse3.init(ops, mountpoint, options.fuse_options())
-                except RuntimeError as exc:
-                    raise UsageError(f"cannot mount {mountpoint}: {exc}") from None
-                ready = trio.Event()
-                unmount = True
-                try:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_stop_on_signal, signals)
-                        nursery.start_soon(_announce, mountpoint, ready, on_ready)
-                        await pyfuse3.main()
-                        nursery.cancel_scope.cancel()
-                except BaseException:
-                    # Leave a dead mount only once programs may be using it (module doc).
-                    unmount = not ready.is_set()
-                    raise
-                finally:
-                    held = ops.forget_all()
-                    log.debug("released %d lookups held by the kernel", held)
-                    pyfuse3.close(unmount=unmount)
-                    log.info("unmounted %s", mountpoint)
-            log.debug("client: %s", client.statistics())
+        async with trio.open_nursery() as nursery:
+            lifecycle = _Lifecycle(startup=nursery.cancel_scope)
+            nursery.start_soon(_watch_signals, signals, lifecycle)
+            await _mount_and_serve(settings, options, on_ready, lifecycle)
+            nursery.cancel_scope.cancel()
+    if lifecycle.interrupted is not None and not lifecycle.serving:
+        raise UsageError(f"{lifecycle.interrupted} received before the mount was ready")
 
 
-async def _stop_on_signal(signals: AsyncIterator[int]) -> None:
+async def _watch_signals(signals: AsyncIterator[int], lifecycle: _Lifecycle) -> None:
+    """Unmount on SIGINT/SIGTERM; before the mount exists, abandon the start-up instead."""
     async for signum in signals:
-        log.info("%s received: unmounting", signal.Signals(signum).name)
-        pyfuse3.terminate()
+        lifecycle.interrupted = signal.Signals(signum).name
+        if lifecycle.serving:
+            log.info("%s received: unmounting", lifecycle.interrupted)
+            pyfuse3.terminate()  # main() returns even if it has not started yet
+        else:
+            log.info("%s received: giving up the start-up", lifecycle.interrupted)
+            lifecycle.startup.cancel()
         return
+
+
+async def _mount_and_serve(
+    settings: Settings,
+    options: MountOptions,
+    on_ready: Callable[[], None],
+    lifecycle: _Lifecycle,
+) -> None:
+    mountpoint = str(options.mountpoint)
+    async with SimvueClient.open(settings) as client:
+        version = await check_server(client, settings.url)
+        log.info("server %s answers (version %s)", settings.url, version)
+        async with open_reader(client, settings) as reader:
+            policy = AttrPolicy(
+                uid=os.getuid(),
+                gid=os.getgid(),
+                mount_time_ns=time.time_ns(),
+                block_size=settings.block_size,
+            )
+            ops = Operations(Tree(client, settings), reader, policy)
+            try:
+                pyfuse3.init(ops, mountpoint, options.fuse_options())
+            except RuntimeError as exc:
+                raise UsageError(f"cannot mount {mountpoint}: {exc}") from None
+            lifecycle.serving = True
+            ready = trio.Event()
+            clean_unmount = True
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_announce, mountpoint, ready, on_ready)
+                    await pyfuse3.main()
+                    nursery.cancel_scope.cancel()
+            except BaseException:
+                # Leave a dead mount only once programs may be using it (module doc).
+                clean_unmount = not ready.is_set()
+                raise
+            finally:
+                held = ops.forget_all()
+                log.debug("released %d lookups held by the kernel", held)
+                pyfuse3.close(unmount=clean_unmount)
+                log.info("unmounted %s", mountpoint)
+        log.debug("client: %s", client.statistics())
 
 
 async def _announce(mountpoint: str, ready: trio.Event, on_ready: Callable[[], None]) -> None:

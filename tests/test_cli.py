@@ -316,3 +316,39 @@ def test_kernel_refusing_the_mount_is_a_plain_usage_error(seeded_devserver, mnt,
         mount.run(settings, mount.MountOptions(mountpoint=mnt), lambda: ready.append(1))
     assert ready == []
     assert not is_mounted(mnt)
+
+
+def test_daemon_parent_reports_a_child_that_exits_early(tmp_path):
+    from simvuefs import mount
+    from simvuefs.logs import UsageError
+
+    log_file = tmp_path / "logs" / "child.log"
+    with pytest.raises(UsageError, match="exited before the mount was ready") as excinfo:
+        mount.spawn_daemon(["mount", "--help"], log_file)
+    assert str(log_file) in str(excinfo.value)
+    assert "usage: simvuefs mount" in log_file.read_text()
+
+
+def test_daemon_parent_gives_up_on_a_child_that_never_gets_ready(seeded_devserver, mnt):
+    from simvuefs import mount
+    from simvuefs.logs import UsageError
+
+    log_file = mnt.parent / "slow.log"
+    argv = [
+        "mount",
+        str(mnt),
+        "--foreground",
+        "--config",
+        str(seeded_devserver.config_path),
+        "--log-file",
+        str(log_file),
+    ]
+    seeded_devserver.set_faults(stall_seconds=20, stall_where="api")
+    try:
+        with pytest.raises(UsageError, match=r"not ready after 2 s"):
+            mount.spawn_daemon(argv, log_file, timeout=2.0)
+    finally:
+        seeded_devserver.clear_faults()
+    assert_nothing_left(mnt)
+    # The child gave up promptly on SIGTERM instead of waiting for the stalled server.
+    assert "simvuefs: SIGTERM received before the mount was ready" in log_file.read_text()
