@@ -149,6 +149,7 @@ class Operations(pyfuse3.Operations):
         in_run = node.kind in (NodeKind.CATEGORY, NodeKind.DIR, NodeKind.FILE)
         ttl = self._tree.listing_ttl(node.run if in_run else None)
         if node.kind is NodeKind.FILE:
+            # Pick up a size learned through another node of the same artifact.
             self._tree.known_size(node)
         return entry_attributes(node, self._policy, ttl)
 

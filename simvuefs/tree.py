@@ -27,12 +27,10 @@ from __future__ import annotations
 import logging
 import math
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-
-import trio
 
 from simvuefs.cache import MetaCache
 from simvuefs.errors import NotFound
@@ -221,25 +219,18 @@ def name_artifacts(artifacts: Iterable[Artifact]) -> tuple[CategoryListing, list
 class Tree:
     """The directory structure of a mount, backed by the server through cached listings.
 
-    Nodes handed out are owned by *table*; this class sets their run/category/artifact
-    fields from the freshest listing each time it produces them.
+    Nodes handed out are owned by :attr:`table`; this class sets their run/category/artifact
+    fields from the freshest listing each time it produces them. Cache expiry follows
+    ``trio.current_time`` (so ``trio.testing.MockClock`` drives it in tests).
     """
 
-    def __init__(
-        self,
-        client: SimvueClient,
-        settings: Settings,
-        table: InodeTable | None = None,
-        timer: Callable[[], float] = trio.current_time,
-    ) -> None:
-        self.table = table if table is not None else InodeTable()
+    def __init__(self, client: SimvueClient, settings: Settings) -> None:
+        self.table = InodeTable()
         self._client = client
         self._settings = settings
-        self._runs: MetaCache[str, RunNames] = MetaCache(1, timer)
-        self._listings: MetaCache[tuple[str, str], CategoryListing] = MetaCache(
-            LISTINGS_CACHED, timer
-        )
-        self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED, timer)
+        self._runs: MetaCache[str, RunNames] = MetaCache(1)
+        self._listings: MetaCache[tuple[str, str], CategoryListing] = MetaCache(LISTINGS_CACHED)
+        self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED)
         self._warned: set[Problem] = set()
 
     # -- timeouts -------------------------------------------------------------------------
