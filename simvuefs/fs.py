@@ -198,8 +198,9 @@ class Operations(pyfuse3.Operations):
             if found is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
             node = await self._exact(found)
-        self._table.add_lookup(node.inode)
-        return self._attributes(node)
+        attr = self._attributes(node)
+        self._table.add_lookup(node.inode)  # last: only a lookup that succeeds counts
+        return attr
 
     @fuse_errors
     async def getattr(self, inode: InodeT, ctx: RequestContext) -> EntryAttributes:
