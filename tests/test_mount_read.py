@@ -13,6 +13,7 @@ content.
 Most tests share one mount per module (reads do not change state the other tests look at).
 Tests that count transferred bytes, inject faults or test unmounting get fresh mounts, since
 the daemon's block cache and the kernel's page cache would otherwise hide the transfers.
+When a test fails, the daemon's log is at ``Mount.log_file`` (shown in the traceback).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Catalog:
     aliases: dict[str, str]  # "<name>@<run id>" -> run id, for every run
     files: dict[str, ExpectedFile]  # path -> file
     dirs: set[str]  # every directory path, "runs" included
+    single_large: Path  # large.bin of "demo run" fetched with get_artifact_as_file
 
     def file_named(self, name: str, run_dir: str = "demo run") -> ExpectedFile:
         matches = [f for f in self.files.values() if f.path.startswith(f"runs/{run_dir}/")]
@@ -209,7 +211,7 @@ def build_catalog(server: DevServer, workdir: Path) -> Catalog:
             files[path] = ExpectedFile(
                 path, run_id, category, record, official / run_id / category / record["name"]
             )
-    return Catalog(runs, run_dirs, aliases, files, dirs)
+    return Catalog(runs, run_dirs, aliases, files, dirs, single / LARGE_NAME)
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -245,10 +247,6 @@ def seekread(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = REPO / "tests" / "c" / "seekread.c"
     run_tool(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", binary, source])
     return binary
-
-
-def in_mount(mount: Mount, path: str) -> Path:
-    return mount.path / path
 
 
 def settled_stats(server: DevServer, quiet: float = 0.5, timeout: float = 10.0) -> dict[str, Any]:
@@ -317,9 +315,9 @@ def test_stat_reports_sizes_times_modes_and_owner(mount: Mount, catalog: Catalog
     ).stdout.decode()
     seen = set()
     for line in output.splitlines():
-        path, kind, mode, uid, gid, size, _links = line.split("|")
+        path, kind, mode, uid, gid, size, links = line.split("|")
         seen.add(path)
-        assert (int(uid), int(gid)) == (os.getuid(), os.getgid()), line
+        assert (int(uid), int(gid), links) == (os.getuid(), os.getgid(), "1"), line
         if path in catalog.files:
             expected = catalog.files[path]
             assert kind in ("regular file", "regular empty file"), line
@@ -470,11 +468,8 @@ def test_cp_r_copies_byte_identical_files(mount: Mount, catalog: Catalog, tmp_pa
     run_tool(["cp", "-r", mount.path / "runs", target], timeout=120)
     assert tree_digests(target) == expected_digests(catalog)
     single = tmp_path / "single"
-    large = catalog.file_named(LARGE_NAME)
-    run_tool(["cp", mount.path / large.path, single])
-    assert sha256_file(single) == sha256_file(
-        large.official.parent.parent.parent / "single" / LARGE_NAME
-    )
+    run_tool(["cp", mount.path / catalog.file_named(LARGE_NAME).path, single])
+    assert sha256_file(single) == sha256_file(catalog.single_large)
 
 
 def test_tar_archives_byte_identical_files(mount: Mount, catalog: Catalog, tmp_path: Path) -> None:
