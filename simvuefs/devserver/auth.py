@@ -58,7 +58,13 @@ def mint_token(
 ) -> str:
     """Return a JWT for *subject* that expires *lifetime* seconds after *now*."""
     issued = int(time.time() if now is None else now)
-    claims = {"sub": subject, "iat": issued, "exp": int(issued + lifetime)}
+    # jti makes every token distinct, even two minted in the same second.
+    claims = {
+        "sub": subject,
+        "iat": issued,
+        "exp": int(issued + lifetime),
+        "jti": secrets.token_hex(8),
+    }
     header = _b64encode(json.dumps(_JWT_HEADER, separators=(",", ":")).encode())
     payload = _b64encode(json.dumps(claims, separators=(",", ":")).encode())
     signing_input = f"{header}.{payload}".encode("ascii")
