@@ -13,6 +13,7 @@ no daemon process left when :func:`mounted` exits, or the test fails saying why.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -72,15 +73,15 @@ def run_tool(
     return result
 
 
-def _unescape_mount_field(field: str) -> str:
-    """Decode the octal escapes (``\\040`` for a space ...) used in ``/proc/mounts``."""
-    return field.encode().decode("unicode_escape")
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
 def mount_points() -> list[str]:
-    """Return every mount point listed in ``/proc/mounts``."""
-    with open("/proc/mounts", encoding="utf-8") as table:
-        return [_unescape_mount_field(line.split()[1]) for line in table if line.strip()]
+    """Return every mount point listed in ``/proc/mounts`` (octal escapes such as ``\\040``
+    for a space decoded)."""
+    with open("/proc/mounts", "rb") as table:
+        fields = [line.split()[1] for line in table if line.strip()]
+    return [os.fsdecode(_OCTAL_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), f)) for f in fields]
 
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:
@@ -175,10 +176,7 @@ class Mount:
 
     def log_tail(self) -> str:
         """Return the end of the daemon's log, for failure messages."""
-        try:
-            return self.log_file.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-        except FileNotFoundError:
-            return "(no log file)"
+        return _tail(self.log_file)
 
 
 def mount_command(config_file: Path, mountpoint: Path, log_file: Path, *extra: str) -> list[str]:
@@ -202,39 +200,61 @@ def config_file_of(server: Any) -> Path:
     return Path(server.config_path)
 
 
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+    except FileNotFoundError:
+        return "(none)"
+
+
+def _abandon(mountpoint: Path) -> None:
+    """Clean up after a mount that did not come up: unmount it, stop its daemon."""
+    unmount(mountpoint)
+    for pid in daemon_pids(mountpoint):
+        _stop_process(pid)
+
+
 def _start_daemon(argv: list[str], mountpoint: Path, log_file: Path) -> int:
     """Run the daemonising CLI (it returns once the mount is ready) and return the daemon pid."""
-    result = subprocess.run(argv, capture_output=True, timeout=MOUNT_TIMEOUT, check=False)
-    if result.returncode != 0 or not is_mounted(mountpoint):
-        unmount(mountpoint)
-        for pid in daemon_pids(mountpoint):
-            _stop_process(pid)
-        log = log_file.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log_file.exists() else ""
+    try:
+        result = subprocess.run(argv, capture_output=True, timeout=MOUNT_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        _abandon(mountpoint)
         raise AssertionError(
-            f"simvuefs mount exited with {result.returncode}, mounted={is_mounted(mountpoint)}\n"
-            f"stderr: {result.stderr.decode(errors='replace')}\ndaemon log:\n{log}"
+            f"simvuefs mount did not return within {MOUNT_TIMEOUT} s\n"
+            f"daemon log:\n{_tail(log_file)}"
+        ) from None
+    if result.returncode != 0 or not is_mounted(mountpoint):
+        mounted_now = is_mounted(mountpoint)
+        _abandon(mountpoint)
+        raise AssertionError(
+            f"simvuefs mount exited with {result.returncode}, mounted={mounted_now}\n"
+            f"stderr: {result.stderr.decode(errors='replace')}\ndaemon log:\n{_tail(log_file)}"
         )
     pids = daemon_pids(mountpoint)
     assert len(pids) == 1, f"expected one daemon serving {mountpoint}, found {pids}"
     return pids[0]
 
 
-def _start_foreground(argv: list[str], mountpoint: Path, log_file: Path) -> subprocess.Popen[bytes]:
-    """Popen the CLI with ``--foreground`` and wait until the mount appears."""
-    process = subprocess.Popen(
-        [*argv, "--foreground"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+def _start_foreground(
+    argv: list[str], mountpoint: Path, log_file: Path, output_file: Path
+) -> subprocess.Popen[bytes]:
+    """Popen the CLI with ``--foreground`` and wait until the mount appears.
+
+    Its stdout/stderr go to *output_file* (a pipe nobody reads could fill up and block it).
+    """
+    with output_file.open("wb") as output:
+        process = subprocess.Popen([*argv, "--foreground"], stdout=output, stderr=output)
     ready = wait_until(lambda: is_mounted(mountpoint) or process.poll() is not None, MOUNT_TIMEOUT)
     if ready and is_mounted(mountpoint):
         return process
     unmount(mountpoint)
     process.kill()
-    output, _ = process.communicate(timeout=10)
-    log = log_file.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log_file.exists() else ""
+    process.wait(10)
     raise AssertionError(
-        f"foreground mount did not come up within {MOUNT_TIMEOUT} s "
-        f"(exit status {process.returncode})\noutput: {output.decode(errors='replace')}\n"
-        f"daemon log:\n{log}"
+        f"foreground mount did not come up (exit status {process.returncode}, waited at most "
+        f"{MOUNT_TIMEOUT} s)\noutput: {_tail(output_file)}\n"
+        f"daemon log:\n{_tail(log_file)}"
     )
 
 
@@ -254,7 +274,7 @@ def mounted(
     argv = mount_command(config_file_of(server), mountpoint, log_file, *extra_args)
     process: subprocess.Popen[bytes] | None = None
     if foreground:
-        process = _start_foreground(argv, mountpoint, log_file)
+        process = _start_foreground(argv, mountpoint, log_file, tmp_path / "foreground.out")
         pid = process.pid
     else:
         pid = _start_daemon(argv, mountpoint, log_file)
@@ -279,8 +299,6 @@ def _tear_down(mount: Mount) -> None:
         else:
             if status != 0:
                 problems.append(f"the foreground process exited with status {status}")
-        if mount.process.stdout is not None:
-            mount.process.stdout.close()
     elif not _stop_process(mount.pid):
         problems.append(f"daemon {mount.pid} did not exit after the unmount and was killed")
     for pid in daemon_pids(mount.path):
