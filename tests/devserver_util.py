@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,6 @@ def devserver_command(data_dir: Path, config_path: Path, *extra: str) -> list[st
 
 def read_token(config_path: Path) -> str:
     """Return the token from a simvue.toml written by ``--write-config``."""
-    import tomllib
-
     with config_path.open("rb") as file:
         token: str = tomllib.load(file)["server"]["token"]
     return token

@@ -633,6 +633,14 @@ def test_whole_content_without_usable_range(
     assert "content-encoding" not in answer.headers  # never compressed
 
 
+def test_head_gives_length_without_body(large: dict[str, Any]) -> None:
+    answer = httpx.head(large["url"])
+    assert answer.status_code == 200
+    assert answer.headers["content-length"] == str(SEEDED_LARGE_SIZE)
+    assert answer.headers["accept-ranges"] == "bytes"
+    assert answer.content == b""
+
+
 def test_empty_artifact(seeded_devserver: DevServer) -> None:
     empty = artifact_by_name(seeded_devserver, "demo run", "empty.log")
     answer = get(empty["url"])
