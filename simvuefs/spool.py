@@ -22,6 +22,9 @@ Invariants recovery relies on:
   the move.
 - Data moves to ``landed/`` only after its upload landed, and before its record is removed:
   a record whose data is in ``landed/`` has landed; recovery removes both.
+- A rename of landed content moves it back to ``pending/`` before its new record is
+  written: a crash in between leaves data without a record, which recovery moves to
+  ``abandoned/`` (it had landed under the old name, so nothing is lost).
 - A record that cannot be read is never removed and its data never deleted: recovery logs
   it and leaves both alone.
 """
