@@ -9,7 +9,7 @@ When a test that used a devserver fails, the server's stderr log is attached to 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,8 +82,11 @@ def seeded_devserver(
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report: pytest.TestReport = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the log of every devserver a failing test used to its report."""
+    report = yield
     if report.failed:
         for server in item.__dict__.get("_devservers", []):
             report.sections.append((f"devserver log ({server.workdir})", server.log()[-20000:]))

@@ -54,7 +54,8 @@ class OfficialClient:
     def create_run(self, **spec: Any) -> dict[str, Any]:
         """Create one run with the official client (see official_client.create_run)."""
         [created] = self.call("create_runs", runs=[spec])
-        return created
+        result: dict[str, Any] = created
+        return result
 
     def call(self, scenario: str, expect_failure: bool = False, **args: Any) -> Any:
         """Run *scenario*; return its RESULT (or, with *expect_failure*, its output)."""
