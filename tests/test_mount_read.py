@@ -221,6 +221,7 @@ def build_catalog(server: DevServer, workdir: Path) -> Catalog:
 def catalog(
     _seeded_devserver_session: DevServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Catalog:
+    _seeded_devserver_session.clear_faults()
     return build_catalog(_seeded_devserver_session, tmp_path_factory.mktemp("catalog"))
 
 
@@ -229,6 +230,7 @@ def mount(
     _seeded_devserver_session: DevServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mount]:
     """One mount of the seeded devserver shared by the read-only tests of this module."""
+    _seeded_devserver_session.clear_faults()  # whatever earlier modules left switched on
     with mounted(_seeded_devserver_session, tmp_path_factory.mktemp("mount")) as shared:
         yield shared
 
