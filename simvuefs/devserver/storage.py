@@ -115,6 +115,24 @@ async def storage_faults(state: ServerState, where: str) -> Response | None:
     return None
 
 
+async def presigned_url_problem(
+    state: ServerState, request: Request, signed_method: str
+) -> Response | None:
+    """Return the refusal for a request on a URL presigned for *signed_method* (bad signature,
+    expiry, injected storage fault), or None after any stall configured before storage
+    answers. HEAD uses the GET signature."""
+    problem = signature_problem(
+        state,
+        request.query_params.get("expires", ""),
+        request.query_params.get("sig", ""),
+        signed_method,
+        request.url.path,
+    )
+    if problem is None:
+        problem = await storage_faults(state, "storage_before")
+    return problem
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     """Interpret a Range header for content of *size* bytes.
 
@@ -223,15 +241,7 @@ class BlobResponse(Response):
 async def download(state: ServerState, request: Request) -> Response:
     """``GET /storage/artifacts/{id}?expires=&sig=``: the content, whole or a Range."""
     artifact_id = request.path_params["artifact_id"]
-    problem = signature_problem(
-        state,
-        request.query_params.get("expires", ""),
-        request.query_params.get("sig", ""),
-        "GET",
-        request.url.path,
-    )
-    if problem is None:
-        problem = await storage_faults(state, "storage_before")
+    problem = await presigned_url_problem(state, request, "GET")
     if problem is not None:
         return problem
     artifact = state.store.get_artifact(artifact_id)

@@ -21,7 +21,13 @@ from starlette.routing import Route
 from simvuefs.devserver.multipart import MultipartError, PartEnd, PartStart, boundary_from
 from simvuefs.devserver.multipart import iter_parts as iter_multipart
 from simvuefs.devserver.state import ServerState
-from simvuefs.devserver.storage import CHUNK_SIZE, s3_error, signature_problem, storage_faults
+from simvuefs.devserver.storage import (
+    CHUNK_SIZE,
+    presigned_url_problem,
+    s3_error,
+    signature_problem,
+    storage_faults,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +104,7 @@ async def _drain(chunks: AsyncIterator[Any]) -> None:
 async def upload_put(state: ServerState, request: Request) -> Response:
     """``PUT /storage/uploads/{id}?expires=&sig=``: the raw body is the content."""
     artifact_id = request.path_params["artifact_id"]
-    problem = signature_problem(
-        state,
-        request.query_params.get("expires", ""),
-        request.query_params.get("sig", ""),
-        "PUT",
-        request.url.path,
-    )
-    if problem is None:
-        problem = await storage_faults(state, "storage_before")
+    problem = await presigned_url_problem(state, request, "PUT")
     if problem is None:
         artifact = state.store.get_artifact(artifact_id)
         if artifact is not None:
