@@ -1,17 +1,30 @@
-"""The ``/admin`` routes (not part of Simvue): traffic counters and fault switches.
+"""The ``/admin`` routes (not part of Simvue): counters, fault switches, tokens, raw records.
 
-They need the same bearer token as the API but are neither counted nor subject to faults.
+They need the same bearer token as the API but are neither counted nor subject to faults
+(a token the token faults refuse still works here, so a test can always switch them off).
+
+- ``POST /admin/tokens`` mints a token (``{"token": ...}``); with ``{"revoke_others": true}``
+  every token issued before it gets 401 from the API (the ``token_not_before`` switch).
+- ``POST /admin/runs`` stores a run document as given, without the API's name checks, and
+  ``POST /admin/artifacts`` an artifact record (with optional text ``content``) attached to
+  a run: how tests put hostile names on the server.
 """
 
 from __future__ import annotations
+
+import hashlib
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from simvuefs.devserver.auth import mint_token, verify_token
 from simvuefs.devserver.faults import FaultError
-from simvuefs.devserver.state import ServerState, Stats
+from simvuefs.devserver.state import USER_NAME, ServerState, Stats
+from simvuefs.devserver.store import now_timestamp
 from simvuefs.devserver.web import ApiError, Handler, authenticate, error_response, json_body
+from simvuefs.models import CATEGORIES
 
 
 def routes(state: ServerState) -> list[Route]:
@@ -27,12 +40,16 @@ def routes(state: ServerState) -> list[Route]:
 
         return endpoint
 
+    def stats() -> dict[str, Any]:
+        return {**state.stats.as_dict(), "faults_injected": dict(state.faults.injected)}
+
     async def get_stats(request: Request) -> Response:
-        return JSONResponse(state.stats.as_dict())
+        return JSONResponse(stats())
 
     async def reset_stats(request: Request) -> Response:
         state.stats = Stats()
-        return JSONResponse(state.stats.as_dict())
+        state.faults.injected.clear()
+        return JSONResponse(stats())
 
     async def get_faults(request: Request) -> Response:
         return JSONResponse(state.faults.as_dict())
@@ -48,10 +65,68 @@ def routes(state: ServerState) -> list[Route]:
         state.faults.clear()
         return JSONResponse(state.faults.as_dict())
 
+    async def new_token(request: Request) -> Response:
+        body = await json_body(request)
+        lifetime = body.get("lifetime", 3600.0)
+        if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
+            raise ApiError(422, "lifetime must be a positive number of seconds")
+        token = mint_token(state.secret, USER_NAME, float(lifetime))
+        if body.get("revoke_others"):
+            issued = verify_token(state.secret, token)["iat"]
+            state.faults.update({"token_not_before": float(issued)})
+        return JSONResponse({"token": token})
+
+    async def raw_run(request: Request) -> Response:
+        doc = await json_body(request)
+        doc.pop("id", None)
+        now = now_timestamp()
+        doc = {"folder": "/", "status": "running", "created": now, "user": USER_NAME, **doc}
+        doc["name"] = doc.get("name") if isinstance(doc.get("name"), str) else str(doc.get("name"))
+        for key in ("folder", "status", "created"):
+            if not isinstance(doc[key], str):
+                raise ApiError(422, f"{key} must be a string")
+        return JSONResponse({"id": state.store.create_run(doc)["id"]})
+
+    async def raw_artifact(request: Request) -> Response:
+        body = await json_body(request)
+        run_id, category = body.get("run"), body.get("category", "output")
+        record, content = body.get("record", {}), body.get("content", "")
+        if not isinstance(run_id, str) or state.store.get_run(run_id) is None:
+            raise ApiError(404, "No such run")
+        if category not in CATEGORIES or not isinstance(record, dict):
+            raise ApiError(422, "category must be input/output/code and record an object")
+        if not isinstance(content, str):
+            raise ApiError(422, "content must be a string")
+        data = content.encode("utf-8")
+        checksum = hashlib.sha256(data).hexdigest()
+        if not state.store.has_blob(checksum):
+            state.store.write_blob(checksum, [data])
+        record.pop("id", None)
+        doc = {
+            "name": "",
+            "original_path": "/raw",
+            "size": len(data),
+            "mime_type": "application/octet-stream",
+            "metadata": None,
+            "uploaded": True,
+            "created": now_timestamp(),
+            "storage_id": "devserver",
+            "user": USER_NAME,
+            **record,
+            "checksum": checksum,
+        }
+        doc["name"] = doc["name"] if isinstance(doc["name"], str) else str(doc["name"])
+        artifact = state.store.create_artifact(doc)
+        state.store.attach(run_id, artifact["id"], category)
+        return JSONResponse({"id": artifact["id"]})
+
     return [
         Route("/admin/stats", admin(get_stats), methods=["GET"]),
         Route("/admin/stats/reset", admin(reset_stats), methods=["POST"]),
         Route("/admin/faults", admin(get_faults), methods=["GET"]),
         Route("/admin/faults", admin(put_faults), methods=["PUT"]),
         Route("/admin/faults", admin(clear_faults), methods=["DELETE"]),
+        Route("/admin/tokens", admin(new_token), methods=["POST"]),
+        Route("/admin/runs", admin(raw_run), methods=["POST"]),
+        Route("/admin/artifacts", admin(raw_artifact), methods=["POST"]),
     ]

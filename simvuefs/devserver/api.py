@@ -3,7 +3,7 @@
 Every route goes through :func:`guarded`, which counts the request, checks the bearer
 token (401 otherwise) and applies the API fault switches. The handlers are in ``runs.py``
 and ``artifacts.py``; answers are always JSON objects (a JSON array only where the client
-expects one).
+expects one), unless the ``malformed_json`` fault mangles them on purpose.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from simvuefs.devserver.artifacts import ArtifactRoutes
+from simvuefs.devserver.malformed import mangle
 from simvuefs.devserver.runs import RunRoutes
 from simvuefs.devserver.state import ServerState
 from simvuefs.devserver.web import ApiError, Handler, authenticate, error_response
@@ -28,14 +29,18 @@ def guarded(state: ServerState, key: str, handler: Handler) -> Handler:
 
     async def endpoint(request: Request) -> Response:
         state.stats.api_requests[key] += 1
+        faults = state.faults
         try:
-            authenticate(state, request)
-            if delay := state.faults.stall_for("api"):
+            if refusal := faults.token_refusal(authenticate(state, request)):
+                raise ApiError(401, refusal)
+            if delay := faults.stall_for("api") + faults.listing_stall(key):
                 await asyncio.sleep(delay)
-            if status := state.faults.api_error(key):
+            if status := faults.api_error(key):
                 response: Response = error_response(status, "injected fault")
             else:
                 response = await handler(request)
+                if response.status_code == 200 and (kind := faults.malformed_json(key)):
+                    response = mangle(response, kind)
         except ApiError as exc:
             response = error_response(exc.status, exc.detail, **exc.extra)
         log.debug("%s %s -> %d", request.method, request.url.path, response.status_code)

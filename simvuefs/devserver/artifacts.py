@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from simvuefs.devserver import synthetic
 from simvuefs.devserver.filters import QueryError
 from simvuefs.devserver.state import USER_NAME, ServerState
 from simvuefs.devserver.storage import download_url, upload_slot
@@ -42,11 +43,15 @@ class ArtifactRoutes:
         return {**artifact, "url": download_url(self.state, self._base(request), artifact["id"])}
 
     def _run_or_404(self, run_id: str) -> None:
-        if self.store.get_run(run_id) is None:
+        if self.store.get_run(run_id) is None and not synthetic.run(
+            run_id, self.state.faults.extra_runs
+        ):
             raise ApiError(404, "No such run")
 
     def _artifact_or_404(self, artifact_id: str) -> dict[str, Any]:
-        artifact = self.store.get_artifact(artifact_id)
+        artifact = self.store.get_artifact(artifact_id) or synthetic.artifact(
+            artifact_id, self.state.faults.extra_artifacts
+        )
         if artifact is None:
             raise ApiError(404, "No such artifact")
         return artifact
@@ -130,12 +135,15 @@ class ArtifactRoutes:
             raise invalid("query.category", f"must be one of {', '.join(CATEGORIES)}")
         name = request.query_params.get("name")
         artifacts = self.store.run_artifacts(run_id, category, name)
+        artifacts += synthetic.run_artifacts(self.state.faults.extra_artifacts, category, name)
         return JSONResponse([self._artifact_json(request, a) for a in artifacts])
 
     async def artifact_category(self, request: Request) -> Response:
-        category = self.store.category_of(
-            request.path_params["run_id"], request.path_params["artifact_id"]
-        )
+        run_id, artifact_id = request.path_params["run_id"], request.path_params["artifact_id"]
+        category = self.store.category_of(run_id, artifact_id)
+        if category is None and synthetic.artifact(artifact_id, self.state.faults.extra_artifacts):
+            self._run_or_404(run_id)
+            category = synthetic.CATEGORY
         if category is None:
             raise ApiError(404, "Artifact not attached to this run")
         return JSONResponse({"category": category})

@@ -56,9 +56,13 @@ def _hmac(secret: bytes, message: bytes) -> bytes:
 def mint_token(
     secret: bytes, subject: str, lifetime: float = TOKEN_LIFETIME, now: float | None = None
 ) -> str:
-    """Return a JWT for *subject* that expires *lifetime* seconds after *now*."""
-    issued = int(time.time() if now is None else now)
-    # jti makes every token distinct, even two minted in the same second.
+    """Return a JWT for *subject* that expires *lifetime* seconds after *now*.
+
+    ``iat`` has millisecond precision (JWT NumericDates may be fractional), so the token
+    faults can tell tokens minted within one second apart.
+    """
+    issued = round(time.time() if now is None else now, 3)
+    # jti makes every token distinct, even two minted in the same millisecond.
     claims = {
         "sub": subject,
         "iat": issued,

@@ -3,18 +3,22 @@
 :class:`Faults` is one mutable record of switches (all off by default), changed through
 ``PUT /admin/faults`` or ``--fault NAME=VALUE``. Routes never read the switches directly:
 they call the small hook methods (``api_error``, ``storage_error``, ``stall_for``,
-``url_lifetime``, ``drop_limit``, ``range_ignored``) at fixed points of a request. A new kind
-of fault is a new field plus a new hook called from the one place it applies.
+``url_lifetime``, ``drop_limit``, ``range_ignored``, ``token_refusal``, ``bad_digest``,
+``corruption``, ``listing_stall``, ``malformed_json``) at fixed points of a request. A new
+kind of fault is a new field plus a new hook called from the one place it applies. Every
+hook that injects something counts it in :attr:`Faults.injected` (``GET /admin/stats``).
 
-Error switches: a request fails with *status* while the matching ``*_error_count`` is above
-zero (each failure uses one), or at random with probability ``*_error_rate``. A status with
-neither count nor rate fails nothing.
+Counted switches: a request is hit while the matching ``*_count`` is above zero (each hit
+uses one), or at random with probability ``*_rate``. Error switches need a status as well:
+a status with neither count nor rate fails nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +26,21 @@ from typing import Any
 STALL_PLACES = ("", "api", "storage_before", "storage_middle")
 """Where ``stall_seconds`` applies: before API handlers, before a storage answer's headers,
 or in the middle of a storage GET body ("" = nowhere)."""
+
+MALFORMED_KINDS = ("", "truncated", "not_json", "wrong_types")
+"""What ``malformed_json`` does to an API answer: cut it in half ("" is the same as
+"truncated"), replace it with an HTML page, or keep its shape with every value swapped for
+one of another JSON type (strings become numbers, numbers strings, lists objects...)."""
+
+LISTING_ROUTES = frozenset(
+    {
+        "GET /api/runs",
+        "GET /api/runs/{run_id}/artifacts",
+        "GET /api/artifacts",
+        "GET /api/folders",
+    }
+)
+"""The routes ``listing_delay`` slows down."""
 
 
 class FaultError(ValueError):
@@ -50,7 +69,30 @@ class Faults:
     url_expiry: float = 0.0
     # Storage GETs close the connection after this many body bytes; 0 = never.
     drop_after_bytes: int = 0
+    # API tokens older than this many seconds (from their "iat") get 401; 0 = never.
+    token_expiry: float = 0.0
+    # API tokens issued before this time (epoch seconds) get 401 (revoked); 0 = none.
+    # POST /admin/tokens {"revoke_others": true} sets it to the new token's issue time.
+    token_not_before: float = 0.0
+    # The next N uploads are refused with S3's BadDigest, whatever their content.
+    bad_digest_count: int = 0
+    # Storage GET bodies carry the content byte at corrupt_offset inverted (XOR 0xFF).
+    corrupt_content: bool = False
+    corrupt_offset: int = 0
+    # Every listing (LISTING_ROUTES) waits this long before answering.
+    listing_delay: float = 0.0
+    # GET /api/runs lists this many synthetic runs after the real ones (see synthetic.py).
+    extra_runs: int = 0
+    # Every run's artifact listing holds this many synthetic empty artifacts ("output").
+    extra_artifacts: int = 0
+    # Successful API answers are mangled (MALFORMED_KINDS) while the count lasts, or at
+    # random with the rate; malformed_json_route limits them to one route ("" = every route).
+    malformed_json_count: int = 0
+    malformed_json_rate: float = 0.0
+    malformed_json_route: str = ""
+    malformed_json_kind: str = ""
     rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+    injected: Counter[str] = field(default_factory=Counter, repr=False, compare=False)
 
     # -- administration --------------------------------------------------------------------
 
@@ -75,15 +117,18 @@ class Faults:
         with now, or 0 to proceed."""
         if self.api_error_route and route != self.api_error_route:
             return 0
-        return self._take("api_error")
+        return self._take_error("api_error")
 
     def storage_error(self) -> int:
         """Return the status a storage request (download or upload) must fail with, or 0."""
-        return self._take("storage_error")
+        return self._take_error("storage_error")
 
     def stall_for(self, where: str) -> float:
         """Return how long to stall at *where* (one of STALL_PLACES), or 0."""
-        return self.stall_seconds if self.stall_where == where and where else 0.0
+        if self.stall_where == where and where and self.stall_seconds > 0:
+            self.injected["stall"] += 1
+            return self.stall_seconds
+        return 0.0
 
     def url_lifetime(self, default: float) -> float:
         """Return the lifetime of a storage URL minted now."""
@@ -97,20 +142,70 @@ class Faults:
         """True when storage must answer Range requests with 200 and the whole body."""
         return self.ignore_range
 
-    def _take(self, prefix: str) -> int:
-        status: int = getattr(self, f"{prefix}_status")
+    def token_refusal(self, claims: Mapping[str, Any], now: float | None = None) -> str | None:
+        """Return why an API request with a valid token of *claims* must get 401, or None."""
+        issued = claims.get("iat")
+        if not isinstance(issued, int | float) or isinstance(issued, bool):
+            issued = 0.0
+        now = time.time() if now is None else now
+        if self.token_not_before and issued < self.token_not_before:
+            self.injected["token_revoked"] += 1
+            return "token has been revoked"
+        if self.token_expiry and now - issued > self.token_expiry:
+            self.injected["token_expiry"] += 1
+            return "token has expired"
+        return None
+
+    def bad_digest(self) -> bool:
+        """True when this upload must be refused with BadDigest whatever its content."""
+        if self.bad_digest_count <= 0:
+            return False
+        self.bad_digest_count -= 1
+        self.injected["bad_digest"] += 1
+        return True
+
+    def corruption(self, start: int, length: int) -> int | None:
+        """Return the index, within a body of *length* content bytes from *start*, of the
+        byte to invert, or None."""
+        if self.corrupt_content and start <= self.corrupt_offset < start + length:
+            self.injected["corrupt_content"] += 1
+            return self.corrupt_offset - start
+        return None
+
+    def listing_stall(self, route: str) -> float:
+        """Return how long a request to *route* must wait before answering, or 0."""
+        if self.listing_delay > 0 and route in LISTING_ROUTES:
+            self.injected["listing_delay"] += 1
+            return self.listing_delay
+        return 0.0
+
+    def malformed_json(self, route: str) -> str | None:
+        """Return how to mangle this successful answer to *route* (a MALFORMED_KINDS value,
+        "" meaning truncated), or None to send it as it is."""
+        if self.malformed_json_route and route != self.malformed_json_route:
+            return None
+        if not self._take("malformed_json"):
+            return None
+        return self.malformed_json_kind or "truncated"
+
+    def _take(self, prefix: str) -> bool:
+        """Use one of ``<prefix>_count``, or draw against ``<prefix>_rate``; count a hit."""
         remaining: int = getattr(self, f"{prefix}_count")
         rate: float = getattr(self, f"{prefix}_rate")
-        if not status:
-            return 0
         if remaining > 0:
             setattr(self, f"{prefix}_count", remaining - 1)
-            return status
-        return status if rate > 0 and self.rng.random() < rate else 0
+        elif not (rate > 0 and self.rng.random() < rate):
+            return False
+        self.injected[prefix] += 1
+        return True
+
+    def _take_error(self, prefix: str) -> int:
+        status: int = getattr(self, f"{prefix}_status")
+        return status if status and self._take(prefix) else 0
 
 
 def _switch_fields() -> list[dataclasses.Field[Any]]:
-    return [f for f in dataclasses.fields(Faults) if f.name != "rng"]
+    return [f for f in dataclasses.fields(Faults) if f.name not in ("rng", "injected")]
 
 
 def switch_names() -> list[str]:
@@ -119,6 +214,10 @@ def switch_names() -> list[str]:
 
 
 _TYPES: dict[str, type] = {f.name: type(f.default) for f in _switch_fields()}
+# Everything numeric but url_expiry, whose negative values mint expired URLs.
+_NON_NEGATIVE = frozenset(
+    name for name, kind in _TYPES.items() if kind in (int, float) and name != "url_expiry"
+)
 
 
 def _coerce(name: str, value: object) -> object:
@@ -138,9 +237,11 @@ def _coerce(name: str, value: object) -> object:
         raise FaultError(f"fault switch {name!r} needs a {kind.__name__}, got {value!r}")
     if name == "stall_where" and value not in STALL_PLACES:
         raise FaultError(f"stall_where must be one of {', '.join(STALL_PLACES[1:])}")
+    if name == "malformed_json_kind" and value not in MALFORMED_KINDS:
+        raise FaultError(f"malformed_json_kind must be one of {', '.join(MALFORMED_KINDS[1:])}")
     if name.endswith("_rate") and not 0.0 <= value <= 1.0:  # type: ignore[operator]
         raise FaultError(f"fault switch {name!r} must be between 0 and 1")
-    if name.endswith(("_count", "_seconds", "_bytes")) and value < 0:  # type: ignore[operator]
+    if name in _NON_NEGATIVE and value < 0:  # type: ignore[operator]
         raise FaultError(f"fault switch {name!r} must not be negative")
     return value
 

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from simvuefs.devserver import synthetic
 from simvuefs.devserver.filters import QueryError
 from simvuefs.devserver.state import NOSIM_VERSION, SERVER_VERSION, USER_NAME, ServerState
 from simvuefs.devserver.store import now_timestamp
@@ -50,10 +51,11 @@ class RunRoutes:
     """Handlers for the server, folder, run, metrics and events endpoints."""
 
     def __init__(self, state: ServerState) -> None:
+        self.state = state
         self.store = state.store
 
     def _run_or_404(self, run_id: str) -> dict[str, Any]:
-        run = self.store.get_run(run_id)
+        run = self.store.get_run(run_id) or synthetic.run(run_id, self.state.faults.extra_runs)
         if run is None:
             raise ApiError(404, "No such run")
         return run
@@ -172,6 +174,10 @@ class RunRoutes:
             runs, total = self.store.query_runs(filters, USER_NAME, start, count, sorting)
         except QueryError as exc:
             raise ApiError(400, str(exc)) from None
+        extra = self.state.faults.extra_runs if not filters else 0
+        if extra:
+            runs += synthetic.runs_page(extra, start + len(runs) - total, count - len(runs))
+            total += extra
         return JSONResponse({"data": runs, "count": total})
 
     async def abort_status(self, request: Request) -> Response:

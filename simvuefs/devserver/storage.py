@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from simvuefs.devserver import synthetic
 from simvuefs.devserver.auth import sign, signature_matches
 from simvuefs.devserver.state import ServerState
 
@@ -230,6 +231,9 @@ class BlobResponse(Response):
                 chunk = await run_in_threadpool(file.read, want)
                 if not chunk:
                     raise OSError(f"blob {self._path.name} is shorter than expected")
+                flip = faults.corruption(self._offset + sent, len(chunk))
+                if flip is not None:
+                    chunk = chunk[:flip] + bytes([chunk[flip] ^ 0xFF]) + chunk[flip + 1 :]
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sent += len(chunk)
                 self._state.stats.bytes_served += len(chunk)
@@ -245,6 +249,10 @@ async def download(state: ServerState, request: Request) -> Response:
     if problem is not None:
         return problem
     artifact = state.store.get_artifact(artifact_id)
+    if artifact is None:
+        artifact = synthetic.artifact(artifact_id, state.faults.extra_artifacts)
+        if artifact is not None and not state.store.has_blob(artifact["checksum"]):
+            state.store.write_blob(artifact["checksum"], [])  # the empty content
     path = state.store.blob_path(artifact["checksum"]) if artifact else None
     try:
         size = (await run_in_threadpool(path.stat)).st_size if path else -1

@@ -73,7 +73,7 @@ class Spool:
     async def store_if(self, expected: str) -> Response | None:
         """Keep the content as the blob for *expected*, or return a BadDigest answer."""
         actual = await self.finish()
-        if actual != expected:
+        if actual != expected or self._state.faults.bad_digest():
             self.discard()
             self._state.stats.uploads_rejected += 1
             return s3_error(400, "BadDigest", BAD_DIGEST_MESSAGE)
