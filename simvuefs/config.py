@@ -138,6 +138,23 @@ class Settings:
         given = {name: value for name, value in overrides.items() if value is not None}
         return dataclasses.replace(base, **given)
 
+    @classmethod
+    def for_offline(cls, directory: Path, **overrides: Any) -> Settings:
+        """Build settings for a mount of the offline cache *directory* (no server, no token).
+
+        Local listings are cheap, so finished runs are listed as often as others
+        (``finished_run_ttl`` follows ``metadata_ttl`` unless given); the spool lives in
+        ``<directory>/simvuefs/spool``, apart from any online mount's. Overrides as in
+        :meth:`from_server`.
+        """
+        given = {name: value for name, value in overrides.items() if value is not None}
+        base = cls(url="", token="", offline_directory=directory)
+        spool = {"spool_dir": directory / "simvuefs" / "spool"}
+        base = dataclasses.replace(base, **{**spool, **given})
+        if "finished_run_ttl" not in given:
+            base = dataclasses.replace(base, finished_run_ttl=base.metadata_ttl)
+        return base
+
 
 def resolve_server(
     *,
@@ -184,6 +201,27 @@ def resolve_server(
         offline_directory=_offline_directory(env, data, path, cwd, home),
         config_file=path,
     )
+
+
+def resolve_offline_directory(
+    *,
+    config_file: Path | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> Path:
+    """Resolve the offline cache directory as the client does, needing no URL or token.
+
+    ``SIMVUE_OFFLINE_DIRECTORY``, else ``[offline] cache`` of the config file (found as in
+    :func:`resolve_server`), else ``~/.simvue``; absolute. Raises ConfigError for an
+    unreadable config file.
+    """
+    env = os.environ if env is None else env
+    cwd = (Path.cwd() if cwd is None else cwd).absolute()
+    home = Path.home() if home is None else home
+    path, _ = _locate_config_file(config_file, cwd, home)
+    data = _load_toml(path) if path is not None else {}
+    return _offline_directory(env, data, path, cwd, home)
 
 
 def _locate_config_file(explicit: Path | None, cwd: Path, home: Path) -> tuple[Path | None, str]:

@@ -13,7 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "simvuefs"
 
-# cli -> mount -> fs -> {inodes, tree, attrs} -> {cache, reader, upload} -> client -> transport
+# cli -> mount -> fs -> {inodes, tree, attrs} -> {cache, reader, upload}
+#     -> {client, backend, offline} -> {transport, offline_cache, offline_drafts}
 # A module may import modules of its own layer or of any layer below, never above.
 LAYERS: dict[str, int] = {
     "__main__": 0,
@@ -31,7 +32,12 @@ LAYERS: dict[str, int] = {
     "staged": 4,
     "landing": 4,
     "client": 5,
+    # the backends' contract, and the offline backend (the official client's offline cache)
+    "backend": 5,
+    "offline": 5,
     "transport": 6,
+    "offline_cache": 6,
+    "offline_drafts": 6,
 }
 LEAVES = {"__init__", "config", "models", "errors", "logs"}
 """Usable by every module; they import only each other."""
