@@ -179,25 +179,20 @@ class Mount:
         return _tail(self.log_file)
 
 
-def mount_command(config_file: Path, mountpoint: Path, log_file: Path, *extra: str) -> list[str]:
-    """Return the argv of the real CLI mounting the server of *config_file* at *mountpoint*."""
-    return [
-        sys.executable,
-        "-m",
-        "simvuefs",
-        "mount",
-        str(mountpoint),
-        "--config",
-        str(config_file),
-        "--log-file",
-        str(log_file),
-        *extra,
-    ]
+def mount_command(
+    config_file: Path | None, mountpoint: Path, log_file: Path, *extra: str
+) -> list[str]:
+    """Return the argv of the real CLI mounting the server of *config_file* at *mountpoint*
+    (no ``--config`` for None: e.g. an ``--offline`` mount in *extra*)."""
+    config = [] if config_file is None else ["--config", str(config_file)]
+    argv = [sys.executable, "-m", "simvuefs", "mount", str(mountpoint), *config]
+    return [*argv, "--log-file", str(log_file), *extra]
 
 
-def config_file_of(server: Any) -> Path:
-    """Return the ``simvue.toml`` that the devserver fixture *server* wrote for clients."""
-    return Path(server.config_path)
+def config_file_of(server: Any) -> Path | None:
+    """Return the ``simvue.toml`` that the devserver fixture *server* wrote for clients
+    (None for no server)."""
+    return None if server is None else Path(server.config_path)
 
 
 def _tail(path: Path) -> str:
@@ -264,7 +259,8 @@ def mounted(
 ) -> Iterator[Mount]:
     """Mount the devserver fixture *server* under *tmp_path* with the real CLI; yield a Mount.
 
-    *extra_args* go to ``simvuefs mount``. With *foreground*, the CLI runs with
+    *extra_args* go to ``simvuefs mount`` (with *server* None, they say what to mount,
+    e.g. ``"--offline", CACHE_DIR``). With *foreground*, the CLI runs with
     ``--foreground`` as a child process; otherwise it daemonises and returns when ready.
     Teardown always unmounts, stops the daemon and checks that nothing is left behind.
     """
