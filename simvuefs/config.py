@@ -142,13 +142,14 @@ class Settings:
     def for_offline(cls, directory: Path, **overrides: Any) -> Settings:
         """Build settings for a mount of the offline cache *directory* (no server, no token).
 
-        Local listings are cheap, so finished runs are listed as often as others
+        *url* names the cache (its ``file:`` URL, for messages and mount records). Local
+        listings are cheap, so finished runs are listed as often as others
         (``finished_run_ttl`` follows ``metadata_ttl`` unless given); the spool lives in
-        ``<directory>/simvuefs/spool``, apart from any online mount's. Overrides as in
-        :meth:`from_server`.
+        ``<directory>/simvuefs/spool``, beside the content it lands (hard links), apart from
+        any online mount's. Overrides as in :meth:`from_server`.
         """
         given = {name: value for name, value in overrides.items() if value is not None}
-        base = cls(url="", token="", offline_directory=directory)
+        base = cls(url=directory.as_uri(), token="", offline_directory=directory)
         spool = {"spool_dir": directory / "simvuefs" / "spool"}
         base = dataclasses.replace(base, **{**spool, **given})
         if "finished_run_ttl" not in given:
