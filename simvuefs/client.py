@@ -11,6 +11,10 @@ Invariants:
 - The token goes to API URLs (under ``settings.url``) only, never to storage URLs.
 - Download URLs refreshed after :class:`~simvuefs.errors.UrlExpired` are remembered per
   artifact id in a small LRU map.
+- A 401 from the API makes the client look for a new token (``settings.token_reload``, at
+  most once per :data:`TOKEN_RELOAD_INTERVAL`) and repeat the request once with it; when
+  there is none, the refusal is logged as an error (at most once per
+  :data:`TOKEN_WARNING_INTERVAL`) and raised as AuthError (EACCES).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
@@ -36,6 +41,7 @@ from simvuefs.errors import (
     AuthError,
     DeadlineExceeded,
     ProtocolError,
+    SimvueError,
     TransportError,
     UrlExpired,
 )
@@ -73,6 +79,11 @@ UPLOAD_BASE_SECONDS = 10.0
 UPLOAD_MIN_BYTES_PER_SECOND = 1 * MIB
 # The oldest server API simvuefs speaks (protocol 1.4: 1.1.0 <= version < 2.0.0).
 SUPPORTED_MAJOR = 1
+# A refused token is looked up again at most this often (seconds): a burst of 401s from
+# concurrent requests costs one config file read.
+TOKEN_RELOAD_INTERVAL = 1.0
+# How often a persistently refused token is logged as an error (seconds).
+TOKEN_WARNING_INTERVAL = 60.0
 
 T = TypeVar("T")
 
@@ -206,10 +217,10 @@ class SimvueClient:
         self._settings = settings
         self._http = http
         self._api_base = settings.url.rstrip("/")
-        self._api_headers = {
-            "Authorization": f"Bearer {settings.token}",
-            "Accept": "application/json",
-        }
+        self._token = settings.token
+        self._token_checked = -math.inf  # trio time of the last token reload
+        self._token_warned = -math.inf
+        self._token_lock = trio.Lock()
         self._policy = RetryPolicy(attempts=max(1, settings.retry_attempts))
         self._counters = Counters()
         self._fresh_urls: cachetools.LRUCache[str, str] = cachetools.LRUCache(URL_MEMORY)
@@ -244,16 +255,55 @@ class SimvueClient:
     ) -> Reply:
         """Make one API request (with retries); StatusError subclasses on other statuses."""
         url = self._api_url(*segments)
+        sent_with = self._token
 
         def build() -> httpx.Request:
-            return self._http.build_request(
-                method, url, params=params, json=body, headers=self._api_headers
-            )
+            nonlocal sent_with
+            sent_with = self._token
+            headers = {"Authorization": f"Bearer {sent_with}", "Accept": "application/json"}
+            return self._http.build_request(method, url, params=params, json=body, headers=headers)
 
         reply = await fetch(self._http, build, self._policy, self._counters)
+        if reply.status == 401 and await self._new_token(sent_with, reply):
+            reply = await fetch(self._http, build, self._policy, self._counters)
         if reply.status not in expect:
             raise api_error(reply)
         return reply
+
+    async def _new_token(self, refused: str, reply: Reply) -> bool:
+        """After a 401 to a request sent with the token *refused*: return True if there is
+        another token to try (found now, or by a concurrent request since); log otherwise.
+
+        Never logs a token. One reload at a time: concurrent refusals wait for its result.
+        """
+        async with self._token_lock:
+            if self._token != refused:
+                return True
+            reload = self._settings.token_reload
+            now = trio.current_time()
+            if reload is not None and now - self._token_checked >= TOKEN_RELOAD_INTERVAL:
+                self._token_checked = now
+                try:
+                    token = await trio.to_thread.run_sync(reload)
+                except SimvueError as exc:
+                    log.debug("looking for a new token: %s", exc)
+                else:
+                    if token != self._token:
+                        self._token = token
+                        log.info("the server refused the token; retrying with a new one")
+                        return True
+        if now - self._token_warned >= TOKEN_WARNING_INTERVAL:
+            self._token_warned = now
+            detail = api_error(reply).detail.replace(refused, "<token>") if refused else ""
+            log.error(
+                "the Simvue server refuses the token (%s); requests fail with EACCES until a "
+                "valid token is configured%s",
+                detail or f"HTTP {reply.status}",
+                " (simvuefs looks for it again where it found it: environment, config file)"
+                if reload is not None
+                else "",
+            )
+        return False
 
     async def _api_json(
         self, method: str, segments: Sequence[str], kind: type[T], **kwargs: Any

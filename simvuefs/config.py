@@ -34,7 +34,7 @@ import re
 import time
 import tomllib
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +101,9 @@ class Settings:
     upload_retry_initial: float = 2.0
     upload_retry_max: float = 300.0
     shutdown_upload_wait: float = 30.0
+    # Finds the token again where *token* was found (see token_reloader); the client calls it
+    # (in a worker thread) when the server refuses the token. None: the token never changes.
+    token_reload: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         positive = (
@@ -155,6 +158,20 @@ class Settings:
         if "finished_run_ttl" not in given:
             base = dataclasses.replace(base, finished_run_ttl=base.metadata_ttl)
         return base
+
+
+def token_reloader(
+    *, url: str | None = None, profile: str | None = None, config_file: Path | None = None
+) -> Callable[[], str]:
+    """Return a function that resolves the token again as :func:`resolve_server` does with
+    these command-line options, from the current working directory (reads files: call it in
+    a worker thread). It raises ConfigError when no usable token is found."""
+    cwd = Path.cwd()
+
+    def reload() -> str:
+        return resolve_server(url=url, profile=profile, config_file=config_file, cwd=cwd).token
+
+    return reload
 
 
 def resolve_server(

@@ -40,6 +40,20 @@ Errors and deadlines
     is stopped abandons its claims: readers waiting on them fetch those blocks themselves and
     see the error, if it persists, from their own request.
 
+Verification
+    A handle whose reads cover its content in order, from byte 0 to the end, has what it
+    returned checked against the artifact's sha256 (when the server gave one). Reads may
+    complete slightly out of order (the kernel sends several at once): pieces up to
+    ``VERIFY_BACKLOG`` bytes beyond the verified prefix wait for the gap to fill; a read
+    further away (a seek, random access) ends verification for that handle. Hashing runs in
+    worker threads in ``HASH_BATCH`` batches, off the read path; a read waits only when more
+    than ``VERIFY_BACKLOG`` bytes are queued for hashing. The read that completes the
+    content waits for the digest: on a mismatch it raises :class:`IntegrityError` (EIO; the
+    earlier reads' bytes are already returned, the last ones never are), the error is
+    logged, every cached block of the content is dropped, and the content is *suspect* until
+    a later handle verifies it: ``ReadHandle.keep_cache`` is False for handles opened
+    meanwhile, so the fs can tell the kernel to drop its page cache of the file.
+
 Concurrency
     Handlers run concurrently in the trio thread. Steering (the run detector, windows,
     claims) is synchronous, hence consistent; cache state read before an await is looked up
@@ -49,7 +63,9 @@ Concurrency
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -60,7 +76,7 @@ import trio
 
 from simvuefs.cache import BlockCache, BlockCacheStats, Flight, FlightAbandoned
 from simvuefs.config import MIB, Settings
-from simvuefs.errors import DeadlineExceeded, ProtocolError, SimvueError
+from simvuefs.errors import DeadlineExceeded, IntegrityError, ProtocolError, SimvueError
 from simvuefs.models import Artifact
 
 log = logging.getLogger(__name__)
@@ -74,6 +90,13 @@ KEPT_FREE_MEMORY = 64 * MIB
 STREAM_TRAIL_BLOCKS = 2
 """Streamed blocks kept behind a reader's position: the kernel's concurrent reads of one
 region arrive slightly out of order."""
+
+VERIFY_BACKLOG = 16 * MIB
+"""Per verified handle: the most bytes held beyond the verified prefix (out-of-order reads)
+and the most queued for hashing before a read waits for the hasher."""
+HASH_BATCH = 1 * MIB
+"""Bytes collected before a worker thread hashes them (one thread hop per batch)."""
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class RangeBody(Protocol):
@@ -99,6 +122,8 @@ class ReaderStats:
     *range_requests*/*range_bytes* count bounded GETs, *streams_started*/*stream_bytes* the
     streamed ones. *readahead_bytes* is what streams hold claimed ahead of their readers
     now; the peaks are the largest values seen, over all handles and for a single handle.
+    *verified*/*verify_failures* count handles whose whole content matched / did not match
+    its sha256; *hashed_bytes* is what was hashed for that.
     """
 
     open_handles: int
@@ -111,6 +136,9 @@ class ReaderStats:
     readahead_bytes: int
     readahead_peak: int
     readahead_peak_per_handle: int
+    verified: int
+    verify_failures: int
+    hashed_bytes: int
     cache: BlockCacheStats
 
 
@@ -120,9 +148,22 @@ class ReadHandle:
     The run is the byte span ``[run_start, run_end)`` covered by the handle's recent reads,
     each of which started within one block of the span; ``run_end`` is None before the first
     read. ``streamed`` lists the cached blocks its streams delivered, oldest first.
+    ``verifier`` checks the content while the handle reads it in order (None once that is
+    impossible or done). ``keep_cache`` is False when the content failed verification and
+    no handle has verified it since: the kernel's cached pages of it may be wrong.
     """
 
-    __slots__ = ("artifact", "key", "run_end", "run_start", "size", "stream", "streamed")
+    __slots__ = (
+        "artifact",
+        "keep_cache",
+        "key",
+        "run_end",
+        "run_start",
+        "size",
+        "stream",
+        "streamed",
+        "verifier",
+    )
 
     def __init__(self, artifact: Artifact, size: int) -> None:
         self.artifact = artifact
@@ -132,6 +173,82 @@ class ReadHandle:
         self.run_end: int | None = None
         self.stream: _Stream | None = None
         self.streamed: deque[int] = deque()
+        self.keep_cache = True
+        self.verifier: _Verifier | None = None
+        if size > 0 and _SHA256_HEX.fullmatch(artifact.checksum):
+            self.verifier = _Verifier(artifact.checksum.lower(), size)
+
+
+class _Verifier:
+    """The sha256 of one handle's content, fed in order as its reads return it.
+
+    ``fed`` bytes from 0 are queued or hashed; ``early`` holds pieces that arrived before the
+    gap in front of them was filled. ``queue`` is handed to a hashing task, which runs while
+    ``hashing`` and sets ``idle`` when the queue is empty.
+    """
+
+    __slots__ = (
+        "digest",
+        "early",
+        "early_bytes",
+        "expected",
+        "fed",
+        "hashing",
+        "idle",
+        "queue",
+        "queued",
+        "size",
+    )
+
+    def __init__(self, expected: str, size: int) -> None:
+        self.expected = expected
+        self.size = size
+        self.digest = hashlib.sha256()
+        self.fed = 0
+        self.early: dict[int, bytes] = {}
+        self.early_bytes = 0
+        self.queue: list[bytes] = []
+        self.queued = 0
+        self.hashing = False
+        self.idle = trio.Event()
+        self.idle.set()
+
+    def accept(self, off: int, data: bytes) -> bool:
+        """Take the bytes a read returned at *off*; False if the handle is not reading in
+        order (verification is then impossible)."""
+        end = off + len(data)
+        if end <= self.fed:
+            return True  # read again: already fed
+        if off > self.fed:
+            held = self.early.get(off)
+            grow = len(data) - (len(held) if held is not None else 0)
+            if end - self.fed > VERIFY_BACKLOG or self.early_bytes + grow > VERIFY_BACKLOG:
+                return False
+            if grow > 0:
+                self.early[off] = data
+                self.early_bytes += grow
+            return True
+        self._push(data, off)
+        for start in sorted(self.early):
+            if start > self.fed:
+                break
+            piece = self.early.pop(start)
+            self.early_bytes -= len(piece)
+            if start + len(piece) > self.fed:
+                self._push(piece, start)
+        return True
+
+    def _push(self, data: bytes, off: int) -> None:
+        """Queue the part of *data* (which starts at *off* <= fed) beyond ``fed``."""
+        fresh = data if off == self.fed else data[self.fed - off :]
+        self.queue.append(fresh)
+        self.queued += len(fresh)
+        self.fed += len(fresh)
+
+    async def wait_idle(self) -> None:
+        """Wait until everything queued is hashed."""
+        while self.hashing:
+            await self.idle.wait()
 
 
 class _Stream:
@@ -197,11 +314,16 @@ class Reader:
         self._range_requests = self._range_bytes = 0
         self._streams_started = self._stream_bytes = 0
         self._readahead_peak = self._readahead_peak_per_handle = 0
+        self._verified = self._verify_failures = self._hashed_bytes = 0
+        # Keys of content that failed verification and has not been verified since.
+        self._suspect: set[str] = set()
 
     def open(self, artifact: Artifact, size: int) -> ReadHandle:
         """Return a handle for reading *artifact*, whose content is *size* bytes long."""
         self._open_handles += 1
-        return ReadHandle(artifact, size)
+        handle = ReadHandle(artifact, size)
+        handle.keep_cache = handle.key not in self._suspect
+        return handle
 
     async def read(self, handle: ReadHandle, off: int, size: int) -> bytes:
         """Return *size* bytes at *off*, fewer only where the content ends.
@@ -228,6 +350,8 @@ class Reader:
                 )
         blocks = [found[index] for index in range(first, last + 1)]
         data = self._cut(blocks, off - first * self._block_size, end - off)
+        if handle.verifier is not None:
+            await self._verify(handle, handle.verifier, off, data)
         self._bytes_returned += len(data)
         return data
 
@@ -253,6 +377,9 @@ class Reader:
             readahead_bytes=self._readahead,
             readahead_peak=self._readahead_peak,
             readahead_peak_per_handle=self._readahead_peak_per_handle,
+            verified=self._verified,
+            verify_failures=self._verify_failures,
+            hashed_bytes=self._hashed_bytes,
             cache=self._cache.statistics(),
         )
 
@@ -355,6 +482,60 @@ class Reader:
             self._cache.finish((handle.key, index), flight, block)
             fetched[index] = block
         return fetched
+
+    # -- verification ----------------------------------------------------------------------
+
+    async def _verify(self, handle: ReadHandle, verifier: _Verifier, off: int, data: bytes) -> None:
+        """Feed what a read returned to the handle's verifier; raise IntegrityError from the
+        read that completes content whose sha256 does not match."""
+        complete_before = verifier.fed == verifier.size
+        if not verifier.accept(off, data):
+            handle.verifier = None
+            log.debug("artifact %s: read out of order, not verified", handle.artifact.id)
+            return
+        completes = not complete_before and verifier.fed == verifier.size
+        if verifier.queue and not verifier.hashing and (completes or verifier.queued >= HASH_BATCH):
+            verifier.hashing = True
+            verifier.idle = trio.Event()
+            self._nursery.start_soon(self._hash_queued, verifier)
+        if verifier.queued > VERIFY_BACKLOG:
+            await verifier.wait_idle()
+        if not completes:
+            return
+        handle.verifier = None
+        await verifier.wait_idle()
+        actual = verifier.digest.hexdigest()
+        if actual == verifier.expected:
+            self._verified += 1
+            self._suspect.discard(handle.key)
+            return
+        self._verify_failures += 1
+        self._suspect.add(handle.key)
+        for index in range(self._block_count(handle)):
+            self._cache.discard((handle.key, index))
+        log.error(
+            "artifact %s (%r): the content read does not match its sha256 (expected %s, got "
+            "%s); the last read fails with EIO and the cached blocks were dropped",
+            handle.artifact.id,
+            handle.artifact.name,
+            verifier.expected,
+            actual,
+        )
+        raise IntegrityError(
+            f"content of {handle.artifact.name!r} does not match its checksum {verifier.expected}"
+        )
+
+    async def _hash_queued(self, verifier: _Verifier) -> None:
+        """Hash the verifier's queue in worker threads until it is empty."""
+        try:
+            while verifier.queue:
+                batch = verifier.queue
+                verifier.queue, verifier.queued = [], 0
+                await trio.to_thread.run_sync(_hash_into, verifier.digest, batch)
+                self._hashed_bytes += sum(len(piece) for piece in batch)
+        finally:
+            verifier.hashing = False
+            verifier.idle.set()
 
     # -- steering: run detection and read-ahead windows ------------------------------------
 
@@ -545,6 +726,12 @@ async def open_reader(client: RangeSource, settings: Settings) -> AsyncIterator[
         finally:
             nursery.cancel_scope.cancel()
             log.debug("reader statistics: %s", reader.statistics())
+
+
+def _hash_into(digest: hashlib._Hash, pieces: list[bytes]) -> None:
+    """Feed *pieces* to *digest* (in a worker thread: hashlib releases the GIL)."""
+    for piece in pieces:
+        digest.update(piece)
 
 
 async def _receive_exactly(body: RangeBody, length: int) -> bytes:

@@ -15,15 +15,29 @@ never leak into other tests.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
+import logging
 import os
+import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+import trio
+import trio.lowlevel
 from devserver_util import DevServer
+
+from simvuefs import client as client_module
+from simvuefs import reader as reader_module
+from simvuefs.client import SimvueClient
+from simvuefs.config import Settings
+from simvuefs.errors import AuthError, IntegrityError, errno_for
+from simvuefs.models import Artifact
+from simvuefs.reader import Reader, ReadHandle, open_reader
 
 Factory = Callable[..., DevServer]
 
@@ -262,3 +276,236 @@ def test_new_switches_are_validated(devserver: DevServer) -> None:
         assert answer.status_code == 400, body
     assert not any(devserver.faults().values())
     assert devserver.http.post("/admin/tokens", json={"lifetime": 0}).status_code == 422
+
+
+# -- the reader's checksum verification (no mount: a fake storage serving wrong bytes) ----------
+
+BLOCK = 4096
+
+
+class TamperedStorage:
+    """Serves the reader's range requests from *served*, which may differ from the content
+    the artifact's checksum describes."""
+
+    def __init__(self, served: bytes) -> None:
+        self.served = served
+        self.requests = 0
+
+    async def read_range(self, artifact: Artifact, start: int, length: int) -> bytes:
+        self.requests += 1
+        await trio.lowlevel.checkpoint()
+        return self.served[start : start + length]
+
+    @asynccontextmanager
+    async def open_range(
+        self, artifact: Artifact, start: int, end: int | None = None
+    ) -> AsyncIterator[Any]:
+        self.requests += 1
+        storage = self
+
+        class Body:
+            pos = start
+
+            async def receive(self, max_bytes: int) -> bytes:
+                await trio.lowlevel.checkpoint()
+                stop = len(storage.served) if end is None else end + 1
+                chunk = storage.served[self.pos : min(stop, self.pos + min(max_bytes, 1000))]
+                self.pos += len(chunk)
+                return chunk
+
+        yield Body()
+
+
+def reader_settings() -> Settings:
+    return Settings(
+        url="http://127.0.0.1:1/api",
+        token="unused",
+        block_size=BLOCK,
+        cache_bytes=256 * BLOCK,
+        readahead_per_file=8 * BLOCK,
+        readahead_total=32 * BLOCK,
+        request_timeout=5.0,
+    )
+
+
+CONTENT = random.Random(7).randbytes(40 * BLOCK + 321)
+ARTIFACT = Artifact(id="a1", name="data.bin", size=len(CONTENT), checksum=sha256(CONTENT))
+CORRUPT = CONTENT[:100_000] + bytes([CONTENT[100_000] ^ 1]) + CONTENT[100_001:]
+
+
+async def read_in_order(reader: Reader, handle: ReadHandle, chunk: int = 3000) -> bytes:
+    out = bytearray()
+    while data := await reader.read(handle, len(out), chunk):
+        out += data
+    return bytes(out)
+
+
+async def test_a_sequential_read_is_verified_off_the_read_path() -> None:
+    async with open_reader(TamperedStorage(CONTENT), reader_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        assert await read_in_order(reader, handle) == CONTENT
+        stats = reader.statistics()
+        assert (stats.verified, stats.verify_failures) == (1, 0)
+        assert stats.hashed_bytes == len(CONTENT)
+        await reader.release(handle)
+
+
+async def read_until_error(reader: Reader, handle: ReadHandle) -> tuple[bytes, Exception | None]:
+    """Read *handle* in order until the end or an error; return the bytes and the error."""
+    out = bytearray()
+    try:
+        while data := await reader.read(handle, len(out), 3000):
+            out += data
+    except IntegrityError as exc:
+        return bytes(out), exc
+    return bytes(out), None
+
+
+async def test_corrupt_content_fails_the_last_read_and_leaves_the_cache() -> None:
+    storage = TamperedStorage(CORRUPT)
+    async with open_reader(storage, reader_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        returned, error = await read_until_error(reader, handle)
+        assert "does not match its checksum" in str(error)
+        # Everything before the last read was returned; the last read never is.
+        assert len(CONTENT) - 3000 < len(returned) < len(CONTENT)
+        assert reader.statistics().verify_failures == 1
+        assert reader.statistics().cache.entries == 0
+        await reader.release(handle)
+        # Until the content verifies again, new handles must not trust the page cache.
+        storage.served = CONTENT
+        suspect = reader.open(ARTIFACT, len(CONTENT))
+        assert suspect.keep_cache is False
+        requests = storage.requests
+        assert await read_in_order(reader, suspect) == CONTENT
+        assert storage.requests > requests  # fetched again, not served from the cache
+        await reader.release(suspect)
+        trusted = reader.open(ARTIFACT, len(CONTENT))
+        assert trusted.keep_cache is True
+        await reader.release(trusted)
+        assert reader.statistics().verified == 1
+
+
+async def read_concurrently(
+    reader: Reader, handle: ReadHandle, order: list[tuple[int, int]]
+) -> int:
+    """Read the pieces of *order* 8 at a time, each window's reads completing in the order
+    given (as the kernel's concurrent read-ahead may); return how many failed verification."""
+    failures = 0
+
+    async def read_one(position: int, off: int, size: int) -> None:
+        nonlocal failures
+        await trio.sleep(position * 0.001)
+        try:
+            await reader.read(handle, off, size)
+        except IntegrityError:
+            failures += 1
+
+    for window in range(0, len(order), 8):
+        async with trio.open_nursery() as nursery:
+            batch = order[window : window + 8]
+            for position, (off, size) in enumerate(random.Random(window).sample(batch, len(batch))):
+                nursery.start_soon(read_one, position, off, size)
+    return failures
+
+
+async def test_reads_completing_out_of_order_are_still_verified() -> None:
+    """The kernel sends several reads at once; they may complete in any order."""
+    pieces = [(off, min(5000, len(CONTENT) - off)) for off in range(0, len(CONTENT), 5000)]
+    for served, failures in ((CORRUPT, 1), (CONTENT, 0)):
+        async with open_reader(TamperedStorage(served), reader_settings()) as reader:
+            handle = reader.open(ARTIFACT, len(CONTENT))
+            assert await read_concurrently(reader, handle, pieces) == failures
+            stats = reader.statistics()
+            assert (stats.verified, stats.verify_failures) == (1 - failures, failures)
+
+
+async def test_partial_or_random_reads_and_missing_checksums_are_not_verified(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reader_module, "VERIFY_BACKLOG", 8 * BLOCK)
+    async with open_reader(TamperedStorage(CORRUPT), reader_settings()) as reader:
+        partial = reader.open(ARTIFACT, len(CONTENT))
+        assert await reader.read(partial, 0, 150_000) == CORRUPT[:150_000]
+        jumpy = reader.open(ARTIFACT, len(CONTENT))
+        assert await reader.read(jumpy, 30 * BLOCK, 100) == CORRUPT[30 * BLOCK : 30 * BLOCK + 100]
+        assert await read_in_order(reader, jumpy) == CORRUPT  # too far ahead: no verdict
+        unchecked = Artifact(id="a2", name="x", size=len(CONTENT), checksum="")
+        handle = reader.open(unchecked, len(CONTENT))
+        assert await read_in_order(reader, handle) == CORRUPT
+        stats = reader.statistics()
+        assert (stats.verified, stats.verify_failures) == (0, 0)
+
+
+# -- a refused token (the client against a fake API) --------------------------------------------
+
+
+class TokenApi:
+    """An API that accepts only ``valid`` as the bearer token; counts what it saw."""
+
+    def __init__(self, valid: str) -> None:
+        self.valid = valid
+        self.seen: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        self.seen.append(token)
+        if token != self.valid:
+            return httpx.Response(401, json={"detail": f"token has expired: {token}"})
+        return httpx.Response(200, json={"data": [], "count": 0})
+
+
+async def test_a_refused_token_is_looked_up_again_and_the_request_repeated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = TokenApi("old-token")
+    found = ["old-token"]
+    settings = Settings(
+        url="http://simvue.test/api", token="old-token", token_reload=lambda: found[0]
+    )
+    async with SimvueClient.open(settings, transport=httpx.MockTransport(api)) as client:
+        assert await client.list_runs() == []
+        api.valid, found[0] = "new-token", "new-token"
+        assert await client.list_runs() == []  # refused once, reloaded, repeated
+        assert api.seen == ["old-token", "old-token", "new-token"]
+        # Refused again with no new token in sight: EACCES, one clear error, no token in it.
+        api.valid = "newest-token"
+        await trio.sleep(client_module.TOKEN_RELOAD_INTERVAL)
+        with pytest.raises(AuthError) as caught:
+            await client.list_runs()
+        assert errno_for(caught.value) == errno.EACCES
+        with pytest.raises(AuthError):
+            await client.list_runs()  # within the interval: no second reload, no second error
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "refuses the token (token has expired: <token>)" in errors[0]
+    assert all("-token" not in r.getMessage() for r in caplog.records)
+
+
+async def test_concurrent_refusals_cost_one_reload() -> None:
+    api = TokenApi("second")
+    reloads = 0
+    outcomes: list[str] = []
+
+    def reload() -> str:
+        nonlocal reloads
+        reloads += 1
+        return "second"
+
+    settings = Settings(url="http://simvue.test/api", token="first", token_reload=reload)
+    async with SimvueClient.open(settings, transport=httpx.MockTransport(api)) as client:
+
+        async def list_runs() -> None:
+            try:
+                await client.list_runs()
+            except AuthError:
+                outcomes.append("refused")
+            else:
+                outcomes.append("ok")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(list_runs)
+    assert outcomes == ["ok"] * 10
+    assert reloads == 1
+    assert api.seen.count("second") == 10

@@ -1,0 +1,307 @@
+"""Model-based test: random server-side changes and mount-side observations, against a model.
+
+A Hypothesis ``RuleBasedStateMachine`` drives one real devserver and one real mount of it
+(the ``simvuefs mount`` CLI, through the kernel). Server-side rules change the server the
+way the official client would (new runs, artifacts uploaded with the client's request
+sequence, an artifact attached to a second run, deleted runs), recording every change in a
+plain model. Mount-side rules list directories, stat files and read byte ranges through the
+mount, and compare with what the model says the mount must show, computed by a reference
+implementation of the naming rules (SEMANTICS.md) written independently of simvuefs.
+
+The mount runs with ``--metadata-ttl 0`` (listings and names are never trusted from a cache)
+and every run stays ``running`` (finished runs have a longer TTL), so an observation must
+match the model right after a change: there is no window in which both answers are right.
+Each example starts from a server without runs; the mount is shared by the examples.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from devserver_util import DevServer
+from fuse_util import Mount, mounted
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+
+pytestmark = pytest.mark.fuse
+
+CATEGORIES = ("input", "output", "code")
+RUN_SLASH = "\u2215"
+# Few names, so that duplicates, nesting and file/directory clashes are frequent.
+RUN_NAMES = ("alpha", "beta", "a/b", "x y", "t:1.0")
+ARTIFACT_NAMES = ("a.txt", "b.dat", "d", "d/a.txt", "d/e/f.bin", "/d//g", "b.dat/z")
+CONTENTS = st.one_of(
+    st.sampled_from([b"", b"same content\n"]),  # shared checksums (dedup on the server)
+    st.binary(max_size=5000),
+)
+
+
+@dataclass
+class ModelArtifact:
+    id: str
+    name: str
+    created: str
+    content: bytes
+
+
+@dataclass
+class ModelRun:
+    id: str
+    name: str
+    created: str
+    attached: dict[str, str] = field(default_factory=dict)  # artifact id -> category
+
+
+# -- the reference naming rules ------------------------------------------------------------
+
+
+def newest_first(items: list[Any]) -> list[Any]:
+    """Order by (created, id), newest first: the newest keeps the plain name."""
+    return sorted(items, key=lambda item: (item.created, item.id), reverse=True)
+
+
+def run_directories(runs: list[ModelRun]) -> dict[str, str]:
+    """Listed names in runs/ -> run id: "/" becomes U+2215; among runs with one name the
+    newest is listed plainly, the others as "<name>@<id>"."""
+    groups: dict[str, list[ModelRun]] = {}
+    for run in runs:
+        groups.setdefault(run.name.replace("/", RUN_SLASH), []).append(run)
+    listed = {}
+    for base, group in groups.items():
+        first, *others = newest_first(group)
+        listed[base] = first.id
+        listed.update({f"{base}@{run.id}": run.id for run in others})
+    return listed
+
+
+def category_tree(artifacts: list[ModelArtifact]) -> dict[str, dict[str, str | None]]:
+    """Directory path ("" = the category) -> {entry name: artifact id, or None for a
+    directory}. Names split on "/" (empty parts dropped); a directory keeps a name a file
+    also wants; files sharing a name: the newest is plain, the others "<name>@<id>"."""
+    dirs: dict[str, dict[str, str | None]] = {"": {}}
+    files: dict[str, dict[str, list[ModelArtifact]]] = {}
+    for artifact in artifacts:
+        parts = [part for part in artifact.name.split("/") if part]
+        path = ""
+        for part in parts[:-1]:
+            dirs[path][part] = None
+            path = f"{path}/{part}" if path else part
+            dirs.setdefault(path, {})
+        files.setdefault(path, {}).setdefault(parts[-1], []).append(artifact)
+    for path, by_name in files.items():
+        for leaf, group in by_name.items():
+            first, *others = newest_first(group)
+            if leaf in dirs[path]:
+                others.insert(0, first)
+            else:
+                dirs[path][leaf] = first.id
+            dirs[path].update({f"{leaf}@{a.id}": a.id for a in others})
+    return dirs
+
+
+# -- talking to the server as the official client does ------------------------------------
+
+
+def upload_artifact(
+    server: DevServer, run_id: str, category: str, name: str, content: bytes
+) -> str:
+    """POST /api/artifacts, upload unless deduplicated, mark uploaded, attach; return the id."""
+    slot = server.api(
+        "POST",
+        "/artifacts",
+        json={
+            "name": name,
+            "original_path": f"/home/user/{name}",
+            "size": len(content),
+            "mime_type": "application/octet-stream",
+            "checksum": hashlib.sha256(content).hexdigest(),
+            "metadata": None,
+        },
+    ).json()
+    if slot["url"]:
+        files = {"file": ("file", content)}
+        answer = httpx.post(slot["url"], data=slot.get("fields") or {}, files=files, timeout=30)
+        assert answer.status_code in (200, 204), answer.text
+        server.api("PUT", f"/artifacts/{slot['id']}", json={"uploaded": True}).raise_for_status()
+    attach(server, run_id, slot["id"], category)
+    artifact_id: str = slot["id"]
+    return artifact_id
+
+
+def attach(server: DevServer, run_id: str, artifact_id: str, category: str) -> None:
+    answer = server.api(
+        "PUT", f"/runs/{run_id}/artifacts/{artifact_id}", json={"category": category}
+    )
+    answer.raise_for_status()
+
+
+def delete_every_run(server: DevServer) -> None:
+    while runs := server.api("GET", "/runs", params={"count": 100}).json()["data"]:
+        for run in runs:
+            server.api("DELETE", f"/runs/{run['id']}").raise_for_status()
+
+
+# -- the state machine ---------------------------------------------------------------------
+
+
+class MountMachine(RuleBasedStateMachine):
+    """Server changes and mount observations; see the module docstring."""
+
+    server: DevServer
+    mount: Mount
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: dict[str, ModelRun] = {}
+        self.artifacts: dict[str, ModelArtifact] = {}
+
+    @property
+    def root(self) -> Path:
+        return self.mount.path / "runs"
+
+    @initialize()
+    def start_empty(self) -> None:
+        delete_every_run(self.server)
+
+    # -- the model's view ------------------------------------------------------------------
+
+    def directory_of(self, run_id: str) -> str:
+        return next(
+            name for name, i in run_directories(list(self.runs.values())).items() if i == run_id
+        )
+
+    def tree_of(self, run: ModelRun, category: str) -> dict[str, dict[str, str | None]]:
+        return category_tree([self.artifacts[a] for a, c in run.attached.items() if c == category])
+
+    def files(self) -> list[tuple[ModelRun, str, str, str]]:
+        """Every (run, category, path in the category, artifact id) the mount shows."""
+        found = []
+        for run in self.runs.values():
+            for category in CATEGORIES:
+                for path, entries in self.tree_of(run, category).items():
+                    for name, artifact_id in entries.items():
+                        if artifact_id is not None:
+                            found.append((run, category, f"{path}/{name}".lstrip("/"), artifact_id))
+        return found
+
+    # -- server-side changes ---------------------------------------------------------------
+
+    @rule(name=st.sampled_from(RUN_NAMES))
+    def new_run(self, name: str) -> None:
+        answer = self.server.api(
+            "POST", "/runs", json={"name": name, "folder": "/", "status": "running"}
+        )
+        answer.raise_for_status()
+        record = answer.json()
+        self.runs[record["id"]] = ModelRun(record["id"], name, record["created"])
+
+    @precondition(lambda self: self.runs)
+    @rule(
+        data=st.data(),
+        category=st.sampled_from(CATEGORIES),
+        name=st.sampled_from(ARTIFACT_NAMES),
+        content=CONTENTS,
+    )
+    def new_artifact(self, data: st.DataObject, category: str, name: str, content: bytes) -> None:
+        run = self.runs[data.draw(st.sampled_from(sorted(self.runs)), label="run")]
+        artifact_id = upload_artifact(self.server, run.id, category, name, content)
+        created = self.server.api("GET", f"/artifacts/{artifact_id}").json()["created"]
+        self.artifacts[artifact_id] = ModelArtifact(artifact_id, name, created, content)
+        run.attached[artifact_id] = category
+
+    @precondition(lambda self: self.artifacts and self.runs)
+    @rule(data=st.data(), category=st.sampled_from(CATEGORIES))
+    def attach_to_another_run(self, data: st.DataObject, category: str) -> None:
+        artifact_id = data.draw(st.sampled_from(sorted(self.artifacts)), label="artifact")
+        run = self.runs[data.draw(st.sampled_from(sorted(self.runs)), label="run")]
+        attach(self.server, run.id, artifact_id, category)
+        run.attached[artifact_id] = category
+
+    @precondition(lambda self: self.runs)
+    @rule(data=st.data())
+    def delete_run(self, data: st.DataObject) -> None:
+        run_id = data.draw(st.sampled_from(sorted(self.runs)), label="run")
+        self.server.api("DELETE", f"/runs/{run_id}").raise_for_status()
+        del self.runs[run_id]
+
+    # -- mount-side observations -----------------------------------------------------------
+
+    @rule()
+    def list_runs(self) -> None:
+        expected = run_directories(list(self.runs.values()))
+        assert sorted(os.listdir(self.root)) == sorted(expected)
+        for name, run_id in expected.items():
+            assert os.getxattr(self.root / name, "user.simvue.id").decode() == run_id
+
+    @precondition(lambda self: self.runs)
+    @rule(data=st.data(), category=st.sampled_from(CATEGORIES))
+    def list_a_category(self, data: st.DataObject, category: str) -> None:
+        run = self.runs[data.draw(st.sampled_from(sorted(self.runs)), label="run")]
+        base = self.root / self.directory_of(run.id)
+        assert sorted(os.listdir(base)) == sorted(CATEGORIES)
+        for path, entries in self.tree_of(run, category).items():
+            where = base / category / path
+            assert sorted(os.listdir(where)) == sorted(entries), where
+            for name, artifact_id in entries.items():
+                info = os.stat(where / name)
+                if artifact_id is None:
+                    assert info.st_mode & 0o170000 == 0o040000
+                else:
+                    assert info.st_size == len(self.artifacts[artifact_id].content)
+
+    @precondition(lambda self: self.files())
+    @rule(data=st.data(), start=st.integers(0, 6000), length=st.integers(0, 6000))
+    def read_a_range(self, data: st.DataObject, start: int, length: int) -> None:
+        run, category, path, artifact_id = data.draw(st.sampled_from(self.files()), label="file")
+        content = self.artifacts[artifact_id].content
+        target = self.root / self.directory_of(run.id) / category / path
+        with open(target, "rb") as stream:
+            stream.seek(start)
+            assert stream.read(length) == content[start : start + length]
+        assert os.getxattr(target, "user.simvue.id").decode() == artifact_id
+
+    @precondition(lambda self: self.runs)
+    @rule(data=st.data())
+    def every_run_answers_to_its_alias(self, data: st.DataObject) -> None:
+        run = self.runs[data.draw(st.sampled_from(sorted(self.runs)), label="run")]
+        alias = f"{run.name.replace('/', RUN_SLASH)}@{run.id}"
+        assert os.getxattr(self.root / alias, "user.simvue.id").decode() == run.id
+
+    @rule(name=st.sampled_from(["nothing", "alpha@0000", "a.txt"]))
+    def missing_names_are_enoent(self, name: str) -> None:
+        if name in run_directories(list(self.runs.values())):
+            return
+        with pytest.raises(FileNotFoundError) as caught:
+            os.stat(self.root / name)
+        assert caught.value.errno == errno.ENOENT
+
+
+@pytest.fixture(scope="module")
+def model_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevServer, Mount]]:
+    workdir = tmp_path_factory.mktemp("model")
+    server = DevServer(workdir / "devserver").start()
+    try:
+        with mounted(server, workdir, "--metadata-ttl", "0") as mount:
+            yield server, mount
+    finally:
+        server.stop()
+
+
+def test_mount_matches_the_model(model_mount: tuple[DevServer, Mount]) -> None:
+    MountMachine.server, MountMachine.mount = model_mount
+    MountMachine.TestCase.settings = settings(
+        max_examples=40,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    MountMachine.TestCase().runTest()
