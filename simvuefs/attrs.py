@@ -2,10 +2,12 @@
 
 Rules (SEMANTICS.md has the user-facing version):
 
-- Owner: the mounting user's uid/gid. Modes: files ``0444``, directories ``0555`` (the mount
-  is read-only). Directories report ``st_nlink = 1`` ("not counted", so ``find`` never
-  uses the leaf optimisation), files 1.
-- Times: an artifact's ``created`` for files; the run's ``created`` for the run directory
+- Owner: the mounting user's uid/gid. Modes: artifacts ``0444``, directories ``0555``; in a
+  writable mount, ``input/`` and the directories below it ``0755``, files being written
+  ``0644`` and files waiting for their upload ``0444``. Directories report ``st_nlink = 1``
+  ("not counted", so ``find`` never uses the leaf optimisation), files 1.
+- Times: an artifact's ``created`` for files (the last write for files not uploaded yet);
+  the run's ``created`` for the run directory
   and everything below it; the mount time for ``/`` and ``runs/`` (and when a record has no
   time). atime = mtime = ctime.
 - ``st_size`` is the real content size. When it is not known yet (an object artifact listed
@@ -13,8 +15,13 @@ Rules (SEMANTICS.md has the user-facing version):
   reported with ``attr_timeout = 0``, so the next ``stat`` or read past it asks again.
 - ``st_blocks = ceil(size / 512)``, ``st_blksize`` = the read block size (1 MiB).
 - Timeouts: names (``entry_timeout``) are trusted for the listing TTL of their directory;
-  attributes of artifacts (immutable) for :data:`ARTIFACT_ATTR_TIMEOUT`; everything else
-  for the listing TTL. No timeout exceeds :data:`MAX_TIMEOUT`.
+  attributes of artifacts (immutable) for :data:`ARTIFACT_ATTR_TIMEOUT`; of files not
+  uploaded yet for 0 s (they grow while written); everything else for the listing TTL. No
+  timeout exceeds :data:`MAX_TIMEOUT`.
+- Extended attributes ``user.simvue.*``: an artifact's id, checksum, MIME type and original
+  path, and its run id; a run's id, status and folder; for files not uploaded yet, their
+  ``state`` (``staged``: being written, ``pending``: waiting for the server) and
+  ``pending`` (attempts and the last error).
 """
 
 from __future__ import annotations
@@ -27,9 +34,13 @@ import pyfuse3
 
 from simvuefs.inodes import Node, NodeKind
 from simvuefs.models import Artifact
+from simvuefs.overlay import WRITABLE_CATEGORY
+from simvuefs.staged import FileState, StagedFile
 
 FILE_MODE = stat.S_IFREG | 0o444
 DIR_MODE = stat.S_IFDIR | 0o555
+WRITABLE_DIR_MODE = stat.S_IFDIR | 0o755
+STAGED_FILE_MODE = stat.S_IFREG | 0o644
 OBJECT_SIZE_OVERHEAD = 33
 """What ``sys.getsizeof`` adds to ``len`` of a bytes object: the official client reports
 ``getsizeof(serialized)`` as the size of object artifacts (protocol section 4.1)."""
@@ -51,6 +62,8 @@ class AttrPolicy:
     gid: int
     mount_time_ns: int
     block_size: int
+    writable: bool = False
+    """True when ``input/`` directories accept new files (not ``--read-only``)."""
 
 
 def estimated_size(artifact: Artifact) -> int:
@@ -58,6 +71,15 @@ def estimated_size(artifact: Artifact) -> int:
     if artifact.is_object:
         return max(artifact.size - OBJECT_SIZE_OVERHEAD, 0)
     return artifact.size
+
+
+def unfinished(node: Node) -> StagedFile | None:
+    """Return the file written through the mount that *node* shows, while it has not landed
+    (STAGED, PENDING, or DISCARDED but still open); None otherwise."""
+    f = node.staged
+    if f is None or f.state is FileState.LANDED:
+        return None
+    return f
 
 
 def _time_ns(node: Node, policy: AttrPolicy) -> int:
@@ -80,7 +102,15 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
     attr.st_gid = policy.gid
     ttl = min(listing_ttl, MAX_TIMEOUT)
     attr.entry_timeout = ttl
-    if node.kind is NodeKind.FILE:
+    when = _time_ns(node, policy)
+    local = unfinished(node) if node.kind is NodeKind.FILE else None
+    if local is not None:
+        attr.attr_timeout = 0
+        attr.st_mode = STAGED_FILE_MODE if local.state is FileState.STAGED else FILE_MODE
+        attr.st_size = local.size
+        attr.st_blocks = -(-local.size // 512)
+        when = int(local.mtime * 1e9)
+    elif node.kind is NodeKind.FILE:
         assert node.artifact is not None
         size = node.size
         if size is None:
@@ -93,12 +123,12 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
         attr.st_blocks = -(-size // 512)
     else:
         attr.attr_timeout = ttl
-        attr.st_mode = DIR_MODE
+        writable = policy.writable and node.category == WRITABLE_CATEGORY
+        attr.st_mode = WRITABLE_DIR_MODE if writable else DIR_MODE
         attr.st_size = 0
         attr.st_blocks = 0
     attr.st_nlink = 1
     attr.st_blksize = policy.block_size
-    when = _time_ns(node, policy)
     attr.st_atime_ns = when
     attr.st_mtime_ns = when
     attr.st_ctime_ns = when
@@ -109,7 +139,14 @@ def extended_attributes(node: Node) -> dict[str, str]:
     """Return the ``user.simvue.*`` extended attributes of *node* (name -> value)."""
     values: dict[str, str] = {}
     artifact = node.artifact
-    if node.kind is NodeKind.FILE and artifact is not None:
+    local = unfinished(node) if node.kind is NodeKind.FILE else None
+    if local is not None:
+        values["run_id"] = local.run_id
+        values["state"] = local.state.value
+        if local.checksum:
+            values["checksum"] = local.checksum
+        values["pending"] = pending_text(local)
+    elif node.kind is NodeKind.FILE and artifact is not None:
         values["id"] = artifact.id
         values["checksum"] = artifact.checksum
         values["mime_type"] = artifact.mime_type
@@ -121,3 +158,14 @@ def extended_attributes(node: Node) -> dict[str, str]:
         values["status"] = node.run.status
         values["folder"] = node.run.folder
     return {_XATTR_PREFIX + name: value for name, value in values.items()}
+
+
+def pending_text(f: StagedFile) -> str:
+    """Describe where the upload of *f* stands, for ``user.simvue.pending``."""
+    if f.state is FileState.STAGED:
+        return "being written; uploaded when closed"
+    if f.state is FileState.DISCARDED:
+        return "deleted before its upload"
+    if not f.attempts:
+        return "uploading"
+    return f"{f.attempts} failed attempt(s), retrying; last error: {f.last_error}"

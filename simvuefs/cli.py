@@ -52,6 +52,16 @@ def default_log_file() -> Path:
     return Path(state) / "simvuefs" / "mount.log"
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 def _ttl_text(text: str) -> str:
     from simvuefs.config import parse_ttl
 
@@ -72,7 +82,9 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "(SIMVUE_URL/SIMVUE_TOKEN, then simvue.toml). Without --foreground the mount runs "
             "in the background and this command returns once it is ready; its log then goes "
             f"to --log-file or to {default_log_file()} ($XDG_STATE_HOME/simvuefs/mount.log). "
-            "SIGINT/SIGTERM to the mount process unmount it cleanly."
+            "Files written into runs/<run>/input/ are uploaded as input artifacts when they "
+            "are closed (see SEMANTICS.md). SIGINT/SIGTERM to the mount process unmount it "
+            "cleanly."
         ),
     )
     parser.add_argument("mountpoint", type=Path, help="an existing empty directory")
@@ -81,7 +93,24 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--config", type=Path, metavar="FILE", help="read this simvue.toml")
     parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     parser.add_argument(
-        "--read-only", action="store_true", help="mount read-only (every mount is, for now)"
+        "--read-only",
+        action="store_true",
+        help="mount read-only (default: new files can be written into input/ of every run)",
+    )
+    parser.add_argument(
+        "--spool-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep files being written and pending uploads here (default: "
+        "$XDG_CACHE_HOME/simvuefs/spool/<key of server and mount point>)",
+    )
+    parser.add_argument(
+        "--upload-wait",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="at unmount, how long uploads in progress may still take before they are left "
+        "pending for the next mount (default: %(default)s)",
     )
     parser.add_argument(
         "--metadata-ttl",
@@ -114,6 +143,9 @@ def _absolute(path: Path) -> Path:
 def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> list[str]:
     argv = ["mount", str(mountpoint), "--foreground", "--log-file", str(log_file)]
     argv += ["--log-level", args.log_level, "--metadata-ttl", args.metadata_ttl]
+    argv += ["--upload-wait", repr(args.upload_wait)]
+    if args.spool_dir is not None:
+        argv += ["--spool-dir", str(_absolute(args.spool_dir))]
     if args.url is not None:
         argv += ["--url", args.url]
     if args.profile is not None:
@@ -127,7 +159,7 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from simvuefs import mount
+    from simvuefs import mount, registry
     from simvuefs.config import Settings, parse_ttl, resolve_server
 
     mountpoint = _absolute(args.mountpoint)
@@ -145,12 +177,20 @@ def _mount(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write the log file {args.log_file}: {exc.strerror}") from None
         server = resolve_server(url=args.url, profile=args.profile, config_file=args.config)
-        settings = Settings.from_server(server, metadata_ttl=parse_ttl(args.metadata_ttl))
+        spool_dir = args.spool_dir and _absolute(args.spool_dir)
+        settings = Settings.from_server(
+            server,
+            metadata_ttl=parse_ttl(args.metadata_ttl),
+            spool_dir=spool_dir or registry.default_spool(server.url, mountpoint),
+            shutdown_upload_wait=args.upload_wait,
+        )
         options = mount.MountOptions(
             mountpoint=mountpoint,
-            read_only=True,  # the write path is not there yet: every mount is read-only
+            read_only=args.read_only,
             allow_other=args.allow_other,
             debug_fuse=args.debug_fuse,
+            remove_empty_spool=spool_dir is None,
+            report_to_stderr=args.ready_fd is None,
         )
         mount.run(settings, options, readiness.ready)
     except UsageError as exc:
@@ -184,6 +224,36 @@ def _unmount(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "status",
+        help="list the uploads a mount has not finished",
+        description=(
+            "List the pending uploads of the mount at MOUNTPOINT (of every mount this user "
+            "made, without MOUNTPOINT): run, name, size, failed attempts and the last error. "
+            "Works while the mount runs and after it is gone (pending uploads resume at the "
+            "next mount of the same server at the same mount point). Reads the records in "
+            "$XDG_STATE_HOME/simvuefs/mounts and the spool's journal; --spool-dir reads one "
+            "spool directly."
+        ),
+    )
+    parser.add_argument("mountpoint", type=Path, nargs="?")
+    parser.add_argument("--spool-dir", type=Path, metavar="DIR", help="read this spool")
+    parser.set_defaults(handler=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from simvuefs import status
+
+    if args.spool_dir is not None:
+        print(status.describe_spool(_absolute(args.spool_dir)), end="")
+    elif args.mountpoint is not None:
+        print(status.describe_mount(_absolute(args.mountpoint)), end="")
+    else:
+        print(status.describe_all(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -193,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_mount(sub)
     _add_unmount(sub)
+    _add_status(sub)
     _add_devserver(sub)
     return parser
 

@@ -23,8 +23,12 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from simvuefs.models import Artifact, Run
+
+if TYPE_CHECKING:
+    from simvuefs.staged import StagedFile
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,8 @@ class Node:
     *run* is set for RUN nodes and everything below them, *category* for CATEGORY, DIR and
     FILE nodes, *prefix* for DIR nodes (its path below the category directory, e.g.
     ``"plots/2024"``), *artifact* for FILE nodes. *size* is the real content size of an
-    artifact once known (object artifacts need a request to learn it).
+    artifact once known (object artifacts need a request to learn it). *staged* is set for
+    files written through this mount, from their creation on (it stays once they land).
     """
 
     inode: int
@@ -70,6 +75,7 @@ class Node:
     prefix: str = ""
     artifact: Artifact | None = None
     size: int | None = None
+    staged: StagedFile | None = None
     lookups: int = 0
 
 
@@ -116,6 +122,13 @@ class InodeTable:
         self._nodes[inode] = node
         self._by_key[key] = inode
         return node
+
+    def alias(self, key: Key, inode: int) -> None:
+        """Make *key* name the existing node *inode* as well (a written file keeps its inode
+        once it lands as an artifact); *key* stops naming any node it named before."""
+        if inode not in self._nodes:
+            raise KeyError(f"no node with inode {inode}")
+        self._by_key[key] = inode
 
     def add_lookup(self, inode: int, count: int = 1) -> None:
         """Record that the kernel now holds *count* more references to *inode*."""

@@ -4,7 +4,9 @@ Order of events in :func:`run` (all before the first request is served):
 
 1. Check the mountpoint (exists, is a directory, is empty, is not mounted or a dead mount).
 2. Inside ``trio.run``: install the SIGINT/SIGTERM receiver, open the client, check the
-   server (``server_version`` with the token), open the reader, ``pyfuse3.init``.
+   server (``server_version`` with the token), open the reader and (unless read-only) the
+   uploader, which locks the spool and resumes its pending uploads in the background;
+   record the mount (``registry.py``); ``pyfuse3.init``.
 3. ``pyfuse3.main()`` serves requests. A helper task stats the mountpoint from a worker
    thread (answered by ``main`` itself: never stat the mountpoint before ``main`` runs),
    then raises the mount's ``read_ahead_kb`` to 1 MiB (design guide 4.15, best effort) and
@@ -14,6 +16,13 @@ Order of events in :func:`run` (all before the first request is served):
    forgotten and the mount is closed and unmounted. If serving fails after the mount was
    ready, the mount is left in place (dead: ``ENOTCONN``) so programs see an error instead
    of the empty directory underneath; ``simvuefs unmount`` clears it.
+5. Uploads at the end (bounded, nothing is lost): after a signal, ``close()`` calls still
+   waiting for their upload get ``settings.shutdown_upload_wait`` seconds, then they are
+   cancelled (their files stay journaled). Leaving the uploader waits as long again for
+   background attempts in progress. Whatever is still pending is logged (and printed to
+   stderr in the foreground) and resumes at the next mount of the same server at the same
+   mount point; the mount record then stays for ``simvuefs status``. Otherwise the record
+   and an empty default spool are removed.
 
 Daemon mode (:func:`spawn_daemon`) starts the same command again with ``--foreground`` and
 ``--ready-fd N`` in a new session, and waits on the pipe for :class:`Readiness` to report
@@ -41,14 +50,17 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from simvuefs import registry
 from simvuefs.attrs import AttrPolicy
 from simvuefs.client import SimvueClient
 from simvuefs.config import Settings
 from simvuefs.errors import AuthError, ProtocolError, StatusError, TransportError
 from simvuefs.fs import Operations
 from simvuefs.logs import UsageError
-from simvuefs.reader import open_reader
+from simvuefs.reader import Reader, open_reader
+from simvuefs.spool import default_spool_dir
 from simvuefs.tree import Tree
+from simvuefs.upload import Uploader, open_uploader
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +79,19 @@ DEAD_MOUNT_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
 
 @dataclass(frozen=True)
 class MountOptions:
-    """How to mount: where, and the FUSE-level switches."""
+    """How to mount: where, the FUSE-level switches, and the end-of-mount housekeeping.
+
+    *remove_empty_spool*: delete the spool at unmount when nothing is left in it (for the
+    per-mount default spool, not one the user named). *report_to_stderr*: say on stderr
+    what stays pending at unmount (a foreground mount; a daemon's stderr is its log).
+    """
 
     mountpoint: Path
-    read_only: bool = True
+    read_only: bool = False
     allow_other: bool = False
     debug_fuse: bool = False
+    remove_empty_spool: bool = False
+    report_to_stderr: bool = False
 
     def fuse_options(self) -> set[str]:
         """Return the options for ``pyfuse3.init``.
@@ -84,7 +103,7 @@ class MountOptions:
         options |= {"fsname=simvuefs", "subtype=simvuefs", "default_permissions"}
         options |= {"nosuid", "nodev"}
         if self.read_only:
-            options.add("ro")
+            options.add("ro")  # writable mounts refuse writes outside input/ themselves
         if self.allow_other:
             options.add("allow_other")
         if self.debug_fuse:
@@ -224,35 +243,55 @@ def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException |
 
 @dataclass
 class _Lifecycle:
-    """Where the mount is, for the signal watcher: starting, serving, or interrupted."""
+    """Where the mount is, for the signal watcher: starting, serving, or interrupted.
+
+    *requests* is the scope of ``pyfuse3.main`` (its request handlers) while it runs.
+    """
 
     startup: trio.CancelScope
     serving: bool = False
     interrupted: str | None = None
+    requests: trio.CancelScope | None = None
+    terminating: bool = False
 
 
 async def _serve(settings: Settings, options: MountOptions, on_ready: Callable[[], None]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             lifecycle = _Lifecycle(startup=nursery.cancel_scope)
-            nursery.start_soon(_watch_signals, signals, lifecycle)
+            nursery.start_soon(_watch_signals, signals, lifecycle, settings)
             await _mount_and_serve(settings, options, on_ready, lifecycle)
             nursery.cancel_scope.cancel()
     if lifecycle.interrupted is not None and not lifecycle.serving:
         raise UsageError(f"{lifecycle.interrupted} received before the mount was ready")
 
 
-async def _watch_signals(signals: AsyncIterator[int], lifecycle: _Lifecycle) -> None:
-    """Unmount on SIGINT/SIGTERM; before the mount exists, abandon the start-up instead."""
+async def _watch_signals(
+    signals: AsyncIterator[int], lifecycle: _Lifecycle, settings: Settings
+) -> None:
+    """Unmount on SIGINT/SIGTERM; before the mount exists, abandon the start-up instead.
+
+    Once mounted, requests still running (``close()`` waiting for its upload) get
+    ``settings.shutdown_upload_wait`` seconds before they are cancelled; a second signal
+    cancels them at once.
+    """
     async for signum in signals:
         lifecycle.interrupted = signal.Signals(signum).name
-        if lifecycle.serving:
-            log.info("%s received: unmounting", lifecycle.interrupted)
-            pyfuse3.terminate()  # main() returns even if it has not started yet
-        else:
+        if not lifecycle.serving:
             log.info("%s received: giving up the start-up", lifecycle.interrupted)
             lifecycle.startup.cancel()
-        return
+            return
+        requests = lifecycle.requests
+        if requests is None:
+            return
+        if lifecycle.terminating:
+            log.info("%s received again: cancelling requests still running", lifecycle.interrupted)
+            requests.cancel()
+            return
+        log.info("%s received: unmounting", lifecycle.interrupted)
+        lifecycle.terminating = True
+        requests.deadline = trio.current_time() + settings.shutdown_upload_wait
+        pyfuse3.terminate()  # main() returns even if it has not started yet
 
 
 async def _mount_and_serve(
@@ -261,50 +300,125 @@ async def _mount_and_serve(
     on_ready: Callable[[], None],
     lifecycle: _Lifecycle,
 ) -> None:
-    mountpoint = str(options.mountpoint)
     async with SimvueClient.open(settings) as client:
         version = await check_server(client, settings.url)
         log.info("server %s answers (version %s)", settings.url, version)
         async with open_reader(client, settings) as reader:
-            policy = AttrPolicy(
-                uid=os.getuid(),
-                gid=os.getgid(),
-                mount_time_ns=time.time_ns(),
-                block_size=settings.block_size,
-            )
-            ops = Operations(Tree(client, settings), reader, policy)
-            try:
-                pyfuse3.init(ops, mountpoint, options.fuse_options())
-            except RuntimeError as exc:
-                raise UsageError(f"cannot mount {mountpoint}: {exc}") from None
-            lifecycle.serving = True
-            ready = trio.Event()
-            clean_unmount = True
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_announce, mountpoint, ready, on_ready)
-                    await pyfuse3.main()
-                    nursery.cancel_scope.cancel()
-            except BaseException:
-                # Leave a dead mount only once programs may be using it (module doc).
-                clean_unmount = not ready.is_set()
-                raise
-            finally:
-                held = ops.forget_all()
-                log.debug("released %d lookups held by the kernel", held)
-                pyfuse3.close(unmount=clean_unmount)
-                log.info("unmounted %s", mountpoint)
+            tree = Tree(client, settings)
+            if options.read_only:
+                await _serve_tree(settings, tree, reader, None, options, on_ready, lifecycle)
+            else:
+                await _serve_writable(client, settings, tree, reader, options, on_ready, lifecycle)
         log.debug("client: %s", client.statistics())
 
 
-async def _announce(mountpoint: str, ready: trio.Event, on_ready: Callable[[], None]) -> None:
+async def _serve_writable(
+    client: SimvueClient,
+    settings: Settings,
+    tree: Tree,
+    reader: Reader,
+    options: MountOptions,
+    on_ready: Callable[[], None],
+    lifecycle: _Lifecycle,
+) -> None:
+    """Open the uploader around the mount, record the mount, and report what stays pending."""
+    spool_dir = settings.spool_dir or default_spool_dir()
+    record = registry.MountRecord(
+        mountpoint=str(options.mountpoint),
+        pid=os.getpid(),
+        url=settings.url,
+        spool_dir=str(spool_dir),
+    )
+    async with open_uploader(client, settings, on_landed=tree.landed) as uploader:
+        tree.start_writing(uploader)
+        await trio.to_thread.run_sync(registry.save, record)
+        await _serve_tree(settings, tree, reader, uploader, options, on_ready, lifecycle)
+    left = uploader.statistics().pending
+    if left:
+        message = (
+            f"{left} upload(s) still pending in {spool_dir}; they resume at the next mount "
+            f"of this server at {options.mountpoint} ('simvuefs status' lists them)"
+        )
+        if options.report_to_stderr:
+            print(f"simvuefs: {message}", file=sys.stderr, flush=True)
+        return
+    registry.remove(options.mountpoint)
+    if options.remove_empty_spool and registry.remove_empty_spool(spool_dir):
+        log.debug("removed the empty spool %s", spool_dir)
+
+
+async def _serve_tree(
+    settings: Settings,
+    tree: Tree,
+    reader: Reader,
+    uploader: Uploader | None,
+    options: MountOptions,
+    on_ready: Callable[[], None],
+    lifecycle: _Lifecycle,
+) -> None:
+    mountpoint = str(options.mountpoint)
+    policy = AttrPolicy(
+        uid=os.getuid(),
+        gid=os.getgid(),
+        mount_time_ns=time.time_ns(),
+        block_size=settings.block_size,
+        writable=uploader is not None,
+    )
+    ops = Operations(tree, reader, policy, uploader)
+    try:
+        pyfuse3.init(ops, mountpoint, options.fuse_options())
+    except RuntimeError as exc:
+        raise UsageError(f"cannot mount {mountpoint}: {exc}") from None
+    requests = lifecycle.requests = trio.CancelScope()
+    lifecycle.serving = True
+    ready = trio.Event()
+    clean_unmount = True
+    try:
+        with requests:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_announce, ops, mountpoint, ready, on_ready)
+                await pyfuse3.main()
+                nursery.cancel_scope.cancel()
+        if requests.cancelled_caught:
+            log.warning(
+                "requests still running %.0f s after the signal were cancelled "
+                "(their uploads stay pending)",
+                settings.shutdown_upload_wait,
+            )
+    except BaseException:
+        # Leave a dead mount only once programs may be using it (module doc).
+        clean_unmount = not ready.is_set()
+        raise
+    finally:
+        lifecycle.requests = None
+        held = ops.forget_all()
+        log.debug("released %d lookups held by the kernel", held)
+        pyfuse3.close(unmount=clean_unmount)
+        log.info("unmounted %s", mountpoint)
+
+
+async def _announce(
+    ops: Operations, mountpoint: str, ready: trio.Event, on_ready: Callable[[], None]
+) -> None:
     """Wait until the mount answers a request, tune read-ahead, then report readiness."""
     with trio.fail_after(READY_TIMEOUT):
         info = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     await trio.to_thread.run_sync(_set_read_ahead, info.st_dev)
+    ops.mount_id = await trio.to_thread.run_sync(mount_id_of, info.st_dev)
     ready.set()
     log.info("mounted at %s", mountpoint)
     on_ready()
+
+
+def mount_id_of(device: int) -> int | None:
+    """Return the mount id (``/proc/self/mountinfo``) of the mount on *device*, if found."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+        for line in info:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == wanted:
+                return int(fields[0])
+    return None
 
 
 def _set_read_ahead(device: int) -> None:

@@ -20,10 +20,19 @@ user-facing version):
 Listings are fetched through :class:`simvuefs.cache.MetaCache`: ``runs/`` costs one
 ``list_runs`` per metadata TTL, a category directory (and every directory below it) one
 ``list_artifacts(run, category)`` per TTL (``finished_run_ttl`` once the run is finished).
+
+Writing (only in ``input/``, only when the tree has an uploader): files written through the
+mount and directories made with ``mkdir`` are kept in a :class:`~simvuefs.overlay.LocalFiles`
+per run and category and shown on top of the server's listing, so the metadata TTL never
+hides this mount's own writes (merge rules in ``overlay.py``). A written file keeps its
+inode when it lands: the artifact's key becomes an alias of the node made at ``create``.
+Names of new files and directories must pass the uploader's check (NAME_RULE) at once, so
+a bad name fails at ``create``/``mkdir`` with EINVAL, never at ``close``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import unicodedata
@@ -33,13 +42,25 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from simvuefs.cache import MetaCache
-from simvuefs.errors import NotFound
+from simvuefs.errors import LocalError, NotFound
 from simvuefs.inodes import ROOT_INODE, InodeTable, Node, NodeKind
 from simvuefs.models import CATEGORIES, Artifact, Run
+from simvuefs.overlay import (
+    ALIAS_SEPARATOR,
+    WRITABLE_CATEGORY,
+    Entry,
+    LocalFiles,
+    join_path,
+    merge_entries,
+    merge_entry,
+)
+from simvuefs.spool import is_valid_name
+from simvuefs.staged import FileState, StagedFile
 
 if TYPE_CHECKING:
     from simvuefs.client import SimvueClient
     from simvuefs.config import Settings
+    from simvuefs.upload import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +69,12 @@ RUN_SLASH = "\u2215"
 """Stands for ``/`` in run directory names."""
 REPLACEMENT = "\ufffd"
 """Stands for characters a file name must not (or should not) contain."""
-ALIAS_SEPARATOR = "@"
 MAX_NAME_BYTES = 255
+NAME_RULE = (
+    "Simvue artifact names may contain only ASCII letters, digits, spaces and - _ . : "
+    "with / between directories (regex ^[a-zA-Z0-9\\-\\_\\s\\/\\.:]+$ on the whole "
+    "name; no tabs or newlines, no empty, . or .. parts)"
+)
 
 # How many category listings and artifact sizes to remember (both are small records).
 LISTINGS_CACHED = 4096
@@ -137,22 +162,6 @@ def name_runs(runs: Iterable[Run]) -> tuple[RunNames, list[Problem]]:
     return RunNames(listed, by_id), problems
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One name in a category directory or below: a file (*artifact*) or a directory.
-
-    *path* is the directory's own path below the category (for directories) or the path of
-    the directory holding the file (for files); ``""`` is the category directory itself.
-    """
-
-    artifact: Artifact | None
-    path: str
-
-
-def _join(path: str, part: str) -> str:
-    return f"{path}/{part}" if path else part
-
-
 @dataclass(frozen=True)
 class CategoryListing:
     """Every directory of one category of one run: ``dirs[path][name] -> Entry``."""
@@ -186,12 +195,12 @@ def name_artifacts(artifacts: Iterable[Artifact]) -> tuple[CategoryListing, list
         path = ""
         for part in parts[:-1]:
             subdirs[path].add(part)
-            path = _join(path, part)
+            path = join_path(path, part)
             subdirs.setdefault(path, set())
         files.setdefault(path, {}).setdefault(parts[-1], []).append(artifact)
 
     dirs: dict[str, dict[str, Entry]] = {
-        path: {name: Entry(None, _join(path, name)) for name in names}
+        path: {name: Entry(None, join_path(path, name)) for name in names}
         for path, names in subdirs.items()
     }
     for path, by_name in files.items():
@@ -222,16 +231,22 @@ class Tree:
     Nodes handed out are owned by :attr:`table`; this class sets their run/category/artifact
     fields from the freshest listing each time it produces them. Cache expiry follows
     ``trio.current_time`` (so ``trio.testing.MockClock`` drives it in tests).
+
+    *uploader* is None for a read-only tree; :meth:`start_writing` sets it once, at mount
+    start, and :meth:`landed` must be the uploader's ``on_landed`` callback.
     """
 
     def __init__(self, client: SimvueClient, settings: Settings) -> None:
         self.table = InodeTable()
+        self.uploader: Uploader | None = None
         self._client = client
         self._settings = settings
         self._runs: MetaCache[str, RunNames] = MetaCache(1)
         self._listings: MetaCache[tuple[str, str], CategoryListing] = MetaCache(LISTINGS_CACHED)
         self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED)
         self._warned: set[Problem] = set()
+        self._local: dict[tuple[str, str], LocalFiles] = {}
+        self._written: dict[str, Node] = {}  # spool id -> node of a file written here
 
     # -- timeouts -------------------------------------------------------------------------
 
@@ -256,10 +271,8 @@ class Tree:
             pairs = [(category, self._category_node(node, category)) for category in CATEGORIES]
         elif node.kind in (NodeKind.CATEGORY, NodeKind.DIR):
             listing = await self._listing(node)
-            pairs = [
-                (name, self._entry_node(node, entry))
-                for name, entry in listing.entries(node.prefix).items()
-            ]
+            entries = merge_entries(listing.entries(node.prefix), self._local_of(node), node.prefix)
+            pairs = [(name, self._entry_node(node, entry)) for name, entry in entries.items()]
         else:
             raise NotADirectoryError(f"inode {node.inode} is not a directory")
         pairs.sort(key=lambda pair: pair[1].inode)
@@ -275,9 +288,15 @@ class Tree:
         if parent.kind is NodeKind.RUN:
             return self._category_node(parent, name) if name in CATEGORIES else None
         if parent.kind in (NodeKind.CATEGORY, NodeKind.DIR):
-            entry = (await self._listing(parent)).entries(parent.prefix).get(name)
+            entry = await self._entry(parent, name)
             return None if entry is None else self._entry_node(parent, entry)
         raise NotADirectoryError(f"inode {parent.inode} is not a directory")
+
+    async def _entry(self, parent: Node, name: str) -> Entry | None:
+        listing = await self._listing(parent)
+        return merge_entry(
+            listing.entries(parent.prefix), self._local_of(parent), parent.prefix, name
+        )
 
     async def refresh(self, node: Node) -> None:
         """Bring a run node's record up to date from the (cached) runs listing."""
@@ -291,8 +310,11 @@ class Tree:
         """Return the real content size of file *node*, asking the server once if needed.
 
         The server reports ``len + 33`` for object artifacts, so their size comes from
-        ``client.content_length``; sizes are remembered per artifact id (immutable).
+        ``client.content_length``; sizes are remembered per artifact id (immutable). Files
+        written here know their size.
         """
+        if node.staged is not None:
+            return node.staged.size
         if node.size is not None:
             return node.size
         artifact = node.artifact
@@ -307,9 +329,192 @@ class Tree:
 
     def known_size(self, node: Node) -> int | None:
         """Return the real size of file *node* if known without a request."""
+        if node.staged is not None:
+            return node.staged.size
         if node.size is None and node.artifact is not None:
             node.size = self._sizes.get_nowait(node.artifact.id)
         return node.size
+
+    # -- writing --------------------------------------------------------------------------
+
+    def start_writing(self, uploader: Uploader) -> None:
+        """Accept writes in ``input/`` through *uploader*, and show its pending uploads."""
+        self.uploader = uploader
+        for pending in uploader.pending():
+            f = uploader.lookup(pending.run_id, pending.category, pending.name)
+            if f is not None:
+                self._local_at(f.run_id, f.category).add_file(f.name, f)
+
+    def writable(self, node: Node) -> bool:
+        """True for directories and files inside ``input/`` (itself included) of a writable
+        tree: where files and directories can be made."""
+        return (
+            self.uploader is not None
+            and node.category == WRITABLE_CATEGORY
+            and node.kind in (NodeKind.CATEGORY, NodeKind.DIR, NodeKind.FILE)
+        )
+
+    async def create_file(self, parent: Node, name: str) -> Node:
+        """Start the new file *name* in directory *parent*; it comes back open for writing
+        once (``node.staged``).
+
+        Raises LocalError: EROFS outside ``input/``; EINVAL for a name Simvue would refuse;
+        EEXIST when the name is taken; others as ``Uploader.create``.
+        """
+        uploader, run = self._writing(parent)
+        full = self._new_name(parent, name)
+        if await self._entry(parent, name) is not None:
+            raise LocalError(f"{full} exists already", errno=errno.EEXIST)
+        f = await uploader.create(run.id, full, WRITABLE_CATEGORY)
+        self._local_at(run.id, WRITABLE_CATEGORY).add_file(full, f)
+        return self._written_node(parent, f)
+
+    async def make_dir(self, parent: Node, name: str) -> Node:
+        """Make the local directory *name* in *parent* (shown until removed, and as the
+        prefix of the names of files written into it). Raises like :meth:`create_file`."""
+        _, run = self._writing(parent)
+        full = self._new_name(parent, name)
+        if await self._entry(parent, name) is not None:
+            raise LocalError(f"{full} exists already", errno=errno.EEXIST)
+        self._local_at(run.id, WRITABLE_CATEGORY).add_dir(full)
+        return self._entry_node(parent, Entry(None, full))
+
+    async def remove_dir(self, parent: Node, name: str) -> None:
+        """Remove the empty directory *name* made with :meth:`make_dir`.
+
+        Raises LocalError: EROFS outside ``input/``; ENOENT; ENOTDIR; ENOTEMPTY when the
+        directory holds anything (server prefixes always do).
+        """
+        _, run = self._writing(parent)
+        entry = await self._entry(parent, name)
+        if entry is None:
+            raise LocalError(f"no directory {name}", errno=errno.ENOENT)
+        if not entry.is_dir:
+            raise LocalError(f"{name} is not a directory", errno=errno.ENOTDIR)
+        local = self._local_at(run.id, WRITABLE_CATEGORY)
+        listing = await self._listing(parent)
+        if merge_entries(listing.entries(entry.path), local, entry.path) or (
+            entry.path not in local.dirs
+        ):
+            raise LocalError(f"directory {entry.path} is not empty", errno=errno.ENOTEMPTY)
+        local.remove_dir(entry.path)
+
+    async def remove_file(self, parent: Node, name: str) -> None:
+        """Unlink the file *name*: only a file written here that has not landed.
+
+        Raises LocalError: EROFS outside ``input/``; ENOENT; EISDIR; EPERM for artifacts
+        (they cannot be deleted).
+        """
+        uploader, run = self._writing(parent)
+        entry = await self._entry(parent, name)
+        if entry is None:
+            raise LocalError(f"no file {name}", errno=errno.ENOENT)
+        if entry.is_dir:
+            raise LocalError(f"{name} is a directory", errno=errno.EISDIR)
+        f = entry.local
+        if f is None or f.state is FileState.LANDED:
+            raise LocalError(
+                f"{join_path(parent.prefix, name)} is an artifact of the run; artifacts cannot be "
+                "deleted",
+                errno=errno.EPERM,
+            )
+        await uploader.discard(f)
+        self._local_at(run.id, WRITABLE_CATEGORY).remove_file(f.name)
+
+    async def rename(self, node: Node, name: str, new_parent: Node, new_name: str) -> None:
+        """Rename *node* (called *name*, in its parent) to *new_name* in *new_parent*.
+
+        Files written here are renamed by the uploader (a landed one lands again under the
+        new name, see ``Uploader.rename``); an empty directory made here is renamed locally.
+        Raises LocalError: EROFS outside ``input/``; EXDEV across runs or categories and for
+        artifacts this mount cannot rename (mv then copies); EEXIST when *new_name* exists;
+        EACCES for directories with content; EINVAL for a name Simvue would refuse.
+        """
+        uploader, run = self._writing(new_parent)
+        full = self._new_name(new_parent, new_name)
+        if node.run is None or node.run.id != run.id or node.category != new_parent.category:
+            raise LocalError("cannot move between runs or categories", errno=errno.EXDEV)
+        target = await self._entry(new_parent, new_name)
+        if target is not None:
+            if self._entry_node(new_parent, target) is node:
+                return
+            raise LocalError(f"{full} exists; artifacts cannot be replaced", errno=errno.EEXIST)
+        local = self._local_at(run.id, WRITABLE_CATEGORY)
+        if node.kind is NodeKind.DIR:
+            await self._rename_dir(node, local, new_parent, full)
+            return
+        f = node.staged
+        if f is None or f.state is FileState.DISCARDED:
+            raise LocalError(
+                f"{name} is an artifact this mount did not write; copy it instead",
+                errno=errno.EXDEV,
+            )
+        old_name = f.name
+        replaced = f.artifact.id if f.state is FileState.LANDED and f.artifact else None
+        local.remove_file(old_name)
+        local.add_file(full, f)
+        if replaced is not None:
+            local.hidden.add(replaced)
+        try:
+            await uploader.rename(f, full)
+        except BaseException:
+            local.remove_file(full)
+            local.add_file(old_name, f)
+            if replaced is not None:
+                local.hidden.discard(replaced)
+            raise
+        node.parent = new_parent.inode
+        self._listings.invalidate((run.id, WRITABLE_CATEGORY))
+
+    async def _rename_dir(self, node: Node, local: LocalFiles, new_parent: Node, full: str) -> None:
+        listing = await self._listing(node)
+        if node.prefix not in local.dirs or merge_entries(
+            listing.entries(node.prefix), local, node.prefix
+        ):
+            raise LocalError(
+                f"cannot rename directory {node.prefix}: only empty directories made with "
+                "mkdir can be renamed",
+                errno=errno.EACCES,
+            )
+        local.remove_dir(node.prefix)
+        local.add_dir(full)
+        node.prefix = full
+        node.parent = new_parent.inode
+        self.table.alias(("dir", node.key[1], node.key[2], full), node.inode)
+
+    def landed(self, f: StagedFile) -> None:
+        """The uploader's ``on_landed``: *f* is an artifact now; its node becomes the
+        artifact's (same inode) and the run's listing is fetched again."""
+        artifact = f.artifact
+        if artifact is None:
+            return
+        local = self._local_at(f.run_id, f.category)
+        if local.file(f.name) is None:
+            local.add_file(f.name, f)  # a resumed upload that landed before it was adopted
+        node = self._written.get(f.spool_id)
+        if node is not None:
+            self._land_node(node, f, artifact)
+        self._listings.invalidate((f.run_id, f.category))
+
+    def _land_node(self, node: Node, f: StagedFile, artifact: Artifact) -> None:
+        node.artifact = artifact
+        node.size = f.size
+        self.table.alias(("artifact", f.run_id, f.category, artifact.id), node.inode)
+
+    def _writing(self, parent: Node) -> tuple[Uploader, Run]:
+        """Return the uploader and run for a change in directory *parent* (EROFS if none)."""
+        if self.uploader is None or not self.writable(parent) or parent.run is None:
+            raise LocalError("read-only: only input/ of a run can be written", errno=errno.EROFS)
+        if parent.kind is NodeKind.FILE:
+            raise LocalError(f"inode {parent.inode} is not a directory", errno=errno.ENOTDIR)
+        return self.uploader, parent.run
+
+    def _new_name(self, parent: Node, name: str) -> str:
+        """Return the artifact name of *name* in *parent*, or raise EINVAL naming the rule."""
+        full = join_path(parent.prefix, name)
+        if not is_valid_name(full):
+            raise LocalError(f"refusing the name {full!r}: {NAME_RULE}", errno=errno.EINVAL)
+        return full
 
     # -- nodes ----------------------------------------------------------------------------
 
@@ -335,6 +540,8 @@ class Tree:
         assert parent.category is not None
         run_id = parent.run.id
         artifact = entry.artifact
+        if entry.local is not None:
+            return self._written_node(parent, entry.local)
         if artifact is None:
             key = ("dir", run_id, parent.category, entry.path)
             node = self.table.ensure(key, NodeKind.DIR, parent.inode)
@@ -348,6 +555,28 @@ class Tree:
         node.run = parent.run
         node.category = parent.category
         return node
+
+    def _written_node(self, parent: Node, f: StagedFile) -> Node:
+        """The node of file *f* written through this mount (made on first sight)."""
+        node = self._written.get(f.spool_id)
+        if node is None:
+            key = ("written", f.run_id, f.category, f.spool_id)
+            node = self.table.ensure(key, NodeKind.FILE, parent.inode)
+            node.staged = f
+            self._written[f.spool_id] = node
+            if f.artifact is not None:
+                self._land_node(node, f, f.artifact)
+        node.run = parent.run
+        node.category = parent.category
+        return node
+
+    def _local_of(self, node: Node) -> LocalFiles | None:
+        if node.run is None or node.category is None:
+            return None
+        return self._local.get((node.run.id, node.category))
+
+    def _local_at(self, run_id: str, category: str) -> LocalFiles:
+        return self._local.setdefault((run_id, category), LocalFiles())
 
     async def _run_names(self) -> RunNames:
         async def load() -> RunNames:
@@ -368,6 +597,10 @@ class Tree:
             except NotFound:
                 # Servers answer 404 for "no artifacts" as well as for "no such run".
                 artifacts = []
+            local = self._local.get((run.id, category))
+            if local:
+                artifacts = [a for a in artifacts if a.id not in local.hidden]
+                local.drop_listed(a.id for a in artifacts)
             listing, problems = name_artifacts(artifacts)
             self._warn(problems, f"run {run.id} {category}/")
             return listing

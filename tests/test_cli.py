@@ -176,7 +176,7 @@ def test_daemon_returns_when_ready_and_serves(seeded_devserver, tmp_path):
         assert notes.read_bytes() == b"Demo run notes.\nSecond line.\n"
         fstype, options, super_options = mount_options(mount.path)
         assert fstype == "fuse.simvuefs"
-        assert "ro" in options
+        assert "rw" in options  # writable by default: input/ accepts new files
         assert {"nosuid", "nodev"} <= options
         assert "allow_other" not in super_options
         assert "default_permissions" in super_options
@@ -189,9 +189,10 @@ def test_daemon_returns_when_ready_and_serves(seeded_devserver, tmp_path):
     assert seeded_devserver.token.split(".")[2] not in log
 
 
-def test_allow_other_is_passed_on(seeded_devserver, tmp_path):
-    with mounted(seeded_devserver, tmp_path, "--allow-other") as mount:
+def test_allow_other_and_read_only_are_passed_on(seeded_devserver, tmp_path):
+    with mounted(seeded_devserver, tmp_path, "--allow-other", "--read-only") as mount:
         assert "allow_other" in mount_options(mount.path)[2]
+        assert "ro" in mount_options(mount.path)[1]
 
 
 def test_default_log_file_is_in_the_state_directory(seeded_devserver, tmp_path, mnt):

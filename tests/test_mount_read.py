@@ -231,14 +231,16 @@ def mount(
 ) -> Iterator[Mount]:
     """One mount of the seeded devserver shared by the read-only tests of this module."""
     _seeded_devserver_session.clear_faults()  # whatever earlier modules left switched on
-    with mounted(_seeded_devserver_session, tmp_path_factory.mktemp("mount")) as shared:
+    with mounted(
+        _seeded_devserver_session, tmp_path_factory.mktemp("mount"), "--read-only"
+    ) as shared:
         yield shared
 
 
 @pytest.fixture
 def fresh_mount(seeded_devserver: DevServer, tmp_path: Path) -> Iterator[Mount]:
     """A mount of its own (cold block and page caches), faults cleared before it starts."""
-    with mounted(seeded_devserver, tmp_path) as own:
+    with mounted(seeded_devserver, tmp_path, "--read-only") as own:
         yield own
 
 
