@@ -9,16 +9,16 @@ One :class:`LocalFiles` per ``(run id, category)`` holds:
   landing must not make a file vanish for a metadata TTL);
 - *dirs*: directories made with ``mkdir`` (shown while empty, until ``rmdir``);
 - *hidden*: ids of artifacts that a rename replaced (the uploader deletes them; until then
-  the server may still list them under the old name).
+  the server, or a cached listing, may still list them under the old name).
 
 Invariant: ``_implied`` counts, for every directory path, the files and made directories at
 or below it, so "is there a local directory here" is one dictionary lookup.
 
 Merge rules (:func:`merge_entries` for a whole directory, :func:`merge_entry` for one name;
-they always agree): a directory wins over a file of the same name; a local file replaces a
-server artifact of the same name and checksum (its own upload, attached but not yet
-confirmed) and pushes any other artifact aside to ``<name>@<artifact id>``; a local
-directory pushes a server file aside the same way.
+they always agree): hidden artifacts are left out; a directory wins over a file of the same
+name; a local file replaces a server artifact of the same name and checksum (its own
+upload, attached but not yet confirmed) and pushes any other artifact aside to
+``<name>@<artifact id>``; a local directory pushes a server file aside the same way.
 """
 
 from __future__ import annotations
@@ -155,6 +155,13 @@ def _same_upload(entry: Entry, f: StagedFile) -> bool:
     return entry.artifact is not None and bool(f.checksum) and entry.artifact.checksum == f.checksum
 
 
+def _shown(entry: Entry | None, local: LocalFiles) -> Entry | None:
+    """*entry* unless it is an artifact a rename replaced (``local.hidden``)."""
+    if entry is not None and entry.artifact is not None and entry.artifact.id in local.hidden:
+        return None
+    return entry
+
+
 def _pushed_aside(name: str, entry: Entry) -> tuple[str, Entry] | None:
     """The alias a server file gets when a local file or directory takes its name."""
     if entry.artifact is None:
@@ -167,9 +174,9 @@ def merge_entries(
 ) -> dict[str, Entry]:
     """Return the entries of directory *path*: the server's, with the local ones on top
     (rules in the module docstring)."""
-    merged = dict(server)
     if not local:
-        return merged
+        return dict(server)
+    merged = {name: entry for name, entry in server.items() if _shown(entry, local)}
     files, subdirs = local.children(path)
     for name in subdirs:
         current = merged.get(name)
@@ -195,9 +202,9 @@ def merge_entry(
 ) -> Entry | None:
     """Return ``merge_entries(server, local, path).get(name)`` without building the whole
     directory (lookups must not cost a pass over a large directory)."""
-    current = server.get(name)
     if not local:
-        return current
+        return server.get(name)
+    current = _shown(server.get(name), local)
     full = join_path(path, name)
     if local.is_dir(full):
         return current if current is not None and current.is_dir else Entry(None, full)
@@ -209,7 +216,7 @@ def merge_entry(
     if current is not None:
         return current
     base, sep, ident = name.rpartition(ALIAS_SEPARATOR)
-    pushed = server.get(base) if sep else None
+    pushed = _shown(server.get(base), local) if sep else None
     if pushed is None or pushed.artifact is None or pushed.artifact.id != ident:
         return None
     full_base = join_path(path, base)

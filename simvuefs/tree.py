@@ -464,7 +464,6 @@ class Tree:
                 local.hidden.discard(replaced)
             raise
         node.parent = new_parent.inode
-        self._listings.invalidate((run.id, WRITABLE_CATEGORY))
 
     async def _rename_dir(self, node: Node, local: LocalFiles, new_parent: Node, full: str) -> None:
         listing = await self._listing(node)
@@ -484,7 +483,12 @@ class Tree:
 
     def landed(self, f: StagedFile) -> None:
         """The uploader's ``on_landed``: *f* is an artifact now; its node becomes the
-        artifact's (same inode) and the run's listing is fetched again."""
+        artifact's (same inode).
+
+        The cached listing is not dropped: *f* stays in the overlay until a listing of the
+        server shows it, so no write is ever hidden, and writing many files does not cost a
+        listing per file.
+        """
         artifact = f.artifact
         if artifact is None:
             return
@@ -494,7 +498,6 @@ class Tree:
         node = self._written.get(f.spool_id)
         if node is not None:
             self._land_node(node, f, artifact)
-        self._listings.invalidate((f.run_id, f.category))
 
     def _land_node(self, node: Node, f: StagedFile, artifact: Artifact) -> None:
         node.artifact = artifact

@@ -13,26 +13,34 @@ import hashlib
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 
 import pyfuse3
 import pytest
 import trio
 from devserver_util import SEEDED_LARGE_SIZE
+from hypothesis import given
+from hypothesis import strategies as st
 
 from simvuefs.attrs import ARTIFACT_ATTR_TIMEOUT, AttrPolicy
 from simvuefs.client import SimvueClient
 from simvuefs.config import Settings
 from simvuefs.devserver.seed import ARTIFACTS, RUNS, artifact_content
 from simvuefs.errors import NotFound
-from simvuefs.fs import Operations, fuse_errors
+from simvuefs.fs import Operations, fuse_errors, holds_for_writing, process_of
 from simvuefs.inodes import ROOT_INODE
-from simvuefs.models import parse_timestamp
+from simvuefs.models import Artifact, parse_timestamp
+from simvuefs.overlay import LocalFiles, merge_entries, merge_entry
 from simvuefs.reader import open_reader
-from simvuefs.tree import RUN_SLASH, Tree, run_base_name
+from simvuefs.staged import FileState, StagedFile
+from simvuefs.tree import RUN_SLASH, Tree, name_artifacts, run_base_name
+from simvuefs.upload import open_uploader
 
 
 class Ctx:
@@ -672,3 +680,312 @@ async def test_boundary_lets_cancellation_through():
     with trio.move_on_after(0.05) as scope:
         await slow()
     assert scope.cancelled_caught
+
+
+# -- writing (a writable tree: Operations with an Uploader) ------------------------------------
+
+
+class WriterCtx(Ctx):
+    """A request from an unknown process (pid 0): flush always commits."""
+
+    pid = 0
+
+
+WCTX = WriterCtx()
+WRITABLE = AttrPolicy(
+    uid=4321, gid=8765, mount_time_ns=1_700_000_000 * 10**9, block_size=1 << 20, writable=True
+)
+
+
+@asynccontextmanager
+async def open_writable_ops(server, spool, **settings) -> AsyncIterator[Operations]:
+    """Yield writable Operations over a real client, reader and uploader for *server*."""
+    config = Settings(
+        url=server.api_url, token=server.token, spool_dir=spool, spool_min_free=0, **settings
+    )
+    async with SimvueClient.open(config) as client, open_reader(client, config) as reader:
+        tree = Tree(client, config)
+        async with open_uploader(client, config, on_landed=tree.landed) as uploader:
+            tree.start_writing(uploader)
+            yield Operations(tree, reader, WRITABLE, uploader)
+
+
+async def write_file(ops, parent_inode, name, content) -> pyfuse3.EntryAttributes:
+    """create + write + flush + release, as close() after writing does."""
+    info, attr = await ops.create(parent_inode, os.fsencode(name), 0o644, os.O_WRONLY, WCTX)
+    if content:
+        assert await ops.write(info.fh, 0, content) == len(content)
+    await ops.flush(info.fh)
+    await ops.release(info.fh)
+    return attr
+
+
+def input_names(server, run_id) -> dict[str, str]:
+    return {a["name"]: a["checksum"] for a in server.run_artifacts(run_id, category="input")}
+
+
+async def test_written_files_show_at_once_and_land_in_place(devserver, recorder, tmp_path):
+    run_id = add_run(devserver, "w")
+    add_artifact(devserver, run_id, "old.txt", b"from the server", category="input")
+    async with open_writable_ops(devserver, tmp_path / "spool") as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        assert stat.S_IMODE(inputs.st_mode) == 0o755
+        output = await walk(ops, "runs", "w", "output")
+        assert stat.S_IMODE(output.st_mode) == 0o555
+        info, attr = await ops.create(inputs.st_ino, b"new.txt", 0o644, os.O_WRONLY, WCTX)
+        assert stat.S_IMODE(attr.st_mode) == 0o644
+        assert attr.attr_timeout == 0
+        await ops.write(info.fh, 0, b"hello")
+        listed = await listdir(ops, inputs.st_ino, recorder)
+        assert sorted(listed) == ["new.txt", "old.txt"]
+        assert listed["new.txt"].st_size == 5
+        assert listed["new.txt"].st_ino == attr.st_ino
+        assert await ops.getxattr(attr.st_ino, b"user.simvue.state", WCTX) == b"staged"
+        assert await ops.read(info.fh, 0, 100) == b"hello"
+        await ops.flush(info.fh)
+        landed = await ops.getattr(attr.st_ino, WCTX)
+        assert stat.S_IMODE(landed.st_mode) == 0o444
+        assert landed.attr_timeout == ARTIFACT_ATTR_TIMEOUT
+        # still readable through the handle opened for writing
+        assert await ops.read(info.fh, 0, 100) == b"hello"
+        await ops.release(info.fh)
+        assert input_names(devserver, run_id)["new.txt"] == hashlib.sha256(b"hello").hexdigest()
+        artifact_id = (await ops.getxattr(attr.st_ino, b"user.simvue.id", WCTX)).decode()
+        assert artifact_id == devserver.run_artifacts(run_id, name="new.txt")[0]["id"]
+        # the server's listing, once fetched again, gives the same inode
+        await trio.sleep(1.1)
+        again = await listdir(ops, inputs.st_ino, recorder)
+        assert again["new.txt"].st_ino == attr.st_ino
+        assert (await ops.lookup(inputs.st_ino, b"new.txt", WCTX)).st_ino == attr.st_ino
+
+
+async def test_write_refusals(devserver, tmp_path):
+    run_id = add_run(devserver, "w")
+    add_artifact(devserver, run_id, "old.txt", b"old", category="input")
+    async with open_writable_ops(devserver, tmp_path / "spool") as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        output = await walk(ops, "runs", "w", "output")
+        run = await walk(ops, "runs", "w")
+        old = await walk(ops, "runs", "w", "input", "old.txt")
+        refused = {
+            "create in output": ops.create(output.st_ino, b"x", 0o644, os.O_WRONLY, WCTX),
+            "mkdir in a run": ops.mkdir(run.st_ino, b"x", 0o755, WCTX),
+            "bad name": ops.create(inputs.st_ino, b"a;b", 0o644, os.O_WRONLY, WCTX),
+            "bad dir name": ops.mkdir(inputs.st_ino, b"..x\n", 0o755, WCTX),
+            "existing name": ops.create(inputs.st_ino, b"old.txt", 0o644, os.O_WRONLY, WCTX),
+            "open artifact for writing": ops.open(old.st_ino, os.O_WRONLY, WCTX),
+            "truncate artifact": ops.setattr(old.st_ino, size_attr(0), size_fields(), None, WCTX),
+            "unlink artifact": ops.unlink(inputs.st_ino, b"old.txt", WCTX),
+            "rename artifact": ops.rename(inputs.st_ino, b"old.txt", inputs.st_ino, b"n", 0, WCTX),
+            "exchange": ops.rename(inputs.st_ino, b"old.txt", inputs.st_ino, b"n", 2, WCTX),
+            "setxattr": ops.setxattr(old.st_ino, b"user.x", b"1", WCTX),
+            "setxattr in output": ops.setxattr(output.st_ino, b"user.x", b"1", WCTX),
+            "symlink": ops.symlink(inputs.st_ino, b"l", b"old.txt", WCTX),
+            "rmdir input": ops.rmdir(run.st_ino, b"input", WCTX),
+        }
+        outcomes = {}
+        for what, call in refused.items():
+            with pytest.raises(pyfuse3.FUSEError) as excinfo:
+                await call
+            outcomes[what] = errno.errorcode[fuse_errno(excinfo)]
+        assert outcomes == {
+            "create in output": "EROFS",
+            "mkdir in a run": "EROFS",
+            "bad name": "EINVAL",
+            "bad dir name": "EINVAL",
+            "existing name": "EEXIST",
+            "open artifact for writing": "EACCES",
+            "truncate artifact": "EACCES",
+            "unlink artifact": "EPERM",
+            "rename artifact": "EXDEV",
+            "exchange": "EINVAL",
+            "setxattr": "ENOTSUP",
+            "setxattr in output": "EROFS",
+            "symlink": "EPERM",
+            "rmdir input": "EROFS",
+        }
+        # setting the same size, modes and times is fine
+        await ops.setattr(old.st_ino, size_attr(3), size_fields(), None, WCTX)
+    assert list(input_names(devserver, run_id)) == ["old.txt"]
+
+
+def size_attr(size):
+    attr = pyfuse3.EntryAttributes()
+    attr.st_size = size
+    return attr
+
+
+def size_fields():
+    """Stands for pyfuse3.SetattrFields (read-only attributes) with only the size set."""
+    return SimpleNamespace(update_size=True, update_mode=False, update_uid=False, update_gid=False)
+
+
+async def test_directories_made_locally(devserver, recorder, tmp_path):
+    add_run(devserver, "w")
+    async with open_writable_ops(devserver, tmp_path / "spool") as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        made = await ops.mkdir(inputs.st_ino, b"a", 0o755, WCTX)
+        inner = await ops.mkdir(made.st_ino, b"b", 0o755, WCTX)
+        assert stat.S_IMODE(inner.st_mode) == 0o755
+        assert list(await listdir(ops, inputs.st_ino, recorder)) == ["a"]
+        with pytest.raises(pyfuse3.FUSEError) as excinfo:
+            await ops.rmdir(inputs.st_ino, b"a", WCTX)
+        assert fuse_errno(excinfo) == errno.ENOTEMPTY
+        await ops.rename(made.st_ino, b"b", made.st_ino, b"c", 0, WCTX)
+        assert list(await listdir(ops, made.st_ino, recorder)) == ["c"]
+        await ops.rmdir(made.st_ino, b"c", WCTX)
+        await ops.rmdir(inputs.st_ino, b"a", WCTX)
+        assert await listdir(ops, inputs.st_ino, recorder) == {}
+        with pytest.raises(pyfuse3.FUSEError) as excinfo:
+            await ops.rmdir(inputs.st_ino, b"a", WCTX)
+        assert fuse_errno(excinfo) == errno.ENOENT
+
+
+async def test_rsync_style_rename_leaves_only_the_final_name(devserver, recorder, tmp_path):
+    run_id = add_run(devserver, "w")
+    async with open_writable_ops(devserver, tmp_path / "spool") as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        sub = await ops.mkdir(inputs.st_ino, b"sub", 0o755, WCTX)
+        temp = await write_file(ops, sub.st_ino, ".data.csv.Ab12Cd", b"1,2\n")
+        assert list(input_names(devserver, run_id)) == ["sub/.data.csv.Ab12Cd"]
+        await ops.rename(sub.st_ino, b".data.csv.Ab12Cd", sub.st_ino, b"data.csv", 0, WCTX)
+        assert input_names(devserver, run_id) == {
+            "sub/data.csv": hashlib.sha256(b"1,2\n").hexdigest()
+        }
+        listed = await listdir(ops, sub.st_ino, recorder)
+        assert list(listed) == ["data.csv"]
+        assert listed["data.csv"].st_ino == temp.st_ino
+        # A staged file (not closed yet) is renamed locally; it lands under its new name.
+        info, attr = await ops.create(sub.st_ino, b".x.tmp", 0o644, os.O_WRONLY, WCTX)
+        await ops.write(info.fh, 0, b"x")
+        await ops.rename(sub.st_ino, b".x.tmp", inputs.st_ino, b"x.txt", 0, WCTX)
+        await ops.flush(info.fh)
+        await ops.release(info.fh)
+        assert sorted(input_names(devserver, run_id)) == ["sub/data.csv", "x.txt"]
+
+
+async def test_unlink_before_close_uploads_nothing(devserver, recorder, tmp_path):
+    run_id = add_run(devserver, "w")
+    async with open_writable_ops(devserver, tmp_path / "spool") as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        info, _ = await ops.create(inputs.st_ino, b"gone.txt", 0o644, os.O_WRONLY, WCTX)
+        await ops.write(info.fh, 0, b"never uploaded")
+        await ops.unlink(inputs.st_ino, b"gone.txt", WCTX)
+        assert await listdir(ops, inputs.st_ino, recorder) == {}
+        await ops.write(info.fh, 14, b"!")
+        await ops.flush(info.fh)
+        await ops.release(info.fh)
+    assert input_names(devserver, run_id) == {}
+
+
+async def test_release_commits_what_no_flush_could(devserver, tmp_path):
+    run_id = add_run(devserver, "w")
+    async with open_writable_ops(devserver, tmp_path / "spool") as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        info, _ = await ops.create(inputs.st_ino, b"late.txt", 0o644, os.O_WRONLY, WCTX)
+        await ops.write(info.fh, 0, b"late")
+        await ops.release(info.fh)
+    assert input_names(devserver, run_id) == {"late.txt": hashlib.sha256(b"late").hexdigest()}
+
+
+async def test_a_failed_upload_is_reported_by_flush_and_shown_as_pending(devserver, tmp_path):
+    run_id = add_run(devserver, "w")
+    async with open_writable_ops(devserver, tmp_path / "spool", upload_retry_initial=0.1) as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        info, attr = await ops.create(inputs.st_ino, b"p.bin", 0o644, os.O_WRONLY, WCTX)
+        await ops.write(info.fh, 0, b"pending")
+        devserver.set_faults(storage_error_status=500, storage_error_rate=1.0)
+        try:
+            with pytest.raises(pyfuse3.FUSEError) as excinfo:
+                await ops.flush(info.fh)
+            assert fuse_errno(excinfo) == errno.EIO
+            await ops.release(info.fh)
+            pending = await ops.getattr(attr.st_ino, WCTX)
+            assert stat.S_IMODE(pending.st_mode) == 0o444
+            assert pending.attr_timeout == 0
+            assert await ops.getxattr(attr.st_ino, b"user.simvue.state", WCTX) == b"pending"
+            text = (await ops.getxattr(attr.st_ino, b"user.simvue.pending", WCTX)).decode()
+            assert "failed attempt" in text
+            assert "500" in text
+            assert await read_all(ops, attr.st_ino) == b"pending"
+            with pytest.raises(pyfuse3.FUSEError) as excinfo:
+                await ops.open(attr.st_ino, os.O_WRONLY, WCTX)
+            assert fuse_errno(excinfo) == errno.EACCES
+        finally:
+            devserver.clear_faults()
+        for _ in range(100):
+            if "p.bin" in input_names(devserver, run_id):
+                break
+            await trio.sleep(0.1)
+        assert "p.bin" in input_names(devserver, run_id)
+        landed = await ops.getattr(attr.st_ino, WCTX)
+        assert landed.attr_timeout == ARTIFACT_ATTR_TIMEOUT
+
+
+def test_holds_for_writing_reads_the_descriptor_table(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    inode = path.stat().st_ino
+    with open(path, "rb") as reader:
+        assert not holds_for_writing(os.getpid(), None, inode)
+        with open(f"/proc/self/fdinfo/{reader.fileno()}") as info:
+            mount_id = int(dict(line.split(":", 1) for line in info)["mnt_id"])
+    with open(path, "r+b"):
+        assert holds_for_writing(os.getpid(), None, inode)
+        assert holds_for_writing(os.getpid(), mount_id, inode)
+        assert not holds_for_writing(os.getpid(), mount_id + 100000, inode)
+    assert not holds_for_writing(os.getpid(), None, inode)
+    assert not holds_for_writing(2**22 + 12345, None, inode)  # no such process
+    assert process_of(threading.get_native_id()) == os.getpid()
+    assert process_of(0) == 0
+
+
+def staged_file(name, checksum="", state=FileState.STAGED, artifact=None):
+    f = StagedFile("0" * 32, "run", "input", name, Path("/nonexistent"), 0.0)
+    f.checksum = checksum
+    f.state = state
+    f.artifact = artifact
+    return f
+
+
+NAME_PARTS = st.sampled_from(["a", "b", "c.txt", "d"])
+NAMES = st.lists(NAME_PARTS, min_size=1, max_size=3).map("/".join)
+
+
+@given(
+    server_names=st.lists(st.tuples(NAMES, st.booleans()), max_size=6),
+    local_names=st.lists(st.tuples(NAMES, st.booleans()), max_size=4),
+    dirs=st.lists(NAMES, max_size=3),
+    hide=st.booleans(),
+)
+def test_merge_entry_agrees_with_merge_entries(server_names, local_names, dirs, hide):
+    artifacts = [
+        Artifact(id=f"id{i}", name=name, checksum=f"sum{i}" if same else "other", size=1)
+        for i, (name, same) in enumerate(server_names)
+    ]
+    listing, _ = name_artifacts(artifacts)
+    local = LocalFiles()
+    for i, (name, same) in enumerate(local_names):
+        local.add_file(name, staged_file(name, checksum=f"sum{i}" if same else "mine"))
+    for path in dirs:
+        local.add_dir(path)
+    if hide and artifacts:
+        local.hidden.add(artifacts[0].id)
+    paths = set(listing.dirs) | {""}
+    paths |= {p for name in [*local.files, *local.dirs] for p in _parents(name)}
+    for path in paths:
+        merged = merge_entries(listing.entries(path), local, path)
+        candidates = set(merged) | {"a", "b", "c.txt", "d", "zzz"}
+        candidates |= {f"{n}@{a.id}" for n in ("a", "b", "c.txt", "d") for a in artifacts}
+        for name in candidates:
+            assert merge_entry(listing.entries(path), local, path, name) == merged.get(name), (
+                path,
+                name,
+            )
+        hidden = {a.id for a in artifacts} & local.hidden
+        assert not [e for e in merged.values() if e.artifact and e.artifact.id in hidden]
+
+
+def _parents(name):
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(len(parts) + 1)]
