@@ -12,10 +12,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simvuefs import __version__
 from simvuefs.errors import ConfigError, SimvueError
 from simvuefs.logs import UsageError, setup_logging
+
+if TYPE_CHECKING:
+    from simvuefs.config import Settings
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -98,6 +102,15 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="mount read-only (default: new files can be written into input/ of every run)",
     )
     parser.add_argument(
+        "--offline",
+        nargs="?",
+        const="",
+        metavar="CACHE_DIR",
+        help="mount the official client's offline cache instead of a server (no URL, token or "
+        "network; CACHE_DIR default: SIMVUE_OFFLINE_DIRECTORY, [offline] cache, ~/.simvue); "
+        "files written into input/ are sent later by simvue-sender",
+    )
+    parser.add_argument(
         "--spool-dir",
         type=Path,
         metavar="DIR",
@@ -155,7 +168,27 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
     for flag in ("read_only", "debug_fuse", "allow_other"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
+    if args.offline is not None:
+        argv += ["--offline"] + ([str(_absolute(Path(args.offline)))] if args.offline else [])
     return argv
+
+
+def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Settings:
+    """Settings for ``--offline``: the cache directory, no server."""
+    from simvuefs.config import Settings, parse_ttl, resolve_offline_directory
+
+    if args.url is not None or args.profile is not None:
+        raise UsageError("--offline mounts a cache, not a server: drop --url and --profile")
+    if args.offline:
+        cache = _absolute(Path(args.offline))
+    else:
+        cache = resolve_offline_directory(config_file=args.config)
+    return Settings.for_offline(
+        cache,
+        metadata_ttl=parse_ttl(args.metadata_ttl),
+        spool_dir=spool_dir,
+        shutdown_upload_wait=args.upload_wait,
+    )
 
 
 def _mount(args: argparse.Namespace) -> int:
@@ -176,14 +209,17 @@ def _mount(args: argparse.Namespace) -> int:
             setup_logging(args.log_level, args.log_file)
         except OSError as exc:
             raise UsageError(f"cannot write the log file {args.log_file}: {exc.strerror}") from None
-        server = resolve_server(url=args.url, profile=args.profile, config_file=args.config)
         spool_dir = args.spool_dir and _absolute(args.spool_dir)
-        settings = Settings.from_server(
-            server,
-            metadata_ttl=parse_ttl(args.metadata_ttl),
-            spool_dir=spool_dir or registry.default_spool(server.url, mountpoint),
-            shutdown_upload_wait=args.upload_wait,
-        )
+        if args.offline is not None:
+            settings = _offline_settings(args, spool_dir)
+        else:
+            server = resolve_server(url=args.url, profile=args.profile, config_file=args.config)
+            settings = Settings.from_server(
+                server,
+                metadata_ttl=parse_ttl(args.metadata_ttl),
+                spool_dir=spool_dir or registry.default_spool(server.url, mountpoint),
+                shutdown_upload_wait=args.upload_wait,
+            )
         options = mount.MountOptions(
             mountpoint=mountpoint,
             read_only=args.read_only,
@@ -191,6 +227,7 @@ def _mount(args: argparse.Namespace) -> int:
             debug_fuse=args.debug_fuse,
             remove_empty_spool=spool_dir is None,
             report_to_stderr=args.ready_fd is None,
+            offline=args.offline is not None,
         )
         mount.run(settings, options, readiness.ready)
     except UsageError as exc:

@@ -26,7 +26,7 @@ from pathlib import PurePosixPath
 
 import trio
 
-from simvuefs.client import SimvueClient
+from simvuefs.backend import SimvueBackend
 from simvuefs.config import MIB, Settings
 from simvuefs.errors import DeadlineExceeded, NotFound, SimvueError, StatusError
 from simvuefs.models import Artifact
@@ -72,7 +72,7 @@ class Lander:
 
     def __init__(
         self,
-        client: SimvueClient,
+        client: SimvueBackend,
         settings: Settings,
         spool: Spool,
         nursery: trio.Nursery,

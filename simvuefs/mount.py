@@ -4,7 +4,8 @@ Order of events in :func:`run` (all before the first request is served):
 
 1. Check the mountpoint (exists, is a directory, is empty, is not mounted or a dead mount).
 2. Inside ``trio.run``: install the SIGINT/SIGTERM receiver, open the client, check the
-   server (``server_version`` with the token), open the reader and (unless read-only) the
+   server (``server_version`` with the token) or, offline, open the offline cache
+   (``OfflineClient``), open the reader and (unless read-only) the
    uploader, which locks the spool and resumes its pending uploads in the background;
    record the mount (``registry.py``); ``pyfuse3.init``.
 3. ``pyfuse3.main()`` serves requests. A helper task stats the mountpoint from a worker
@@ -44,6 +45,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +54,13 @@ import trio
 
 from simvuefs import registry
 from simvuefs.attrs import AttrPolicy
+from simvuefs.backend import SimvueBackend
 from simvuefs.client import SimvueClient
 from simvuefs.config import Settings
 from simvuefs.errors import AuthError, ProtocolError, StatusError, TransportError
 from simvuefs.fs import Operations
 from simvuefs.logs import UsageError
+from simvuefs.offline import OfflineClient
 from simvuefs.reader import Reader, open_reader
 from simvuefs.spool import default_spool_dir
 from simvuefs.tree import Tree
@@ -92,6 +96,8 @@ class MountOptions:
     debug_fuse: bool = False
     remove_empty_spool: bool = False
     report_to_stderr: bool = False
+    offline: bool = False
+    """Serve ``settings.offline_directory`` (the official client's offline cache), no server."""
 
     def fuse_options(self) -> set[str]:
         """Return the options for ``pyfuse3.init``.
@@ -300,20 +306,34 @@ async def _mount_and_serve(
     on_ready: Callable[[], None],
     lifecycle: _Lifecycle,
 ) -> None:
+    async with (
+        open_backend(settings, offline=options.offline) as client,
+        open_reader(client, settings) as reader,
+    ):
+        tree = Tree(client, settings)
+        if options.read_only:
+            await _serve_tree(settings, tree, reader, None, options, on_ready, lifecycle)
+        else:
+            await _serve_writable(client, settings, tree, reader, options, on_ready, lifecycle)
+
+
+@asynccontextmanager
+async def open_backend(settings: Settings, *, offline: bool) -> AsyncIterator[SimvueBackend]:
+    """Open what the mount shows: the offline cache, or the server (checked first)."""
+    if offline:
+        async with OfflineClient.open(settings) as cache:
+            log.info("serving the offline cache %s", settings.offline_directory)
+            yield cache
+        return
     async with SimvueClient.open(settings) as client:
         version = await check_server(client, settings.url)
         log.info("server %s answers (version %s)", settings.url, version)
-        async with open_reader(client, settings) as reader:
-            tree = Tree(client, settings)
-            if options.read_only:
-                await _serve_tree(settings, tree, reader, None, options, on_ready, lifecycle)
-            else:
-                await _serve_writable(client, settings, tree, reader, options, on_ready, lifecycle)
+        yield client
         log.debug("client: %s", client.statistics())
 
 
 async def _serve_writable(
-    client: SimvueClient,
+    client: SimvueBackend,
     settings: Settings,
     tree: Tree,
     reader: Reader,

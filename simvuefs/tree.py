@@ -58,7 +58,7 @@ from simvuefs.spool import is_valid_name
 from simvuefs.staged import FileState, StagedFile
 
 if TYPE_CHECKING:
-    from simvuefs.client import SimvueClient
+    from simvuefs.backend import SimvueBackend
     from simvuefs.config import Settings
     from simvuefs.upload import Uploader
 
@@ -236,7 +236,7 @@ class Tree:
     start, and :meth:`landed` must be the uploader's ``on_landed`` callback.
     """
 
-    def __init__(self, client: SimvueClient, settings: Settings) -> None:
+    def __init__(self, client: SimvueBackend, settings: Settings) -> None:
         self.table = InodeTable()
         self.uploader: Uploader | None = None
         self._client = client

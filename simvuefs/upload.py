@@ -28,7 +28,7 @@ from pathlib import Path
 
 import trio
 
-from simvuefs.client import SimvueClient
+from simvuefs.backend import SimvueBackend
 from simvuefs.config import Settings
 from simvuefs.errors import ConfigError, LocalError
 from simvuefs.landing import Lander
@@ -61,7 +61,7 @@ class UploaderStats:
 
 @asynccontextmanager
 async def open_uploader(
-    client: SimvueClient,
+    client: SimvueBackend,
     settings: Settings,
     on_landed: Callable[[StagedFile], None] | None = None,
 ) -> AsyncIterator[Uploader]:
@@ -100,7 +100,7 @@ class Uploader:
 
     def __init__(
         self,
-        client: SimvueClient,
+        client: SimvueBackend,
         settings: Settings,
         spool: Spool,
         nursery: trio.Nursery,

@@ -14,12 +14,15 @@ import mimetypes
 import os
 import re
 import shutil
+import stat
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fuse_util import is_mounted, mounted, run_tool, wait_until
 from offline_util import (
     OBJECT,
     RUN_FOLDER,
@@ -369,3 +372,200 @@ def test_offline_settings_list_finished_runs_as_often_as_others(tmp_path: Path) 
     settings = Settings.for_offline(tmp_path, metadata_ttl=5.0)
     assert (settings.finished_run_ttl, settings.spool_dir) == (5.0, tmp_path / "simvuefs/spool")
     assert Settings.for_offline(tmp_path, finished_run_ttl=9.0).finished_run_ttl == 9.0
+
+
+# -- real mounts ------------------------------------------------------------------------------
+
+
+def view(root: Path) -> dict[str, tuple[Any, ...]]:
+    """What a run directory shows: {relative path: (mode, size, checksum, MIME, sha256)}."""
+    shown: dict[str, tuple[Any, ...]] = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs:
+            path = Path(directory, name)
+            shown[str(path.relative_to(root))] = (stat.S_IMODE(path.stat().st_mode),)
+        for name in files:
+            path = Path(directory, name)
+            info = path.stat()
+            shown[str(path.relative_to(root))] = (
+                stat.S_IMODE(info.st_mode),
+                info.st_size,
+                os.getxattr(path, "user.simvue.checksum").decode(),
+                os.getxattr(path, "user.simvue.mime_type").decode(),
+                sha256(path.read_bytes()),
+            )
+    return shown
+
+
+def expected_view() -> dict[str, tuple[Any, ...]]:
+    """The files of the official run as ``view`` shows them (modes aside)."""
+    shown: dict[str, tuple[Any, ...]] = {}
+    for category, files in expected_by_category().items():
+        for name, content in files.items():
+            mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            shown[f"{category}/{name}"] = (len(content), sha256(content), mime, sha256(content))
+    value, category, name = OBJECT
+    serialized = json.dumps(value).encode()
+    shown[f"{category}/{name}"] = (
+        len(serialized),
+        sha256(serialized),
+        "application/json",
+        sha256(serialized),
+    )
+    return shown
+
+
+def files_of(shown: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+    return {path: values[1:] for path, values in shown.items() if len(values) > 1}
+
+
+@pytest.mark.fuse
+def test_offline_mount_shows_the_official_run(
+    official_cache: tuple[Path, dict[str, Any]],
+    cache: Path,
+    run_id: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SIMVUE_OFFLINE_DIRECTORY", str(cache))  # --offline without a directory
+    for name in ("SIMVUE_URL", "SIMVUE_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no config file, no server, no token
+    with mounted(None, tmp_path, "--offline") as mount:
+        runs = mount.path / "runs"
+        assert os.listdir(runs) == [RUN_NAME]
+        run = runs / RUN_NAME
+        assert sorted(os.listdir(run)) == ["code", "input", "output"]
+        assert files_of(view(run)) == expected_view()
+        assert os.getxattr(run, "user.simvue.id").decode() == run_id
+        assert os.getxattr(run, "user.simvue.status") == b"completed"
+        assert os.getxattr(run, "user.simvue.folder").decode() == RUN_FOLDER
+        in_txt = run / "input" / "in.txt"
+        assert os.getxattr(in_txt, "user.simvue.run_id").decode() == run_id
+        original = os.getxattr(in_txt, "user.simvue.original_path").decode()
+        assert original == str(official_cache[0].parent / "in.txt")
+        with open(run / "output" / "data" / "big.bin", "rb") as big:
+            big.seek(1_000_000)
+            assert big.read(10) == expected_by_category()["output"]["data/big.bin"][1_000_000:][:10]
+
+
+@pytest.mark.fuse
+def test_file_written_offline_is_sent_to_its_run(
+    cache: Path, run_id: str, tmp_path: Path, devserver: Any
+) -> None:
+    before = snapshot_of(cache)
+    content = os.urandom(2 * 1024 * 1024 + 5)
+    (tmp_path / "offline").mkdir()
+    with mounted(None, tmp_path / "offline", "--offline", str(cache)) as mount:
+        run = mount.path / "runs" / RUN_NAME
+        (tmp_path / "source.dat").write_bytes(content)
+        run_tool(["cp", tmp_path / "source.dat", run / "input" / "new.dat"])
+        assert (run / "input" / "new.dat").read_bytes() == content
+        offline_view = view(run)
+    after = snapshot_of(cache)
+    assert {path: after.get(path) for path in before} == before  # the client's files: untouched
+    [ours] = [
+        json.loads(after[p])
+        for p in set(after) - set(before)
+        if re.fullmatch(r"artifacts/.*\.json", p)
+    ]
+    assert ours["name"] == "new.dat"
+    assert ours["runs"] == {run_id: "input"}
+    assert after[f"artifacts/{Path(ours['file_path']).name}"] == content  # kept after unmount
+
+    official = OfflineOfficial(tmp_path, cache, server=devserver)
+    sent = official.call("send_offline")
+    online_id = sent["id_mapping"][run_id]
+    downloaded = official.call(
+        "download", run_id=online_id, output_dir=str(tmp_path / "dl"), categories=["input"]
+    )
+    assert downloaded["categories"]["input"]["new.dat"] == sha256(content)
+    assert downloaded["run"]["name"] == RUN_NAME
+    assert not (cache / "artifacts" / Path(ours["file_path"]).name).exists()  # sent, removed
+
+    online = tmp_path / "online"
+    online.mkdir()
+    with mounted(devserver, online) as mount:
+        online_view = view(mount.path / "runs" / RUN_NAME)
+    assert online_view == offline_view  # same tree, modes, sizes, checksums, MIME types
+
+
+OFFICIAL_ATTACH = """
+import json, sys
+from pathlib import Path
+from simvue.api.objects.artifact.file import FileArtifact
+artifact = FileArtifact.new(name=sys.argv[1], storage=None, file_path=Path(sys.argv[2]),
+                            mime_type=None, metadata=None, offline=True)
+artifact.attach_to_run(sys.argv[3], "output")
+print("RESULT: " + json.dumps(artifact.id))
+"""
+
+
+@pytest.mark.fuse
+def test_runs_and_artifacts_the_client_writes_appear_within_the_ttl(
+    cache: Path, run_id: str, tmp_path: Path
+) -> None:
+    with mounted(None, tmp_path, "--offline", str(cache)) as mount:
+        runs = mount.path / "runs"
+        assert os.listdir(runs / RUN_NAME / "output")  # listed (and cached) before the change
+        official = OfflineOfficial(tmp_path, cache)
+        (tmp_path / "later.txt").write_bytes(b"later")
+        official.create_run(name="later run", files=[["later.txt", "input", None]])
+        official.script(OFFICIAL_ATTACH, "added.txt", "later.txt", run_id)
+        written = time.monotonic()
+        assert wait_until(lambda: "later run" in os.listdir(runs), 5)
+        assert wait_until(lambda: "added.txt" in os.listdir(runs / RUN_NAME / "output"), 5)
+        assert time.monotonic() - written < 3.0  # metadata TTL (1 s) plus slack
+        assert (runs / "later run" / "input" / "later.txt").read_bytes() == b"later"
+        assert (runs / RUN_NAME / "output" / "added.txt").read_bytes() == b"later"
+
+
+@pytest.mark.fuse
+def test_bad_records_are_skipped_and_missing_content_is_eio(
+    cache: Path, run_id: str, tmp_path: Path
+) -> None:
+    for name, data in BAD_RUNS.items():
+        write_old(cache / "runs" / f"{name}.json", data)
+    for name, data in BAD_ARTIFACTS.items():
+        write_old(cache / "artifacts" / f"{name}.json", data)
+    lost = {
+        "obj_type": "FileArtifact",
+        "name": "lost.txt",
+        "storage": None,
+        "original_path": str(tmp_path / "gone.txt"),
+        "size": 4,
+        "mime_type": "text/plain",
+        "checksum": sha256(b"gone"),
+        "metadata": None,
+        "file_path": "gone.txt",
+        "runs": {run_id: "input"},
+    }
+    write_old(cache / "artifacts" / "offline_lost.json", json.dumps(lost).encode())
+    before = snapshot_of(cache)
+    with mounted(None, tmp_path, "--offline", str(cache)) as mount:
+        run = mount.path / "runs" / RUN_NAME
+        assert os.listdir(mount.path / "runs") == [RUN_NAME]
+        assert "lost.txt" in os.listdir(run / "input")
+        assert (run / "input" / "lost.txt").stat().st_size == 4
+        with pytest.raises(OSError, match="Input/output error") as caught:
+            (run / "input" / "lost.txt").read_bytes()
+        assert caught.value.errno == errno.EIO
+        assert (run / "input" / "in.txt").read_bytes() == expected_by_category()["input"]["in.txt"]
+        log = mount.log_tail()
+    assert "skipped" in log
+    assert "Traceback" not in log
+    assert snapshot_of(cache) == before
+
+
+@pytest.mark.fuse
+@pytest.mark.parametrize("foreground", [False, True])
+def test_a_missing_cache_directory_fails_in_one_line(tmp_path: Path, foreground: bool) -> None:
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    argv = [sys.executable, "-m", "simvuefs", "mount", mountpoint, "--offline", tmp_path / "nope"]
+    argv += ["--log-file", tmp_path / "log"] + (["--foreground"] if foreground else [])
+    result = run_tool(argv, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.decode().splitlines()
+    assert lines == [f"simvuefs: offline cache directory {tmp_path / 'nope'} does not exist"]
+    assert not is_mounted(mountpoint)
