@@ -474,8 +474,8 @@ class Operations(pyfuse3.Operations):
         fh = next(self._handles)
         self._files[fh] = handle
         # Artifacts are immutable and their inode is tied to the artifact id, so the page
-        # cache stays valid across opens.
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        # cache stays valid across opens, unless the content just failed verification.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=handle.keep_cache)
 
     async def _open_written(
         self, node: Node, f: StagedFile, flags: int, write: bool, ctx: RequestContext

@@ -149,7 +149,8 @@ class OfflineClient:
         """Yield a client of the offline cache; ConfigError (one line) if it is unusable.
 
         The cache must be an existing, readable directory. Leftovers of interrupted writes
-        are tidied first; a cache this user cannot write to is served read-only (a warning).
+        are tidied first; in a cache this user cannot write to, writes will fail (noted in
+        the log).
         """
         client = cls(settings)
         await trio.to_thread.run_sync(client._check)
@@ -168,11 +169,11 @@ class OfflineClient:
             os.listdir(cache)
             self._drafts.prepare()
         except PermissionError as exc:
-            log.warning("offline cache %s: %s; files cannot be written", cache, exc.strerror)
+            log.info("offline cache %s: %s; files cannot be written", cache, exc.strerror)
         except OSError as exc:
             if exc.errno != errno.EROFS:
                 raise ConfigError(f"cannot use the offline cache {cache}: {exc.strerror}") from None
-            log.warning("offline cache %s is read-only: files cannot be written", cache)
+            log.info("offline cache %s is read-only: files cannot be written", cache)
 
     def statistics(self) -> OfflineStats:
         """Return a snapshot of the counters."""

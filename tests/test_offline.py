@@ -450,28 +450,33 @@ def test_offline_mount_shows_the_official_run(
 
 
 @pytest.mark.fuse
-def test_file_written_offline_is_sent_to_its_run(
+def test_files_written_offline_are_sent_to_their_run(
     cache: Path, run_id: str, tmp_path: Path, devserver: Any
 ) -> None:
     before = snapshot_of(cache)
     content = os.urandom(2 * 1024 * 1024 + 5)
+    (tmp_path / "source.dat").write_bytes(content)
+    (tmp_path / "params.nml").write_bytes(b"&params n = 3 /\n")
     (tmp_path / "offline").mkdir()
     with mounted(None, tmp_path / "offline", "--offline", str(cache)) as mount:
         run = mount.path / "runs" / RUN_NAME
-        (tmp_path / "source.dat").write_bytes(content)
         run_tool(["cp", tmp_path / "source.dat", run / "input" / "new.dat"])
+        # rsync writes a temporary name, then renames it: the first record is replaced
+        run_tool(["rsync", tmp_path / "params.nml", run / "input" / "params.nml"])
         assert (run / "input" / "new.dat").read_bytes() == content
         offline_view = view(run)
     after = snapshot_of(cache)
     assert {path: after.get(path) for path in before} == before  # the client's files: untouched
-    [ours] = [
+    new_records = [
         json.loads(after[p])
         for p in set(after) - set(before)
-        if re.fullmatch(r"artifacts/.*\.json", p)
+        if re.fullmatch(r"artifacts/[^/]*\.json", p)
     ]
-    assert ours["name"] == "new.dat"
-    assert ours["runs"] == {run_id: "input"}
-    assert after[f"artifacts/{Path(ours['file_path']).name}"] == content  # kept after unmount
+    ours = {record["name"]: record for record in new_records}
+    assert sorted(ours) == ["new.dat", "params.nml"]  # no record left of rsync's temporary
+    assert ours["new.dat"]["runs"] == {run_id: "input"}
+    snapshot = f"artifacts/{Path(ours['new.dat']['file_path']).name}"
+    assert after[snapshot] == content  # kept in the cache after the unmount
 
     official = OfflineOfficial(tmp_path, cache, server=devserver)
     sent = official.call("send_offline")
@@ -480,8 +485,9 @@ def test_file_written_offline_is_sent_to_its_run(
         "download", run_id=online_id, output_dir=str(tmp_path / "dl"), categories=["input"]
     )
     assert downloaded["categories"]["input"]["new.dat"] == sha256(content)
+    assert downloaded["categories"]["input"]["params.nml"] == sha256(b"&params n = 3 /\n")
     assert downloaded["run"]["name"] == RUN_NAME
-    assert not (cache / "artifacts" / Path(ours["file_path"]).name).exists()  # sent, removed
+    assert snapshot not in snapshot_of(cache)  # sent, so the sender removed it
 
     online = tmp_path / "online"
     online.mkdir()
