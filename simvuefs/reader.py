@@ -49,10 +49,12 @@ Verification
     worker threads in ``HASH_BATCH`` batches, off the read path; a read waits only when more
     than ``VERIFY_BACKLOG`` bytes are queued for hashing. The read that completes the
     content waits for the digest: on a mismatch it raises :class:`IntegrityError` (EIO; the
-    earlier reads' bytes are already returned, the last ones never are), the error is
-    logged, every cached block of the content is dropped, and the content is *suspect* until
-    a later handle verifies it: ``ReadHandle.keep_cache`` is False for handles opened
-    meanwhile, so the fs can tell the kernel to drop its page cache of the file.
+    earlier reads' bytes are already returned, the last ones never are), and so does every
+    later read of that handle (the kernel retries a failed read-ahead read synchronously:
+    it must fail too). The error is logged, every cached block of the content is dropped,
+    and the content is *suspect* until a later handle verifies it: ``ReadHandle.keep_cache``
+    is False for handles opened meanwhile, so the fs can tell the kernel to drop its page
+    cache of the file.
 
 Concurrency
     Handlers run concurrently in the trio thread. Steering (the run detector, windows,
@@ -151,10 +153,12 @@ class ReadHandle:
     ``verifier`` checks the content while the handle reads it in order (None once that is
     impossible or done). ``keep_cache`` is False when the content failed verification and
     no handle has verified it since: the kernel's cached pages of it may be wrong.
+    ``failure`` is set once this handle's content failed verification: every read fails.
     """
 
     __slots__ = (
         "artifact",
+        "failure",
         "keep_cache",
         "key",
         "run_end",
@@ -174,6 +178,7 @@ class ReadHandle:
         self.stream: _Stream | None = None
         self.streamed: deque[int] = deque()
         self.keep_cache = True
+        self.failure: str | None = None
         self.verifier: _Verifier | None = None
         if size > 0 and _SHA256_HEX.fullmatch(artifact.checksum):
             self.verifier = _Verifier(artifact.checksum.lower(), size)
@@ -332,6 +337,8 @@ class Reader:
             simvuefs.errors.SimvueError: the content could not be fetched (DeadlineExceeded
                 after ``settings.request_timeout``).
         """
+        if handle.failure is not None:
+            raise IntegrityError(handle.failure)
         end = min(off + size, handle.size)
         if off >= end:
             return b""
@@ -521,9 +528,10 @@ class Reader:
             verifier.expected,
             actual,
         )
-        raise IntegrityError(
+        handle.failure = (
             f"content of {handle.artifact.name!r} does not match its checksum {verifier.expected}"
         )
+        raise IntegrityError(handle.failure)
 
     async def _hash_queued(self, verifier: _Verifier) -> None:
         """Hash the verifier's queue in worker threads until it is empty."""

@@ -223,6 +223,7 @@ class BlobResponse(Response):
                 if sent == stall_at:
                     await asyncio.sleep(stall)
                 if drop_at is not None and sent >= drop_at:
+                    faults.injected["drop_after_bytes"] += 1
                     return False
                 want = min(CHUNK_SIZE, self._length - sent)
                 for limit in (stall_at, drop_at):
