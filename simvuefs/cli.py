@@ -126,6 +126,13 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "pending for the next mount (default: %(default)s)",
     )
     parser.add_argument(
+        "--request-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="longest time a file operation waits for the server, retries included; then it "
+        "fails with ETIMEDOUT/EIO (default: 30)",
+    )
+    parser.add_argument(
         "--metadata-ttl",
         type=_ttl_text,
         default="minimal",
@@ -157,6 +164,8 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
     argv = ["mount", str(mountpoint), "--foreground", "--log-file", str(log_file)]
     argv += ["--log-level", args.log_level, "--metadata-ttl", args.metadata_ttl]
     argv += ["--upload-wait", repr(args.upload_wait)]
+    if args.request_timeout is not None:
+        argv += ["--request-timeout", repr(args.request_timeout)]
     if args.spool_dir is not None:
         argv += ["--spool-dir", str(_absolute(args.spool_dir))]
     if args.url is not None:
@@ -193,7 +202,7 @@ def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Setti
 
 def _mount(args: argparse.Namespace) -> int:
     from simvuefs import mount, registry
-    from simvuefs.config import Settings, parse_ttl, resolve_server
+    from simvuefs.config import Settings, parse_ttl, resolve_server, token_reloader
 
     mountpoint = _absolute(args.mountpoint)
     if not args.foreground:
@@ -219,6 +228,10 @@ def _mount(args: argparse.Namespace) -> int:
                 metadata_ttl=parse_ttl(args.metadata_ttl),
                 spool_dir=spool_dir or registry.default_spool(server.url, mountpoint),
                 shutdown_upload_wait=args.upload_wait,
+                request_timeout=args.request_timeout,
+                token_reload=token_reloader(
+                    url=args.url, profile=args.profile, config_file=args.config
+                ),
             )
         options = mount.MountOptions(
             mountpoint=mountpoint,
