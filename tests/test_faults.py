@@ -23,6 +23,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -691,3 +692,106 @@ def test_kill_9_leaves_a_dead_mount_that_unmount_clears(served: Served, tmp_path
         unmount(mountpoint)
         assert wait_until(lambda: not daemon_pids(mountpoint), 10.0)
     assert not is_mounted(mountpoint)
+
+
+# Deadlines of the mounts below (--request-timeout): short, so that stalls cost little time.
+REQUEST_TIMEOUT = 3.0
+SLACK = 4.0  # a loaded 2-core machine: process start-up, scheduling
+
+
+def timed(
+    args: list[str | Path], timeout: float = 60.0
+) -> tuple[subprocess.CompletedProcess[bytes], float]:
+    began = time.monotonic()
+    result = run_tool(args, check=False, timeout=timeout)
+    return result, time.monotonic() - began
+
+
+def test_a_stalled_download_times_out_while_the_mount_keeps_serving(
+    served: Served, tmp_path: Path
+) -> None:
+    server = served.server
+    with mounted(server, tmp_path, "--request-timeout", str(REQUEST_TIMEOUT)) as mount:
+        small = served.path(mount, "small.txt")
+        assert small.read_bytes() == served.files["small.txt"]  # now cached
+        server.set_faults(stall_seconds=REQUEST_TIMEOUT + 6, stall_where="storage_before")
+        stalled: dict[str, Any] = {}
+
+        def read_uncached() -> None:
+            # O_DIRECT: one FUSE read, which the kernel does not retry.
+            big = served.path(mount, "big.bin")
+            stalled["result"], stalled["took"] = timed(
+                ["dd", f"if={big}", "iflag=direct", "bs=1M", "count=1", "status=none"]
+            )
+
+        worker = threading.Thread(target=read_uncached)
+        worker.start()
+        try:
+            time.sleep(0.5)  # the read is waiting for storage now
+            for _ in range(3):  # listings and cached content keep coming meanwhile
+                listing, took = timed(["ls", served.path(mount, "")])
+                assert listing.stdout.decode().split() == sorted(served.files)
+                assert took < 2.0, took
+                content, took = timed(["cat", small])
+                assert content.stdout == served.files["small.txt"]
+                assert took < 2.0, took
+        finally:
+            worker.join(REQUEST_TIMEOUT + SLACK + 30)
+        result, took = stalled["result"], stalled["took"]
+        assert result.returncode != 0
+        assert b"Connection timed out" in result.stderr, result.stderr
+        assert REQUEST_TIMEOUT - 0.5 <= took < REQUEST_TIMEOUT + SLACK, took
+        server.clear_faults()
+        assert sha256(run_tool(["cat", served.path(mount, "big.bin")]).stdout) == sha256(
+            served.files["big.bin"]
+        )
+        assert_clean_log(mount)
+
+
+def test_slow_listings_wait_and_stalled_ones_time_out(served: Served, tmp_path: Path) -> None:
+    server = served.server
+    with mounted(server, tmp_path, "--request-timeout", str(REQUEST_TIMEOUT)) as mount:
+        runs = mount.path / "runs"
+        server.set_faults(listing_delay=1.5)
+        time.sleep(1.2)  # past the metadata TTL
+        listing, took = timed(["ls", runs])
+        assert listing.stdout == b"faulty\n"
+        assert took >= 1.5
+        server.set_faults(listing_delay=REQUEST_TIMEOUT + 4)
+        time.sleep(1.2)
+        listing, took = timed(["ls", runs])
+        assert b"Connection timed out" in listing.stderr, listing.stderr
+        assert took < REQUEST_TIMEOUT + SLACK, took
+        server.clear_faults()
+        time.sleep(1.2)
+        assert os.listdir(runs) == ["faulty"]
+        assert_clean_log(mount)
+
+
+def write_config(path: Path, url: str, token: str) -> None:
+    path.write_text(f'[server]\nurl = "{url}"\ntoken = "{token}"\n')
+
+
+def test_a_revoked_token_gives_eacces_until_a_valid_one_is_configured(
+    served: Served, tmp_path: Path
+) -> None:
+    server = served.server
+    old_token = server.token
+    with mounted(server, tmp_path) as mount:
+        runs = mount.path / "runs"
+        assert os.listdir(runs) == ["faulty"]
+        new_token = server.http.post("/admin/tokens", json={"revoke_others": True}).json()["token"]
+        time.sleep(1.2)  # past the metadata TTL: the next listing asks the server
+        with pytest.raises(PermissionError) as caught:
+            os.listdir(runs)
+        assert caught.value.errno == errno.EACCES
+        log = mount.log_file.read_text(errors="replace")
+        assert "the Simvue server refuses the token (token has been revoked)" in log
+        # Configured again (where the mount found it): the mount picks it up by itself.
+        write_config(server.config_path, server.url, new_token)
+        assert wait_until(lambda: run_tool(["ls", runs], check=False).stdout == b"faulty\n", 10)
+        assert served.path(mount, "small.txt").read_bytes() == served.files["small.txt"]
+        log = mount.log_file.read_text(errors="replace")
+        assert old_token not in log
+        assert new_token not in log
+        assert_clean_log(mount)
