@@ -547,6 +547,9 @@ def test_bad_records_are_skipped_and_missing_content_is_eio(
         "runs": {run_id: "input"},
     }
     write_old(cache / "artifacts" / "offline_lost.json", json.dumps(lost).encode())
+    (tmp_path / "changed.txt").write_bytes(b"GONE")  # same size, other bytes
+    changed = {**lost, "name": "changed.txt", "original_path": str(tmp_path / "changed.txt")}
+    write_old(cache / "artifacts" / "offline_changed.json", json.dumps(changed).encode())
     before = snapshot_of(cache)
     with mounted(None, tmp_path, "--offline", str(cache)) as mount:
         run = mount.path / "runs" / RUN_NAME
@@ -556,6 +559,8 @@ def test_bad_records_are_skipped_and_missing_content_is_eio(
         with pytest.raises(OSError, match="Input/output error") as caught:
             (run / "input" / "lost.txt").read_bytes()
         assert caught.value.errno == errno.EIO
+        with pytest.raises(OSError, match="Input/output error"):
+            (run / "input" / "changed.txt").read_bytes()  # the checksum does not match
         assert (run / "input" / "in.txt").read_bytes() == expected_by_category()["input"]["in.txt"]
         log = mount.log_tail()
     assert "skipped" in log
