@@ -580,3 +580,15 @@ def test_a_missing_cache_directory_fails_in_one_line(tmp_path: Path, foreground:
     lines = result.stderr.decode().splitlines()
     assert lines == [f"simvuefs: offline cache directory {tmp_path / 'nope'} does not exist"]
     assert not is_mounted(mountpoint)
+
+
+def test_offline_refuses_server_options(tmp_path: Path) -> None:
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    argv = [sys.executable, "-m", "simvuefs", "mount", mountpoint, "--offline", tmp_path]
+    argv += ["--url", "http://127.0.0.1:9", "--foreground", "--log-file", tmp_path / "log"]
+    result = run_tool(argv, check=False)
+    assert result.returncode != 0
+    assert result.stderr.decode().splitlines() == [
+        "simvuefs: --offline mounts a cache, not a server: drop --url and --profile"
+    ]
