@@ -312,8 +312,8 @@ class Operations(pyfuse3.Operations):
         if node.kind is not NodeKind.FILE:
             raise pyfuse3.FUSEError(errno.EISDIR)
         local = unfinished(node)
-        if local is not None and local.state is FileState.STAGED:
-            await self._uploading().truncate(local, size)
+        if local is not None and local.state in (FileState.STAGED, FileState.DISCARDED):
+            await self._uploading().truncate(local, size)  # DISCARDED: unlinked, still open
         elif size != await self._tree.exact_size(node):
             raise LocalError("uploaded files cannot change", errno=errno.EACCES)
 
