@@ -197,6 +197,7 @@ def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Setti
         metadata_ttl=parse_ttl(args.metadata_ttl),
         spool_dir=spool_dir,
         shutdown_upload_wait=args.upload_wait,
+        request_timeout=args.request_timeout,
     )
 
 
