@@ -8,8 +8,9 @@ Invariants:
   within a process, so a number the kernel still holds can never name a different object.
 - A node is identified by a *key* that says what it is, e.g. ``("run", run_id)`` or
   ``("artifact", run_id, category, artifact_id)``. The same key always maps to the same
-  inode, so an object keeps its inode across listings (and its name may change, e.g. when a
-  newer run takes over a duplicated name).
+  inode, so an object keeps its inode across listings (and its name may change, e.g. when
+  a newer run takes over a duplicated name). Keys change only through
+  :meth:`InodeTable.alias` and :meth:`InodeTable.rekey`, for what the mount writes.
 - Nodes are kept for the life of the process. Their number is bounded by what the server has
   shown, and keeping them means ``getattr`` on any inode the kernel knows always succeeds.
 - A node's lookup count changes only through :meth:`InodeTable.add_lookup` (a successful
@@ -129,6 +130,14 @@ class InodeTable:
         if inode not in self._nodes:
             raise KeyError(f"no node with inode {inode}")
         self._by_key[key] = inode
+
+    def rekey(self, node: Node, key: Key) -> None:
+        """Give *node* the key *key* instead of its own (a renamed directory keeps its
+        inode); its old key no longer names it."""
+        if self._by_key.get(node.key) == node.inode:
+            del self._by_key[node.key]
+        node.key = key
+        self._by_key[key] = node.inode
 
     def add_lookup(self, inode: int, count: int = 1) -> None:
         """Record that the kernel now holds *count* more references to *inode*."""

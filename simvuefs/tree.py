@@ -479,7 +479,7 @@ class Tree:
         local.add_dir(full)
         node.prefix = full
         node.parent = new_parent.inode
-        self.table.alias(("dir", node.key[1], node.key[2], full), node.inode)
+        self.table.rekey(node, ("dir", node.key[1], node.key[2], full))
 
     def landed(self, f: StagedFile) -> None:
         """The uploader's ``on_landed``: *f* is an artifact now; its node becomes the

@@ -34,7 +34,7 @@ from simvuefs.config import Settings
 from simvuefs.devserver.seed import ARTIFACTS, RUNS, artifact_content
 from simvuefs.errors import NotFound
 from simvuefs.fs import Operations, fuse_errors, holds_for_writing, process_of
-from simvuefs.inodes import ROOT_INODE
+from simvuefs.inodes import ROOT_INODE, InodeTable, NodeKind
 from simvuefs.models import Artifact, parse_timestamp
 from simvuefs.overlay import LocalFiles, merge_entries, merge_entry
 from simvuefs.reader import open_reader
@@ -821,7 +821,7 @@ def size_fields():
 
 
 async def test_directories_made_locally(devserver, recorder, tmp_path):
-    add_run(devserver, "w")
+    run_id = add_run(devserver, "w")
     async with open_writable_ops(devserver, tmp_path / "spool") as ops:
         inputs = await walk(ops, "runs", "w", "input")
         made = await ops.mkdir(inputs.st_ino, b"a", 0o755, WCTX)
@@ -833,6 +833,26 @@ async def test_directories_made_locally(devserver, recorder, tmp_path):
         assert fuse_errno(excinfo) == errno.ENOTEMPTY
         await ops.rename(made.st_ino, b"b", made.st_ino, b"c", 0, WCTX)
         assert list(await listdir(ops, made.st_ino, recorder)) == ["c"]
+        renamed = await ops.lookup(made.st_ino, b"c", WCTX)
+        assert renamed.st_ino == inner.st_ino
+        again = await ops.mkdir(made.st_ino, b"b", 0o755, WCTX)  # the old name, a new directory
+        assert again.st_ino != inner.st_ino
+        await write_file(ops, renamed.st_ino, "in-c.txt", b"c")
+        assert list(await listdir(ops, again.st_ino, recorder)) == []
+        assert list(await listdir(ops, renamed.st_ino, recorder)) == ["in-c.txt"]
+        await ops.rmdir(made.st_ino, b"b", WCTX)
+        with pytest.raises(pyfuse3.FUSEError) as excinfo:
+            await ops.rmdir(made.st_ino, b"c", WCTX)
+        assert fuse_errno(excinfo) == errno.ENOTEMPTY
+        assert input_names(devserver, run_id) == {"a/c/in-c.txt": hashlib.sha256(b"c").hexdigest()}
+
+
+async def test_an_empty_made_directory_can_be_removed(devserver, recorder, tmp_path):
+    add_run(devserver, "w")
+    async with open_writable_ops(devserver, tmp_path / "spool") as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        made = await ops.mkdir(inputs.st_ino, b"a", 0o755, WCTX)
+        await ops.mkdir(made.st_ino, b"c", 0o755, WCTX)
         await ops.rmdir(made.st_ino, b"c", WCTX)
         await ops.rmdir(inputs.st_ino, b"a", WCTX)
         assert await listdir(ops, inputs.st_ino, recorder) == {}
@@ -989,3 +1009,19 @@ def test_merge_entry_agrees_with_merge_entries(server_names, local_names, dirs, 
 def _parents(name):
     parts = name.split("/")
     return ["/".join(parts[:i]) for i in range(len(parts) + 1)]
+
+
+def test_alias_and_rekey_move_keys_not_inodes():
+    table = InodeTable()
+    written = table.ensure(("written", "r", "input", "s1"), NodeKind.FILE, ROOT_INODE)
+    table.alias(("artifact", "r", "input", "a1"), written.inode)
+    assert table.ensure(("artifact", "r", "input", "a1"), NodeKind.FILE, ROOT_INODE) is written
+    assert table.by_key(("written", "r", "input", "s1")) is written
+    folder = table.ensure(("dir", "r", "input", "old"), NodeKind.DIR, ROOT_INODE)
+    table.rekey(folder, ("dir", "r", "input", "new"))
+    assert table.by_key(("dir", "r", "input", "new")) is folder
+    assert table.by_key(("dir", "r", "input", "old")) is None
+    fresh = table.ensure(("dir", "r", "input", "old"), NodeKind.DIR, ROOT_INODE)
+    assert fresh.inode not in (folder.inode, written.inode)
+    with pytest.raises(KeyError):
+        table.alias(("artifact", "r", "input", "a2"), 10**9)
