@@ -1025,3 +1025,28 @@ def test_alias_and_rekey_move_keys_not_inodes():
     assert fresh.inode not in (folder.inode, written.inode)
     with pytest.raises(KeyError):
         table.alias(("artifact", "r", "input", "a2"), 10**9)
+
+
+async def test_two_creators_of_one_new_name_one_gets_eexist(devserver, tmp_path):
+    run_id = add_run(devserver, "w")
+    async with open_writable_ops(devserver, tmp_path / "spool") as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        outcomes: list[object] = []
+
+        async def create() -> None:
+            try:
+                info, _ = await ops.create(inputs.st_ino, b"race.txt", 0o644, os.O_WRONLY, WCTX)
+            except pyfuse3.FUSEError as exc:
+                outcomes.append(exc.errno)
+            else:
+                outcomes.append(info)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(create)
+            nursery.start_soon(create)
+        assert errno.EEXIST in outcomes
+        [info] = [o for o in outcomes if isinstance(o, pyfuse3.FileInfo)]
+        await ops.write(info.fh, 0, b"winner")
+        await ops.flush(info.fh)
+        await ops.release(info.fh)
+    assert input_names(devserver, run_id) == {"race.txt": hashlib.sha256(b"winner").hexdigest()}
