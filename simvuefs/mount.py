@@ -341,7 +341,8 @@ async def _serve_writable(
     on_ready: Callable[[], None],
     lifecycle: _Lifecycle,
 ) -> None:
-    """Open the uploader around the mount, record the mount, and report what stays pending."""
+    """Open the uploader around the mount, record the mount, and report what stays pending
+    (also when the mount fails)."""
     spool_dir = settings.spool_dir or default_spool_dir()
     record = registry.MountRecord(
         mountpoint=str(options.mountpoint),
@@ -349,11 +350,21 @@ async def _serve_writable(
         url=settings.url,
         spool_dir=str(spool_dir),
     )
-    async with open_uploader(client, settings, on_landed=tree.landed) as uploader:
-        tree.start_writing(uploader)
-        await trio.to_thread.run_sync(registry.save, record)
-        await _serve_tree(settings, tree, reader, uploader, options, on_ready, lifecycle)
-    left = uploader.statistics().pending
+    opened: Uploader | None = None
+    try:
+        async with open_uploader(client, settings, on_landed=tree.landed) as uploader:
+            opened = uploader
+            tree.start_writing(uploader)
+            await trio.to_thread.run_sync(registry.save, record)
+            await _serve_tree(settings, tree, reader, uploader, options, on_ready, lifecycle)
+    finally:
+        if opened is not None:
+            _report_pending(opened.statistics().pending, spool_dir, options)
+
+
+def _report_pending(left: int, spool_dir: Path, options: MountOptions) -> None:
+    """After the uploader closed: say what stays pending (the record stays for ``simvuefs
+    status``), or forget the mount and its empty default spool."""
     if left:
         message = (
             f"{left} upload(s) still pending in {spool_dir}; they resume at the next mount "

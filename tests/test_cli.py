@@ -311,12 +311,18 @@ def test_kernel_refusing_the_mount_is_a_plain_usage_error(seeded_devserver, mnt,
         raise RuntimeError("fuse_session_mount failed")
 
     monkeypatch.setattr(pyfuse3, "init", refuse)
-    settings = Settings(url=seeded_devserver.api_url, token=seeded_devserver.token)
+    monkeypatch.setenv("XDG_STATE_HOME", str(mnt.parent / "state"))
+    spool = mnt.parent / "spool"
+    settings = Settings(url=seeded_devserver.api_url, token=seeded_devserver.token, spool_dir=spool)
+    options = mount.MountOptions(mountpoint=mnt, remove_empty_spool=True)
     ready = []
     with pytest.raises(UsageError, match=r"cannot mount .*: fuse_session_mount failed"):
-        mount.run(settings, mount.MountOptions(mountpoint=mnt), lambda: ready.append(1))
+        mount.run(settings, options, lambda: ready.append(1))
     assert ready == []
     assert not is_mounted(mnt)
+    # Nothing was written: no mount record and no spool are left behind.
+    assert list((mnt.parent / "state").glob("simvuefs/mounts/*.json")) == []
+    assert not spool.exists()
 
 
 def test_daemon_parent_reports_a_child_that_exits_early(tmp_path):
