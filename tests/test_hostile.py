@@ -164,10 +164,19 @@ def test_hostile_names_are_shown_safely_or_left_out_with_a_warning(
             assert object_id in log, f"no warning names {object_id}"
         assert "skipped a malformed entry (run record without a usable 'name'" in log
         assert "Traceback" not in log
-    # Whatever the mount keeps on disk (spool, state) is never named after server names.
+        # Files written through the mount go through the spool under random ids.
+        inputs = runs / "holder" / "input"
+        (inputs / "deep").mkdir()
+        (inputs / "deep" / "passwd").write_bytes(b"uploaded\n")
+        with open(inputs / "ctrl.txt", "wb") as pending:
+            pending.write(b"still open while the spool is inspected\n")
+            spooled = [str(p.relative_to(private_dirs)) for p in private_dirs.rglob("*")]
+        assert any("spool" in path for path in spooled), spooled
+    # Whatever the mount keeps on disk (spool, state) is never named after a run, an
+    # artifact or a file written through it: during the writes or after the unmount.
     fragments = ("passwd", "caf", "ctrl", "deep", "abs", "trailing", "holder", "dup", "名前")
-    for path in private_dirs.rglob("*"):
-        relative = str(path.relative_to(private_dirs))
+    spooled += [str(p.relative_to(private_dirs)) for p in private_dirs.rglob("*")]
+    for relative in spooled:
         assert not any(fragment in relative for fragment in fragments), relative
 
 

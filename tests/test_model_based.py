@@ -4,14 +4,18 @@ A Hypothesis ``RuleBasedStateMachine`` drives one real devserver and one real mo
 (the ``simvuefs mount`` CLI, through the kernel). Server-side rules change the server the
 way the official client would (new runs, artifacts uploaded with the client's request
 sequence, an artifact attached to a second run, deleted runs), recording every change in a
-plain model. Mount-side rules list directories, stat files and read byte ranges through the
-mount, and compare with what the model says the mount must show, computed by a reference
-implementation of the naming rules (SEMANTICS.md) written independently of simvuefs.
+plain model. Mount-side rules write new files into ``input/`` (upload at close), remove a
+file before closing it, rename a file the mount just wrote, try to remove an uploaded one,
+list directories, stat files and read byte ranges through the mount, and compare with what
+the model says the mount must show, computed by a reference implementation of the naming
+and writing rules (SEMANTICS.md) written independently of simvuefs.
 
 The mount runs with ``--metadata-ttl 0`` (listings and names are never trusted from a cache)
 and every run stays ``running`` (finished runs have a longer TTL), so an observation must
 match the model right after a change: there is no window in which both answers are right.
-Each example starts from a server without runs; the mount is shared by the examples.
+Each example starts from a server without runs; the mount is shared by the examples. Rules
+draw runs and files by their position in creation order (never by server id), so that
+Hypothesis can replay and shrink examples although ids and times differ on every replay.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +44,10 @@ RUN_SLASH = "\u2215"
 # Few names, so that duplicates, nesting and file/directory clashes are frequent.
 RUN_NAMES = ("alpha", "beta", "a/b", "x y", "t:1.0")
 ARTIFACT_NAMES = ("a.txt", "b.dat", "d", "d/a.txt", "d/e/f.bin", "/d//g", "b.dat/z")
+# Names the mount writes into input/ (top level; some collide with the server's names).
+WRITTEN_NAMES = ("new.txt", "a.txt", "w x.dat", "b.dat", "d")
+# A file this mount wrote can be renamed for 30 s (SEMANTICS.md); stay well inside that.
+RENAME_WINDOW = 15.0
 CONTENTS = st.one_of(
     st.sampled_from([b"", b"same content\n"]),  # shared checksums (dedup on the server)
     st.binary(max_size=5000),
@@ -163,14 +172,18 @@ class MountMachine(RuleBasedStateMachine):
         super().__init__()
         self.runs: dict[str, ModelRun] = {}
         self.artifacts: dict[str, ModelArtifact] = {}
+        # (run id, artifact id) -> when this mount wrote that file into that run
+        self.written_at: dict[tuple[str, str], float] = {}
 
     @property
     def root(self) -> Path:
         return self.mount.path / "runs"
 
-    @initialize()
-    def start_empty(self) -> None:
+    @initialize(names=st.lists(st.sampled_from(RUN_NAMES), min_size=1, max_size=3))
+    def start_with_new_runs(self, names: list[str]) -> None:
         delete_every_run(self.server)
+        for name in names:
+            self.new_run(name)
 
     # -- the model's view ------------------------------------------------------------------
 
@@ -196,6 +209,9 @@ class MountMachine(RuleBasedStateMachine):
     # -- server-side changes ---------------------------------------------------------------
 
     @rule(name=st.sampled_from(RUN_NAMES))
+    def add_a_run(self, name: str) -> None:
+        self.new_run(name)
+
     def new_run(self, name: str) -> None:
         answer = self.server.api(
             "POST", "/runs", json={"name": name, "folder": "/", "status": "running"}
@@ -212,7 +228,7 @@ class MountMachine(RuleBasedStateMachine):
         content=CONTENTS,
     )
     def new_artifact(self, data: st.DataObject, category: str, name: str, content: bytes) -> None:
-        run = self.runs[data.draw(st.sampled_from(sorted(self.runs)), label="run")]
+        run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
         artifact_id = upload_artifact(self.server, run.id, category, name, content)
         created = self.server.api("GET", f"/artifacts/{artifact_id}").json()["created"]
         self.artifacts[artifact_id] = ModelArtifact(artifact_id, name, created, content)
@@ -221,31 +237,127 @@ class MountMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.artifacts and self.runs)
     @rule(data=st.data(), category=st.sampled_from(CATEGORIES))
     def attach_to_another_run(self, data: st.DataObject, category: str) -> None:
-        artifact_id = data.draw(st.sampled_from(sorted(self.artifacts)), label="artifact")
-        run = self.runs[data.draw(st.sampled_from(sorted(self.runs)), label="run")]
+        artifact_id = data.draw(st.sampled_from(list(self.artifacts)), label="artifact")
+        run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
         attach(self.server, run.id, artifact_id, category)
         run.attached[artifact_id] = category
 
     @precondition(lambda self: self.runs)
     @rule(data=st.data())
     def delete_run(self, data: st.DataObject) -> None:
-        run_id = data.draw(st.sampled_from(sorted(self.runs)), label="run")
+        run_id = data.draw(st.sampled_from(list(self.runs)), label="run")
         self.server.api("DELETE", f"/runs/{run_id}").raise_for_status()
         del self.runs[run_id]
 
+    # -- mount-side writes -----------------------------------------------------------------
+
+    def input_entries(self, run: ModelRun) -> dict[str, str | None]:
+        return self.tree_of(run, "input")[""]
+
+    def input_dir(self, run: ModelRun) -> Path:
+        return self.root / self.directory_of(run.id) / "input"
+
+    def landed(self, run: ModelRun, path: Path, content: bytes) -> None:
+        """Record the artifact the mount uploaded from *path* (its id is in the xattr)."""
+        artifact_id = os.getxattr(path, "user.simvue.id").decode()
+        record = self.server.api("GET", f"/artifacts/{artifact_id}").json()
+        assert record["checksum"] == hashlib.sha256(content).hexdigest()
+        self.artifacts[artifact_id] = ModelArtifact(
+            artifact_id, record["name"], record["created"], content
+        )
+        run.attached[artifact_id] = "input"
+        self.written_at[run.id, artifact_id] = time.monotonic()
+
+    def forget_artifact(self, artifact_id: str) -> None:
+        """The artifact was deleted on the server: it leaves every run."""
+        del self.artifacts[artifact_id]
+        for run in self.runs.values():
+            run.attached.pop(artifact_id, None)
+
+    @precondition(lambda self: self.runs)
+    @rule(data=st.data(), name=st.sampled_from(WRITTEN_NAMES), content=CONTENTS)
+    def write_a_file(self, data: st.DataObject, name: str, content: bytes) -> None:
+        run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
+        path = self.input_dir(run) / name
+        if name in self.input_entries(run):
+            with pytest.raises(FileExistsError):
+                open(path, "xb").close()  # noqa: SIM115
+            return
+        with open(path, "xb") as stream:
+            stream.write(content)
+        # close() returned: the server has it.
+        self.landed(run, path, content)
+
+    @precondition(lambda self: self.runs)
+    @rule(data=st.data(), name=st.sampled_from(WRITTEN_NAMES))
+    def remove_a_file_before_closing_it(self, data: st.DataObject, name: str) -> None:
+        run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
+        if name in self.input_entries(run):
+            return
+        path = self.input_dir(run) / name
+        with open(path, "xb") as stream:
+            stream.write(b"never uploaded")
+            os.unlink(path)
+        assert not path.exists()
+
+    def written_here(self) -> list[tuple[ModelRun, str]]:
+        """(run, artifact id) of the files this mount wrote that still show under their name.
+
+        Independent of time, so that Hypothesis can replay examples; an example is far
+        shorter than RENAME_WINDOW, which the rename rule checks.
+        """
+        return [
+            (run, artifact_id)
+            for run in self.runs.values()
+            for artifact_id, category in run.attached.items()
+            if category == "input"
+            and (run.id, artifact_id) in self.written_at
+            and self.input_entries(run).get(self.artifacts[artifact_id].name) == artifact_id
+        ]
+
+    @precondition(lambda self: self.written_here())
+    @rule(data=st.data(), new_name=st.sampled_from(WRITTEN_NAMES))
+    def rename_a_file_just_written(self, data: st.DataObject, new_name: str) -> None:
+        run, artifact_id = data.draw(st.sampled_from(self.written_here()), label="file")
+        artifact = self.artifacts[artifact_id]
+        source, target = self.input_dir(run) / artifact.name, self.input_dir(run) / new_name
+        age = time.monotonic() - self.written_at[run.id, artifact_id]
+        if new_name == artifact.name or age > RENAME_WINDOW:
+            return
+        if new_name in self.input_entries(run):
+            with pytest.raises(FileExistsError):
+                os.rename(source, target)
+            return
+        os.rename(source, target)  # uploaded again under the new name, the old one deleted
+        self.forget_artifact(artifact_id)
+        self.landed(run, target, artifact.content)
+
+    @precondition(lambda self: self.files())
+    @rule(data=st.data())
+    def uploaded_files_cannot_be_removed(self, data: st.DataObject) -> None:
+        run, category, path, _ = data.draw(st.sampled_from(self.files()), label="file")
+        target = self.root / self.directory_of(run.id) / category / path
+        expected = PermissionError if category == "input" else OSError  # EPERM / EROFS
+        with pytest.raises(expected):
+            os.unlink(target)
+
     # -- mount-side observations -----------------------------------------------------------
 
-    @rule()
-    def list_runs(self) -> None:
+    @rule(missing=st.sampled_from(["nothing", "alpha@0000", "a.txt"]))
+    def list_runs(self, missing: str) -> None:
         expected = run_directories(list(self.runs.values()))
         assert sorted(os.listdir(self.root)) == sorted(expected)
         for name, run_id in expected.items():
             assert os.getxattr(self.root / name, "user.simvue.id").decode() == run_id
+        if missing not in expected:
+            with pytest.raises(FileNotFoundError) as caught:
+                os.stat(self.root / missing)
+            assert caught.value.errno == errno.ENOENT
 
     @precondition(lambda self: self.runs)
     @rule(data=st.data(), category=st.sampled_from(CATEGORIES))
     def list_a_category(self, data: st.DataObject, category: str) -> None:
-        run = self.runs[data.draw(st.sampled_from(sorted(self.runs)), label="run")]
+        run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
         base = self.root / self.directory_of(run.id)
         assert sorted(os.listdir(base)) == sorted(CATEGORIES)
         for path, entries in self.tree_of(run, category).items():
@@ -272,17 +384,9 @@ class MountMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.runs)
     @rule(data=st.data())
     def every_run_answers_to_its_alias(self, data: st.DataObject) -> None:
-        run = self.runs[data.draw(st.sampled_from(sorted(self.runs)), label="run")]
+        run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
         alias = f"{run.name.replace('/', RUN_SLASH)}@{run.id}"
         assert os.getxattr(self.root / alias, "user.simvue.id").decode() == run.id
-
-    @rule(name=st.sampled_from(["nothing", "alpha@0000", "a.txt"]))
-    def missing_names_are_enoent(self, name: str) -> None:
-        if name in run_directories(list(self.runs.values())):
-            return
-        with pytest.raises(FileNotFoundError) as caught:
-            os.stat(self.root / name)
-        assert caught.value.errno == errno.ENOENT
 
 
 @pytest.fixture(scope="module")
