@@ -2,6 +2,8 @@
 
 Rules (SEMANTICS.md has the user-facing version):
 
+- ``runs/<run>/.simvue-run.json`` (``runinfo.py``): a regular ``0444`` file whose size is
+  the exact length of the document, attributes trusted for the runs listing's TTL.
 - Owner: the mounting user's uid/gid. Modes: artifacts ``0444``, directories ``0555``; in a
   writable mount, ``input/`` and the directories below it ``0755``, files being written
   ``0644`` and files waiting for their upload ``0444``. Directories report ``st_nlink = 1``
@@ -19,9 +21,10 @@ Rules (SEMANTICS.md has the user-facing version):
   uploaded yet for 0 s (they grow while written); everything else for the listing TTL. No
   timeout exceeds :data:`MAX_TIMEOUT`.
 - Extended attributes ``user.simvue.*``: an artifact's id, checksum, MIME type and original
-  path, and its run id; a run's id, status and folder; for files not uploaded yet, their
-  ``state`` (``staged``: being written, ``pending``: waiting for the server) and
-  ``pending`` (attempts and the last error).
+  path, and its run id; a run's id, name, status, folder, tags (comma-separated), created,
+  started and endtime (ISO 8601 UTC, when known) and description (when set); for
+  files not uploaded yet, their ``state`` (``staged``: being written, ``pending``:
+  waiting for the server) and ``pending`` (attempts and the last error).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from datetime import UTC, datetime, timedelta
 import pyfuse3
 
 from simvuefs.inodes import Node, NodeKind
-from simvuefs.models import Artifact
+from simvuefs.models import Artifact, Run
 from simvuefs.overlay import WRITABLE_CATEGORY
+from simvuefs.runinfo import run_document, run_fields
 from simvuefs.staged import FileState, StagedFile
 
 FILE_MODE = stat.S_IFREG | 0o444
@@ -121,6 +125,13 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
         attr.st_mode = FILE_MODE
         attr.st_size = size
         attr.st_blocks = -(-size // 512)
+    elif node.kind is NodeKind.RUN_INFO:
+        assert node.run is not None
+        size = len(run_document(node.run))
+        attr.attr_timeout = ttl
+        attr.st_mode = FILE_MODE
+        attr.st_size = size
+        attr.st_blocks = -(-size // 512)
     else:
         attr.attr_timeout = ttl
         writable = policy.writable and node.category == WRITABLE_CATEGORY
@@ -154,10 +165,21 @@ def extended_attributes(node: Node) -> dict[str, str]:
         if node.run is not None:
             values["run_id"] = node.run.id
     elif node.kind is NodeKind.RUN and node.run is not None:
-        values["id"] = node.run.id
-        values["status"] = node.run.status
-        values["folder"] = node.run.folder
+        values.update(run_values(node.run))
     return {_XATTR_PREFIX + name: value for name, value in values.items()}
+
+
+def run_values(run: Run) -> dict[str, str]:
+    """The xattr values of a run directory (without the prefix); times as in
+    ``.simvue-run.json``, tags comma-separated, absent ones left out."""
+    values = {"id": run.id, "name": run.name, "status": run.status, "folder": run.folder}
+    values["tags"] = ",".join(run.tags)
+    for name, value in run_fields(run).items():
+        if name in ("created", "started", "endtime") and isinstance(value, str):
+            values[name] = value
+    if run.description:
+        values["description"] = run.description
+    return values
 
 
 def pending_text(f: StagedFile) -> str:

@@ -41,6 +41,7 @@ import trio
 from simvuefs.attrs import AttrPolicy, entry_attributes, extended_attributes, unfinished
 from simvuefs.errors import LocalError, NotFound, SimvueError, errno_for
 from simvuefs.inodes import Node, NodeKind
+from simvuefs.runinfo import run_document
 from simvuefs.staged import FileState, StagedFile
 
 if TYPE_CHECKING:
@@ -201,6 +202,7 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, _OpenDir] = {}
         self._files: dict[int, ReadHandle] = {}
         self._written: dict[int, _Written] = {}
+        self._documents: dict[int, bytes] = {}  # open .simvue-run.json: content at open
         self.mount_id: int | None = None
 
     # -- helpers --------------------------------------------------------------------------
@@ -230,6 +232,8 @@ class Operations(pyfuse3.Operations):
         """Make the size of file *node* exact (object artifacts need a request once)."""
         if node.kind is NodeKind.FILE:
             await self._tree.exact_size(node)
+        elif node.kind is NodeKind.RUN_INFO:
+            await self._tree.refresh(node)
         return node
 
     async def _xattrs(self, inode: int) -> dict[str, str]:
@@ -459,9 +463,11 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def open(self, inode: InodeT, flags: FlagT, ctx: RequestContext) -> FileInfo:
         node = self._node(inode)
+        write = flags & os.O_ACCMODE != os.O_RDONLY
+        if node.kind is NodeKind.RUN_INFO:
+            return await self._open_run_info(node, write or bool(flags & os.O_TRUNC))
         if node.kind is not NodeKind.FILE:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        write = flags & os.O_ACCMODE != os.O_RDONLY
         local = unfinished(node)
         if local is not None and local.state is not FileState.DISCARDED:
             return await self._open_written(node, local, flags, write, ctx)
@@ -476,6 +482,18 @@ class Operations(pyfuse3.Operations):
         # Artifacts are immutable and their inode is tied to the artifact id, so the page
         # cache stays valid across opens, unless the content just failed verification.
         return pyfuse3.FileInfo(fh=fh, keep_cache=handle.keep_cache)
+
+    async def _open_run_info(self, node: Node, write: bool) -> FileInfo:
+        """Open ``.simvue-run.json``: its content as of now, fixed for this handle."""
+        if write:
+            raise self._refuse_change(node, errno.EACCES)
+        await self._tree.refresh(node)
+        assert node.run is not None
+        fh = next(self._handles)
+        self._documents[fh] = run_document(node.run)
+        # The record changes with the run: no page cache, and direct I/O so that reads end
+        # where this content ends, not at a size the kernel cached before a change.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=True)
 
     async def _open_written(
         self, node: Node, f: StagedFile, flags: int, write: bool, ctx: RequestContext
@@ -502,6 +520,9 @@ class Operations(pyfuse3.Operations):
         written = self._written.get(fh)
         if written is not None:
             return await self._uploading().read(written.file, off, size)
+        document = self._documents.get(fh)
+        if document is not None:
+            return document[off : off + size]
         handle = self._files.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
@@ -543,6 +564,7 @@ class Operations(pyfuse3.Operations):
         if written is not None:
             await self._release_written(written)
             return
+        self._documents.pop(fh, None)
         handle = self._files.pop(fh, None)
         if handle is not None:
             await self._reader.release(handle)

@@ -48,11 +48,12 @@ class NodeKind(enum.Enum):
     CATEGORY = "category"  # runs/<run>/<category>/
     DIR = "dir"  # a directory made from the '/'-separated parts of artifact names
     FILE = "file"  # an artifact
+    RUN_INFO = "run_info"  # runs/<run>/.simvue-run.json: the run's record, made here
 
     @property
     def is_dir(self) -> bool:
-        """True for every kind except FILE."""
-        return self is not NodeKind.FILE
+        """True for every kind except FILE and RUN_INFO."""
+        return self not in (NodeKind.FILE, NodeKind.RUN_INFO)
 
 
 @dataclass(slots=True, eq=False)

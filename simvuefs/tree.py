@@ -10,6 +10,9 @@ user-facing version):
 - Duplicated run names: the newest run (largest ``created``, ties broken by the larger id)
   shows the plain name; the others are listed as ``<name>@<run id>``. Every run can also be
   looked up (not listed) as ``<name>@<run id>``.
+- Every run directory also holds ``.simvue-run.json`` (``runinfo.py``), found by lookup
+  but not listed: a run directory lists what the server stores, so ``find``, ``du``,
+  ``cp -r`` and ``tar`` see exactly the run's artifacts.
 - Artifact names containing ``/`` become nested directories; empty parts are dropped
   (``a//b`` and ``/a/b`` are ``a/b``). Artifacts with the same name in one directory follow
   the run rule (``<name>@<artifact id>`` for all but the newest), and when a file and a
@@ -54,6 +57,7 @@ from simvuefs.overlay import (
     merge_entries,
     merge_entry,
 )
+from simvuefs.runinfo import RUN_INFO_NAME
 from simvuefs.spool import is_valid_name
 from simvuefs.staged import FileState, StagedFile
 
@@ -286,6 +290,9 @@ class Tree:
             run = (await self._run_names()).find(name)
             return None if run is None else self._run_node(run)
         if parent.kind is NodeKind.RUN:
+            if name == RUN_INFO_NAME:
+                await self.refresh(parent)
+                return self._run_info_node(parent)
             return self._category_node(parent, name) if name in CATEGORIES else None
         if parent.kind in (NodeKind.CATEGORY, NodeKind.DIR):
             entry = await self._entry(parent, name)
@@ -299,8 +306,9 @@ class Tree:
         )
 
     async def refresh(self, node: Node) -> None:
-        """Bring a run node's record up to date from the (cached) runs listing."""
-        if node.kind is not NodeKind.RUN or node.run is None:
+        """Bring the run record of a run node (or of its ``.simvue-run.json``) up to date
+        from the (cached) runs listing."""
+        if node.kind not in (NodeKind.RUN, NodeKind.RUN_INFO) or node.run is None:
             return
         run = (await self._run_names()).by_id.get(node.run.id)
         if run is not None:
@@ -528,6 +536,13 @@ class Tree:
     def _run_node(self, run: Run) -> Node:
         node = self.table.ensure(("run", run.id), NodeKind.RUN, self.runs_node().inode)
         node.run = run
+        return node
+
+    def _run_info_node(self, run_node: Node) -> Node:
+        assert run_node.run is not None
+        key = ("run_info", run_node.run.id)
+        node = self.table.ensure(key, NodeKind.RUN_INFO, run_node.inode)
+        node.run = run_node.run
         return node
 
     def _category_node(self, run_node: Node, category: str) -> Node:

@@ -590,7 +590,12 @@ async def test_extended_attributes(seeded_devserver):
         assert await ops.getxattr(run.st_ino, b"user.simvue.id", CTX) == run_id.encode()
         assert await ops.getxattr(run.st_ino, b"user.simvue.status", CTX) == b"completed"
         assert await ops.getxattr(run.st_ino, b"user.simvue.folder", CTX) == b"/demo"
-        assert len(await ops.listxattr(run.st_ino, CTX)) == 3
+        assert set(await ops.listxattr(run.st_ino, CTX)) == {
+            b"user.simvue." + name
+            for name in (b"id", b"name", b"status", b"folder", b"tags", b"created", b"started")
+            + (b"endtime", b"description")
+        }
+        assert await ops.getxattr(run.st_ino, b"user.simvue.tags", CTX) == b"demo,baseline"
         for inode, name in [(summary.st_ino, b"user.other"), (ROOT_INODE, b"user.simvue.id")]:
             with pytest.raises(pyfuse3.FUSEError) as excinfo:
                 await ops.getxattr(inode, name, CTX)

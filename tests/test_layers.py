@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "tree": 3,
     "attrs": 3,
     "overlay": 3,
+    "runinfo": 3,
     "cache": 4,
     "reader": 4,
     "upload": 4,
