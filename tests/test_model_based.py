@@ -324,8 +324,11 @@ class MountMachine(RuleBasedStateMachine):
         age = time.monotonic() - self.written_at[run.id, artifact_id]
         if new_name == artifact.name or age > RENAME_WINDOW:
             return
-        if new_name in self.input_entries(run):
-            with pytest.raises(FileExistsError):
+        entries = self.input_entries(run)
+        if new_name in entries:
+            # Artifacts cannot be replaced; a directory cannot be replaced by a file.
+            expected = FileExistsError if entries[new_name] else IsADirectoryError
+            with pytest.raises(expected):
                 os.rename(source, target)
             return
         os.rename(source, target)  # uploaded again under the new name, the old one deleted
@@ -359,7 +362,9 @@ class MountMachine(RuleBasedStateMachine):
     def list_a_category(self, data: st.DataObject, category: str) -> None:
         run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
         base = self.root / self.directory_of(run.id)
-        assert sorted(os.listdir(base)) == sorted(CATEGORIES)
+        # Hidden files of a run directory (its record) are not part of this model.
+        shown = [name for name in os.listdir(base) if not name.startswith(".")]
+        assert sorted(shown) == sorted(CATEGORIES)
         for path, entries in self.tree_of(run, category).items():
             where = base / category / path
             assert sorted(os.listdir(where)) == sorted(entries), where
