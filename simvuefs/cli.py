@@ -20,6 +20,7 @@ from simvuefs.logs import UsageError, setup_logging
 
 if TYPE_CHECKING:
     from simvuefs.config import Settings
+    from simvuefs.tree import RunSelection
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -151,6 +152,18 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)",
     )
+    parser.add_argument(
+        "--folder",
+        metavar="PATH",
+        help="show only the runs in this Simvue folder and the folders below it (e.g. /demo)",
+    )
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="NAME_OR_ID",
+        help="show only this run (a run name or id; repeat for more runs)",
+    )
     # Internal: the daemonised child reports readiness on this pipe.
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=_mount)
@@ -177,6 +190,10 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
     for flag in ("read_only", "debug_fuse", "allow_other"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
+    if args.folder is not None:
+        argv += ["--folder", args.folder]
+    for run in args.run:
+        argv += ["--run", run]
     if args.offline is not None:
         argv += ["--offline"] + ([str(_absolute(Path(args.offline)))] if args.offline else [])
     return argv
@@ -199,6 +216,15 @@ def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Setti
         shutdown_upload_wait=args.upload_wait,
         request_timeout=args.request_timeout,
     )
+
+
+def _selection(args: argparse.Namespace) -> RunSelection:
+    from simvuefs.tree import RunSelection
+
+    folder = args.folder
+    if folder is not None and not folder.startswith("/"):
+        raise UsageError(f"--folder {folder!r}: Simvue folder paths start with '/'")
+    return RunSelection(folder=folder, runs=frozenset(args.run))
 
 
 def _mount(args: argparse.Namespace) -> int:
@@ -242,6 +268,7 @@ def _mount(args: argparse.Namespace) -> int:
             remove_empty_spool=spool_dir is None,
             report_to_stderr=args.ready_fd is None,
             offline=args.offline is not None,
+            selection=_selection(args),
         )
         mount.run(settings, options, readiness.ready)
     except UsageError as exc:

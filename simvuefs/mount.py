@@ -63,7 +63,7 @@ from simvuefs.logs import UsageError
 from simvuefs.offline import OfflineClient
 from simvuefs.reader import Reader, open_reader
 from simvuefs.spool import default_spool_dir
-from simvuefs.tree import Tree
+from simvuefs.tree import RunSelection, Tree
 from simvuefs.upload import Uploader, open_uploader
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ class MountOptions:
     report_to_stderr: bool = False
     offline: bool = False
     """Serve ``settings.offline_directory`` (the official client's offline cache), no server."""
+    selection: RunSelection = RunSelection()
+    """Which runs to show (``--folder``, ``--run``)."""
 
     def fuse_options(self) -> set[str]:
         """Return the options for ``pyfuse3.init``.
@@ -310,7 +312,7 @@ async def _mount_and_serve(
         open_backend(settings, offline=options.offline) as client,
         open_reader(client, settings) as reader,
     ):
-        tree = Tree(client, settings)
+        tree = Tree(client, settings, options.selection)
         if options.read_only:
             await _serve_tree(settings, tree, reader, None, options, on_ready, lifecycle)
         else:

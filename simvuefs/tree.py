@@ -118,6 +118,28 @@ def _newest_first(created: datetime | None, ident: str) -> tuple[datetime, str]:
 
 
 @dataclass(frozen=True)
+class RunSelection:
+    """Which runs a mount shows (``--folder``, ``--run``); the default shows all.
+
+    *folder*: only runs in this folder or below it (``/demo`` takes ``/demo`` and
+    ``/demo/cfd``, not ``/demonstration``). *runs*: only runs whose id or name is one of
+    these. Both given: runs that pass both.
+    """
+
+    folder: str | None = None
+    runs: frozenset[str] = frozenset()
+
+    def matches(self, run: Run) -> bool:
+        """True when *run* is shown."""
+        if self.runs and run.id not in self.runs and run.name not in self.runs:
+            return False
+        if self.folder is None:
+            return True
+        base = self.folder.rstrip("/")
+        return not base or run.folder == base or run.folder.startswith(base + "/")
+
+
+@dataclass(frozen=True)
 class RunNames:
     """The names under ``runs/``: *listed* maps each shown name to its run."""
 
@@ -236,12 +258,17 @@ class Tree:
     fields from the freshest listing each time it produces them. Cache expiry follows
     ``trio.current_time`` (so ``trio.testing.MockClock`` drives it in tests).
 
+    Only the runs *selection* matches are shown (or can be looked up).
+
     *uploader* is None for a read-only tree; :meth:`start_writing` sets it once, at mount
     start, and :meth:`landed` must be the uploader's ``on_landed`` callback.
     """
 
-    def __init__(self, client: SimvueBackend, settings: Settings) -> None:
+    def __init__(
+        self, client: SimvueBackend, settings: Settings, selection: RunSelection | None = None
+    ) -> None:
         self.table = InodeTable()
+        self._selection = selection or RunSelection()
         self.uploader: Uploader | None = None
         self._client = client
         self._settings = settings
@@ -598,7 +625,8 @@ class Tree:
 
     async def _run_names(self) -> RunNames:
         async def load() -> RunNames:
-            names, problems = name_runs(await self._client.list_runs())
+            runs = await self._client.list_runs()
+            names, problems = name_runs(run for run in runs if self._selection.matches(run))
             self._warn(problems, "runs/")
             return names
 
