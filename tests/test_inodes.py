@@ -89,4 +89,4 @@ def test_forget_never_raises_on_bad_input(caplog):
 
 @pytest.mark.parametrize("kind", list(NodeKind))
 def test_only_files_are_not_directories(kind):
-    assert kind.is_dir is (kind is not NodeKind.FILE)
+    assert kind.is_dir is (kind not in (NodeKind.FILE, NodeKind.RUN_INFO))
