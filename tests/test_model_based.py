@@ -4,8 +4,10 @@ A Hypothesis ``RuleBasedStateMachine`` drives one real devserver and one real mo
 (the ``simvuefs mount`` CLI, through the kernel). Server-side rules change the server the
 way the official client would (new runs, artifacts uploaded with the client's request
 sequence, an artifact attached to a second run, deleted runs), recording every change in a
-plain model. Mount-side rules write new files into ``input/`` (upload at close), remove a
-file before closing it, rename a file the mount just wrote, try to remove an uploaded one,
+plain model. Mount-side rules write new files into ``input/`` (upload at close), also while
+the server refuses them (the file stays pending: removed, or landing by itself once the
+server is back), remove a file before closing it, rename a file the mount just wrote, try
+to remove an uploaded one,
 list directories, stat files and read byte ranges through the mount, and compare with what
 the model says the mount must show, computed by a reference implementation of the naming
 and writing rules (SEMANTICS.md) written independently of simvuefs.
@@ -48,6 +50,8 @@ ARTIFACT_NAMES = ("a.txt", "b.dat", "d", "d/a.txt", "d/e/f.bin", "/d//g", "b.dat
 WRITTEN_NAMES = ("new.txt", "a.txt", "w x.dat", "b.dat", "d")
 # A file this mount wrote can be renamed for 30 s (SEMANTICS.md); stay well inside that.
 RENAME_WINDOW = 15.0
+# A pending upload is retried after 1-2 s once the server is back (SEMANTICS.md).
+PENDING_LANDS_WITHIN = 10.0
 CONTENTS = st.one_of(
     st.sampled_from([b"", b"same content\n"]),  # shared checksums (dedup on the server)
     st.binary(max_size=5000),
@@ -289,6 +293,45 @@ class MountMachine(RuleBasedStateMachine):
         self.landed(run, path, content)
 
     @precondition(lambda self: self.runs)
+    @rule(
+        data=st.data(),
+        name=st.sampled_from(WRITTEN_NAMES),
+        content=CONTENTS,
+        then=st.sampled_from(["remove", "remove", "remove", "land"]),
+    )
+    def write_while_the_server_refuses(
+        self, data: st.DataObject, name: str, content: bytes, then: str
+    ) -> None:
+        """close() fails and the file stays pending (listed, readable); then either remove
+        it (it never lands) or let the server recover (it lands by itself)."""
+        run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
+        if name in self.input_entries(run):
+            return
+        path = self.input_dir(run) / name
+        self.server.set_faults(
+            api_error_status=500, api_error_count=1, api_error_route="POST /api/artifacts"
+        )
+        # The error comes from close(), when the open() context ends.
+        with (
+            pytest.raises(OSError, match="Input/output error") as caught,
+            open(path, "xb") as stream,
+        ):
+            stream.write(content)
+        self.server.clear_faults()
+        assert caught.value.errno == errno.EIO
+        assert name in os.listdir(self.input_dir(run))
+        assert path.read_bytes() == content
+        if then == "remove":
+            os.unlink(path)
+            assert name not in os.listdir(self.input_dir(run))
+            return
+        deadline = time.monotonic() + PENDING_LANDS_WITHIN
+        while "user.simvue.id" not in os.listxattr(path):
+            assert time.monotonic() < deadline, os.getxattr(path, "user.simvue.pending")
+            time.sleep(0.2)
+        self.landed(run, path, content)
+
+    @precondition(lambda self: self.runs)
     @rule(data=st.data(), name=st.sampled_from(WRITTEN_NAMES))
     def remove_a_file_before_closing_it(self, data: st.DataObject, name: str) -> None:
         run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
@@ -408,7 +451,7 @@ def model_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevS
 def test_mount_matches_the_model(model_mount: tuple[DevServer, Mount]) -> None:
     MountMachine.server, MountMachine.mount = model_mount
     MountMachine.TestCase.settings = settings(
-        max_examples=40,
+        max_examples=30,
         stateful_step_count=25,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
