@@ -415,12 +415,15 @@ def test_getfattr_shows_artifact_metadata(mount: Mount, catalog: Catalog) -> Non
     run_attributes = parse_getfattr(
         run_tool(["getfattr", "-d", "runs/demo run"], cwd=mount.path).stdout.decode()
     )
-    assert run_attributes["runs/demo run"].items() >= {
-        "user.simvue.id": run["id"],
-        "user.simvue.status": run["status"],
-        "user.simvue.folder": run["folder"],
-        "user.simvue.tags": ",".join(run["tags"]),
-    }.items()
+    assert (
+        run_attributes["runs/demo run"].items()
+        >= {
+            "user.simvue.id": run["id"],
+            "user.simvue.status": run["status"],
+            "user.simvue.folder": run["folder"],
+            "user.simvue.tags": ",".join(run["tags"]),
+        }.items()
+    )
     missing = run_tool(
         ["getfattr", "-n", "user.simvue.nope", paths[0]], cwd=mount.path, check=False
     )
