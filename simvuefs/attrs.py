@@ -4,6 +4,8 @@ Rules (SEMANTICS.md has the user-facing version):
 
 - ``runs/<run>/.simvue-run.json`` (``runinfo.py``): a regular ``0444`` file whose size is
   the exact length of the document, attributes trusted for the runs listing's TTL.
+- View links (``views.py``): symbolic links, mode ``0777``, ``st_size`` the length of the
+  target, the run's times, attributes trusted for the runs listing's TTL.
 - Owner: the mounting user's uid/gid. Modes: artifacts ``0444``, directories ``0555``; in a
   writable mount, ``input/`` and the directories below it ``0755``, files being written
   ``0644`` and files waiting for their upload ``0444``. Directories report ``st_nlink = 1``
@@ -45,6 +47,7 @@ FILE_MODE = stat.S_IFREG | 0o444
 DIR_MODE = stat.S_IFDIR | 0o555
 WRITABLE_DIR_MODE = stat.S_IFDIR | 0o755
 STAGED_FILE_MODE = stat.S_IFREG | 0o644
+LINK_MODE = stat.S_IFLNK | 0o777
 OBJECT_SIZE_OVERHEAD = 33
 """What ``sys.getsizeof`` adds to ``len`` of a bytes object: the official client reports
 ``getsizeof(serialized)`` as the size of object artifacts (protocol section 4.1)."""
@@ -132,6 +135,12 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
         attr.st_mode = FILE_MODE
         attr.st_size = size
         attr.st_blocks = -(-size // 512)
+    elif node.kind is NodeKind.LINK:
+        size = len(node.target.encode("utf-8"))
+        attr.attr_timeout = ttl
+        attr.st_mode = LINK_MODE
+        attr.st_size = size
+        attr.st_blocks = 0
     else:
         attr.attr_timeout = ttl
         writable = policy.writable and node.category == WRITABLE_CATEGORY

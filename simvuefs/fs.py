@@ -296,6 +296,13 @@ class Operations(pyfuse3.Operations):
         return self._attributes(await self._exact(self._node(inode)))
 
     @fuse_errors
+    async def readlink(self, inode: InodeT, ctx: RequestContext) -> FileNameT:
+        node = self._node(inode)
+        if node.kind is not NodeKind.LINK:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(await self._tree.link_target(node))
+
+    @fuse_errors
     async def setattr(
         self,
         inode: InodeT,

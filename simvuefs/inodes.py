@@ -7,7 +7,9 @@ Invariants:
 - Inode numbers come from a counter starting after :data:`ROOT_INODE` and are never reused
   within a process, so a number the kernel still holds can never name a different object.
 - A node is identified by a *key* that says what it is, e.g. ``("run", run_id)`` or
-  ``("artifact", run_id, category, artifact_id)``. The same key always maps to the same
+  ``("artifact", run_id, category, artifact_id)``; view nodes ``("by-id",)``,
+  ``("view-id", run_id)``, ``("folder", path)``, ``("folder-link", run_id)``, ``("tags",)``,
+  ``("tag", tag)``, ``("tag-link", tag, run_id)``. The same key always maps to the same
   inode, so an object keeps its inode across listings (and its name may change, e.g. when
   a newer run takes over a duplicated name). Keys change only through
   :meth:`InodeTable.alias` and :meth:`InodeTable.rekey`, for what the mount writes.
@@ -42,18 +44,23 @@ Key = tuple[str, ...]
 class NodeKind(enum.Enum):
     """What a node is; decides its listing, attributes and timeouts."""
 
-    ROOT = "root"  # the mountpoint: contains runs/
+    ROOT = "root"  # the mountpoint: contains runs/ and the views by-id/, folders/, tags/
     RUNS = "runs"  # runs/: one directory per run
     RUN = "run"  # runs/<run>/: input, output, code
     CATEGORY = "category"  # runs/<run>/<category>/
     DIR = "dir"  # a directory made from the '/'-separated parts of artifact names
     FILE = "file"  # an artifact
     RUN_INFO = "run_info"  # runs/<run>/.simvue-run.json: the run's record, made here
+    BY_ID = "by_id"  # by-id/: one link per run, named by its id
+    FOLDER = "folder"  # folders/ and the directories of Simvue folders below it
+    TAGS = "tags"  # tags/: one directory per tag
+    TAG = "tag"  # tags/<tag>/: one link per run with that tag
+    LINK = "link"  # a symbolic link of a view to a run directory in runs/
 
     @property
     def is_dir(self) -> bool:
-        """True for every kind except FILE and RUN_INFO."""
-        return self not in (NodeKind.FILE, NodeKind.RUN_INFO)
+        """True for every kind except FILE, RUN_INFO and LINK."""
+        return self not in (NodeKind.FILE, NodeKind.RUN_INFO, NodeKind.LINK)
 
 
 @dataclass(slots=True, eq=False)
@@ -66,6 +73,9 @@ class Node:
     ``"plots/2024"``), *artifact* for FILE nodes. *size* is the real content size of an
     artifact once known (object artifacts need a request to learn it). *staged* is set for
     files written through this mount, from their creation on (it stays once they land).
+    View nodes (``views.py``): *prefix* is the folder path of a FOLDER node and the tag of
+    a TAG node; a LINK node has its *run*, its *target* (as last computed) and, in
+    *prefix*, the way up to the mount root (``"../../"``).
     """
 
     inode: int
@@ -78,6 +88,7 @@ class Node:
     artifact: Artifact | None = None
     size: int | None = None
     staged: StagedFile | None = None
+    target: str = ""
     lookups: int = 0
 
 

@@ -1,8 +1,9 @@
 """Directory semantics: what each directory contains and what its entries are called.
 
-The tree is ``/runs/<run>/<input|output|code>/<artifact name>``. Names come from the server
-and are not always usable as file names, so they are mapped like this (SEMANTICS.md has the
-user-facing version):
+The tree is ``/runs/<run>/<input|output|code>/<artifact name>``, beside it the read-only
+views ``by-id/``, ``folders/`` and ``tags/`` of links into ``runs/`` (``views.py``). Names
+come from the server and are not always usable as file names, so they are mapped like this
+(SEMANTICS.md has the user-facing version):
 
 - Run names: ``/`` becomes U+2215 DIVISION SLASH ``∕`` (reversible: the Simvue client only
   accepts ASCII names). Control characters (and NUL, and unpaired surrogates) become U+FFFD
@@ -42,7 +43,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from simvuefs.cache import MetaCache
 from simvuefs.errors import LocalError, NotFound
@@ -60,6 +61,17 @@ from simvuefs.overlay import (
 from simvuefs.runinfo import RUN_INFO_NAME
 from simvuefs.spool import is_valid_name
 from simvuefs.staged import FileState, StagedFile
+from simvuefs.views import (
+    BY_ID_DIR,
+    FOLDERS_DIR,
+    RUNS_DIR,
+    TAGS_DIR,
+    Views,
+    build_views,
+    folder_depth,
+    join_folder,
+    link_target,
+)
 
 if TYPE_CHECKING:
     from simvuefs.backend import SimvueBackend
@@ -68,7 +80,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUNS_DIR = "runs"
 RUN_SLASH = "\u2215"
 """Stands for ``/`` in run directory names."""
 REPLACEMENT = "\ufffd"
@@ -88,8 +99,17 @@ WARNED_MAX = 10000
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
+VIEW_ROOTS: dict[str, tuple[tuple[str, ...], NodeKind]] = {
+    BY_ID_DIR: (("by-id",), NodeKind.BY_ID),
+    FOLDERS_DIR: (("folder", ""), NodeKind.FOLDER),
+    TAGS_DIR: (("tags",), NodeKind.TAGS),
+}
+"""The views in the root, in listing order after ``runs/``: name -> (key, kind)."""
+VIEW_KINDS = frozenset({NodeKind.BY_ID, NodeKind.FOLDER, NodeKind.TAGS, NodeKind.TAG})
+
 Problem = tuple[str, str]
 """An object that could not be shown (a description) and why."""
+T = TypeVar("T")
 
 
 def clean_part(text: str) -> str:
@@ -111,6 +131,13 @@ def name_problem(name: str) -> str | None:
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         return f"longer than {MAX_NAME_BYTES} bytes"
     return None
+
+
+def _pick(entries: Mapping[str, T], only: str | None) -> list[tuple[str, T]]:
+    """All of *entries*, or just the one called *only* (none if there is none)."""
+    if only is None:
+        return list(entries.items())
+    return [(only, entries[only])] if only in entries else []
 
 
 def _newest_first(created: datetime | None, ident: str) -> tuple[datetime, str]:
@@ -278,6 +305,11 @@ class Tree:
         self._warned: set[Problem] = set()
         self._local: dict[tuple[str, str], LocalFiles] = {}
         self._written: dict[str, Node] = {}  # spool id -> node of a file written here
+        self._views: tuple[RunNames, Views] | None = None  # the views of the last listing
+        # The root's entries, made first so that their inodes (the listing order) are fixed.
+        self.runs_node()
+        for key, kind in VIEW_ROOTS.values():
+            self.table.ensure(key, kind, ROOT_INODE)
 
     # -- timeouts -------------------------------------------------------------------------
 
@@ -295,6 +327,9 @@ class Tree:
         pairs: list[tuple[str, Node]]
         if node.kind is NodeKind.ROOT:
             pairs = [(RUNS_DIR, self.runs_node())]
+            pairs.extend((name, self._view_root(name)) for name in VIEW_ROOTS)
+        elif node.kind in VIEW_KINDS:
+            pairs = await self._view_children(node)
         elif node.kind is NodeKind.RUNS:
             names = await self._run_names()
             pairs = [(name, self._run_node(run)) for name, run in names.listed.items()]
@@ -312,7 +347,11 @@ class Tree:
     async def lookup(self, parent: Node, name: str) -> Node | None:
         """Return the node called *name* in directory *parent*, or None if there is none."""
         if parent.kind is NodeKind.ROOT:
+            if name in VIEW_ROOTS:
+                return self._view_root(name)
             return self.runs_node() if name == RUNS_DIR else None
+        if parent.kind in VIEW_KINDS:
+            return next((node for _, node in await self._view_children(parent, name)), None)
         if parent.kind is NodeKind.RUNS:
             run = (await self._run_names()).find(name)
             return None if run is None else self._run_node(run)
@@ -340,6 +379,20 @@ class Tree:
         run = (await self._run_names()).by_id.get(node.run.id)
         if run is not None:
             node.run = run
+
+    async def link_target(self, node: Node) -> str:
+        """Return the target of view link *node*, from the (cached) runs listing.
+
+        Raises LocalError (ENOENT) when its run is no longer listed.
+        """
+        run = node.run
+        assert node.kind is NodeKind.LINK
+        assert run is not None
+        run_dir = (await self._current_views()).run_dirs.get(run.id)
+        if run_dir is None:
+            raise LocalError(f"run {run.id} is no longer listed", errno=errno.ENOENT)
+        node.target = link_target(node.prefix.count("../"), run_dir)
+        return node.target
 
     async def exact_size(self, node: Node) -> int:
         """Return the real content size of file *node*, asking the server once if needed.
@@ -559,6 +612,70 @@ class Tree:
     def runs_node(self) -> Node:
         """Return the ``runs/`` node."""
         return self.table.ensure(("runs",), NodeKind.RUNS, ROOT_INODE)
+
+    def _view_root(self, name: str) -> Node:
+        key, kind = VIEW_ROOTS[name]
+        return self.table.ensure(key, kind, ROOT_INODE)
+
+    async def _current_views(self) -> Views:
+        """The views of the current runs listing (built once per listing)."""
+        names = await self._run_names()
+        if self._views is None or self._views[0] is not names:
+            views, problems = build_views(
+                names.listed, part_name=clean_part, tag_name=run_base_name, problem=name_problem
+            )
+            self._warn(problems, "the views")
+            self._views = (names, views)
+        return self._views[1]
+
+    async def _view_children(self, node: Node, only: str | None = None) -> list[tuple[str, Node]]:
+        """The entries of a view directory (unsorted); with *only*, just the one so named."""
+        views = await self._current_views()
+        inode = node.inode
+        if node.kind is NodeKind.BY_ID:
+            return [
+                (name, self._link(("view-id", run.id), inode, run, 1, views))
+                for name, run in _pick(views.by_id, only)
+            ]
+        if node.kind is NodeKind.TAGS:
+            return [
+                (name, self._view_dir(("tag", tag), NodeKind.TAG, inode, tag))
+                for name, (tag, _) in _pick(views.tags, only)
+            ]
+        if node.kind is NodeKind.TAG:
+            tag_dir = views.tag_dirs.get(node.prefix)
+            links = {} if tag_dir is None else views.tags[tag_dir][1]
+            return [
+                (name, self._link(("tag-link", node.prefix, run.id), inode, run, 2, views))
+                for name, run in _pick(links, only)
+            ]
+        folder = views.folders.get(node.prefix)
+        if folder is None:
+            return []
+        subfolders = {name: join_folder(node.prefix, name) for name in folder.folders}
+        pairs = [
+            (name, self._view_dir(("folder", path), NodeKind.FOLDER, inode, path))
+            for name, path in _pick(subfolders, only)
+        ]
+        depth = folder_depth(node.prefix)
+        pairs.extend(
+            (name, self._link(("folder-link", run.id), inode, run, depth, views))
+            for name, run in _pick(folder.runs, only)
+        )
+        return pairs
+
+    def _view_dir(self, key: tuple[str, ...], kind: NodeKind, parent: int, prefix: str) -> Node:
+        node = self.table.ensure(key, kind, parent)
+        node.prefix = prefix
+        return node
+
+    def _link(self, key: tuple[str, ...], parent: int, run: Run, depth: int, views: Views) -> Node:
+        node = self.table.ensure(key, NodeKind.LINK, parent)
+        node.parent = parent
+        node.run = run
+        node.prefix = "../" * depth
+        node.target = link_target(depth, views.run_dirs[run.id])
+        return node
 
     def _run_node(self, run: Run) -> Node:
         node = self.table.ensure(("run", run.id), NodeKind.RUN, self.runs_node().inode)

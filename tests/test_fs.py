@@ -184,15 +184,16 @@ def add_artifact(
 # -- the tree ------------------------------------------------------------------------------
 
 
-async def test_root_contains_only_runs(seeded_devserver, recorder):
+async def test_root_contains_runs_and_the_views(seeded_devserver, recorder):
     async with open_ops(seeded_devserver) as ops:
         fh = await ops.opendir(ROOT_INODE, CTX)
         await ops.readdir(fh, 0, None)
         await ops.releasedir(fh)
-        assert [e.name for e in recorder.entries] == [".", "..", "runs"]
-        runs = recorder.entries[2].attr
-        assert stat.S_ISDIR(runs.st_mode)
-        assert ops._table.held() == {runs.st_ino: 1}  # . and .. are not counted
+        names = [".", "..", "runs", "by-id", "folders", "tags"]
+        assert [e.name for e in recorder.entries] == names
+        listed = [e.attr for e in recorder.entries[2:]]
+        assert all(stat.S_ISDIR(attr.st_mode) for attr in listed)
+        assert ops._table.held() == {attr.st_ino: 1 for attr in listed}  # not . and ..
 
 
 async def test_runs_directory_lists_every_run_with_mapped_names(seeded_devserver, recorder):

@@ -88,5 +88,5 @@ def test_forget_never_raises_on_bad_input(caplog):
 
 
 @pytest.mark.parametrize("kind", list(NodeKind))
-def test_only_files_are_not_directories(kind):
-    assert kind.is_dir is (kind not in (NodeKind.FILE, NodeKind.RUN_INFO))
+def test_only_files_and_links_are_not_directories(kind):
+    assert kind.is_dir is (kind not in (NodeKind.FILE, NodeKind.RUN_INFO, NodeKind.LINK))

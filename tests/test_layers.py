@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "attrs": 3,
     "overlay": 3,
     "runinfo": 3,
+    "views": 3,
     "cache": 4,
     "reader": 4,
     "upload": 4,

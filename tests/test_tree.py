@@ -280,8 +280,8 @@ async def names_of(tree, node):
 
 async def test_root_and_runs(fake):
     tree = Tree(fake, SETTINGS)
-    (name, runs_node), *rest = await tree.children(tree.table.root)
-    assert (name, rest) == ("runs", [])
+    (name, runs_node), *views = await tree.children(tree.table.root)
+    assert [name] + [view for view, _ in views] == ["runs", "by-id", "folders", "tags"]
     assert runs_node.kind is NodeKind.RUNS
     assert await tree.lookup(tree.table.root, "runs") is runs_node
     assert await tree.lookup(tree.table.root, "other") is None
