@@ -305,10 +305,12 @@ def _unmount(args: argparse.Namespace) -> int:
 def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "status",
-        help="list the uploads a mount has not finished",
+        help="list the uploads a mount has not finished, and a live mount's counters",
         description=(
             "List the pending uploads of the mount at MOUNTPOINT (of every mount this user "
-            "made, without MOUNTPOINT): run, name, size, failed attempts and the last error. "
+            "made, without MOUNTPOINT): run, name, size, failed attempts and the last error; "
+            "for a live mount also its counters (server requests, retries and bytes, reads "
+            "and block cache use, uploads), refreshed every few seconds. "
             "Works while the mount runs and after it is gone (pending uploads resume at the "
             "next mount of the same server at the same mount point). Reads the records in "
             "$XDG_STATE_HOME/simvuefs/mounts and the spool's journal; --spool-dir reads one "

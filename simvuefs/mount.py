@@ -7,7 +7,8 @@ Order of events in :func:`run` (all before the first request is served):
    server (``server_version`` with the token) or, offline, open the offline cache
    (``OfflineClient``), open the reader and (unless read-only) the
    uploader, which locks the spool and resumes its pending uploads in the background;
-   record the mount (``registry.py``); ``pyfuse3.init``.
+   record the mount (``registry.py``); start publishing the counters (``stats.py``);
+   ``pyfuse3.init``.
 3. ``pyfuse3.main()`` serves requests. A helper task stats the mountpoint from a worker
    thread (answered by ``main`` itself: never stat the mountpoint before ``main`` runs),
    then raises the mount's ``read_ahead_kb`` to 1 MiB (design guide 4.15, best effort) and
@@ -63,6 +64,7 @@ from simvuefs.logs import UsageError
 from simvuefs.offline import OfflineClient
 from simvuefs.reader import Reader, open_reader
 from simvuefs.spool import default_spool_dir
+from simvuefs.stats import MountStats
 from simvuefs.tree import RunSelection, Tree
 from simvuefs.upload import Uploader, open_uploader
 
@@ -311,12 +313,18 @@ async def _mount_and_serve(
     async with (
         open_backend(settings, offline=options.offline) as client,
         open_reader(client, settings) as reader,
+        trio.open_nursery() as publisher,
     ):
+        stats = MountStats(options.mountpoint, client, reader)
+        publisher.start_soon(stats.publish)
         tree = Tree(client, settings, options.selection)
         if options.read_only:
             await _serve_tree(settings, tree, reader, None, options, on_ready, lifecycle)
         else:
-            await _serve_writable(client, settings, tree, reader, options, on_ready, lifecycle)
+            await _serve_writable(
+                client, settings, tree, reader, options, on_ready, lifecycle, stats
+            )
+        publisher.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -342,9 +350,10 @@ async def _serve_writable(
     options: MountOptions,
     on_ready: Callable[[], None],
     lifecycle: _Lifecycle,
+    stats: MountStats,
 ) -> None:
-    """Open the uploader around the mount, record the mount, and report what stays pending
-    (also when the mount fails)."""
+    """Open the uploader around the mount (its counters go to *stats*), record the mount,
+    and report what stays pending (also when the mount fails)."""
     spool_dir = settings.spool_dir or default_spool_dir()
     record = registry.MountRecord(
         mountpoint=str(options.mountpoint),
@@ -355,7 +364,7 @@ async def _serve_writable(
     opened: Uploader | None = None
     try:
         async with open_uploader(client, settings, on_landed=tree.landed) as uploader:
-            opened = uploader
+            opened = stats.uploader = uploader
             tree.start_writing(uploader)
             await trio.to_thread.run_sync(registry.save, record)
             await _serve_tree(settings, tree, reader, uploader, options, on_ready, lifecycle)

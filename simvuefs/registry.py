@@ -42,6 +42,11 @@ def records_dir() -> Path:
     return state_dir() / "mounts"
 
 
+def stats_dir() -> Path:
+    """Where live mounts publish their counters (``stats.py``)."""
+    return state_dir() / "stats"
+
+
 def _key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:KEY_LENGTH]
 
@@ -56,6 +61,20 @@ def record_path(mountpoint: Path) -> Path:
     return records_dir() / f"{_key(str(mountpoint))}.json"
 
 
+def stats_path(mountpoint: Path) -> Path:
+    """Return where the mount at *mountpoint* publishes its counters."""
+    return stats_dir() / f"{_key(str(mountpoint))}.json"
+
+
+def simvuefs_running(pid: int) -> bool:
+    """True when *pid* is a running simvuefs process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"simvuefs" in cmdline.read()
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class MountRecord:
     """One mount: *mountpoint*, its daemon's *pid*, the server *url* (the API base) and the
@@ -68,11 +87,7 @@ class MountRecord:
 
     def daemon_running(self) -> bool:
         """True when the recorded pid is a running simvuefs process."""
-        try:
-            with open(f"/proc/{self.pid}/cmdline", "rb") as cmdline:
-                return b"simvuefs" in cmdline.read()
-        except OSError:
-            return False
+        return simvuefs_running(self.pid)
 
 
 def save(record: MountRecord) -> None:

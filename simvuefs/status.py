@@ -1,15 +1,17 @@
-"""``simvuefs status``: what a mount has not uploaded yet, from its spool's journal.
+"""``simvuefs status``: what a mount has not uploaded yet, and what a live mount has done.
 
-Reads the mount records (``registry.py``) and the journal (``spool.read_pending``) without
-locking anything, so it works while the mount runs, after it crashed and after an unmount
-that left uploads pending. Every function returns the text to print.
+Reads the mount records (``registry.py``), the counters live mounts publish (``stats.py``)
+and the journal (``spool.read_pending``) without locking anything, so it works while the
+mount runs, after it crashed and after an unmount that left uploads pending. Every function
+returns the text to print.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from simvuefs import registry
+from simvuefs import registry, stats
 from simvuefs.config import MIB
 from simvuefs.mount import mount_table
 from simvuefs.spool import JournalRecord, read_pending
@@ -60,22 +62,38 @@ def _mount_state(record: registry.MountRecord) -> str:
 
 
 def describe_record(record: registry.MountRecord) -> str:
-    """The state of one recorded mount and its pending uploads."""
+    """The state of one recorded mount, its live counters and its pending uploads."""
     head = f"{record.mountpoint}: {_mount_state(record)}, server {record.url}\n"
-    return head + describe_spool(Path(record.spool_dir))
+    return head + _counters(Path(record.mountpoint)) + describe_spool(Path(record.spool_dir))
+
+
+def _counters(mountpoint: Path) -> str:
+    data = stats.load(mountpoint)
+    return "" if data is None else stats.describe(data)
+
+
+def _unrecorded(data: dict[str, Any]) -> str:
+    """A live mount without a record (read-only: it has no uploads): its counters."""
+    return f"{data['mountpoint']}: mounted read-only (pid {data['pid']})\n" + stats.describe(data)
 
 
 def describe_mount(mountpoint: Path) -> str:
     """``simvuefs status MOUNTPOINT``."""
     record = registry.load(mountpoint)
-    if record is None:
-        return f"{mountpoint}: no writable simvuefs mount recorded here (nothing pending)\n"
-    return describe_record(record)
+    if record is not None:
+        return describe_record(record)
+    data = stats.load(mountpoint)
+    if data is not None:
+        return _unrecorded(data)
+    return f"{mountpoint}: no writable simvuefs mount recorded here (nothing pending)\n"
 
 
 def describe_all() -> str:
-    """``simvuefs status``: every recorded mount of this user."""
+    """``simvuefs status``: every recorded mount of this user, and live read-only ones."""
     records = registry.load_all()
-    if not records:
+    recorded = {record.mountpoint for record in records}
+    live = [data for data in stats.load_all() if data["mountpoint"] not in recorded]
+    if not records and not live:
         return "no writable simvuefs mounts recorded (nothing pending)\n"
-    return "".join(describe_record(record) for record in records)
+    text = "".join(describe_record(record) for record in records)
+    return text + "".join(_unrecorded(data) for data in live)

@@ -20,10 +20,14 @@ LAYERS: dict[str, int] = {
     "__main__": 0,
     "cli": 0,
     "status": 0,
+    # the mount(8) helper: maps mount options to CLI flags, execs the CLI
+    "mounthelper": 0,
     # the Python API (simvuefs.mounted): runs the CLI in a child process
     "api": 0,
     "mount": 1,
     "registry": 1,
+    # live counters of a mount, published for status
+    "stats": 1,
     "fs": 2,
     "inodes": 3,
     "tree": 3,
