@@ -20,14 +20,14 @@ This module imports nothing of the FUSE side, so ``import simvuefs`` stays cheap
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+from simvuefs.readiness import failure, wait_for_line
 
 READY_TIMEOUT = 120.0
 """How long the mount may take to come up (server checks and spool recovery included)."""
@@ -82,22 +82,6 @@ def mount_argv(
     return argv
 
 
-def _read_line(fd: int, timeout: float) -> str | None:
-    """One line from *fd*: "" at EOF, None after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        remaining = deadline - time.monotonic()
-        readable, _, _ = select.select([fd], [], [], max(remaining, 0))
-        if not readable:
-            return None
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
-
-
 def _last_line(log_file: Path, since: int) -> str:
     """The last line the child wrote to *log_file* after offset *since* (its error)."""
     try:
@@ -128,13 +112,13 @@ def _start(argv: list[str], env: dict[str, str], log_file: Path) -> subprocess.P
         finally:
             os.close(write_end)
     try:
-        line = _read_line(read_end, READY_TIMEOUT)
+        line = wait_for_line(read_end, READY_TIMEOUT)
     finally:
         os.close(read_end)
     if line == "ready":
         return process
-    if line is not None and line.startswith("error "):
-        message = line.split(" ", 2)[-1]
+    if failed := failure(line):
+        message = failed[1]
     elif line is None:
         process.send_signal(signal.SIGTERM)
         message = f"the mount was not ready after {READY_TIMEOUT:.0f} s (log: {log_file})"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from simvuefs import __version__
 from simvuefs.errors import ConfigError, SimvueError
 from simvuefs.logs import UsageError, setup_logging
+from simvuefs.readiness import Readiness
 
 if TYPE_CHECKING:
     from simvuefs.config import Settings
@@ -239,7 +240,7 @@ def _mount(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot start the mount process: {exc}") from None
         return 0
-    readiness = mount.Readiness(args.ready_fd)
+    readiness = Readiness(args.ready_fd)
     try:
         try:
             setup_logging(args.log_level, args.log_file)

@@ -27,8 +27,8 @@ Order of events in :func:`run` (all before the first request is served):
    and an empty default spool are removed.
 
 Daemon mode (:func:`spawn_daemon`) starts the same command again with ``--foreground`` and
-``--ready-fd N`` in a new session, and waits on the pipe for :class:`Readiness` to report
-``ready`` or the error that stopped the mount.
+``--ready-fd N`` in a new session, and waits on the pipe (protocol: :mod:`simvuefs.readiness`)
+for ``ready`` or the error that stopped the mount.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import errno
 import faulthandler
 import logging
 import os
-import select
 import shutil
 import signal
 import stat
@@ -63,6 +62,7 @@ from simvuefs.fs import Operations
 from simvuefs.logs import UsageError
 from simvuefs.offline import OfflineClient
 from simvuefs.reader import Reader, open_reader
+from simvuefs.readiness import failure, wait_for_line
 from simvuefs.spool import default_spool_dir
 from simvuefs.stats import MountStats
 from simvuefs.tree import RunSelection, Tree
@@ -476,35 +476,6 @@ def _set_read_ahead(device: int) -> None:
 # -- daemon mode --------------------------------------------------------------------------
 
 
-class Readiness:
-    """The mounting process's end of the daemon pipe (a no-op without one).
-
-    Writes exactly one line: ``ready`` or ``error <exit code> <message>``.
-    """
-
-    def __init__(self, fd: int | None) -> None:
-        self._fd = fd
-
-    def ready(self) -> None:
-        """Tell the waiting parent that the mount is ready."""
-        self._send("ready")
-
-    def failed(self, message: str, exitcode: int) -> None:
-        """Tell the waiting parent why the mount did not start."""
-        self._send(f"error {exitcode} {' '.join(message.split())}")
-
-    def _send(self, line: str) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            os.write(fd, line.encode("utf-8", "replace") + b"\n")
-        except OSError as exc:
-            log.debug("could not report to the parent: %s", exc)
-        finally:
-            os.close(fd)
-
-
 def spawn_daemon(argv: list[str], log_file: Path, timeout: float = DAEMON_READY_TIMEOUT) -> None:
     """Run ``python -m simvuefs *argv* --ready-fd N`` detached; return once it is mounted.
 
@@ -529,37 +500,18 @@ def spawn_daemon(argv: list[str], log_file: Path, timeout: float = DAEMON_READY_
     finally:
         os.close(write_end)
     try:
-        line = _read_line(read_end, timeout)
+        line = wait_for_line(read_end, timeout)
     finally:
         os.close(read_end)
     if line == "ready":
         return
-    if line is not None and line.startswith("error "):
-        _, code, message = line.split(" ", 2)
+    if failed := failure(line):
         _reap(pid)
-        raise UsageError(message, exitcode=int(code) if code.isdigit() else 1)
+        raise UsageError(failed[1], exitcode=failed[0])
     if line is None and _reap(pid) is None:
         os.kill(pid, signal.SIGTERM)
         raise UsageError(f"the mount was not ready after {timeout:.0f} s (log: {log_file})")
     raise UsageError(f"the mount process exited before the mount was ready (log: {log_file})")
-
-
-def _read_line(fd: int, timeout: float) -> str | None:
-    """Read one line from *fd*; None on EOF or when *timeout* seconds pass."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        readable, _, _ = select.select([fd], [], [], remaining)
-        if not readable:
-            return None
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return data.decode("utf-8", "replace").strip() or None
-        data += chunk
-    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
 def _reap(pid: int, wait: float = 2.0) -> int | None:

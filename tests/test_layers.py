@@ -50,7 +50,7 @@ LAYERS: dict[str, int] = {
     "offline_cache": 6,
     "offline_drafts": 6,
 }
-LEAVES = {"__init__", "config", "models", "errors", "logs"}
+LEAVES = {"__init__", "config", "models", "errors", "logs", "readiness"}
 """Usable by every module; they import only each other."""
 PACKAGE_REEXPORTS = {"api"}
 """What ``__init__`` may import besides the leaves: the Python API, loaded on first use."""
