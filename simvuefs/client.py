@@ -627,7 +627,7 @@ class SimvueClient:
         else:
             method = "PUT"
             headers = {"Content-Length": str(size)}  # and no Content-Type, like the client
-            chunks = functools.partial(file_chunks, path, size, self._counters)
+            chunks = functools.partial(file_chunks, path, size, self._counters, filename)
         bodies: list[AsyncGenerator[bytes, None]] = []  # one per attempt, closed at the end
 
         def build() -> httpx.Request:

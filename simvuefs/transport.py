@@ -55,6 +55,8 @@ MAX_API_BODY = 64 * MIB
 MAX_ERROR_BODY = 64 * 1024
 # Chunk size for reading files being uploaded (one thread hop per chunk).
 UPLOAD_CHUNK = 1 * MIB
+PROGRESS_INTERVAL = 5.0
+"""Seconds between progress lines of a long upload (the first comes after as long)."""
 # httpcore reads sockets 64 KiB at a time, and every read costs several buffer copies and
 # trio checkpoints. 1 MiB reads measured 0.34x -> 0.6x of curl's throughput for a 256 MiB
 # download from the devserver on loopback (design guide, pyfuse3 pitfall 17).
@@ -387,13 +389,18 @@ def storage_error(status: int, body: bytes, what: str, *, upload: bool) -> Statu
     return kind(text, status=status, url=url, detail=detail)
 
 
-async def file_chunks(path: Path, size: int, counters: Counters) -> AsyncGenerator[bytes, None]:
+async def file_chunks(
+    path: Path, size: int, counters: Counters, label: str = ""
+) -> AsyncGenerator[bytes, None]:
     """Yield exactly *size* bytes of *path*, reading in a worker thread.
 
+    An upload that takes longer than PROGRESS_INTERVAL logs its progress at INFO every
+    PROGRESS_INTERVAL seconds, naming it *label* (default: the file's name).
     Raises IntegrityError if the file is shorter than *size* (it changed after it was
     registered).
     """
     left = size
+    started = next_report = trio.current_time() + PROGRESS_INTERVAL
     async with await trio.open_file(path, "rb") as file:
         while left > 0:
             chunk = await file.read(min(UPLOAD_CHUNK, left))
@@ -401,6 +408,17 @@ async def file_chunks(path: Path, size: int, counters: Counters) -> AsyncGenerat
                 raise IntegrityError(f"{path} shrank to {size - left} bytes during upload")
             left -= len(chunk)
             counters.bytes_uploaded += len(chunk)
+            if (now := trio.current_time()) >= next_report:
+                next_report = now + PROGRESS_INTERVAL
+                done = size - left
+                log.info(
+                    "uploading %s: %.1f of %.1f MiB (%d%%), %.1f MiB/s",
+                    label or path.name,
+                    done / MIB,
+                    size / MIB,
+                    100 * done // size,
+                    done / MIB / max(now - started + PROGRESS_INTERVAL, 1e-9),
+                )
             yield chunk
 
 
@@ -450,7 +468,8 @@ class MultipartFile:
     async def chunks(self, counters: Counters) -> AsyncGenerator[bytes, None]:
         """Yield the body; call again for a fresh copy (retries)."""
         yield self._head()
-        async with aclosing(file_chunks(self.path, self.size, counters)) as content:
+        chunks = file_chunks(self.path, self.size, counters, self.filename)
+        async with aclosing(chunks) as content:
             async for chunk in content:
                 yield chunk
         yield self._tail()

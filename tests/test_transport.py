@@ -6,12 +6,14 @@ client against the real devserver.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
+from simvuefs import transport
 from simvuefs.config import Settings
 from simvuefs.errors import (
     AuthError,
@@ -227,6 +229,31 @@ async def test_file_chunks_streams_exact_size_and_detects_shrinking(tmp_path: Pa
     with pytest.raises(IntegrityError, match="shrank"):
         async for _ in file_chunks(path, 4_000_000, Counters()):
             pass
+
+
+async def test_long_uploads_log_their_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "0123abcd"
+    path.write_bytes(b"b" * 3 * 1024 * 1024)
+    monkeypatch.setattr(transport, "PROGRESS_INTERVAL", 0.0)
+    with caplog.at_level(logging.INFO, logger="simvuefs.transport"):
+        async for _ in file_chunks(path, 3 * 1024 * 1024, Counters(), "mesh/points.dat"):
+            pass
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uploading")]
+    assert lines[0].startswith("uploading mesh/points.dat: 1.0 of 3.0 MiB (33%)")
+    assert lines[-1].startswith("uploading mesh/points.dat: 3.0 of 3.0 MiB (100%)")
+
+
+async def test_short_uploads_log_no_progress(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"c" * 2 * 1024 * 1024)
+    with caplog.at_level(logging.INFO, logger="simvuefs.transport"):
+        async for _ in file_chunks(path, 2 * 1024 * 1024, Counters()):
+            pass
+    assert not [r for r in caplog.records if r.getMessage().startswith("uploading")]
 
 
 async def test_multipart_body_is_parseable_and_sized(tmp_path: Path) -> None:
