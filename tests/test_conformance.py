@@ -10,72 +10,16 @@ counters.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from devserver_util import SEEDED_LARGE_SIZE, DevServer
+from official_util import OfficialClient, sha256
 
 from simvuefs.devserver.seed import ARTIFACTS, RUNS, artifact_content
-
-SCRIPT = Path(__file__).with_name("official_client.py")
-SCENARIO_TIMEOUT = 120
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class OfficialClient:
-    """Runs official-client scenarios against one devserver."""
-
-    def __init__(self, server: DevServer, workdir: Path) -> None:
-        self.server = server
-        self.workdir = workdir
-        (workdir / "home").mkdir(parents=True, exist_ok=True)
-        self.offline_dir = workdir / "offline"
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIMVUE_")}
-        env.update(self.server.env())
-        env.update(
-            HOME=str(self.workdir / "home"),
-            SIMVUE_OFFLINE_DIRECTORY=str(self.offline_dir),
-            SIMVUE_DISABLE_ENVIRONMENT_METRICS="1",
-            SIMVUE_DISABLE_GIT_METRICS="1",
-        )
-        return env
-
-    def create_run(self, **spec: Any) -> dict[str, Any]:
-        """Create one run with the official client (see official_client.create_run)."""
-        [created] = self.call("create_runs", runs=[spec])
-        result: dict[str, Any] = created
-        return result
-
-    def call(self, scenario: str, expect_failure: bool = False, **args: Any) -> Any:
-        """Run *scenario*; return its RESULT (or, with *expect_failure*, its output)."""
-        completed = subprocess.run(
-            [sys.executable, str(SCRIPT), scenario, json.dumps(args)],
-            cwd=self.workdir,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=SCENARIO_TIMEOUT,
-            check=False,
-        )
-        output = completed.stdout + completed.stderr
-        if expect_failure:
-            assert completed.returncode != 0, output
-            return output
-        assert completed.returncode == 0, output
-        lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT: ")]
-        assert lines, output
-        return json.loads(lines[-1].removeprefix("RESULT: "))
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ import numpy
 import pytest
 from devserver_util import DevServer
 from fuse_util import Mount, is_mounted, mounted, run_tool, wait_until
-from test_conformance import OfficialClient
+from official_util import OfficialClient
 
 pytestmark = pytest.mark.fuse
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from fuse_util import is_mounted, mounted, run_tool, wait_until
+from official_util import sha256
 from offline_util import (
     OBJECT,
     RUN_FOLDER,
@@ -30,7 +31,6 @@ from offline_util import (
     OfflineOfficial,
     expected_by_category,
     make_official_run,
-    sha256,
     snapshot_of,
 )
 
