@@ -251,6 +251,23 @@ def test_seed_is_idempotent_and_fast(devserver_factory: Factory, tmp_path: Path)
     blob.unlink()
 
 
+def test_storage_url_points_downloads_at_an_external_blob_server(
+    devserver_factory: Factory,
+) -> None:
+    server = devserver_factory(
+        "--seed", "demo", "--large-size", "1MiB", "--storage-url", "http://127.0.0.1:9/blobs/"
+    )
+    run_id = server.run_ids("demo run")[0]
+    artifacts = server.run_artifacts(run_id)
+    assert artifacts
+    for artifact in artifacts:
+        base, _, query = artifact["url"].partition("?")
+        assert base == f"http://127.0.0.1:9/blobs/{artifact['checksum']}"
+        assert "sig=" in query
+        # The blob that such a server would serve is the artifact's content.
+        assert (server.data_dir / "blobs" / artifact["checksum"]).is_file()
+
+
 # -- auth ----------------------------------------------------------------------------------
 
 

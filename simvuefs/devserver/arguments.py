@@ -105,6 +105,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="lifetime of signed storage URLs (default %(default)s)",
     )
     parser.add_argument(
+        "--storage-url",
+        default="",
+        metavar="URL",
+        help="hand out download URLs under this base URL (<URL>/<sha256>): a static file "
+        "server such as nginx serving the data directory's blobs/ (uploads still come here)",
+    )
+    parser.add_argument(
         "--no-dedup",
         action="store_true",
         help="always ask for an upload, even when content with that checksum is stored",

@@ -40,7 +40,7 @@ class ArtifactRoutes:
         return str(request.base_url).rstrip("/")
 
     def _artifact_json(self, request: Request, artifact: dict[str, Any]) -> dict[str, Any]:
-        return {**artifact, "url": download_url(self.state, self._base(request), artifact["id"])}
+        return {**artifact, "url": download_url(self.state, self._base(request), artifact)}
 
     def _run_or_404(self, run_id: str) -> None:
         if self.store.get_run(run_id) is None and not synthetic.run(

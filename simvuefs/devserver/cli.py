@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             secret=secret,
             upload_style=args.upload_style,
             url_expiry=args.url_expiry,
+            storage_url=args.storage_url.rstrip("/"),
             dedup=not args.no_dedup,
             faults=faults,
         )

@@ -56,6 +56,8 @@ class ServerState:
     secret: bytes
     upload_style: str = "post"
     url_expiry: float = 3600.0
+    storage_url: str = ""
+    """Base URL of an external server of the blob directory for downloads ("" = our own)."""
     dedup: bool = True
     faults: Faults = field(default_factory=Faults)
     stats: Stats = field(default_factory=Stats)

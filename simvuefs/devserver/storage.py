@@ -62,11 +62,18 @@ def _expiry(state: ServerState) -> int:
     return math.ceil(time.time() + state.faults.url_lifetime(state.url_expiry))
 
 
-def download_url(state: ServerState, base_url: str, artifact_id: str) -> str:
-    """Return a signed GET URL for the artifact's content, valid for the current expiry."""
-    path = f"/storage/artifacts/{artifact_id}"
+def download_url(state: ServerState, base_url: str, artifact: dict[str, Any]) -> str:
+    """Return a signed GET URL for the artifact's content, valid for the current expiry.
+
+    With ``state.storage_url`` set, the URL points at ``<storage_url>/<sha256>`` instead: a
+    plain file server (nginx, for the benchmarks) serving the blob directory. It carries the
+    same query, which such a server ignores.
+    """
+    path = f"/storage/artifacts/{artifact['id']}"
     expires = str(_expiry(state))
     query = urlencode({"expires": expires, "sig": sign(state.secret, "GET", path, expires)})
+    if state.storage_url:
+        return f"{state.storage_url}/{artifact['checksum']}?{query}"
     return f"{base_url}{path}?{query}"
 
 
