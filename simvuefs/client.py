@@ -49,6 +49,7 @@ from simvuefs.models import CATEGORIES, Artifact, Run, UploadSlot
 from simvuefs.transport import (
     MAX_ERROR_BODY,
     Counters,
+    DirectBody,
     MultipartFile,
     Reply,
     RetryPolicy,
@@ -152,10 +153,18 @@ class RangeStream:
         self._counters = counters
         self._pending = memoryview(b"")
         self._chunks: AsyncGenerator[bytes, None] | None = None
+        self._direct: DirectBody | None = None
+        self._first_chunk = True
         if response.status_code != 416 and remaining != 0:
             encoded = response.headers.get("Content-Encoding", "identity") != "identity"
             chunks = response.aiter_bytes() if encoded else response.aiter_raw()
             self._chunks = cast(AsyncGenerator[bytes, None], chunks)
+
+    @property
+    def direct(self) -> bool:
+        """True once the rest of the body is read straight from the connection (DirectBody:
+        a large plain HTTP/1.1 body, after its first chunk; the connection is not reused)."""
+        return self._direct is not None
 
     async def receive(self, max_bytes: int) -> bytes:
         """Return the next 1..*max_bytes* bytes of the range, or ``b""`` at its end.
@@ -168,7 +177,7 @@ class RangeStream:
         while not self._pending:
             if self._remaining == 0 or self._chunks is None:
                 return b""
-            chunk = await self._next_chunk()
+            chunk = await self._next_chunk(max_bytes + self._skip)
             if chunk is None:
                 self._remaining = 0
                 return b""
@@ -188,11 +197,23 @@ class RangeStream:
         self._pending = self._pending[take:]
         return out
 
-    async def _next_chunk(self) -> bytes | None:
+    async def _next_chunk(self, max_bytes: int) -> bytes | None:
+        """The next piece of the body (at most *max_bytes* once it comes straight from the
+        connection, see DirectBody), None at its end."""
         assert self._chunks is not None
+        if self._remaining is not None:
+            max_bytes = min(max_bytes, self._remaining + self._skip)
         try:
             with trio.fail_after(self._read_timeout):
-                chunk = await anext(self._chunks)
+                if self._direct is not None:
+                    chunk = await self._direct.read(max_bytes)
+                    if not chunk:
+                        return None
+                else:
+                    chunk = await anext(self._chunks)
+                    if self._first_chunk:
+                        self._first_chunk = False
+                        self._direct = DirectBody.attach(self._response, len(chunk))
         except StopAsyncIteration:
             return None
         except trio.TooSlowError:
