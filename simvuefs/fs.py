@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from simvuefs.attrs import AttrPolicy, entry_attributes, extended_attributes, unfinished
+from simvuefs.attrs import (
+    MAX_TIMEOUT,
+    AttrPolicy,
+    entry_attributes,
+    extended_attributes,
+    unfinished,
+)
 from simvuefs.errors import LocalError, NotFound, SimvueError, errno_for
 from simvuefs.inodes import Node, NodeKind
 from simvuefs.runinfo import run_document
@@ -228,6 +234,18 @@ class Operations(pyfuse3.Operations):
             self._tree.known_size(node)
         return entry_attributes(node, self._policy, ttl)
 
+    def _negative_entry(self, parent: Node) -> EntryAttributes:
+        """The answer "no such name in *parent*", which the kernel remembers for as long
+        as the listing that says so is trusted: repeated misses (``PATH`` searches,
+        ``stat`` of files that do not exist) then cost no request, not even to this daemon."""
+        in_run = parent.kind in (NodeKind.CATEGORY, NodeKind.DIR)
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = 0  # a negative entry (pyfuse3 lookup docs)
+        attr.entry_timeout = min(
+            self._tree.listing_ttl(parent.run if in_run else None), MAX_TIMEOUT
+        )
+        return attr
+
     async def _exact(self, node: Node) -> Node:
         """Make the size of file *node* exact (object artifacts need a request once)."""
         if node.kind is NodeKind.FILE:
@@ -285,7 +303,7 @@ class Operations(pyfuse3.Operations):
         else:
             found = await self._tree.lookup(parent, self._name(name))
             if found is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
+                return self._negative_entry(parent)
             node = await self._exact(found)
         attr = self._attributes(node)
         self._table.add_lookup(node.inode)  # last: only a lookup that succeeds counts

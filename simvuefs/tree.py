@@ -21,9 +21,15 @@ come from the server and are not always usable as file names, so they are mapped
 - Names that still cannot be shown (empty, ``.``, ``..``, longer than 255 bytes, or clashing
   with a name already taken) are left out, with one warning per object in the log.
 
-Listings are fetched through :class:`simvuefs.cache.MetaCache`: ``runs/`` costs one
-``list_runs`` per metadata TTL, a category directory (and every directory below it) one
-``list_artifacts(run, category)`` per TTL (``finished_run_ttl`` once the run is finished).
+Listings are fetched through :class:`simvuefs.cache.MetaCache`, so requests grow with the
+number of runs, never with the number of artifacts: ``runs/`` costs one ``list_runs`` per
+metadata TTL (pages of 100, the protocol's largest), and the three category directories of
+a run (and every directory below them) one unfiltered ``list_artifacts(run)`` per TTL
+(``finished_run_ttl`` once the run is finished), split by each entry's ``category``. A
+server whose entries do not carry their category (the protocol does not promise it) gets
+one ``list_artifacts(run, category)`` per category instead, from then on. Lookups of
+names that do not exist are answered from the same cached listings (no request within the
+TTL) and handed to the kernel as negative entries for that TTL (``fs.py``).
 
 Writing (only in ``input/``, only when the tree has an uploader): files written through the
 mount and directories made with ``mkdir`` are kept in a :class:`~simvuefs.overlay.LocalFiles`
@@ -301,6 +307,10 @@ class Tree:
         self._settings = settings
         self._runs: MetaCache[str, RunNames] = MetaCache(1)
         self._listings: MetaCache[tuple[str, str], CategoryListing] = MetaCache(LISTINGS_CACHED)
+        self._run_listings: MetaCache[str, Mapping[str, CategoryListing] | None] = MetaCache(
+            LISTINGS_CACHED
+        )
+        self._listing_by_run = True  # until a run listing comes without categories
         self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED)
         self._warned: set[Problem] = set()
         self._local: dict[tuple[str, str], LocalFiles] = {}
@@ -750,25 +760,55 @@ class Tree:
         return await self._runs.get_or_load(RUNS_DIR, load, self.listing_ttl(None))
 
     async def _listing(self, node: Node) -> CategoryListing:
+        """The listing of *node*'s run and category: from the run's one listing of all
+        categories while the server's entries carry their category, else its own request."""
         run, category = node.run, node.category
         assert run is not None
         assert category is not None
+        ttl = self.listing_ttl(run)
+        if self._listing_by_run:
+            by_category = await self._run_listings.get_or_load(
+                run.id, lambda: self._load_run_listing(run), ttl
+            )
+            if by_category is not None:
+                return by_category[category]
 
         async def load() -> CategoryListing:
-            try:
-                artifacts = await self._client.list_artifacts(run.id, category)
-            except NotFound:
-                # Servers answer 404 for "no artifacts" as well as for "no such run".
-                artifacts = []
-            local = self._local.get((run.id, category))
-            if local:
-                artifacts = [a for a in artifacts if a.id not in local.hidden]
-                local.drop_listed(a.id for a in artifacts)
-            listing, problems = name_artifacts(artifacts)
-            self._warn(problems, f"run {run.id} {category}/")
-            return listing
+            return self._lay_out(run, category, await self._list_artifacts(run, category))
 
-        return await self._listings.get_or_load((run.id, category), load, self.listing_ttl(run))
+        return await self._listings.get_or_load((run.id, category), load, ttl)
+
+    async def _load_run_listing(self, run: Run) -> Mapping[str, CategoryListing] | None:
+        """All categories of *run* from one unfiltered request, or None (and from now on
+        one request per category) when the server's entries do not say their category."""
+        artifacts = await self._list_artifacts(run, None)
+        if any(artifact.category not in CATEGORIES for artifact in artifacts):
+            if self._listing_by_run:
+                log.info("the server's run listings do not name categories: one per category")
+            self._listing_by_run = False
+            return None
+        return {
+            category: self._lay_out(run, category, [a for a in artifacts if a.category == category])
+            for category in CATEGORIES
+        }
+
+    async def _list_artifacts(self, run: Run, category: str | None) -> list[Artifact]:
+        try:
+            return await self._client.list_artifacts(run.id, category)
+        except NotFound:
+            # Servers answer 404 for "no artifacts" as well as for "no such run".
+            return []
+
+    def _lay_out(self, run: Run, category: str, artifacts: list[Artifact]) -> CategoryListing:
+        """The directories of *category* of *run* from its listed *artifacts*, with this
+        mount's own writes accounted for."""
+        local = self._local.get((run.id, category))
+        if local:
+            artifacts = [a for a in artifacts if a.id not in local.hidden]
+            local.drop_listed(a.id for a in artifacts)
+        listing, problems = name_artifacts(artifacts)
+        self._warn(problems, f"run {run.id} {category}/")
+        return listing
 
     def _warn(self, problems: list[Problem], where: str) -> None:
         for problem in problems:

@@ -231,15 +231,13 @@ async def test_run_directories_have_three_categories_and_nested_artifacts(
 async def test_lookup_errors(seeded_devserver):
     async with open_ops(seeded_devserver) as ops:
         runs = await walk(ops, "runs")
-        with pytest.raises(pyfuse3.FUSEError) as excinfo:
-            await ops.lookup(runs.st_ino, b"no such run", CTX)
-        assert fuse_errno(excinfo) == errno.ENOENT
-        with pytest.raises(pyfuse3.FUSEError) as excinfo:
-            await ops.lookup(runs.st_ino, b"sweep@not-an-id", CTX)
-        assert fuse_errno(excinfo) == errno.ENOENT
-        with pytest.raises(pyfuse3.FUSEError) as excinfo:
-            await ops.lookup(runs.st_ino, b"\xff\xfe not utf-8", CTX)
-        assert fuse_errno(excinfo) == errno.ENOENT
+        # Names that do not exist: negative entries (inode 0) the kernel keeps for the TTL.
+        for missing in (b"no such run", b"sweep@not-an-id", b"\xff\xfe not utf-8"):
+            absent = await ops.lookup(runs.st_ino, missing, CTX)
+            assert (absent.st_ino, absent.entry_timeout) == (0, 1.0)
+        output = await walk(ops, "runs", "demo run", "output")
+        absent = await ops.lookup(output.st_ino, b"no such file", CTX)
+        assert (absent.st_ino, absent.entry_timeout) == (0, 60.0)  # a finished run's TTL
         with pytest.raises(pyfuse3.FUSEError) as excinfo:
             await ops.lookup(runs.st_ino, b"x" * 256, CTX)
         assert fuse_errno(excinfo) == errno.ENAMETOOLONG

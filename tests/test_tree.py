@@ -8,6 +8,7 @@ test_fs.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -235,6 +236,7 @@ class FakeClient:
         self.artifacts: dict[tuple[str, str], list[Artifact]] = {}
         self.sizes: dict[str, int] = {}
         self.calls: list[tuple[str, ...]] = []
+        self.categorised = True
 
     async def list_runs(self):
         self.calls.append(("list_runs",))
@@ -242,8 +244,20 @@ class FakeClient:
         return list(self.runs)
 
     async def list_artifacts(self, run_id, category=None, name=None):
+        """Like the devserver: unfiltered listings name each entry's category, unless
+        *categorised* is False (the protocol does not promise it)."""
         self.calls.append(("list_artifacts", run_id, category))
         await trio.lowlevel.checkpoint()
+        if category is None:
+            listed = [
+                (dataclasses.replace(a, category=c) if self.categorised else a)
+                for (r, c), artifacts in self.artifacts.items()
+                if r == run_id
+                for a in artifacts
+            ]
+            if not listed:
+                raise NotFound("no such run", status=404)
+            return listed
         if (run_id, category) not in self.artifacts:
             raise NotFound("no such run", status=404)
         return list(self.artifacts[(run_id, category)])
@@ -428,3 +442,35 @@ async def test_unshowable_names_warned_once(fake, caplog, autojump_clock):
     warnings = [r for r in caplog.records if "not shown" in r.getMessage()]
     assert len(warnings) == 1
     assert "artifact dot" in warnings[0].getMessage()
+
+
+async def test_all_categories_of_a_run_cost_one_request(fake):
+    fake.artifacts[("r2", "code")] = [art("c1", "run.py")]
+    tree = Tree(fake, SETTINGS)
+    run_node = await tree.lookup(tree.runs_node(), "sim")
+    listed = {}
+    for category in ("input", "output", "code"):
+        listed[category] = sorted(await names_of(tree, await tree.lookup(run_node, category)))
+    assert listed == {"input": [], "output": ["metrics.csv", "model", "plots"], "code": ["run.py"]}
+    assert [call for call in fake.calls if call[0] == "list_artifacts"] == [
+        ("list_artifacts", "r2", None)
+    ]
+
+
+async def test_server_without_categories_in_listings_gets_one_request_per_category(fake):
+    fake.categorised = False
+    fake.artifacts[("r1", "input")] = [art("i1", "in.txt")]
+    tree = Tree(fake, SETTINGS)
+    sim2 = await tree.lookup(tree.runs_node(), "sim")
+    output = await tree.lookup(sim2, "output")
+    assert sorted(await names_of(tree, output)) == ["metrics.csv", "model", "plots"]
+    assert await names_of(tree, await tree.lookup(sim2, "input")) == []
+    sim1 = await tree.lookup(tree.runs_node(), "sim@r1")
+    assert await names_of(tree, await tree.lookup(sim1, "input")) == ["in.txt"]
+    # One unfiltered try, then filtered listings only, one per category asked for.
+    assert [call[1:] for call in fake.calls if call[0] == "list_artifacts"] == [
+        ("r2", None),
+        ("r2", "output"),
+        ("r2", "input"),
+        ("r1", "input"),
+    ]
