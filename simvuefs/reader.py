@@ -96,7 +96,7 @@ region arrive slightly out of order."""
 VERIFY_BACKLOG = 16 * MIB
 """Per verified handle: the most bytes held beyond the verified prefix (out-of-order reads)
 and the most queued for hashing before a read waits for the hasher."""
-HASH_BATCH = 1 * MIB
+HASH_BATCH = 8 * MIB
 """Bytes collected before a worker thread hashes them (one thread hop per batch)."""
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
