@@ -171,7 +171,7 @@ def mounted(
     *url*, *token*, *config* and *profile* are found like the command's (environment,
     then ``simvue.toml``) when not given. *offline*: True for the default cache, or its
     directory. *options* are further ``simvuefs mount`` options by Python name, e.g.
-    ``read_only=True, metadata_ttl=5, upload_wait=10``. The log goes to *log_file*
+    ``read_only=True, metadata_ttl=5, cache_size="64MiB"``. The log goes to *log_file*
     (default: ``$XDG_STATE_HOME/simvuefs/mount.log``). Raises MountError (one line).
     """
     root = Path(os.path.realpath(path))

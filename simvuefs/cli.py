@@ -50,6 +50,8 @@ def _add_devserver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MEMORY_FLAGS = ("--cache-size", "--read-ahead", "--read-ahead-total")
+"""The mount's memory caps (sizes), passed on to the daemon as given."""
 
 
 def default_log_file() -> Path:
@@ -141,6 +143,27 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS|minimal|indefinite",
         help="how long listings are trusted (minimal = 1 s; default: %(default)s)",
     )
+    memory = parser.add_argument_group(
+        "memory",
+        "caps on the mount's memory, e.g. 64MiB or 1G (see SEMANTICS.md, Memory); the daemon "
+        "stays near --cache-size plus about 100 MiB",
+    )
+    memory.add_argument(
+        "--cache-size",
+        metavar="SIZE",
+        help="the cache of read blocks, read-ahead included (default: 256MiB)",
+    )
+    memory.add_argument(
+        "--read-ahead",
+        metavar="SIZE",
+        help="most content fetched ahead of one sequential reader (default: 32MiB)",
+    )
+    memory.add_argument(
+        "--read-ahead-total",
+        metavar="SIZE",
+        help="most content fetched ahead over all open files, at most half of --cache-size "
+        "(default: 128MiB)",
+    )
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="default: INFO"
     )
@@ -180,6 +203,10 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
     argv += ["--upload-wait", repr(args.upload_wait)]
     if args.request_timeout is not None:
         argv += ["--request-timeout", repr(args.request_timeout)]
+    for flag in MEMORY_FLAGS:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            argv += [flag, value]
     if args.spool_dir is not None:
         argv += ["--spool-dir", str(_absolute(args.spool_dir))]
     if args.url is not None:
@@ -200,6 +227,27 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
     return argv
 
 
+def _memory_caps(args: argparse.Namespace) -> dict[str, int]:
+    """The Settings memory caps of ``--cache-size``, ``--read-ahead``, ``--read-ahead-total``;
+    UsageError (exit status 2, one line) for a bad or inconsistent value."""
+    from simvuefs.config import memory_caps, parse_size
+
+    def size_of(flag: str) -> int | None:
+        text = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        try:
+            return None if text is None else parse_size(text)
+        except ConfigError as exc:
+            raise UsageError(f"{flag}: {exc}", exitcode=2) from None
+
+    cache_size, read_ahead, read_ahead_total = map(size_of, MEMORY_FLAGS)
+    try:
+        return memory_caps(
+            cache_size=cache_size, read_ahead=read_ahead, read_ahead_total=read_ahead_total
+        )
+    except ConfigError as exc:
+        raise UsageError(str(exc), exitcode=2) from None
+
+
 def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Settings:
     """Settings for ``--offline``: the cache directory, no server."""
     from simvuefs.config import Settings, parse_ttl, resolve_offline_directory
@@ -212,6 +260,7 @@ def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Setti
         cache = resolve_offline_directory(config_file=args.config)
     return Settings.for_offline(
         cache,
+        **_memory_caps(args),
         metadata_ttl=parse_ttl(args.metadata_ttl),
         spool_dir=spool_dir,
         shutdown_upload_wait=args.upload_wait,
@@ -234,6 +283,7 @@ def _mount(args: argparse.Namespace) -> int:
 
     mountpoint = _absolute(args.mountpoint)
     if not args.foreground:
+        _memory_caps(args)  # bad values fail here, before any daemon starts
         log_file = _absolute(args.log_file or default_log_file())
         try:
             mount.spawn_daemon(_daemon_argv(args, mountpoint, log_file), log_file)
@@ -253,6 +303,7 @@ def _mount(args: argparse.Namespace) -> int:
             server = resolve_server(url=args.url, profile=args.profile, config_file=args.config)
             settings = Settings.from_server(
                 server,
+                **_memory_caps(args),
                 metadata_ttl=parse_ttl(args.metadata_ttl),
                 spool_dir=spool_dir or registry.default_spool(server.url, mountpoint),
                 shutdown_upload_wait=args.upload_wait,

@@ -44,6 +44,13 @@ from simvuefs.errors import ConfigError
 
 MIB = 1024 * 1024
 
+# The memory caps of a mount, the one place their defaults are set (sized for a laptop: the
+# daemon stays near cache + read-ahead total + ~100 MiB of interpreter).
+DEFAULT_BLOCK_SIZE = 1 * MIB
+DEFAULT_CACHE_BYTES = 256 * MIB
+DEFAULT_READAHEAD_PER_FILE = 32 * MIB
+DEFAULT_READAHEAD_TOTAL = 128 * MIB
+
 CONFIG_FILE_NAMES = ("simvue.toml", ".simvue.toml")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -87,10 +94,12 @@ class Settings:
     metadata_ttl: float = 1.0
     # How long listings of finished runs are trusted.
     finished_run_ttl: float = 60.0
-    block_size: int = 1 * MIB
-    cache_bytes: int = 256 * MIB
-    readahead_per_file: int = 32 * MIB
-    readahead_total: int = 128 * MIB
+    # Memory caps (see memory_caps and SEMANTICS.md "Memory"): the block cache, and read-ahead
+    # per open file and over all open files.
+    block_size: int = DEFAULT_BLOCK_SIZE
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    readahead_per_file: int = DEFAULT_READAHEAD_PER_FILE
+    readahead_total: int = DEFAULT_READAHEAD_TOTAL
     verify_tls: bool = True
     # The client's offline cache directory (SIMVUE_OFFLINE_DIRECTORY, [offline] cache, ~/.simvue).
     offline_directory: Path = field(default_factory=lambda: Path.home() / ".simvue")
@@ -378,6 +387,62 @@ def parse_size(text: str) -> int:
             f"invalid size {text!r}: use bytes or a number with K, M, G, T, KiB.. or KB.."
         )
     return int(float(match["number"]) * _SIZE_UNITS[match["unit"]])
+
+
+def format_size(size: int) -> str:
+    """Return *size* bytes as people write it: ``32 MiB``, ``512 KiB``, ``1000 bytes``."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", MIB), ("KiB", 1024)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
+
+
+def memory_caps(
+    *,
+    cache_size: int | None = None,
+    read_ahead: int | None = None,
+    read_ahead_total: int | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> dict[str, int]:
+    """Return the ``Settings`` memory caps for the mount options ``--cache-size``,
+    ``--read-ahead`` and ``--read-ahead-total`` (None: not given).
+
+    Invariant of the result: ``block_size <= readahead_per_file <= readahead_total <=
+    cache_bytes / 2`` (read-ahead blocks live in the cache and must not evict each other
+    before they are read). A cap not given is its default, lowered as far as the given ones
+    require, so one option alone always works; given caps that break the invariant, or one
+    smaller than a block (the cache: two blocks), raise ConfigError naming the options.
+    """
+    for option, value, least in (
+        ("--cache-size", cache_size, 2 * block_size),
+        ("--read-ahead", read_ahead, block_size),
+        ("--read-ahead-total", read_ahead_total, block_size),
+    ):
+        if value is not None and value < least:
+            raise ConfigError(
+                f"{option} {format_size(value)} is less than {format_size(least)} "
+                f"(read blocks are {format_size(block_size)})"
+            )
+    cache = DEFAULT_CACHE_BYTES if cache_size is None else cache_size
+    if read_ahead_total is None:
+        total = max(min(DEFAULT_READAHEAD_TOTAL, cache // 2), block_size)
+        if read_ahead is not None:
+            total = max(total, read_ahead)
+    else:
+        total = read_ahead_total
+    per_file = min(DEFAULT_READAHEAD_PER_FILE, total) if read_ahead is None else read_ahead
+    if per_file > total:
+        raise ConfigError(
+            f"--read-ahead {format_size(per_file)} is more than --read-ahead-total "
+            f"{format_size(total)}"
+        )
+    if 2 * total > cache:
+        raise ConfigError(
+            f"read-ahead up to {format_size(total)} needs a --cache-size of at least "
+            f"{format_size(2 * total)} (read-ahead blocks live in the cache), not "
+            f"{format_size(cache)}"
+        )
+    return {"cache_bytes": cache, "readahead_per_file": per_file, "readahead_total": total}
 
 
 def _absolute(path: Path, cwd: Path, home: Path) -> Path:

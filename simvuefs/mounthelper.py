@@ -50,6 +50,9 @@ VALUED = {
     "log_file": "--log-file",
     "log_level": "--log-level",
     "spool_dir": "--spool-dir",
+    "cache_size": "--cache-size",
+    "read_ahead": "--read-ahead",
+    "read_ahead_total": "--read-ahead-total",
 }
 """Options of the form ``name=value``, and the flag each becomes (``run=`` may repeat)."""
 

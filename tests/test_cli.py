@@ -154,6 +154,28 @@ def test_bad_option_values(tmp_path, mnt):
     assert b"invalid time to live 'soon'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--cache-size", "lots"], "--cache-size: invalid size 'lots'"),
+        (["--read-ahead", "100"], "--read-ahead 100 bytes is less than 1 MiB"),
+        (["--read-ahead-total=-1M"], "--read-ahead-total: invalid size '-1M'"),
+        (
+            ["--read-ahead", "64MiB", "--read-ahead-total", "32MiB"],
+            "--read-ahead 64 MiB is more than --read-ahead-total 32 MiB",
+        ),
+        (["--cache-size", "64MiB", "--read-ahead-total", "64MiB"], "--cache-size of at least"),
+    ],
+)
+@pytest.mark.parametrize("foreground", [False, True], ids=["daemon", "foreground"])
+def test_bad_memory_caps(seeded_devserver, mnt, flags, message, foreground):
+    config = ["--config", str(seeded_devserver.config_path)]
+    result = simvuefs("mount", str(mnt), *config, *flags, *(["-f"] if foreground else []))
+    assert message in one_line_error(result)
+    assert result.returncode == 2
+    assert_nothing_left(mnt)
+
+
 # -- mounting ---------------------------------------------------------------------------------
 
 
