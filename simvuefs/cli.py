@@ -162,7 +162,7 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--read-ahead-total",
         metavar="SIZE",
         help="most content fetched ahead over all open files, at most half of --cache-size "
-        "(default: 128MiB)",
+        "(default: 64MiB)",
     )
     parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="default: INFO"
