@@ -31,6 +31,7 @@ Invariants recovery relies on:
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -59,6 +60,9 @@ _PASSED_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
 STAGES = ("new", "stored", "marked", "attached")
 """How far an upload got, in order: nothing on the server yet; content stored under
 ``artifact_id``; marked uploaded (or deduplicated: nothing to mark); attached to the run."""
+# sync_file_range(2) flag: start writing dirty pages of the range back, without waiting.
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
 _SPOOL_ID = re.compile(r"[0-9a-f]{32}")
 _CHECKSUM = re.compile(r"[0-9a-f]{64}")
 
@@ -300,9 +304,15 @@ class Spool:
         except OSError as exc:
             raise local_error(exc, f"cannot create a file in {self.staging_dir}") from None
 
-    def check_free(self, grow: int) -> None:
-        """Raise LocalError(ENOSPC) unless *grow* more bytes leave ``min_free`` bytes free."""
-        stat = os.statvfs(self.root)
+    def check_free(self, grow: int) -> int:
+        """Raise LocalError(ENOSPC) unless *grow* more bytes leave ``min_free`` bytes free;
+        return how many bytes more than *grow* could be written (the room left after it)."""
+        try:
+            stat = os.statvfs(self.root)
+        except OSError as exc:
+            raise local_error(
+                exc, f"cannot check the free space of the spool {self.root}"
+            ) from None
         free = stat.f_bavail * stat.f_frsize
         if free - grow < self.min_free:
             raise LocalError(
@@ -310,15 +320,27 @@ class Spool:
                 f"{self.min_free // MIB} MiB kept in reserve",
                 errno=errno.ENOSPC,
             )
+        return free - grow - self.min_free
 
-    def write(self, fd: int, offset: int, data: bytes, grow: int) -> None:
-        """Write *data* at *offset* of a staging file that grows by *grow* bytes."""
-        if grow:
-            self.check_free(grow)
+    def write(self, fd: int, offset: int, data: bytes) -> None:
+        """Write *data* at *offset* of a staging file (check_free first if it grows)."""
         try:
             write_at(fd, offset, data)
         except OSError as exc:
             raise local_error(exc, f"cannot write to the spool {self.root}") from None
+
+    @staticmethod
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        """Start writing a range of a staging file to disk, without waiting for it, so that
+        the fsync at commit has little left to wait for (Linux ``sync_file_range``; a no-op
+        where it is missing or fails: the fsync still does all the work)."""
+        if _sync_file_range is not None and length > 0:
+            _sync_file_range(
+                ctypes.c_int(fd),
+                ctypes.c_int64(offset),
+                ctypes.c_int64(length),
+                ctypes.c_uint(_SYNC_FILE_RANGE_WRITE),
+            )
 
     def truncate(self, fd: int, size: int, grow: int) -> None:
         """Set the size of a staging file, which grows by *grow* bytes (may be 0)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import trio
 
+from simvuefs.errors import LocalError
 from simvuefs.models import Artifact
 from simvuefs.spool import JournalRecord
 
@@ -50,6 +51,12 @@ class StagedFile:
     Locks: ``_lock`` serialises content changes and state transitions (held briefly, or for
     the hashing at commit); ``_attempt_lock`` lets one upload attempt run at a time (held
     for the upload). A PENDING file has at most one background retry loop (``_retrying``).
+
+    Write-behind (``upload.py``): accepted writes wait in ``_queue`` (offset, data, growth),
+    in order, until one flusher task at a time (``_flushing``) puts them on disk and hashes
+    them in a worker thread; ``_unwritten`` counts their bytes (also those being written).
+    While the flusher runs, only it touches ``_hasher`` and ``_hashed``. A write it could
+    not store sets ``_write_error``, which every later write, truncate and commit raise.
     """
 
     def __init__(
@@ -71,6 +78,11 @@ class StagedFile:
         # sha256 of the first _hashed bytes, kept while writes are sequential; None = rehash.
         self._hasher: hashlib._Hash | None = hashlib.sha256()
         self._hashed = 0
+        self._queue: list[tuple[int, bytes, int]] = []
+        self._unwritten = 0
+        self._flushing = False
+        self._flushed = trio.Event()  # set and replaced after each batch the flusher writes
+        self._write_error: LocalError | None = None
         self._record: JournalRecord | None = None  # set while PENDING
         self._lock = trio.Lock()
         self._attempt_lock = trio.Lock()

@@ -11,6 +11,16 @@ error, an unmount or a crash never loses it; ``open_uploader`` resumes the journ
 
 Concurrency: all state lives in the trio thread; file I/O and hashing run in worker
 threads; per-file locks are described in ``staged.py``.
+
+Write-behind: a write returns once its bytes are queued; a flusher task per file writes and
+hashes the queue in order, in a worker thread, while the next writes arrive (FUSE writes
+are synchronous, so this is what lets the kernel's copy, the spool write and the hashing
+overlap). At most WRITE_BEHIND bytes per file wait; reads, truncates, commits and the last
+release wait for the queue first. A write is queued only when the free space measured last
+(minus everything queued since) covers its growth; otherwise it waits for the queue and is
+written at once with a fresh check, so a full spool still fails that write with ENOSPC. A
+queued write that fails on disk (the disk filled up meanwhile, an I/O error) fails the next
+write, truncate and the commit (``close()``) with its error; that file is never uploaded.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from pathlib import Path
 import trio
 
 from simvuefs.backend import SimvueBackend
-from simvuefs.config import Settings
+from simvuefs.config import MIB, Settings
 from simvuefs.errors import ConfigError, LocalError
 from simvuefs.landing import Lander
 from simvuefs.models import CATEGORIES, Artifact
@@ -45,6 +55,9 @@ from simvuefs.spool import (
 from simvuefs.staged import FileState, PendingUpload, StagedFile
 
 log = logging.getLogger(__name__)
+
+WRITE_BEHIND = 16 * MIB
+"""Bytes of one file accepted into memory before they are on the spool disk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +120,10 @@ class Uploader:
         on_landed: Callable[[StagedFile], None] | None,
     ) -> None:
         self._spool = spool
+        self._nursery = nursery
         self._on_landed = on_landed
+        self._room = 0  # bytes that can be queued before the free space is measured again
+        self._queued_growth = 0  # how much the queued writes of all files grow their files
         self._live: dict[tuple[str, str, str], StagedFile] = {}  # STAGED and PENDING, by key
         self._lander = Lander(client, settings, spool, nursery, self._landed)
 
@@ -189,45 +205,98 @@ class Uploader:
             f._writers += write
 
     async def release(self, f: StagedFile, *, write: bool) -> None:
-        """Forget one handle (opened by ``create`` or ``open``); the last one closes the fd."""
+        """Forget one handle (opened by ``create`` or ``open``); the last one closes the fd
+        (once the queued writes are on disk)."""
         f._handles -= 1
         f._writers -= write
         if f._handles == 0 and f._fd is not None:
             async with f._lock:
+                await _written(f)
                 if f._handles == 0 and f._fd is not None:
                     fd, f._fd = f._fd, None
                     await trio.to_thread.run_sync(os.close, fd)
 
     async def write(self, f: StagedFile, offset: int, data: bytes) -> int:
-        """Write *data* at *offset* of a STAGED *f*; return ``len(data)``.
+        """Write *data* at *offset* of a STAGED *f*; return ``len(data)`` (write-behind: see
+        the module docstring).
 
-        Raises LocalError: EBADF once *f* is committed; ENOSPC when the spool is full.
+        Raises LocalError: EBADF once *f* is committed; ENOSPC when the spool is full; the
+        error of an earlier queued write that failed.
         """
         async with f._lock:
-            fd = _writable_fd(f)
+            _usable(f)
             end = offset + len(data)
             grow = max(0, end - f.size)
-            sequential = f._hasher is not None and offset == f._hashed
-            await trio.to_thread.run_sync(self._write_sync, f, fd, offset, data, grow, sequential)
-            f._hashed = end if sequential else f._hashed
+            if grow > self._room:  # not known to fit: write now, measuring the free space
+                await _written(f)
+                fd = _usable(f)
+                room = await trio.to_thread.run_sync(
+                    self._write_batch, f, fd, [(offset, data, grow)]
+                )
+                self._room = room - self._queued_growth
+            else:
+                self._room -= grow
+                self._queued_growth += grow
+                f._queue.append((offset, data, grow))
+                f._unwritten += len(data)
+                if not f._flushing:
+                    f._flushing = True
+                    self._nursery.start_soon(self._flush_queue, f)
             f.size = max(f.size, end)
             f.mtime = time.time()
+            await _written(f, WRITE_BEHIND)
         return len(data)
 
-    def _write_sync(
-        self, f: StagedFile, fd: int, offset: int, data: bytes, grow: int, sequential: bool
-    ) -> None:
-        """Worker thread, f._lock held: write, and hash along while writes are sequential."""
-        hasher, f._hasher = f._hasher, None  # an error below leaves the hash to be redone
-        self._spool.write(fd, offset, data, grow)
-        if sequential and hasher is not None:
-            hasher.update(data)
-            f._hasher = hasher
+    async def _flush_queue(self, f: StagedFile) -> None:
+        """The flusher of *f*: write its queue to disk in order, batch by batch, until empty
+        or a batch fails (then the rest of the queue is dropped with it)."""
+        try:
+            while f._queue and f._write_error is None:
+                batch, f._queue = f._queue, []
+                fd = f._fd
+                assert fd is not None, "the last release waits for the queue"
+                room: int | None = None
+                try:
+                    with trio.CancelScope(shield=True):  # the queue is all the data there is
+                        room = await trio.to_thread.run_sync(self._write_batch, f, fd, batch)
+                except LocalError as exc:
+                    log.warning("cannot store writes to %s of run %s: %s", f.name, f.run_id, exc)
+                    f._write_error = exc
+                    batch += f._queue
+                    f._queue = []
+                finally:
+                    f._unwritten -= sum(len(data) for _, data, _ in batch)
+                    self._queued_growth -= sum(grow for _, _, grow in batch)
+                    f._flushed.set()
+                    f._flushed = trio.Event()
+                if room is not None:
+                    self._room = room - self._queued_growth
+        finally:
+            f._flushing = False
+            f._flushed.set()
+            f._flushed = trio.Event()
+
+    def _write_batch(self, f: StagedFile, fd: int, batch: list[tuple[int, bytes, int]]) -> int:
+        """Worker thread: check the free space for the batch's growth, write it in order,
+        hash along while writes are sequential, start its writeback; return the room left
+        (``check_free``)."""
+        room = self._spool.check_free(sum(grow for _, _, grow in batch))
+        for offset, data, _ in batch:
+            hasher, f._hasher = f._hasher, None  # an error below leaves the hash to be redone
+            self._spool.write(fd, offset, data)
+            if hasher is not None and offset == f._hashed:
+                hasher.update(data)
+                f._hasher = hasher
+                f._hashed += len(data)
+        start = min(offset for offset, _, _ in batch)
+        self._spool.start_writeback(fd, start, max(o + len(d) for o, d, _ in batch) - start)
+        return room
 
     async def truncate(self, f: StagedFile, size: int) -> None:
         """Set the size of a STAGED *f* (zeros when it grows). Raises like ``write``."""
         async with f._lock:
-            fd = _writable_fd(f)
+            await _written(f)
+            fd = _usable(f)
             grow = max(0, size - f.size)
             await trio.to_thread.run_sync(self._spool.truncate, fd, size, grow)
             if size < f._hashed:
@@ -238,6 +307,7 @@ class Uploader:
     async def read(self, f: StagedFile, offset: int, size: int) -> bytes:
         """Read the local content of *f* through an open handle: exactly *size* bytes unless
         the end of the file comes first. Raises LocalError(EBADF) without an open handle."""
+        await _written(f)
         fd = f._fd
         if fd is None:
             raise LocalError(f"{f.name} is not open", errno=errno.EBADF)
@@ -269,6 +339,9 @@ class Uploader:
 
     async def _journal(self, f: StagedFile) -> None:
         """STAGED -> PENDING (f._lock held): seal the content, write the record, move it."""
+        await _written(f)
+        if f._write_error is not None:
+            raise f._write_error
         hasher, start = f._hasher, f._hashed
         f._hasher = None  # sealing consumes it; a failed commit rehashes from the start
         if hasher is None:
@@ -435,6 +508,8 @@ class Uploader:
     async def _drain(self) -> None:
         """Let the lander drain, report files never closed, close what is still open."""
         await self._lander.drain()
+        for f in self._live.values():
+            await _written(f)
         unfinished = [f for f in self._live.values() if f.state is FileState.STAGED]
         if unfinished:
             log.warning(
@@ -460,13 +535,24 @@ def _check_name(name: str, category: str) -> None:
         )
 
 
-def _writable_fd(f: StagedFile) -> int:
-    """The fd to write *f* through; writes to a discarded but open file still succeed."""
+def _usable(f: StagedFile) -> int:
+    """The fd to write *f* through; writes to a discarded but open file still succeed.
+
+    Raises LocalError: EBADF when committed or not open; a queued write's error.
+    """
     if f.state not in (FileState.STAGED, FileState.DISCARDED):
         raise LocalError(f"{f.name} is committed and can no longer change", errno=errno.EBADF)
     if f._fd is None:
         raise LocalError(f"{f.name} is not open", errno=errno.EBADF)
+    if f._write_error is not None:
+        raise f._write_error
     return f._fd
+
+
+async def _written(f: StagedFile, limit: int = 0) -> None:
+    """Wait until at most *limit* bytes of *f*'s queued writes are not on disk yet."""
+    while f._unwritten > limit and f._flushing:
+        await f._flushed.wait()
 
 
 def _open_fd(path: Path, flags: int) -> int:

@@ -15,10 +15,11 @@ import logging
 import os
 import random
 import signal
+import subprocess
 import sys
 import textwrap
 import tracemalloc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -408,6 +409,93 @@ async def test_random_writes_and_truncates_are_hashed_correctly(
         landed = await uploader.commit(empty)
         assert landed is not None
         assert (landed.size, landed.checksum) == (0, sha256(b""))
+
+
+async def test_queued_writes_land_in_order_whatever_their_offsets(
+    devserver: DevServer, tmp_path: Path
+) -> None:
+    """Writes return once queued (write-behind); a rewrite of bytes still queued, a jump
+    back and a hole must reach the disk and the hash in the order they were made."""
+    run_id = _new_run(devserver)
+    rng = random.Random(9)
+    expected = bytearray()
+    async with _uploader(devserver, tmp_path / "spool") as (_, uploader):
+        f = await uploader.create(run_id, "queued.bin")
+        for index in range(24):  # sequential MiBs, each rewritten at once in part
+            chunk = rng.randbytes(MIB)
+            await uploader.write(f, index * MIB, chunk)
+            patch = rng.randbytes(1000)
+            await uploader.write(f, index * MIB + 10, patch)
+            expected += chunk
+            expected[index * MIB + 10 : index * MIB + 1010] = patch
+        await uploader.write(f, 30 * MIB, b"after a hole")
+        expected += bytes(6 * MIB) + b"after a hole"
+        assert f.size == len(expected)
+        assert await uploader.read(f, 0, len(expected)) == expected
+        sequential = await uploader.create(run_id, "sequential.bin")
+        content = rng.randbytes(40 * MIB)
+        await _write(uploader, sequential, content, MIB)
+        landed = [await uploader.commit(f), await uploader.commit(sequential)]
+    assert [a.checksum for a in landed if a is not None] == [sha256(expected), sha256(content)]
+    assert _inputs(devserver, run_id) == {
+        "queued.bin": sha256(expected),
+        "sequential.bin": sha256(content),
+    }
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs (needs root), unmounted at the end."""
+    path = tmp_path / "small"
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def _fill(path: Path) -> None:
+    """Write *path* until its disk is full."""
+    with path.open("wb", buffering=0) as stream:
+        try:
+            while True:
+                stream.write(bytes(MIB))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+
+
+async def test_a_queued_write_the_disk_cannot_take_fails_the_file(
+    devserver: DevServer, small_disk: Path
+) -> None:
+    """The disk fills up after a write was accepted into the queue: that write is lost, so
+    the next write and every commit fail with ENOSPC and nothing is uploaded."""
+    run_id = _new_run(devserver)
+    async with _uploader(devserver, small_disk / "spool") as (client, uploader):
+        f = await uploader.create(run_id, "lost.bin")
+        await uploader.write(f, 0, b"a" * MIB)  # measures the free space: about 15 MiB
+        filler = small_disk / "filler"
+        _fill(filler)
+        assert await uploader.write(f, MIB, b"b" * MIB) == MIB  # queued: it seemed to fit
+        await uploader.read(f, 0, 1)  # waits for the queue
+        with pytest.raises(LocalError) as refused:
+            await uploader.write(f, 2 * MIB, b"c")
+        assert errno_for(refused.value) == errno.ENOSPC
+        filler.unlink()
+        for _ in range(2):  # room again, but the lost write stays lost
+            with pytest.raises(LocalError) as failed:
+                await uploader.commit(f)
+            assert errno_for(failed.value) == errno.ENOSPC
+            assert f.state is FileState.STAGED
+        await uploader.discard(f)
+        assert await client.list_artifacts(run_id, "input") == []
 
 
 async def test_writes_after_commit_and_second_writers_are_refused(
