@@ -11,6 +11,7 @@ by size) or raises :class:`~simvuefs.errors.DeadlineExceeded`, and raises only
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +44,13 @@ class SimvueBackend(Protocol):
         self, artifact: Artifact, start: int, end: int | None = None
     ) -> AbstractAsyncContextManager[RangeBody]: ...
 
-    async def read_range(self, artifact: Artifact, start: int, length: int) -> bytes: ...
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> bytes: ...
 
     async def content_length(self, artifact: Artifact) -> int: ...
 

@@ -479,11 +479,19 @@ class SimvueClient:
         finally:
             await stream.aclose()
 
-    async def read_range(self, artifact: Artifact, start: int, length: int) -> bytes:
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> bytes:
         """Return *length* bytes from *start* (fewer only at the end of the content).
 
         A connection that breaks mid-body is resumed from the first missing byte; it gives up
         after ``retry_attempts`` breaks in a row that brought no bytes (or at the deadline).
+        *on_chunk*, if given, is called with every piece as it arrives, in order (their
+        concatenation is the result), so a caller can use the first bytes early.
         """
         parts: list[bytes] = []
         got = 0
@@ -501,6 +509,8 @@ class SimvueClient:
                                 return b"".join(parts)
                             parts.append(chunk)
                             got += len(chunk)
+                            if on_chunk is not None:
+                                on_chunk(chunk)
                 except DeadlineExceeded:
                     raise
                 except TransportError as exc:

@@ -251,13 +251,22 @@ class OfflineClient:
         finally:
             os.close(fd)
 
-    async def read_range(self, artifact: Artifact, start: int, length: int) -> bytes:
-        """Return *length* bytes from *start* (fewer only at the end of the content)."""
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> bytes:
+        """Return *length* bytes from *start* (fewer only at the end of the content); also
+        hand them to *on_chunk*, in one piece."""
         data = await self._in_thread(
             f"read {artifact.id}", self._read_content, artifact, start, length
         )
         self._files_opened += 1
         self._bytes_read += len(data)
+        if on_chunk is not None and data:
+            on_chunk(data)
         return data
 
     async def content_length(self, artifact: Artifact) -> int:

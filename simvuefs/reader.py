@@ -7,7 +7,10 @@ How a read is served
     Every block a read needs comes from the cache, from a flight another task is already
     running for it, or from a bounded Range GET that this read starts (one request per run
     of consecutive missing blocks). That is all a random reader ever causes, so ``head -c``
-    or a ``dd skip=`` costs about one block of transfer.
+    or a ``dd skip=`` costs about one block of transfer. A read whose blocks are all its own
+    to fetch (one run) returns as soon as its own bytes arrived; a task of the reader's
+    nursery receives the rest of the run into the cache. So the first read of a file waits
+    for the first piece of its block, not the whole block (time to first byte).
 
     A handle whose earlier reads covered a block sequentially gets a *stream*: one open-ended
     Range GET from the first block it lacks, received by a task in the reader's nursery. The
@@ -69,7 +72,7 @@ import hashlib
 import logging
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -114,7 +117,13 @@ class RangeSource(Protocol):
         self, artifact: Artifact, start: int, end: int | None = None
     ) -> AbstractAsyncContextManager[RangeBody]: ...
 
-    async def read_range(self, artifact: Artifact, start: int, length: int) -> bytes: ...
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +265,68 @@ class _Verifier:
             await self.idle.wait()
 
 
+class _Progress:
+    """The bytes of one bounded GET received so far, for the read waiting for a part of them.
+
+    ``scope`` bounds the task receiving them; ``error`` is set if it failed.
+    """
+
+    __slots__ = ("_arrived", "chunks", "error", "received", "scope")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.received = 0
+        self.error: Exception | None = None
+        self.scope = trio.CancelScope()
+        self._arrived = trio.Event()
+
+    def add(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.received += len(chunk)
+        self._wake()
+
+    def fail(self, error: Exception) -> None:
+        self.error = error
+        self._wake()
+
+    def settle(self, blocks: list[bytes]) -> None:
+        """The fetch succeeded with *blocks*: make sure they are all there (a source may
+        deliver them only at the end)."""
+        total = sum(len(block) for block in blocks)
+        if self.received < total:
+            self.chunks, self.received = blocks, total
+            self._wake()
+
+    def _wake(self) -> None:
+        self._arrived.set()
+        self._arrived = trio.Event()
+
+    async def wait_for(self, count: int) -> None:
+        """Wait until *count* bytes arrived; raise the fetch's error if it failed first."""
+        while self.received < count:
+            if self.error is not None:
+                raise self.error
+            await self._arrived.wait()
+
+    def slice(self, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)`` of what arrived (which must cover them)."""
+        pieces = []
+        at = 0
+        for chunk in self.chunks:
+            if at + len(chunk) > start:
+                pieces.append(chunk)
+            at += len(chunk)
+            if at >= stop:
+                break
+        first = at - sum(len(piece) for piece in pieces)
+        if len(pieces) == 1:
+            piece = pieces[0]
+            if start == first and stop - first == len(piece):
+                return piece
+            return piece[start - first : stop - first]
+        return b"".join(pieces)[start - first : stop - first]
+
+
 class _Stream:
     """A streamed GET feeding one handle's read-ahead.
 
@@ -347,16 +418,23 @@ class Reader:
         self._steer(handle, off, end, first, last)
         found: dict[int, bytes] = {}
         mine, waiting = self._gather(handle, range(first, last + 1), found)
+        early: bytes | None = None
         if mine or waiting:  # cached blocks need no deadline (cancel scopes are not free)
             with trio.move_on_after(self._settings.request_timeout) as deadline:
-                await self._complete(handle, found, mine, waiting)
+                if len(mine) == last - first + 1:  # one run, all ours: return its bytes early
+                    early = await self._fetch_early(handle, mine, off, end)
+                else:
+                    await self._complete(handle, found, mine, waiting)
             if deadline.cancelled_caught:
                 raise DeadlineExceeded(
                     f"reading {handle.artifact.name!r} took longer than "
                     f"{self._settings.request_timeout:g} s"
                 )
-        blocks = [found[index] for index in range(first, last + 1)]
-        data = self._cut(blocks, off - first * self._block_size, end - off)
+        if early is not None:
+            data = early
+        else:
+            blocks = [found[index] for index in range(first, last + 1)]
+            data = self._cut(blocks, off - first * self._block_size, end - off)
         if handle.verifier is not None:
             await self._verify(handle, handle.verifier, off, data)
         self._bytes_returned += len(data)
@@ -450,27 +528,76 @@ class Reader:
             mine, waiting = self._gather(handle, abandoned, found)
 
     async def _fetch(
-        self, handle: ReadHandle, claimed: list[tuple[int, Flight[bytes]]]
+        self,
+        handle: ReadHandle,
+        claimed: list[tuple[int, Flight[bytes]]],
+        progress: _Progress | None = None,
     ) -> dict[int, bytes]:
         """Fetch the *claimed* blocks (ascending), one bounded GET per run of consecutive
-        indexes, and resolve every claim whatever happens."""
+        indexes, and resolve every claim whatever happens. *progress* (with a single run)
+        receives the bytes as they arrive."""
         fetched: dict[int, bytes] = {}
         try:
             for run in _consecutive_runs(claimed):
-                fetched.update(await self._fetch_run(handle, run))
+                fetched.update(await self._fetch_run(handle, run, progress))
         finally:
-            for index, flight in claimed:
-                if not flight.resolved:
-                    self._cache.abandon((handle.key, index), flight)
+            self._abandon(handle, claimed)
         return fetched
 
+    def _abandon(self, handle: ReadHandle, claimed: list[tuple[int, Flight[bytes]]]) -> None:
+        for index, flight in claimed:
+            if not flight.resolved:
+                self._cache.abandon((handle.key, index), flight)
+
+    async def _fetch_early(
+        self, handle: ReadHandle, claimed: list[tuple[int, Flight[bytes]]], off: int, end: int
+    ) -> bytes:
+        """Return bytes ``[off, end)``, which lie in the *claimed* run of blocks, as soon as
+        they arrive; the rest of the run is received and cached by a task of the nursery.
+
+        A small first read (a 1-byte read makes the kernel ask for 16 KiB) so waits for the
+        first chunk of the block's GET, not the whole block. If this read is cancelled (its
+        deadline) before its bytes arrived, the fetch is cancelled and its claims abandoned
+        at once, as when the read fetched the run itself.
+        """
+        start = claimed[0][0] * self._block_size
+        progress = _Progress()
+        self._nursery.start_soon(self._fetch_in_background, handle, claimed, progress)
+        arrived = False
+        try:
+            await progress.wait_for(end - start)
+            arrived = True
+        finally:
+            if not arrived:
+                progress.scope.cancel()
+                self._abandon(handle, claimed)
+        return progress.slice(off - start, end - start)
+
+    async def _fetch_in_background(
+        self, handle: ReadHandle, claimed: list[tuple[int, Flight[bytes]]], progress: _Progress
+    ) -> None:
+        """Run :meth:`_fetch` for :meth:`_fetch_early`; its error goes to the waiting read,
+        never to the nursery."""
+        with progress.scope:
+            try:
+                fetched = await self._fetch(handle, claimed, progress)
+                progress.settle([fetched[index] for index, _ in claimed])
+            except Exception as exc:
+                progress.fail(exc)
+                if not isinstance(exc, SimvueError):
+                    log.exception("fetching blocks of artifact %s failed", handle.artifact.id)
+
     async def _fetch_run(
-        self, handle: ReadHandle, run: list[tuple[int, Flight[bytes]]]
+        self,
+        handle: ReadHandle,
+        run: list[tuple[int, Flight[bytes]]],
+        progress: _Progress | None = None,
     ) -> dict[int, bytes]:
         start = run[0][0] * self._block_size
         length = min((run[-1][0] + 1) * self._block_size, handle.size) - start
+        on_chunk = None if progress is None else progress.add
         try:
-            data = await self._client.read_range(handle.artifact, start, length)
+            data = await self._client.read_range(handle.artifact, start, length, on_chunk)
             if len(data) != length:
                 raise ProtocolError(
                     f"storage sent {len(data)} bytes of {handle.artifact.name!r} at {start}, "
@@ -478,7 +605,8 @@ class Reader:
                 )
         except Exception as exc:
             for index, flight in run:
-                self._cache.fail((handle.key, index), flight, exc)
+                if not flight.resolved:  # (an early read that gave up abandoned them)
+                    self._cache.fail((handle.key, index), flight, exc)
             raise
         self._range_requests += 1
         self._range_bytes += length
@@ -486,7 +614,8 @@ class Reader:
         for index, flight in run:
             offset = index * self._block_size - start
             block = data if len(run) == 1 else data[offset : offset + self._block_size]
-            self._cache.finish((handle.key, index), flight, block)
+            if not flight.resolved:
+                self._cache.finish((handle.key, index), flight, block)
             fetched[index] = block
         return fetched
 

@@ -308,7 +308,13 @@ class TamperedStorage:
         self.served = served
         self.requests = 0
 
-    async def read_range(self, artifact: Artifact, start: int, length: int) -> bytes:
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,  # unused: the reader copes
+    ) -> bytes:
         self.requests += 1
         await trio.lowlevel.checkpoint()
         return self.served[start : start + length]

@@ -11,7 +11,7 @@ import hashlib
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -78,7 +78,8 @@ class FakeBody:
 class FakeStorage:
     """In-memory artifacts served through ``read_range`` and ``open_range``, with counters.
 
-    *gate*, when not None, holds every request until it is set; *error* is raised by every
+    *gate*, when not None, holds every request until it is set; *range_gate* holds bounded
+    GETs after their first piece; *error* is raised by every
     request while set; *stream_fail_at* makes the next stream fail after that many bytes.
     """
 
@@ -92,6 +93,7 @@ class FakeStorage:
         self.gate: trio.Event | None = None
         self.error: Exception | None = None
         self.stream_fail_at: int | None = None
+        self.range_gate: trio.Event | None = None
 
     async def _admit(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -100,10 +102,22 @@ class FakeStorage:
         if self.error is not None:
             raise self.error
 
-    async def read_range(self, artifact: Artifact, start: int, length: int) -> bytes:
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> bytes:
         self.range_gets += 1
         await self._admit()
         data = self.contents[artifact.id][start : start + length]
+        for at in range(0, len(data), self.chunk):  # arrives in pieces, like a real body
+            if self.range_gate is not None and at > 0:
+                await self.range_gate.wait()
+            await trio.lowlevel.checkpoint()
+            if on_chunk is not None:
+                on_chunk(data[at : at + self.chunk])
         self.bytes_sent += len(data)
         return data
 
@@ -187,10 +201,56 @@ async def test_scattered_reads_fetch_single_blocks_and_never_stream() -> None:
         handle = reader.open(ARTIFACT, len(CONTENT))
         for off in offsets:
             assert await reader.read(handle, off, READ) == CONTENT[off : off + READ]
+        await trio.testing.wait_all_tasks_blocked()  # the last block's rest arrives
         await reader.release(handle)
         assert reader.statistics().streams_started == 0
+        assert reader.statistics().cache.entries == len(offsets)
     assert (storage.range_gets, storage.streams) == (len(offsets), 0)
     assert storage.bytes_sent == len(offsets) * BLOCK
+
+
+async def test_a_small_first_read_returns_before_the_rest_of_its_block() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.range_gate = trio.Event()  # bounded GETs stall after their first 1000 bytes
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        off = 5 * BLOCK + 10
+        with trio.fail_after(5):  # not waiting for the gate
+            assert await reader.read(handle, off, 100) == CONTENT[off : off + 100]
+        assert reader.statistics().cache.in_flight == 1  # the block is still arriving
+        other = reader.open(ARTIFACT, len(CONTENT))
+        async with trio.open_nursery() as nursery:
+            results: list[bytes] = []
+
+            async def read_later_in_the_block() -> None:
+                results.append(await reader.read(other, off + 2000, 1000))
+
+            nursery.start_soon(read_later_in_the_block)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not results  # it waits for the flight, it does not fetch again
+            storage.range_gate.set()
+        assert results == [CONTENT[off + 2000 : off + 3000]]
+        stats = reader.statistics()
+        assert (stats.cache.in_flight, stats.cache.entries, stats.cache.joins) == (0, 1, 1)
+        await reader.release(handle)
+        await reader.release(other)
+    assert storage.range_gets == 1
+
+
+async def test_an_early_read_that_times_out_abandons_its_block_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.range_gate = trio.Event()
+    async with open_reader(storage, make_settings(request_timeout=3.0)) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        with pytest.raises(DeadlineExceeded):
+            await reader.read(handle, BLOCK, 2000)  # needs more than the first piece
+        assert reader.statistics().cache.in_flight == 0
+        storage.range_gate.set()
+        assert await reader.read(handle, BLOCK, 2000) == CONTENT[BLOCK : BLOCK + 2000]
+        await reader.release(handle)
+    assert storage.range_gets == 2
 
 
 async def test_concurrent_readers_of_one_block_cause_one_fetch() -> None:
