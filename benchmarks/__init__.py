@@ -1,0 +1,11 @@
+"""The performance benchmark run by ``scripts/bench`` (not part of the simvuefs runtime).
+
+- :mod:`benchmarks.tools`: the external programs (nginx, rclone, httpdirfs, fusermount).
+- :mod:`benchmarks.harness`: nginx, the devserver and the FUSE mounts as child processes,
+  always stopped and unmounted at the end.
+- :mod:`benchmarks.data`: the devserver data directory, built directly with its Store.
+- :mod:`benchmarks.jobs`: the jobs; each runs its contenders interleaved and returns a table.
+- :mod:`benchmarks.targets`: the issue's targets checked against the tables.
+- :mod:`benchmarks.report`: Markdown tables and the generated block of docs/benchmarks.md.
+- :mod:`benchmarks.main`: the command line.
+"""

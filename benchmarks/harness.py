@@ -1,0 +1,360 @@
+"""Child processes of a benchmark run: nginx, the devserver and the FUSE mounts.
+
+Every process and mount is registered on the :class:`Harness`'s ExitStack when it starts,
+so :meth:`Harness.close` (called from a ``finally``, also after Ctrl-C or SIGTERM) stops
+and unmounts everything, lazily if it must, and removes the work directory only when
+nothing is mounted below it any more.
+
+Signed URL queries never leave this module: the devserver hands download URLs to the mount
+itself, and the benchmark reads blobs through nginx's plain ``/blobs/<sha256>`` path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks import tools
+
+REPO = Path(__file__).resolve().parent.parent
+SIMVUEFS = REPO / ".venv" / "bin" / "simvuefs"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+LOG_FORMAT = '$msec $uri $status $body_bytes_sent "$http_range"'
+"""nginx access log line: ``$uri`` has no query string, so signed URLs are never logged."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user + system CPU seconds process *pid* has used (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss(pid: int) -> int:
+    """Return process *pid*'s peak resident set size (VmHWM) in bytes (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def mounts_below(directory: Path) -> list[Path]:
+    """Return the mount points at or below *directory* (from /proc/mounts)."""
+    prefix = str(directory)
+    found = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        point = line.split()[1].replace("\\040", " ")
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(Path(point))
+    return found
+
+
+def unmount(mountpoint: Path) -> None:
+    """Unmount *mountpoint* with fusermount3 -u, lazily (-uz) if it is busy."""
+    fusermount = tools.find(tools.FUSERMOUNT) or tools.FUSERMOUNT
+    if not os.path.ismount(mountpoint) and mountpoint not in mounts_below(mountpoint):
+        return
+    quiet = subprocess.DEVNULL
+    command = [fusermount, "-u", str(mountpoint)]
+    if subprocess.run(command, stdout=quiet, stderr=quiet, check=False).returncode:
+        subprocess.run(
+            [fusermount, "-uz", str(mountpoint)], stdout=quiet, stderr=quiet, check=False
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """Terminate *process* (if still running), kill it after *timeout*, reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One nginx access log line."""
+
+    uri: str
+    status: int
+    body_bytes: int
+    range: str
+
+
+@dataclass
+class Nginx:
+    """nginx serving *blob_dir* at ``/blobs/`` on 127.0.0.1:``port``."""
+
+    port: int
+    log_path: Path
+
+    @property
+    def blobs_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/blobs"
+
+    def url(self, sha256: str) -> str:
+        return f"{self.blobs_url}/{sha256}"
+
+    def log_mark(self) -> int:
+        """Return the current end of the access log (to read what comes after it)."""
+        return self.log_path.stat().st_size
+
+    def entries_since(
+        self, mark: int, settle: float = 0.3, timeout: float = 10.0
+    ) -> list[LogEntry]:
+        """Return the log entries written after *mark*, once the log has not grown for
+        *settle* seconds (nginx logs a request when its connection finishes it)."""
+        deadline = time.monotonic() + timeout
+        size = -1
+        while (current := self.log_mark()) != size and time.monotonic() < deadline:
+            size = current
+            time.sleep(settle)
+        with self.log_path.open("rb") as file:
+            file.seek(mark)
+            lines = file.read().decode(errors="replace").splitlines()
+        entries = []
+        for line in lines:
+            parts = line.split(" ", 4)
+            if len(parts) == 5:
+                entries.append(
+                    LogEntry(parts[1], int(parts[2]), int(parts[3]), parts[4].strip('"'))
+                )
+        return entries
+
+    def bytes_sent(self, mark: int, sha256: str) -> tuple[int, int]:
+        """Return (requests, body bytes sent) for blob *sha256* since *mark*."""
+        entries = [e for e in self.entries_since(mark) if e.uri.endswith("/" + sha256)]
+        return len(entries), sum(e.body_bytes for e in entries)
+
+
+@dataclass
+class DevServer:
+    """The running devserver: base URL, token, simvue.toml, pid."""
+
+    url: str
+    token: str
+    config: Path
+    pid: int
+
+    def admin(self, method: str, path: str) -> dict[str, Any]:
+        """Call an ``/admin`` route; return its JSON."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        response = httpx.request(method, self.url + path, headers=headers, timeout=30)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json() if response.content else {}
+        return result
+
+    def api_requests(self) -> dict[str, int]:
+        """Return the API request counts since the last :meth:`reset_stats`."""
+        counts: dict[str, int] = self.admin("GET", "/admin/stats")["api_requests"]
+        return counts
+
+    def reset_stats(self) -> None:
+        self.admin("POST", "/admin/stats/reset")
+
+
+MOUNT_KINDS = ("simvuefs", "rclone", "rclone full", "httpdirfs", "httpdirfs cache")
+"""The FUSE contenders: simvuefs, rclone mount (default and --vfs-cache-mode full),
+httpdirfs (without and with --cache)."""
+
+
+@dataclass(frozen=True)
+class Mounted:
+    """A FUSE contender mounted at *root*, served by process *pid*."""
+
+    kind: str
+    root: Path
+    pid: int
+
+    def path(self, run: str, category: str, name: str, sha256: str) -> Path:
+        """Where an artifact is: by run/category/name on simvuefs, by blob name otherwise."""
+        if self.kind == "simvuefs":
+            return self.root / "runs" / run / category / name
+        return self.root / sha256
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def peak_rss(self) -> int:
+        return peak_rss(self.pid)
+
+
+class Harness:
+    """Owns the work directory and every child process (see the module docstring)."""
+
+    def __init__(self, keep_env: bool = False) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="simvuefs-bench."))
+        self.stack = contextlib.ExitStack()
+        self.nginx: Nginx | None = None
+        self.devserver: DevServer | None = None
+        self._mounts = 0
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("SIMVUE_")}
+        self._path_dir = tools.fusermount_path_dir(self.workdir / "bin")
+
+    def close(self) -> None:
+        """Stop everything, unmount everything, remove the work directory."""
+        try:
+            self.stack.close()
+        finally:
+            for point in reversed(mounts_below(self.workdir)):
+                unmount(point)
+            if mounts_below(self.workdir):
+                print(f"still mounted below {self.workdir}; left in place", file=sys.stderr)
+            else:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _spawn(
+        self, argv: Sequence[str | Path], log: Path, **kwargs: Any
+    ) -> subprocess.Popen[bytes]:
+        with log.open("ab") as log_file:
+            process = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stderr=log_file,
+                stdout=kwargs.pop("stdout", log_file),
+                env=kwargs.pop("env", self._env),
+                **kwargs,
+            )
+        return process
+
+    # -- servers -----------------------------------------------------------------------------
+
+    def start_nginx(self, blob_dir: Path) -> Nginx:
+        """Start nginx serving *blob_dir* at /blobs/ (``user root``: blobs are mode 0600)."""
+        directory = self.workdir / "nginx"
+        directory.mkdir()
+        port = free_port()
+        access_log = directory / "access.log"
+        config = directory / "nginx.conf"
+        config.write_text(
+            f"""user root; worker_processes 1; daemon off; pid {directory}/nginx.pid;
+error_log {directory}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  log_format bench '{LOG_FORMAT}';
+  access_log {access_log} bench;
+  sendfile on; tcp_nopush on; keepalive_requests 100000;
+  client_body_temp_path {directory}/body; proxy_temp_path {directory}/proxy;
+  fastcgi_temp_path {directory}/fastcgi; uwsgi_temp_path {directory}/uwsgi;
+  scgi_temp_path {directory}/scgi;
+  server {{ listen 127.0.0.1:{port};
+    location /blobs/ {{ alias {blob_dir}/; autoindex on; }}
+    location = /blobs {{ return 301 /blobs/; }} }}
+}}
+"""
+        )
+        nginx = tools.find("nginx") or "nginx"
+        argv: list[str | Path] = [nginx, "-c", config, "-p", directory]
+        process = self._spawn(argv, directory / "stderr.log")
+        self.stack.callback(stop, process)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/blobs/", timeout=1).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"nginx did not start: {(directory / 'error.log').read_text()[-500:]}")
+            time.sleep(0.05)
+        access_log.touch()
+        self.nginx = Nginx(port, access_log)
+        return self.nginx
+
+    def start_devserver(self, data_dir: Path, storage_url: str) -> DevServer:
+        """Start ``simvuefs devserver`` on *data_dir* handing out *storage_url* downloads;
+        --no-dedup so that every upload is really sent."""
+        config = self.workdir / "simvue.toml"
+        argv: list[str | Path] = [SIMVUEFS, "devserver", "--data", data_dir, "--port", "0"]
+        argv += ["--write-config", config, "--storage-url", storage_url, "--no-dedup"]
+        log = self.workdir / "devserver.log"
+        process = self._spawn(argv, log, stdout=subprocess.PIPE)
+        self.stack.callback(stop, process)
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
+        line = process.stdout.readline().decode() if ready else ""
+        if "listening on" not in line:
+            sys.exit(f"the devserver did not start: {log.read_text()[-500:]}")
+        token: str = tomllib.loads(config.read_text())["server"]["token"]
+        self.devserver = DevServer(line.split()[-1], token, config, process.pid)
+        return self.devserver
+
+    # -- mounts ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def mount(self, kind: str, read_only: bool = True) -> Iterator[Mounted]:
+        """Mount contender *kind* fresh (empty caches) until the block exits."""
+        assert self.nginx is not None
+        assert self.devserver is not None
+        self._mounts += 1
+        name = f"{kind.replace(' ', '-')}-{self._mounts}"
+        root = self.workdir / "mnt" / name
+        cache = self.workdir / "cache" / name
+        root.mkdir(parents=True)
+        cache.mkdir(parents=True)
+        log = self.workdir / "logs" / f"{name}.log"
+        log.parent.mkdir(exist_ok=True)
+        env = self._env
+        if kind == "simvuefs":
+            argv: list[str | Path] = [SIMVUEFS, "mount", root, "--foreground"]
+            argv += ["--config", self.devserver.config, "--log-file", log, "--spool-dir", cache]
+            argv += ["--read-only"] if read_only else []
+        elif kind.startswith("rclone"):
+            argv = ["rclone", "mount", ":http:", root, "--http-url", self.nginx.blobs_url + "/"]
+            argv += ["--read-only", "--config", "/dev/null", "--cache-dir", cache]
+            argv += ["--vfs-cache-mode", "full"] if kind == "rclone full" else []
+            env = {**env, "PATH": f"{self._path_dir}:{env.get('PATH', '')}"}
+        elif kind.startswith("httpdirfs"):
+            argv = ["httpdirfs", "-f", "--no-range-check"]
+            argv += ["--cache", "--cache-location", cache] if kind == "httpdirfs cache" else []
+            argv += [self.nginx.blobs_url + "/", root]
+        else:
+            raise ValueError(f"unknown mount kind {kind!r}")
+        process = self._spawn(argv, log, env=env)
+        with contextlib.ExitStack() as stack:
+            stack.callback(shutil.rmtree, cache, True)
+            stack.callback(stop, process)
+            stack.callback(unmount, root)
+            cleanup = self.stack.enter_context(contextlib.ExitStack())
+            cleanup.push(stack.pop_all())
+            deadline = time.monotonic() + START_TIMEOUT
+            while not os.path.ismount(root):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    sys.exit(f"{kind} did not mount: {log.read_text(errors='replace')[-800:]}")
+                time.sleep(0.05)
+            try:
+                yield Mounted(kind, root, process.pid)
+            finally:
+                cleanup.close()

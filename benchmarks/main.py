@@ -1,0 +1,119 @@
+"""``scripts/bench``: set everything up, run the jobs, print the tables, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from benchmarks import data, report, targets, tools
+from benchmarks.harness import REPO, Harness
+from benchmarks.jobs import JOBS, Context
+from benchmarks.measure import Table
+
+DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="simvuefs against curl, httpx, rclone mount and httpdirfs on one nginx.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one round (CI smoke test)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="rounds per job (default 2; --quick: 1); the memory job runs once",
+    )
+    parser.add_argument("--only", nargs="+", choices=list(JOBS), metavar="JOB", help="jobs to run")
+    parser.add_argument("--list", action="store_true", help="list the jobs and exit")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="write the report block here (default: docs/benchmarks.md; --quick and --only: "
+        "nowhere unless given)",
+    )
+    return parser.parse_args(argv)
+
+
+def machine_facts() -> list[str]:
+    """Lines describing the machine and the tools' versions."""
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return [
+        f"CPU: {model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM",
+        f"kernel {platform.release()}, Python {platform.python_version()}",
+        f"{tools.version('nginx')}; {tools.version('rclone')}; {tools.version('httpdirfs')}",
+    ]
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for name, function in JOBS.items():
+            print(f"{name}: {' '.join((function.__doc__ or '').split())}")
+        return 0
+    tools.ensure_installed()
+    signal.signal(signal.SIGTERM, _terminate)
+    sizes = data.Sizes.quick() if args.quick else data.Sizes()
+    repeat = args.repeat or (1 if args.quick else 2)
+    output = args.output or (None if args.quick or args.only else DEFAULT_OUTPUT)
+    command = shlex.join(["scripts/bench", *(sys.argv[1:] if argv is None else argv)])
+    started = time.time()
+    load_start = os.getloadavg()[0]
+    tables: dict[str, Table] = {}
+    harness = Harness()
+    try:
+        print(f"building the data set in {harness.workdir}", file=sys.stderr, flush=True)
+        dataset = data.build(harness.workdir / "data", harness.workdir, sizes)
+        print(f"(data set: {time.time() - started:.0f} s)", file=sys.stderr, flush=True)
+        nginx = harness.start_nginx(dataset.data_dir / "blobs")
+        devserver = harness.start_devserver(dataset.data_dir, nginx.blobs_url)
+        context = Context(harness, nginx, devserver, dataset, repeat)
+        for name in args.only or JOBS:
+            began = time.monotonic()
+            tables[name] = JOBS[name](context)
+            print(f"\n{report.render(tables[name])}", flush=True)
+            print(f"({name}: {time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
+    finally:
+        harness.close()
+    verdicts = targets.evaluate(tables)
+    target_table = report.markdown(
+        ["target", "measured", "verdict"],
+        [
+            [v.target, v.measured, {True: "MET", False: "MISSED", None: "-"}[v.met]]
+            for v in verdicts
+        ],
+    )
+    print(f"\n**Targets**\n\n{target_table}")
+    wall = time.time() - started
+    header = [
+        f"Run of {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(started))}: `{command}`, "
+        f"{repeat} round(s), {wall:.0f} s wall time.",
+        "",
+        *(f"- {fact}" for fact in machine_facts()),
+        f"- load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+    ]
+    print(f"\n({wall:.0f} s)", file=sys.stderr)
+    if output is not None:
+        tables_text = "\n\n".join(report.render(t) for t in tables.values())
+        block = "\n".join(header) + f"\n\n{tables_text}\n\n**Targets**\n\n{target_table}\n"
+        report.write_block(output, block)
+        print(f"wrote {output}", file=sys.stderr)
+    return 0

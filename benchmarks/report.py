@@ -1,0 +1,73 @@
+"""Markdown tables of the results, and the generated block of docs/benchmarks.md.
+
+The generated block sits between :data:`BEGIN` and :data:`END`; everything outside them is
+hand-written and kept as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.data import MIB
+from benchmarks.measure import Result, Table
+
+BEGIN = "<!-- bench:begin -->"
+END = "<!-- bench:end -->"
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """Return a Markdown table with aligned columns."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    return "\n".join(lines)
+
+
+def _figure(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{value:,.0f}"
+    if unit == "ms":
+        return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+    return f"{value:.0f}"
+
+
+def _row(table: Table, result: Result) -> list[str]:
+    values = sorted(result.values)
+    spread = "-"
+    if len(values) > 1:
+        spread = f"{_figure(values[0], table.unit)}-{_figure(values[-1], table.unit)}"
+    reference = table.results.get(table.reference or "")
+    ratio = "-"
+    if reference is not None and result is not reference and reference.median:
+        ratio = f"{result.median / reference.median:.2f}"
+    cpu = (
+        f"{sorted(result.cpu_per_gib)[len(result.cpu_per_gib) // 2]:.2f}"
+        if result.cpu_per_gib
+        else "-"
+    )
+    rss = f"{max(result.peak_rss) / MIB:.0f}" if result.peak_rss else "-"
+    extra = [result.notes.get(c, "-") for c in table.extra_columns]
+    return [result.contender, _figure(result.median, table.unit), spread, ratio, cpu, rss, *extra]
+
+
+def render(table: Table) -> str:
+    """Return the table's title line and its Markdown table."""
+    unit = {"bytes": "bytes (head)", "ms": "ms"}.get(table.unit, table.unit)
+    header = ["contender", f"{unit} (median)", "min-max", f"vs {table.reference or '-'}"]
+    header += ["daemon CPU-s/GiB", "daemon peak RSS MiB", *table.extra_columns]
+    rows = [_row(table, r) for r in table.results.values()]
+    return f"**{table.title}** (`{table.job}`)\n\n{markdown(header, rows)}"
+
+
+def write_block(path: Path, block: str) -> None:
+    """Replace the generated block of *path* with *block* (append it if there is none)."""
+    text = path.read_text() if path.exists() else ""
+    generated = f"{BEGIN}\n{block.strip()}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + generated + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + ("\n\n" if text else "") + generated + "\n"
+    path.write_text(text)
