@@ -58,7 +58,8 @@ MAX_TIMEOUT = 86400.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_XATTR_PREFIX = "user.simvue."
+XATTR_PREFIX = "user.simvue."
+"""Every extended attribute simvuefs shows starts with this."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def extended_attributes(node: Node) -> dict[str, str]:
             values["run_id"] = node.run.id
     elif node.kind is NodeKind.RUN and node.run is not None:
         values.update(run_values(node.run))
-    return {_XATTR_PREFIX + name: value for name, value in values.items()}
+    return {XATTR_PREFIX + name: value for name, value in values.items()}
 
 
 def run_values(run: Run) -> dict[str, str]:

@@ -40,6 +40,7 @@ import trio
 
 from simvuefs.attrs import (
     MAX_TIMEOUT,
+    XATTR_PREFIX,
     AttrPolicy,
     entry_attributes,
     extended_attributes,
@@ -348,7 +349,12 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: InodeT, name: XAttrNameT, ctx: RequestContext) -> bytes:
-        value = (await self._xattrs(inode)).get(os.fsdecode(name))
+        key = os.fsdecode(name)
+        if not key.startswith(XATTR_PREFIX):
+            # ls -l asks every file for security.selinux and ACLs: answer without a refresh.
+            self._node(inode)
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        value = (await self._xattrs(inode)).get(key)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value.encode("utf-8")

@@ -612,6 +612,26 @@ async def test_run_status_xattr_follows_the_server(devserver):
         assert await ops.getxattr(run.st_ino, b"user.simvue.status", CTX) == b"completed"
 
 
+async def test_foreign_xattr_names_are_answered_without_the_server(devserver):
+    """ls -l asks every file for security.selinux and ACLs: no refresh, even with the run's
+    listing expired and the server failing."""
+    add_run(devserver, "live")
+    async with open_ops(devserver, metadata_ttl=0.1) as ops:
+        run = await walk(ops, "runs", "live")
+        await trio.sleep(0.2)
+        devserver.set_faults(api_error_status=500, api_error_rate=1.0)
+        try:
+            for name in (b"security.selinux", b"system.posix_acl_access", b"trusted.x"):
+                with pytest.raises(pyfuse3.FUSEError) as excinfo:
+                    await ops.getxattr(run.st_ino, name, CTX)
+                assert fuse_errno(excinfo) == errno.ENODATA
+            with pytest.raises(pyfuse3.FUSEError) as excinfo:
+                await ops.getxattr(run.st_ino, b"user.simvue.status", CTX)
+            assert fuse_errno(excinfo) == errno.EIO
+        finally:
+            devserver.clear_faults()
+
+
 # -- the error boundary --------------------------------------------------------------------
 
 
