@@ -216,7 +216,7 @@ class Mounted:
 class Harness:
     """Owns the work directory and every child process (see the module docstring)."""
 
-    def __init__(self, keep_env: bool = False) -> None:
+    def __init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="simvuefs-bench."))
         self.stack = contextlib.ExitStack()
         self.nginx: Nginx | None = None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.data import BENCH_RUN, BIG_RUN, MIB, UPLOAD_RUN, Blob, Dataset
+from benchmarks.data import BIG_RUN, MIB, UPLOAD_RUN, Blob, Dataset
 from benchmarks.harness import MOUNT_KINDS, DevServer, Harness, Mounted, Nginx
 from benchmarks.measure import (
     Broken,
@@ -175,7 +175,7 @@ def transfer(ctx: Context) -> Table:
     blob = ctx.data.large
     count = ctx.data.sizes.random_reads
     title = f"Bytes transferred: head -c 4096 and {count} random 4 KiB reads of {_size(blob.size)}"
-    table = Table("transfer", title, "bytes", CURL)
+    table = Table("transfer", title, "head -c 4096: bytes", CURL)
     table.extra_columns = ["requests (head)", "random: bytes per read"]
     rng = random.Random(20261123)
     offsets = [rng.randrange(0, blob.size - 4096) for _ in range(count)]
@@ -424,6 +424,3 @@ def _size(nbytes: int) -> str:
 
 def _bytes(nbytes: int) -> str:
     return _size(nbytes) if nbytes >= 1024 else f"{nbytes} B"
-
-
-__all__ = ["BENCH_RUN", "JOBS", "Context"]

@@ -54,7 +54,8 @@ class Result:
 
 @dataclass
 class Table:
-    """One job's results: *unit* is "MiB/s", "ms" or "bytes"; ratios are to *reference*."""
+    """One job's results: *unit* is "MiB/s", "ms" or ends with "bytes"; ratios are to
+    *reference* (None: no ratio column)."""
 
     job: str
     title: str

@@ -6,6 +6,7 @@ hand-written and kept as it is.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from benchmarks.data import MIB
@@ -26,7 +27,7 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _figure(value: float, unit: str) -> str:
-    if unit == "bytes":
+    if unit.endswith("bytes"):
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:.1f}" if value < 100 else f"{value:.0f}"
@@ -42,23 +43,21 @@ def _row(table: Table, result: Result) -> list[str]:
     ratio = "-"
     if reference is not None and result is not reference and reference.median:
         ratio = f"{result.median / reference.median:.2f}"
-    cpu = (
-        f"{sorted(result.cpu_per_gib)[len(result.cpu_per_gib) // 2]:.2f}"
-        if result.cpu_per_gib
-        else "-"
-    )
+    cpu = f"{statistics.median(result.cpu_per_gib):.2f}" if result.cpu_per_gib else "-"
     rss = f"{max(result.peak_rss) / MIB:.0f}" if result.peak_rss else "-"
     extra = [result.notes.get(c, "-") for c in table.extra_columns]
     return [result.contender, _figure(result.median, table.unit), spread, ratio, cpu, rss, *extra]
 
 
 def render(table: Table) -> str:
-    """Return the table's title line and its Markdown table."""
-    unit = {"bytes": "bytes (head)", "ms": "ms"}.get(table.unit, table.unit)
-    header = ["contender", f"{unit} (median)", "min-max", f"vs {table.reference or '-'}"]
+    """Return the table's title line and its Markdown table (columns that are "-" in every
+    row are left out)."""
+    header = ["contender", f"{table.unit} (median)", "min-max", f"vs {table.reference}"]
     header += ["daemon CPU-s/GiB", "daemon peak RSS MiB", *table.extra_columns]
     rows = [_row(table, r) for r in table.results.values()]
-    return f"**{table.title}** (`{table.job}`)\n\n{markdown(header, rows)}"
+    keep = [i for i in range(len(header)) if i < 2 or any(row[i] != "-" for row in rows)]
+    rows = [[row[i] for i in keep] for row in rows]
+    return f"**{table.title}** (`{table.job}`)\n\n{markdown([header[i] for i in keep], rows)}"
 
 
 def write_block(path: Path, block: str) -> None:

@@ -58,4 +58,5 @@ def version(program: str) -> str:
         return "?"
     result = subprocess.run([path, flag], capture_output=True, text=True, check=False)
     lines = (result.stdout + result.stderr).strip().splitlines()
-    return lines[0].strip() if lines else "?"
+    mine = [line for line in lines if program.lower() in line.lower()]
+    return (mine or lines or ["?"])[0].strip()
