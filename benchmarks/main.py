@@ -15,7 +15,7 @@ from types import FrameType
 from benchmarks import data, report, targets, tools
 from benchmarks.harness import REPO, Harness
 from benchmarks.jobs import JOBS, Context
-from benchmarks.measure import Table
+from benchmarks.measure import Broken, Table
 
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 
@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         context = Context(harness, nginx, devserver, dataset, repeat)
         for name in args.only or JOBS:
             began = time.monotonic()
-            tables[name] = JOBS[name](context)
+            try:
+                tables[name] = JOBS[name](context)
+            except Broken as exc:
+                sys.exit(f"{name}: {exc}")
             print(f"\n{report.render(tables[name])}", flush=True)
             print(f"({name}: {time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
     finally:
