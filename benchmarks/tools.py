@@ -37,8 +37,12 @@ def ensure_installed() -> None:
     print(f"installing {' '.join(missing)} with apt-get", file=sys.stderr, flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     command = ["apt-get", "install", "-y", "-q", *missing]
-    if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-        sys.exit(f"apt-get install -y {' '.join(missing)} failed")
+    for attempt in range(2):
+        if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode == 0:
+            return
+        if attempt == 0:  # maybe no package lists yet (a fresh container)
+            subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+    sys.exit(f"apt-get install -y {' '.join(missing)} failed")
 
 
 def fusermount_path_dir(directory: Path) -> Path:
