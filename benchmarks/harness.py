@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import shutil
 import socket
@@ -37,6 +38,11 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 LOG_FORMAT = '$msec $uri $status $body_bytes_sent "$http_range"'
 """nginx access log line: ``$uri`` has no query string, so signed URLs are never logged."""
+
+
+def redact(text: str) -> str:
+    """Return *text* with every URL query removed (signed URLs carry their signature there)."""
+    return re.sub(r"\?[^\s\"'<>]*", "?<query removed>", text)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -287,7 +293,8 @@ http {{
                 if httpx.get(f"http://127.0.0.1:{port}/blobs/", timeout=1).status_code == 200:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"nginx did not start: {(directory / 'error.log').read_text()[-500:]}")
+                error_log = (directory / "error.log").read_text()[-500:]
+                sys.exit(f"nginx did not start: {redact(error_log)}")
             time.sleep(0.05)
         access_log.touch()
         self.nginx = Nginx(port, access_log)
@@ -306,7 +313,7 @@ http {{
         ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
         line = process.stdout.readline().decode() if ready else ""
         if "listening on" not in line:
-            sys.exit(f"the devserver did not start: {log.read_text()[-500:]}")
+            sys.exit(f"the devserver did not start: {redact(log.read_text()[-500:])}")
         token: str = tomllib.loads(config.read_text())["server"]["token"]
         self.devserver = DevServer(line.split()[-1], token, config, process.pid)
         return self.devserver
@@ -352,7 +359,8 @@ http {{
             deadline = time.monotonic() + START_TIMEOUT
             while not os.path.ismount(root):
                 if process.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"{kind} did not mount: {log.read_text(errors='replace')[-800:]}")
+                    tail = log.read_text(errors="replace")[-800:]
+                    sys.exit(f"{kind} did not mount: {redact(tail)}")
                 time.sleep(0.05)
             try:
                 yield Mounted(kind, root, process.pid)

@@ -64,17 +64,28 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     if args.list:
         for name, function in JOBS.items():
             print(f"{name}: {' '.join((function.__doc__ or '').split())}")
         return 0
     tools.ensure_installed()
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
+    try:
+        return run(args, argv)
+    except KeyboardInterrupt:
+        print("interrupted: everything started was stopped and unmounted", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Build, start, run the jobs, stop; print and write the report."""
     sizes = data.Sizes.quick() if args.quick else data.Sizes()
     repeat = args.repeat or (1 if args.quick else 2)
     output = args.output or (None if args.quick or args.only else DEFAULT_OUTPUT)
-    command = shlex.join(["scripts/bench", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["scripts/bench", *argv])
     started = time.time()
     load_start = os.getloadavg()[0]
     tables: dict[str, Table] = {}
