@@ -222,7 +222,9 @@ class Mounted:
 class Harness:
     """Owns the work directory and every child process (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, simvuefs_args: Sequence[str] = ()) -> None:
+        self.simvuefs_args = list(simvuefs_args)
+        """Extra options for every ``simvuefs mount`` (e.g. ``--cache-size 128MiB``)."""
         self.workdir = Path(tempfile.mkdtemp(prefix="simvuefs-bench."))
         self.stack = contextlib.ExitStack()
         self.nginx: Nginx | None = None
@@ -338,6 +340,7 @@ http {{
             argv: list[str | Path] = [SIMVUEFS, "mount", root, "--foreground"]
             argv += ["--config", self.devserver.config, "--log-file", log, "--spool-dir", cache]
             argv += ["--read-only"] if read_only else []
+            argv += self.simvuefs_args
         elif kind.startswith("rclone"):
             argv = ["rclone", "mount", ":http:", root, "--http-url", self.nginx.blobs_url + "/"]
             argv += ["--read-only", "--config", "/dev/null", "--cache-dir", cache]

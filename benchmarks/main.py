@@ -36,6 +36,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=list(JOBS), metavar="JOB", help="jobs to run")
     parser.add_argument("--list", action="store_true", help="list the jobs and exit")
     parser.add_argument(
+        "--simvuefs-args",
+        default="",
+        metavar="ARGS",
+        help='extra options for every simvuefs mount, e.g. "--cache-size 128MiB"',
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="write the report block here (default: docs/benchmarks.md; --quick and --only: "
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     started = time.time()
     load_start = os.getloadavg()[0]
     tables: dict[str, Table] = {}
-    harness = Harness()
+    harness = Harness(shlex.split(args.simvuefs_args))
     try:
         print(f"building the data set in {harness.workdir}", file=sys.stderr, flush=True)
         dataset = data.build(harness.workdir / "data", harness.workdir, sizes)
