@@ -4,7 +4,10 @@
 - :mod:`benchmarks.harness`: nginx, the devserver and the FUSE mounts as child processes,
   always stopped and unmounted at the end.
 - :mod:`benchmarks.data`: the devserver data directory, built directly with its Store.
-- :mod:`benchmarks.jobs`: the jobs; each runs its contenders interleaved and returns a table.
+- :mod:`benchmarks.measure`: samples, result tables and the small timed operations.
+- :mod:`benchmarks.context`: what every job gets; :mod:`benchmarks.reads`,
+  :mod:`benchmarks.listing`, :mod:`benchmarks.upload`: the jobs, each running its
+  contenders interleaved and returning a table; :mod:`benchmarks.jobs`: them by name.
 - :mod:`benchmarks.targets`: the issue's targets checked against the tables.
 - :mod:`benchmarks.report`: Markdown tables and the generated block of docs/benchmarks.md.
 - :mod:`benchmarks.main`: the command line.

@@ -13,8 +13,9 @@ from pathlib import Path
 from types import FrameType
 
 from benchmarks import data, report, targets, tools
+from benchmarks.context import Context
 from benchmarks.harness import REPO, Harness
-from benchmarks.jobs import JOBS, Context
+from benchmarks.jobs import JOBS
 from benchmarks.measure import Broken, Table
 
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"

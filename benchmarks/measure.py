@@ -153,3 +153,11 @@ def verify_url(url: str, blob: Blob, contender: str) -> None:
 
 def mib_per_s(nbytes: int, seconds: float) -> float:
     return nbytes / MIB / seconds
+
+
+def run_all(commands: list[list[str]]) -> None:
+    """Start all *commands* at once and wait for them; any failure is :class:`Broken`."""
+    processes = [subprocess.Popen(c, stdin=subprocess.DEVNULL) for c in commands]
+    codes = [p.wait() for p in processes]
+    if any(codes):
+        raise Broken(f"{commands[0][0]}: exit statuses {codes}")

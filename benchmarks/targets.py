@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchmarks.context import CURL
 from benchmarks.data import MIB
-from benchmarks.jobs import CURL, HTTPX_UPLOAD
 from benchmarks.measure import Table
+from benchmarks.upload import HTTPX_UPLOAD
 
 Tables = dict[str, Table]
 
