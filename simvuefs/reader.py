@@ -35,7 +35,8 @@ Memory
     ``cache_bytes``, because filled read-ahead blocks live in the cache and must not evict
     each other before they are read. Cached blocks never exceed ``cache_bytes``. Beyond that,
     each stream holds at most one partly received block and each bounded GET the run it
-    fetches.
+    fetches; verification holds at most ``VERIFY_BACKLOG`` of out-of-order pieces per
+    handle, and about ``HASH_BACKLOG_TOTAL`` plus one read per handle waiting for hashing.
 
 Errors and deadlines
     ``read`` raises only :mod:`simvuefs.errors` exceptions and returns within
@@ -50,7 +51,9 @@ Verification
     ``VERIFY_BACKLOG`` bytes beyond the verified prefix wait for the gap to fill; a read
     further away (a seek, random access) ends verification for that handle. Hashing runs in
     worker threads in ``HASH_BATCH`` batches, off the read path; a read waits only when more
-    than ``VERIFY_BACKLOG`` bytes are queued for hashing. The read that completes the
+    than ``VERIFY_BACKLOG`` bytes of its handle, or more than ``HASH_BACKLOG_TOTAL`` bytes of
+    all handles, are queued or being hashed (then its handle's queue is hashed at once and
+    the read waits for that). The read that completes the
     content waits for the digest: on a mismatch it raises :class:`IntegrityError` (EIO; the
     earlier reads' bytes are already returned, the last ones never are), and so does every
     later read of that handle (the kernel retries a failed read-ahead read synchronously:
@@ -101,6 +104,10 @@ VERIFY_BACKLOG = 16 * MIB
 and the most queued for hashing before a read waits for the hasher."""
 HASH_BATCH = 8 * MIB
 """Bytes collected before a worker thread hashes them (one thread hop per batch)."""
+HASH_BACKLOG_TOTAL = 32 * MIB
+"""Over all handles: bytes queued or being hashed beyond which each read that adds to them
+starts its handle's hashing at once and waits for it (many concurrent readers would
+otherwise hold up to HASH_BATCH each)."""
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -134,7 +141,8 @@ class ReaderStats:
     streamed ones. *readahead_bytes* is what streams hold claimed ahead of their readers
     now; the peaks are the largest values seen, over all handles and for a single handle.
     *verified*/*verify_failures* count handles whose whole content matched / did not match
-    its sha256; *hashed_bytes* is what was hashed for that.
+    its sha256; *hashed_bytes* is what was hashed for that, *hash_backlog_peak* the most
+    bytes waiting for hashing or being hashed at once, over all handles.
     """
 
     open_handles: int
@@ -150,6 +158,7 @@ class ReaderStats:
     verified: int
     verify_failures: int
     hashed_bytes: int
+    hash_backlog_peak: int
     cache: BlockCacheStats
 
 
@@ -391,6 +400,8 @@ class Reader:
         self._streams_started = self._stream_bytes = 0
         self._readahead_peak = self._readahead_peak_per_handle = 0
         self._verified = self._verify_failures = self._hashed_bytes = 0
+        self._hash_pending = 0  # bytes in verifier queues or being hashed, all handles
+        self._hash_backlog_peak = 0
         # Keys of content that failed verification and has not been verified since.
         self._suspect: set[str] = set()
 
@@ -443,6 +454,8 @@ class Reader:
     async def release(self, handle: ReadHandle) -> None:
         """Forget *handle*; its stream, if any, is stopped before this returns."""
         self._open_handles -= 1
+        if handle.verifier is not None:
+            self._forget_queue(handle, handle.verifier)
         stream = handle.stream
         if stream is not None:
             self._stop(stream)
@@ -465,6 +478,7 @@ class Reader:
             verified=self._verified,
             verify_failures=self._verify_failures,
             hashed_bytes=self._hashed_bytes,
+            hash_backlog_peak=self._hash_backlog_peak,
             cache=self._cache.statistics(),
         )
 
@@ -625,16 +639,24 @@ class Reader:
         """Feed what a read returned to the handle's verifier; raise IntegrityError from the
         read that completes content whose sha256 does not match."""
         complete_before = verifier.fed == verifier.size
+        queued_before = verifier.queued
         if not verifier.accept(off, data):
-            handle.verifier = None
+            self._forget_queue(handle, verifier)
             log.debug("artifact %s: read out of order, not verified", handle.artifact.id)
             return
+        self._hash_pending += verifier.queued - queued_before
+        self._hash_backlog_peak = max(self._hash_backlog_peak, self._hash_pending)
         completes = not complete_before and verifier.fed == verifier.size
-        if verifier.queue and not verifier.hashing and (completes or verifier.queued >= HASH_BATCH):
+        pressed = self._hash_pending > HASH_BACKLOG_TOTAL
+        if (
+            verifier.queue
+            and not verifier.hashing
+            and (completes or pressed or verifier.queued >= HASH_BATCH)
+        ):
             verifier.hashing = True
             verifier.idle = trio.Event()
             self._nursery.start_soon(self._hash_queued, verifier)
-        if verifier.queued > VERIFY_BACKLOG:
+        if verifier.queued > VERIFY_BACKLOG or (pressed and verifier.hashing):
             await verifier.wait_idle()
         if not completes:
             return
@@ -662,14 +684,23 @@ class Reader:
         )
         raise IntegrityError(handle.failure)
 
+    def _forget_queue(self, handle: ReadHandle, verifier: _Verifier) -> None:
+        """The handle's content will not be verified: drop what waits for hashing."""
+        handle.verifier = None
+        self._hash_pending -= verifier.queued
+        verifier.queue, verifier.queued = [], 0
+
     async def _hash_queued(self, verifier: _Verifier) -> None:
         """Hash the verifier's queue in worker threads until it is empty."""
         try:
             while verifier.queue:
-                batch = verifier.queue
+                batch, size = verifier.queue, verifier.queued
                 verifier.queue, verifier.queued = [], 0
-                await trio.to_thread.run_sync(_hash_into, verifier.digest, batch)
-                self._hashed_bytes += sum(len(piece) for piece in batch)
+                try:
+                    await trio.to_thread.run_sync(_hash_into, verifier.digest, batch)
+                finally:
+                    self._hash_pending -= size
+                self._hashed_bytes += size
         finally:
             verifier.hashing = False
             verifier.idle.set()

@@ -21,6 +21,7 @@ import trio.lowlevel
 import trio.testing
 from devserver_util import SEEDED_LARGE_SIZE, DevServer
 
+from simvuefs import reader as reader_module
 from simvuefs.client import SimvueClient
 from simvuefs.config import MIB, Settings
 from simvuefs.devserver.seed import ARTIFACTS, large_content
@@ -314,6 +315,31 @@ async def test_sixteen_concurrent_sequential_readers_stay_within_the_caps() -> N
     assert stats.readahead_peak_per_handle <= 8 * BLOCK
     assert stats.cache.peak_bytes <= 40 * BLOCK
     assert (stats.readahead_bytes, stats.cache.in_flight, storage.open_streams) == (0, 0, 0)
+
+
+async def test_concurrent_verified_readers_keep_the_hash_backlog_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the total cap, each of the 16 handles would queue up to HASH_BATCH.
+    monkeypatch.setattr(reader_module, "HASH_BATCH", 32 * BLOCK)
+    monkeypatch.setattr(reader_module, "HASH_BACKLOG_TOTAL", 8 * BLOCK)
+    contents = [make_content(48 * BLOCK + i, seed=i) for i in range(16)]
+    artifacts = [make_artifact(f"v{i}", c) for i, c in enumerate(contents)]
+    storage = FakeStorage(*zip(artifacts, contents, strict=True), chunk=4 * BLOCK)
+    async with open_reader(storage, make_settings(readahead_total=64 * BLOCK)) as reader:
+
+        async def read_whole(i: int) -> None:
+            handle = reader.open(artifacts[i], len(contents[i]))
+            assert await read_through(reader, handle, BLOCK) == contents[i]
+            await reader.release(handle)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(16):
+                nursery.start_soon(read_whole, i)
+        stats = reader.statistics()
+    assert (stats.verified, stats.verify_failures) == (16, 0)
+    assert stats.hashed_bytes == sum(len(c) for c in contents)
+    assert stats.hash_backlog_peak <= 8 * BLOCK + 16 * BLOCK  # the cap, one read per handle
 
 
 async def test_readahead_total_is_capped_at_half_the_cache() -> None:
