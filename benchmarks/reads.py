@@ -69,9 +69,13 @@ def sequential(ctx: Context) -> Table:
 def ttfb(ctx: Context) -> Table:
     """Time to first byte: open() + read(1 byte) of never-read files on a fresh mount (their
     directory listed first), median over the files, against a ranged GET (bytes=0-0) on a
-    fresh connection by curl (time_starttransfer) and by httpx in this process."""
+    fresh connection by curl (time_starttransfer) and by httpx in this process; with the
+    API requests simvuefs made per file."""
     blobs = ctx.data.ttfb
-    table = Table("ttfb", "Time to first byte of a cold file", "ms", CURL)
+    table = Table(
+        "ttfb", f"Time to first byte of a cold {size_text(blobs[0].size)} file", "ms", CURL
+    )
+    table.extra_columns = ["API requests per file"]
     for _ in range(ctx.repeat):
         table.result(CURL).add(
             statistics.median(_curl_ttfb(ctx.nginx.url(b.sha256)) for b in blobs)
@@ -82,8 +86,13 @@ def ttfb(ctx: Context) -> Table:
         for kind in MOUNT_KINDS:
             with ctx.harness.mount(kind) as mounted:
                 os.listdir(ctx.path(mounted, blobs[0]).parent)
+                ctx.devserver.reset_stats()
                 times = [_mount_ttfb(ctx.path(mounted, b), b, kind) for b in blobs]
-                table.result(kind).add(statistics.median(times), rss=mounted.peak_rss())
+                result = table.result(kind)
+                result.add(statistics.median(times), rss=mounted.peak_rss())
+                if kind == "simvuefs":
+                    requests = sum(ctx.devserver.api_requests().values()) / len(blobs)
+                    result.notes["API requests per file"] = f"{requests:.1f}"
     return table
 
 
