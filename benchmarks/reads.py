@@ -150,7 +150,7 @@ def transfer(ctx: Context) -> Table:
         f"Bytes transferred: head -c 4096 and {count} random 4 KiB reads of {size_text(blob.size)}"
     )
     table = Table("transfer", title, "head -c 4096: bytes", CURL)
-    table.extra_columns = ["requests (head)", "random: bytes per read"]
+    table.extra_columns = ["requests (head)", "random: bytes per read", "random: requests"]
     rng = random.Random(20261123)
     offsets = [rng.randrange(0, blob.size - 4096) for _ in range(count)]
     mark = ctx.nginx.log_mark()
@@ -162,7 +162,7 @@ def transfer(ctx: Context) -> Table:
     if head != blob.content(0, 4096):
         raise Broken("curl: wrong bytes for a ranged GET")
     requests, sent = ctx.nginx.bytes_sent(mark, blob.sha256)
-    _transfer_row(table, CURL, sent, requests, 4096)
+    _transfer_row(table, CURL, (sent, requests), (4096 * count, count), count)
     for kind in MOUNT_KINDS:
         mark = ctx.nginx.log_mark()
         with ctx.harness.mount(kind) as mounted:
@@ -182,18 +182,25 @@ def transfer(ctx: Context) -> Table:
                         raise Broken(f"{kind}: a random 4 KiB read returned the wrong bytes")
             finally:
                 os.close(fd)
-        _, random_sent = ctx.nginx.bytes_sent(mark, blob.sha256)
-        _transfer_row(table, kind, sent, requests, random_sent // count, rss)
+        random_requests, random_sent = ctx.nginx.bytes_sent(mark, blob.sha256)
+        _transfer_row(table, kind, (sent, requests), (random_sent, random_requests), count, rss)
     return table
 
 
 def _transfer_row(
-    table: Table, contender: str, head: int, requests: int, per_read: int, rss: int = 0
+    table: Table,
+    contender: str,
+    head: tuple[int, int],
+    random_reads: tuple[int, int],
+    count: int,
+    rss: int = 0,
 ) -> None:
+    """Add a row from (bytes, requests) of the head and of the *count* random reads."""
     result = table.result(contender)
-    result.add(head, rss=rss)
-    result.notes["requests (head)"] = str(requests)
-    result.notes["random: bytes per read"] = size_text(per_read)
+    result.add(head[0], rss=rss)
+    result.notes["requests (head)"] = str(head[1])
+    result.notes["random: bytes per read"] = size_text(random_reads[0] // count)
+    result.notes["random: requests"] = str(random_reads[1])
 
 
 def parallel(ctx: Context) -> Table:
