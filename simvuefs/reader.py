@@ -26,8 +26,9 @@ How a read is served
 
     Streamed blocks are transient: once the reader has moved past them they are dropped
     from the cache (the kernel's page cache holds what was read), so a long sequential read
-    recycles a window's worth of memory instead of filling the cache with data read once.
-    Blocks fetched for random reads stay cached.
+    recycles a window's worth of memory instead of filling the cache with data read once;
+    so are the blocks of the run fetched before its stream started. Blocks fetched for
+    random reads stay cached.
 
 Memory
     Blocks claimed ahead of their reader (read-ahead) never exceed ``readahead_per_file`` per
@@ -747,6 +748,9 @@ class Reader:
                 return
             self._stop(handle.stream)
         stream = _Stream(handle, start, consumer=last, window=min(1, self._max_window))
+        # The run's blocks fetched before it was known to be sequential go like streamed ones.
+        before = range(handle.run_start // self._block_size, min(start, first))
+        handle.streamed.extendleft(i for i in reversed(before) if i not in handle.streamed)
         handle.stream = stream
         self._streams.add(stream)
         self._streams_started += 1
@@ -826,7 +830,11 @@ class Reader:
     # -- the stream task -------------------------------------------------------------------
 
     async def _run_stream(self, stream: _Stream) -> None:
+        """Receive the stream's blocks. At the content's end the stream stays the handle's,
+        its delivered blocks charged to the read-ahead budget until the reader reaches them
+        (or the handle is released); a stream that fails or is stopped returns its budget."""
         handle = stream.handle
+        at_end = False
         try:
             with stream.scope:
                 await self._wait_permitted(stream, stream.first)
@@ -838,13 +846,17 @@ class Reader:
                         data = await _receive_exactly(body, length)
                         self._stream_bytes += length
                         self._deliver(stream, index, data)
+                at_end = True
         except SimvueError as exc:
             log.info("read-ahead of artifact %s stopped: %s", handle.artifact.id, exc)
         except Exception:
             # A bug below us must not take the mount down; readers retry on their own.
             log.exception("read-ahead of artifact %s failed", handle.artifact.id)
         finally:
-            self._stop(stream)
+            if at_end and not stream.stopped:
+                self._streams.discard(stream)  # nothing left to claim: never starved
+            else:
+                self._stop(stream)
             stream.finished.set()
 
     async def _wait_permitted(self, stream: _Stream, index: int) -> None:
