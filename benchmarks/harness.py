@@ -40,6 +40,10 @@ LOG_FORMAT = '$msec $uri $status $body_bytes_sent "$http_range"'
 """nginx access log line: ``$uri`` has no query string, so signed URLs are never logged."""
 
 
+class ContenderFailed(Exception):
+    """A contender failed (did not mount, crashed, returned wrong bytes)."""
+
+
 def redact(text: str) -> str:
     """Return *text* with every URL query removed (signed URLs carry their signature there)."""
     return re.sub(r"\?[^\s\"'<>]*", "?<query removed>", text)
@@ -363,7 +367,7 @@ http {{
             while not os.path.ismount(root):
                 if process.poll() is not None or time.monotonic() > deadline:
                     tail = log.read_text(errors="replace")[-800:]
-                    sys.exit(f"{kind} did not mount: {redact(tail)}")
+                    raise ContenderFailed(f"{kind} did not mount: {redact(tail)}")
                 time.sleep(0.05)
             try:
                 yield Mounted(kind, root, process.pid)

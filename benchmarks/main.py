@@ -14,9 +14,9 @@ from types import FrameType
 
 from benchmarks import data, report, targets, tools
 from benchmarks.context import Context
-from benchmarks.harness import REPO, Harness
+from benchmarks.harness import REPO, ContenderFailed, Harness
 from benchmarks.jobs import JOBS
-from benchmarks.measure import Broken, Table
+from benchmarks.measure import Table
 
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             began = time.monotonic()
             try:
                 tables[name] = JOBS[name](context)
-            except Broken as exc:
+            except ContenderFailed as exc:
                 sys.exit(f"{name}: {exc}")
             print(f"\n{report.render(tables[name])}", flush=True)
             print(f"({name}: {time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)

@@ -7,12 +7,14 @@ peak RSS (VmHWM) of the process serving the mount.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +22,31 @@ from typing import Any
 import httpx
 
 from benchmarks.data import GIB, MIB, Blob
-from benchmarks.harness import Mounted
+from benchmarks.harness import ContenderFailed, Mounted, redact
 
 READ_CHUNK = 4 * MIB
 
 
-class Broken(Exception):
+class Broken(ContenderFailed):
     """A contender returned wrong bytes or failed: its figures would be meaningless."""
+
+
+TOLERATED = (ContenderFailed, OSError, subprocess.CalledProcessError)
+"""How a contender fails: its own error, a dead mount (ENOTCONN), a tool's exit status."""
+
+
+@contextlib.contextmanager
+def tolerated(table: Table, kind: str, *names: str) -> Iterator[None]:
+    """Record a failure of contender *kind* in rows *names* and go on with the next one;
+    simvuefs failing stops the run (its figures are the point)."""
+    try:
+        yield
+    except TOLERATED as exc:
+        if kind == "simvuefs":
+            raise
+        for name in names:
+            table.result(name).failures.append(redact(str(exc))[:300])
+        print(f"{kind} failed: {redact(str(exc))[:300]}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -38,6 +58,7 @@ class Result:
     cpu_per_gib: list[float] = field(default_factory=list)
     peak_rss: list[int] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
 
     @property
     def median(self) -> float:

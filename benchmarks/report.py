@@ -14,6 +14,8 @@ from benchmarks.measure import Result, Table
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
+FAILED = "failed"
+"""The figure of a contender that failed in every round (it crashed or read wrong bytes)."""
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -35,18 +37,25 @@ def _figure(value: float, unit: str) -> str:
 
 
 def _row(table: Table, result: Result) -> list[str]:
+    name = result.contender
+    if result.failures:
+        name += f" ({len(result.failures)} round(s) failed: {result.failures[0][:50]})"
+    if not result.values:
+        columns = 5 + len(table.extra_columns)
+        return [name.replace("|", "/"), FAILED, *["-"] * columns]
     values = sorted(result.values)
     spread = "-"
     if len(values) > 1:
         spread = f"{_figure(values[0], table.unit)}-{_figure(values[-1], table.unit)}"
     reference = table.results.get(table.reference or "")
     ratio = "-"
-    if reference is not None and result is not reference and reference.median:
+    if reference is not None and result is not reference and reference.values:
         ratio = f"{result.median / reference.median:.2f}"
     cpu = f"{statistics.median(result.cpu_per_gib):.2f}" if result.cpu_per_gib else "-"
     rss = f"{max(result.peak_rss) / MIB:.0f}" if result.peak_rss else "-"
     extra = [result.notes.get(c, "-") for c in table.extra_columns]
-    return [result.contender, _figure(result.median, table.unit), spread, ratio, cpu, rss, *extra]
+    figure = _figure(result.median, table.unit)
+    return [name.replace("|", "/"), figure, spread, ratio, cpu, rss, *extra]
 
 
 def render(table: Table) -> str:

@@ -166,5 +166,8 @@ def evaluate(tables: Tables) -> list[Verdict]:
     verdicts = []
     for job, check in CHECKS.items():
         if job in tables:
-            verdicts.extend(check(tables))
+            try:
+                verdicts.extend(check(tables))
+            except (KeyError, ValueError, ZeroDivisionError):  # a contender it needs failed
+                verdicts.append(Verdict(f"{job} targets", "not measured: a contender failed", None))
     return verdicts

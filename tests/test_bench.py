@@ -74,7 +74,9 @@ def test_quick_bench_produces_every_table_and_cleans_up(tmp_path: Path) -> None:
         assert header[0] == "contender"
         assert rows, job
         for row in rows:
-            assert re.fullmatch(r"[\d,.]+", row[1]), (job, row)
+            # httpdirfs 1.2.5 --cache has crashed under parallel readers: tolerated, reported
+            crashed = row[1] == report.FAILED and row[0].startswith("httpdirfs")
+            assert crashed or re.fullmatch(r"[\d,.]+", row[1]), (job, row)
     for job in EVERY_MOUNT_JOB:
         names = " ".join(row[0] for row in tables[job][1:])
         for kind in ("curl", *MOUNT_KINDS):
