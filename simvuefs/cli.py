@@ -151,7 +151,7 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     memory.add_argument(
         "--cache-size",
         metavar="SIZE",
-        help="the cache of read blocks, read-ahead included (default: 256MiB)",
+        help="the cache of read blocks, read-ahead included (default: 128MiB)",
     )
     memory.add_argument(
         "--read-ahead",

@@ -47,7 +47,7 @@ MIB = 1024 * 1024
 # The memory caps of a mount, the one place their defaults are set (sized for a laptop: the
 # daemon stays near cache + read-ahead total + ~100 MiB of interpreter).
 DEFAULT_BLOCK_SIZE = 1 * MIB
-DEFAULT_CACHE_BYTES = 256 * MIB
+DEFAULT_CACHE_BYTES = 128 * MIB
 DEFAULT_READAHEAD_PER_FILE = 32 * MIB
 DEFAULT_READAHEAD_TOTAL = 64 * MIB
 

@@ -51,8 +51,8 @@ def test_defaults_are_the_settings_defaults() -> None:
     [
         ({"cache_size": 64 * MIB}, caps(64 * MIB, 32 * MIB, 32 * MIB)),
         ({"cache_size": 8 * MIB}, caps(8 * MIB, 4 * MIB, 4 * MIB)),
-        ({"read_ahead_total": 16 * MIB}, caps(256 * MIB, 16 * MIB, 16 * MIB)),
-        ({"read_ahead": 64 * MIB}, caps(256 * MIB, 64 * MIB, 64 * MIB)),
+        ({"read_ahead_total": 16 * MIB}, caps(128 * MIB, 16 * MIB, 16 * MIB)),
+        ({"read_ahead": 64 * MIB}, caps(128 * MIB, 64 * MIB, 64 * MIB)),
         (
             {"read_ahead": 100 * MIB, "cache_size": 1024 * MIB},
             caps(1024 * MIB, 100 * MIB, 100 * MIB),
