@@ -101,6 +101,8 @@ class Settings:
     readahead_per_file: int = DEFAULT_READAHEAD_PER_FILE
     readahead_total: int = DEFAULT_READAHEAD_TOTAL
     verify_tls: bool = True
+    # Check the sha256 of content read in order from start to end (reader.py); --no-verify.
+    verify_content: bool = True
     # The client's offline cache directory (SIMVUE_OFFLINE_DIRECTORY, [offline] cache, ~/.simvue).
     offline_directory: Path = field(default_factory=lambda: Path.home() / ".simvue")
     # Uploads (upload.py): where written files are spooled (None = $XDG_CACHE_HOME/simvuefs/spool),

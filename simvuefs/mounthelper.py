@@ -37,7 +37,12 @@ IGNORED = frozenset(
 """Generic mount(8) options that mean nothing to simvuefs (it is always nosuid, nodev)."""
 IGNORED_PREFIXES = ("x-systemd.", "comment=")
 
-FLAGS = {"ro": "--read-only", "read_only": "--read-only", "allow_other": "--allow-other"}
+FLAGS = {
+    "ro": "--read-only",
+    "read_only": "--read-only",
+    "allow_other": "--allow-other",
+    "no_verify": "--no-verify",
+}
 """Options without a value, and the flag each becomes."""
 VALUED = {
     "config": "--config",

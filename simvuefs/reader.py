@@ -170,8 +170,9 @@ class ReadHandle:
     each of which started within one block of the span; ``run_end`` is None before the first
     read. ``streamed`` lists the cached blocks its streams delivered, oldest first.
     ``verifier`` checks the content while the handle reads it in order (None once that is
-    impossible or done). ``keep_cache`` is False when the content failed verification and
-    no handle has verified it since: the kernel's cached pages of it may be wrong.
+    impossible or done, and from the start with *verify* False: ``--no-verify``).
+    ``keep_cache`` is False when the content failed verification and no handle has verified
+    it since: the kernel's cached pages of it may be wrong.
     ``failure`` is set once this handle's content failed verification: every read fails.
     """
 
@@ -188,7 +189,7 @@ class ReadHandle:
         "verifier",
     )
 
-    def __init__(self, artifact: Artifact, size: int) -> None:
+    def __init__(self, artifact: Artifact, size: int, *, verify: bool = True) -> None:
         self.artifact = artifact
         self.size = size
         self.key = artifact.checksum or artifact.id
@@ -199,7 +200,7 @@ class ReadHandle:
         self.keep_cache = True
         self.failure: str | None = None
         self.verifier: _Verifier | None = None
-        if size > 0 and _SHA256_HEX.fullmatch(artifact.checksum):
+        if verify and size > 0 and _SHA256_HEX.fullmatch(artifact.checksum):
             self.verifier = _Verifier(artifact.checksum.lower(), size)
 
 
@@ -409,7 +410,7 @@ class Reader:
     def open(self, artifact: Artifact, size: int) -> ReadHandle:
         """Return a handle for reading *artifact*, whose content is *size* bytes long."""
         self._open_handles += 1
-        handle = ReadHandle(artifact, size)
+        handle = ReadHandle(artifact, size, verify=self._settings.verify_content)
         handle.keep_cache = handle.key not in self._suspect
         return handle
 

@@ -647,6 +647,21 @@ def test_corrupted_content_gives_eio_never_wrong_bytes(served: Served, tmp_path:
         assert_clean_log(mount)
 
 
+def test_no_verify_mount_skips_the_sha256_check(served: Served, tmp_path: Path) -> None:
+    """--no-verify (daemonised, so the flag also survives the hand-over to the daemon): the
+    corrupted byte reaches the reader, nothing is hashed, and the log says nothing."""
+    server = served.server
+    content = served.files["big.bin"]
+    server.set_faults(corrupt_content=True, corrupt_offset=len(content) // 2)
+    with mounted(server, tmp_path, "--no-verify") as mount:
+        result = cat(served.path(mount, "big.bin"))
+        assert result.returncode == 0, (result.stderr, mount.log_tail())
+        assert len(result.stdout) == len(content)
+        differing = [i for i, (a, b) in enumerate(zip(result.stdout, content)) if a != b]
+        assert differing == [len(content) // 2]
+        assert "sha256" not in mount.log_file.read_text(errors="replace")
+
+
 @pytest.mark.parametrize("kind", ["truncated", "not_json", "wrong_types"])
 def test_malformed_api_answers_never_take_the_mount_down(
     served: Served, tmp_path: Path, kind: str

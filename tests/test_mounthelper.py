@@ -33,6 +33,7 @@ def test_options_become_flags():
         *("--request-timeout", "5", "--folder", "/d", "--log-file", "/l", "--spool-dir", "/s"),
     ]
     assert option_flags("read_only,offline") == ["--read-only", "--offline"]
+    assert option_flags("no_verify") == ["--no-verify"]
     generic = "_netdev,nofail,rw,defaults,auto,noauto,user,users,nosuid,nodev,noexec,exec"
     assert option_flags(generic + ",x-systemd.automount,comment=hello") == []
 
