@@ -38,13 +38,16 @@ TOLERATED = (ContenderFailed, OSError, subprocess.CalledProcessError)
 @contextlib.contextmanager
 def tolerated(table: Table, kind: str, *names: str) -> Iterator[None]:
     """Record a failure of contender *kind* in rows *names* and go on with the next one;
-    simvuefs failing stops the run (its figures are the point)."""
+    simvuefs failing stops the run (its figures are the point). What the failed attempt
+    recorded is dropped: a round whose bytes could not be verified posts no figure."""
+    before = {name: table.result(name).sizes() for name in names}
     try:
         yield
     except TOLERATED as exc:
         if kind == "simvuefs":
             raise
         for name in names:
+            table.result(name).truncate(before[name])
             table.result(name).failures.append(redact(str(exc))[:300])
         print(f"{kind} failed: {redact(str(exc))[:300]}", file=sys.stderr, flush=True)
 
@@ -63,6 +66,13 @@ class Result:
     @property
     def median(self) -> float:
         return statistics.median(self.values)
+
+    def sizes(self) -> tuple[int, int, int]:
+        return len(self.values), len(self.cpu_per_gib), len(self.peak_rss)
+
+    def truncate(self, sizes: tuple[int, int, int]) -> None:
+        """Drop the samples recorded since :meth:`sizes` returned *sizes*."""
+        del self.values[sizes[0] :], self.cpu_per_gib[sizes[1] :], self.peak_rss[sizes[2] :]
 
     def add(self, value: float, cpu: float | None = None, nbytes: int = 0, rss: int = 0) -> None:
         """Record one sample; *cpu* seconds for *nbytes* moved become CPU-s/GiB."""
