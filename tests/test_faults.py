@@ -657,7 +657,9 @@ def test_no_verify_mount_skips_the_sha256_check(served: Served, tmp_path: Path) 
         result = cat(served.path(mount, "big.bin"))
         assert result.returncode == 0, (result.stderr, mount.log_tail())
         assert len(result.stdout) == len(content)
-        differing = [i for i, (a, b) in enumerate(zip(result.stdout, content, strict=True)) if a != b]
+        differing = [
+            i for i, (a, b) in enumerate(zip(result.stdout, content, strict=True)) if a != b
+        ]
         assert differing == [len(content) // 2]
         assert "sha256" not in mount.log_file.read_text(errors="replace")
 
