@@ -615,7 +615,7 @@ def test_expired_download_urls_are_refreshed(served: Served, tmp_path: Path) -> 
     server.set_faults(url_expiry=1.0)  # every URL the mount is given dies after a second
     with mounted(server, tmp_path, "--metadata-ttl", "indefinite") as mount:
         assert sorted(os.listdir(served.path(mount, ""))) == sorted(served.files)
-        time.sleep(1.5)
+        time.sleep(2.2)  # expiry times are whole seconds, rounded up: at most 2 s from now
         server.reset_stats()
         for name, content in served.files.items():
             assert run_tool(["cat", served.path(mount, name)]).stdout == content
