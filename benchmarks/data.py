@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from simvuefs.devserver.seed import LARGE_BLOCK, large_block
-from simvuefs.devserver.state import USER_NAME
+from simvuefs.devserver.seed import LARGE_BLOCK, artifact_record, large_block, run_record
 from simvuefs.devserver.store import Store
-from simvuefs.models import CATEGORIES, format_timestamp
+from simvuefs.models import CATEGORIES
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -153,45 +152,18 @@ class _Builder:
 
     def artifact(self, name: str, sha256: str, size: int) -> str:
         self.minute += 1
+        created = BASE_TIME + timedelta(seconds=self.minute)
         record = self.store.create_artifact(
-            {
-                "name": name,
-                "original_path": f"/home/bench/{name}",
-                "size": size,
-                "mime_type": "application/octet-stream",
-                "checksum": sha256,
-                "metadata": None,
-                "uploaded": True,
-                "created": format_timestamp(BASE_TIME + timedelta(seconds=self.minute)),
-                "storage_id": "devserver",
-                "user": USER_NAME,
-            }
+            artifact_record(
+                name, f"/home/bench/{name}", size, sha256, created, "application/octet-stream"
+            )
         )
         return str(record["id"])
 
     def run(self, name: str, index: int) -> str:
-        stamp = format_timestamp(BASE_TIME + timedelta(minutes=index))
+        stamp = BASE_TIME + timedelta(minutes=index)
         record = self.store.create_run(
-            {
-                "name": name,
-                "folder": "/bench",
-                "status": "completed",
-                "tags": [],
-                "description": None,
-                "metadata": {},
-                "system": {},
-                "user": USER_NAME,
-                "created": stamp,
-                "started": stamp,
-                "endtime": stamp,
-                "modified": stamp,
-                "heartbeat_timeout": 180,
-                "ttl": None,
-                "starred": False,
-                "alerts": [],
-                "notifications": {"state": "none"},
-                "visibility": {"tenant": False, "public": False, "users": []},
-            }
+            run_record(name, "/bench", "completed", stamp, started=stamp, ended=stamp)
         )
         return str(record["id"])
 

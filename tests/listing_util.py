@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from simvuefs.devserver.state import USER_NAME
+from simvuefs.devserver.seed import artifact_record, run_record
 from simvuefs.devserver.store import Store
-from simvuefs.models import CATEGORIES, format_timestamp
+from simvuefs.models import CATEGORIES
 
 BASE_TIME = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 BIG_RUN = "big-run"
@@ -54,7 +54,16 @@ def fill(data_dir: Path, layout: Layout) -> Layout:
             runs.append((BIG_RUN, layout.big))
         for index, (name, count) in enumerate(runs):
             created = BASE_TIME + timedelta(minutes=index)
-            run = store.create_run(_run_doc(name, created))
+            run = store.create_run(
+                run_record(
+                    name,
+                    "/listing",
+                    "completed",
+                    created,
+                    started=created,
+                    ended=created + timedelta(seconds=30),
+                )
+            )
             for number in range(count):
                 category = "output" if name == BIG_RUN else CATEGORIES[number % len(CATEGORIES)]
                 artifact = _artifact(store, name, f"file-{number:04d}.dat", created)
@@ -64,46 +73,18 @@ def fill(data_dir: Path, layout: Layout) -> Layout:
     return layout
 
 
-def _run_doc(name: str, created: datetime) -> dict[str, object]:
-    stamp = format_timestamp(created)
-    return {
-        "name": name,
-        "folder": "/listing",
-        "status": "completed",
-        "tags": [],
-        "description": None,
-        "metadata": {},
-        "system": {},
-        "user": USER_NAME,
-        "created": stamp,
-        "started": stamp,
-        "endtime": format_timestamp(created + timedelta(seconds=30)),
-        "modified": stamp,
-        "heartbeat_timeout": 180,
-        "ttl": None,
-        "starred": False,
-        "alerts": [],
-        "notifications": {"state": "none"},
-        "visibility": {"tenant": False, "public": False, "users": []},
-    }
-
-
 def _artifact(store: Store, run: str, name: str, created: datetime) -> str:
     content = f"run {run} {name}\n".encode()
     checksum = hashlib.sha256(content).hexdigest()
     store.write_blob(checksum, [content])
     record = store.create_artifact(
-        {
-            "name": name,
-            "original_path": f"/home/listing/{name}",
-            "size": len(content),
-            "mime_type": "application/octet-stream",
-            "checksum": checksum,
-            "metadata": None,
-            "uploaded": True,
-            "created": format_timestamp(created),
-            "storage_id": "devserver",
-            "user": USER_NAME,
-        }
+        artifact_record(
+            name,
+            f"/home/listing/{name}",
+            len(content),
+            checksum,
+            created,
+            "application/octet-stream",
+        )
     )
     return str(record["id"])

@@ -246,50 +246,92 @@ def _store_content(store: Store, artifact: SeedArtifact, large_size: int) -> tup
     return digest.hexdigest(), large_size
 
 
+def artifact_record(
+    name: str, original_path: str, size: int, checksum: str, created: datetime, mime: str
+) -> dict[str, object]:
+    """The store record of an uploaded artifact (for :meth:`Store.create_artifact`)."""
+    return {
+        "name": name,
+        "original_path": original_path,
+        "size": size,
+        "mime_type": mime,
+        "checksum": checksum,
+        "metadata": None,
+        "uploaded": True,
+        "created": format_timestamp(created),
+        "storage_id": "devserver",
+        "user": USER_NAME,
+    }
+
+
+def run_record(
+    name: str,
+    folder: str,
+    status: str,
+    created: datetime,
+    *,
+    started: datetime | None = None,
+    ended: datetime | None = None,
+    tags: tuple[str, ...] = (),
+    description: str | None = None,
+    metadata: dict[str, object] | None = None,
+    system: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """The store record of a run (for :meth:`Store.create_run`)."""
+    return {
+        "name": name,
+        "folder": folder,
+        "status": status,
+        "tags": list(tags),
+        "description": description,
+        "metadata": metadata or {},
+        "system": system or {},
+        "user": USER_NAME,
+        "created": format_timestamp(created),
+        "started": format_timestamp(started) if started else None,
+        "endtime": format_timestamp(ended) if ended else None,
+        "modified": format_timestamp(ended or started or created),
+        "heartbeat_timeout": 180,
+        "ttl": None,
+        "starred": False,
+        "alerts": [],
+        "notifications": {"state": "none"},
+        "visibility": {"tenant": False, "public": False, "users": []},
+    }
+
+
 def seed_demo(store: Store, large_size: int) -> dict[str, str]:
     """Fill *store* with RUNS and ARTIFACTS; return the artifact ids by ARTIFACTS key."""
     artifact_ids: dict[str, str] = {}
     for offset, (key, artifact) in enumerate(ARTIFACTS.items()):
         checksum, length = _store_content(store, artifact, large_size)
         record = store.create_artifact(
-            {
-                "name": artifact.name,
-                "original_path": artifact.original_path,
-                "size": length + OBJECT_SIZE_OVERHEAD if artifact.is_object else length,
-                "mime_type": artifact.mime,
-                "checksum": checksum,
-                "metadata": None,
-                "uploaded": True,
-                "created": format_timestamp(BASE_TIME + timedelta(minutes=offset)),
-                "storage_id": "devserver",
-                "user": USER_NAME,
-            }
+            artifact_record(
+                artifact.name,
+                artifact.original_path,
+                length + OBJECT_SIZE_OVERHEAD if artifact.is_object else length,
+                checksum,
+                BASE_TIME + timedelta(minutes=offset),
+                artifact.mime,
+            )
         )
         artifact_ids[key] = record["id"]
     for run in RUNS:
         started = run.created + timedelta(seconds=1) if run.status != "created" else None
         ended = started + run.duration if started and run.duration else None
         record = store.create_run(
-            {
-                "name": run.name,
-                "folder": run.folder,
-                "status": run.status,
-                "tags": list(run.tags),
-                "description": run.description or None,
-                "metadata": {"seeded": True},
-                "system": {"hostname": "demo-host", "cwd": "/home/demo"},
-                "user": USER_NAME,
-                "created": format_timestamp(run.created),
-                "started": format_timestamp(started) if started else None,
-                "endtime": format_timestamp(ended) if ended else None,
-                "modified": format_timestamp(ended or started or run.created),
-                "heartbeat_timeout": 180,
-                "ttl": None,
-                "starred": False,
-                "alerts": [],
-                "notifications": {"state": "none"},
-                "visibility": {"tenant": False, "public": False, "users": []},
-            }
+            run_record(
+                run.name,
+                run.folder,
+                run.status,
+                run.created,
+                started=started,
+                ended=ended,
+                tags=tuple(run.tags),
+                description=run.description or None,
+                metadata={"seeded": True},
+                system={"hostname": "demo-host", "cwd": "/home/demo"},
+            )
         )
         for key, category in run.artifacts:
             store.attach(record["id"], artifact_ids[key], category)
