@@ -27,18 +27,8 @@ class RangeBody(Protocol):
         ...
 
 
-class SimvueBackend(Protocol):
-    """Runs, artifacts, their content, and the official client's upload sequence."""
-
-    async def list_runs(self) -> list[Run]: ...
-
-    async def get_run(self, run_id: str) -> Run: ...
-
-    async def list_artifacts(
-        self, run_id: str, category: str | None = None, name: str | None = None
-    ) -> list[Artifact]: ...
-
-    async def get_artifact(self, artifact_id: str) -> Artifact: ...
+class RangeSource(Protocol):
+    """The download half of a backend: what the reader uses (tests give it fakes)."""
 
     def open_range(
         self, artifact: Artifact, start: int, end: int | None = None
@@ -51,6 +41,20 @@ class SimvueBackend(Protocol):
         length: int,
         on_chunk: Callable[[bytes], None] | None = None,
     ) -> bytes: ...
+
+
+class SimvueBackend(RangeSource, Protocol):
+    """Runs, artifacts, their content, and the official client's upload sequence."""
+
+    async def list_runs(self) -> list[Run]: ...
+
+    async def get_run(self, run_id: str) -> Run: ...
+
+    async def list_artifacts(
+        self, run_id: str, category: str | None = None, name: str | None = None
+    ) -> list[Artifact]: ...
+
+    async def get_artifact(self, artifact_id: str) -> Artifact: ...
 
     async def content_length(self, artifact: Artifact) -> int: ...
 

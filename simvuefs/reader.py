@@ -76,13 +76,13 @@ import hashlib
 import logging
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
 
 import trio
 
+from simvuefs.backend import RangeBody, RangeSource
 from simvuefs.cache import BlockCache, BlockCacheStats, Flight, FlightAbandoned
 from simvuefs.config import MIB, Settings
 from simvuefs.errors import DeadlineExceeded, IntegrityError, ProtocolError, SimvueError
@@ -110,28 +110,6 @@ HASH_BACKLOG_TOTAL = 32 * MIB
 starts its handle's hashing at once and waits for it (many concurrent readers would
 otherwise hold up to HASH_BATCH each)."""
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
-
-
-class RangeBody(Protocol):
-    """What the reader uses of the client's ``RangeStream``."""
-
-    async def receive(self, max_bytes: int) -> bytes: ...
-
-
-class RangeSource(Protocol):
-    """What the reader uses of :class:`simvuefs.client.SimvueClient`: its download half."""
-
-    def open_range(
-        self, artifact: Artifact, start: int, end: int | None = None
-    ) -> AbstractAsyncContextManager[RangeBody]: ...
-
-    async def read_range(
-        self,
-        artifact: Artifact,
-        start: int,
-        length: int,
-        on_chunk: Callable[[bytes], None] | None = None,
-    ) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
