@@ -593,6 +593,7 @@ def test_transient_errors_and_dropped_downloads_still_give_exact_bytes(
             api_error_status=503,
             api_error_rate=0.2,
             storage_error_status=503,
+            storage_error_count=1,  # the first storage request fails for sure, then at random
             storage_error_rate=0.2,
             drop_after_bytes=3 * MIB,
         )
