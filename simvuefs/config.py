@@ -45,7 +45,7 @@ from simvuefs.errors import ConfigError
 MIB = 1024 * 1024
 
 # The memory caps of a mount, the one place their defaults are set (sized for a laptop: the
-# daemon stays near cache + read-ahead total + ~100 MiB of interpreter).
+# daemon stays below the cache, read-ahead included, + ~100 MiB of interpreter).
 DEFAULT_BLOCK_SIZE = 1 * MIB
 DEFAULT_CACHE_BYTES = 128 * MIB
 DEFAULT_READAHEAD_PER_FILE = 32 * MIB

@@ -92,6 +92,11 @@ class StagedFile:
         self._wake = trio.Event()
         self._generation = 0  # bumped at each landing, so old retention timers do nothing
 
+    def _wake_flush_waiters(self) -> None:
+        """Wake the tasks waiting for the flusher (``upload._written``); they look again."""
+        self._flushed.set()
+        self._flushed = trio.Event()
+
     @classmethod
     def from_record(cls, record: JournalRecord, data: Path) -> StagedFile:
         """A PENDING file for a journal record found at start, its content at *data*."""

@@ -471,7 +471,8 @@ async def file_chunks(
     registered).
     """
     left = size
-    started = next_report = trio.current_time() + PROGRESS_INTERVAL
+    started = trio.current_time()
+    next_report = started + PROGRESS_INTERVAL
     async with await trio.open_file(path, "rb") as file:
         while left > 0:
             chunk = await file.read(min(UPLOAD_CHUNK, left))
@@ -488,7 +489,7 @@ async def file_chunks(
                     done / MIB,
                     size / MIB,
                     100 * done // size,
-                    done / MIB / max(now - started + PROGRESS_INTERVAL, 1e-9),
+                    done / MIB / max(now - started, 1e-9),
                 )
             yield chunk
 

@@ -267,14 +267,12 @@ class Uploader:
                 finally:
                     f._unwritten -= sum(len(data) for _, data, _ in batch)
                     self._queued_growth -= sum(grow for _, _, grow in batch)
-                    f._flushed.set()
-                    f._flushed = trio.Event()
+                    f._wake_flush_waiters()
                 if room is not None:
                     self._room = room - self._queued_growth
         finally:
             f._flushing = False
-            f._flushed.set()
-            f._flushed = trio.Event()
+            f._wake_flush_waiters()
 
     def _write_batch(self, f: StagedFile, fd: int, batch: list[tuple[int, bytes, int]]) -> int:
         """Worker thread: check the free space for the batch's growth, write it in order,
