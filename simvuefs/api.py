@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from simvuefs.readiness import failure, wait_for_line
+from simvuefs.control.readiness import failure, wait_for_line
 
 READY_TIMEOUT = 120.0
 """How long the mount may take to come up (server checks and spool recovery included)."""

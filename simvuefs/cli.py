@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simvuefs import __version__
+from simvuefs.control.readiness import Readiness
 from simvuefs.errors import ConfigError, SimvueError
 from simvuefs.logs import UsageError, setup_logging
-from simvuefs.readiness import Readiness
 
 if TYPE_CHECKING:
     from simvuefs.config import Settings
-    from simvuefs.tree import RunSelection
+    from simvuefs.fuse.tree import RunSelection
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -282,7 +282,7 @@ def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Setti
 
 
 def _selection(args: argparse.Namespace) -> RunSelection:
-    from simvuefs.tree import RunSelection
+    from simvuefs.fuse.tree import RunSelection
 
     folder = args.folder
     if folder is not None and not folder.startswith("/"):
@@ -291,8 +291,9 @@ def _selection(args: argparse.Namespace) -> RunSelection:
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from simvuefs import mount, registry
     from simvuefs.config import Settings, parse_ttl, resolve_server, token_reloader
+    from simvuefs.control import registry
+    from simvuefs.fuse import mount
 
     mountpoint = _absolute(args.mountpoint)
     if not args.foreground:
@@ -360,7 +361,7 @@ def _add_unmount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _unmount(args: argparse.Namespace) -> int:
-    from simvuefs import mount
+    from simvuefs.fuse import mount
 
     note = mount.unmount(_absolute(args.mountpoint))
     if note:
@@ -389,7 +390,7 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _status(args: argparse.Namespace) -> int:
-    from simvuefs import status
+    from simvuefs.control import status
 
     if args.spool_dir is not None:
         print(status.describe_spool(_absolute(args.spool_dir)), end="")

@@ -1,5 +1,9 @@
 """Shared fixtures: real devservers on 127.0.0.1 (see ``tests/devserver_util.py``).
 
+The level of a test is its folder: ``tests/unit`` (no server, no mount), ``tests/server``
+(a real devserver over HTTP, no mount) and ``tests/mount`` (real FUSE mounts). Every test
+under ``tests/mount`` is marked ``fuse``, so ``pytest -m "not fuse"`` runs without mounting.
+
 pytest-trio runs ``async def`` tests under trio (``trio_mode = true`` in pyproject.toml);
 the fixtures here are synchronous, so they work for sync and trio tests alike.
 
@@ -79,6 +83,16 @@ def seeded_devserver(
     _seeded_devserver_session.clear_faults()
     _remember(request, _seeded_devserver_session)
     return _seeded_devserver_session
+
+
+MOUNT_TESTS = Path(__file__).resolve().parent / "mount"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under ``tests/mount`` with ``fuse``."""
+    for item in items:
+        if MOUNT_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.fuse)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,0 +1,82 @@
+"""SimvueBackend: what the layers above use of a Simvue client, as a ``typing.Protocol``.
+
+Two classes satisfy it: :class:`simvuefs.backends.client.SimvueClient` (a Simvue server over HTTP)
+and :class:`simvuefs.backends.offline.OfflineClient` (the official client's offline cache on disk).
+The tree, the reader and the uploader are written against this protocol only, so the same
+filesystem runs on either. Both keep the contract of docs/architecture.md "Client API":
+every coroutine finishes within ``settings.request_timeout`` (uploads: a deadline scaled
+by size) or raises :class:`~simvuefs.errors.DeadlineExceeded`, and raises only
+:mod:`simvuefs.errors` exceptions (and ``OSError`` for local files being uploaded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+from simvuefs.models import Artifact, Run, UploadSlot
+
+
+class RangeBody(Protocol):
+    """An open download of a byte range."""
+
+    async def receive(self, max_bytes: int) -> bytes:
+        """Return the next 1..*max_bytes* bytes of the range, or ``b""`` at its end."""
+        ...
+
+
+class RangeSource(Protocol):
+    """The download half of a backend: what the reader uses (tests give it fakes)."""
+
+    def open_range(
+        self, artifact: Artifact, start: int, end: int | None = None
+    ) -> AbstractAsyncContextManager[RangeBody]: ...
+
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> bytes: ...
+
+
+class SimvueBackend(RangeSource, Protocol):
+    """Runs, artifacts, their content, and the official client's upload sequence."""
+
+    async def list_runs(self) -> list[Run]: ...
+
+    async def get_run(self, run_id: str) -> Run: ...
+
+    async def list_artifacts(
+        self, run_id: str, category: str | None = None, name: str | None = None
+    ) -> list[Artifact]: ...
+
+    async def get_artifact(self, artifact_id: str) -> Artifact: ...
+
+    async def content_length(self, artifact: Artifact) -> int: ...
+
+    async def create_artifact(
+        self,
+        *,
+        name: str,
+        original_path: str,
+        size: int,
+        mime_type: str,
+        checksum: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> UploadSlot: ...
+
+    async def upload_content(
+        self, slot: UploadSlot, path: Path, size: int, filename: str
+    ) -> None: ...
+
+    async def mark_uploaded(self, artifact_id: str) -> None: ...
+
+    async def attach(self, run_id: str, artifact_id: str, category: str) -> None: ...
+
+    async def get_artifact_name(self, artifact_id: str) -> str: ...
+
+    async def delete_artifact(self, artifact_id: str) -> None: ...

@@ -1,0 +1,552 @@
+"""HTTP plumbing under :mod:`simvuefs.backends.client`: the configured httpx client,
+deadlines, retries, status-to-exception mapping and streamed upload bodies.
+
+Invariants:
+
+- The token is never a default header of the ``httpx.AsyncClient``: the client adds it to API
+  requests only, so presigned storage URLs never see it.
+- Nothing here lets an ``httpx`` exception or ``trio.TooSlowError`` escape: they become
+  :class:`~simvuefs.errors.TransportError` / :class:`~simvuefs.errors.DeadlineExceeded`.
+- URLs in messages go through :func:`display_url`, which drops the query string (a signed
+  URL's query is a secret).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpcore
+import httpx
+import trio
+
+from simvuefs import __version__
+from simvuefs.config import MIB, Settings
+from simvuefs.errors import (
+    AuthError,
+    DeadlineExceeded,
+    IntegrityError,
+    NotFound,
+    ProtocolError,
+    ServerError,
+    SimvueError,
+    StatusError,
+    TransportError,
+    UploadRejected,
+    UrlExpired,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"simvuefs/{__version__}"
+# Enough for read-ahead streams of several files plus listings running side by side.
+MAX_CONNECTIONS = 32
+MAX_KEEPALIVE = 16
+# An API answer larger than this is not a Simvue listing page but a broken server.
+MAX_API_BODY = 64 * MIB
+# Error bodies are only read for their message.
+MAX_ERROR_BODY = 64 * 1024
+# Chunk size for reading files being uploaded (one thread hop per chunk).
+UPLOAD_CHUNK = 1 * MIB
+PROGRESS_INTERVAL = 5.0
+"""Seconds between progress lines of a long upload (the first comes after as long)."""
+# httpcore reads sockets 64 KiB at a time, and every read costs several buffer copies and
+# trio checkpoints. 1 MiB reads measured 0.34x -> 0.6x of curl's throughput for a 256 MiB
+# download from the devserver on loopback (design guide, pyfuse3 pitfall 17).
+SOCKET_READ_BYTES = 1 * MIB
+# Body bytes left after h11's buffered first chunk from which a download reads the rest
+# straight from the connection (DirectBody); smaller bodies keep the connection alive.
+DIRECT_BODY_MIN = 4 * MIB
+# One socket read of a DirectBody at most (a 1 MiB block usually arrives in one or two).
+DIRECT_READ_BYTES = 4 * MIB
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+# Connection failures and stalls worth another attempt; other httpx errors are final.
+RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.ReadError,
+    httpx.ReadTimeout,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+# S3 error codes that mean "this presigned URL is no longer (or never was) valid".
+_URL_REFUSED_CODES = frozenset(
+    {"AccessDenied", "ExpiredToken", "SignatureDoesNotMatch", "RequestExpired", "InvalidToken"}
+)
+_XML_TAG = re.compile(r"<(Code|Message)>([^<]{0,500})</\1>")
+
+
+@dataclass
+class Counters:
+    """Mutable request counters shared by one client (a snapshot is ``ClientStats``)."""
+
+    requests: int = 0
+    retries: int = 0
+    bytes_downloaded: int = 0
+    bytes_uploaded: int = 0
+    url_refreshes: int = 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter; honours a short ``Retry-After``."""
+
+    attempts: int
+    base_delay: float = 0.25
+    max_delay: float = 4.0
+    max_retry_after: float = 5.0
+    # A retry is not worth starting with less time than this left before the deadline.
+    min_attempt_seconds: float = 0.25
+
+    def delay(self, retry: int, response: httpx.Response | None) -> float:
+        """Return the pause before retry number *retry* (0-based)."""
+        if response is not None:
+            advised = _retry_after(response)
+            if advised is not None and advised <= self.max_retry_after:
+                return advised
+        ceiling = min(self.max_delay, self.base_delay * 2.0**retry)
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A fully read API answer."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    what: str
+
+
+@asynccontextmanager
+async def open_http(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Yield the ``httpx.AsyncClient`` for *settings* (no Authorization default header).
+
+    *transport* replaces the network (tests pass an ``httpx.MockTransport``).
+    """
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout,
+        read=settings.read_timeout,
+        write=settings.read_timeout,
+        pool=settings.request_timeout,
+    )
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE)
+    # A class constant of httpcore's HTTP/1.1 connection: process-wide, and idempotent.
+    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
+    async with httpx.AsyncClient(
+        headers={"User-Agent": USER_AGENT},
+        timeout=timeout,
+        limits=limits,
+        verify=settings.verify_tls,
+        transport=transport,
+    ) as http:
+        yield http
+
+
+class DirectBody:
+    """The rest of an HTTP/1.1 response body of known length, read straight from its connection.
+
+    httpcore hands a body over through h11, which copies every byte into its receive buffer
+    and out again, after which httpcore copies it once more; with httpx on top, that path
+    cost twice the CPU of reading the socket (docs/performance.md). Once h11 has handed over
+    what it buffered with the headers (the first chunk of the response's iterator: h11 gives
+    out all it holds of a Content-Length body at once), every byte still to come is in the
+    socket, and :meth:`read` takes it from httpcore's ``network_stream`` (a public httpcore
+    extension) with one copy, never past the body's end.
+
+    h11 never sees those bytes, so the connection must not be reused: closing the response
+    before h11 saw its end makes httpcore close the connection instead of pooling it. That
+    costs a new connection per such download, which is why only bodies of at least
+    :data:`DIRECT_BODY_MIN` bytes take this path.
+    """
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream, left: int, what: str) -> None:
+        self.left = left
+        self._stream = stream
+        self._what = what
+
+    @classmethod
+    def attach(cls, response: httpx.Response, received: int) -> DirectBody | None:
+        """Return a DirectBody for the rest of *response*'s body after the *received* bytes
+        h11 gave out, or None when it must be read through httpx (HTTP/2, no plain
+        Content-Length, an encoded or short rest, a transport without a network stream)."""
+        headers = response.headers
+        length = headers.get("Content-Length", "")
+        stream = response.extensions.get("network_stream")
+        if (
+            response.http_version != "HTTP/1.1"
+            or not length.isdigit()
+            or "Transfer-Encoding" in headers
+            or headers.get("Content-Encoding", "identity") != "identity"
+            or not isinstance(stream, httpcore.AsyncNetworkStream)
+        ):
+            return None
+        left = int(length) - received
+        if left < DIRECT_BODY_MIN:
+            return None
+        return cls(stream, left, describe(response.request))
+
+    async def read(self, max_bytes: int) -> bytes:
+        """Return the next 1..*max_bytes* bytes of the body, ``b""`` at its end.
+
+        Raises TransportError when the connection breaks or ends before the body does. No
+        timeout of its own: the caller bounds it.
+        """
+        want = min(max_bytes, self.left, DIRECT_READ_BYTES)
+        if want <= 0:
+            return b""
+        try:
+            data = await self._stream.read(want)
+        except httpcore.TimeoutException as exc:
+            raise DeadlineExceeded(f"{self._what}: timed out ({type(exc).__name__})") from None
+        except httpcore.NetworkError as exc:
+            raise TransportError(f"{self._what}: {exc or type(exc).__name__}") from None
+        if not data:
+            raise TransportError(
+                f"{self._what}: the connection closed {self.left} bytes before the body's end"
+            )
+        self.left -= len(data)
+        return data
+
+
+@contextmanager
+def deadline(seconds: float, what: str) -> Iterator[None]:
+    """Run the body within *seconds*; raise DeadlineExceeded naming *what* when it expires.
+
+    A caller's tighter cancel scope still applies (and :func:`send` stops retrying before it).
+    """
+    try:
+        with trio.fail_after(seconds):
+            yield
+    except trio.TooSlowError:
+        raise DeadlineExceeded(f"{what}: no answer within {seconds:g} s") from None
+
+
+def display_url(url: httpx.URL | str) -> str:
+    """Return *url* without its query string and fragment, safe for messages and logs."""
+    parsed = httpx.URL(url) if isinstance(url, str) else url
+    return str(parsed.copy_with(query=None, fragment=None))
+
+
+def resolve_url(base: str, url: str) -> str:
+    """Return *url* (absolute, or relative to *base*) as an absolute URL string.
+
+    Raises ProtocolError (naming no query string) when the server sent an unusable URL.
+    """
+    try:
+        return str(httpx.URL(base).join(url))
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ProtocolError(f"the server sent an unusable URL ({exc})") from None
+
+
+def describe(request: httpx.Request) -> str:
+    """Return ``"METHOD url-without-query"`` for messages."""
+    return f"{request.method} {display_url(request.url)}"
+
+
+def transport_error(exc: httpx.HTTPError | httpx.InvalidURL, what: str) -> SimvueError:
+    """Map an httpx exception to the simvuefs error for *what*."""
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return DeadlineExceeded(f"{what}: timed out ({type(exc).__name__})")
+    if isinstance(exc, httpx.DecodingError | httpx.InvalidURL):
+        return ProtocolError(f"{what}: {reason}")
+    return TransportError(f"{what}: {reason}")
+
+
+def _next_pause(policy: RetryPolicy, retry: int, response: httpx.Response | None) -> float | None:
+    """Return the pause before retry number *retry* (1-based), or None to give up now.
+
+    Gives up when the attempts are used, or when the pause would leave the retry too little
+    time before the deadline (the caller then reports the real failure rather than a bare
+    DeadlineExceeded).
+    """
+    if retry >= policy.attempts:
+        return None
+    pause = policy.delay(retry - 1, response)
+    latest = trio.current_effective_deadline() - policy.min_attempt_seconds
+    if trio.current_time() + pause >= latest:
+        return None
+    return pause
+
+
+async def send(
+    http: httpx.AsyncClient,
+    build: Callable[[], httpx.Request],
+    policy: RetryPolicy,
+    counters: Counters,
+    *,
+    follow_redirects: bool = False,
+) -> httpx.Response:
+    """Send the request *build* makes and return the open (streamed) response.
+
+    *build* is called once per attempt, so request bodies start over on every retry.
+    502/503/504 answers and :data:`RETRYABLE_ERRORS` are retried up to ``policy.attempts``
+    times in total, never sleeping past the current deadline; the last retryable answer is
+    returned as is. The caller must close the response.
+
+    Raises:
+        TransportError: the connection failed on every attempt.
+        DeadlineExceeded: the last attempt timed out.
+        ProtocolError: the URL is invalid.
+    """
+    retry = 0
+    while True:
+        try:
+            request = build()
+        except httpx.InvalidURL as exc:
+            raise ProtocolError(f"cannot build a request: {exc}") from None
+        what = describe(request)
+        counters.requests += 1
+        try:
+            response = await http.send(request, stream=True, follow_redirects=follow_redirects)
+        except RETRYABLE_ERRORS as exc:
+            retry += 1
+            pause = _next_pause(policy, retry, None)
+            if pause is None:
+                raise transport_error(exc, what) from None
+            log.debug("%s: %s; retry %d in %.2f s", what, type(exc).__name__, retry, pause)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise transport_error(exc, what) from None
+        else:
+            if response.status_code not in RETRYABLE_STATUSES:
+                return response
+            retry += 1
+            pause = _next_pause(policy, retry, response)
+            if pause is None:
+                return response
+            await response.aclose()
+            log.debug("%s: status %d; retry %d in %.2f s", what, response.status_code, retry, pause)
+        counters.retries += 1
+        await trio.sleep(pause)
+
+
+async def fetch(
+    http: httpx.AsyncClient,
+    build: Callable[[], httpx.Request],
+    policy: RetryPolicy,
+    counters: Counters,
+    *,
+    limit: int = MAX_API_BODY,
+) -> Reply:
+    """Send like :func:`send` and read the whole body (at most *limit* bytes).
+
+    A connection that breaks while the body is read is retried like a failed request.
+    """
+    retry = 0
+    while True:
+        response = await send(http, build, policy, counters)
+        what = describe(response.request)
+        try:
+            body = await read_capped(response, limit, what)
+        except TransportError:
+            retry += 1
+            pause = _next_pause(policy, retry, None)
+            if pause is None:
+                raise
+        else:
+            return Reply(response.status_code, response.headers, body, what)
+        finally:
+            await response.aclose()
+        counters.retries += 1
+        await trio.sleep(pause)
+
+
+async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
+    """Read and decode *response*'s body; ProtocolError beyond *limit* bytes."""
+    parts: list[bytes] = []
+    total = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise ProtocolError(f"{what}: answer larger than {limit} bytes")
+            parts.append(chunk)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, what) from None
+    return b"".join(parts)
+
+
+def parse_json(body: bytes, what: str) -> object:
+    """Decode a JSON body; ProtocolError (never JSONDecodeError) when it is not JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"{what}: the answer is not valid JSON ({exc})") from None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # absent, or an HTTP date: use our own backoff
+    return seconds if seconds >= 0 else None
+
+
+def _api_detail(body: bytes) -> str:
+    """The server's explanation: FastAPI ``detail`` (string or list), else the body text."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return _short_text(body)
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if isinstance(detail, str):
+        return detail[:500]
+    if isinstance(detail, list):
+        messages = [str(item.get("msg", item)) for item in detail if isinstance(item, dict)]
+        return "; ".join(messages)[:500]
+    return _short_text(body)
+
+
+def _short_text(body: bytes) -> str:
+    return " ".join(body[:500].decode("utf-8", "replace").split())
+
+
+def api_error(reply: Reply) -> StatusError:
+    """Return the exception for an unexpected API status in *reply*."""
+    detail = _api_detail(reply.body)
+    message = f"{reply.what} failed with status {reply.status}" + (f": {detail}" if detail else "")
+    url = reply.what.split(" ", 1)[-1]
+    kind: type[StatusError] = StatusError
+    if reply.status in (401, 403):
+        kind = AuthError
+    elif reply.status == 404:
+        kind = NotFound
+    elif reply.status >= 500:
+        kind = ServerError
+    return kind(message, status=reply.status, url=url, detail=detail)
+
+
+def s3_error(body: bytes) -> tuple[str, str]:
+    """Return the ``(Code, Message)`` of an S3 XML error body (empty strings if absent)."""
+    text = body[:MAX_ERROR_BODY].decode("utf-8", "replace")
+    found = dict(_XML_TAG.findall(text))
+    return found.get("Code", ""), found.get("Message", "")
+
+
+def storage_error(status: int, body: bytes, what: str, *, upload: bool) -> StatusError:
+    """Return the exception for an unexpected storage status.
+
+    403, and 400 with an expiry or signature error code, mean the presigned URL is refused
+    (:class:`UrlExpired`); other 4xx answers to an upload are :class:`UploadRejected`.
+    """
+    code, message = s3_error(body)
+    if code or message:
+        detail = f"{code}: {message}" if code and message else code or message
+    else:
+        detail = _api_detail(body)
+    text = f"{what} failed with status {status}" + (f": {detail}" if detail else "")
+    url = what.split(" ", 1)[-1]
+    expired = code in _URL_REFUSED_CODES or "expired" in detail.lower()
+    kind: type[StatusError] = StatusError
+    if status == 403 or (status == 400 and expired):
+        kind = UrlExpired
+    elif upload and 400 <= status < 500:
+        kind = UploadRejected
+    elif status == 404:
+        kind = NotFound
+    elif status >= 500:
+        kind = ServerError
+    return kind(text, status=status, url=url, detail=detail)
+
+
+async def file_chunks(
+    path: Path, size: int, counters: Counters, label: str = ""
+) -> AsyncGenerator[bytes, None]:
+    """Yield exactly *size* bytes of *path*, reading in a worker thread.
+
+    An upload that takes longer than PROGRESS_INTERVAL logs its progress at INFO every
+    PROGRESS_INTERVAL seconds, naming it *label* (default: the file's name).
+    Raises IntegrityError if the file is shorter than *size* (it changed after it was
+    registered).
+    """
+    left = size
+    started = trio.current_time()
+    next_report = started + PROGRESS_INTERVAL
+    async with await trio.open_file(path, "rb") as file:
+        while left > 0:
+            chunk = await file.read(min(UPLOAD_CHUNK, left))
+            if not chunk:
+                raise IntegrityError(f"{path} shrank to {size - left} bytes during upload")
+            left -= len(chunk)
+            counters.bytes_uploaded += len(chunk)
+            if (now := trio.current_time()) >= next_report:
+                next_report = now + PROGRESS_INTERVAL
+                done = size - left
+                log.info(
+                    "uploading %s: %.1f of %.1f MiB (%d%%), %.1f MiB/s",
+                    label or path.name,
+                    done / MIB,
+                    size / MIB,
+                    100 * done // size,
+                    done / MIB / max(now - started, 1e-9),
+                )
+            yield chunk
+
+
+@dataclass(frozen=True)
+class MultipartFile:
+    """A ``multipart/form-data`` body: form *fields* in order, then the file part ``file``.
+
+    Built by hand so the file is streamed from disk through a worker thread (httpx's own
+    multipart encoder reads files synchronously on the event loop).
+    """
+
+    fields: Sequence[tuple[str, str]]
+    filename: str
+    path: Path
+    size: int
+    boundary: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.boundary:
+            object.__setattr__(self, "boundary", uuid.uuid4().hex)
+
+    @property
+    def content_type(self) -> str:
+        """The request's Content-Type header."""
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def _head(self) -> bytes:
+        parts = [
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"'
+            f"\r\n\r\n{value}\r\n"
+            for name, value in self.fields
+        ]
+        parts.append(
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{_quote(self.filename)}"\r\n\r\n'
+        )
+        return "".join(parts).encode()
+
+    def _tail(self) -> bytes:
+        return f"\r\n--{self.boundary}--\r\n".encode()
+
+    @property
+    def length(self) -> int:
+        """The exact body length (sent as Content-Length; S3 rejects chunked uploads)."""
+        return len(self._head()) + self.size + len(self._tail())
+
+    async def chunks(self, counters: Counters) -> AsyncGenerator[bytes, None]:
+        """Yield the body; call again for a fresh copy (retries)."""
+        yield self._head()
+        chunks = file_chunks(self.path, self.size, counters, self.filename)
+        async with aclosing(chunks) as content:
+            async for chunk in content:
+                yield chunk
+        yield self._tail()
+
+
+def _quote(value: str) -> str:
+    """Escape a multipart header parameter the way browsers (and httpx) do."""
+    return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")

@@ -1,0 +1,100 @@
+"""``simvuefs status``: what a mount has not uploaded yet, and what a live mount has done.
+
+Reads the mount records (``registry.py``), the counters live mounts publish (``stats.py``)
+and the journal (``spool.read_pending``) without locking anything, so it works while the
+mount runs, after it crashed and after an unmount that left uploads pending. Every function
+returns the text to print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from simvuefs.config import MIB
+from simvuefs.control import registry
+from simvuefs.fuse import stats
+from simvuefs.fuse.mount import mount_table
+from simvuefs.write.spool import JournalRecord, read_pending
+
+
+def _size(size: int) -> str:
+    if size < MIB:
+        return f"{size} bytes"
+    return f"{size} bytes ({size / MIB:.1f} MiB)"
+
+
+def describe_upload(record: JournalRecord) -> str:
+    """Two lines about one pending upload: what and where, then why it is not there yet."""
+    attempts = f"{record.attempts} failed attempt(s)" if record.attempts else "no attempt failed"
+    lines = [
+        f"  run {record.run_id}: {record.category}/{record.name}, {_size(record.size)}, "
+        f"{attempts}, stage {record.stage}, since {record.created:%Y-%m-%d %H:%M:%S} UTC\n"
+    ]
+    if record.last_error:
+        lines.append(f"    last error: {record.last_error}\n")
+    return "".join(lines)
+
+
+def describe_spool(spool_dir: Path) -> str:
+    """The pending uploads of the spool at *spool_dir* (and files it could not upload)."""
+    if not spool_dir.is_dir():
+        return f"spool {spool_dir}: does not exist (nothing pending)\n"
+    records = read_pending(spool_dir)
+    text = f"spool {spool_dir}: {len(records)} pending upload(s)\n"
+    text += "".join(describe_upload(record) for record in records)
+    abandoned = spool_dir / "abandoned"
+    kept = sorted(abandoned.iterdir()) if abandoned.is_dir() else []
+    if kept:
+        text += (
+            f"  {len(kept)} file(s) that can never be uploaded (never closed, or their "
+            f"record was lost) are kept in {abandoned}\n"
+        )
+    return text
+
+
+def _mount_state(record: registry.MountRecord) -> str:
+    mounted = record.mountpoint in mount_table()
+    if record.daemon_running():
+        return f"mounted (pid {record.pid})" if mounted else f"daemon {record.pid} running"
+    if mounted:
+        return "dead mount (its daemon is gone; run 'simvuefs unmount' and mount again)"
+    return "not mounted (pending uploads resume at its next mount)"
+
+
+def describe_record(record: registry.MountRecord) -> str:
+    """The state of one recorded mount, its live counters and its pending uploads."""
+    head = f"{record.mountpoint}: {_mount_state(record)}, server {record.url}\n"
+    return head + _counters(Path(record.mountpoint)) + describe_spool(Path(record.spool_dir))
+
+
+def _counters(mountpoint: Path) -> str:
+    data = stats.load(mountpoint)
+    return "" if data is None else stats.describe(data)
+
+
+def _unrecorded(data: dict[str, Any]) -> str:
+    """A live mount without a record (read-only: it has no uploads): its counters."""
+    return f"{data['mountpoint']}: mounted read-only (pid {data['pid']})\n" + stats.describe(data)
+
+
+def describe_mount(mountpoint: Path) -> str:
+    """``simvuefs status MOUNTPOINT``."""
+    record = registry.load(mountpoint)
+    if record is not None:
+        return describe_record(record)
+    data = stats.load(mountpoint)
+    if data is not None:
+        return _unrecorded(data)
+    return f"{mountpoint}: no writable simvuefs mount recorded here (nothing pending)\n"
+
+
+def describe_all() -> str:
+    """``simvuefs status``: every recorded mount of this user, and live read-only ones."""
+    records = registry.load_all()
+    recorded = {record.mountpoint for record in records}
+    live = [data for data in stats.load_all() if data["mountpoint"] not in recorded]
+    if not records and not live:
+        return "no writable simvuefs mounts recorded (nothing pending)\n"
+    text = "".join(describe_record(record) for record in records)
+    return text + "".join(_unrecorded(data) for data in live)

@@ -1,0 +1,203 @@
+"""Node -> ``pyfuse3.EntryAttributes`` and extended attributes: the one attribute factory.
+
+Rules (SEMANTICS.md has the user-facing version):
+
+- ``runs/<run>/.simvue-run.json`` (``runinfo.py``): a regular ``0444`` file whose size is
+  the exact length of the document, attributes trusted for the runs listing's TTL.
+- View links (``views.py``): symbolic links, mode ``0777``, ``st_size`` the length of the
+  target, the run's times, attributes trusted for the runs listing's TTL.
+- Owner: the mounting user's uid/gid. Modes: artifacts ``0444``, directories ``0555``; in a
+  writable mount, ``input/`` and the directories below it ``0755``, files being written
+  ``0644`` and files waiting for their upload ``0444``. Directories report ``st_nlink = 1``
+  ("not counted", so ``find`` never uses the leaf optimisation), files 1.
+- Times: an artifact's ``created`` for files (the last write for files not uploaded yet);
+  the run's ``created`` for the run directory
+  and everything below it; the mount time for ``/`` and ``runs/`` (and when a record has no
+  time). atime = mtime = ctime.
+- ``st_size`` is the real content size. When it is not known yet (an object artifact listed
+  by ``readdir``), the server's size minus the 33 bytes the official client adds is
+  reported with ``attr_timeout = 0``, so the next ``stat`` or read past it asks again.
+- ``st_blocks = ceil(size / 512)``, ``st_blksize`` = the read block size (1 MiB).
+- Timeouts: names (``entry_timeout``) are trusted for the listing TTL of their directory;
+  attributes of artifacts (immutable) for :data:`ARTIFACT_ATTR_TIMEOUT`; of files not
+  uploaded yet for 0 s (they grow while written); everything else for the listing TTL. No
+  timeout exceeds :data:`MAX_TIMEOUT`.
+- Extended attributes ``user.simvue.*``: an artifact's id, checksum, MIME type and original
+  path, and its run id; a run's id, name, status, folder, tags (comma-separated), created,
+  started and endtime (ISO 8601 UTC, when known) and description (when set); for
+  files not uploaded yet, their ``state`` (``staged``: being written, ``pending``:
+  waiting for the server) and ``pending`` (attempts and the last error).
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyfuse3
+
+from simvuefs.fuse.inodes import Node, NodeKind
+from simvuefs.fuse.overlay import WRITABLE_CATEGORY
+from simvuefs.fuse.runinfo import run_document, run_fields
+from simvuefs.models import Artifact, Run
+from simvuefs.write.staged import FileState, StagedFile
+
+FILE_MODE = stat.S_IFREG | 0o444
+DIR_MODE = stat.S_IFDIR | 0o555
+WRITABLE_DIR_MODE = stat.S_IFDIR | 0o755
+STAGED_FILE_MODE = stat.S_IFREG | 0o644
+LINK_MODE = stat.S_IFLNK | 0o777
+OBJECT_SIZE_OVERHEAD = 33
+"""What ``sys.getsizeof`` adds to ``len`` of a bytes object: the official client reports
+``getsizeof(serialized)`` as the size of object artifacts (protocol section 4.1)."""
+ARTIFACT_ATTR_TIMEOUT = 3600.0
+"""Artifacts never change, so the kernel may keep their attributes for an hour."""
+MAX_TIMEOUT = 86400.0
+"""Cap on any timeout handed to the kernel ("indefinite" metadata TTL included)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+XATTR_PREFIX = "user.simvue."
+"""Every extended attribute simvuefs shows starts with this."""
+
+
+@dataclass(frozen=True)
+class AttrPolicy:
+    """Everything attributes depend on besides the node itself."""
+
+    uid: int
+    gid: int
+    mount_time_ns: int
+    block_size: int
+    writable: bool = False
+    """True when ``input/`` directories accept new files (not ``--read-only``)."""
+
+
+def estimated_size(artifact: Artifact) -> int:
+    """Return the best size guess without a request (exact for file artifacts)."""
+    if artifact.is_object:
+        return max(artifact.size - OBJECT_SIZE_OVERHEAD, 0)
+    return artifact.size
+
+
+def unfinished(node: Node) -> StagedFile | None:
+    """Return the file written through the mount that *node* shows, while it has not landed
+    (STAGED, PENDING, or DISCARDED but still open); None otherwise."""
+    f = node.staged
+    if f is None or f.state is FileState.LANDED:
+        return None
+    return f
+
+
+def _time_ns(node: Node, policy: AttrPolicy) -> int:
+    when = None
+    if node.kind is NodeKind.FILE and node.artifact is not None:
+        when = node.artifact.created
+    if when is None and node.run is not None:
+        when = node.run.created
+    if when is None:
+        return policy.mount_time_ns
+    return (when - _EPOCH) // _MICROSECOND * 1000
+
+
+def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfuse3.EntryAttributes:
+    """Build the attributes of *node*; *listing_ttl* is the TTL of the listing it came from."""
+    attr = pyfuse3.EntryAttributes()
+    attr.st_ino = node.inode
+    attr.generation = 0
+    attr.st_uid = policy.uid
+    attr.st_gid = policy.gid
+    ttl = min(listing_ttl, MAX_TIMEOUT)
+    attr.entry_timeout = ttl
+    when = _time_ns(node, policy)
+    local = unfinished(node) if node.kind is NodeKind.FILE else None
+    if local is not None:
+        attr.attr_timeout = 0
+        attr.st_mode = STAGED_FILE_MODE if local.state is FileState.STAGED else FILE_MODE
+        attr.st_size = local.size
+        attr.st_blocks = -(-local.size // 512)
+        when = int(local.mtime * 1e9)
+    elif node.kind is NodeKind.FILE:
+        assert node.artifact is not None
+        size = node.size
+        if size is None:
+            size = estimated_size(node.artifact)
+            attr.attr_timeout = 0
+        else:
+            attr.attr_timeout = ARTIFACT_ATTR_TIMEOUT
+        attr.st_mode = FILE_MODE
+        attr.st_size = size
+        attr.st_blocks = -(-size // 512)
+    elif node.kind is NodeKind.RUN_INFO:
+        assert node.run is not None
+        size = len(run_document(node.run))
+        attr.attr_timeout = ttl
+        attr.st_mode = FILE_MODE
+        attr.st_size = size
+        attr.st_blocks = -(-size // 512)
+    elif node.kind is NodeKind.LINK:
+        size = len(node.target.encode("utf-8"))
+        attr.attr_timeout = ttl
+        attr.st_mode = LINK_MODE
+        attr.st_size = size
+        attr.st_blocks = 0
+    else:
+        attr.attr_timeout = ttl
+        writable = policy.writable and node.category == WRITABLE_CATEGORY
+        attr.st_mode = WRITABLE_DIR_MODE if writable else DIR_MODE
+        attr.st_size = 0
+        attr.st_blocks = 0
+    attr.st_nlink = 1
+    attr.st_blksize = policy.block_size
+    attr.st_atime_ns = when
+    attr.st_mtime_ns = when
+    attr.st_ctime_ns = when
+    return attr
+
+
+def extended_attributes(node: Node) -> dict[str, str]:
+    """Return the ``user.simvue.*`` extended attributes of *node* (name -> value)."""
+    values: dict[str, str] = {}
+    artifact = node.artifact
+    local = unfinished(node) if node.kind is NodeKind.FILE else None
+    if local is not None:
+        values["run_id"] = local.run_id
+        values["state"] = local.state.value
+        if local.checksum:
+            values["checksum"] = local.checksum
+        values["pending"] = pending_text(local)
+    elif node.kind is NodeKind.FILE and artifact is not None:
+        values["id"] = artifact.id
+        values["checksum"] = artifact.checksum
+        values["mime_type"] = artifact.mime_type
+        values["original_path"] = artifact.original_path
+        if node.run is not None:
+            values["run_id"] = node.run.id
+    elif node.kind is NodeKind.RUN and node.run is not None:
+        values.update(run_values(node.run))
+    return {XATTR_PREFIX + name: value for name, value in values.items()}
+
+
+def run_values(run: Run) -> dict[str, str]:
+    """The xattr values of a run directory (without the prefix); times as in
+    ``.simvue-run.json``, tags comma-separated, absent ones left out."""
+    values = {"id": run.id, "name": run.name, "status": run.status, "folder": run.folder}
+    values["tags"] = ",".join(run.tags)
+    for name, value in run_fields(run).items():
+        if name in ("created", "started", "endtime") and isinstance(value, str):
+            values[name] = value
+    if run.description:
+        values["description"] = run.description
+    return values
+
+
+def pending_text(f: StagedFile) -> str:
+    """Describe where the upload of *f* stands, for ``user.simvue.pending``."""
+    if f.state is FileState.STAGED:
+        return "being written; uploaded when closed"
+    if f.state is FileState.DISCARDED:
+        return "deleted before its upload"
+    if not f.attempts:
+        return "uploading"
+    return f"{f.attempts} failed attempt(s), retrying; last error: {f.last_error}"

@@ -1,0 +1,181 @@
+"""Inode numbers, the nodes they stand for, and the kernel's lookup counts.
+
+Pure bookkeeping: no I/O, nothing async.
+
+Invariants:
+
+- Inode numbers come from a counter starting after :data:`ROOT_INODE` and are never reused
+  within a process, so a number the kernel still holds can never name a different object.
+- A node is identified by a *key* that says what it is, e.g. ``("run", run_id)`` or
+  ``("artifact", run_id, category, artifact_id)``; view nodes ``("by-id",)``,
+  ``("view-id", run_id)``, ``("folder", path)``, ``("folder-link", run_id)``, ``("tags",)``,
+  ``("tag", tag)``, ``("tag-link", tag, run_id)``. The same key always maps to the same
+  inode, so an object keeps its inode across listings (and its name may change, e.g. when
+  a newer run takes over a duplicated name). Keys change only through
+  :meth:`InodeTable.alias` and :meth:`InodeTable.rekey`, for what the mount writes.
+- Nodes are kept for the life of the process. Their number is bounded by what the server has
+  shown, and keeping them means ``getattr`` on any inode the kernel knows always succeeds.
+- A node's lookup count changes only through :meth:`InodeTable.add_lookup` (a successful
+  ``lookup``, each ``readdir`` entry the kernel accepted, ``create`` & co.),
+  :meth:`InodeTable.forget` and :meth:`InodeTable.forget_all`. ``.`` and ``..`` entries of
+  ``readdir`` are never counted.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from simvuefs.models import Artifact, Run
+
+if TYPE_CHECKING:
+    from simvuefs.write.staged import StagedFile
+
+log = logging.getLogger(__name__)
+
+ROOT_INODE = 1
+"""The FUSE root inode (``FUSE_ROOT_ID``, equal to ``pyfuse3.ROOT_INODE``)."""
+
+Key = tuple[str, ...]
+
+
+class NodeKind(enum.Enum):
+    """What a node is; decides its listing, attributes and timeouts."""
+
+    ROOT = "root"  # the mountpoint: contains runs/ and the views by-id/, folders/, tags/
+    RUNS = "runs"  # runs/: one directory per run
+    RUN = "run"  # runs/<run>/: input, output, code
+    CATEGORY = "category"  # runs/<run>/<category>/
+    DIR = "dir"  # a directory made from the '/'-separated parts of artifact names
+    FILE = "file"  # an artifact
+    RUN_INFO = "run_info"  # runs/<run>/.simvue-run.json: the run's record, made here
+    BY_ID = "by_id"  # by-id/: one link per run, named by its id
+    FOLDER = "folder"  # folders/ and the directories of Simvue folders below it
+    TAGS = "tags"  # tags/: one directory per tag
+    TAG = "tag"  # tags/<tag>/: one link per run with that tag
+    LINK = "link"  # a symbolic link of a view to a run directory in runs/
+
+    @property
+    def is_dir(self) -> bool:
+        """True for every kind except FILE, RUN_INFO and LINK."""
+        return self not in (NodeKind.FILE, NodeKind.RUN_INFO, NodeKind.LINK)
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """One inode.
+
+    *parent* is the inode of the directory that contains it (the root is its own parent).
+    *run* is set for RUN nodes and everything below them, *category* for CATEGORY, DIR and
+    FILE nodes, *prefix* for DIR nodes (its path below the category directory, e.g.
+    ``"plots/2024"``), *artifact* for FILE nodes. *size* is the real content size of an
+    artifact once known (object artifacts need a request to learn it). *staged* is set for
+    files written through this mount, from their creation on (it stays once they land).
+    View nodes (``views.py``): *prefix* is the folder path of a FOLDER node and the tag of
+    a TAG node; a LINK node has its *run*, its *target* (as last computed) and, in
+    *prefix*, the way up to the mount root (``"../../"``).
+    """
+
+    inode: int
+    key: Key
+    kind: NodeKind
+    parent: int
+    run: Run | None = None
+    category: str | None = None
+    prefix: str = ""
+    artifact: Artifact | None = None
+    size: int | None = None
+    staged: StagedFile | None = None
+    target: str = ""
+    lookups: int = 0
+
+
+class InodeTable:
+    """Map keys to inodes and inodes to nodes; keep the kernel's lookup counts."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[int, Node] = {}
+        self._by_key: dict[Key, int] = {}
+        self._next_inode = ROOT_INODE + 1
+        root = Node(ROOT_INODE, ("root",), NodeKind.ROOT, parent=ROOT_INODE)
+        self._nodes[ROOT_INODE] = root
+        self._by_key[root.key] = ROOT_INODE
+
+    @property
+    def root(self) -> Node:
+        """The root node (inode :data:`ROOT_INODE`)."""
+        return self._nodes[ROOT_INODE]
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get(self, inode: int) -> Node | None:
+        """Return the node of *inode*, or None if this process never allocated it."""
+        return self._nodes.get(inode)
+
+    def by_key(self, key: Key) -> Node | None:
+        """Return the node with *key*, or None if there is none yet."""
+        inode = self._by_key.get(key)
+        return None if inode is None else self._nodes[inode]
+
+    def ensure(self, key: Key, kind: NodeKind, parent: int) -> Node:
+        """Return the node with *key*, allocating a fresh inode the first time.
+
+        An existing node keeps its inode and lookup count; *kind* and *parent* are only used
+        when the node is created (a key implies both).
+        """
+        inode = self._by_key.get(key)
+        if inode is not None:
+            return self._nodes[inode]
+        inode = self._next_inode
+        self._next_inode += 1
+        node = Node(inode, key, kind, parent)
+        self._nodes[inode] = node
+        self._by_key[key] = inode
+        return node
+
+    def alias(self, key: Key, inode: int) -> None:
+        """Make *key* name the existing node *inode* as well (a written file keeps its inode
+        once it lands as an artifact); *key* stops naming any node it named before."""
+        if inode not in self._nodes:
+            raise KeyError(f"no node with inode {inode}")
+        self._by_key[key] = inode
+
+    def rekey(self, node: Node, key: Key) -> None:
+        """Give *node* the key *key* instead of its own (a renamed directory keeps its
+        inode); its old key no longer names it."""
+        if self._by_key.get(node.key) == node.inode:
+            del self._by_key[node.key]
+        node.key = key
+        self._by_key[key] = node.inode
+
+    def add_lookup(self, inode: int, count: int = 1) -> None:
+        """Record that the kernel now holds *count* more references to *inode*."""
+        self._nodes[inode].lookups += count
+
+    def forget(self, inode: int, count: int) -> None:
+        """Drop *count* kernel references to *inode*; never raises (called from ``forget``)."""
+        node = self._nodes.get(inode)
+        if node is None:
+            log.error("forget of unknown inode %d (count %d)", inode, count)
+            return
+        if count > node.lookups:
+            log.error(
+                "forget of inode %d by %d but its lookup count is %d", inode, count, node.lookups
+            )
+            count = node.lookups
+        node.lookups -= count
+
+    def forget_all(self) -> int:
+        """Drop every remaining kernel reference (at unmount); return how many there were."""
+        remaining = 0
+        for node in self._nodes.values():
+            remaining += node.lookups
+            node.lookups = 0
+        return remaining
+
+    def held(self) -> dict[int, int]:
+        """Return ``{inode: lookup count}`` for every inode the kernel holds (for tests/stats)."""
+        return {inode: node.lookups for inode, node in self._nodes.items() if node.lookups}

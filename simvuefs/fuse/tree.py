@@ -1,0 +1,820 @@
+"""Directory semantics: what each directory contains and what its entries are called.
+
+The tree is ``/runs/<run>/<input|output|code>/<artifact name>``, beside it the read-only
+views ``by-id/``, ``folders/`` and ``tags/`` of links into ``runs/`` (``views.py``). Names
+come from the server and are not always usable as file names, so they are mapped like this
+(SEMANTICS.md has the user-facing version):
+
+- Run names: ``/`` becomes U+2215 DIVISION SLASH ``∕`` (reversible: the Simvue client only
+  accepts ASCII names). Control characters (and NUL, and unpaired surrogates) become U+FFFD
+  ``�`` in run names and artifact name parts alike.
+- Duplicated run names: the newest run (largest ``created``, ties broken by the larger id)
+  shows the plain name; the others are listed as ``<name>@<run id>``. Every run can also be
+  looked up (not listed) as ``<name>@<run id>``.
+- Every run directory also holds ``.simvue-run.json`` (``runinfo.py``), found by lookup
+  but not listed: a run directory lists what the server stores, so ``find``, ``du``,
+  ``cp -r`` and ``tar`` see exactly the run's artifacts.
+- Artifact names containing ``/`` become nested directories; empty parts are dropped
+  (``a//b`` and ``/a/b`` are ``a/b``). Artifacts with the same name in one directory follow
+  the run rule (``<name>@<artifact id>`` for all but the newest), and when a file and a
+  directory want the same name, the directory keeps it and the file gets ``@<artifact id>``.
+- Names that still cannot be shown (empty, ``.``, ``..``, longer than 255 bytes, or clashing
+  with a name already taken) are left out, with one warning per object in the log.
+
+Listings are fetched through :class:`simvuefs.read.cache.MetaCache`, so requests grow with the
+number of runs, never with the number of artifacts: ``runs/`` costs one ``list_runs`` per
+metadata TTL (pages of 100, the protocol's largest), and the three category directories of
+a run (and every directory below them) one unfiltered ``list_artifacts(run)`` per TTL
+(``finished_run_ttl`` once the run is finished), split by each entry's ``category``. A
+server whose entries do not carry their category (the protocol does not promise it) gets
+one ``list_artifacts(run, category)`` per category instead, from then on. Lookups of
+names that do not exist are answered from the same cached listings (no request within the
+TTL) and handed to the kernel as negative entries for that TTL (``fs.py``).
+
+Writing (only in ``input/``, only when the tree has an uploader): files written through the
+mount and directories made with ``mkdir`` are kept in a :class:`~simvuefs.fuse.overlay.LocalFiles`
+per run and category and shown on top of the server's listing, so the metadata TTL never
+hides this mount's own writes (merge rules in ``overlay.py``). A written file keeps its
+inode when it lands: the artifact's key becomes an alias of the node made at ``create``.
+Names of new files and directories must pass the uploader's check (NAME_RULE) at once, so
+a bad name fails at ``create``/``mkdir`` with EINVAL, never at ``close``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
+
+from simvuefs.errors import LocalError, NotFound
+from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, Node, NodeKind
+from simvuefs.fuse.overlay import (
+    ALIAS_SEPARATOR,
+    WRITABLE_CATEGORY,
+    Entry,
+    LocalFiles,
+    join_path,
+    merge_entries,
+    merge_entry,
+)
+from simvuefs.fuse.runinfo import RUN_INFO_NAME
+from simvuefs.fuse.views import (
+    BY_ID_DIR,
+    FOLDERS_DIR,
+    RUNS_DIR,
+    TAGS_DIR,
+    Views,
+    build_views,
+    folder_depth,
+    join_folder,
+    link_target,
+)
+from simvuefs.models import CATEGORIES, Artifact, Run
+from simvuefs.read.cache import MetaCache
+from simvuefs.write.spool import is_valid_name
+from simvuefs.write.staged import FileState, StagedFile
+
+if TYPE_CHECKING:
+    from simvuefs.backends.protocol import SimvueBackend
+    from simvuefs.config import Settings
+    from simvuefs.write.upload import Uploader
+
+log = logging.getLogger(__name__)
+
+RUN_SLASH = "\u2215"
+"""Stands for ``/`` in run directory names."""
+REPLACEMENT = "\ufffd"
+"""Stands for characters a file name must not (or should not) contain."""
+MAX_NAME_BYTES = 255
+NAME_RULE = (
+    "Simvue artifact names may contain only ASCII letters, digits, spaces and - _ . : "
+    "with / between directories (regex ^[a-zA-Z0-9\\-\\_\\s\\/\\.:]+$ on the whole "
+    "name; no tabs or newlines, no empty, . or .. parts)"
+)
+
+# How many category listings and artifact sizes to remember (both are small records).
+LISTINGS_CACHED = 4096
+SIZES_CACHED = 65536
+# Warnings about unshowable names are logged once per object; forget them past this many.
+WARNED_MAX = 10000
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+VIEW_ROOTS: dict[str, tuple[tuple[str, ...], NodeKind]] = {
+    BY_ID_DIR: (("by-id",), NodeKind.BY_ID),
+    FOLDERS_DIR: (("folder", ""), NodeKind.FOLDER),
+    TAGS_DIR: (("tags",), NodeKind.TAGS),
+}
+"""The views in the root, in listing order after ``runs/``: name -> (key, kind)."""
+VIEW_KINDS = frozenset({NodeKind.BY_ID, NodeKind.FOLDER, NodeKind.TAGS, NodeKind.TAG})
+
+Problem = tuple[str, str]
+"""An object that could not be shown (a description) and why."""
+T = TypeVar("T")
+
+
+def clean_part(text: str) -> str:
+    """Replace control characters, NUL and unpaired surrogates in *text* with U+FFFD."""
+    return "".join(REPLACEMENT if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text)
+
+
+def run_base_name(name: str) -> str:
+    """Return the directory name for a run called *name* (before duplicate handling)."""
+    return clean_part(name).replace("/", RUN_SLASH)
+
+
+def name_problem(name: str) -> str | None:
+    """Return why *name* cannot be a directory entry, or None if it can."""
+    if name in ("", ".", ".."):
+        return f"{name!r} is not a usable file name"
+    if "/" in name:
+        return "contains '/'"
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _pick(entries: Mapping[str, T], only: str | None) -> list[tuple[str, T]]:
+    """All of *entries*, or just the one called *only* (none if there is none)."""
+    if only is None:
+        return list(entries.items())
+    return [(only, entries[only])] if only in entries else []
+
+
+def _newest_first(created: datetime | None, ident: str) -> tuple[datetime, str]:
+    return (created or _OLDEST, ident)
+
+
+@dataclass(frozen=True)
+class RunSelection:
+    """Which runs a mount shows (``--folder``, ``--run``); the default shows all.
+
+    *folder*: only runs in this folder or below it (``/demo`` takes ``/demo`` and
+    ``/demo/cfd``, not ``/demonstration``). *runs*: only runs whose id or name is one of
+    these. Both given: runs that pass both.
+    """
+
+    folder: str | None = None
+    runs: frozenset[str] = frozenset()
+
+    def matches(self, run: Run) -> bool:
+        """True when *run* is shown."""
+        if self.runs and run.id not in self.runs and run.name not in self.runs:
+            return False
+        if self.folder is None:
+            return True
+        base = self.folder.rstrip("/")
+        return not base or run.folder == base or run.folder.startswith(base + "/")
+
+
+@dataclass(frozen=True)
+class RunNames:
+    """The names under ``runs/``: *listed* maps each shown name to its run."""
+
+    listed: Mapping[str, Run]
+    by_id: Mapping[str, Run]
+
+    def find(self, name: str) -> Run | None:
+        """Return the run called *name* in ``runs/``, including the ``<name>@<id>`` aliases."""
+        run = self.listed.get(name)
+        if run is not None:
+            return run
+        base, sep, run_id = name.rpartition(ALIAS_SEPARATOR)
+        if not sep:
+            return None
+        run = self.by_id.get(run_id)
+        if run is not None and run_base_name(run.name) == base:
+            return run
+        return None
+
+
+def name_runs(runs: Iterable[Run]) -> tuple[RunNames, list[Problem]]:
+    """Give every run a directory name (see the module docstring for the rules)."""
+    by_id: dict[str, Run] = {}
+    for run in runs:
+        by_id.setdefault(run.id, run)
+    groups: dict[str, list[Run]] = {}
+    for run in by_id.values():
+        groups.setdefault(run_base_name(run.name), []).append(run)
+    listed: dict[str, Run] = {}
+    problems: list[Problem] = []
+    aliases: list[tuple[str, Run]] = []
+    for base in sorted(groups):
+        group = sorted(groups[base], key=lambda r: _newest_first(r.created, r.id), reverse=True)
+        first, *others = group
+        if name_problem(base) is None:
+            listed[base] = first
+        else:
+            aliases.append((f"{base}{ALIAS_SEPARATOR}{first.id}", first))
+        aliases.extend((f"{base}{ALIAS_SEPARATOR}{run.id}", run) for run in others)
+    for name, run in aliases:
+        problem = name_problem(name) or ("name already taken" if name in listed else None)
+        if problem is not None:
+            problems.append((f"run {run.id} ({run.name!r})", problem))
+            continue
+        listed[name] = run
+    return RunNames(listed, by_id), problems
+
+
+@dataclass(frozen=True)
+class CategoryListing:
+    """Every directory of one category of one run: ``dirs[path][name] -> Entry``."""
+
+    dirs: Mapping[str, Mapping[str, Entry]]
+
+    def entries(self, path: str) -> Mapping[str, Entry]:
+        """Return the entries of the directory at *path* (empty if there is none)."""
+        return self.dirs.get(path, {})
+
+
+def name_artifacts(artifacts: Iterable[Artifact]) -> tuple[CategoryListing, list[Problem]]:
+    """Lay the artifacts of one category out as directories (rules in the module docstring)."""
+    problems: list[Problem] = []
+    subdirs: dict[str, set[str]] = {"": set()}
+    files: dict[str, dict[str, list[Artifact]]] = {}
+    seen: set[str] = set()
+    for artifact in artifacts:
+        if artifact.id in seen:
+            continue
+        seen.add(artifact.id)
+        what = f"artifact {artifact.id} ({artifact.name!r})"
+        parts = [clean_part(part) for part in artifact.name.split("/") if part]
+        if not parts:
+            problems.append((what, "empty name"))
+            continue
+        problem = next((p for p in map(name_problem, parts) if p is not None), None)
+        if problem is not None:
+            problems.append((what, problem))
+            continue
+        path = ""
+        for part in parts[:-1]:
+            subdirs[path].add(part)
+            path = join_path(path, part)
+            subdirs.setdefault(path, set())
+        files.setdefault(path, {}).setdefault(parts[-1], []).append(artifact)
+
+    dirs: dict[str, dict[str, Entry]] = {
+        path: {name: Entry(None, join_path(path, name)) for name in names}
+        for path, names in subdirs.items()
+    }
+    for path, by_name in files.items():
+        entries = dirs[path]
+        aliases: list[tuple[str, Artifact]] = []
+        for leaf in sorted(by_name):
+            group = sorted(
+                by_name[leaf], key=lambda a: _newest_first(a.created, a.id), reverse=True
+            )
+            first, *others = group
+            if leaf in entries:
+                aliases.append((f"{leaf}{ALIAS_SEPARATOR}{first.id}", first))
+            else:
+                entries[leaf] = Entry(first, path)
+            aliases.extend((f"{leaf}{ALIAS_SEPARATOR}{a.id}", a) for a in others)
+        for name, artifact in aliases:
+            problem = name_problem(name) or ("name already taken" if name in entries else None)
+            if problem is not None:
+                problems.append((f"artifact {artifact.id} ({artifact.name!r})", problem))
+                continue
+            entries[name] = Entry(artifact, path)
+    return CategoryListing(dirs), problems
+
+
+class Tree:
+    """The directory structure of a mount, backed by the server through cached listings.
+
+    Nodes handed out are owned by :attr:`table`; this class sets their run/category/artifact
+    fields from the freshest listing each time it produces them. Cache expiry follows
+    ``trio.current_time`` (so ``trio.testing.MockClock`` drives it in tests).
+
+    Only the runs *selection* matches are shown (or can be looked up).
+
+    *uploader* is None for a read-only tree; :meth:`start_writing` sets it once, at mount
+    start, and :meth:`landed` must be the uploader's ``on_landed`` callback.
+    """
+
+    def __init__(
+        self, client: SimvueBackend, settings: Settings, selection: RunSelection | None = None
+    ) -> None:
+        self.table = InodeTable()
+        self._selection = selection or RunSelection()
+        self.uploader: Uploader | None = None
+        self._client = client
+        self._settings = settings
+        self._runs: MetaCache[str, RunNames] = MetaCache(1)
+        self._listings: MetaCache[tuple[str, str], CategoryListing] = MetaCache(LISTINGS_CACHED)
+        self._run_listings: MetaCache[str, Mapping[str, CategoryListing] | None] = MetaCache(
+            LISTINGS_CACHED
+        )
+        self._listing_by_run = True  # until a run listing comes without categories
+        self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED)
+        self._warned: set[Problem] = set()
+        self._local: dict[tuple[str, str], LocalFiles] = {}
+        self._written: dict[str, Node] = {}  # spool id -> node of a file written here
+        self._views: tuple[RunNames, Views] | None = None  # the views of the last listing
+        # The root's entries, made first so that their inodes (the listing order) are fixed.
+        self.runs_node()
+        for key, kind in VIEW_ROOTS.values():
+            self.table.ensure(key, kind, ROOT_INODE)
+
+    # -- timeouts -------------------------------------------------------------------------
+
+    def listing_ttl(self, run: Run | None) -> float:
+        """Seconds a listing under *run* (or of ``runs/`` for None) is trusted."""
+        ttl = self._settings.metadata_ttl
+        if run is not None and run.is_finished:
+            return max(ttl, self._settings.finished_run_ttl)
+        return ttl
+
+    # -- listings -------------------------------------------------------------------------
+
+    async def children(self, node: Node) -> list[tuple[str, Node]]:
+        """Return the ``(name, node)`` entries of directory *node*, sorted by inode."""
+        pairs: list[tuple[str, Node]]
+        if node.kind is NodeKind.ROOT:
+            pairs = [(RUNS_DIR, self.runs_node())]
+            pairs.extend((name, self._view_root(name)) for name in VIEW_ROOTS)
+        elif node.kind in VIEW_KINDS:
+            pairs = await self._view_children(node)
+        elif node.kind is NodeKind.RUNS:
+            names = await self._run_names()
+            pairs = [(name, self._run_node(run)) for name, run in names.listed.items()]
+        elif node.kind is NodeKind.RUN:
+            pairs = [(category, self._category_node(node, category)) for category in CATEGORIES]
+        elif node.kind in (NodeKind.CATEGORY, NodeKind.DIR):
+            listing = await self._listing(node)
+            entries = merge_entries(listing.entries(node.prefix), self._local_of(node), node.prefix)
+            pairs = [(name, self._entry_node(node, entry)) for name, entry in entries.items()]
+        else:
+            raise NotADirectoryError(f"inode {node.inode} is not a directory")
+        pairs.sort(key=lambda pair: pair[1].inode)
+        return pairs
+
+    async def lookup(self, parent: Node, name: str) -> Node | None:
+        """Return the node called *name* in directory *parent*, or None if there is none."""
+        if parent.kind is NodeKind.ROOT:
+            if name in VIEW_ROOTS:
+                return self._view_root(name)
+            return self.runs_node() if name == RUNS_DIR else None
+        if parent.kind in VIEW_KINDS:
+            return next((node for _, node in await self._view_children(parent, name)), None)
+        if parent.kind is NodeKind.RUNS:
+            run = (await self._run_names()).find(name)
+            return None if run is None else self._run_node(run)
+        if parent.kind is NodeKind.RUN:
+            if name == RUN_INFO_NAME:
+                await self.refresh(parent)
+                return self._run_info_node(parent)
+            return self._category_node(parent, name) if name in CATEGORIES else None
+        if parent.kind in (NodeKind.CATEGORY, NodeKind.DIR):
+            entry = await self._entry(parent, name)
+            return None if entry is None else self._entry_node(parent, entry)
+        raise NotADirectoryError(f"inode {parent.inode} is not a directory")
+
+    async def _entry(self, parent: Node, name: str) -> Entry | None:
+        listing = await self._listing(parent)
+        return merge_entry(
+            listing.entries(parent.prefix), self._local_of(parent), parent.prefix, name
+        )
+
+    async def refresh(self, node: Node) -> None:
+        """Bring the run record of a run node (or of its ``.simvue-run.json``) up to date
+        from the (cached) runs listing."""
+        if node.kind not in (NodeKind.RUN, NodeKind.RUN_INFO) or node.run is None:
+            return
+        run = (await self._run_names()).by_id.get(node.run.id)
+        if run is not None:
+            node.run = run
+
+    async def link_target(self, node: Node) -> str:
+        """Return the target of view link *node*, from the (cached) runs listing.
+
+        Raises LocalError (ENOENT) when its run is no longer listed.
+        """
+        run = node.run
+        assert node.kind is NodeKind.LINK
+        assert run is not None
+        run_dir = (await self._current_views()).run_dirs.get(run.id)
+        if run_dir is None:
+            raise LocalError(f"run {run.id} is no longer listed", errno=errno.ENOENT)
+        node.target = link_target(node.prefix.count("../"), run_dir)
+        return node.target
+
+    async def exact_size(self, node: Node) -> int:
+        """Return the real content size of file *node*, asking the server once if needed.
+
+        The server reports ``len + 33`` for object artifacts, so their size comes from
+        ``client.content_length``; sizes are remembered per artifact id (immutable). Files
+        written here know their size.
+        """
+        if node.staged is not None:
+            return node.staged.size
+        if node.size is not None:
+            return node.size
+        artifact = node.artifact
+        if artifact is None:
+            raise IsADirectoryError(f"inode {node.inode} is not a file")
+        client = self._client
+        size = await self._sizes.get_or_load(
+            artifact.id, lambda: client.content_length(artifact), math.inf
+        )
+        node.size = size
+        return size
+
+    def known_size(self, node: Node) -> int | None:
+        """Return the real size of file *node* if known without a request."""
+        if node.staged is not None:
+            return node.staged.size
+        if node.size is None and node.artifact is not None:
+            node.size = self._sizes.get_nowait(node.artifact.id)
+        return node.size
+
+    # -- writing --------------------------------------------------------------------------
+
+    def start_writing(self, uploader: Uploader) -> None:
+        """Accept writes in ``input/`` through *uploader*, and show its pending uploads."""
+        self.uploader = uploader
+        for pending in uploader.pending():
+            f = uploader.lookup(pending.run_id, pending.category, pending.name)
+            if f is not None:
+                self._local_at(f.run_id, f.category).add_file(f.name, f)
+
+    def writable(self, node: Node) -> bool:
+        """True for directories and files inside ``input/`` (itself included) of a writable
+        tree: where files and directories can be made."""
+        return (
+            self.uploader is not None
+            and node.category == WRITABLE_CATEGORY
+            and node.kind in (NodeKind.CATEGORY, NodeKind.DIR, NodeKind.FILE)
+        )
+
+    async def create_file(self, parent: Node, name: str) -> Node:
+        """Start the new file *name* in directory *parent*; it comes back open for writing
+        once (``node.staged``).
+
+        Raises LocalError: EROFS outside ``input/``; EINVAL for a name Simvue would refuse;
+        EEXIST when the name is taken; others as ``Uploader.create``.
+        """
+        uploader, run = self._writing(parent)
+        full = self._new_name(parent, name)
+        if await self._entry(parent, name) is not None:
+            raise LocalError(f"{full} exists already", errno=errno.EEXIST)
+        f = await uploader.create(run.id, full, WRITABLE_CATEGORY)
+        self._local_at(run.id, WRITABLE_CATEGORY).add_file(full, f)
+        return self._written_node(parent, f)
+
+    async def make_dir(self, parent: Node, name: str) -> Node:
+        """Make the local directory *name* in *parent* (shown until removed, and as the
+        prefix of the names of files written into it). Raises like :meth:`create_file`."""
+        _, run = self._writing(parent)
+        full = self._new_name(parent, name)
+        if await self._entry(parent, name) is not None:
+            raise LocalError(f"{full} exists already", errno=errno.EEXIST)
+        self._local_at(run.id, WRITABLE_CATEGORY).add_dir(full)
+        return self._entry_node(parent, Entry(None, full))
+
+    async def remove_dir(self, parent: Node, name: str) -> None:
+        """Remove the empty directory *name* made with :meth:`make_dir`.
+
+        Raises LocalError: EROFS outside ``input/``; ENOENT; ENOTDIR; ENOTEMPTY when the
+        directory holds anything (server prefixes always do).
+        """
+        _, run = self._writing(parent)
+        entry = await self._entry(parent, name)
+        if entry is None:
+            raise LocalError(f"no directory {name}", errno=errno.ENOENT)
+        if not entry.is_dir:
+            raise LocalError(f"{name} is not a directory", errno=errno.ENOTDIR)
+        local = self._local_at(run.id, WRITABLE_CATEGORY)
+        listing = await self._listing(parent)
+        if merge_entries(listing.entries(entry.path), local, entry.path) or (
+            entry.path not in local.dirs
+        ):
+            raise LocalError(f"directory {entry.path} is not empty", errno=errno.ENOTEMPTY)
+        local.remove_dir(entry.path)
+
+    async def remove_file(self, parent: Node, name: str) -> None:
+        """Unlink the file *name*: only a file written here that has not landed.
+
+        Raises LocalError: EROFS outside ``input/``; ENOENT; EISDIR; EPERM for artifacts
+        (they cannot be deleted).
+        """
+        uploader, run = self._writing(parent)
+        entry = await self._entry(parent, name)
+        if entry is None:
+            raise LocalError(f"no file {name}", errno=errno.ENOENT)
+        if entry.is_dir:
+            raise LocalError(f"{name} is a directory", errno=errno.EISDIR)
+        f = entry.local
+        if f is None or f.state is FileState.LANDED:
+            raise LocalError(
+                f"{join_path(parent.prefix, name)} is an artifact of the run; artifacts cannot be "
+                "deleted",
+                errno=errno.EPERM,
+            )
+        await uploader.discard(f)
+        self._local_at(run.id, WRITABLE_CATEGORY).remove_file(f.name)
+
+    async def rename(self, node: Node, name: str, new_parent: Node, new_name: str) -> None:
+        """Rename *node* (called *name*, in its parent) to *new_name* in *new_parent*.
+
+        Files written here are renamed by the uploader (a landed one lands again under the
+        new name, see ``Uploader.rename``); an empty directory made here is renamed locally.
+        Raises LocalError: EROFS outside ``input/``; EXDEV across runs or categories and for
+        artifacts this mount cannot rename (mv then copies); EEXIST when *new_name* exists;
+        EACCES for directories with content; EINVAL for a name Simvue would refuse.
+        """
+        uploader, run = self._writing(new_parent)
+        full = self._new_name(new_parent, new_name)
+        if node.run is None or node.run.id != run.id or node.category != new_parent.category:
+            raise LocalError("cannot move between runs or categories", errno=errno.EXDEV)
+        target = await self._entry(new_parent, new_name)
+        if target is not None:
+            if self._entry_node(new_parent, target) is node:
+                return
+            raise LocalError(f"{full} exists; artifacts cannot be replaced", errno=errno.EEXIST)
+        local = self._local_at(run.id, WRITABLE_CATEGORY)
+        if node.kind is NodeKind.DIR:
+            await self._rename_dir(node, local, new_parent, full)
+            return
+        f = node.staged
+        if f is None or f.state is FileState.DISCARDED:
+            raise LocalError(
+                f"{name} is an artifact this mount did not write; copy it instead",
+                errno=errno.EXDEV,
+            )
+        old_name = f.name
+        replaced = f.artifact.id if f.state is FileState.LANDED and f.artifact else None
+        local.remove_file(old_name)
+        local.add_file(full, f)
+        if replaced is not None:
+            local.hidden.add(replaced)
+        try:
+            await uploader.rename(f, full)
+        except BaseException:
+            local.remove_file(full)
+            local.add_file(old_name, f)
+            if replaced is not None:
+                local.hidden.discard(replaced)
+            raise
+        node.parent = new_parent.inode
+
+    async def _rename_dir(self, node: Node, local: LocalFiles, new_parent: Node, full: str) -> None:
+        listing = await self._listing(node)
+        if node.prefix not in local.dirs or merge_entries(
+            listing.entries(node.prefix), local, node.prefix
+        ):
+            raise LocalError(
+                f"cannot rename directory {node.prefix}: only empty directories made with "
+                "mkdir can be renamed",
+                errno=errno.EACCES,
+            )
+        local.remove_dir(node.prefix)
+        local.add_dir(full)
+        node.prefix = full
+        node.parent = new_parent.inode
+        self.table.rekey(node, ("dir", node.key[1], node.key[2], full))
+
+    def landed(self, f: StagedFile) -> None:
+        """The uploader's ``on_landed``: *f* is an artifact now; its node becomes the
+        artifact's (same inode).
+
+        The cached listing is not dropped: *f* stays in the overlay until a listing of the
+        server shows it, so no write is ever hidden, and writing many files does not cost a
+        listing per file.
+        """
+        artifact = f.artifact
+        if artifact is None:
+            return
+        local = self._local_at(f.run_id, f.category)
+        if local.file(f.name) is None:
+            local.add_file(f.name, f)  # a resumed upload that landed before it was adopted
+        node = self._written.get(f.spool_id)
+        if node is not None:
+            self._land_node(node, f, artifact)
+
+    def _land_node(self, node: Node, f: StagedFile, artifact: Artifact) -> None:
+        node.artifact = artifact
+        node.size = f.size
+        self.table.alias(("artifact", f.run_id, f.category, artifact.id), node.inode)
+
+    def _writing(self, parent: Node) -> tuple[Uploader, Run]:
+        """Return the uploader and run for a change in directory *parent* (EROFS if none)."""
+        if self.uploader is None or not self.writable(parent) or parent.run is None:
+            raise LocalError("read-only: only input/ of a run can be written", errno=errno.EROFS)
+        if parent.kind is NodeKind.FILE:
+            raise LocalError(f"inode {parent.inode} is not a directory", errno=errno.ENOTDIR)
+        return self.uploader, parent.run
+
+    def _new_name(self, parent: Node, name: str) -> str:
+        """Return the artifact name of *name* in *parent*, or raise EINVAL naming the rule."""
+        full = join_path(parent.prefix, name)
+        if not is_valid_name(full):
+            raise LocalError(f"refusing the name {full!r}: {NAME_RULE}", errno=errno.EINVAL)
+        return full
+
+    # -- nodes ----------------------------------------------------------------------------
+
+    def runs_node(self) -> Node:
+        """Return the ``runs/`` node."""
+        return self.table.ensure(("runs",), NodeKind.RUNS, ROOT_INODE)
+
+    def _view_root(self, name: str) -> Node:
+        key, kind = VIEW_ROOTS[name]
+        return self.table.ensure(key, kind, ROOT_INODE)
+
+    async def _current_views(self) -> Views:
+        """The views of the current runs listing (built once per listing)."""
+        names = await self._run_names()
+        if self._views is None or self._views[0] is not names:
+            views, problems = build_views(
+                names.listed, part_name=clean_part, tag_name=run_base_name, problem=name_problem
+            )
+            self._warn(problems, "the views")
+            self._views = (names, views)
+        return self._views[1]
+
+    async def _view_children(self, node: Node, only: str | None = None) -> list[tuple[str, Node]]:
+        """The entries of a view directory (unsorted); with *only*, just the one so named."""
+        views = await self._current_views()
+        inode = node.inode
+        if node.kind is NodeKind.BY_ID:
+            return [
+                (name, self._link(("view-id", run.id), inode, run, 1, views))
+                for name, run in _pick(views.by_id, only)
+            ]
+        if node.kind is NodeKind.TAGS:
+            return [
+                (name, self._view_dir(("tag", tag), NodeKind.TAG, inode, tag))
+                for name, (tag, _) in _pick(views.tags, only)
+            ]
+        if node.kind is NodeKind.TAG:
+            tag_dir = views.tag_dirs.get(node.prefix)
+            links = {} if tag_dir is None else views.tags[tag_dir][1]
+            return [
+                (name, self._link(("tag-link", node.prefix, run.id), inode, run, 2, views))
+                for name, run in _pick(links, only)
+            ]
+        folder = views.folders.get(node.prefix)
+        if folder is None:
+            return []
+        subfolders = {name: join_folder(node.prefix, name) for name in folder.folders}
+        pairs = [
+            (name, self._view_dir(("folder", path), NodeKind.FOLDER, inode, path))
+            for name, path in _pick(subfolders, only)
+        ]
+        depth = folder_depth(node.prefix)
+        pairs.extend(
+            (name, self._link(("folder-link", run.id), inode, run, depth, views))
+            for name, run in _pick(folder.runs, only)
+        )
+        return pairs
+
+    def _view_dir(self, key: tuple[str, ...], kind: NodeKind, parent: int, prefix: str) -> Node:
+        node = self.table.ensure(key, kind, parent)
+        node.prefix = prefix
+        return node
+
+    def _link(self, key: tuple[str, ...], parent: int, run: Run, depth: int, views: Views) -> Node:
+        node = self.table.ensure(key, NodeKind.LINK, parent)
+        node.parent = parent
+        node.run = run
+        node.prefix = "../" * depth
+        node.target = link_target(depth, views.run_dirs[run.id])
+        return node
+
+    def _run_node(self, run: Run) -> Node:
+        node = self.table.ensure(("run", run.id), NodeKind.RUN, self.runs_node().inode)
+        node.run = run
+        return node
+
+    def _run_info_node(self, run_node: Node) -> Node:
+        assert run_node.run is not None
+        key = ("run_info", run_node.run.id)
+        node = self.table.ensure(key, NodeKind.RUN_INFO, run_node.inode)
+        node.run = run_node.run
+        return node
+
+    def _category_node(self, run_node: Node, category: str) -> Node:
+        assert run_node.run is not None
+        key = ("category", run_node.run.id, category)
+        node = self.table.ensure(key, NodeKind.CATEGORY, run_node.inode)
+        node.run = run_node.run
+        node.category = category
+        return node
+
+    def _entry_node(self, parent: Node, entry: Entry) -> Node:
+        assert parent.run is not None
+        assert parent.category is not None
+        run_id = parent.run.id
+        artifact = entry.artifact
+        if entry.local is not None:
+            return self._written_node(parent, entry.local)
+        if artifact is None:
+            key = ("dir", run_id, parent.category, entry.path)
+            node = self.table.ensure(key, NodeKind.DIR, parent.inode)
+            node.prefix = entry.path
+        else:
+            key = ("artifact", run_id, parent.category, artifact.id)
+            node = self.table.ensure(key, NodeKind.FILE, parent.inode)
+            node.artifact = artifact
+            if node.size is None and not artifact.is_object:
+                node.size = artifact.size
+        node.run = parent.run
+        node.category = parent.category
+        return node
+
+    def _written_node(self, parent: Node, f: StagedFile) -> Node:
+        """The node of file *f* written through this mount (made on first sight)."""
+        node = self._written.get(f.spool_id)
+        if node is None:
+            key = ("written", f.run_id, f.category, f.spool_id)
+            node = self.table.ensure(key, NodeKind.FILE, parent.inode)
+            node.staged = f
+            self._written[f.spool_id] = node
+            if f.artifact is not None:
+                self._land_node(node, f, f.artifact)
+        node.run = parent.run
+        node.category = parent.category
+        return node
+
+    def _local_of(self, node: Node) -> LocalFiles | None:
+        if node.run is None or node.category is None:
+            return None
+        return self._local.get((node.run.id, node.category))
+
+    def _local_at(self, run_id: str, category: str) -> LocalFiles:
+        return self._local.setdefault((run_id, category), LocalFiles())
+
+    async def _run_names(self) -> RunNames:
+        async def load() -> RunNames:
+            runs = await self._client.list_runs()
+            names, problems = name_runs(run for run in runs if self._selection.matches(run))
+            self._warn(problems, "runs/")
+            return names
+
+        return await self._runs.get_or_load(RUNS_DIR, load, self.listing_ttl(None))
+
+    async def _listing(self, node: Node) -> CategoryListing:
+        """The listing of *node*'s run and category: from the run's one listing of all
+        categories while the server's entries carry their category, else its own request."""
+        run, category = node.run, node.category
+        assert run is not None
+        assert category is not None
+        ttl = self.listing_ttl(run)
+        if self._listing_by_run:
+            by_category = await self._run_listings.get_or_load(
+                run.id, lambda: self._load_run_listing(run), ttl
+            )
+            if by_category is not None:
+                return by_category[category]
+
+        async def load() -> CategoryListing:
+            return self._lay_out(run, category, await self._list_artifacts(run, category))
+
+        return await self._listings.get_or_load((run.id, category), load, ttl)
+
+    async def _load_run_listing(self, run: Run) -> Mapping[str, CategoryListing] | None:
+        """All categories of *run* from one unfiltered request, or None (and from now on
+        one request per category) when the server's entries do not say their category."""
+        artifacts = await self._list_artifacts(run, None)
+        if any(artifact.category not in CATEGORIES for artifact in artifacts):
+            if self._listing_by_run:
+                log.info("the server's run listings do not name categories: one per category")
+            self._listing_by_run = False
+            return None
+        return {
+            category: self._lay_out(run, category, [a for a in artifacts if a.category == category])
+            for category in CATEGORIES
+        }
+
+    async def _list_artifacts(self, run: Run, category: str | None) -> list[Artifact]:
+        try:
+            return await self._client.list_artifacts(run.id, category)
+        except NotFound:
+            # Servers answer 404 for "no artifacts" as well as for "no such run".
+            return []
+
+    def _lay_out(self, run: Run, category: str, artifacts: list[Artifact]) -> CategoryListing:
+        """The directories of *category* of *run* from its listed *artifacts*, with this
+        mount's own writes accounted for."""
+        local = self._local.get((run.id, category))
+        if local:
+            artifacts = [a for a in artifacts if a.id not in local.hidden]
+            local.drop_listed(a.id for a in artifacts)
+        listing, problems = name_artifacts(artifacts)
+        self._warn(problems, f"run {run.id} {category}/")
+        return listing
+
+    def _warn(self, problems: list[Problem], where: str) -> None:
+        for problem in problems:
+            if problem in self._warned:
+                continue
+            if len(self._warned) >= WARNED_MAX:
+                self._warned.clear()
+            self._warned.add(problem)
+            log.warning("not shown in %s: %s: %s", where, problem[0], problem[1])

@@ -1,0 +1,156 @@
+"""Memory caps: ``--cache-size``, ``--read-ahead``, ``--read-ahead-total`` (and ``-o``).
+
+The caps are computed by ``config.memory_caps`` (pure, tested directly), reach the daemon's
+Settings through ``simvuefs mount`` (and ``mount.simvuefs -o``, ``simvuefs.mounted``), and a
+mount with small caps still reads a large artifact byte for byte while its published
+counters (``simvuefs status``'s stats file) stay inside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+from devserver_util import SEEDED_LARGE_SIZE
+from fuse_util import mounted
+
+import simvuefs
+from simvuefs.config import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_READAHEAD_PER_FILE,
+    DEFAULT_READAHEAD_TOTAL,
+    MIB,
+    Settings,
+    memory_caps,
+)
+from simvuefs.control.mounthelper import option_flags
+from simvuefs.devserver.seed import large_content
+from simvuefs.errors import ConfigError
+from simvuefs.fuse import stats
+
+
+def caps(cache: int, per_file: int, total: int) -> dict[str, int]:
+    return {"cache_bytes": cache, "readahead_per_file": per_file, "readahead_total": total}
+
+
+def test_defaults_are_the_settings_defaults() -> None:
+    settings = Settings(url="http://h/api", token="t")
+    assert memory_caps() == caps(
+        settings.cache_bytes, settings.readahead_per_file, settings.readahead_total
+    )
+    assert memory_caps() == caps(
+        DEFAULT_CACHE_BYTES, DEFAULT_READAHEAD_PER_FILE, DEFAULT_READAHEAD_TOTAL
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"cache_size": 64 * MIB}, caps(64 * MIB, 32 * MIB, 32 * MIB)),
+        ({"cache_size": 8 * MIB}, caps(8 * MIB, 4 * MIB, 4 * MIB)),
+        ({"read_ahead_total": 16 * MIB}, caps(128 * MIB, 16 * MIB, 16 * MIB)),
+        ({"read_ahead": 64 * MIB}, caps(128 * MIB, 64 * MIB, 64 * MIB)),
+        (
+            {"read_ahead": 100 * MIB, "cache_size": 1024 * MIB},
+            caps(1024 * MIB, 100 * MIB, 100 * MIB),
+        ),
+        (
+            {"cache_size": 16 * MIB, "read_ahead": 2 * MIB, "read_ahead_total": 8 * MIB},
+            caps(16 * MIB, 2 * MIB, 8 * MIB),
+        ),
+    ],
+)
+def test_caps_not_given_follow_the_given_ones(given: dict[str, int], expected: dict[str, int]):
+    result = memory_caps(**given, block_size=MIB)
+    assert result == expected
+    assert MIB <= result["readahead_per_file"] <= result["readahead_total"]
+    assert 2 * result["readahead_total"] <= result["cache_bytes"]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"cache_size": MIB}, "--cache-size 1 MiB is less than 2 MiB"),
+        ({"read_ahead": 4096}, "--read-ahead 4 KiB is less than 1 MiB"),
+        ({"read_ahead_total": 0}, "--read-ahead-total 0 bytes is less than 1 MiB"),
+        (
+            {"read_ahead": 64 * MIB, "read_ahead_total": 32 * MIB},
+            "--read-ahead 64 MiB is more than --read-ahead-total 32 MiB",
+        ),
+        (
+            {"cache_size": 64 * MIB, "read_ahead_total": 64 * MIB},
+            "needs a --cache-size of at least 128 MiB",
+        ),
+        ({"read_ahead": 200 * MIB}, "needs a --cache-size of at least 400 MiB"),
+    ],
+)
+def test_inconsistent_caps_are_refused(given: dict[str, int], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        memory_caps(**given, block_size=MIB)
+
+
+def test_mount_options_become_flags() -> None:
+    flags = option_flags("ro,cache_size=64MiB,read_ahead=8M,read_ahead_total=16MiB")
+    assert flags == [
+        "--read-only",
+        "--cache-size",
+        "64MiB",
+        "--read-ahead",
+        "8M",
+        "--read-ahead-total",
+        "16MiB",
+    ]
+
+
+def _published(mountpoint: Path, reads: int) -> dict:
+    """The mount's stats file once it counts at least *reads* reads (published every 2 s)."""
+    deadline = time.monotonic() + 15
+    while True:
+        data = stats.load(mountpoint)
+        if data is not None and data["reader"]["reads"] >= reads:
+            return data
+        assert time.monotonic() < deadline, f"no stats with {reads} reads for {mountpoint}"
+        time.sleep(0.2)
+
+
+def test_small_caps_read_a_large_file_correctly_within_them(
+    seeded_devserver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the daemon's and ours
+    cache, per_file, total = 6 * MIB, 2 * MIB, 3 * MIB
+    flags = ["--cache-size", "6MiB", "--read-ahead", "2MiB", "--read-ahead-total", "3MiB"]
+    with mounted(seeded_devserver, tmp_path, *flags) as mount:
+        large = mount.path / "runs" / "demo run" / "output" / "large.bin"
+        digest = hashlib.sha256()
+        with large.open("rb", buffering=0) as stream:
+            for chunk in iter(lambda: stream.read(MIB), b""):
+                digest.update(chunk)
+            # And random reads (blocks fetched for them stay in the cache).
+            for offset in range(0, SEEDED_LARGE_SIZE, 5 * MIB + 12345):
+                assert os.pread(stream.fileno(), 70000, offset) == large_content(offset, 70000)
+        assert digest.hexdigest() == hashlib.sha256(large_content(0, SEEDED_LARGE_SIZE)).hexdigest()
+        reader = _published(mount.path, reads=SEEDED_LARGE_SIZE // MIB)["reader"]
+    assert reader["cache"]["max_bytes"] == cache  # the flag reached the daemon
+    assert 0 < reader["cache"]["peak_bytes"] <= cache
+    assert 0 < reader["readahead_peak_per_handle"] <= per_file  # read-ahead did happen
+    assert reader["readahead_peak"] <= total
+
+
+def test_python_api_passes_the_caps(
+    seeded_devserver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    options = {"config": seeded_devserver.config_path, "log_file": tmp_path / "mount.log"}
+    refused = pytest.raises(simvuefs.MountError, match="--read-ahead 1 KiB is less than ")
+    with refused, simvuefs.mounted(mountpoint, read_ahead="1K", **options):
+        pass
+    with simvuefs.mounted(mountpoint, cache_size="8MiB", **options) as root:
+        notes = root / "runs" / "demo run" / "input" / "notes.txt"
+        assert notes.read_bytes() == b"Demo run notes.\nSecond line.\n"
+        reader = _published(root, reads=1)["reader"]
+    assert reader["cache"]["max_bytes"] == 8 * MIB

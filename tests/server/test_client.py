@@ -1,0 +1,538 @@
+"""Tests of SimvueClient.
+
+Most run against the real devserver over HTTP (``devserver`` fixture); a few use
+``httpx.MockTransport`` for what a real server cannot show: the headers storage receives, and
+malformed answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from devserver_util import SEEDED_LARGE_SIZE, DevServer
+
+from simvuefs.backends.client import RangeStream, SimvueClient
+from simvuefs.config import MIB, Settings
+from simvuefs.devserver import seed
+from simvuefs.errors import (
+    AuthError,
+    DeadlineExceeded,
+    NotFound,
+    ProtocolError,
+    ServerError,
+    StatusError,
+    TransportError,
+    UploadRejected,
+    UrlExpired,
+)
+from simvuefs.models import Artifact, UploadSlot
+
+API = "http://api.test/api"
+TOKEN = "secret-token"
+MOCK_SETTINGS = Settings(url=API, token=TOKEN, retry_attempts=2, request_timeout=5.0)
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def _mock(handler: Handler) -> httpx.MockTransport:
+    return httpx.MockTransport(handler)
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body that arrives over the "network" (MockTransport pre-reads bytes)."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._content
+
+
+# -- MockTransport tests -------------------------------------------------------------------
+
+
+async def test_token_goes_to_the_api_only(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    content = b"0123456789" * 10
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path
+        if path == "/api/artifacts" and request.method == "POST":
+            return httpx.Response(200, json={"id": "a1", "url": "http://store.test/up?sig=s"})
+        if path == "/api/artifacts/a1" and request.method == "GET":
+            return httpx.Response(200, json={"id": "a1", "name": "n", "url": "/store/dl?sig=2"})
+        if path.startswith("/store"):
+            if request.method == "GET":
+                return httpx.Response(
+                    206, headers={"Content-Range": "bytes 0-9/100"}, stream=_Body(content[:10])
+                )
+            return httpx.Response(200)
+        return httpx.Response(200, json={})
+
+    local = tmp_path / "f.bin"
+    local.write_bytes(content)
+    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
+        slot = await client.create_artifact(
+            name="n", original_path="/x", size=100, mime_type="a/b", checksum="c"
+        )
+        await client.upload_content(
+            UploadSlot(slot.artifact_id, "http://api.test/store/up?sig=s"), local, 100, "f.bin"
+        )
+        form = UploadSlot(slot.artifact_id, "http://api.test/store/post", (("key", "k"),))
+        await client.upload_content(form, local, 100, "f.bin")
+        artifact = Artifact(id="a1", name="n", url="http://api.test/store/dl?sig=1")
+        assert await client.read_range(artifact, 0, 10) == content[:10]
+        await client.get_artifact_name("a1")
+    api = [r for r in seen if r.url.path.startswith("/api/")]
+    storage = [r for r in seen if not r.url.path.startswith("/api/")]
+    assert len(api) == 2
+    assert len(storage) == 3
+    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in api)
+    assert all("Authorization" not in r.headers for r in storage)
+    assert all(r.headers["User-Agent"].startswith("simvuefs/") for r in seen)
+    put = next(r for r in storage if r.method == "PUT")
+    assert "Content-Type" not in put.headers
+    assert put.headers["Content-Length"] == "100"
+    post = next(r for r in storage if r.method == "POST")
+    assert post.headers["Content-Type"].startswith("multipart/form-data; boundary=")
+    assert b'name="key"' in post.read()
+    get = next(r for r in storage if r.method == "GET")
+    assert get.headers["Range"] == "bytes=0-9"
+    assert get.headers["Accept-Encoding"] == "identity"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "url", "error"),
+    [
+        (206, {"Content-Range": "bytes 5-9/100"}, "http://api.test/s", ProtocolError),
+        (206, {"Content-Range": "pages 0-9/100"}, "http://api.test/s", ProtocolError),
+        (206, {"Content-Range": "bytes 0-9/100"}, "http://[::1:bad/s?sig=1", ProtocolError),
+        (403, {}, "http://api.test/s", UrlExpired),
+    ],
+)
+async def test_bad_storage_answers(
+    status: int, headers: dict[str, str], url: str, error: type[Exception]
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/"):
+            return httpx.Response(200, json={"id": "a", "name": "n", "url": url})
+        return httpx.Response(status, headers=headers, stream=_Body(b"0123456789"))
+
+    artifact = Artifact(id="a", name="n", url=url)
+    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
+        with pytest.raises(error) as info:
+            await client.read_range(artifact, 0, 10)
+    assert "sig=" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b'{"data": "nope"}', b'"text"'],
+)
+async def test_malformed_listing_raises_protocol_error(body: bytes) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
+        with pytest.raises(ProtocolError):
+            await client.list_runs()
+
+
+async def test_malformed_entries_are_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    entries = [
+        {"id": "r1", "name": "good"},
+        {"name": "no id"},
+        "not an object",
+        {"id": "r2", "name": "also good"},
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/runs":
+            start = int(request.url.params["start"])
+            return httpx.Response(200, json={"data": entries if start == 0 else [], "count": 4})
+        return httpx.Response(200, json=[{"id": "a1", "name": "x"}, {"id": 5}])
+
+    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
+        runs = await client.list_runs()
+        artifacts = await client.list_artifacts("r1", category="input")
+    assert [run.name for run in runs] == ["good", "also good"]
+    assert [(a.id, a.category) for a in artifacts] == [("a1", "input")]
+    warnings = [r for r in caplog.records if "skipped a malformed entry" in r.getMessage()]
+    assert len(warnings) == 1  # three skipped entries, one warning (rate-limited)
+
+
+async def test_wrong_json_types_raise_protocol_error() -> None:
+    answers = {
+        "/api/version": {"version": 3},
+        "/api/runs/r1": ["a list"],
+        "/api/artifacts/a1": {"id": "a1", "name": ""},
+        "/api/runs/r1/artifacts": {"not": "a list"},
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=json.dumps(answers[request.url.path]).encode())
+
+    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
+        with pytest.raises(ProtocolError, match="no version"):
+            await client.server_version()
+        with pytest.raises(ProtocolError, match="expected a JSON dict"):
+            await client.get_run("r1")
+        with pytest.raises(ProtocolError, match="no name"):
+            await client.get_artifact_name("a1")
+        with pytest.raises(ProtocolError, match="expected a JSON list"):
+            await client.list_artifacts("r1")
+
+
+async def test_server_version_checks_token_and_major_version() -> None:
+    answers = iter(
+        [
+            httpx.Response(401, json={"detail": "Not authenticated"}),
+            httpx.Response(200, json={"version": "2.0.1"}),
+            httpx.Response(200, json={"version": "1.3.0"}),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers)
+
+    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
+        with pytest.raises(AuthError, match="the server rejected the token"):
+            await client.server_version()
+        with pytest.raises(ProtocolError, match="not supported"):
+            await client.server_version()
+        assert await client.server_version() == "1.3.0"
+
+
+async def test_ids_are_quoted_in_paths() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
+        with pytest.raises(NotFound, match="Not Found"):
+            await client.get_run("../admin?x")
+    assert seen == ["/api/runs/..%2Fadmin%3Fx"]
+
+
+# -- against the real devserver ------------------------------------------------------------
+
+
+def _settings(server: DevServer, **overrides: Any) -> Settings:
+    return Settings(url=server.api_url, token=server.token, **overrides)
+
+
+def _client(server: DevServer, **overrides: Any) -> AbstractAsyncContextManager[SimvueClient]:
+    return SimvueClient.open(_settings(server, **overrides))
+
+
+def _seeded_artifact(server: DevServer, run_name: str, artifact_name: str) -> dict[str, Any]:
+    run_id = server.run_ids(run_name)[0]
+    (entry,) = server.run_artifacts(run_id, name=artifact_name)
+    return entry
+
+
+async def _drain(body: RangeStream) -> None:
+    while await body.receive(MIB):
+        pass
+
+
+async def _artifact(client: SimvueClient, server: DevServer, run: str, name: str) -> Artifact:
+    (artifact,) = await client.list_artifacts(server.run_ids(run)[0], name=name)
+    return artifact
+
+
+async def test_server_version_and_wrong_token(seeded_devserver: DevServer) -> None:
+    async with _client(seeded_devserver) as client:
+        assert (await client.server_version()).startswith("1.")
+    settings = Settings(url=seeded_devserver.api_url, token="not-the-token")
+    async with SimvueClient.open(settings) as client:
+        with pytest.raises(AuthError, match="the server rejected the token"):
+            await client.server_version()
+        with pytest.raises(AuthError) as info:
+            await client.list_runs()
+    assert info.value.status == 401
+    assert "not-the-token" not in str(info.value)
+
+
+async def test_unreachable_server_fails_fast_with_transport_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(url=f"http://127.0.0.1:{port}/api", token="t", retry_attempts=3)
+    began = trio.current_time()
+    async with SimvueClient.open(settings) as client:
+        with pytest.raises(TransportError) as info:
+            await client.list_runs()
+    assert not isinstance(info.value, DeadlineExceeded)
+    assert trio.current_time() - began < 3.0
+    assert f"GET http://127.0.0.1:{port}/api/runs" in str(info.value)
+
+
+async def test_list_runs_pages_through_everything_and_filters(devserver: DevServer) -> None:
+    for index in range(230):
+        folder = "/even" if index % 2 == 0 else "/odd"
+        status = "completed" if index % 3 == 0 else "running"
+        answer = devserver.api(
+            "POST", "/runs", json={"name": f"run-{index:03d}", "folder": folder, "status": status}
+        )
+        answer.raise_for_status()
+    devserver.reset_stats()
+    async with _client(devserver) as client:
+        runs = await client.list_runs()
+        assert sorted(run.name for run in runs) == [f"run-{i:03d}" for i in range(230)]
+        assert len({run.id for run in runs}) == 230
+        pages = devserver.stats()["api_requests"]["GET /api/runs"]
+        assert pages == 3
+        even = await client.list_runs(["folder.path == /even"])
+        assert len(even) == 115
+        assert {run.folder for run in even} == {"/even"}
+        both = await client.list_runs(["folder.path == /even", "status == completed"])
+        assert sorted(run.name for run in both) == [f"run-{i:03d}" for i in range(0, 230, 6)]
+        (one,) = await client.list_runs(["name == run-042"])
+        assert one.name == "run-042"
+        assert await client.list_runs(["name == nothing-like-this"]) == []
+        assert (await client.get_run(one.id)).name == "run-042"
+        with pytest.raises(NotFound):
+            await client.get_run("no-such-run")
+    assert client.statistics().retries == 0
+
+
+async def test_listing_and_reading_seeded_artifacts(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    run_id = server.run_ids("demo run")[0]
+    async with _client(server) as client:
+        everything = await client.list_artifacts(run_id)
+        assert {a.name for a in everything} >= {"notes.txt", "system/mesh.dat", "large.bin"}
+        inputs = await client.list_artifacts(run_id, category="input")
+        assert {(a.name, a.category) for a in inputs} == {
+            ("notes.txt", "input"),
+            ("system/mesh.dat", "input"),
+        }
+        notes = await _artifact(client, server, "demo run", "notes.txt")
+        assert await client.read_range(notes, 0, 1000) == seed.ARTIFACTS["notes"].content
+        assert await client.read_range(notes, 5, 3) == b"run"
+        assert (await client.get_artifact(notes.id)).checksum == notes.checksum
+        assert await client.get_artifact_name(notes.id) == "notes.txt"
+        with pytest.raises(NotFound):
+            await client.list_artifacts("no-such-run")
+        with pytest.raises(NotFound):
+            await client.get_artifact("no-such-artifact")
+
+
+async def test_content_length_of_object_and_empty_artifacts(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    summary_bytes = seed.ARTIFACTS["summary"].content
+    assert summary_bytes is not None
+    async with _client(server) as client:
+        summary = await _artifact(client, server, "demo run", "summary")
+        assert summary.size == len(summary_bytes) + seed.OBJECT_SIZE_OVERHEAD
+        assert await client.content_length(summary) == len(summary_bytes)
+        empty = await _artifact(client, server, "demo run", "empty.log")
+        assert await client.content_length(empty) == 0
+        assert await client.read_range(empty, 0, 10) == b""
+        server.set_faults(ignore_range=True)
+        assert await client.content_length(summary) == len(summary_bytes)
+
+
+async def test_range_and_the_200_fallback(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    size = SEEDED_LARGE_SIZE
+    offset = 5 * MIB + 12345
+    expected = seed.large_content(offset, 300_000)
+    async with _client(server) as client:
+        large = await _artifact(client, server, "demo run", "large.bin")
+        assert large.size == size
+        for ignore_range in (False, True):
+            server.set_faults(ignore_range=ignore_range)
+            assert await client.read_range(large, offset, 300_000) == expected
+            assert await client.read_range(large, size - 10, 100) == seed.large_content(
+                size - 10, 10
+            )
+            async with client.open_range(large, offset, offset + 299_999) as body:
+                assert body.status == (200 if ignore_range else 206)
+                assert body.total_size == size
+                received = b""
+                while chunk := await body.receive(64 * 1024):
+                    assert len(chunk) <= 64 * 1024
+                    received += chunk
+            assert received == expected
+            async with client.open_range(large, size + 10) as body:
+                assert body.status == (200 if ignore_range else 416)
+                assert body.total_size == size
+                assert await body.receive(100) == b""
+        assert await client.content_length(large) == size
+
+
+async def test_streaming_a_whole_artifact_matches_its_checksum(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    async with _client(server) as client:
+        large = await _artifact(client, server, "demo run", "large.bin")
+        digest = hashlib.sha256()
+        async with client.open_range(large, 0) as body:
+            while chunk := await body.receive(4 * MIB):
+                digest.update(chunk)
+        assert digest.hexdigest() == large.checksum
+        assert client.statistics().bytes_downloaded >= SEEDED_LARGE_SIZE
+
+
+async def test_expired_url_is_refreshed_once_and_remembered(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    server.set_faults(url_expiry=-1.0)  # URLs minted now are already expired
+    async with _client(server) as client:
+        stale = await _artifact(client, server, "demo run", "notes.txt")
+        with pytest.raises(UrlExpired):
+            await client.read_range(stale, 0, 4)  # the refreshed URL is expired too
+        server.clear_faults()
+        assert await client.read_range(stale, 0, 4) == b"Demo"
+        refreshes = client.statistics().url_refreshes
+        assert await client.read_range(stale, 5, 3) == b"run"
+        assert client.statistics().url_refreshes == refreshes  # the fresh URL is remembered
+
+
+async def test_503_is_retried_for_api_and_storage(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    async with _client(server, retry_attempts=4) as client:
+        server.set_faults(api_error_status=503, api_error_count=2)
+        assert len(await client.list_runs()) == len(seed.RUNS)
+        assert client.statistics().retries == 2
+        notes = await _artifact(client, server, "demo run", "notes.txt")
+        server.set_faults(storage_error_status=503, storage_error_count=3)
+        assert await client.read_range(notes, 0, 4) == b"Demo"
+        assert client.statistics().retries == 5
+        server.set_faults(api_error_status=503, api_error_count=10)
+        with pytest.raises(ServerError) as info:
+            await client.list_runs()
+        assert info.value.status == 503
+        server.set_faults(api_error_status=500, api_error_count=1)
+        with pytest.raises(ServerError):
+            await client.get_run("whatever")  # 500 is not retried
+        assert server.faults()["api_error_count"] == 0
+
+
+async def test_broken_downloads_resume(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    async with _client(server) as client:
+        large = await _artifact(client, server, "demo run", "large.bin")
+        server.set_faults(drop_after_bytes=300_000)
+        assert await client.read_range(large, 100, MIB) == seed.large_content(100, MIB)
+        async with client.open_range(large, 0) as body:
+            with pytest.raises(TransportError):
+                await _drain(body)
+
+
+@pytest.mark.parametrize(
+    ("where", "call"),
+    [("api", "list_runs"), ("storage_before", "read_range"), ("storage_middle", "read_range")],
+)
+async def test_a_stalled_server_hits_the_deadline(
+    seeded_devserver: DevServer, where: str, call: str
+) -> None:
+    server = seeded_devserver
+    async with _client(server, request_timeout=1.0, read_timeout=5.0) as client:
+        large = await _artifact(client, server, "demo run", "large.bin")
+        server.set_faults(stall_seconds=10.0, stall_where=where)
+        began = trio.current_time()
+        stalled = client.list_runs() if call == "list_runs" else client.read_range(large, 0, MIB)
+        with pytest.raises(DeadlineExceeded, match="within 1 s"):
+            await stalled
+        assert 1.0 <= trio.current_time() - began < 1.5
+
+
+async def test_a_stalled_stream_hits_the_read_timeout(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    async with _client(server, read_timeout=0.5) as client:
+        large = await _artifact(client, server, "demo run", "large.bin")
+        server.set_faults(stall_seconds=10.0, stall_where="storage_middle")
+        async with client.open_range(large, 0, 4 * MIB - 1) as body:
+            began = trio.current_time()
+            with pytest.raises(DeadlineExceeded):
+                await _drain(body)
+            assert trio.current_time() - began < 1.5
+
+
+@pytest.mark.parametrize("style", ["put", "post"])
+async def test_upload_sequence_dedup_and_bad_digest(
+    devserver_factory: Callable[..., DevServer], tmp_path: Path, style: str
+) -> None:
+    server = devserver_factory("--upload-style", style)
+    run_id = server.api("POST", "/runs", json={"name": "uploads"}).json()["id"]
+    content = random.Random(7).randbytes(3 * MIB + 17)
+    checksum = hashlib.sha256(content).hexdigest()
+    local = tmp_path / "data.bin"
+    local.write_bytes(content)
+    async with _client(server) as client:
+
+        async def register(name: str, digest: str = checksum) -> UploadSlot:
+            return await client.create_artifact(
+                name=name,
+                original_path=f"/work/{name}",
+                size=len(content),
+                mime_type="application/octet-stream",
+                checksum=digest,
+            )
+
+        slot = await register("data.bin")
+        assert slot.url is not None
+        assert bool(slot.fields) == (style == "post")
+        server.set_faults(storage_error_status=503, storage_error_count=1)
+        await client.upload_content(slot, local, len(content), "data.bin")
+        assert client.statistics().retries == 1  # the body was sent again from the start
+        await client.mark_uploaded(slot.artifact_id)
+        await client.attach(run_id, slot.artifact_id, "input")
+        assert await client.get_artifact_name(slot.artifact_id) == "data.bin"
+        (listed,) = await client.list_artifacts(run_id, category="input")
+        assert (listed.id, listed.size, listed.checksum) == (
+            slot.artifact_id,
+            len(content),
+            checksum,
+        )
+        assert await client.read_range(listed, 0, len(content)) == content
+
+        copy = await register("copy.bin")  # same content: the server has it already
+        assert copy.url is None
+        await client.upload_content(copy, local, len(content), "copy.bin")  # nothing to send
+        await client.attach(run_id, copy.artifact_id, "output")
+        (listed_copy,) = await client.list_artifacts(run_id, category="output")
+        assert await client.read_range(listed_copy, MIB, 10) == content[MIB : MIB + 10]
+
+        liar = await register("liar.bin", hashlib.sha256(b"something else").hexdigest())
+        with pytest.raises(UploadRejected, match="BadDigest") as info:
+            await client.upload_content(liar, local, len(content), "liar.bin")
+        assert info.value.status == 400
+        assert "sig=" not in str(info.value)
+    assert client.statistics().bytes_uploaded >= 2 * len(content)
+
+
+async def test_validation_errors_and_delete(devserver: DevServer) -> None:
+    async with _client(devserver) as client:
+        with pytest.raises(StatusError, match="must be a hex sha256") as info:
+            await client.create_artifact(
+                name="x", original_path="/x", size=1, mime_type="text/plain", checksum="nope"
+            )
+        assert info.value.status == 422
+        slot = await client.create_artifact(
+            name="gone.txt",
+            original_path="/gone.txt",
+            size=0,
+            mime_type="text/plain",
+            checksum=hashlib.sha256(b"").hexdigest(),
+        )
+        assert await client.get_artifact_name(slot.artifact_id) == "gone.txt"
+        await client.delete_artifact(slot.artifact_id)
+        with pytest.raises(NotFound):
+            await client.get_artifact(slot.artifact_id)
+        with pytest.raises(NotFound):
+            await client.delete_artifact(slot.artifact_id)

@@ -1,0 +1,235 @@
+"""Enforce the package rules of docs/architecture.md by parsing every module's imports.
+
+Imports inside functions and under ``if TYPE_CHECKING:`` count too: the direction of
+dependencies is about the design, not only about what runs.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "simvuefs"
+
+# A unit is a subpackage (``fuse``, ``read``, ...) or a top-level module (``cli``, ``config``).
+# It may import units of a lower rank, and units of its own rank only within its own
+# package: ``read`` and ``write`` know nothing of each other.
+RANKS: dict[str, int] = {
+    # entry points: the CLI, the Python API (simvuefs.mounted), python -m simvuefs
+    "__main__": 0,
+    "cli": 0,
+    "api": 0,
+    # the mount daemon: FUSE surface, tree, lifecycle
+    "fuse": 1,
+    # host-side commands and the records they share with the daemon
+    "control": 2,
+    "read": 3,
+    "write": 3,
+    # a Simvue server over HTTP, or the official client's offline cache
+    "backends": 4,
+    # leaves, usable by every unit; they import only each other
+    "__init__": 5,
+    "config": 5,
+    "models": 5,
+    "errors": 5,
+    "logs": 5,
+    "localio": 5,
+}
+TOP_LEVEL = {"__main__", "cli", "api"}
+"""Entry points may import each other (api reuses the CLI's defaults)."""
+LEAVES = {unit for unit, rank in RANKS.items() if rank == 5}
+PACKAGE_REEXPORTS = {"api"}
+"""What ``__init__`` may import besides the leaves: the Python API, loaded on first use."""
+PYFUSE3_ALLOWED = {"fuse"}
+HTTPX_ALLOWED = {"backends"}
+DEVSERVER = "devserver"
+DEVSERVER_USERS = {"cli"}
+"""Only the CLI starts the devserver (its subcommand); the devserver imports only leaves."""
+FUSE_ERROR_ALLOWED = {"simvuefs.fuse.fs"}
+"""Nothing below fs raises pyfuse3.FUSEError; fs maps errors once."""
+
+
+def unit_of(module: str) -> str:
+    """``simvuefs.fuse.tree`` -> ``fuse``; ``simvuefs.config`` -> ``config``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def module_of(path: Path) -> str:
+    """``simvuefs/fuse/tree.py`` -> ``simvuefs.fuse.tree``; ``__init__.py`` -> its package."""
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(relative.parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported(tree: ast.AST) -> set[str]:
+    """Return the modules imported (``from simvuefs.read import reader``: ``simvuefs.read.reader``).
+
+    ``from simvuefs import x`` names the module ``simvuefs.x``; other packages are reduced to
+    their top-level name (``httpx._models`` -> ``httpx``).
+    """
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(_simplify(alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+            if node.module.startswith("simvuefs"):
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            else:
+                names.add(_simplify(node.module))
+    return names
+
+
+def _simplify(dotted: str) -> str:
+    return dotted if dotted.startswith("simvuefs") else dotted.split(".")[0]
+
+
+def all_modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def known_modules() -> set[str]:
+    return {module_of(p) for p in all_modules()}
+
+
+def parse(path: Path) -> ast.AST:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def violations(module: str, targets: set[str], known: set[str]) -> list[str]:
+    """Return what is wrong with *module* importing *targets* (empty: nothing)."""
+    unit = unit_of(module)
+    problems = []
+    for target in sorted(targets):
+        if not target.startswith("simvuefs"):
+            if target == "pyfuse3" and unit not in PYFUSE3_ALLOWED:
+                problems.append("imports pyfuse3 (only simvuefs.fuse may)")
+            if target == "httpx" and unit not in HTTPX_ALLOWED:
+                problems.append("imports httpx (only simvuefs.backends may)")
+            continue
+        if target not in known:
+            continue  # a name imported from a module (from simvuefs.x import Name)
+        other = unit_of(target)
+        if other in ("__version__", unit) or target == "simvuefs":
+            continue
+        if other == DEVSERVER or unit == DEVSERVER:
+            if unit not in DEVSERVER_USERS and not (unit == DEVSERVER and other in LEAVES):
+                problems.append(f"{unit} imports {other} (devserver: only the CLI, only leaves)")
+            continue
+        if other not in RANKS:
+            problems.append(f"imports unknown unit {other} (give it a rank)")
+        elif unit == "__init__" and other in PACKAGE_REEXPORTS:
+            continue
+        elif RANKS[other] < RANKS[unit]:
+            problems.append(f"imports {other} from a higher layer")
+        elif RANKS[other] == RANKS[unit] and not {unit, other} <= TOP_LEVEL | LEAVES:
+            problems.append(f"imports {other}, a sibling of the same layer")
+    return sorted(set(problems))
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules it imports; the package's own ``__init__`` counts for nothing,
+    since its one import (the Python API) happens on first use, not at import."""
+    known = known_modules() - {"simvuefs"}
+    return {
+        module_of(p): {t for t in imported(parse(p)) if t in known and t != module_of(p)}
+        for p in all_modules()
+        if module_of(p) != "simvuefs"
+    }
+
+
+def test_every_unit_has_a_rank():
+    units = {unit_of(m) for m in known_modules()} - {DEVSERVER}
+    assert units <= RANKS.keys(), f"add to RANKS (and architecture.md): {units - RANKS.keys()}"
+
+
+@pytest.mark.parametrize("path", all_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_follow_the_layers(path):
+    problems = violations(module_of(path), imported(parse(path)), known_modules())
+    assert not problems, f"{path.relative_to(PACKAGE)}: " + "; ".join(problems)
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    done: set[str] = set()
+
+    def visit(module: str, stack: list[str]) -> None:
+        if module in stack:
+            cycle = stack[stack.index(module) :] + [module]
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            # a package's __init__ is imported by its own modules' import machinery
+            if module.startswith(target + "."):
+                continue
+            visit(target, [*stack, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+@pytest.mark.parametrize("path", all_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_fs_uses_fuse_error(path):
+    if module_of(path) in FUSE_ERROR_ALLOWED:
+        return
+    uses = [
+        node.lineno
+        for node in ast.walk(parse(path))
+        if (isinstance(node, ast.Name) and node.id == "FUSEError")
+        or (isinstance(node, ast.Attribute) and node.attr == "FUSEError")
+    ]
+    assert not uses, f"{path.relative_to(PACKAGE)} uses FUSEError at lines {uses}"
+
+
+KNOWN = {
+    "simvuefs.fuse.tree",
+    "simvuefs.fuse.mount",
+    "simvuefs.read.reader",
+    "simvuefs.write.upload",
+    "simvuefs.backends.client",
+    "simvuefs.control.status",
+    "simvuefs.models",
+    "simvuefs.config",
+    "simvuefs.errors",
+    "simvuefs.devserver.app",
+    "simvuefs.fuse.fs",
+}
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("simvuefs.fuse.tree", "from simvuefs.fuse.mount import run", None),
+        ("simvuefs.backends.client", "import simvuefs.read.reader", "imports read from a higher"),
+        ("simvuefs.read.reader", "from simvuefs.write import upload", "imports write, a sibling"),
+        ("simvuefs.fuse.inodes", "import httpx", "imports httpx (only simvuefs.backends may)"),
+        ("simvuefs.read.reader", "from pyfuse3 import FUSEError", "imports pyfuse3"),
+        ("simvuefs.control.status", "import pyfuse3", "imports pyfuse3"),
+        ("simvuefs.control.status", "from simvuefs.fuse import mount", "imports fuse from a hig"),
+        ("simvuefs.models", "from simvuefs.backends import client", "imports backends from a"),
+        ("simvuefs.fuse.fs", "from simvuefs.devserver import app", "fuse imports devserver"),
+        ("simvuefs.devserver.app", "from simvuefs.fuse.fs import Operations", "devserver imp"),
+    ],
+)
+def test_the_checker_reports_violations(module, source, expected):
+    problems = violations(module, imported(ast.parse(source)), KNOWN)
+    if expected is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1, problems
+        assert problems[0].startswith(expected)
+
+
+def test_the_checker_accepts_downward_and_leaf_imports():
+    source = (
+        "from simvuefs.fuse.tree import Tree\nfrom simvuefs.read import reader\n"
+        "from simvuefs import errors, config\nimport trio\n"
+    )
+    assert violations("simvuefs.fuse.fs", imported(ast.parse(source)), KNOWN) == []
