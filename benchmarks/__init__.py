@@ -1,8 +1,9 @@
 """The performance benchmark run by ``scripts/bench`` (not part of the simvuefs runtime).
 
 - :mod:`benchmarks.tools`: the external programs (nginx, rclone, httpdirfs, fusermount).
-- :mod:`benchmarks.harness`: nginx, the devserver and the FUSE mounts as child processes,
-  always stopped and unmounted at the end.
+- :mod:`benchmarks.harness`: nginx, the devserver and the FUSE contenders as child
+  processes (the devserver and the mounts through the shared :mod:`testbed`), always
+  stopped and unmounted at the end.
 - :mod:`benchmarks.data`: the devserver data directory, built directly with its Store.
 - :mod:`benchmarks.measure`: samples, result tables and the small timed operations.
 - :mod:`benchmarks.context`: what every job gets; :mod:`benchmarks.reads`,

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.data import MIB, Blob, Dataset
-from benchmarks.harness import DevServer, Harness, Mounted, Nginx
+from benchmarks.harness import Harness, Mounted, Nginx
+from testbed.devserver import DevServer
 
 CURL = "curl (physical limit)"
 SLOW_PREFIX = {"httpdirfs": 4 * MIB, "httpdirfs cache": 256 * MIB}

@@ -1,4 +1,9 @@
-"""Child processes of a benchmark run: nginx, the devserver and the FUSE mounts.
+"""The child processes of a benchmark run: nginx, the devserver and the FUSE contenders.
+
+The devserver and the mounts come from the shared harness (:mod:`testbed.devserver`,
+:mod:`testbed.mounts`); this module adds what only the benchmark needs: nginx serving the
+blobs, the contenders' command lines (simvuefs, rclone, httpdirfs), one work directory, and
+their CPU and memory figures.
 
 Every process and mount is registered on the :class:`Harness`'s ExitStack when it starts,
 so :meth:`Harness.close` (called from a ``finally``, also after Ctrl-C or SIGTERM) stops
@@ -14,30 +19,37 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from benchmarks import tools
+from testbed.devserver import DevServer, DevServerError
+from testbed.mounts import (
+    Mount,
+    MountFailed,
+    mount_command,
+    mounts_below,
+    start_foreground,
+    tear_down,
+    unmount,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-SIMVUEFS = REPO / ".venv" / "bin" / "simvuefs"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 LOG_FORMAT = '$msec $uri $status $body_bytes_sent "$http_range"'
 """nginx access log line: ``$uri`` has no query string, so signed URLs are never logged."""
+FAILURE_LOG_CHARS = 800
+"""How much of a contender's log a failure message quotes."""
 
 
 class ContenderFailed(Exception):
@@ -75,30 +87,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-def mounts_below(directory: Path) -> list[Path]:
-    """Return the mount points at or below *directory* (from /proc/mounts)."""
-    prefix = str(directory)
-    found = []
-    for line in Path("/proc/mounts").read_text().splitlines():
-        point = line.split()[1].replace("\\040", " ")
-        if point == prefix or point.startswith(prefix + "/"):
-            found.append(Path(point))
-    return found
-
-
-def unmount(mountpoint: Path) -> None:
-    """Unmount *mountpoint* with fusermount3 -u, lazily (-uz) if it is busy."""
-    fusermount = tools.find(tools.FUSERMOUNT) or tools.FUSERMOUNT
-    if not os.path.ismount(mountpoint) and mountpoint not in mounts_below(mountpoint):
-        return
-    quiet = subprocess.DEVNULL
-    command = [fusermount, "-u", str(mountpoint)]
-    if subprocess.run(command, stdout=quiet, stderr=quiet, check=False).returncode:
-        subprocess.run(
-            [fusermount, "-uz", str(mountpoint)], stdout=quiet, stderr=quiet, check=False
-        )
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
@@ -171,32 +159,6 @@ class Nginx:
         return len(entries), sum(e.body_bytes for e in entries)
 
 
-@dataclass
-class DevServer:
-    """The running devserver: base URL, token, simvue.toml, pid."""
-
-    url: str
-    token: str
-    config: Path
-    pid: int
-
-    def admin(self, method: str, path: str) -> dict[str, Any]:
-        """Call an ``/admin`` route; return its JSON."""
-        headers = {"Authorization": f"Bearer {self.token}"}
-        response = httpx.request(method, self.url + path, headers=headers, timeout=30)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json() if response.content else {}
-        return result
-
-    def api_requests(self) -> dict[str, int]:
-        """Return the API request counts since the last :meth:`reset_stats`."""
-        counts: dict[str, int] = self.admin("GET", "/admin/stats")["api_requests"]
-        return counts
-
-    def reset_stats(self) -> None:
-        self.admin("POST", "/admin/stats/reset")
-
-
 MOUNT_KINDS = ("simvuefs", "rclone", "rclone full", "httpdirfs", "httpdirfs cache")
 """The FUSE contenders: simvuefs, rclone mount (default and --vfs-cache-mode full),
 httpdirfs (without and with --cache)."""
@@ -226,8 +188,8 @@ class Mounted:
 class Harness:
     """Owns the work directory and every child process (see the module docstring)."""
 
-    def __init__(self, simvuefs_args: Sequence[str] = ()) -> None:
-        self.simvuefs_args = list(simvuefs_args)
+    def __init__(self, simvuefs_args: list[str]) -> None:
+        self.simvuefs_args = simvuefs_args
         """Extra options for every ``simvuefs mount`` (e.g. ``--cache-size 128MiB``)."""
         self.workdir = Path(tempfile.mkdtemp(prefix="simvuefs-bench."))
         self.stack = contextlib.ExitStack()
@@ -248,20 +210,6 @@ class Harness:
                 print(f"still mounted below {self.workdir}; left in place", file=sys.stderr)
             else:
                 shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def _spawn(
-        self, argv: Sequence[str | Path], log: Path, **kwargs: Any
-    ) -> subprocess.Popen[bytes]:
-        with log.open("ab") as log_file:
-            process = subprocess.Popen(
-                [str(a) for a in argv],
-                stdin=subprocess.DEVNULL,
-                stderr=log_file,
-                stdout=kwargs.pop("stdout", log_file),
-                env=kwargs.pop("env", self._env),
-                **kwargs,
-            )
-        return process
 
     # -- servers -----------------------------------------------------------------------------
 
@@ -290,8 +238,14 @@ http {{
 """
         )
         nginx = tools.find("nginx") or "nginx"
-        argv: list[str | Path] = [nginx, "-c", config, "-p", directory]
-        process = self._spawn(argv, directory / "stderr.log")
+        with (directory / "stderr.log").open("ab") as log:
+            process = subprocess.Popen(
+                [nginx, "-c", str(config), "-p", str(directory)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self._env,
+            )
         self.stack.callback(stop, process)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -309,28 +263,44 @@ http {{
     def start_devserver(self, data_dir: Path, storage_url: str) -> DevServer:
         """Start ``simvuefs devserver`` on *data_dir* handing out *storage_url* downloads;
         --no-dedup so that every upload is really sent."""
-        config = self.workdir / "simvue.toml"
-        argv: list[str | Path] = [SIMVUEFS, "devserver", "--data", data_dir, "--port", "0"]
-        argv += ["--write-config", config, "--storage-url", storage_url, "--no-dedup"]
-        log = self.workdir / "devserver.log"
-        process = self._spawn(argv, log, stdout=subprocess.PIPE)
-        self.stack.callback(stop, process)
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
-        line = process.stdout.readline().decode() if ready else ""
-        if "listening on" not in line:
-            sys.exit(f"the devserver did not start: {redact(log.read_text()[-500:])}")
-        token: str = tomllib.loads(config.read_text())["server"]["token"]
-        self.devserver = DevServer(line.split()[-1], token, config, process.pid)
-        return self.devserver
+        extra = ["--storage-url", storage_url, "--no-dedup"]
+        server = DevServer(self.workdir, extra, data_dir=data_dir, env=self._env)
+        self.stack.callback(server.stop)
+        try:
+            server.start(START_TIMEOUT)
+        except DevServerError:
+            sys.exit(f"the devserver did not start: {redact(server.log()[-500:])}")
+        self.devserver = server
+        return server
 
     # -- mounts ------------------------------------------------------------------------------
+
+    def _contender(
+        self, kind: str, root: Path, cache: Path, log: Path, read_only: bool
+    ) -> tuple[list[str], dict[str, str]]:
+        """Return the argv and environment that mount contender *kind* at *root*."""
+        assert self.nginx is not None
+        assert self.devserver is not None
+        if kind == "simvuefs":
+            options = ["--spool-dir", str(cache), *(["--read-only"] if read_only else [])]
+            argv = mount_command(self.devserver.config_path, root, log, *options)
+            return [*argv, "--foreground", *self.simvuefs_args], self._env
+        if kind.startswith("rclone"):
+            argv = ["rclone", "mount", ":http:", str(root)]
+            argv += ["--http-url", self.nginx.blobs_url + "/"]
+            argv += ["--read-only", "--config", "/dev/null", "--cache-dir", str(cache)]
+            argv += ["--vfs-cache-mode", "full"] if kind == "rclone full" else []
+            path = f"{self._path_dir}:{self._env.get('PATH', '')}"
+            return argv, {**self._env, "PATH": path}
+        if kind.startswith("httpdirfs"):
+            argv = ["httpdirfs", "-f", "--no-range-check"]
+            argv += ["--cache", "--cache-location", str(cache)] if kind == "httpdirfs cache" else []
+            return [*argv, self.nginx.blobs_url + "/", str(root)], self._env
+        raise ValueError(f"unknown mount kind {kind!r}")
 
     @contextlib.contextmanager
     def mount(self, kind: str, read_only: bool = True) -> Iterator[Mounted]:
         """Mount contender *kind* fresh (empty caches) until the block exits."""
-        assert self.nginx is not None
-        assert self.devserver is not None
         self._mounts += 1
         name = f"{kind.replace(' ', '-')}-{self._mounts}"
         root = self.workdir / "mnt" / name
@@ -339,37 +309,24 @@ http {{
         cache.mkdir(parents=True)
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
-        env = self._env
-        if kind == "simvuefs":
-            argv: list[str | Path] = [SIMVUEFS, "mount", root, "--foreground"]
-            argv += ["--config", self.devserver.config, "--log-file", log, "--spool-dir", cache]
-            argv += ["--read-only"] if read_only else []
-            argv += self.simvuefs_args
-        elif kind.startswith("rclone"):
-            argv = ["rclone", "mount", ":http:", root, "--http-url", self.nginx.blobs_url + "/"]
-            argv += ["--read-only", "--config", "/dev/null", "--cache-dir", cache]
-            argv += ["--vfs-cache-mode", "full"] if kind == "rclone full" else []
-            env = {**env, "PATH": f"{self._path_dir}:{env.get('PATH', '')}"}
-        elif kind.startswith("httpdirfs"):
-            argv = ["httpdirfs", "-f", "--no-range-check"]
-            argv += ["--cache", "--cache-location", cache] if kind == "httpdirfs cache" else []
-            argv += [self.nginx.blobs_url + "/", root]
-        else:
-            raise ValueError(f"unknown mount kind {kind!r}")
-        process = self._spawn(argv, log, env=env)
-        with contextlib.ExitStack() as stack:
-            stack.callback(shutil.rmtree, cache, True)
-            stack.callback(stop, process)
-            stack.callback(unmount, root)
-            cleanup = self.stack.enter_context(contextlib.ExitStack())
-            cleanup.push(stack.pop_all())
-            deadline = time.monotonic() + START_TIMEOUT
-            while not os.path.ismount(root):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text(errors="replace")[-800:]
-                    raise ContenderFailed(f"{kind} did not mount: {redact(tail)}")
-                time.sleep(0.05)
-            try:
-                yield Mounted(kind, root, process.pid)
-            finally:
-                cleanup.close()
+        argv, env = self._contender(kind, root, cache, log, read_only)
+        # Closed when the block exits, or by close() if the run is interrupted first.
+        cleanup = self.stack.enter_context(contextlib.ExitStack())
+        cleanup.callback(shutil.rmtree, cache, True)
+        try:
+            mount = start_foreground(argv, root, log, log, env)
+        except MountFailed:
+            cleanup.close()
+            tail = log.read_text(errors="replace")[-FAILURE_LOG_CHARS:]
+            raise ContenderFailed(f"{kind} did not mount: {redact(tail)}") from None
+        cleanup.callback(_report_tear_down, kind, mount)
+        try:
+            yield Mounted(kind, root, mount.pid)
+        finally:
+            cleanup.close()
+
+
+def _report_tear_down(kind: str, mount: Mount) -> None:
+    """Unmount contender *kind* and stop its process; say on stderr what went wrong."""
+    for problem in tear_down(mount):
+        print(f"{kind}: {problem}", file=sys.stderr, flush=True)

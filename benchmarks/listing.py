@@ -11,8 +11,9 @@ import httpx
 
 from benchmarks.context import Context
 from benchmarks.data import BIG_RUN
-from benchmarks.harness import DevServer, Mounted
+from benchmarks.harness import Mounted
 from benchmarks.measure import Broken, Table
+from testbed.devserver import DevServer
 
 API_WALK = "httpx API walk"
 API_PAGE = 100
@@ -95,7 +96,7 @@ def _counted(
     start = time.perf_counter()
     output = function(*args)
     elapsed = time.perf_counter() - start
-    counts = ctx.devserver.api_requests()
+    counts: dict[str, int] = ctx.devserver.stats()["api_requests"]
     artifact_lists = counts.get("GET /api/runs/{run_id}/artifacts", 0)
     artifact_lists += counts.get("GET /api/artifacts", 0)
     result = table.result(name)

@@ -14,9 +14,10 @@ from types import FrameType
 
 from benchmarks import data, report, targets, tools
 from benchmarks.context import Context
-from benchmarks.harness import REPO, ContenderFailed, Harness
+from benchmarks.harness import ContenderFailed, Harness
 from benchmarks.jobs import JOBS
 from benchmarks.measure import Table
+from testbed import REPO
 
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 
@@ -77,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         for name, function in JOBS.items():
             print(f"{name}: {' '.join((function.__doc__ or '').split())}")
         return 0
-    tools.ensure_installed()
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
     try:

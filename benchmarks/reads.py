@@ -93,7 +93,7 @@ def ttfb(ctx: Context) -> Table:
                 result = table.result(kind)
                 result.add(statistics.median(times), rss=mounted.peak_rss())
                 if kind == "simvuefs":
-                    requests = sum(ctx.devserver.api_requests().values()) / len(blobs)
+                    requests = sum(ctx.devserver.stats()["api_requests"].values()) / len(blobs)
                     result.notes["API requests per file"] = f"{requests:.1f}"
     return table
 

@@ -1,15 +1,16 @@
 """The Python API: ``with simvuefs.mounted(path, ...) as root:`` mounts for a ``with`` block.
 
 The mount is made by the real command line (``python -m simvuefs mount PATH --foreground
---ready-fd N``) in a child process of its own session, exactly as ``simvuefs mount`` runs
-its daemon, so the API and the command behave the same. Invariants:
+--ready-fd N``) in a child process of its own session, started by the same function as
+``simvuefs mount`` starts its daemon (``control.mounts.start_mount``), so the API and the
+command behave the same. Invariants:
 
 - The token never appears on a command line: it goes to the child as ``SIMVUE_TOKEN``
   (``ps`` shows every process's arguments to every user). The URL goes as ``SIMVUE_URL``
   too, so an explicit ``url=`` wins over one in the environment, as ``--url`` would not.
 - ``mounted`` returns only once the mount answers requests, or raises :class:`MountError`
   with the command's one-line message (nothing is left mounted or running then).
-- Leaving the block, normally or by an exception, unmounts with ``simvuefs unmount`` and
+- Leaving the block, normally or by an exception, unmounts as ``simvuefs unmount`` does and
   waits for the mount process to finish (its uploads in progress get ``upload_wait``
   seconds, as at any unmount); an unmount failure is raised as :class:`MountError` unless
   the block is already raising.
@@ -20,17 +21,13 @@ This module imports nothing of the FUSE side, so ``import simvuefs`` stays cheap
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from simvuefs.control.readiness import failure, wait_for_line
+from simvuefs.control.mounts import ExitedEarly, MountProcess, StartFailed, start_mount, unmount
+from simvuefs.logs import UsageError
 
-READY_TIMEOUT = 120.0
-"""How long the mount may take to come up (server checks and spool recovery included)."""
 EXIT_MARGIN = 30.0
 """How much longer than the upload wait the mount process may take to exit after unmount."""
 DEFAULT_UPLOAD_WAIT = 30.0
@@ -82,73 +79,25 @@ def mount_argv(
     return argv
 
 
-def _last_line(log_file: Path, since: int) -> str:
-    """The last line the child wrote to *log_file* after offset *since* (its error)."""
-    try:
-        with log_file.open("rb") as stream:
-            stream.seek(since)
-            lines = stream.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
-
-
-def _start(argv: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], env: dict[str, str], log_file: Path) -> MountProcess:
     """Start the mount process and return it once it reports ``ready``; MountError if not."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log_stream:
-        since = log_stream.tell()
-        read_end, write_end = os.pipe()
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "simvuefs", *argv, "--ready-fd", str(write_end)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_stream,
-                stderr=log_stream,
-                env=env,
-                pass_fds=(write_end,),
-                start_new_session=True,
-            )
-        finally:
-            os.close(write_end)
     try:
-        line = wait_for_line(read_end, READY_TIMEOUT)
-    finally:
-        os.close(read_end)
-    if line == "ready":
-        return process
-    if failed := failure(line):
-        message = failed[1]
-    elif line is None:
-        process.send_signal(signal.SIGTERM)
-        message = f"the mount was not ready after {READY_TIMEOUT:.0f} s (log: {log_file})"
-    else:
-        message = _last_line(log_file, since) or f"the mount process failed (log: {log_file})"
-    try:
-        process.wait(EXIT_MARGIN)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        return start_mount(argv, log_file, env=env)
+    except ExitedEarly as exc:
+        message = exc.last_logged or f"the mount process failed (log: {log_file})"
+    except StartFailed as exc:
+        message = str(exc)
     raise MountError(message.removeprefix("simvuefs: "))
 
 
-def _stop(path: Path, process: subprocess.Popen[bytes], wait: float) -> str | None:
-    """Unmount *path* with the CLI and wait for *process*; return what went wrong, if so."""
-    result = subprocess.run(
-        [sys.executable, "-m", "simvuefs", "unmount", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def _stop(path: Path, process: MountProcess, wait: float) -> str | None:
+    """Unmount *path* and wait for *process*; return what went wrong, if anything."""
     problem = None
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        problem = (lines[-1] if lines else "unmount failed").removeprefix("simvuefs: ")
     try:
-        process.wait(wait + EXIT_MARGIN)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        unmount(path)
+    except UsageError as exc:
+        problem = str(exc)
+    if not process.end(wait + EXIT_MARGIN):
         problem = problem or f"the mount process of {path} did not exit and was killed"
     return problem
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simvuefs import __version__
+from simvuefs.control import mounts
 from simvuefs.control.readiness import Readiness
 from simvuefs.errors import ConfigError, SimvueError
 from simvuefs.logs import UsageError, setup_logging
@@ -290,49 +291,52 @@ def _selection(args: argparse.Namespace) -> RunSelection:
     return RunSelection(folder=folder, runs=frozenset(args.run))
 
 
-def _mount(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace, mountpoint: Path) -> Settings:
+    """The mount's Settings: the server's (or the offline cache's) and the options'."""
     from simvuefs.config import Settings, parse_ttl, resolve_server, token_reloader
-    from simvuefs.control import registry
-    from simvuefs.fuse import mount
 
+    spool_dir = args.spool_dir and _absolute(args.spool_dir)
+    if args.offline is not None:
+        return _offline_settings(args, spool_dir)
+    server = resolve_server(url=args.url, profile=args.profile, config_file=args.config)
+    return Settings.from_server(
+        server,
+        mountpoint=mountpoint,
+        **_memory_caps(args),
+        verify_content=not args.no_verify,
+        metadata_ttl=parse_ttl(args.metadata_ttl),
+        spool_dir=spool_dir,
+        shutdown_upload_wait=args.upload_wait,
+        request_timeout=args.request_timeout,
+        token_reload=token_reloader(url=args.url, profile=args.profile, config_file=args.config),
+    )
+
+
+def _mount(args: argparse.Namespace) -> int:
     mountpoint = _absolute(args.mountpoint)
     if not args.foreground:
         _memory_caps(args)  # bad values fail here, before any daemon starts
         log_file = _absolute(args.log_file or default_log_file())
         try:
-            mount.spawn_daemon(_daemon_argv(args, mountpoint, log_file), log_file)
+            mounts.start_mount(_daemon_argv(args, mountpoint, log_file), log_file)
         except OSError as exc:
             raise UsageError(f"cannot start the mount process: {exc}") from None
         return 0
+    from simvuefs.fuse import mount
+
     readiness = Readiness(args.ready_fd)
     try:
         try:
             setup_logging(args.log_level, args.log_file)
         except OSError as exc:
             raise UsageError(f"cannot write the log file {args.log_file}: {exc.strerror}") from None
-        spool_dir = args.spool_dir and _absolute(args.spool_dir)
-        if args.offline is not None:
-            settings = _offline_settings(args, spool_dir)
-        else:
-            server = resolve_server(url=args.url, profile=args.profile, config_file=args.config)
-            settings = Settings.from_server(
-                server,
-                **_memory_caps(args),
-                verify_content=not args.no_verify,
-                metadata_ttl=parse_ttl(args.metadata_ttl),
-                spool_dir=spool_dir or registry.default_spool(server.url, mountpoint),
-                shutdown_upload_wait=args.upload_wait,
-                request_timeout=args.request_timeout,
-                token_reload=token_reloader(
-                    url=args.url, profile=args.profile, config_file=args.config
-                ),
-            )
+        settings = _settings(args, mountpoint)
         options = mount.MountOptions(
             mountpoint=mountpoint,
             read_only=args.read_only,
             allow_other=args.allow_other,
             debug_fuse=args.debug_fuse,
-            remove_empty_spool=spool_dir is None,
+            remove_empty_spool=args.spool_dir is None,
             report_to_stderr=args.ready_fd is None,
             offline=args.offline is not None,
             selection=_selection(args),
@@ -361,9 +365,7 @@ def _add_unmount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _unmount(args: argparse.Namespace) -> int:
-    from simvuefs.fuse import mount
-
-    note = mount.unmount(_absolute(args.mountpoint))
+    note = mounts.unmount(_absolute(args.mountpoint))
     if note:
         print(f"simvuefs: {note}", file=sys.stderr)
     return 0

@@ -20,6 +20,15 @@ client silently drops or garbles them); a ``~`` in the offline directory is expa
 keys elsewhere, and merges ``pyproject.toml`` ``[tool.simvue]``, which cannot hold a URL or token).
 
 The token never appears in ``repr``, logs or error messages.
+
+The spool directory of a mount (where files written through it wait until they land) is
+decided here and nowhere else: ``--spool-dir`` if given; else, for a server,
+``$XDG_CACHE_HOME/simvuefs/spool/<key>`` with *key* derived from the server URL and the
+mount point (:func:`mount_spool_dir`: two mounts never share a spool, whose lock would
+refuse the second; uploads pending for one server are never offered to another; mounting
+the same server at the same place again resumes them); for the offline cache,
+``<cache>/simvuefs/spool``. ``Settings.spool_dir`` always holds the result, so nothing below
+falls back to a default of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -53,6 +63,25 @@ DEFAULT_READAHEAD_TOTAL = 64 * MIB
 
 CONFIG_FILE_NAMES = ("simvue.toml", ".simvue.toml")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+KEY_LENGTH = 16
+"""Hex digits of the sha256 that name a per-mount spool or file (collisions are irrelevant)."""
+
+
+def path_key(*parts: str) -> str:
+    """Return the name of a per-mount directory or file derived from *parts*."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:KEY_LENGTH]
+
+
+def spool_root() -> Path:
+    """Return ``$XDG_CACHE_HOME/simvuefs/spool``, or ``~/.cache/simvuefs/spool``."""
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    return base / "simvuefs" / "spool"
+
+
+def mount_spool_dir(url: str, mountpoint: Path) -> Path:
+    """Return the spool of a mount of the server *url* at *mountpoint* (module docstring)."""
+    return spool_root() / path_key(url, str(mountpoint))
 
 
 @dataclass(frozen=True)
@@ -105,9 +134,10 @@ class Settings:
     verify_content: bool = True
     # The client's offline cache directory (SIMVUE_OFFLINE_DIRECTORY, [offline] cache, ~/.simvue).
     offline_directory: Path = field(default_factory=lambda: Path.home() / ".simvue")
-    # Uploads (upload.py): where written files are spooled (None = $XDG_CACHE_HOME/simvuefs/spool),
-    # bytes kept free there, backoff of background retries, and how long unmount waits for them.
-    spool_dir: Path | None = None
+    # Uploads (write/): where written files are spooled (a mount's own, see from_server and
+    # for_offline; settings built directly use spool_root() itself), bytes kept free there,
+    # backoff of background retries, and how long unmount waits for them.
+    spool_dir: Path = field(default_factory=spool_root)
     spool_min_free: int = 64 * MIB
     upload_retry_initial: float = 2.0
     upload_retry_max: float = 300.0
@@ -142,13 +172,19 @@ class Settings:
                 raise ConfigError(f"setting {name} must be {kind}, not {value}")
 
     @classmethod
-    def from_server(cls, server: ServerConfig, **overrides: Any) -> Settings:
-        """Build settings for *server*, with tunables from *overrides*.
+    def from_server(cls, server: ServerConfig, *, mountpoint: Path, **overrides: Any) -> Settings:
+        """Build settings for a mount of *server* at *mountpoint*, with tunables from
+        *overrides*; the spool is :func:`mount_spool_dir` unless *spool_dir* is given.
 
         Overrides whose value is None are ignored, so unset command-line options can be passed
         straight through; an unknown name is a TypeError (a programming error).
         """
-        base = cls(url=server.url, token=server.token, offline_directory=server.offline_directory)
+        base = cls(
+            url=server.url,
+            token=server.token,
+            offline_directory=server.offline_directory,
+            spool_dir=mount_spool_dir(server.url, mountpoint),
+        )
         given = {name: value for name, value in overrides.items() if value is not None}
         return dataclasses.replace(base, **given)
 
@@ -163,9 +199,13 @@ class Settings:
         any online mount's. Overrides as in :meth:`from_server`.
         """
         given = {name: value for name, value in overrides.items() if value is not None}
-        base = cls(url=directory.as_uri(), token="", offline_directory=directory)
-        spool = {"spool_dir": directory / "simvuefs" / "spool"}
-        base = dataclasses.replace(base, **{**spool, **given})
+        base = cls(
+            url=directory.as_uri(),
+            token="",
+            offline_directory=directory,
+            spool_dir=directory / "simvuefs" / "spool",
+        )
+        base = dataclasses.replace(base, **given)
         if "finished_run_ttl" not in given:
             base = dataclasses.replace(base, finished_run_ttl=base.metadata_ttl)
         return base

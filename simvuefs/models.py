@@ -4,22 +4,32 @@ Pure data: no I/O. Every ``from_json`` is lenient: unknown keys are ignored, mis
 keys get defaults, and a record that lacks what simvuefs cannot do without (an ``id``, a
 ``name``) raises :class:`simvuefs.errors.ProtocolError` instead of ``KeyError``/``TypeError``,
 so bad server data never escapes as an unexpected exception.
+
+The artifact-name rule lives here and nowhere else: :func:`is_artifact_name` decides, and
+:func:`check_artifact_name` refuses with the one message users see (:data:`ARTIFACT_NAME_RULE`).
 """
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from simvuefs.errors import ProtocolError
+from simvuefs.errors import LocalError, ProtocolError
 
 CATEGORIES = ("input", "output", "code")
 """Artifact categories, in the order directories are shown."""
 
 NAME_REGEX = re.compile(r"^[a-zA-Z0-9\-\_\s\/\.:]+$")
 """What the Simvue client accepts for run and artifact names (protocol section 3.2)."""
+ARTIFACT_NAME_RULE = (
+    "Simvue artifact names may contain only ASCII letters, digits, spaces and - _ . : "
+    f"with / between directories (regex {NAME_REGEX.pattern} on the whole name; no tabs "
+    "or newlines, no empty, . or .. parts)"
+)
+"""The rule of :func:`is_artifact_name` as users read it (SEMANTICS.md, "Writing")."""
 
 # The server's timestamp format is "%Y-%m-%dT%H:%M:%S.%f", UTC, naive. We also accept
 # missing fractions, a trailing "Z" and explicit offsets, because other servers may send them.
@@ -47,6 +57,21 @@ def format_timestamp(when: datetime) -> str:
     if when.tzinfo is not None:
         when = when.astimezone(UTC).replace(tzinfo=None)
     return when.strftime(_TS_FORMAT)
+
+
+def is_artifact_name(name: str) -> bool:
+    """True for an artifact name simvuefs uploads (:data:`ARTIFACT_NAME_RULE`): the client's
+    NAME_REGEX, no whitespace but spaces, and ``/``-separated parts that are neither empty
+    nor ``.``/``..``."""
+    if NAME_REGEX.fullmatch(name) is None or any(c.isspace() and c != " " for c in name):
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
+
+def check_artifact_name(name: str) -> None:
+    """Raise LocalError (EINVAL) naming the rule unless *name* passes :func:`is_artifact_name`."""
+    if not is_artifact_name(name):
+        raise LocalError(f"refusing the name {name!r}: {ARTIFACT_NAME_RULE}", errno=errno.EINVAL)
 
 
 def _require_str(data: dict[str, Any], key: str, kind: str) -> str:

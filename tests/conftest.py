@@ -1,4 +1,5 @@
-"""Shared fixtures: real devservers on 127.0.0.1 (see ``tests/devserver_util.py``).
+"""Shared fixtures: real devservers on 127.0.0.1 (``tests/devserver_util.py`` lists them), and
+an offline cache written by the official client (``tests/offline_util.py``).
 
 The level of a test is its folder: ``tests/unit`` (no server, no mount), ``tests/server``
 (a real devserver over HTTP, no mount) and ``tests/mount`` (real FUSE mounts). Every test
@@ -9,27 +10,32 @@ the fixtures here are synchronous, so they work for sync and trio tests alike.
 
 When a test that used a devserver fails, the server's stderr log is attached to the report
 (section "devserver log"), which is more useful than sleeping to let logs settle.
+
+Invariant: only tests under ``tests/mount`` mount. Elsewhere the harness's mount starters
+(``testbed.mounts.start_daemon``/``start_foreground``) fail the test that calls them.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from devserver_util import SEEDED_LARGE_SIZE, DevServer
+from devserver_util import SEEDED_LARGE_SIZE
+from helpers import DEVSERVERS_USED, report_log_on_failure
+from offline_util import make_official_run
 
-
-def _remember(request: pytest.FixtureRequest, server: DevServer) -> None:
-    servers: list[DevServer] = request.node.__dict__.setdefault("_devservers", [])
-    servers.append(server)
+from testbed import mounts
+from testbed.devserver import DevServer
 
 
 @pytest.fixture
 def devserver(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DevServer]:
     """A fresh, empty devserver for this test."""
     server = DevServer(tmp_path / "devserver").start()
-    _remember(request, server)
+    report_log_on_failure(request, server)
     try:
         yield server
     finally:
@@ -46,7 +52,7 @@ def devserver_factory(
     def start(*extra_args: str) -> DevServer:
         server = DevServer(tmp_path / f"devserver{len(started)}", extra_args)
         started.append(server)
-        _remember(request, server)
+        report_log_on_failure(request, server)
         return server.start()
 
     try:
@@ -81,8 +87,33 @@ def seeded_devserver(
     """The session's devserver seeded with ``--seed demo`` (see simvuefs.devserver.seed);
     faults are cleared before each test. Do not modify its runs or artifacts."""
     _seeded_devserver_session.clear_faults()
-    _remember(request, _seeded_devserver_session)
+    report_log_on_failure(request, _seeded_devserver_session)
     return _seeded_devserver_session
+
+
+@pytest.fixture(scope="session")
+def official_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """An offline cache holding one official offline run, and that run's record (shared by
+    the session: change a copy, ``offline_cache``)."""
+    workdir = tmp_path_factory.mktemp("official")
+    cache = workdir / "cache"
+    run = make_official_run(workdir, cache)
+    return cache, run
+
+
+@pytest.fixture
+def offline_cache(official_cache: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
+    """A private copy of the official offline cache."""
+    copy = tmp_path / "cache"
+    shutil.copytree(official_cache[0], copy)
+    return copy
+
+
+@pytest.fixture
+def offline_run_id(official_cache: tuple[Path, dict[str, Any]]) -> str:
+    """The offline id of the official run in ``offline_cache``."""
+    identifier: str = official_cache[1]["id"]
+    return identifier
 
 
 MOUNT_TESTS = Path(__file__).resolve().parent / "mount"
@@ -95,6 +126,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.fuse)
 
 
+@pytest.fixture(autouse=True)
+def _mounts_only_under_tests_mount(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Make the harness refuse to mount in a test that is not marked ``fuse``."""
+    if request.node.get_closest_marker("fuse") is not None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> Any:
+        raise AssertionError(f"{request.node.nodeid} mounts: move it to tests/mount")
+
+    monkeypatch.setattr(mounts, "start_daemon", refuse)
+    monkeypatch.setattr(mounts, "start_foreground", refuse)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -102,6 +148,6 @@ def pytest_runtest_makereport(
     """Attach the log of every devserver a failing test used to its report."""
     report = yield
     if report.failed:
-        for server in item.__dict__.get("_devservers", []):
+        for server in item.stash.get(DEVSERVERS_USED, []):
             report.sections.append((f"devserver log ({server.workdir})", server.log()[-20000:]))
     return report

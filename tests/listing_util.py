@@ -8,10 +8,11 @@ all differ.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from helpers import sha256
 
 from simvuefs.devserver.seed import artifact_record, run_record
 from simvuefs.devserver.store import Store
@@ -75,7 +76,7 @@ def fill(data_dir: Path, layout: Layout) -> Layout:
 
 def _artifact(store: Store, run: str, name: str, created: datetime) -> str:
     content = f"run {run} {name}\n".encode()
-    checksum = hashlib.sha256(content).hexdigest()
+    checksum = sha256(content)
     store.write_blob(checksum, [content])
     record = store.create_artifact(
         artifact_record(

@@ -8,26 +8,22 @@ caches (configuration, server version probe) and background threads out of pytes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import simvue
+from helpers import sha256, sha256_file
 from simvue.api.objects.artifact.file import FileArtifact
 from simvue.client import Client
 from simvue.sender import Sender
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _tree(root: Path) -> dict[str, str]:
     """Return {relative path: sha256} of every file under *root*."""
     return {
-        str(path.relative_to(root)): _digest(path) for path in root.rglob("*") if path.is_file()
+        str(path.relative_to(root)): sha256_file(path) for path in root.rglob("*") if path.is_file()
     }
 
 
@@ -83,7 +79,7 @@ def download(args: dict[str, Any]) -> dict[str, Any]:
     for name in args.get("objects", []):
         value = client.get_artifact(run_id, name)
         if isinstance(value, bytes):  # types the client does not deserialise
-            value = {"sha256": hashlib.sha256(value).hexdigest()}
+            value = {"sha256": sha256(value)}
         result["objects"][name] = value.tolist() if hasattr(value, "tolist") else value
     result["run"] = {
         key: getattr(client.get_run(run_id), key) for key in ("name", "status", "folder")

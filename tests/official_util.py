@@ -12,7 +12,6 @@ network calls, but the client still insists on a JWT-shaped, unexpired token: pr
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -24,10 +23,6 @@ from typing import Any
 SCRIPT = Path(__file__).with_name("official_client.py")
 SCENARIO_TIMEOUT = 120
 CLOSED_PORT_URL = "http://127.0.0.1:9"
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def offline_token(lifetime: float = 86400.0) -> str:

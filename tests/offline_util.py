@@ -1,13 +1,16 @@
-"""The official client in offline mode, for tests of simvuefs's offline mount.
+"""The official client in offline mode, for tests of simvuefs's offline backend and mount.
 
 :class:`OfflineOfficial` is :class:`official_util.OfficialClient` with its offline cache at
 a given directory and offline runs; without a devserver its URL points at a closed port (the
-sender needs a devserver).
+sender needs a devserver). :func:`make_official_run` writes the run most tests look at (the
+``official_cache`` fixture of ``tests/conftest.py``); :data:`BAD_RUNS` and
+:data:`BAD_ARTIFACTS` are records the backend must skip, written by :func:`write_old`.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +78,26 @@ def expected_by_category() -> dict[str, dict[str, bytes]]:
     for local, category, _, name in SAVED:
         found[category][name] = FILES[local]
     return found
+
+
+# Records the backend must skip (file stem -> bytes), in runs/ and artifacts/ of a cache.
+BAD_RUNS = {
+    "not-json": b"{not json",
+    "a-list": b"[]",
+    "no-name": b'{"obj_type": "Run", "status": "running"}',
+}
+BAD_ARTIFACTS = {
+    "not-json": b"\x00\xff",
+    "unknown-type": b'{"obj_type": "Tag", "name": "x", "runs": {}}',
+    "runs-not-a-dict": b'{"obj_type": "FileArtifact", "name": "x", "original_path": "/x", '
+    b'"runs": "input"}',
+    "no-path": b'{"obj_type": "FileArtifact", "name": "x", "runs": {}}',
+}
+OLD = time.time() - 3600
+"""An mtime long past the backend's settling time (records younger are being written)."""
+
+
+def write_old(path: Path, data: bytes) -> None:
+    """Write *data* to *path* with an old mtime, so the backend reads it at once."""
+    path.write_bytes(data)
+    os.utime(path, (OLD, OLD))

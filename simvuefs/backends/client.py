@@ -24,7 +24,6 @@ import functools
 import json
 import logging
 import math
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from simvuefs.errors import (
     TransportError,
     UrlExpired,
 )
+from simvuefs.localio import RateLimitedWarner
 from simvuefs.models import CATEGORIES, Artifact, Run, UploadSlot
 
 log = logging.getLogger(__name__)
@@ -98,29 +98,6 @@ class ClientStats:
     bytes_downloaded: int
     bytes_uploaded: int
     url_refreshes: int
-
-
-class _SkipWarner:
-    """Warn about skipped malformed list entries at most once per *interval* seconds."""
-
-    def __init__(self, interval: float = 60.0) -> None:
-        self._interval = interval
-        self._last: float | None = None
-        self._suppressed = 0
-
-    def warn(self, what: str, exc: Exception) -> None:
-        now = time.monotonic()
-        if self._last is not None and now - self._last < self._interval:
-            self._suppressed += 1
-            return
-        log.warning(
-            "%s: skipped a malformed entry (%s); %d more since the last warning",
-            what,
-            exc,
-            self._suppressed,
-        )
-        self._last = now
-        self._suppressed = 0
 
 
 class RangeStream:
@@ -245,7 +222,7 @@ class SimvueClient:
         self._policy = RetryPolicy(attempts=max(1, settings.retry_attempts))
         self._counters = Counters()
         self._fresh_urls: cachetools.LRUCache[str, str] = cachetools.LRUCache(URL_MEMORY)
-        self._skips = _SkipWarner()
+        self._skips = RateLimitedWarner(log)
 
     @classmethod
     @asynccontextmanager
@@ -350,7 +327,7 @@ class SimvueClient:
             try:
                 parsed.append(parse(entry))
             except ProtocolError as exc:
-                self._skips.warn(what, exc)
+                self._skips.warn("%s: skipped a malformed entry (%s)", what, exc)
         return parsed
 
     # -- server ---------------------------------------------------------------------------

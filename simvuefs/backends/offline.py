@@ -49,13 +49,14 @@ from simvuefs.backends.offline_cache import (
     RUNS,
     ArtifactRecord,
     RecordDirectory,
-    SkipWarner,
     artifact_parser,
     parse_run,
+    skip_warner,
 )
 from simvuefs.backends.offline_drafts import Drafts
 from simvuefs.config import MIB, Settings
 from simvuefs.errors import ConfigError, DeadlineExceeded, LocalError, NotFound
+from simvuefs.localio import local_error
 from simvuefs.models import CATEGORIES, Artifact, Run, UploadSlot
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,6 @@ READ_CHUNK = 1 * MIB
 # Storing content may take 10 s plus 1 s per MiB, as an upload may online (client.py).
 STORE_BASE_SECONDS = 10.0
 STORE_MIN_BYTES_PER_SECOND = 1 * MIB
-# Errnos worth passing on as they are; any other failure of local files is EIO.
-_PASSED_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
 
 
 @dataclass(frozen=True)
@@ -78,14 +77,6 @@ class OfflineStats:
     bytes_read: int
     files_opened: int
     artifacts_created: int
-
-
-def local_error(exc: OSError, what: str) -> LocalError:
-    """Turn *exc* into a LocalError: ENOSPC, EDQUOT, EACCES, EROFS as they are, else EIO."""
-    code = exc.errno if exc.errno in _PASSED_ERRNOS else errno.EIO
-    if isinstance(exc, FileNotFoundError):
-        return LocalError(f"{what}: {exc.filename} is missing", errno=code)
-    return LocalError(f"{what}: {exc.strerror or exc}", errno=code)
 
 
 def content_path(artifact: Artifact) -> Path:
@@ -120,11 +111,10 @@ class FileRange:
         wanted = min(max_bytes, self._stop - self._position, READ_CHUNK)
         if wanted <= 0:
             return b""
-        data = await self._client._in_thread("read", os.pread, self._fd, wanted, self._position)
+        data = await self._client.pread(self._fd, wanted, self._position)
         if not data:
             raise LocalError("the content file shrank while being read", errno=errno.EIO)
         self._position += len(data)
-        self._client._bytes_read += len(data)
         return data
 
 
@@ -134,7 +124,7 @@ class OfflineClient:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.cache = settings.offline_directory
-        warner = SkipWarner()
+        warner = skip_warner()
         self._runs = RecordDirectory(self.cache / RUNS, parse_run, warner)
         self._artifacts: RecordDirectory[ArtifactRecord] = RecordDirectory(
             self.cache / ARTIFACTS, artifact_parser(self.cache), warner
@@ -179,6 +169,12 @@ class OfflineClient:
     def statistics(self) -> OfflineStats:
         """Return a snapshot of the counters."""
         return OfflineStats(self._bytes_read, self._files_opened, self._created)
+
+    async def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """Read up to *length* bytes at *offset* of the open content file *fd* (counted)."""
+        data = await self._in_thread("read", os.pread, fd, length, offset)
+        self._bytes_read += len(data)
+        return data
 
     async def _in_thread(
         self, what: str, function: Callable[..., T], *args: Any, seconds: float | None = None

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from simvuefs.errors import NotFound, ProtocolError
+from simvuefs.localio import RateLimitedWarner
 from simvuefs.models import CATEGORIES, Artifact, Run
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ OWN = "simvuefs"
 SETTLE_SECONDS = 2.0
 """A record younger than this that does not parse may still be being written."""
 WARNING_INTERVAL = 60.0
+SKIPPED = "offline cache: skipped %s: %s"
+"""The log line of a skipped record (its path, why)."""
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
@@ -63,29 +66,9 @@ def check_id(ident: str, kind: str) -> str:
     return ident
 
 
-class SkipWarner:
-    """Log skipped records at WARNING at most once per *interval* seconds (else DEBUG)."""
-
-    def __init__(self, interval: float = WARNING_INTERVAL) -> None:
-        self._interval = interval
-        self._last: float | None = None
-        self._suppressed = 0
-        self._lock = threading.Lock()
-
-    def skip(self, path: Path, reason: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if self._last is not None and now - self._last < self._interval:
-                self._suppressed += 1
-                log.debug("skipped %s: %s", path, reason)
-                return
-            suppressed, self._suppressed, self._last = self._suppressed, 0, now
-        log.warning(
-            "offline cache: skipped %s: %s (%d more skipped since the last warning)",
-            path,
-            reason,
-            suppressed,
-        )
+def skip_warner() -> RateLimitedWarner:
+    """Return a warner for skipped records: WARNING at most once per WARNING_INTERVAL."""
+    return RateLimitedWarner(log, WARNING_INTERVAL)
 
 
 # -- reading records ----------------------------------------------------------------------
@@ -123,7 +106,7 @@ class RecordDirectory(Generic[T]):
         self,
         directory: Path,
         parse: Callable[[str, Any, os.stat_result], T],
-        warner: SkipWarner,
+        warner: RateLimitedWarner,
     ) -> None:
         self.directory = directory
         self._parse = parse
@@ -163,7 +146,7 @@ class RecordDirectory(Generic[T]):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self._warner.skip(path, exc.strerror or str(exc))
+            self._warner.warn(SKIPPED, path, exc.strerror or str(exc))
             return None
         known = self._seen.get(ident)
         if known is not None and known[0] == _stamp(info):
@@ -180,7 +163,7 @@ class RecordDirectory(Generic[T]):
                 log.debug("%s is not readable yet (%s); maybe half written", path, exc)
                 return None  # not remembered: read again next time
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._warner.skip(path, reason)
+            self._warner.warn(SKIPPED, path, reason)
         seen[ident] = (_stamp(info), record)
         return record
 

@@ -49,6 +49,7 @@ from simvuefs.backends.offline_cache import (
 )
 from simvuefs.config import MIB
 from simvuefs.errors import AuthError, IntegrityError, NotFound, ProtocolError
+from simvuefs.localio import fsync_dir, write_atomically
 from simvuefs.models import Artifact
 
 log = logging.getLogger(__name__)
@@ -92,25 +93,6 @@ def file_record(draft: Mapping[str, Any], runs: Mapping[str, str]) -> dict[str, 
 def snapshot_name(stem: str, when: datetime) -> str:
     """``<stem>_<YYYY-mm-dd_HH-MM-SS_mmm>.file``, the client's snapshot name."""
     return f"{stem}_{when.strftime(SNAPSHOT_FORMAT)[:-3]}.file"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the entries of directory *path* durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes, temp: Path) -> None:
-    """Write *data* to *temp* (same filesystem), fsync it, rename it to *path*, fsync."""
-    with open(temp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, path)
-    fsync_dir(path.parent)
 
 
 class Drafts:
@@ -214,8 +196,8 @@ class Drafts:
             raise NotFound(f"no artifact {ident} created by this mount", status=404)
         record["runs"][run_id] = category
         data = record_bytes(record)
-        write_atomically(self.artifacts / f"{ident}.json", data, self._temp(ident, "record"))
-        write_atomically(self.created / f"{ident}.json", data, self._temp(ident, "created"))
+        write_atomically(self.artifacts / f"{ident}.json", data, temp=self._temp(ident, "record"))
+        write_atomically(self.created / f"{ident}.json", data, temp=self._temp(ident, "created"))
         draft_path.unlink(missing_ok=True)
 
     def artifact(self, ident: str) -> Artifact:
@@ -259,7 +241,7 @@ class Drafts:
 
     def _save_draft(self, ident: str, draft: dict[str, Any]) -> None:
         path = self.drafts / f"{ident}.json"
-        write_atomically(path, json.dumps(draft).encode("utf-8"), self._temp(ident, "draft"))
+        write_atomically(path, json.dumps(draft).encode("utf-8"), temp=self._temp(ident, "draft"))
 
     def _draft(self, ident: str) -> dict[str, Any]:
         path = self.drafts / f"{check_id(ident, 'artifact')}.json"

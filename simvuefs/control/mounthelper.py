@@ -60,6 +60,15 @@ VALUED = {
     "read_ahead_total": "--read-ahead-total",
 }
 """Options of the form ``name=value``, and the flag each becomes (``run=`` may repeat)."""
+NOT_OPTIONS = {
+    "--foreground": "mount(8) waits for the helper, so the mount always runs as a daemon",
+    "--debug-fuse": "libfuse's trace of every request is for debugging a foreground mount",
+    "--url": "a server needs its token, which never goes into fstab: config= names both",
+    "--ready-fd": "internal: the pipe between the daemonising command and its mount process",
+}
+"""``simvuefs mount`` flags deliberately not reachable as mount options, and why. Every other
+flag is an option above (or ``offline``/``offline=DIR``); a test checks both tables against
+the command's parser."""
 
 
 def option_flags(options: str, *, sloppy: bool = False) -> list[str]:

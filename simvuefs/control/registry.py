@@ -4,30 +4,23 @@
 daemon is gone (after a crash, or an unmount that left uploads pending). So every writable
 mount records itself in ``$XDG_STATE_HOME/simvuefs/mounts/<key>.json`` (default
 ``~/.local/state/simvuefs/mounts``): the mount point, the daemon's pid, the server URL and
-the spool directory. The record is written when the spool is open and removed at unmount
-when nothing is left pending; a record whose pid no longer runs means "not mounted".
-
-Each mount point gets its own spool by default, ``$XDG_CACHE_HOME/simvuefs/spool/<key>``
-with *key* derived from the server URL and the mount point: two mounts never share a spool
-(its lock would refuse the second), uploads pending for one server are never offered to
-another, and mounting the same server at the same place again resumes them.
+the spool directory (``Settings.spool_dir``: which spool a mount uses is decided in
+``config.py``). The record is written when the spool is open and removed at unmount when
+nothing is left pending; a record whose pid no longer runs means "not mounted".
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from simvuefs.write.spool import default_spool_dir
+from simvuefs.config import path_key
+from simvuefs.localio import write_atomically
 
 log = logging.getLogger(__name__)
-
-KEY_LENGTH = 16
-"""Hex digits of the sha256 that name a spool or a record (collisions are irrelevant)."""
 
 
 def state_dir() -> Path:
@@ -42,28 +35,9 @@ def records_dir() -> Path:
     return state_dir() / "mounts"
 
 
-def stats_dir() -> Path:
-    """Where live mounts publish their counters (``stats.py``)."""
-    return state_dir() / "stats"
-
-
-def _key(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:KEY_LENGTH]
-
-
-def default_spool(url: str, mountpoint: Path) -> Path:
-    """Return the spool directory a mount of *url* at *mountpoint* uses by default."""
-    return default_spool_dir() / _key(url, str(mountpoint))
-
-
 def record_path(mountpoint: Path) -> Path:
     """Return where the record of the mount at *mountpoint* is kept."""
-    return records_dir() / f"{_key(str(mountpoint))}.json"
-
-
-def stats_path(mountpoint: Path) -> Path:
-    """Return where the mount at *mountpoint* publishes its counters."""
-    return stats_dir() / f"{_key(str(mountpoint))}.json"
+    return records_dir() / f"{path_key(str(mountpoint))}.json"
 
 
 def simvuefs_running(pid: int) -> bool:
@@ -94,11 +68,10 @@ def save(record: MountRecord) -> None:
     """Write *record* (replacing an older one for the same mount point); errors are logged,
     they only make ``simvuefs status`` less helpful."""
     path = record_path(Path(record.mountpoint))
-    temporary = path.with_name(path.name + ".tmp")
+    data = json.dumps(asdict(record), indent=1).encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(asdict(record), indent=1), encoding="utf-8")
-        temporary.replace(path)
+        write_atomically(path, data, durable=False)
     except OSError as exc:
         log.warning("cannot record the mount in %s: %s", path, exc.strerror or exc)
 

@@ -1,9 +1,9 @@
 """``simvuefs status``: what a mount has not uploaded yet, and what a live mount has done.
 
-Reads the mount records (``registry.py``), the counters live mounts publish (``stats.py``)
-and the journal (``spool.read_pending``) without locking anything, so it works while the
-mount runs, after it crashed and after an unmount that left uploads pending. Every function
-returns the text to print.
+Reads the mount records (``registry.py``), the counters live mounts publish
+(``counters.py``), the mount table (``mounts.py``) and the journal (``spool.read_pending``)
+without locking anything, so it works while the mount runs, after it crashed and after an
+unmount that left uploads pending. Every function returns the text to print.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from simvuefs.config import MIB
-from simvuefs.control import registry
-from simvuefs.fuse import stats
-from simvuefs.fuse.mount import mount_table
+from simvuefs.control import counters, registry
+from simvuefs.control.mounts import mount_table
 from simvuefs.write.spool import JournalRecord, read_pending
 
 
@@ -69,13 +68,14 @@ def describe_record(record: registry.MountRecord) -> str:
 
 
 def _counters(mountpoint: Path) -> str:
-    data = stats.load(mountpoint)
-    return "" if data is None else stats.describe(data)
+    data = counters.load(mountpoint)
+    return "" if data is None else counters.describe(data)
 
 
 def _unrecorded(data: dict[str, Any]) -> str:
     """A live mount without a record (read-only: it has no uploads): its counters."""
-    return f"{data['mountpoint']}: mounted read-only (pid {data['pid']})\n" + stats.describe(data)
+    head = f"{data['mountpoint']}: mounted read-only (pid {data['pid']})\n"
+    return head + counters.describe(data)
 
 
 def describe_mount(mountpoint: Path) -> str:
@@ -83,7 +83,7 @@ def describe_mount(mountpoint: Path) -> str:
     record = registry.load(mountpoint)
     if record is not None:
         return describe_record(record)
-    data = stats.load(mountpoint)
+    data = counters.load(mountpoint)
     if data is not None:
         return _unrecorded(data)
     return f"{mountpoint}: no writable simvuefs mount recorded here (nothing pending)\n"
@@ -93,7 +93,7 @@ def describe_all() -> str:
     """``simvuefs status``: every recorded mount of this user, and live read-only ones."""
     records = registry.load_all()
     recorded = {record.mountpoint for record in records}
-    live = [data for data in stats.load_all() if data["mountpoint"] not in recorded]
+    live = [data for data in counters.load_all() if data["mountpoint"] not in recorded]
     if not records and not live:
         return "no writable simvuefs mounts recorded (nothing pending)\n"
     text = "".join(describe_record(record) for record in records)

@@ -81,15 +81,6 @@ def estimated_size(artifact: Artifact) -> int:
     return artifact.size
 
 
-def unfinished(node: Node) -> StagedFile | None:
-    """Return the file written through the mount that *node* shows, while it has not landed
-    (STAGED, PENDING, or DISCARDED but still open); None otherwise."""
-    f = node.staged
-    if f is None or f.state is FileState.LANDED:
-        return None
-    return f
-
-
 def _time_ns(node: Node, policy: AttrPolicy) -> int:
     when = None
     if node.kind is NodeKind.FILE and node.artifact is not None:
@@ -111,7 +102,7 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
     ttl = min(listing_ttl, MAX_TIMEOUT)
     attr.entry_timeout = ttl
     when = _time_ns(node, policy)
-    local = unfinished(node) if node.kind is NodeKind.FILE else None
+    local = node.unfinished
     if local is not None:
         attr.attr_timeout = 0
         attr.st_mode = STAGED_FILE_MODE if local.state is FileState.STAGED else FILE_MODE
@@ -160,7 +151,7 @@ def extended_attributes(node: Node) -> dict[str, str]:
     """Return the ``user.simvue.*`` extended attributes of *node* (name -> value)."""
     values: dict[str, str] = {}
     artifact = node.artifact
-    local = unfinished(node) if node.kind is NodeKind.FILE else None
+    local = node.unfinished
     if local is not None:
         values["run_id"] = local.run_id
         values["state"] = local.state.value

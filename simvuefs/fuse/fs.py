@@ -45,9 +45,9 @@ from simvuefs.fuse.attrs import (
     AttrPolicy,
     entry_attributes,
     extended_attributes,
-    unfinished,
 )
-from simvuefs.fuse.inodes import Node, NodeKind
+from simvuefs.fuse.inodes import InodeTable, Node, NodeKind
+from simvuefs.fuse.names import MAX_NAME_BYTES
 from simvuefs.fuse.runinfo import run_document
 from simvuefs.write.staged import FileState, StagedFile
 
@@ -77,7 +77,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _DOTS = (b".", b"..")
-MAX_NAME_BYTES = 255
 WARNING_INTERVAL = 10.0
 """A failing server makes every request fail the same way: warn once per this many seconds."""
 _last_warning: dict[tuple[str, type[SimvueError], int], float] = {}
@@ -212,6 +211,11 @@ class Operations(pyfuse3.Operations):
         self._documents: dict[int, bytes] = {}  # open .simvue-run.json: content at open
         self.mount_id: int | None = None
 
+    @property
+    def table(self) -> InodeTable:
+        """The inode table: the nodes and the lookup counts the kernel holds."""
+        return self._table
+
     # -- helpers --------------------------------------------------------------------------
 
     def _node(self, inode: int) -> Node:
@@ -341,7 +345,7 @@ class Operations(pyfuse3.Operations):
     async def _resize(self, node: Node, size: int) -> None:
         if node.kind is not NodeKind.FILE:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        local = unfinished(node)
+        local = node.unfinished
         if local is not None and local.state in (FileState.STAGED, FileState.DISCARDED):
             await self._uploading().truncate(local, size)  # DISCARDED: unlinked, still open
         elif size != await self._tree.exact_size(node):
@@ -499,7 +503,7 @@ class Operations(pyfuse3.Operations):
             return await self._open_run_info(node, write or bool(flags & os.O_TRUNC))
         if node.kind is not NodeKind.FILE:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        local = unfinished(node)
+        local = node.unfinished
         if local is not None and local.state is not FileState.DISCARDED:
             return await self._open_written(node, local, flags, write, ctx)
         if write or flags & os.O_TRUNC:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from simvuefs.models import Artifact, Run
+from simvuefs.write.staged import FileState
 
 if TYPE_CHECKING:
     from simvuefs.write.staged import StagedFile
@@ -69,13 +70,16 @@ class Node:
 
     *parent* is the inode of the directory that contains it (the root is its own parent).
     *run* is set for RUN nodes and everything below them, *category* for CATEGORY, DIR and
-    FILE nodes, *prefix* for DIR nodes (its path below the category directory, e.g.
-    ``"plots/2024"``), *artifact* for FILE nodes. *size* is the real content size of an
-    artifact once known (object artifacts need a request to learn it). *staged* is set for
-    files written through this mount, from their creation on (it stays once they land).
-    View nodes (``views.py``): *prefix* is the folder path of a FOLDER node and the tag of
-    a TAG node; a LINK node has its *run*, its *target* (as last computed) and, in
-    *prefix*, the way up to the mount root (``"../../"``).
+    FILE nodes, *path* for DIR nodes (their path below the category directory, e.g.
+    ``"plots/2024"``; ``""`` for the category directory itself), *artifact* for FILE nodes.
+    *size* is the real content size of an artifact once known (object artifacts need a
+    request to learn it). *staged* is set for files written through this mount, from their
+    creation on (it stays once they land).
+
+    View nodes (``views.py``): *folder* is the path of a FOLDER node below ``folders/``
+    (``""`` for ``folders/`` itself), *tag* the tag of a TAG node; a LINK node has its
+    *run*, its *target* (as last computed) and its *depth*, how many directories below the
+    mount root it sits.
     """
 
     inode: int
@@ -84,12 +88,24 @@ class Node:
     parent: int
     run: Run | None = None
     category: str | None = None
-    prefix: str = ""
+    path: str = ""
     artifact: Artifact | None = None
     size: int | None = None
     staged: StagedFile | None = None
+    folder: str = ""
+    tag: str = ""
+    depth: int = 0
     target: str = ""
     lookups: int = 0
+
+    @property
+    def unfinished(self) -> StagedFile | None:
+        """The file written through the mount that this node shows, while it has not landed
+        (STAGED, PENDING, or DISCARDED but still open); None otherwise."""
+        f = self.staged
+        if f is None or f.state is FileState.LANDED:
+            return None
+        return f
 
 
 class InodeTable:

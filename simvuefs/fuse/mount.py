@@ -1,13 +1,14 @@
-"""The life of a mount: checks, pyfuse3 init/main/close, signals, readiness, daemonising.
+"""The life of a mount in its daemon: pyfuse3 init/main/close, signals, readiness.
 
 Order of events in :func:`run` (all before the first request is served):
 
-1. Check the mountpoint (exists, is a directory, is empty, is not mounted or a dead mount).
-2. Inside ``trio.run``: install the SIGINT/SIGTERM receiver, open the client, check the
-   server (``server_version`` with the token) or, offline, open the offline cache
-   (``OfflineClient``), open the reader and (unless read-only) the
-   uploader, which locks the spool and resumes its pending uploads in the background;
-   record the mount (``registry.py``); start publishing the counters (``stats.py``);
+1. Check the mountpoint (``control.mounts.check_mountpoint``: exists, is a directory, is
+   empty, is not mounted or a dead mount).
+2. Inside ``trio.run``: install the SIGINT/SIGTERM receiver, open the backend
+   (``backends.open_backend``: the client, after checking the server with the token, or
+   the offline cache), open the reader and (unless read-only) the uploader, which locks
+   the spool (``settings.spool_dir``) and resumes its pending uploads in the background;
+   record the mount (``control.registry``); start publishing the counters (``stats.py``);
    ``pyfuse3.init``.
 3. ``pyfuse3.main()`` serves requests. A helper task stats the mountpoint from a worker
    thread (answered by ``main`` itself: never stat the mountpoint before ``main`` runs),
@@ -26,46 +27,37 @@ Order of events in :func:`run` (all before the first request is served):
    mount point; the mount record then stays for ``simvuefs status``. Otherwise the record
    and an empty default spool are removed.
 
-Daemon mode (:func:`spawn_daemon`) starts the same command again with ``--foreground`` and
-``--ready-fd N`` in a new session, and waits on the pipe (protocol:
-:mod:`simvuefs.control.readiness`) for ``ready`` or the error that stopped the mount.
+The parts of a mount travel together: :class:`_Mount` (what was asked, and the lifecycle
+the signal watcher steers) and :class:`_Parts` (what it serves from, once opened). A daemon
+is started by ``control.mounts.start_mount``; *on_ready* answers it on the readiness pipe.
 """
 
 from __future__ import annotations
 
-import errno
+import dataclasses
 import faulthandler
 import logging
 import os
-import shutil
 import signal
-import stat
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyfuse3
 import trio
 
-from simvuefs.backends.client import SimvueClient
-from simvuefs.backends.offline import OfflineClient
-from simvuefs.backends.protocol import SimvueBackend
+from simvuefs.backends import SimvueBackend, open_backend
 from simvuefs.config import Settings
 from simvuefs.control import registry
-from simvuefs.control.readiness import failure, wait_for_line
-from simvuefs.errors import AuthError, ProtocolError, StatusError, TransportError
+from simvuefs.control.mounts import check_mountpoint, mount_id_of
 from simvuefs.fuse.attrs import AttrPolicy
 from simvuefs.fuse.fs import Operations
 from simvuefs.fuse.stats import MountStats
 from simvuefs.fuse.tree import RunSelection, Tree
 from simvuefs.logs import UsageError
 from simvuefs.read.reader import Reader, open_reader
-from simvuefs.write.spool import default_spool_dir
 from simvuefs.write.upload import Uploader, open_uploader
 
 log = logging.getLogger(__name__)
@@ -74,13 +66,6 @@ READ_AHEAD_KB = 1024
 """Kernel read-ahead for the mount: 1 MiB FUSE reads instead of 128 KiB (guide 4.15)."""
 READY_TIMEOUT = 30.0
 """How long the mount may take to answer its first request once mounted."""
-DAEMON_READY_TIMEOUT = 120.0
-"""How long the daemon parent waits for the child's verdict (server checks included)."""
-UNMOUNT_TIMEOUT = 30.0
-PROBE_TIMEOUT = 5.0
-"""How long an existing mount at the mountpoint may take to answer ``statvfs``."""
-DEAD_MOUNT_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
-"""What the kernel answers on a FUSE mount whose daemon has gone."""
 
 
 @dataclass(frozen=True)
@@ -121,106 +106,42 @@ class MountOptions:
         return options
 
 
-# -- mount table and mountpoint checks ----------------------------------------------------
+@dataclass
+class _Lifecycle:
+    """Where the mount is, for the signal watcher: starting, serving, ready, or interrupted.
 
-
-def _unescape(field: str) -> str:
-    """Decode the octal escapes (``\\040`` ...) of a ``/proc/self/mountinfo`` field."""
-    out = bytearray()
-    raw = field.encode("utf-8", "surrogateescape")
-    i = 0
-    while i < len(raw):
-        digits = raw[i + 1 : i + 4]
-        if raw[i] == 0x5C and len(digits) == 3 and all(0x30 <= d <= 0x37 for d in digits):
-            out.append(int(digits, 8))
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return os.fsdecode(bytes(out))
-
-
-def mount_table() -> dict[str, str]:
-    """Return ``{mount point: filesystem type}`` from ``/proc/self/mountinfo``."""
-    table: dict[str, str] = {}
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
-        for line in info:
-            fields = line.split()
-            if "-" not in fields:
-                continue
-            separator = fields.index("-")
-            if len(fields) > separator + 1 and len(fields) > 4:
-                table[_unescape(fields[4])] = fields[separator + 1]
-    return table
-
-
-def check_mountpoint(path: Path) -> None:
-    """Raise UsageError unless *path* is an existing, empty, unmounted directory."""
-    if str(path) in mount_table():
-        problem = _probe_mount(path)
-        if problem is None:
-            raise UsageError(f"{path} is already mounted (run 'simvuefs unmount {path}' first)")
-        raise UsageError(f"{path} is a {problem}: run 'simvuefs unmount {path}' first")
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise UsageError(f"mountpoint {path} does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"cannot use mountpoint {path}: {exc.strerror}") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"mountpoint {path} is not a directory")
-    try:
-        with os.scandir(path) as entries:
-            occupied = any(True for _ in entries)
-    except OSError as exc:
-        raise UsageError(f"cannot read mountpoint {path}: {exc.strerror}") from None
-    if occupied:
-        raise UsageError(f"mountpoint {path} is not empty")
-
-
-def _probe_mount(path: Path) -> str | None:
-    """Return what is wrong with the existing mount at *path*, or None if it answers.
-
-    ``statvfs`` always reaches the filesystem (``stat`` may be answered from the kernel's
-    cache); it runs in a thread so that a hung filesystem cannot hang this command.
+    *startup* encloses everything until the end (a signal before serving cancels it);
+    *requests* is the scope of ``pyfuse3.main`` (its request handlers) while it runs;
+    *ready* is set once the mount answers requests.
     """
-    outcome: list[BaseException | None] = []
 
-    def probe() -> None:
-        try:
-            os.statvfs(path)
-        except OSError as exc:
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    worker = threading.Thread(target=probe, daemon=True)
-    worker.start()
-    worker.join(PROBE_TIMEOUT)
-    if not outcome:
-        return "mount that does not answer"
-    error = outcome[0]
-    if isinstance(error, OSError) and error.errno in DEAD_MOUNT_ERRNOS:
-        return f"dead mount ({error.strerror})"
-    return None
+    startup: trio.CancelScope = field(default_factory=trio.CancelScope)
+    ready: trio.Event = field(default_factory=trio.Event)
+    serving: bool = False
+    interrupted: str | None = None
+    requests: trio.CancelScope | None = None
+    terminating: bool = False
 
 
-# -- serving ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Mount:
+    """One mount as it was asked for, and where it stands."""
+
+    settings: Settings
+    options: MountOptions
+    on_ready: Callable[[], None]
+    lifecycle: _Lifecycle = field(default_factory=_Lifecycle)
 
 
-async def check_server(client: SimvueClient, url: str) -> str:
-    """Return the server's version, or raise UsageError with one line saying what is wrong."""
-    try:
-        return await client.server_version()
-    except AuthError as exc:
-        raise UsageError(
-            f"the Simvue server at {url} rejected the token (HTTP {exc.status}): "
-            "check SIMVUE_TOKEN or the token in simvue.toml"
-        ) from None
-    except TransportError as exc:
-        raise UsageError(f"cannot reach the Simvue server at {url}: {exc}") from None
-    except (StatusError, ProtocolError) as exc:
-        raise UsageError(f"{url} does not look like a Simvue server: {exc}") from None
+@dataclass(frozen=True)
+class _Parts:
+    """What a mount serves from, once opened (*uploader*: writable mounts only)."""
+
+    backend: SimvueBackend
+    tree: Tree
+    reader: Reader
+    stats: MountStats
+    uploader: Uploader | None = None
 
 
 def run(settings: Settings, options: MountOptions, on_ready: Callable[[], None]) -> None:
@@ -232,7 +153,7 @@ def run(settings: Settings, options: MountOptions, on_ready: Callable[[], None])
     # `kill -USR1 <pid>` dumps every thread's stack to stderr (the log file of a daemon).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        trio.run(_serve, settings, options, on_ready)
+        trio.run(_serve, _Mount(settings, options, on_ready))
     except BaseExceptionGroup as group:
         # The reader's nursery wraps what the mount raises; a single error is shown as is.
         only = _sole_exception(group)
@@ -251,40 +172,25 @@ def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException |
     return inner
 
 
-@dataclass
-class _Lifecycle:
-    """Where the mount is, for the signal watcher: starting, serving, or interrupted.
-
-    *requests* is the scope of ``pyfuse3.main`` (its request handlers) while it runs.
-    """
-
-    startup: trio.CancelScope
-    serving: bool = False
-    interrupted: str | None = None
-    requests: trio.CancelScope | None = None
-    terminating: bool = False
-
-
-async def _serve(settings: Settings, options: MountOptions, on_ready: Callable[[], None]) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _serve(mount: _Mount) -> None:
+    lifecycle = mount.lifecycle
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, lifecycle.startup:
         async with trio.open_nursery() as nursery:
-            lifecycle = _Lifecycle(startup=nursery.cancel_scope)
-            nursery.start_soon(_watch_signals, signals, lifecycle, settings)
-            await _mount_and_serve(settings, options, on_ready, lifecycle)
+            nursery.start_soon(_watch_signals, signals, mount)
+            await _open_and_serve(mount)
             nursery.cancel_scope.cancel()
     if lifecycle.interrupted is not None and not lifecycle.serving:
         raise UsageError(f"{lifecycle.interrupted} received before the mount was ready")
 
 
-async def _watch_signals(
-    signals: AsyncIterator[int], lifecycle: _Lifecycle, settings: Settings
-) -> None:
+async def _watch_signals(signals: AsyncIterator[int], mount: _Mount) -> None:
     """Unmount on SIGINT/SIGTERM; before the mount exists, abandon the start-up instead.
 
     Once mounted, requests still running (``close()`` waiting for its upload) get
     ``settings.shutdown_upload_wait`` seconds before they are cancelled; a second signal
     cancels them at once.
     """
+    lifecycle = mount.lifecycle
     async for signum in signals:
         lifecycle.interrupted = signal.Signals(signum).name
         if not lifecycle.serving:
@@ -300,82 +206,53 @@ async def _watch_signals(
             return
         log.info("%s received: unmounting", lifecycle.interrupted)
         lifecycle.terminating = True
-        requests.deadline = trio.current_time() + settings.shutdown_upload_wait
+        requests.deadline = trio.current_time() + mount.settings.shutdown_upload_wait
         pyfuse3.terminate()  # main() returns even if it has not started yet
 
 
-async def _mount_and_serve(
-    settings: Settings,
-    options: MountOptions,
-    on_ready: Callable[[], None],
-    lifecycle: _Lifecycle,
-) -> None:
+async def _open_and_serve(mount: _Mount) -> None:
+    settings, options = mount.settings, mount.options
     async with (
-        open_backend(settings, offline=options.offline) as client,
-        open_reader(client, settings) as reader,
+        open_backend(settings, offline=options.offline) as backend,
+        open_reader(backend, settings) as reader,
         trio.open_nursery() as publisher,
     ):
-        stats = MountStats(options.mountpoint, client, reader)
+        stats = MountStats(options.mountpoint, backend, reader)
         publisher.start_soon(stats.publish)
-        tree = Tree(client, settings, options.selection)
+        parts = _Parts(backend, Tree(backend, settings, options.selection), reader, stats)
         if options.read_only:
-            await _serve_tree(settings, tree, reader, None, options, on_ready, lifecycle)
+            await _serve_tree(mount, parts)
         else:
-            await _serve_writable(
-                client, settings, tree, reader, options, on_ready, lifecycle, stats
-            )
+            await _serve_writable(mount, parts)
         publisher.cancel_scope.cancel()
 
 
-@asynccontextmanager
-async def open_backend(settings: Settings, *, offline: bool) -> AsyncIterator[SimvueBackend]:
-    """Open what the mount shows: the offline cache, or the server (checked first)."""
-    if offline:
-        async with OfflineClient.open(settings) as cache:
-            log.info("serving the offline cache %s", settings.offline_directory)
-            yield cache
-        return
-    async with SimvueClient.open(settings) as client:
-        version = await check_server(client, settings.url)
-        log.info("server %s answers (version %s)", settings.url, version)
-        yield client
-        log.debug("client: %s", client.statistics())
-
-
-async def _serve_writable(
-    client: SimvueBackend,
-    settings: Settings,
-    tree: Tree,
-    reader: Reader,
-    options: MountOptions,
-    on_ready: Callable[[], None],
-    lifecycle: _Lifecycle,
-    stats: MountStats,
-) -> None:
-    """Open the uploader around the mount (its counters go to *stats*), record the mount,
-    and report what stays pending (also when the mount fails)."""
-    spool_dir = settings.spool_dir or default_spool_dir()
+async def _serve_writable(mount: _Mount, parts: _Parts) -> None:
+    """Open the uploader around the mount (its counters go to the stats), record the
+    mount, and report what stays pending (also when the mount fails)."""
+    settings = mount.settings
     record = registry.MountRecord(
-        mountpoint=str(options.mountpoint),
+        mountpoint=str(mount.options.mountpoint),
         pid=os.getpid(),
         url=settings.url,
-        spool_dir=str(spool_dir),
+        spool_dir=str(settings.spool_dir),
     )
     opened: Uploader | None = None
     try:
-        async with open_uploader(client, settings, on_landed=tree.landed) as uploader:
-            opened = stats.uploader = uploader
-            tree.start_writing(uploader)
+        async with open_uploader(parts.backend, settings, on_landed=parts.tree.landed) as uploader:
+            opened = parts.stats.uploader = uploader
+            parts.tree.start_writing(uploader)
             await trio.to_thread.run_sync(registry.save, record)
-            await _serve_tree(settings, tree, reader, uploader, options, on_ready, lifecycle)
+            await _serve_tree(mount, dataclasses.replace(parts, uploader=uploader))
     finally:
         if opened is not None:
-            _report_pending(opened.statistics().pending, spool_dir, options)
+            _report_pending(mount, opened.statistics().pending)
 
 
-def _report_pending(left: int, spool_dir: Path, options: MountOptions) -> None:
+def _report_pending(mount: _Mount, left: int) -> None:
     """After the uploader closed: say what stays pending (the record stays for ``simvuefs
     status``), or forget the mount and its empty default spool."""
+    options, spool_dir = mount.options, mount.settings.spool_dir
     if left:
         message = (
             f"{left} upload(s) still pending in {spool_dir}; they resume at the next mount "
@@ -389,47 +266,43 @@ def _report_pending(left: int, spool_dir: Path, options: MountOptions) -> None:
         log.debug("removed the empty spool %s", spool_dir)
 
 
-async def _serve_tree(
-    settings: Settings,
-    tree: Tree,
-    reader: Reader,
-    uploader: Uploader | None,
-    options: MountOptions,
-    on_ready: Callable[[], None],
-    lifecycle: _Lifecycle,
-) -> None:
-    mountpoint = str(options.mountpoint)
+def _operations(mount: _Mount, parts: _Parts) -> Operations:
+    """The FUSE handlers over *parts*, with attributes for the mounting user."""
     policy = AttrPolicy(
         uid=os.getuid(),
         gid=os.getgid(),
         mount_time_ns=time.time_ns(),
-        block_size=settings.block_size,
-        writable=uploader is not None,
+        block_size=mount.settings.block_size,
+        writable=parts.uploader is not None,
     )
-    ops = Operations(tree, reader, policy, uploader)
+    return Operations(parts.tree, parts.reader, policy, parts.uploader)
+
+
+async def _serve_tree(mount: _Mount, parts: _Parts) -> None:
+    mountpoint, lifecycle = str(mount.options.mountpoint), mount.lifecycle
+    ops = _operations(mount, parts)
     try:
-        pyfuse3.init(ops, mountpoint, options.fuse_options())
+        pyfuse3.init(ops, mountpoint, mount.options.fuse_options())
     except RuntimeError as exc:
         raise UsageError(f"cannot mount {mountpoint}: {exc}") from None
     requests = lifecycle.requests = trio.CancelScope()
     lifecycle.serving = True
-    ready = trio.Event()
     clean_unmount = True
     try:
         with requests:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_announce, ops, mountpoint, ready, on_ready)
+                nursery.start_soon(_announce, mount, ops)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
         if requests.cancelled_caught:
             log.warning(
                 "requests still running %.0f s after the signal were cancelled "
                 "(their uploads stay pending)",
-                settings.shutdown_upload_wait,
+                mount.settings.shutdown_upload_wait,
             )
     except BaseException:
         # Leave a dead mount only once programs may be using it (module doc).
-        clean_unmount = not ready.is_set()
+        clean_unmount = not lifecycle.ready.is_set()
         raise
     finally:
         lifecycle.requests = None
@@ -439,28 +312,16 @@ async def _serve_tree(
         log.info("unmounted %s", mountpoint)
 
 
-async def _announce(
-    ops: Operations, mountpoint: str, ready: trio.Event, on_ready: Callable[[], None]
-) -> None:
+async def _announce(mount: _Mount, ops: Operations) -> None:
     """Wait until the mount answers a request, tune read-ahead, then report readiness."""
+    mountpoint = str(mount.options.mountpoint)
     with trio.fail_after(READY_TIMEOUT):
         info = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     await trio.to_thread.run_sync(_set_read_ahead, info.st_dev)
     ops.mount_id = await trio.to_thread.run_sync(mount_id_of, info.st_dev)
-    ready.set()
+    mount.lifecycle.ready.set()
     log.info("mounted at %s", mountpoint)
-    on_ready()
-
-
-def mount_id_of(device: int) -> int | None:
-    """Return the mount id (``/proc/self/mountinfo``) of the mount on *device*, if found."""
-    wanted = f"{os.major(device)}:{os.minor(device)}"
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
-        for line in info:
-            fields = line.split()
-            if len(fields) > 2 and fields[2] == wanted:
-                return int(fields[0])
-    return None
+    mount.on_ready()
 
 
 def _set_read_ahead(device: int) -> None:
@@ -471,101 +332,3 @@ def _set_read_ahead(device: int) -> None:
         log.debug("could not set %s: %s", path, exc)
     else:
         log.debug("set %s to %d", path, READ_AHEAD_KB)
-
-
-# -- daemon mode --------------------------------------------------------------------------
-
-
-def spawn_daemon(argv: list[str], log_file: Path, timeout: float = DAEMON_READY_TIMEOUT) -> None:
-    """Run ``python -m simvuefs *argv* --ready-fd N`` detached; return once it is mounted.
-
-    The child gets a new session, ``/dev/null`` as stdin and *log_file* as stdout/stderr.
-    Raises UsageError with the child's own message (and exit code) if it fails, exits, or
-    is not ready within *timeout* seconds.
-    """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    read_end, write_end = os.pipe()
-    try:
-        os.set_inheritable(write_end, True)
-        with open(log_file, "ab") as log_stream:
-            actions = [
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_stream.fileno(), 1),
-                (os.POSIX_SPAWN_DUP2, log_stream.fileno(), 2),
-            ]
-            command = [sys.executable, "-m", "simvuefs", *argv, "--ready-fd", str(write_end)]
-            pid = os.posix_spawn(
-                sys.executable, command, os.environ, file_actions=actions, setsid=True
-            )
-    finally:
-        os.close(write_end)
-    try:
-        line = wait_for_line(read_end, timeout)
-    finally:
-        os.close(read_end)
-    if line == "ready":
-        return
-    if failed := failure(line):
-        _reap(pid)
-        raise UsageError(failed[1], exitcode=failed[0])
-    if line is None and _reap(pid) is None:
-        os.kill(pid, signal.SIGTERM)
-        raise UsageError(f"the mount was not ready after {timeout:.0f} s (log: {log_file})")
-    raise UsageError(f"the mount process exited before the mount was ready (log: {log_file})")
-
-
-def _reap(pid: int, wait: float = 2.0) -> int | None:
-    """Return the exit status of child *pid* if it exits within *wait* seconds, else None."""
-    deadline = time.monotonic() + wait
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.05)
-
-
-# -- unmount ------------------------------------------------------------------------------
-
-
-def fusermount() -> str:
-    """Return the fusermount binary (fuse3-only systems ship only ``fusermount3``)."""
-    for name in ("fusermount3", "fusermount"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise UsageError("fusermount3 is not installed (Debian/Ubuntu package fuse3)")
-
-
-def unmount(mountpoint: Path) -> str | None:
-    """Unmount the FUSE mount at *mountpoint*; return a note for the user, if any.
-
-    Uses ``fusermount3 -u``; when the mount is busy, falls back to a lazy ``-uz`` (detached
-    now, gone once the last process leaves it) and says so. Dead (``ENOTCONN``) mounts are
-    cleared the same way. Raises UsageError if it is not a FUSE mount or cannot be unmounted.
-    """
-    path = str(mountpoint)
-    fstype = mount_table().get(path)
-    if fstype is None:
-        raise UsageError(f"{path} is not mounted")
-    if not fstype.startswith("fuse"):
-        raise UsageError(f"{path} is not a FUSE mount (type {fstype})")
-    tool = fusermount()
-    first = _run([tool, "-u", path])
-    if first.returncode == 0 or path not in mount_table():
-        return None
-    lazy = _run([tool, "-uz", path])
-    if lazy.returncode == 0 or path not in mount_table():
-        return f"{path} was busy: detached it lazily (it goes away when no process uses it)"
-    reason = (lazy.stderr or first.stderr).strip().splitlines()
-    raise UsageError(f"cannot unmount {path}: {reason[-1] if reason else 'fusermount failed'}")
-
-
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            argv, capture_output=True, text=True, timeout=UNMOUNT_TIMEOUT, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise UsageError(f"{argv[0]} did not finish within {UNMOUNT_TIMEOUT:.0f} s") from None

@@ -1,7 +1,7 @@
 """Directory entries, and what this mount wrote shown on top of the server's listing.
 
-Pure bookkeeping, no I/O. An :class:`Entry` is one name in a category directory or below.
-One :class:`LocalFiles` per ``(run id, category)`` holds:
+Pure bookkeeping, no I/O. Entries (:class:`~simvuefs.fuse.names.Entry`) are names in a
+category directory or below. One :class:`LocalFiles` per ``(run id, category)`` holds:
 
 - *files*: files written through the mount, by full name (``system/mesh.dat``), from
   ``create`` until the server's listing shows their artifact: STAGED and PENDING files, and
@@ -25,47 +25,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from simvuefs.fuse.names import Entry, alias_name, join_path, split_alias
+
 if TYPE_CHECKING:
-    from simvuefs.models import Artifact
     from simvuefs.write.staged import StagedFile
 
 
-ALIAS_SEPARATOR = "@"
 WRITABLE_CATEGORY = "input"
 """The only category files can be written into."""
-
-
-def join_path(path: str, part: str) -> str:
-    """Return the path of *part* in the directory *path* (``""`` is the category directory)."""
-    return f"{path}/{part}" if path else part
 
 
 def _ancestors(path: str) -> list[str]:
     """``a/b/c`` -> ``[a, a/b]``: the directories that hold *path*."""
     parts = path.split("/")
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One name in a category directory or below: a file (*artifact* from the server, or
-    *local*, written through this mount) or a directory (neither).
-
-    *path* is the directory's own path below the category (for directories) or the path of
-    the directory holding the file (for files); ``""`` is the category directory itself.
-    """
-
-    artifact: Artifact | None
-    path: str
-    local: StagedFile | None = None
-
-    @property
-    def is_dir(self) -> bool:
-        """True for a directory entry."""
-        return self.artifact is None and self.local is None
 
 
 class LocalFiles:
@@ -166,7 +141,7 @@ def _pushed_aside(name: str, entry: Entry) -> tuple[str, Entry] | None:
     """The alias a server file gets when a local file or directory takes its name."""
     if entry.artifact is None:
         return None
-    return f"{name}{ALIAS_SEPARATOR}{entry.artifact.id}", entry
+    return alias_name(name, entry.artifact.id), entry
 
 
 def merge_entries(
@@ -215,8 +190,11 @@ def merge_entry(
         return Entry(None, path, f)
     if current is not None:
         return current
-    base, sep, ident = name.rpartition(ALIAS_SEPARATOR)
-    pushed = _shown(server.get(base), local) if sep else None
+    alias = split_alias(name)
+    if alias is None:
+        return None
+    base, ident = alias
+    pushed = _shown(server.get(base), local)
     if pushed is None or pushed.artifact is None or pushed.artifact.id != ident:
         return None
     full_base = join_path(path, base)

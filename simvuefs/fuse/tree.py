@@ -1,25 +1,13 @@
-"""Directory semantics: what each directory contains and what its entries are called.
+"""Directory semantics: what each directory contains, backed by cached server listings.
 
 The tree is ``/runs/<run>/<input|output|code>/<artifact name>``, beside it the read-only
-views ``by-id/``, ``folders/`` and ``tags/`` of links into ``runs/`` (``views.py``). Names
-come from the server and are not always usable as file names, so they are mapped like this
-(SEMANTICS.md has the user-facing version):
-
-- Run names: ``/`` becomes U+2215 DIVISION SLASH ``∕`` (reversible: the Simvue client only
-  accepts ASCII names). Control characters (and NUL, and unpaired surrogates) become U+FFFD
-  ``�`` in run names and artifact name parts alike.
-- Duplicated run names: the newest run (largest ``created``, ties broken by the larger id)
-  shows the plain name; the others are listed as ``<name>@<run id>``. Every run can also be
-  looked up (not listed) as ``<name>@<run id>``.
-- Every run directory also holds ``.simvue-run.json`` (``runinfo.py``), found by lookup
-  but not listed: a run directory lists what the server stores, so ``find``, ``du``,
-  ``cp -r`` and ``tar`` see exactly the run's artifacts.
-- Artifact names containing ``/`` become nested directories; empty parts are dropped
-  (``a//b`` and ``/a/b`` are ``a/b``). Artifacts with the same name in one directory follow
-  the run rule (``<name>@<artifact id>`` for all but the newest), and when a file and a
-  directory want the same name, the directory keeps it and the file gets ``@<artifact id>``.
-- Names that still cannot be shown (empty, ``.``, ``..``, longer than 255 bytes, or clashing
-  with a name already taken) are left out, with one warning per object in the log.
+views ``by-id/``, ``folders/`` and ``tags/`` of links into ``runs/`` (``views.py``). What
+each run and artifact is called (``/`` in run names, ``<name>@<id>`` for duplicates, names
+that cannot be shown) is decided in ``names.py``; this module decides which nodes a
+directory holds. Every run directory also holds ``.simvue-run.json`` (``runinfo.py``), found
+by lookup but not listed: a run directory lists what the server stores, so ``find``,
+``du``, ``cp -r`` and ``tar`` see exactly the run's artifacts. Names that cannot be shown
+are logged once per object.
 
 Listings are fetched through :class:`simvuefs.read.cache.MetaCache`, so requests grow with the
 number of runs, never with the number of artifacts: ``runs/`` costs one ``list_runs`` per
@@ -36,8 +24,9 @@ mount and directories made with ``mkdir`` are kept in a :class:`~simvuefs.fuse.o
 per run and category and shown on top of the server's listing, so the metadata TTL never
 hides this mount's own writes (merge rules in ``overlay.py``). A written file keeps its
 inode when it lands: the artifact's key becomes an alias of the node made at ``create``.
-Names of new files and directories must pass the uploader's check (NAME_RULE) at once, so
-a bad name fails at ``create``/``mkdir`` with EINVAL, never at ``close``.
+Names of new files and directories must pass the artifact-name rule
+(:func:`simvuefs.models.check_artifact_name`) at once, so a bad name fails at
+``create``/``mkdir`` with EINVAL, never at ``close``.
 """
 
 from __future__ import annotations
@@ -45,23 +34,22 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from simvuefs.errors import LocalError, NotFound
 from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, Node, NodeKind
-from simvuefs.fuse.overlay import (
-    ALIAS_SEPARATOR,
-    WRITABLE_CATEGORY,
+from simvuefs.fuse.names import (
+    CategoryListing,
     Entry,
-    LocalFiles,
+    Problem,
+    RunNames,
     join_path,
-    merge_entries,
-    merge_entry,
+    name_artifacts,
+    name_runs,
 )
+from simvuefs.fuse.overlay import WRITABLE_CATEGORY, LocalFiles, merge_entries, merge_entry
 from simvuefs.fuse.runinfo import RUN_INFO_NAME
 from simvuefs.fuse.views import (
     BY_ID_DIR,
@@ -74,9 +62,8 @@ from simvuefs.fuse.views import (
     join_folder,
     link_target,
 )
-from simvuefs.models import CATEGORIES, Artifact, Run
+from simvuefs.models import CATEGORIES, Artifact, Run, check_artifact_name
 from simvuefs.read.cache import MetaCache
-from simvuefs.write.spool import is_valid_name
 from simvuefs.write.staged import FileState, StagedFile
 
 if TYPE_CHECKING:
@@ -86,24 +73,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUN_SLASH = "\u2215"
-"""Stands for ``/`` in run directory names."""
-REPLACEMENT = "\ufffd"
-"""Stands for characters a file name must not (or should not) contain."""
-MAX_NAME_BYTES = 255
-NAME_RULE = (
-    "Simvue artifact names may contain only ASCII letters, digits, spaces and - _ . : "
-    "with / between directories (regex ^[a-zA-Z0-9\\-\\_\\s\\/\\.:]+$ on the whole "
-    "name; no tabs or newlines, no empty, . or .. parts)"
-)
-
 # How many category listings and artifact sizes to remember (both are small records).
 LISTINGS_CACHED = 4096
 SIZES_CACHED = 65536
 # Warnings about unshowable names are logged once per object; forget them past this many.
 WARNED_MAX = 10000
-
-_OLDEST = datetime.min.replace(tzinfo=UTC)
 
 VIEW_ROOTS: dict[str, tuple[tuple[str, ...], NodeKind]] = {
     BY_ID_DIR: (("by-id",), NodeKind.BY_ID),
@@ -113,30 +87,7 @@ VIEW_ROOTS: dict[str, tuple[tuple[str, ...], NodeKind]] = {
 """The views in the root, in listing order after ``runs/``: name -> (key, kind)."""
 VIEW_KINDS = frozenset({NodeKind.BY_ID, NodeKind.FOLDER, NodeKind.TAGS, NodeKind.TAG})
 
-Problem = tuple[str, str]
-"""An object that could not be shown (a description) and why."""
 T = TypeVar("T")
-
-
-def clean_part(text: str) -> str:
-    """Replace control characters, NUL and unpaired surrogates in *text* with U+FFFD."""
-    return "".join(REPLACEMENT if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text)
-
-
-def run_base_name(name: str) -> str:
-    """Return the directory name for a run called *name* (before duplicate handling)."""
-    return clean_part(name).replace("/", RUN_SLASH)
-
-
-def name_problem(name: str) -> str | None:
-    """Return why *name* cannot be a directory entry, or None if it can."""
-    if name in ("", ".", ".."):
-        return f"{name!r} is not a usable file name"
-    if "/" in name:
-        return "contains '/'"
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        return f"longer than {MAX_NAME_BYTES} bytes"
-    return None
 
 
 def _pick(entries: Mapping[str, T], only: str | None) -> list[tuple[str, T]]:
@@ -144,10 +95,6 @@ def _pick(entries: Mapping[str, T], only: str | None) -> list[tuple[str, T]]:
     if only is None:
         return list(entries.items())
     return [(only, entries[only])] if only in entries else []
-
-
-def _newest_first(created: datetime | None, ident: str) -> tuple[datetime, str]:
-    return (created or _OLDEST, ident)
 
 
 @dataclass(frozen=True)
@@ -170,118 +117,6 @@ class RunSelection:
             return True
         base = self.folder.rstrip("/")
         return not base or run.folder == base or run.folder.startswith(base + "/")
-
-
-@dataclass(frozen=True)
-class RunNames:
-    """The names under ``runs/``: *listed* maps each shown name to its run."""
-
-    listed: Mapping[str, Run]
-    by_id: Mapping[str, Run]
-
-    def find(self, name: str) -> Run | None:
-        """Return the run called *name* in ``runs/``, including the ``<name>@<id>`` aliases."""
-        run = self.listed.get(name)
-        if run is not None:
-            return run
-        base, sep, run_id = name.rpartition(ALIAS_SEPARATOR)
-        if not sep:
-            return None
-        run = self.by_id.get(run_id)
-        if run is not None and run_base_name(run.name) == base:
-            return run
-        return None
-
-
-def name_runs(runs: Iterable[Run]) -> tuple[RunNames, list[Problem]]:
-    """Give every run a directory name (see the module docstring for the rules)."""
-    by_id: dict[str, Run] = {}
-    for run in runs:
-        by_id.setdefault(run.id, run)
-    groups: dict[str, list[Run]] = {}
-    for run in by_id.values():
-        groups.setdefault(run_base_name(run.name), []).append(run)
-    listed: dict[str, Run] = {}
-    problems: list[Problem] = []
-    aliases: list[tuple[str, Run]] = []
-    for base in sorted(groups):
-        group = sorted(groups[base], key=lambda r: _newest_first(r.created, r.id), reverse=True)
-        first, *others = group
-        if name_problem(base) is None:
-            listed[base] = first
-        else:
-            aliases.append((f"{base}{ALIAS_SEPARATOR}{first.id}", first))
-        aliases.extend((f"{base}{ALIAS_SEPARATOR}{run.id}", run) for run in others)
-    for name, run in aliases:
-        problem = name_problem(name) or ("name already taken" if name in listed else None)
-        if problem is not None:
-            problems.append((f"run {run.id} ({run.name!r})", problem))
-            continue
-        listed[name] = run
-    return RunNames(listed, by_id), problems
-
-
-@dataclass(frozen=True)
-class CategoryListing:
-    """Every directory of one category of one run: ``dirs[path][name] -> Entry``."""
-
-    dirs: Mapping[str, Mapping[str, Entry]]
-
-    def entries(self, path: str) -> Mapping[str, Entry]:
-        """Return the entries of the directory at *path* (empty if there is none)."""
-        return self.dirs.get(path, {})
-
-
-def name_artifacts(artifacts: Iterable[Artifact]) -> tuple[CategoryListing, list[Problem]]:
-    """Lay the artifacts of one category out as directories (rules in the module docstring)."""
-    problems: list[Problem] = []
-    subdirs: dict[str, set[str]] = {"": set()}
-    files: dict[str, dict[str, list[Artifact]]] = {}
-    seen: set[str] = set()
-    for artifact in artifacts:
-        if artifact.id in seen:
-            continue
-        seen.add(artifact.id)
-        what = f"artifact {artifact.id} ({artifact.name!r})"
-        parts = [clean_part(part) for part in artifact.name.split("/") if part]
-        if not parts:
-            problems.append((what, "empty name"))
-            continue
-        problem = next((p for p in map(name_problem, parts) if p is not None), None)
-        if problem is not None:
-            problems.append((what, problem))
-            continue
-        path = ""
-        for part in parts[:-1]:
-            subdirs[path].add(part)
-            path = join_path(path, part)
-            subdirs.setdefault(path, set())
-        files.setdefault(path, {}).setdefault(parts[-1], []).append(artifact)
-
-    dirs: dict[str, dict[str, Entry]] = {
-        path: {name: Entry(None, join_path(path, name)) for name in names}
-        for path, names in subdirs.items()
-    }
-    for path, by_name in files.items():
-        entries = dirs[path]
-        aliases: list[tuple[str, Artifact]] = []
-        for leaf in sorted(by_name):
-            group = sorted(
-                by_name[leaf], key=lambda a: _newest_first(a.created, a.id), reverse=True
-            )
-            first, *others = group
-            if leaf in entries:
-                aliases.append((f"{leaf}{ALIAS_SEPARATOR}{first.id}", first))
-            else:
-                entries[leaf] = Entry(first, path)
-            aliases.extend((f"{leaf}{ALIAS_SEPARATOR}{a.id}", a) for a in others)
-        for name, artifact in aliases:
-            problem = name_problem(name) or ("name already taken" if name in entries else None)
-            if problem is not None:
-                problems.append((f"artifact {artifact.id} ({artifact.name!r})", problem))
-                continue
-            entries[name] = Entry(artifact, path)
-    return CategoryListing(dirs), problems
 
 
 class Tree:
@@ -347,7 +182,7 @@ class Tree:
             pairs = [(category, self._category_node(node, category)) for category in CATEGORIES]
         elif node.kind in (NodeKind.CATEGORY, NodeKind.DIR):
             listing = await self._listing(node)
-            entries = merge_entries(listing.entries(node.prefix), self._local_of(node), node.prefix)
+            entries = merge_entries(listing.entries(node.path), self._local_of(node), node.path)
             pairs = [(name, self._entry_node(node, entry)) for name, entry in entries.items()]
         else:
             raise NotADirectoryError(f"inode {node.inode} is not a directory")
@@ -377,9 +212,7 @@ class Tree:
 
     async def _entry(self, parent: Node, name: str) -> Entry | None:
         listing = await self._listing(parent)
-        return merge_entry(
-            listing.entries(parent.prefix), self._local_of(parent), parent.prefix, name
-        )
+        return merge_entry(listing.entries(parent.path), self._local_of(parent), parent.path, name)
 
     async def refresh(self, node: Node) -> None:
         """Bring the run record of a run node (or of its ``.simvue-run.json``) up to date
@@ -401,7 +234,7 @@ class Tree:
         run_dir = (await self._current_views()).run_dirs.get(run.id)
         if run_dir is None:
             raise LocalError(f"run {run.id} is no longer listed", errno=errno.ENOENT)
-        node.target = link_target(node.prefix.count("../"), run_dir)
+        node.target = link_target(node.depth, run_dir)
         return node.target
 
     async def exact_size(self, node: Node) -> int:
@@ -512,7 +345,7 @@ class Tree:
         f = entry.local
         if f is None or f.state is FileState.LANDED:
             raise LocalError(
-                f"{join_path(parent.prefix, name)} is an artifact of the run; artifacts cannot be "
+                f"{join_path(parent.path, name)} is an artifact of the run; artifacts cannot be "
                 "deleted",
                 errno=errno.EPERM,
             )
@@ -565,17 +398,17 @@ class Tree:
 
     async def _rename_dir(self, node: Node, local: LocalFiles, new_parent: Node, full: str) -> None:
         listing = await self._listing(node)
-        if node.prefix not in local.dirs or merge_entries(
-            listing.entries(node.prefix), local, node.prefix
+        if node.path not in local.dirs or merge_entries(
+            listing.entries(node.path), local, node.path
         ):
             raise LocalError(
-                f"cannot rename directory {node.prefix}: only empty directories made with "
+                f"cannot rename directory {node.path}: only empty directories made with "
                 "mkdir can be renamed",
                 errno=errno.EACCES,
             )
-        local.remove_dir(node.prefix)
+        local.remove_dir(node.path)
         local.add_dir(full)
-        node.prefix = full
+        node.path = full
         node.parent = new_parent.inode
         self.table.rekey(node, ("dir", node.key[1], node.key[2], full))
 
@@ -612,9 +445,8 @@ class Tree:
 
     def _new_name(self, parent: Node, name: str) -> str:
         """Return the artifact name of *name* in *parent*, or raise EINVAL naming the rule."""
-        full = join_path(parent.prefix, name)
-        if not is_valid_name(full):
-            raise LocalError(f"refusing the name {full!r}: {NAME_RULE}", errno=errno.EINVAL)
+        full = join_path(parent.path, name)
+        check_artifact_name(full)
         return full
 
     # -- nodes ----------------------------------------------------------------------------
@@ -631,9 +463,7 @@ class Tree:
         """The views of the current runs listing (built once per listing)."""
         names = await self._run_names()
         if self._views is None or self._views[0] is not names:
-            views, problems = build_views(
-                names.listed, part_name=clean_part, tag_name=run_base_name, problem=name_problem
-            )
+            views, problems = build_views(names.listed)
             self._warn(problems, "the views")
             self._views = (names, views)
         return self._views[1]
@@ -648,42 +478,41 @@ class Tree:
                 for name, run in _pick(views.by_id, only)
             ]
         if node.kind is NodeKind.TAGS:
-            return [
-                (name, self._view_dir(("tag", tag), NodeKind.TAG, inode, tag))
-                for name, (tag, _) in _pick(views.tags, only)
-            ]
+            return [(name, self._tag_dir(tag, inode)) for name, (tag, _) in _pick(views.tags, only)]
         if node.kind is NodeKind.TAG:
-            tag_dir = views.tag_dirs.get(node.prefix)
+            tag_dir = views.tag_dirs.get(node.tag)
             links = {} if tag_dir is None else views.tags[tag_dir][1]
             return [
-                (name, self._link(("tag-link", node.prefix, run.id), inode, run, 2, views))
+                (name, self._link(("tag-link", node.tag, run.id), inode, run, 2, views))
                 for name, run in _pick(links, only)
             ]
-        folder = views.folders.get(node.prefix)
+        folder = views.folders.get(node.folder)
         if folder is None:
             return []
-        subfolders = {name: join_folder(node.prefix, name) for name in folder.folders}
-        pairs = [
-            (name, self._view_dir(("folder", path), NodeKind.FOLDER, inode, path))
-            for name, path in _pick(subfolders, only)
-        ]
-        depth = folder_depth(node.prefix)
+        subfolders = {name: join_folder(node.folder, name) for name in folder.folders}
+        pairs = [(name, self._folder_dir(path, inode)) for name, path in _pick(subfolders, only)]
+        depth = folder_depth(node.folder)
         pairs.extend(
             (name, self._link(("folder-link", run.id), inode, run, depth, views))
             for name, run in _pick(folder.runs, only)
         )
         return pairs
 
-    def _view_dir(self, key: tuple[str, ...], kind: NodeKind, parent: int, prefix: str) -> Node:
-        node = self.table.ensure(key, kind, parent)
-        node.prefix = prefix
+    def _tag_dir(self, tag: str, parent: int) -> Node:
+        node = self.table.ensure(("tag", tag), NodeKind.TAG, parent)
+        node.tag = tag
+        return node
+
+    def _folder_dir(self, path: str, parent: int) -> Node:
+        node = self.table.ensure(("folder", path), NodeKind.FOLDER, parent)
+        node.folder = path
         return node
 
     def _link(self, key: tuple[str, ...], parent: int, run: Run, depth: int, views: Views) -> Node:
         node = self.table.ensure(key, NodeKind.LINK, parent)
         node.parent = parent
         node.run = run
-        node.prefix = "../" * depth
+        node.depth = depth
         node.target = link_target(depth, views.run_dirs[run.id])
         return node
 
@@ -717,7 +546,7 @@ class Tree:
         if artifact is None:
             key = ("dir", run_id, parent.category, entry.path)
             node = self.table.ensure(key, NodeKind.DIR, parent.inode)
-            node.prefix = entry.path
+            node.path = entry.path
         else:
             key = ("artifact", run_id, parent.category, artifact.id)
             node = self.table.ensure(key, NodeKind.FILE, parent.inode)

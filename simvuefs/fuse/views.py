@@ -12,9 +12,10 @@ run itself:
 ``<run dir>`` is the run's name in ``runs/`` (``<name>@<id>`` when a newer run has the
 plain name), so a link always reaches the run it is named after. Folder parts are cleaned
 like run name parts (control characters become U+FFFD) and tags are named like runs (``/``
-becomes U+2215). Entries whose name cannot be shown (see ``tree.name_problem``) or is taken
-(a subfolder keeps its name over a run link of the same name; two tags with one mapped name:
-the first in sorted order) are left out and reported as problems.
+becomes U+2215), by the rules of ``names.py``. Entries whose name cannot be shown
+(:func:`~simvuefs.fuse.names.name_problem`) or is taken (a subfolder keeps its name over a
+run link of the same name; two tags with one mapped name: the first in sorted order) are
+left out and reported as problems.
 
 The layout is built from the runs listing only (the names under ``runs/``), so the views
 show exactly the runs of the mount's selection and refresh with that listing.
@@ -22,21 +23,16 @@ show exactly the runs of the mount's selection and refresh with that listing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from simvuefs.fuse.names import Problem, clean_part, name_problem, run_base_name
 from simvuefs.models import Run
 
 BY_ID_DIR = "by-id"
 FOLDERS_DIR = "folders"
 TAGS_DIR = "tags"
 RUNS_DIR = "runs"
-
-Problem = tuple[str, str]
-NameMap = Callable[[str], str]
-"""Maps a server string (folder part, tag) to a file name."""
-NameCheck = Callable[[str], "str | None"]
-"""Says why a name cannot be a directory entry (None: it can)."""
 
 
 def link_target(depth: int, run_dir: str) -> str:
@@ -76,9 +72,7 @@ class Views:
     tag_dirs: Mapping[str, str]
 
 
-def build_views(
-    listed: Mapping[str, Run], *, part_name: NameMap, tag_name: NameMap, problem: NameCheck
-) -> tuple[Views, list[Problem]]:
+def build_views(listed: Mapping[str, Run]) -> tuple[Views, list[Problem]]:
     """Lay out the views of the runs *listed* under ``runs/`` (name -> run)."""
     problems: list[Problem] = []
     run_dirs = {run.id: name for name, run in listed.items()}
@@ -88,18 +82,18 @@ def build_views(
     tags: dict[str, tuple[str, dict[str, Run]]] = {}
     for name, run in sorted(listed.items()):
         what = f"run {run.id} ({run.name!r})"
-        if problem(run.id) is None:
+        if name_problem(run.id) is None:
             by_id[run.id] = run
         else:
             problems.append((f"{what} in {BY_ID_DIR}/", "its id is not a usable name"))
-        path = _add_folder(folders, run.folder, part_name, problem)
+        path = _add_folder(folders, run.folder)
         if path is None:
             problems.append((f"{what} in {FOLDERS_DIR}/", f"folder {run.folder!r}"))
         else:
             links.append((path, name, run))
         for tag in sorted(set(run.tags)):
-            tag_dir = tag_name(tag)
-            reason = problem(tag_dir)
+            tag_dir = run_base_name(tag)
+            reason = name_problem(tag_dir)
             entry = tags.setdefault(tag_dir, (tag, {})) if reason is None else None
             if entry is None or entry[0] != tag:
                 problems.append((f"tag {tag!r}", reason or "name already taken"))
@@ -115,12 +109,10 @@ def build_views(
     return Views(run_dirs, by_id, folders, tags, tag_dirs), problems
 
 
-def _add_folder(
-    folders: dict[str, Folder], folder: str, part_name: NameMap, problem: NameCheck
-) -> str | None:
+def _add_folder(folders: dict[str, Folder], folder: str) -> str | None:
     """Make the directories of Simvue folder *folder*; return its path, None if unshowable."""
-    parts = [part_name(part) for part in folder.split("/") if part]
-    if any(problem(part) is not None for part in parts):
+    parts = [clean_part(part) for part in folder.split("/") if part]
+    if any(name_problem(part) is not None for part in parts):
         return None
     path = ""
     for part in parts:

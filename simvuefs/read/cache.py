@@ -64,7 +64,9 @@ class Flight(Generic[V]):
             raise self._error
         return self._value  # type: ignore[return-value]  # set whenever no error is
 
-    def _resolve(self, value: V | None, error: Exception | None) -> None:
+    def resolve(self, value: V | None, error: Exception | None) -> None:
+        """End the load with *value* or *error* and wake the waiters (the caches call this
+        for their owners: ``finish``, ``fail``, ``abandon``; never twice)."""
         if self._done.is_set():
             raise RuntimeError("flight resolved twice")
         self._value = value
@@ -138,17 +140,17 @@ class MetaCache(Generic[K, V]):
         except Exception as exc:
             self._errors += 1
             self._land(key, flight)
-            flight._resolve(None, exc)
+            flight.resolve(None, exc)
             raise
         else:
             if self._land(key, flight):
                 self._store(key, value, ttl)
-            flight._resolve(value, None)
+            flight.resolve(value, None)
             return value
         finally:
             if not flight.resolved:  # cancelled: let a waiter load it
                 self._land(key, flight)
-                flight._resolve(None, FlightAbandoned())
+                flight.resolve(None, FlightAbandoned())
 
     def get_nowait(self, key: K) -> V | None:
         """Return the fresh value for *key*, or None; never loads."""
@@ -264,17 +266,17 @@ class BlockCache:
         """Store *data* for *key* and hand it to the flight's waiters."""
         self._land(key, flight)
         self.put(key, data)
-        flight._resolve(data, None)
+        flight.resolve(data, None)
 
     def fail(self, key: BlockKey, flight: Flight[bytes], error: Exception) -> None:
         """Hand *error* to the flight's waiters; nothing is stored."""
         self._land(key, flight)
-        flight._resolve(None, error)
+        flight.resolve(None, error)
 
     def abandon(self, key: BlockKey, flight: Flight[bytes]) -> None:
         """Give up the flight; its waiters will load the block themselves."""
         self._land(key, flight)
-        flight._resolve(None, FlightAbandoned())
+        flight.resolve(None, FlightAbandoned())
 
     def put(self, key: BlockKey, data: bytes) -> None:
         """Store *data* for *key* unless it alone exceeds the cache size."""

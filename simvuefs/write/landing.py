@@ -13,6 +13,12 @@ Each attempt has a deadline, :func:`commit_deadline`. A failed attempt is counte
 record and logged, and one background loop per file retries with exponential backoff
 (``upload_retry_initial`` doubling up to ``upload_retry_max``, times a random factor in
 [0.5, 1)); at most BACKGROUND_UPLOADS background attempts run at once.
+
+State: the :class:`Lander` keeps one :class:`Landing` per PENDING file (its attempt in
+progress and its retry loop), from ``track`` until the file lands or is discarded; a file
+that lands again after a rename gets a new one, and a retry loop ends once its Landing is
+no longer the file's current one. The journal record (stage, attempts, last error) is the
+file's (``StagedFile.record``); only :class:`Lander` saves it during an attempt.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from simvuefs.config import MIB, Settings
 from simvuefs.errors import DeadlineExceeded, NotFound, SimvueError, StatusError
 from simvuefs.models import Artifact
 from simvuefs.write.spool import JournalRecord, Spool
-from simvuefs.write.staged import FileState, StagedFile
+from simvuefs.write.staged import FileState, PendingUpload, StagedFile
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,53 @@ def mime_type(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
+def backoff(attempts: int, settings: Settings) -> float:
+    """Seconds to wait after *attempts* failed attempts before the next (module docstring)."""
+    raw = settings.upload_retry_initial * 2.0 ** min(max(attempts - 1, 0), 32)
+    return min(raw, settings.upload_retry_max) * random.uniform(0.5, 1.0)
+
+
+class Landing:
+    """The landing of one PENDING *file*: its attempt in progress and its retry loop.
+
+    *uploading* is True while an attempt runs (one at a time: ``file.attempt_lock``), in a
+    scope that :meth:`cancel_attempt` cancels. *retrying* is True while the background loop
+    runs; it sleeps between attempts in :meth:`sleep` until the delay ends or :meth:`wake`.
+    """
+
+    def __init__(self, file: StagedFile) -> None:
+        self.file = file
+        self.uploading = False
+        self.retrying = False
+        self._scope: trio.CancelScope | None = None
+        self._wake = trio.Event()
+
+    def attempt_started(self, scope: trio.CancelScope) -> None:
+        """An attempt runs in *scope*."""
+        self.uploading = True
+        self._scope = scope
+
+    def attempt_ended(self) -> None:
+        """The attempt is over (landed, failed or cancelled)."""
+        self._scope = None
+        self.uploading = False
+
+    def cancel_attempt(self) -> None:
+        """Cancel the attempt in progress, if any."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def wake(self) -> None:
+        """End the retry loop's current sleep now."""
+        self._wake.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep *seconds*, or until :meth:`wake` (a wake before this call is forgotten)."""
+        self._wake = trio.Event()
+        with trio.move_on_after(seconds):
+            await self._wake.wait()
+
+
 class Lander:
     """Lands the PENDING files it tracks (module docstring).
 
@@ -83,7 +136,7 @@ class Lander:
         self._spool = spool
         self._nursery = nursery
         self._on_landed = on_landed
-        self._pending: dict[str, StagedFile] = {}  # by spool id
+        self._pending: dict[str, Landing] = {}  # by spool id
         self._limiter = trio.CapacityLimiter(BACKGROUND_UPLOADS)
         self._inflight = 0
         self._inflight_changed = trio.lowlevel.ParkingLot()
@@ -94,28 +147,39 @@ class Lander:
 
     def pending(self) -> list[StagedFile]:
         """The PENDING files, in no particular order."""
-        return list(self._pending.values())
+        return [landing.file for landing in self._pending.values()]
+
+    def uploads(self) -> list[PendingUpload]:
+        """A snapshot of the pending uploads, in no particular order."""
+        return [
+            PendingUpload.from_record(landing.file.record, landing.uploading)
+            for landing in self._pending.values()
+            if landing.file.record is not None
+        ]
 
     def track(self, f: StagedFile, *, retry_now: bool) -> None:
         """Take charge of the PENDING *f*; with *retry_now*, its background loop starts an
         attempt at once (a record resumed at start)."""
-        self._pending[f.spool_id] = f
+        self._pending[f.spool_id] = Landing(f)
         if retry_now:
             self.retry_now(f)
 
     def retry_now(self, f: StagedFile) -> None:
-        """Make the background loop of *f* attempt at once (starting it if needed)."""
-        self._ensure_retry(f, immediate=True)
+        """Make the background loop of the PENDING *f* attempt at once (starting it if
+        needed)."""
+        self._ensure_retry(self._pending[f.spool_id], immediate=True)
 
     def forget(self, f: StagedFile) -> None:
         """Stop tracking *f* (it was discarded); its loop ends when it next wakes."""
-        self._pending.pop(f.spool_id, None)
-        f._wake.set()
+        landing = self._pending.pop(f.spool_id, None)
+        if landing is not None:
+            landing.wake()
 
     def cancel_attempt(self, f: StagedFile) -> None:
         """Cancel the upload attempt of *f* in progress, if any (discard)."""
-        if f._attempt_scope is not None:
-            f._attempt_scope.cancel()
+        landing = self._pending.get(f.spool_id)
+        if landing is not None:
+            landing.cancel_attempt()
 
     async def land(self, f: StagedFile) -> Artifact | None:
         """Make one upload attempt for a PENDING *f*, or wait for the one in progress.
@@ -124,38 +188,38 @@ class Lander:
         discarded meanwhile. A failure is journaled, logged and re-raised, and the
         background loop retries.
         """
-        async with f._attempt_lock:
+        async with f.attempt_lock:
             if f.state is not FileState.PENDING:
                 return f.artifact
+            landing = self._pending[f.spool_id]
             self._inflight += 1
-            f._uploading = True
             try:
-                with trio.CancelScope() as f._attempt_scope:
+                with trio.CancelScope() as scope:
+                    landing.attempt_started(scope)
                     try:
                         artifact = await self._attempt(f)
                         with trio.CancelScope(shield=True):
                             await self._retire(f, artifact)
                         return artifact
                     except Exception as exc:
-                        await self._note_failure(f, exc)
+                        await self._note_failure(landing, exc)
                         raise
                 return None  # cancelled by cancel_attempt: discarded
             finally:
-                f._attempt_scope = None
-                f._uploading = False
+                landing.attempt_ended()
                 self._inflight -= 1
                 self._inflight_changed.unpark_all()
 
     async def _attempt(self, f: StagedFile) -> Artifact:
         """Run the upload sequence from the stage the journal records, with a deadline."""
-        assert f._record is not None
-        seconds = commit_deadline(f._record.size, self._settings)
+        assert f.record is not None
+        seconds = commit_deadline(f.record.size, self._settings)
         with trio.move_on_after(seconds):
             return await self._upload_steps(f)
         raise DeadlineExceeded(f"upload of {f.name} did not finish within {seconds:.0f} s")
 
     async def _upload_steps(self, f: StagedFile) -> Artifact:
-        record = f._record
+        record = f.record
         assert record is not None
         if record.stage == "new":
             slot = await self._client.create_artifact(
@@ -206,22 +270,17 @@ class Lander:
 
     async def _save(self, f: StagedFile, record: JournalRecord) -> JournalRecord:
         await trio.to_thread.run_sync(self._spool.save, record)
-        f._record = record
+        f.update_record(record)
         return record
 
     async def _retire(self, f: StagedFile, artifact: Artifact) -> None:
         """PENDING -> LANDED: keep the content briefly (for renames), drop the record."""
-        async with f._lock:
+        async with f.lock:
             await trio.to_thread.run_sync(self._spool.land, f.spool_id)
-            f.state = FileState.LANDED
-            f.artifact = artifact
-            f._record = None
-            f._data = self._spool.landed_path(f.spool_id)
-            f._generation += 1
-            del self._pending[f.spool_id]
-            f._wake.set()
+            f.retire(artifact, self._spool.landed_path(f.spool_id))
+            self._pending.pop(f.spool_id).wake()
             self.landed += 1
-        self._nursery.start_soon(self._expire_landed, f, f._generation)
+        self._nursery.start_soon(self._expire_landed, f, f.generation)
         log.info(
             "uploaded %s to run %s as artifact %s (%d bytes)", f.name, f.run_id, artifact.id, f.size
         )
@@ -232,20 +291,21 @@ class Lander:
 
     async def _expire_landed(self, f: StagedFile, generation: int) -> None:
         await trio.sleep(LANDED_RETENTION)
-        async with f._lock:
-            if f.state is FileState.LANDED and f._generation == generation:
+        async with f.lock:
+            if f.state is FileState.LANDED and f.generation == generation:
                 await trio.to_thread.run_sync(self._spool.drop_landed, f.spool_id)
 
-    async def _note_failure(self, f: StagedFile, exc: Exception) -> None:
+    async def _note_failure(self, landing: Landing, exc: Exception) -> None:
         """Count a failed attempt in the journal and make sure the retry loop runs."""
         self.failed += 1
-        assert f._record is not None
+        f = landing.file
+        assert f.record is not None
         reason = str(exc)[:500] or type(exc).__name__
-        record = replace(f._record, attempts=f._record.attempts + 1, last_error=reason)
+        record = replace(f.record, attempts=f.record.attempts + 1, last_error=reason)
         try:
             await self._save(f, record)
         except SimvueError as save_error:
-            f._record = record
+            f.update_record(record)
             log.error("%s (the spool keeps the content)", save_error)
         log.warning(
             "upload of %s to run %s failed (attempt %d): %s; retrying in the background",
@@ -255,51 +315,54 @@ class Lander:
             reason,
             exc_info=not isinstance(exc, SimvueError),
         )
-        self._ensure_retry(f, immediate=False)
+        self._ensure_retry(landing, immediate=False)
 
     # -- background retries ----------------------------------------------------------------
 
-    def _ensure_retry(self, f: StagedFile, *, immediate: bool) -> None:
-        if f._retrying:
+    def _ensure_retry(self, landing: Landing, *, immediate: bool) -> None:
+        if landing.retrying:
             if immediate:
-                f._wake.set()
+                landing.wake()
         elif not self._closing:
-            f._retrying = True
-            self._nursery.start_soon(self._retry_loop, f, immediate)
+            landing.retrying = True
+            self._nursery.start_soon(self._retry_loop, landing, immediate)
 
-    async def _retry_loop(self, f: StagedFile, immediate: bool) -> None:
+    def _should_retry(self, landing: Landing) -> bool:
+        """True while *landing* is the current one of a PENDING file and we are not closing."""
+        f = landing.file
+        return (
+            not self._closing
+            and f.state is FileState.PENDING
+            and self._pending.get(f.spool_id) is landing
+        )
+
+    async def _retry_loop(self, landing: Landing, immediate: bool) -> None:
+        f = landing.file
         try:
-            delay = 0.0 if immediate else self._backoff(f.attempts)
+            delay = 0.0 if immediate else backoff(f.attempts, self._settings)
             while True:
-                f._wake = trio.Event()
-                with trio.move_on_after(delay):
-                    await f._wake.wait()
-                if self._closing or f.state is not FileState.PENDING:
+                await landing.sleep(delay)
+                if not self._should_retry(landing):
                     return
                 async with self._limiter:
-                    if self._closing or f.state is not FileState.PENDING:
+                    if not self._should_retry(landing):
                         return
                     try:
                         await self.land(f)
                     except Exception:
                         pass  # land logged it and counted the attempt; keep retrying
-                if f.state is not FileState.PENDING:
+                if not self._should_retry(landing):
                     return
-                delay = self._backoff(f.attempts)
+                delay = backoff(f.attempts, self._settings)
         finally:
-            f._retrying = False
-
-    def _backoff(self, attempts: int) -> float:
-        settings = self._settings
-        raw = settings.upload_retry_initial * 2.0 ** min(max(attempts - 1, 0), 32)
-        return min(raw, settings.upload_retry_max) * random.uniform(0.5, 1.0)
+            landing.retrying = False
 
     async def drain(self) -> None:
         """Stop retrying; give attempts in progress ``shutdown_upload_wait`` seconds to
         finish; log what stays pending for the next start."""
         self._closing = True
-        for f in self._pending.values():
-            f._wake.set()
+        for landing in self._pending.values():
+            landing.wake()
         with trio.move_on_after(self._settings.shutdown_upload_wait):
             while self._inflight:
                 await self._inflight_changed.park()

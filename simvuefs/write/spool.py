@@ -48,15 +48,14 @@ from typing import Any
 
 from simvuefs.config import MIB
 from simvuefs.errors import ConfigError, LocalError
-from simvuefs.models import CATEGORIES, NAME_REGEX
+from simvuefs.localio import TEMP_SUFFIX, fsync_dir, local_error, write_atomically
+from simvuefs.models import CATEGORIES, is_artifact_name
 
 log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 # Read size when hashing spooled content: bounds memory, large enough for full-speed sha256.
 HASH_CHUNK = 1 * MIB
-# Errnos a caller can act on; other I/O failures of the spool disk are reported as EIO.
-_PASSED_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
 STAGES = ("new", "stored", "marked", "attached")
 """How far an upload got, in order: nothing on the server yet; content stored under
 ``artifact_id``; marked uploaded (or deduplicated: nothing to mark); attached to the run."""
@@ -67,30 +66,9 @@ _SPOOL_ID = re.compile(r"[0-9a-f]{32}")
 _CHECKSUM = re.compile(r"[0-9a-f]{64}")
 
 
-def default_spool_dir() -> Path:
-    """Return ``$XDG_CACHE_HOME/simvuefs/spool``, or ``~/.cache/simvuefs/spool``."""
-    cache = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
-    return base / "simvuefs" / "spool"
-
-
 def new_spool_id() -> str:
     """Return a fresh random id for a spooled file (32 hex digits)."""
     return secrets.token_hex(16)
-
-
-def is_valid_name(name: str) -> bool:
-    """True for an artifact name simvuefs uploads: the client's NAME_REGEX, no whitespace but
-    spaces, and ``/``-separated components that are neither empty nor ``.``/``..``."""
-    if NAME_REGEX.fullmatch(name) is None or any(c.isspace() and c != " " for c in name):
-        return False
-    return all(part not in ("", ".", "..") for part in name.split("/"))
-
-
-def local_error(exc: OSError, what: str) -> LocalError:
-    """Turn an OSError of the spool disk into a LocalError with an errno the caller can use."""
-    code = exc.errno if exc.errno in _PASSED_ERRNOS else errno.EIO
-    return LocalError(f"{what}: {exc.strerror or exc}", errno=code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +111,7 @@ class JournalRecord:
         if data.get("id") != spool_id:
             raise ValueError("id does not match the file name")
         name = _get(data, "name", str)
-        if not is_valid_name(name):
+        if not is_artifact_name(name):
             raise ValueError(f"invalid artifact name {name!r}")
         category = _get(data, "category", str)
         if category not in CATEGORIES:
@@ -206,14 +184,6 @@ def write_at(fd: int, offset: int, data: bytes) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_pending(root: Path) -> list[JournalRecord]:
@@ -386,8 +356,8 @@ class Spool:
         self.save(record)
         try:
             os.rename(self.staging_path(record.id), self.data_path(record.id))
-            _fsync_dir(self.pending_dir)
-            _fsync_dir(self.staging_dir)
+            fsync_dir(self.pending_dir)
+            fsync_dir(self.staging_dir)
         except OSError as exc:
             raise local_error(
                 exc, f"cannot record a pending upload in {self.pending_dir}"
@@ -396,14 +366,8 @@ class Spool:
     def save(self, record: JournalRecord) -> None:
         """Replace ``pending/<id>.json`` atomically (write temp, fsync, rename, fsync dir)."""
         final = self.record_path(record.id)
-        temporary = final.with_name(final.name + ".tmp")
         try:
-            with open(temporary, "wb") as stream:
-                stream.write(record.to_bytes())
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.rename(temporary, final)
-            _fsync_dir(self.pending_dir)
+            write_atomically(final, record.to_bytes())
         except OSError as exc:
             raise local_error(exc, f"cannot write the upload record {final}") from None
 
@@ -416,7 +380,7 @@ class Spool:
             if not self.landed_path(spool_id).exists():
                 os.rename(self.data_path(spool_id), self.landed_path(spool_id))
             self.record_path(spool_id).unlink(missing_ok=True)
-            _fsync_dir(self.pending_dir)
+            fsync_dir(self.pending_dir)
         except OSError as exc:
             raise local_error(exc, f"cannot retire the upload record of {spool_id}") from None
 
@@ -442,7 +406,7 @@ class Spool:
         """Forget a pending upload: its record first, then its content."""
         try:
             self.record_path(spool_id).unlink(missing_ok=True)
-            _fsync_dir(self.pending_dir)
+            fsync_dir(self.pending_dir)
             self.data_path(spool_id).unlink(missing_ok=True)
         except OSError as exc:
             raise local_error(exc, f"cannot remove the pending upload {spool_id}") from None
@@ -465,7 +429,7 @@ class Spool:
         Finishes interrupted commits and landings, moves files that can never be uploaded to
         abandoned/ (with a warning), and skips unreadable records with a warning.
         """
-        for temporary in self.pending_dir.glob("*.json.tmp"):
+        for temporary in self.pending_dir.glob(f"*.json{TEMP_SUFFIX}"):
             temporary.unlink()  # an interrupted save: the previous record is intact
         self.clear_landed()
         for path in self.staging_dir.iterdir():

@@ -2,9 +2,9 @@
 
 Life of a :class:`StagedFile`::
 
-    STAGED --commit--> PENDING --lands--> LANDED
-      |                  |   ^              |
-      +----discard-------+   +---rename-----+   (lands again under the new name)
+    STAGED --commit--> PENDING --retire--> LANDED
+      |                  |   ^               |
+      +----discard-------+   +---relaunch----+   (a rename: lands again under the new name)
               v
           DISCARDED
 
@@ -14,14 +14,15 @@ Life of a :class:`StagedFile`::
 - LANDED: the artifact exists and is attached to the run; ``artifact`` is the server's record.
 - DISCARDED: unlinked before it landed; nothing is uploaded.
 
-Only ``upload.py`` and ``landing.py`` change a StagedFile (its underscored attributes are
-theirs); the filesystem reads the public ones.
+Each arrow is a method of :class:`StagedFile`; only ``upload.py`` and ``landing.py`` call
+them, holding ``lock``, after the spool I/O that makes the new state true on disk. The
+filesystem only reads a StagedFile.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
+import errno
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ import trio
 from simvuefs.errors import LocalError
 from simvuefs.models import Artifact
 from simvuefs.write.spool import JournalRecord
+from simvuefs.write.writebehind import FileWrites
 
 
 class FileState(enum.Enum):
@@ -47,16 +49,13 @@ class StagedFile:
 
     *size* and *mtime* follow the writes; *checksum* is set at commit; *artifact* once
     LANDED. *spool_id* names its files in the spool (random, never derived from names).
+    *record* is its journal record while PENDING; *data* is where its content is now
+    (staging, pending or landed); *fd* is open while the filesystem holds handles.
 
-    Locks: ``_lock`` serialises content changes and state transitions (held briefly, or for
-    the hashing at commit); ``_attempt_lock`` lets one upload attempt run at a time (held
-    for the upload). A PENDING file has at most one background retry loop (``_retrying``).
-
-    Write-behind (``upload.py``): accepted writes wait in ``_queue`` (offset, data, growth),
-    in order, until one flusher task at a time (``_flushing``) puts them on disk and hashes
-    them in a worker thread; ``_unwritten`` counts their bytes (also those being written).
-    While the flusher runs, only it touches ``_hasher`` and ``_hashed``. A write it could
-    not store sets ``_write_error``, which every later write, truncate and commit raise.
+    Locks: ``lock`` serialises content changes and state transitions (held briefly, or for
+    the hashing at commit); ``attempt_lock`` lets one upload attempt run at a time (held
+    for the upload). Writes not yet on disk are in *writes* (``writebehind.py``); landing
+    attempts and retries are ``landing.py``'s.
     """
 
     def __init__(
@@ -71,48 +70,44 @@ class StagedFile:
         self.mtime = mtime
         self.checksum = ""
         self.artifact: Artifact | None = None
-        self._data = data  # where the content is now (staging, pending or landed)
-        self._fd: int | None = None  # open while the filesystem holds handles
+        self.writes = FileWrites()
+        self.lock = trio.Lock()
+        self.attempt_lock = trio.Lock()
+        self._data = data
+        self._record: JournalRecord | None = None
+        self._fd: int | None = None
         self._handles = 0
         self._writers = 0
-        # sha256 of the first _hashed bytes, kept while writes are sequential; None = rehash.
-        self._hasher: hashlib._Hash | None = hashlib.sha256()
-        self._hashed = 0
-        self._queue: list[tuple[int, bytes, int]] = []
-        self._unwritten = 0
-        self._flushing = False
-        self._flushed = trio.Event()  # set and replaced after each batch the flusher writes
-        self._write_error: LocalError | None = None
-        self._record: JournalRecord | None = None  # set while PENDING
-        self._lock = trio.Lock()
-        self._attempt_lock = trio.Lock()
-        self._attempt_scope: trio.CancelScope | None = None
-        self._uploading = False
-        self._retrying = False
-        self._wake = trio.Event()
         self._generation = 0  # bumped at each landing, so old retention timers do nothing
-
-    def _wake_flush_waiters(self) -> None:
-        """Wake the tasks waiting for the flusher (``upload._written``); they look again."""
-        self._flushed.set()
-        self._flushed = trio.Event()
 
     @classmethod
     def from_record(cls, record: JournalRecord, data: Path) -> StagedFile:
         """A PENDING file for a journal record found at start, its content at *data*."""
-        f = cls(record.id, record.run_id, record.category, record.name, data, 0.0)
-        f.mtime = record.created.timestamp()
-        f.state = FileState.PENDING
+        mtime = record.created.timestamp()
+        f = cls(record.id, record.run_id, record.category, record.name, data, mtime)
         f.size = record.size
-        f.checksum = record.checksum
-        f._hasher = None
-        f._record = record
+        f.commit(record, data)
         return f
 
     @property
     def key(self) -> tuple[str, str, str]:
         """``(run_id, category, name)``: at most one live file has a given key."""
         return (self.run_id, self.category, self.name)
+
+    @property
+    def record(self) -> JournalRecord | None:
+        """The journal record of a PENDING file, as last saved (None otherwise)."""
+        return self._record
+
+    @property
+    def data(self) -> Path:
+        """Where the content is now: staging, pending or landed (``spool.py``)."""
+        return self._data
+
+    @property
+    def generation(self) -> int:
+        """How often the file became LANDED; a retention timer acts only on its own."""
+        return self._generation
 
     @property
     def attempts(self) -> int:
@@ -130,6 +125,102 @@ class StagedFile:
         return self.state is FileState.LANDED or (
             self._record is not None and self._record.stage == "attached"
         )
+
+    # -- open handles ----------------------------------------------------------------------
+
+    @property
+    def fd(self) -> int | None:
+        """The descriptor of the content while handles are open (None otherwise)."""
+        return self._fd
+
+    @property
+    def writing(self) -> bool:
+        """True while a handle open for writing exists."""
+        return self._writers > 0
+
+    @property
+    def idle(self) -> bool:
+        """True when the descriptor is open but no handle is: it should be closed."""
+        return self._handles == 0 and self._fd is not None
+
+    def add_handle(self, *, write: bool, fd: int | None = None) -> None:
+        """Count one more open handle; *fd* is the descriptor just opened, if it was not."""
+        if fd is not None:
+            assert self._fd is None, "one descriptor per file"
+            self._fd = fd
+        self._handles += 1
+        self._writers += write
+
+    def drop_handle(self, *, write: bool) -> None:
+        """Count one handle less (the caller closes the descriptor when idle)."""
+        self._handles -= 1
+        self._writers -= write
+
+    def take_fd(self) -> int | None:
+        """Forget the descriptor and return it, for the caller to close."""
+        fd, self._fd = self._fd, None
+        return fd
+
+    def writable_fd(self) -> int:
+        """The descriptor to write through; writes to a discarded but open file succeed.
+
+        Raises LocalError: EBADF when committed or not open; a queued write's error.
+        """
+        if self.state not in (FileState.STAGED, FileState.DISCARDED):
+            raise LocalError(
+                f"{self.name} is committed and can no longer change", errno=errno.EBADF
+            )
+        if self._fd is None:
+            raise LocalError(f"{self.name} is not open", errno=errno.EBADF)
+        self.writes.raise_error()
+        return self._fd
+
+    # -- transitions (module docstring) ------------------------------------------------------
+
+    def rename(self, name: str) -> None:
+        """Give a STAGED file the name *name* (nothing is journaled yet)."""
+        assert self.state is FileState.STAGED
+        self.name = name
+
+    def update_record(self, record: JournalRecord) -> None:
+        """Keep *record*, the journal record of this PENDING file as just saved (a step of
+        its landing, a failed attempt, a rename: the name follows the record)."""
+        assert self.state is FileState.PENDING
+        self._record = record
+        self.name = record.name
+
+    def commit(self, record: JournalRecord, data: Path) -> None:
+        """STAGED -> PENDING: the content is sealed at *data* and journaled as *record*."""
+        assert self.state is FileState.STAGED
+        self.state = FileState.PENDING
+        self.checksum = record.checksum
+        self._record = record
+        self._data = data
+
+    def relaunch(self, record: JournalRecord, data: Path) -> None:
+        """LANDED -> PENDING: the landed content, back at *data*, is journaled as *record*
+        to land again under the record's name (a rename)."""
+        assert self.state is FileState.LANDED
+        self.state = FileState.PENDING
+        self.name = record.name
+        self.artifact = None
+        self._record = record
+        self._data = data
+        self._generation += 1
+
+    def retire(self, artifact: Artifact, data: Path) -> None:
+        """PENDING -> LANDED: *artifact* is attached; the content is kept briefly at *data*."""
+        assert self.state is FileState.PENDING
+        self.state = FileState.LANDED
+        self.artifact = artifact
+        self._record = None
+        self._data = data
+        self._generation += 1
+
+    def discard(self) -> None:
+        """STAGED or PENDING -> DISCARDED: unlinked before it landed."""
+        self.state = FileState.DISCARDED
+        self._record = None
 
     def __repr__(self) -> str:
         return f"<StagedFile {self.run_id}/{self.category}/{self.name} {self.state.value}>"

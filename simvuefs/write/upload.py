@@ -13,21 +13,15 @@ error, an unmount or a crash never loses it; ``open_uploader`` resumes the journ
 Concurrency: all state lives in the trio thread; file I/O and hashing run in worker
 threads; per-file locks are described in ``staged.py``.
 
-Write-behind: a write returns once its bytes are queued; a flusher task per file writes and
-hashes the queue in order, in a worker thread, while the next writes arrive (FUSE writes
-are synchronous, so this is what lets the kernel's copy, the spool write and the hashing
-overlap). At most WRITE_BEHIND bytes per file wait; reads, truncates, commits and the last
-release wait for the queue first. A write is queued only when the free space measured last
-(minus everything queued since) covers its growth; otherwise it waits for the queue and is
-written at once with a fresh check, so a full spool still fails that write with ENOSPC. A
-queued write that fails on disk (the disk filled up meanwhile, an I/O error) fails the next
-write, truncate and the commit (``close()``) with its error; that file is never uploaded.
+Write-behind (``writebehind.py``): a write returns once its bytes are queued; at most
+WRITE_BEHIND bytes per file wait; reads, truncates, commits and the last release wait for
+the queue first. A queued write that fails on disk fails the next write, truncate and the
+commit (``close()``) with its error; that file is never uploaded.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import time
@@ -40,25 +34,21 @@ from pathlib import Path
 import trio
 
 from simvuefs.backends.protocol import SimvueBackend
-from simvuefs.config import MIB, Settings
+from simvuefs.config import Settings
 from simvuefs.errors import ConfigError, LocalError
-from simvuefs.models import CATEGORIES, Artifact
+from simvuefs.localio import local_error
+from simvuefs.models import CATEGORIES, Artifact, check_artifact_name
 from simvuefs.write.landing import Lander
 from simvuefs.write.spool import (
     JournalRecord,
     Spool,
-    default_spool_dir,
-    is_valid_name,
-    local_error,
     new_spool_id,
     read_at,
 )
 from simvuefs.write.staged import FileState, PendingUpload, StagedFile
+from simvuefs.write.writebehind import WRITE_BEHIND, WriteBehind
 
 log = logging.getLogger(__name__)
-
-WRITE_BEHIND = 16 * MIB
-"""Bytes of one file accepted into memory before they are on the spool disk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +69,7 @@ async def open_uploader(
     settings: Settings,
     on_landed: Callable[[StagedFile], None] | None = None,
 ) -> AsyncIterator[Uploader]:
-    """Open the spool (``settings.spool_dir`` or the default), resume its pending uploads,
+    """Open the spool (``settings.spool_dir``), resume its pending uploads,
     and yield the Uploader.
 
     *on_landed* is called in the trio thread each time a file lands, also in the background
@@ -87,17 +77,16 @@ async def open_uploader(
     ``settings.shutdown_upload_wait`` seconds; the rest stay pending for the next start.
     Raises ConfigError if the spool cannot be used or another process holds it.
     """
-    root = settings.spool_dir or default_spool_dir()
-    spool = await trio.to_thread.run_sync(Spool.open, root, settings.spool_min_free)
+    spool = await trio.to_thread.run_sync(Spool.open, settings.spool_dir, settings.spool_min_free)
     try:
         async with trio.open_nursery() as nursery:
             uploader = Uploader(client, settings, spool, nursery, on_landed)
-            await uploader._resume()
+            await uploader.resume()
             try:
                 yield uploader
             finally:
                 with trio.CancelScope(shield=True):
-                    await uploader._drain()
+                    await uploader.drain()
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
@@ -121,10 +110,8 @@ class Uploader:
         on_landed: Callable[[StagedFile], None] | None,
     ) -> None:
         self._spool = spool
-        self._nursery = nursery
         self._on_landed = on_landed
-        self._room = 0  # bytes that can be queued before the free space is measured again
-        self._queued_growth = 0  # how much the queued writes of all files grow their files
+        self._write_behind = WriteBehind(spool, nursery)
         self._live: dict[tuple[str, str, str], StagedFile] = {}  # STAGED and PENDING, by key
         self._lander = Lander(client, settings, spool, nursery, self._landed)
 
@@ -141,12 +128,7 @@ class Uploader:
 
     def pending(self) -> list[PendingUpload]:
         """All pending uploads, oldest first."""
-        uploads = [
-            PendingUpload.from_record(f._record, f._uploading)
-            for f in self._lander.pending()
-            if f._record is not None
-        ]
-        return sorted(uploads, key=lambda upload: upload.created)
+        return sorted(self._lander.uploads(), key=lambda upload: upload.created)
 
     def statistics(self) -> UploaderStats:
         """Return the counters (UploaderStats)."""
@@ -175,11 +157,11 @@ class Uploader:
         )
         self._reserve(f.key, f)
         try:
-            f._fd = await trio.to_thread.run_sync(self._spool.create, spool_id)
+            fd = await trio.to_thread.run_sync(self._spool.create, spool_id)
         except BaseException:
             del self._live[f.key]
             raise
-        f._handles = f._writers = 1
+        f.add_handle(write=True, fd=fd)
         log.debug("staging %r as %s", f, spool_id)
         return f
 
@@ -190,31 +172,30 @@ class Uploader:
         and the content is committed; ESTALE when *f* has landed or is gone (read the
         artifact instead).
         """
-        async with f._lock:
+        async with f.lock:
             if write and f.state is not FileState.STAGED:
                 raise LocalError(
                     f"{f.name} is committed and can no longer change", errno=errno.EACCES
                 )
-            if write and f._writers:
+            if write and f.writing:
                 raise LocalError(f"{f.name} is being written by another process", errno=errno.EBUSY)
-            if f._fd is None:
+            fd = None
+            if f.fd is None:
                 if f.state not in (FileState.STAGED, FileState.PENDING):
                     raise LocalError(f"{f.name} is no longer in the spool", errno=errno.ESTALE)
                 flags = os.O_RDWR if f.state is FileState.STAGED else os.O_RDONLY
-                f._fd = await trio.to_thread.run_sync(_open_fd, f._data, flags)
-            f._handles += 1
-            f._writers += write
+                fd = await trio.to_thread.run_sync(_open_fd, f.data, flags)
+            f.add_handle(write=write, fd=fd)
 
     async def release(self, f: StagedFile, *, write: bool) -> None:
         """Forget one handle (opened by ``create`` or ``open``); the last one closes the fd
         (once the queued writes are on disk)."""
-        f._handles -= 1
-        f._writers -= write
-        if f._handles == 0 and f._fd is not None:
-            async with f._lock:
-                await _written(f)
-                if f._handles == 0 and f._fd is not None:
-                    fd, f._fd = f._fd, None
+        f.drop_handle(write=write)
+        if f.idle:
+            async with f.lock:
+                await f.writes.wait_written()
+                fd = f.take_fd() if f.idle else None
+                if fd is not None:
                     await trio.to_thread.run_sync(os.close, fd)
 
     async def write(self, f: StagedFile, offset: int, data: bytes) -> int:
@@ -224,90 +205,35 @@ class Uploader:
         Raises LocalError: EBADF once *f* is committed; ENOSPC when the spool is full; the
         error of an earlier queued write that failed.
         """
-        async with f._lock:
-            _usable(f)
+        async with f.lock:
+            fd = f.writable_fd()
             end = offset + len(data)
             grow = max(0, end - f.size)
-            if grow > self._room:  # not known to fit: write now, measuring the free space
-                await _written(f)
-                fd = _usable(f)
-                room = await trio.to_thread.run_sync(
-                    self._write_batch, f, fd, [(offset, data, grow)]
-                )
-                self._room = room - self._queued_growth
-            else:
-                self._room -= grow
-                self._queued_growth += grow
-                f._queue.append((offset, data, grow))
-                f._unwritten += len(data)
-                if not f._flushing:
-                    f._flushing = True
-                    self._nursery.start_soon(self._flush_queue, f)
+            if not self._write_behind.queue(f, fd, offset, data, grow):
+                # not known to fit: write now, measuring the free space
+                await f.writes.wait_written()
+                await self._write_behind.write_now(f, f.writable_fd(), offset, data, grow)
             f.size = max(f.size, end)
             f.mtime = time.time()
-            await _written(f, WRITE_BEHIND)
+            await f.writes.wait_written(WRITE_BEHIND)
         return len(data)
-
-    async def _flush_queue(self, f: StagedFile) -> None:
-        """The flusher of *f*: write its queue to disk in order, batch by batch, until empty
-        or a batch fails (then the rest of the queue is dropped with it)."""
-        try:
-            while f._queue and f._write_error is None:
-                batch, f._queue = f._queue, []
-                fd = f._fd
-                assert fd is not None, "the last release waits for the queue"
-                room: int | None = None
-                try:
-                    with trio.CancelScope(shield=True):  # the queue is all the data there is
-                        room = await trio.to_thread.run_sync(self._write_batch, f, fd, batch)
-                except LocalError as exc:
-                    log.warning("cannot store writes to %s of run %s: %s", f.name, f.run_id, exc)
-                    f._write_error = exc
-                    batch += f._queue
-                    f._queue = []
-                finally:
-                    f._unwritten -= sum(len(data) for _, data, _ in batch)
-                    self._queued_growth -= sum(grow for _, _, grow in batch)
-                    f._wake_flush_waiters()
-                if room is not None:
-                    self._room = room - self._queued_growth
-        finally:
-            f._flushing = False
-            f._wake_flush_waiters()
-
-    def _write_batch(self, f: StagedFile, fd: int, batch: list[tuple[int, bytes, int]]) -> int:
-        """Worker thread: check the free space for the batch's growth, write it in order,
-        hash along while writes are sequential, start its writeback; return the room left
-        (``check_free``)."""
-        room = self._spool.check_free(sum(grow for _, _, grow in batch))
-        for offset, data, _ in batch:
-            hasher, f._hasher = f._hasher, None  # an error below leaves the hash to be redone
-            self._spool.write(fd, offset, data)
-            if hasher is not None and offset == f._hashed:
-                hasher.update(data)
-                f._hasher = hasher
-                f._hashed += len(data)
-        start = min(offset for offset, _, _ in batch)
-        self._spool.start_writeback(fd, start, max(o + len(d) for o, d, _ in batch) - start)
-        return room
 
     async def truncate(self, f: StagedFile, size: int) -> None:
         """Set the size of a STAGED *f* (zeros when it grows). Raises like ``write``."""
-        async with f._lock:
-            await _written(f)
-            fd = _usable(f)
+        async with f.lock:
+            await f.writes.wait_written()
+            fd = f.writable_fd()
             grow = max(0, size - f.size)
             await trio.to_thread.run_sync(self._spool.truncate, fd, size, grow)
-            if size < f._hashed:
-                f._hasher = None
+            f.writes.truncated(size)
             f.size = size
             f.mtime = time.time()
 
     async def read(self, f: StagedFile, offset: int, size: int) -> bytes:
         """Read the local content of *f* through an open handle: exactly *size* bytes unless
         the end of the file comes first. Raises LocalError(EBADF) without an open handle."""
-        await _written(f)
-        fd = f._fd
+        await f.writes.wait_written()
+        fd = f.fd
         if fd is None:
             raise LocalError(f"{f.name} is not open", errno=errno.EBADF)
         length = min(size, f.size - offset)
@@ -329,7 +255,7 @@ class Uploader:
         error when the upload fails (it stays PENDING and is retried in the background).
         """
         if f.state is FileState.STAGED:
-            async with f._lock:
+            async with f.lock:
                 if f.state is FileState.STAGED:
                     await self._journal(f)
         if f.state is FileState.PENDING:
@@ -337,14 +263,10 @@ class Uploader:
         return f.artifact
 
     async def _journal(self, f: StagedFile) -> None:
-        """STAGED -> PENDING (f._lock held): seal the content, write the record, move it."""
-        await _written(f)
-        if f._write_error is not None:
-            raise f._write_error
-        hasher, start = f._hasher, f._hashed
-        f._hasher = None  # sealing consumes it; a failed commit rehashes from the start
-        if hasher is None:
-            hasher, start = hashlib.sha256(), 0
+        """STAGED -> PENDING (f.lock held): seal the content, write the record, move it."""
+        await f.writes.wait_written()
+        f.writes.raise_error()
+        hasher, start = f.writes.take_hash()
         checksum = await trio.to_thread.run_sync(
             self._spool.seal, f.spool_id, hasher, start, f.size
         )
@@ -358,10 +280,7 @@ class Uploader:
             created=datetime.now(UTC),
         )
         await trio.to_thread.run_sync(self._spool.commit, record)
-        f.checksum = checksum
-        f.state = FileState.PENDING
-        f._record = record
-        f._data = self._spool.data_path(f.spool_id)
+        f.commit(record, self._spool.data_path(f.spool_id))
         self._lander.track(f, retry_now=False)
         log.debug("committed %r: %d bytes, sha256 %s", f, f.size, checksum)
 
@@ -396,7 +315,7 @@ class Uploader:
         new_key = (f.run_id, f.category, new_name)
         self._reserve(new_key, f)
         try:
-            async with f._attempt_lock, f._lock:
+            async with f.attempt_lock, f.lock:
                 reland = await self._rename_locked(f, new_name)
         except BaseException:
             del self._live[new_key]
@@ -414,9 +333,9 @@ class Uploader:
 
     async def _rename_locked(self, f: StagedFile, new_name: str) -> bool:
         """Rename under both locks; True when *f* must land again under the new name."""
-        record = f._record
+        record = f.record
         if f.state is FileState.STAGED:
-            f.name = new_name
+            f.rename(new_name)
             return False
         if f.state is FileState.PENDING and record is not None:
             attached = f.attached
@@ -427,8 +346,7 @@ class Uploader:
                 record, name=new_name, artifact_id=None, stage="new", replaces=replaces
             )
             await trio.to_thread.run_sync(self._spool.save, renamed)
-            f._record = renamed
-            f.name = new_name
+            f.update_record(renamed)
             return attached
         if f.state is FileState.LANDED and f.artifact is not None:
             record = JournalRecord(
@@ -442,12 +360,7 @@ class Uploader:
                 replaces=(f.artifact.id,),
             )
             await trio.to_thread.run_sync(self._spool.relaunch, record)
-            f.name = new_name
-            f.state = FileState.PENDING
-            f.artifact = None
-            f._record = record
-            f._data = self._spool.data_path(f.spool_id)
-            f._generation += 1
+            f.relaunch(record, self._spool.data_path(f.spool_id))
             self._lander.track(f, retry_now=False)
             return True
         raise LocalError(f"{f.name} no longer exists", errno=errno.ENOENT)
@@ -460,7 +373,7 @@ class Uploader:
         """
         if not f.attached:
             self._lander.cancel_attempt(f)
-        async with f._attempt_lock, f._lock:
+        async with f.attempt_lock, f.lock:
             if f.state is FileState.DISCARDED:
                 return
             if f.attached:
@@ -472,8 +385,7 @@ class Uploader:
             else:
                 await trio.to_thread.run_sync(self._spool.drop, f.spool_id)
                 self._lander.forget(f)
-            f.state = FileState.DISCARDED
-            f._record = None
+            f.discard()
             if self._live.get(f.key) is f:
                 del self._live[f.key]
         log.info("discarded %s in run %s before upload", f.name, f.run_id)
@@ -488,8 +400,9 @@ class Uploader:
             )
         self._live[key] = f
 
-    async def _resume(self) -> None:
-        """Load the journal; every pending upload is attempted again at once."""
+    async def resume(self) -> None:
+        """Load the journal; every pending upload is attempted again at once (at start,
+        by ``open_uploader``)."""
         try:
             records = await trio.to_thread.run_sync(self._spool.recover)
         except OSError as exc:
@@ -504,11 +417,12 @@ class Uploader:
         if records:
             log.info("resuming %d pending upload(s) from %s", len(records), self._spool.pending_dir)
 
-    async def _drain(self) -> None:
-        """Let the lander drain, report files never closed, close what is still open."""
+    async def drain(self) -> None:
+        """Let the lander drain, report files never closed, close what is still open (at
+        exit, by ``open_uploader``)."""
         await self._lander.drain()
         for f in self._live.values():
-            await _written(f)
+            await f.writes.wait_written()
         unfinished = [f for f in self._live.values() if f.state is FileState.STAGED]
         if unfinished:
             log.warning(
@@ -517,8 +431,8 @@ class Uploader:
                 ", ".join(f"{f.run_id}/{f.category}/{f.name}" for f in unfinished[:10]),
             )
         for f in [*self._live.values(), *self._lander.pending()]:
-            if f._fd is not None:
-                fd, f._fd = f._fd, None
+            fd = f.take_fd()
+            if fd is not None:
                 os.close(fd)
         log.debug("uploader statistics at exit: %s", self.statistics())
 
@@ -526,32 +440,7 @@ class Uploader:
 def _check_name(name: str, category: str) -> None:
     if category not in CATEGORIES:
         raise LocalError(f"unknown artifact category {category!r}", errno=errno.EINVAL)
-    if not is_valid_name(name):
-        raise LocalError(
-            f"{name!r} is not a valid Simvue artifact name "
-            "(letters, digits, space and - _ . : / only)",
-            errno=errno.EINVAL,
-        )
-
-
-def _usable(f: StagedFile) -> int:
-    """The fd to write *f* through; writes to a discarded but open file still succeed.
-
-    Raises LocalError: EBADF when committed or not open; a queued write's error.
-    """
-    if f.state not in (FileState.STAGED, FileState.DISCARDED):
-        raise LocalError(f"{f.name} is committed and can no longer change", errno=errno.EBADF)
-    if f._fd is None:
-        raise LocalError(f"{f.name} is not open", errno=errno.EBADF)
-    if f._write_error is not None:
-        raise f._write_error
-    return f._fd
-
-
-async def _written(f: StagedFile, limit: int = 0) -> None:
-    """Wait until at most *limit* bytes of *f*'s queued writes are not on disk yet."""
-    while f._unwritten > limit and f._flushing:
-        await f._flushed.wait()
+    check_artifact_name(name)
 
 
 def _open_fd(path: Path, flags: int) -> int:

@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devserver_util import DevServer
-from fuse_util import daemon_pids, is_mounted, unmount, wait_until
 
 import simvuefs
 from simvuefs.devserver import seed
-
-pytestmark = pytest.mark.fuse
+from testbed.devserver import DevServer
+from testbed.mounts import daemon_pids, is_mounted, unmount
+from testbed.processes import wait_until
 
 
 @pytest.fixture

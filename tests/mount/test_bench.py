@@ -10,17 +10,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from benchmarks import report, tools  # noqa: E402
-from benchmarks.harness import MOUNT_KINDS  # noqa: E402
-from benchmarks.jobs import JOBS  # noqa: E402
+from benchmarks import report, tools
+from benchmarks.harness import MOUNT_KINDS
+from benchmarks.jobs import JOBS
+from testbed import REPO
 
 EVERY_MOUNT_JOB = ("sequential", "ttfb", "transfer", "parallel")
 
@@ -49,7 +46,7 @@ def _processes_mentioning(text: str) -> list[str]:
 @pytest.mark.fuse
 @pytest.mark.timeout(600)
 def test_quick_bench_produces_every_table_and_cleans_up(tmp_path: Path) -> None:
-    missing = [p for p in (*tools.PACKAGES, tools.FUSERMOUNT) if tools.find(p) is None]
+    missing = [p for p in tools.PROGRAMS if tools.find(p) is None]
     if missing and os.geteuid() != 0:
         pytest.skip(f"scripts/bench would need to install {missing} (as root)")
     output = tmp_path / "bench.md"

@@ -1,7 +1,7 @@
 """The ``simvuefs mount`` / ``simvuefs unmount`` commands, run as real processes.
 
 Every failure to start must be one line on stderr and a non-zero exit, with nothing left
-mounted and no daemon left running. Successful mounts go through ``tests/fuse_util.py``,
+mounted and no daemon left running. Successful mounts go through ``testbed/mounts.py``,
 whose teardown unmounts and checks that nothing is left behind.
 """
 
@@ -18,17 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fuse_util import (
-    daemon_pids,
-    is_mounted,
-    mount_command,
-    mounted,
-    run_tool,
-    unmount,
-    wait_until,
-)
+from helpers import settings_for
 
-pytestmark = pytest.mark.fuse
+from testbed.mounts import daemon_pids, is_mounted, mount_command, mounted, unmount
+from testbed.processes import run_tool, wait_until
 
 
 def simvuefs(*args, env=None, cwd=None, timeout=60.0) -> subprocess.CompletedProcess[bytes]:
@@ -315,17 +308,11 @@ def test_dead_mount_is_reported_and_cleared(seeded_devserver, tmp_path, mnt):
     assert os.listdir(mnt) == []
 
 
-def test_unmount_refuses_other_filesystems(tmp_path):
-    line = one_line_error(simvuefs("unmount", "/proc"))
-    assert "not a FUSE mount" in line
-
-
 def test_kernel_refusing_the_mount_is_a_plain_usage_error(seeded_devserver, mnt, monkeypatch):
     """In-process: what pyfuse3.init raises must reach the CLI as one UsageError, not as an
     exception group from the nurseries it passes through."""
     import pyfuse3
 
-    from simvuefs.config import Settings
     from simvuefs.fuse import mount
     from simvuefs.logs import UsageError
 
@@ -335,7 +322,7 @@ def test_kernel_refusing_the_mount_is_a_plain_usage_error(seeded_devserver, mnt,
     monkeypatch.setattr(pyfuse3, "init", refuse)
     monkeypatch.setenv("XDG_STATE_HOME", str(mnt.parent / "state"))
     spool = mnt.parent / "spool"
-    settings = Settings(url=seeded_devserver.api_url, token=seeded_devserver.token, spool_dir=spool)
+    settings = settings_for(seeded_devserver, spool_dir=spool)
     options = mount.MountOptions(mountpoint=mnt, remove_empty_spool=True)
     ready = []
     with pytest.raises(UsageError, match=r"cannot mount .*: fuse_session_mount failed"):
@@ -347,19 +334,8 @@ def test_kernel_refusing_the_mount_is_a_plain_usage_error(seeded_devserver, mnt,
     assert not spool.exists()
 
 
-def test_daemon_parent_reports_a_child_that_exits_early(tmp_path):
-    from simvuefs.fuse import mount
-    from simvuefs.logs import UsageError
-
-    log_file = tmp_path / "logs" / "child.log"
-    with pytest.raises(UsageError, match="exited before the mount was ready") as excinfo:
-        mount.spawn_daemon(["mount", "--help"], log_file)
-    assert str(log_file) in str(excinfo.value)
-    assert "usage: simvuefs mount" in log_file.read_text()
-
-
 def test_daemon_parent_gives_up_on_a_child_that_never_gets_ready(seeded_devserver, mnt):
-    from simvuefs.fuse import mount
+    from simvuefs.control import mounts
     from simvuefs.logs import UsageError
 
     log_file = mnt.parent / "slow.log"
@@ -375,7 +351,7 @@ def test_daemon_parent_gives_up_on_a_child_that_never_gets_ready(seeded_devserve
     seeded_devserver.set_faults(stall_seconds=20, stall_where="api")
     try:
         with pytest.raises(UsageError, match=r"not ready after 2 s"):
-            mount.spawn_daemon(argv, log_file, timeout=2.0)
+            mounts.start_mount(argv, log_file, timeout=2.0)
     finally:
         seeded_devserver.clear_faults()
     assert_nothing_left(mnt)

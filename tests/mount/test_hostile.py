@@ -12,51 +12,21 @@ cannot be file names (``.``, ``..``, empty, over 255 bytes) are reachable only a
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyfuse3
 import pytest
-import trio
-from devserver_util import DevServer
-from fuse_util import mounted, run_tool
+from helpers import raw_artifact, raw_run
 
-from simvuefs.backends.client import SimvueClient
-from simvuefs.config import Settings
-from simvuefs.fuse.fs import Operations
-from simvuefs.fuse.inodes import ROOT_INODE, InodeTable
-from simvuefs.fuse.tree import Tree
-from simvuefs.read.reader import Reader, open_reader
-
-pytestmark = pytest.mark.fuse
+from testbed.devserver import DevServer
+from testbed.mounts import mounted
+from testbed.processes import run_tool
 
 REPLACEMENT = "\ufffd"
 RUN_SLASH = "\u2215"
 LONG = "x" * 300
-
-
-def raw_run(server: DevServer, name: str) -> str:
-    answer = server.http.post("/admin/runs", json={"name": name, "status": "running"})
-    answer.raise_for_status()
-    run_id: str = answer.json()["id"]
-    return run_id
-
-
-def raw_artifact(server: DevServer, run_id: str, record: dict[str, Any], content: str) -> str:
-    answer = server.http.post(
-        "/admin/artifacts",
-        json={"run": run_id, "category": "output", "record": record, "content": content},
-    )
-    answer.raise_for_status()
-    artifact_id: str = answer.json()["id"]
-    return artifact_id
 
 
 def content_of(name: str) -> str:
@@ -206,16 +176,12 @@ def test_huge_listings_are_served_with_bounded_memory(devserver: DevServer, tmp_
     raw_run(devserver, "real")
     devserver.set_faults(extra_runs=20_000, extra_artifacts=20_000)
     with mounted(devserver, tmp_path, "--metadata-ttl", "indefinite") as mount:
-        began = time.monotonic()
         names = os.listdir(mount.path / "runs")
         assert len(names) == 20_001
         artifacts = os.listdir(mount.path / "runs" / "real" / "output")
         assert len(artifacts) == 20_000
         assert (mount.path / "runs" / "synthetic-019999" / "output" / artifacts[-1]).stat()
-        took = time.monotonic() - began
         rss = resident_kib(mount.pid)
-    print(f"listed 40 000 entries in {took:.1f} s; daemon RSS {rss / 1024:.0f} MiB")
-    assert took < 60, took
     assert rss < 300 * 1024, f"daemon RSS {rss} KiB after listing 40 000 entries"
 
 
@@ -225,152 +191,3 @@ def resident_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmRSS for {pid}")
-
-
-# -- exceptions nobody planned for, below the fs layer ----------------------------------------
-
-
-class Ctx:
-    uid, gid, pid, umask = os.getuid(), os.getgid(), os.getpid(), 0o022
-
-
-@asynccontextmanager
-async def open_ops(server: DevServer) -> AsyncIterator[Operations]:
-    from simvuefs.fuse.attrs import AttrPolicy
-
-    settings = Settings(url=server.api_url, token=server.token)
-    policy = AttrPolicy(uid=os.getuid(), gid=os.getgid(), mount_time_ns=0, block_size=1 << 20)
-    async with SimvueClient.open(settings) as client, open_reader(client, settings) as reader:
-        yield Operations(Tree(client, settings), reader, policy)
-
-
-UNPLANNED = [
-    RuntimeError("bug"),
-    KeyError("missing"),
-    TypeError("wrong type"),
-    AttributeError("no such attribute"),
-    ZeroDivisionError("division by zero"),
-    RecursionError("too deep"),
-    UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
-    trio.TooSlowError(),
-    ValueError("bad value"),
-]
-
-
-@pytest.mark.parametrize("error", UNPLANNED, ids=lambda e: type(e).__name__)
-async def test_unplanned_exceptions_become_eio(
-    devserver: DevServer, monkeypatch: pytest.MonkeyPatch, error: Exception
-) -> None:
-    run_id = raw_run(devserver, "bugs")
-    raw_artifact(devserver, run_id, {"name": "f.txt"}, "hello\n")
-    ctx: Any = Ctx()
-    async with open_ops(devserver) as ops:
-        runs = await ops.lookup(ROOT_INODE, b"runs", ctx)
-        run = await ops.lookup(runs.st_ino, b"bugs", ctx)
-        category = await ops.lookup(run.st_ino, b"output", ctx)
-        file = await ops.lookup(category.st_ino, b"f.txt", ctx)
-        info = await ops.open(file.st_ino, os.O_RDONLY, ctx)
-
-        async def fail(*args: object, **kwargs: object) -> Any:
-            raise error
-
-        for owner, method in (
-            (Tree, "lookup"),
-            (Tree, "children"),
-            (Tree, "refresh"),
-            (Tree, "exact_size"),
-            (Reader, "read"),
-            (Reader, "release"),
-        ):
-            monkeypatch.setattr(owner, method, fail)
-        calls = {
-            "lookup": ops.lookup(runs.st_ino, b"bugs", ctx),
-            "opendir": ops.opendir(category.st_ino, ctx),
-            "getxattr": ops.getxattr(run.st_ino, b"user.simvue.status", ctx),
-            "listxattr": ops.listxattr(run.st_ino, ctx),
-            "open": ops.open(file.st_ino, os.O_RDONLY, ctx),
-            "read": ops.read(info.fh, 0, 4096),
-            "release": ops.release(info.fh),
-        }
-        for name, call in calls.items():
-            with pytest.raises(pyfuse3.FUSEError) as caught:
-                await call
-            assert caught.value.errno == errno.EIO, name
-        # forget must never raise, whatever breaks under it.
-        monkeypatch.setattr(InodeTable, "forget", lambda *args: (_ for _ in ()).throw(error))
-        await ops.forget([(file.st_ino, 1)])
-        monkeypatch.undo()
-        # The same operations object keeps working once the fault is gone.
-        assert (await ops.lookup(runs.st_ino, b"bugs", ctx)).st_ino == run.st_ino
-
-
-# -- bad local input: one line, no traceback --------------------------------------------------
-
-
-def simvuefs(
-    *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return run_tool([sys.executable, "-m", "simvuefs", *args], check=False, env=env, timeout=60)
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMVUE_")}
-    env["HOME"] = str(home)
-    return env
-
-
-CONFIGS = {
-    "not toml": b"[server\nurl = http://x\n",
-    "binary": bytes(range(256)) * 4,
-    "url is a number": b'[server]\nurl = 42\ntoken = "a.b.c"\n',
-    "token is a table": b'[server]\nurl = "http://127.0.0.1:1"\n[server.token]\nx = 1\n',
-    "token not a jwt": b'[server]\nurl = "http://127.0.0.1:1"\ntoken = "not-a-token"\n',
-    "url with credentials": b'[server]\nurl = "http://user:pw@127.0.0.1:1"\ntoken = "a.b.c"\n',
-    "url not http": b'[server]\nurl = "ftp://127.0.0.1"\ntoken = "a.b.c"\n',
-    "empty": b"",
-    "nul bytes": b'[server]\nurl = "http://\x00"\n',
-}
-
-
-@pytest.mark.parametrize("case", sorted(CONFIGS))
-def test_malformed_configs_give_one_line(tmp_path: Path, case: str) -> None:
-    config = tmp_path / "simvue.toml"
-    config.write_bytes(CONFIGS[case])
-    mountpoint = tmp_path / "mnt"
-    mountpoint.mkdir()
-    result = simvuefs(
-        "mount", mountpoint, "--config", config, "--foreground", env=clean_env(tmp_path)
-    )
-    assert result.returncode != 0
-    lines = result.stderr.decode(errors="replace").strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("simvuefs: "), lines
-    assert result.stdout == b""
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["mount"],
-        ["mount", "MNT", "--metadata-ttl", "-3"],
-        ["mount", "MNT", "--metadata-ttl", "soon"],
-        ["mount", "MNT", "--log-level", "LOUD"],
-        ["mount", "MNT", "--no-such-option"],
-        ["unmount"],
-        ["devserver", "--data", "DATA", "--fault", "nonsense"],
-        ["devserver", "--data", "DATA", "--fault", "extra_runs=-1"],
-        ["devserver", "--data", "DATA", "--port", "70000"],
-        ["frobnicate"],
-    ],
-    ids=lambda args: " ".join(args),
-)
-def test_malformed_arguments_give_a_short_error(tmp_path: Path, args: list[str]) -> None:
-    argv = [a.replace("MNT", str(tmp_path)).replace("DATA", str(tmp_path / "d")) for a in args]
-    result = simvuefs(*argv, env=clean_env(tmp_path))
-    assert result.returncode == 2
-    text = result.stderr.decode(errors="replace")
-    assert "Traceback" not in text
-    lines = text.strip().splitlines()
-    # argparse: usage, then one error line; our own checks: just one line.
-    assert lines[-1].startswith("simvuefs"), lines
-    assert all(line.startswith(("usage:", " ")) for line in lines[:-1]), lines

@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from devserver_util import DevServer
-from fuse_util import Mount, mounted, run_tool
 from listing_util import BIG_RUN, Layout, fill, run_name
+
+from testbed.devserver import DevServer
+from testbed.mounts import Mount, mounted
+from testbed.processes import run_tool
 
 RUNS_ROUTE = "GET /api/runs"
 ARTIFACTS_ROUTE = "GET /api/runs/{run_id}/artifacts"

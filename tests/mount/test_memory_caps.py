@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from devserver_util import SEEDED_LARGE_SIZE
-from fuse_util import mounted
+from helpers import settings_for
 
 import simvuefs
 from simvuefs.config import (
@@ -23,13 +23,13 @@ from simvuefs.config import (
     DEFAULT_READAHEAD_PER_FILE,
     DEFAULT_READAHEAD_TOTAL,
     MIB,
-    Settings,
     memory_caps,
 )
+from simvuefs.control import counters
 from simvuefs.control.mounthelper import option_flags
 from simvuefs.devserver.seed import large_content
 from simvuefs.errors import ConfigError
-from simvuefs.fuse import stats
+from testbed.mounts import mounted
 
 
 def caps(cache: int, per_file: int, total: int) -> dict[str, int]:
@@ -37,7 +37,7 @@ def caps(cache: int, per_file: int, total: int) -> dict[str, int]:
 
 
 def test_defaults_are_the_settings_defaults() -> None:
-    settings = Settings(url="http://h/api", token="t")
+    settings = settings_for()
     assert memory_caps() == caps(
         settings.cache_bytes, settings.readahead_per_file, settings.readahead_total
     )
@@ -109,7 +109,7 @@ def _published(mountpoint: Path, reads: int) -> dict:
     """The mount's stats file once it counts at least *reads* reads (published every 2 s)."""
     deadline = time.monotonic() + 15
     while True:
-        data = stats.load(mountpoint)
+        data = counters.load(mountpoint)
         if data is not None and data["reader"]["reads"] >= reads:
             return data
         assert time.monotonic() < deadline, f"no stats with {reads} reads for {mountpoint}"

@@ -18,28 +18,39 @@ match the model right after a change: there is no window in which both answers a
 Each example starts from a server without runs; the mount is shared by the examples. Rules
 draw runs and files by their position in creation order (never by server id), so that
 Hypothesis can replay and shrink examples although ids and times differ on every replay.
+
+For CI the examples come from one seed, printed with the test's output and given back with
+``--hypothesis-seed`` to replay a run, and shrinking a failure is bounded well inside the
+pytest timeout, so a failure shows its falsifying steps instead of a timeout.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import hypothesis
 import pytest
-from devserver_util import DevServer
-from fuse_util import Mount, mounted
+from helpers import sha256, store_artifact
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from hypothesis.internal.conjecture import engine
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
-pytestmark = pytest.mark.fuse
+from testbed.devserver import DevServer
+from testbed.mounts import Mount, mounted
 
 CATEGORIES = ("input", "output", "code")
 RUN_SLASH = "\u2215"
@@ -122,32 +133,6 @@ def category_tree(artifacts: list[ModelArtifact]) -> dict[str, dict[str, str | N
 
 
 # -- talking to the server as the official client does ------------------------------------
-
-
-def upload_artifact(
-    server: DevServer, run_id: str, category: str, name: str, content: bytes
-) -> str:
-    """POST /api/artifacts, upload unless deduplicated, mark uploaded, attach; return the id."""
-    slot = server.api(
-        "POST",
-        "/artifacts",
-        json={
-            "name": name,
-            "original_path": f"/home/user/{name}",
-            "size": len(content),
-            "mime_type": "application/octet-stream",
-            "checksum": hashlib.sha256(content).hexdigest(),
-            "metadata": None,
-        },
-    ).json()
-    if slot["url"]:
-        files = {"file": ("file", content)}
-        answer = httpx.post(slot["url"], data=slot.get("fields") or {}, files=files, timeout=30)
-        assert answer.status_code in (200, 204), answer.text
-        server.api("PUT", f"/artifacts/{slot['id']}", json={"uploaded": True}).raise_for_status()
-    attach(server, run_id, slot["id"], category)
-    artifact_id: str = slot["id"]
-    return artifact_id
 
 
 def attach(server: DevServer, run_id: str, artifact_id: str, category: str) -> None:
@@ -233,10 +218,9 @@ class MountMachine(RuleBasedStateMachine):
     )
     def new_artifact(self, data: st.DataObject, category: str, name: str, content: bytes) -> None:
         run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
-        artifact_id = upload_artifact(self.server, run.id, category, name, content)
-        created = self.server.api("GET", f"/artifacts/{artifact_id}").json()["created"]
-        self.artifacts[artifact_id] = ModelArtifact(artifact_id, name, created, content)
-        run.attached[artifact_id] = category
+        record = store_artifact(self.server, run.id, name, content, category)
+        self.artifacts[record["id"]] = ModelArtifact(record["id"], name, record["created"], content)
+        run.attached[record["id"]] = category
 
     @precondition(lambda self: self.artifacts and self.runs)
     @rule(data=st.data(), category=st.sampled_from(CATEGORIES))
@@ -265,7 +249,7 @@ class MountMachine(RuleBasedStateMachine):
         """Record the artifact the mount uploaded from *path* (its id is in the xattr)."""
         artifact_id = os.getxattr(path, "user.simvue.id").decode()
         record = self.server.api("GET", f"/artifacts/{artifact_id}").json()
-        assert record["checksum"] == hashlib.sha256(content).hexdigest()
+        assert record["checksum"] == sha256(content)
         self.artifacts[artifact_id] = ModelArtifact(
             artifact_id, record["name"], record["created"], content
         )
@@ -303,28 +287,34 @@ class MountMachine(RuleBasedStateMachine):
         self, data: st.DataObject, name: str, content: bytes, then: str
     ) -> None:
         """close() fails and the file stays pending (listed, readable); then either remove
-        it (it never lands) or let the server recover (it lands by itself)."""
+        it (it never lands) or let the server recover (it lands by itself).
+
+        The server refuses every attempt until the file is removed, so no background retry
+        can land it meanwhile: the outcome does not depend on timing.
+        """
         run = self.runs[data.draw(st.sampled_from(list(self.runs)), label="run")]
         if name in self.input_entries(run):
             return
         path = self.input_dir(run) / name
         self.server.set_faults(
-            api_error_status=500, api_error_count=1, api_error_route="POST /api/artifacts"
+            api_error_status=500, api_error_rate=1.0, api_error_route="POST /api/artifacts"
         )
-        # The error comes from close(), when the open() context ends.
-        with (
-            pytest.raises(OSError, match="Input/output error") as caught,
-            open(path, "xb") as stream,
-        ):
-            stream.write(content)
-        self.server.clear_faults()
-        assert caught.value.errno == errno.EIO
-        assert name in os.listdir(self.input_dir(run))
-        assert path.read_bytes() == content
-        if then == "remove":
-            os.unlink(path)
-            assert name not in os.listdir(self.input_dir(run))
-            return
+        try:
+            # The error comes from close(), when the open() context ends.
+            with (
+                pytest.raises(OSError, match="Input/output error") as caught,
+                open(path, "xb") as stream,
+            ):
+                stream.write(content)
+            assert caught.value.errno == errno.EIO
+            assert name in os.listdir(self.input_dir(run))
+            assert path.read_bytes() == content
+            if then == "remove":
+                os.unlink(path)
+                assert name not in os.listdir(self.input_dir(run))
+                return
+        finally:
+            self.server.clear_faults()
         deadline = time.monotonic() + PENDING_LANDS_WITHIN
         while "user.simvue.id" not in os.listxattr(path):
             assert time.monotonic() < deadline, os.getxattr(path, "user.simvue.pending")
@@ -383,9 +373,11 @@ class MountMachine(RuleBasedStateMachine):
     def uploaded_files_cannot_be_removed(self, data: st.DataObject) -> None:
         run, category, path, _ = data.draw(st.sampled_from(self.files()), label="file")
         target = self.root / self.directory_of(run.id) / category / path
-        expected = PermissionError if category == "input" else OSError  # EPERM / EROFS
-        with pytest.raises(expected):
+        # SEMANTICS.md: artifacts in input/ cannot be removed, everything outside is read-only.
+        expected = errno.EPERM if category == "input" else errno.EROFS
+        with pytest.raises(OSError, match=os.strerror(expected)) as caught:
             os.unlink(target)
+        assert caught.value.errno == expected
 
     # -- mount-side observations -----------------------------------------------------------
 
@@ -448,12 +440,30 @@ def model_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevS
         server.stop()
 
 
-def test_mount_matches_the_model(model_mount: tuple[DevServer, Mount]) -> None:
+# The CI profile: 30 examples of up to 25 steps (about 10 s on an idle machine), from a seed
+# that is printed (and shown with a failure) or given with --hypothesis-seed to replay a run.
+# Shrinking a failure stops after SHRINK_SECONDS, well inside pytest's timeout (300 s), so a
+# real failure reports a (partly shrunk) falsifying example instead of timing out.
+MODEL_SETTINGS = settings(
+    max_examples=30,
+    stateful_step_count=25,
+    deadline=None,
+    database=None,  # examples come from the seed alone
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+SHRINK_SECONDS = 60
+
+
+def test_mount_matches_the_model(
+    model_mount: tuple[DevServer, Mount],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    given_seed = request.config.getoption("--hypothesis-seed")
+    seed = int(given_seed) if given_seed is not None else random.getrandbits(64)
+    print(f"model-based test: replay with pytest --hypothesis-seed={seed} {request.node.nodeid}")
+    # Documented as monkeypatchable (hypothesis.internal.conjecture.engine).
+    monkeypatch.setattr(engine, "MAX_SHRINKING_SECONDS", SHRINK_SECONDS)
     MountMachine.server, MountMachine.mount = model_mount
-    MountMachine.TestCase.settings = settings(
-        max_examples=30,
-        stateful_step_count=25,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    MountMachine.TestCase().runTest()
+    run_state_machine_as_test(hypothesis.seed(seed)(MountMachine), settings=MODEL_SETTINGS)

@@ -22,7 +22,6 @@ import concurrent.futures
 import errno
 import fcntl
 import grp
-import hashlib
 import json
 import mmap
 import os
@@ -41,20 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devserver_util import SEEDED_LARGE_SIZE, DevServer
-from fuse_util import (
-    REPO,
-    Mount,
-    daemon_pids,
-    is_mounted,
-    mounted,
-    run_tool,
-    wait_until,
-)
+from devserver_util import SEEDED_LARGE_SIZE
+from helpers import new_run, sha256, sha256_file, store_artifact
 
 from simvuefs.devserver import seed
-
-pytestmark = pytest.mark.fuse
+from testbed import REPO
+from testbed.devserver import DevServer
+from testbed.mounts import Mount, daemon_pids, is_mounted, mounted
+from testbed.processes import run_tool, wait_until
 
 MIB = 1024 * 1024
 CATEGORIES = ("input", "output", "code")
@@ -62,7 +55,8 @@ RUN_SLASH = "\u2215"
 LARGE_NAME = "large.bin"
 # What one `head -c 4096` or one `dd` of 4 KiB may cost in storage transfer.
 SMALL_READ_BUDGET = 2 * MIB
-# simvuefs's per-operation deadline (Settings.request_timeout) and the slack we allow.
+# simvuefs's per-operation deadline (Settings.request_timeout), and the slack a tool gets
+# beyond it before a test gives up on it (a hang, not a slow machine).
 REQUEST_TIMEOUT = 30.0
 DEADLINE_SLACK = 10.0
 OFFICIAL_CLIENT_TIMEOUT = 180.0
@@ -111,14 +105,6 @@ class Catalog:
         matches = [f for f in matches if f.path.endswith("/" + name)]
         assert len(matches) == 1, (name, run_dir, matches)
         return matches[0]
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(4 * MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_dir_names(runs: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
@@ -453,7 +439,7 @@ def test_metadata_operations_download_no_content(
 def test_cat_matches_the_official_client(mount: Mount, catalog: Catalog) -> None:
     for path, file in catalog.files.items():
         content = run_tool(["cat", path], cwd=mount.path).stdout
-        assert hashlib.sha256(content).hexdigest() == file.sha256 == file.record["checksum"], path
+        assert sha256(content) == file.sha256 == file.record["checksum"], path
 
 
 def tree_digests(root: Path) -> dict[str, str]:
@@ -480,6 +466,14 @@ def test_cp_r_copies_byte_identical_files(mount: Mount, catalog: Catalog, tmp_pa
     assert sha256_file(single) == sha256_file(catalog.single_large)
 
 
+def test_cp_p_keeps_the_artifact_time(mount: Mount, catalog: Catalog, tmp_path: Path) -> None:
+    notes = catalog.file_named("notes.txt")
+    copy = tmp_path / "notes.txt"
+    run_tool(["cp", "-p", mount.path / notes.path, copy])
+    assert copy.read_bytes() == notes.content
+    assert copy.stat().st_mtime_ns == notes.created_ns
+
+
 def test_tar_archives_byte_identical_files(mount: Mount, catalog: Catalog, tmp_path: Path) -> None:
     archive = tmp_path / "runs.tar"
     run_tool(["tar", "cf", archive, "-C", mount.path, "runs"], timeout=120)
@@ -489,7 +483,7 @@ def test_tar_archives_byte_identical_files(mount: Mount, catalog: Catalog, tmp_p
             if member.isfile():
                 extracted = tar.extractfile(member)
                 assert extracted is not None
-                digests[member.name] = hashlib.sha256(extracted.read()).hexdigest()
+                digests[member.name] = sha256(extracted.read())
                 path = member.name
                 assert member.mode & 0o777 == 0o444, path
                 assert member.mtime == catalog.files[path].created_ns // 10**9, path
@@ -589,7 +583,7 @@ def read_whole(path: Path, chunk: int, start: int) -> str:
             pieces[off] = os.pread(fd, chunk, off)
     finally:
         os.close(fd)
-    return hashlib.sha256(b"".join(pieces[off] for off in sorted(pieces))).hexdigest()
+    return sha256(b"".join(pieces[off] for off in sorted(pieces)))
 
 
 def test_sixteen_concurrent_readers(fresh_mount: Mount, catalog: Catalog) -> None:
@@ -776,12 +770,9 @@ def test_storage_error_gives_eio_and_the_mount_survives(
     path = fresh_mount.path / file.path
     seeded_devserver.set_faults(storage_error_status=500, storage_error_rate=1.0)
     try:
-        began = time.monotonic()
-        result = run_tool(["cat", path], check=False, timeout=REQUEST_TIMEOUT * 3)
-        took = time.monotonic() - began
+        result = run_tool(["cat", path], check=False, timeout=REQUEST_TIMEOUT + DEADLINE_SLACK)
         assert result.returncode != 0
         assert b"Input/output error" in result.stderr, result.stderr
-        assert took < REQUEST_TIMEOUT + DEADLINE_SLACK
         with pytest.raises(OSError, match="Input/output error") as caught:
             (fresh_mount.path / catalog.file_named("notes.txt").path).read_bytes()
         assert caught.value.errno == errno.EIO
@@ -802,23 +793,21 @@ def test_stalled_storage_times_out_and_the_mount_survives(
     path = fresh_mount.path / file.path
     # Longer than the read timeout (10 s) so every attempt stalls; short enough that the
     # server's stalled handlers end soon after the test.
+    seeded_devserver.reset_stats()
     seeded_devserver.set_faults(stall_seconds=12.0, stall_where="storage_before")
     try:
-        began = time.monotonic()
         # O_DIRECT: exactly one FUSE read (a buffered read would be retried by the kernel).
         result = run_tool(
             ["dd", f"if={path}", "iflag=direct", "bs=4096", "count=1", "status=none"],
             check=False,
-            timeout=REQUEST_TIMEOUT * 3,
+            timeout=REQUEST_TIMEOUT + DEADLINE_SLACK,
         )
-        took = time.monotonic() - began
     finally:
         seeded_devserver.clear_faults()
     assert result.returncode != 0
-    assert b"Connection timed out" in result.stderr or b"Input/output error" in result.stderr, (
-        result.stderr
-    )
-    assert took < REQUEST_TIMEOUT + DEADLINE_SLACK
+    assert b"Connection timed out" in result.stderr, result.stderr
+    # The silent request was abandoned after the read timeout and tried again.
+    assert seeded_devserver.stats()["faults_injected"]["stall"] >= 2
     assert "demo run" in os.listdir(fresh_mount.path / "runs")
     assert run_tool(["cat", path]).stdout == file.content
 
@@ -829,13 +818,6 @@ def test_stalled_storage_times_out_and_the_mount_survives(
 TTL_SLACK = 5.0
 
 
-def create_run(server: DevServer, name: str, status: str = "running") -> str:
-    response = server.api("POST", "/runs", json={"name": name, "folder": "/", "status": status})
-    response.raise_for_status()
-    run_id: str = response.json()["id"]
-    return run_id
-
-
 def xattr_id(path: Path) -> str:
     return os.getxattr(path, "user.simvue.id").decode()
 
@@ -844,11 +826,17 @@ def test_listings_follow_run_changes_within_the_ttl(devserver: DevServer, tmp_pa
     with mounted(devserver, tmp_path) as own:
         runs = own.path / "runs"
         assert os.listdir(runs) == []
-        older = create_run(devserver, "alpha")
+        older = new_run(devserver, "alpha")
         assert wait_until(lambda: os.listdir(runs) == ["alpha"], TTL_SLACK)
         assert xattr_id(runs / "alpha") == older
+        # A new artifact attached to the run appears in its category directory.
+        output = runs / "alpha" / "output"
+        assert os.listdir(output) == []
+        store_artifact(devserver, older, "late.txt", b"attached later\n")
+        assert wait_until(lambda: os.listdir(output) == ["late.txt"], TTL_SLACK)
+        assert (output / "late.txt").read_bytes() == b"attached later\n"
         # A newer run with the same name takes the plain name; the older one is renamed.
-        newer = create_run(devserver, "alpha")
+        newer = new_run(devserver, "alpha")
         expected = sorted(["alpha", f"alpha@{older}"])
         assert wait_until(lambda: sorted(os.listdir(runs)) == expected, TTL_SLACK)
         assert wait_until(lambda: xattr_id(runs / "alpha") == newer, TTL_SLACK)
@@ -862,11 +850,11 @@ def test_listings_follow_run_changes_within_the_ttl(devserver: DevServer, tmp_pa
 
 
 def test_indefinite_ttl_keeps_the_first_listing(devserver: DevServer, tmp_path: Path) -> None:
-    create_run(devserver, "first")
+    new_run(devserver, "first")
     with mounted(devserver, tmp_path, "--metadata-ttl", "indefinite") as own:
         runs = own.path / "runs"
         assert os.listdir(runs) == ["first"]
-        create_run(devserver, "second")
+        new_run(devserver, "second")
         time.sleep(TTL_SLACK / 2)
         assert os.listdir(runs) == ["first"]
 

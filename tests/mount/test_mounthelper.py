@@ -15,57 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fuse_util import REPO, daemon_pids, is_mounted, run_tool, unmount, wait_until
 
-from simvuefs.control.mounthelper import mount_argv, option_flags
-from simvuefs.fuse.mount import mount_table
-from simvuefs.logs import UsageError
+from simvuefs.control.mounts import mount_table
+from testbed import REPO
+from testbed.mounts import daemon_pids, is_mounted, unmount
+from testbed.processes import run_tool, wait_until
 
 HELPER_LINK = Path("/sbin/mount.fuse.simvuefs")
 HELPER = REPO / ".venv" / "bin" / "mount.simvuefs"
-
-
-def test_options_become_flags():
-    options = "config=/x/s.toml,profile=p,metadata_ttl=10,ro,allow_other,offline=/c,run=a,run=b"
-    assert option_flags(options + ",request_timeout=5,folder=/d,log_file=/l,spool_dir=/s") == [
-        *("--config", "/x/s.toml", "--profile", "p", "--metadata-ttl", "10", "--read-only"),
-        *("--allow-other", "--offline", "/c", "--run", "a", "--run", "b"),
-        *("--request-timeout", "5", "--folder", "/d", "--log-file", "/l", "--spool-dir", "/s"),
-    ]
-    assert option_flags("read_only,offline") == ["--read-only", "--offline"]
-    assert option_flags("no_verify") == ["--no-verify"]
-    generic = "_netdev,nofail,rw,defaults,auto,noauto,user,users,nosuid,nodev,noexec,exec"
-    assert option_flags(generic + ",x-systemd.automount,comment=hello") == []
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ("bogus", "unknown mount option 'bogus'"),
-        ("suid", "unknown mount option 'suid'"),
-        ("config", "'config' needs a value"),
-        ("config=", "'config' needs a value"),
-        ("ro=1", "'ro' takes no value"),
-    ],
-)
-def test_bad_options_are_refused(options, message):
-    with pytest.raises(UsageError, match=message):
-        option_flags(options)
-
-
-def test_sloppy_skips_unknown_options(capsys):
-    assert option_flags("bogus,ro", sloppy=True) == ["--read-only"]
-    assert "ignoring unknown option 'bogus'" in capsys.readouterr().err
-
-
-def test_mount_argv_reads_mount8_order():
-    assert mount_argv(["simvuefs", "/m", "-n", "-o", "ro", "-oconfig=/c"]) == [
-        *("mount", "/m", "--read-only", "--config", "/c"),
-    ]
-    with pytest.raises(UsageError, match="usage"):
-        mount_argv(["/m"])
-    with pytest.raises(UsageError, match="unknown argument '-x'"):
-        mount_argv(["simvuefs", "/m", "-x"])
 
 
 @pytest.fixture

@@ -9,15 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-from devserver_util import DevServer
-from fuse_util import mount_command, mounted, run_tool
-
 from simvuefs.devserver import seed
-from simvuefs.fuse.tree import RunSelection
-from simvuefs.models import Run
-
-pytestmark = pytest.mark.fuse
+from testbed.devserver import DevServer
+from testbed.mounts import mount_command, mounted
+from testbed.processes import run_tool
 
 
 def _shown(path: Path) -> list[str]:
@@ -76,22 +71,3 @@ def test_a_relative_folder_is_refused_in_one_line(seeded_devserver: DevServer, t
         "simvuefs: --folder 'demo': Simvue folder paths start with '/'"
     )
     assert not os.path.ismount(mountpoint)
-
-
-@pytest.mark.parametrize(
-    ("folder", "runs", "run", "shown"),
-    [
-        ("/demo", (), Run("1", "a", folder="/demo"), True),
-        ("/demo", (), Run("1", "a", folder="/demo/cfd/x"), True),
-        ("/demo", (), Run("1", "a", folder="/demonstration"), False),
-        ("/demo/", (), Run("1", "a", folder="/demo"), True),
-        ("/", (), Run("1", "a", folder="/anything"), True),
-        (None, ("a",), Run("1", "a"), True),
-        (None, ("1",), Run("1", "a"), True),
-        (None, ("b",), Run("1", "a"), False),
-        ("/x", ("a",), Run("1", "a", folder="/y"), False),
-        (None, (), Run("1", "a"), True),
-    ],
-)
-def test_selection_rules(folder, runs, run, shown):
-    assert RunSelection(folder=folder, runs=frozenset(runs)).matches(run) is shown

@@ -1,4 +1,5 @@
-"""``simvuefs status`` shows the counters a live mount publishes (``simvuefs/stats.py``).
+"""``simvuefs status`` shows the counters a live mount publishes (``fuse/stats.py``,
+``control/counters.py``).
 
 Real mounts of the seeded devserver; the state directory is a temporary one, so the stats
 file can be inspected (and must be gone after the unmount).
@@ -9,15 +10,13 @@ from __future__ import annotations
 import json
 import re
 import sys
-from pathlib import Path
 
 import pytest
-from fuse_util import mounted, run_tool, wait_until
 
-from simvuefs.control import registry
+from simvuefs.control import counters
 from simvuefs.fuse.stats import PUBLISH_INTERVAL
-
-pytestmark = pytest.mark.fuse
+from testbed.mounts import mounted
+from testbed.processes import run_tool, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -38,8 +37,10 @@ def counter(text: str, section: str, name: str) -> int:
     return int(found[1]) if found else -1
 
 
-def test_status_shows_live_counters(seeded_devserver, tmp_path):
-    with mounted(seeded_devserver, tmp_path) as mount:
+def test_status_shows_live_counters(devserver_factory, tmp_path):
+    # It writes a file: a server of its own, not the session's shared seeded one.
+    server = devserver_factory("--seed", "demo", "--large-size", "1MiB")
+    with mounted(server, tmp_path) as mount:
         run = mount.path / "runs" / "demo run"
         content = (run / "output" / "results.csv").read_bytes()
         (run / "input" / "counted.txt").write_bytes(b"twelve bytes")
@@ -60,10 +61,10 @@ def test_status_shows_live_counters(seeded_devserver, tmp_path):
         assert counter(text, "uploads", "bytes_uploaded") == len(b"twelve bytes")
         assert counter(text, "reader", "cache.max_bytes") > 0
         assert "counters (updated" in status()
-        stats_file = registry.stats_path(mount.path)
+        stats_file = counters.stats_path(mount.path)
         published = stats_file.read_text()
         assert json.loads(published)["pid"] == mount.pid
-        assert seeded_devserver.token not in published
+        assert server.token not in published
         assert "http" not in published
     assert not stats_file.exists()
     assert "counters" not in status(str(mount.path))
@@ -84,13 +85,3 @@ def test_read_only_mount_shows_counters(seeded_devserver, tmp_path):
         assert "uploads:" not in text
         assert str(mount.path) in status()
     assert "no writable simvuefs mount recorded" in status(str(mount.path))
-
-
-def test_stale_stats_of_a_dead_daemon_are_ignored(tmp_path):
-    path = registry.stats_path(Path("/nowhere"))
-    path.parent.mkdir(parents=True)
-    # pid 1 never is a simvuefs process; pid 2**22 + 1 is above pid_max
-    for pid in (1, 2**22 + 1):
-        path.write_text(json.dumps({"mountpoint": "/nowhere", "pid": pid, "reader": {"reads": 1}}))
-        assert "counters" not in status("/nowhere")
-        assert "/nowhere" not in status()

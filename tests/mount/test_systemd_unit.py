@@ -17,12 +17,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-from fuse_util import REPO, daemon_pids, is_mounted, run_tool, unmount, wait_until
+from testbed import REPO
+from testbed.mounts import daemon_pids, is_mounted, unmount
+from testbed.processes import run_tool, wait_until
 
 UNIT = REPO / "docs" / "systemd" / "simvuefs.service"
-
-pytestmark = pytest.mark.fuse
 
 
 def service_commands(home: Path) -> dict[str, list[tuple[bool, list[str]]]]:

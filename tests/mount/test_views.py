@@ -16,15 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devserver_util import DevServer
-from fuse_util import Mount, mounted, run_tool, wait_until
 
 from simvuefs.devserver import seed
-from simvuefs.fuse.tree import clean_part, name_problem, run_base_name
-from simvuefs.fuse.views import build_views, folder_depth, link_target
-from simvuefs.models import Run
-
-pytestmark = pytest.mark.fuse
+from testbed.devserver import DevServer
+from testbed.mounts import Mount, mounted
+from testbed.processes import run_tool, wait_until
 
 TTL_SLACK = 5.0
 """The default metadata TTL is 1 s; allow for a loaded machine."""
@@ -208,27 +204,3 @@ def test_by_id_keeps_reaching_a_run_whose_name_is_taken(
         assert run_id_at(m.path / "folders" / "team" / "alpha") == newer
         old_in_folder = m.path / "folders" / "team" / "a\ufffdb" / f"alpha@{older}"
         assert run_id_at(old_in_folder) == older
-
-
-# -- the layout's conflict rules, without a mount -------------------------------------------
-
-
-def test_a_subfolder_keeps_its_name_over_a_run_and_clashing_tags_keep_the_first() -> None:
-    runs = {
-        "cfd": Run(id="r1", name="cfd", folder="/demo", tags=("a/b",)),
-        "mesh": Run(id="r2", name="mesh", folder="/demo/cfd", tags=("a\u2215b", "..")),
-    }
-    views, problems = build_views(
-        runs, part_name=clean_part, tag_name=run_base_name, problem=name_problem
-    )
-    assert views.folders["demo"].folders == {"cfd"}
-    assert views.folders["demo"].runs == {}  # run "cfd" lost its link to the folder cfd/
-    assert views.folders["demo/cfd"].runs == {"mesh": runs["mesh"]}
-    assert views.tags == {"a\u2215b": ("a/b", {"cfd": runs["cfd"]})}
-    assert sorted(what for what, _ in problems) == [
-        "run r1 ('cfd') in folders/",
-        "tag '..'",
-        "tag 'a∕b'",
-    ]
-    assert link_target(folder_depth("demo/cfd"), "mesh") == "../../../runs/mesh"
-    assert link_target(folder_depth(""), "x") == "../runs/x"

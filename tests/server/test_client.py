@@ -1,34 +1,31 @@
-"""Tests of SimvueClient.
+"""SimvueClient against the real devserver over HTTP: listings, ranged and streamed reads,
+retries, resumed and stalled downloads, refreshed URLs, the upload sequence.
 
-Most run against the real devserver over HTTP (``devserver`` fixture); a few use
-``httpx.MockTransport`` for what a real server cannot show: the headers storage receives, and
-malformed answers.
+What a real server cannot show (the headers storage receives, malformed answers) is checked
+against fake APIs in ``tests/unit/test_client_mocked.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import trio
-from devserver_util import SEEDED_LARGE_SIZE, DevServer
+from devserver_util import SEEDED_LARGE_SIZE
+from helpers import settings_for
 
 from simvuefs.backends.client import RangeStream, SimvueClient
-from simvuefs.config import MIB, Settings
+from simvuefs.config import MIB
 from simvuefs.devserver import seed
 from simvuefs.errors import (
     AuthError,
     DeadlineExceeded,
     NotFound,
-    ProtocolError,
     ServerError,
     StatusError,
     TransportError,
@@ -36,206 +33,11 @@ from simvuefs.errors import (
     UrlExpired,
 )
 from simvuefs.models import Artifact, UploadSlot
-
-API = "http://api.test/api"
-TOKEN = "secret-token"
-MOCK_SETTINGS = Settings(url=API, token=TOKEN, retry_attempts=2, request_timeout=5.0)
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def _mock(handler: Handler) -> httpx.MockTransport:
-    return httpx.MockTransport(handler)
-
-
-class _Body(httpx.AsyncByteStream):
-    """A response body that arrives over the "network" (MockTransport pre-reads bytes)."""
-
-    def __init__(self, content: bytes) -> None:
-        self._content = content
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self._content
-
-
-# -- MockTransport tests -------------------------------------------------------------------
-
-
-async def test_token_goes_to_the_api_only(tmp_path: Path) -> None:
-    seen: list[httpx.Request] = []
-    content = b"0123456789" * 10
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        path = request.url.path
-        if path == "/api/artifacts" and request.method == "POST":
-            return httpx.Response(200, json={"id": "a1", "url": "http://store.test/up?sig=s"})
-        if path == "/api/artifacts/a1" and request.method == "GET":
-            return httpx.Response(200, json={"id": "a1", "name": "n", "url": "/store/dl?sig=2"})
-        if path.startswith("/store"):
-            if request.method == "GET":
-                return httpx.Response(
-                    206, headers={"Content-Range": "bytes 0-9/100"}, stream=_Body(content[:10])
-                )
-            return httpx.Response(200)
-        return httpx.Response(200, json={})
-
-    local = tmp_path / "f.bin"
-    local.write_bytes(content)
-    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
-        slot = await client.create_artifact(
-            name="n", original_path="/x", size=100, mime_type="a/b", checksum="c"
-        )
-        await client.upload_content(
-            UploadSlot(slot.artifact_id, "http://api.test/store/up?sig=s"), local, 100, "f.bin"
-        )
-        form = UploadSlot(slot.artifact_id, "http://api.test/store/post", (("key", "k"),))
-        await client.upload_content(form, local, 100, "f.bin")
-        artifact = Artifact(id="a1", name="n", url="http://api.test/store/dl?sig=1")
-        assert await client.read_range(artifact, 0, 10) == content[:10]
-        await client.get_artifact_name("a1")
-    api = [r for r in seen if r.url.path.startswith("/api/")]
-    storage = [r for r in seen if not r.url.path.startswith("/api/")]
-    assert len(api) == 2
-    assert len(storage) == 3
-    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in api)
-    assert all("Authorization" not in r.headers for r in storage)
-    assert all(r.headers["User-Agent"].startswith("simvuefs/") for r in seen)
-    put = next(r for r in storage if r.method == "PUT")
-    assert "Content-Type" not in put.headers
-    assert put.headers["Content-Length"] == "100"
-    post = next(r for r in storage if r.method == "POST")
-    assert post.headers["Content-Type"].startswith("multipart/form-data; boundary=")
-    assert b'name="key"' in post.read()
-    get = next(r for r in storage if r.method == "GET")
-    assert get.headers["Range"] == "bytes=0-9"
-    assert get.headers["Accept-Encoding"] == "identity"
-
-
-@pytest.mark.parametrize(
-    ("status", "headers", "url", "error"),
-    [
-        (206, {"Content-Range": "bytes 5-9/100"}, "http://api.test/s", ProtocolError),
-        (206, {"Content-Range": "pages 0-9/100"}, "http://api.test/s", ProtocolError),
-        (206, {"Content-Range": "bytes 0-9/100"}, "http://[::1:bad/s?sig=1", ProtocolError),
-        (403, {}, "http://api.test/s", UrlExpired),
-    ],
-)
-async def test_bad_storage_answers(
-    status: int, headers: dict[str, str], url: str, error: type[Exception]
-) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.startswith("/api/"):
-            return httpx.Response(200, json={"id": "a", "name": "n", "url": url})
-        return httpx.Response(status, headers=headers, stream=_Body(b"0123456789"))
-
-    artifact = Artifact(id="a", name="n", url=url)
-    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
-        with pytest.raises(error) as info:
-            await client.read_range(artifact, 0, 10)
-    assert "sig=" not in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "body",
-    [b"not json", b"[1, 2]", b'{"data": "nope"}', b'"text"'],
-)
-async def test_malformed_listing_raises_protocol_error(body: bytes) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=body)
-
-    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
-        with pytest.raises(ProtocolError):
-            await client.list_runs()
-
-
-async def test_malformed_entries_are_skipped(caplog: pytest.LogCaptureFixture) -> None:
-    entries = [
-        {"id": "r1", "name": "good"},
-        {"name": "no id"},
-        "not an object",
-        {"id": "r2", "name": "also good"},
-    ]
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/api/runs":
-            start = int(request.url.params["start"])
-            return httpx.Response(200, json={"data": entries if start == 0 else [], "count": 4})
-        return httpx.Response(200, json=[{"id": "a1", "name": "x"}, {"id": 5}])
-
-    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
-        runs = await client.list_runs()
-        artifacts = await client.list_artifacts("r1", category="input")
-    assert [run.name for run in runs] == ["good", "also good"]
-    assert [(a.id, a.category) for a in artifacts] == [("a1", "input")]
-    warnings = [r for r in caplog.records if "skipped a malformed entry" in r.getMessage()]
-    assert len(warnings) == 1  # three skipped entries, one warning (rate-limited)
-
-
-async def test_wrong_json_types_raise_protocol_error() -> None:
-    answers = {
-        "/api/version": {"version": 3},
-        "/api/runs/r1": ["a list"],
-        "/api/artifacts/a1": {"id": "a1", "name": ""},
-        "/api/runs/r1/artifacts": {"not": "a list"},
-    }
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=json.dumps(answers[request.url.path]).encode())
-
-    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
-        with pytest.raises(ProtocolError, match="no version"):
-            await client.server_version()
-        with pytest.raises(ProtocolError, match="expected a JSON dict"):
-            await client.get_run("r1")
-        with pytest.raises(ProtocolError, match="no name"):
-            await client.get_artifact_name("a1")
-        with pytest.raises(ProtocolError, match="expected a JSON list"):
-            await client.list_artifacts("r1")
-
-
-async def test_server_version_checks_token_and_major_version() -> None:
-    answers = iter(
-        [
-            httpx.Response(401, json={"detail": "Not authenticated"}),
-            httpx.Response(200, json={"version": "2.0.1"}),
-            httpx.Response(200, json={"version": "1.3.0"}),
-        ]
-    )
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return next(answers)
-
-    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
-        with pytest.raises(AuthError, match="the server rejected the token"):
-            await client.server_version()
-        with pytest.raises(ProtocolError, match="not supported"):
-            await client.server_version()
-        assert await client.server_version() == "1.3.0"
-
-
-async def test_ids_are_quoted_in_paths() -> None:
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.raw_path.decode())
-        return httpx.Response(404, json={"detail": "Not Found"})
-
-    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
-        with pytest.raises(NotFound, match="Not Found"):
-            await client.get_run("../admin?x")
-    assert seen == ["/api/runs/..%2Fadmin%3Fx"]
-
-
-# -- against the real devserver ------------------------------------------------------------
-
-
-def _settings(server: DevServer, **overrides: Any) -> Settings:
-    return Settings(url=server.api_url, token=server.token, **overrides)
+from testbed.devserver import DevServer
 
 
 def _client(server: DevServer, **overrides: Any) -> AbstractAsyncContextManager[SimvueClient]:
-    return SimvueClient.open(_settings(server, **overrides))
+    return SimvueClient.open(settings_for(server, **overrides))
 
 
 def _seeded_artifact(server: DevServer, run_name: str, artifact_name: str) -> dict[str, Any]:
@@ -257,7 +59,7 @@ async def _artifact(client: SimvueClient, server: DevServer, run: str, name: str
 async def test_server_version_and_wrong_token(seeded_devserver: DevServer) -> None:
     async with _client(seeded_devserver) as client:
         assert (await client.server_version()).startswith("1.")
-    settings = Settings(url=seeded_devserver.api_url, token="not-the-token")
+    settings = settings_for(seeded_devserver, token="not-the-token")
     async with SimvueClient.open(settings) as client:
         with pytest.raises(AuthError, match="the server rejected the token"):
             await client.server_version()
@@ -271,13 +73,11 @@ async def test_unreachable_server_fails_fast_with_transport_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = Settings(url=f"http://127.0.0.1:{port}/api", token="t", retry_attempts=3)
-    began = trio.current_time()
+    settings = settings_for(url=f"http://127.0.0.1:{port}/api", retry_attempts=3)
     async with SimvueClient.open(settings) as client:
         with pytest.raises(TransportError) as info:
             await client.list_runs()
-    assert not isinstance(info.value, DeadlineExceeded)
-    assert trio.current_time() - began < 3.0
+    assert not isinstance(info.value, DeadlineExceeded)  # refused at once, not timed out
     assert f"GET http://127.0.0.1:{port}/api/runs" in str(info.value)
 
 
@@ -444,11 +244,9 @@ async def test_a_stalled_server_hits_the_deadline(
     async with _client(server, request_timeout=1.0, read_timeout=5.0) as client:
         large = await _artifact(client, server, "demo run", "large.bin")
         server.set_faults(stall_seconds=10.0, stall_where=where)
-        began = trio.current_time()
         stalled = client.list_runs() if call == "list_runs" else client.read_range(large, 0, MIB)
-        with pytest.raises(DeadlineExceeded, match="within 1 s"):
+        with pytest.raises(DeadlineExceeded, match="within 1 s"):  # not the 5 s read timeout
             await stalled
-        assert 1.0 <= trio.current_time() - began < 1.5
 
 
 async def test_a_stalled_stream_hits_the_read_timeout(seeded_devserver: DevServer) -> None:
@@ -457,10 +255,10 @@ async def test_a_stalled_stream_hits_the_read_timeout(seeded_devserver: DevServe
         large = await _artifact(client, server, "demo run", "large.bin")
         server.set_faults(stall_seconds=10.0, stall_where="storage_middle")
         async with client.open_range(large, 0, 4 * MIB - 1) as body:
-            began = trio.current_time()
+            # The stall ends long before the 30 s request deadline: only the read timeout
+            # can end the body early.
             with pytest.raises(DeadlineExceeded):
                 await _drain(body)
-            assert trio.current_time() - began < 1.5
 
 
 @pytest.mark.parametrize("style", ["put", "post"])

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devserver_util import SEEDED_LARGE_SIZE, DevServer
-from official_util import OfficialClient, sha256
+from devserver_util import SEEDED_LARGE_SIZE
+from helpers import sha256
+from official_util import OfficialClient
 
 from simvuefs.devserver.seed import ARTIFACTS, RUNS, artifact_content
+from testbed.devserver import DevServer
 
 
 @pytest.fixture

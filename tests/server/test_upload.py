@@ -1,16 +1,17 @@
-"""Tests of the write path: spool, journal and Uploader.
+"""Tests of the write path: the Uploader against a real devserver.
 
-The spool and journal tests work on files only. Everything else runs the real Uploader with
-the real SimvueClient against a real devserver (``tests/devserver_util.py``), with its fault
-switches for failures; one test checks with the official ``simvue`` client that what we
-upload is what it downloads, and one kills a process with SIGKILL mid-upload.
+These run the real Uploader with the real SimvueClient against a real devserver
+(``testbed/devserver.py``), with its fault switches for failures; one test checks with the
+official ``simvue`` client that what we upload is what it downloads, and one kills a process
+with SIGKILL mid-upload. The spool and its journal have their own tests
+(tests/unit/test_spool.py), and so has landing, against a fake backend
+(tests/unit/test_landing.py).
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 import random
@@ -21,217 +22,28 @@ import textwrap
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from devserver_util import DevServer
-from test_conformance import OfficialClient
+from helpers import settings_for, sha256
+from official_util import OfficialClient
 
 from simvuefs.backends.client import SimvueClient
 from simvuefs.config import MIB, Settings
-from simvuefs.errors import ConfigError, LocalError, ServerError, SimvueError, errno_for
+from simvuefs.errors import LocalError, ServerError, SimvueError, errno_for
 from simvuefs.write import landing
-from simvuefs.write.spool import (
-    JournalRecord,
-    Spool,
-    default_spool_dir,
-    is_valid_name,
-    new_spool_id,
-    read_pending,
-    write_at,
-)
+from simvuefs.write.spool import Spool, read_pending
 from simvuefs.write.staged import FileState, StagedFile
 from simvuefs.write.upload import Uploader, open_uploader
+from testbed.devserver import DevServer
 
 CREATE = "POST /api/artifacts"
 MARK = "PUT /api/artifacts/{artifact_id}"
 ATTACH = "PUT /api/runs/{run_id}/artifacts/{artifact_id}"
 READ_BACK = "GET /api/artifacts/{artifact_id}"
 DELETE = "DELETE /api/artifacts/{artifact_id}"
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _record(spool_id: str = "a" * 32, **changes: Any) -> JournalRecord:
-    fields: dict[str, Any] = {
-        "id": spool_id,
-        "run_id": "run-1",
-        "category": "input",
-        "name": "system/mesh.dat",
-        "checksum": sha256(b"content"),
-        "size": 7,
-        "created": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-    }
-    return JournalRecord(**{**fields, **changes})
-
-
-# -- spool and journal (files only) -------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "valid"),
-    [
-        ("mesh.dat", True),
-        ("system/mesh.dat", True),
-        ("a b/c-d_e.f:g", True),
-        (".mesh.dat.XyZ123", True),
-        ("", False),
-        ("/abs", False),
-        ("dir/", False),
-        ("a//b", False),
-        ("../escape", False),
-        ("a/./b", False),
-        ("tab\there", False),
-        ("new\nline", False),
-        ("data(1).csv", False),
-        ("naïve.txt", False),
-    ],
-)
-def test_artifact_names(name: str, valid: bool) -> None:
-    assert is_valid_name(name) is valid
-
-
-def test_default_spool_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert default_spool_dir() == tmp_path / "cache" / "simvuefs" / "spool"
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/is/ignored")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_spool_dir() == tmp_path / "home" / ".cache" / "simvuefs" / "spool"
-
-
-def test_record_round_trip_and_atomic_save(tmp_path: Path) -> None:
-    spool = Spool.open(tmp_path / "spool", min_free=0)
-    try:
-        record = _record(
-            attempts=2, last_error="boom", artifact_id="x", stage="marked", replaces=("old",)
-        )
-        assert JournalRecord.from_bytes(record.to_bytes(), record.id) == record
-        spool.save(record)
-        assert read_pending(spool.root) == [record]
-        assert not list(spool.pending_dir.glob("*.tmp"))
-        assert oct(spool.root.stat().st_mode & 0o777) == "0o700"
-        for sub in ("staging", "pending", "landed", "abandoned"):
-            assert oct((spool.root / sub).stat().st_mode & 0o777) == "0o700"
-    finally:
-        spool.close()
-
-
-@pytest.mark.parametrize(
-    "corrupt",
-    [
-        b"",
-        b"{not json",
-        b"[]",
-        b'{"version": 99}',
-        lambda d: {**d, "id": "b" * 32},
-        lambda d: {**d, "name": "../../etc/passwd"},
-        lambda d: {**d, "checksum": "xyz"},
-        lambda d: {**d, "size": -1},
-        lambda d: {**d, "size": True},
-        lambda d: {**d, "run_id": ""},
-        lambda d: {**d, "category": "secret"},
-        lambda d: {**d, "replaces": [3]},
-        lambda d: {**d, "created": "yesterday"},
-        lambda d: {k: v for k, v in d.items() if k != "stage"},
-        lambda d: {**d, "stage": "attached"},  # attached without an artifact id
-        lambda d: {**d, "stage": "flying"},
-        lambda d: {**d, "stage": "stored", "artifact_id": 5},
-    ],
-)
-def test_corrupt_records_are_rejected(corrupt: bytes | Callable[[dict[str, Any]], Any]) -> None:
-    good = _record()
-    raw = (
-        corrupt if isinstance(corrupt, bytes) else json.dumps(corrupt(json.loads(good.to_bytes())))
-    )
-    with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
-        JournalRecord.from_bytes(raw if isinstance(raw, bytes) else raw.encode(), good.id)
-
-
-def test_landing_twice_and_dropping_a_half_committed_file(tmp_path: Path) -> None:
-    spool = Spool.open(tmp_path / "spool", min_free=0)
-    try:
-        record = _record(new_spool_id())
-        fd = spool.create(record.id)
-        write_at(fd, 0, b"content")
-        os.close(fd)
-        spool.commit(record)
-        assert spool.data_path(record.id).read_bytes() == b"content"
-        spool.land(record.id)
-        spool.land(record.id)  # a retry after a half-done retirement
-        assert spool.landed_path(record.id).read_bytes() == b"content"
-        assert not spool.record_path(record.id).exists()
-
-        half = _record(new_spool_id())
-        os.close(spool.create(half.id))
-        spool.save(half)  # a commit that failed after writing its record
-        spool.drop_staged(half.id)
-        assert not spool.record_path(half.id).exists()
-        assert not spool.staging_path(half.id).exists()
-    finally:
-        spool.close()
-
-
-def test_spool_is_locked_to_one_process(tmp_path: Path) -> None:
-    spool = Spool.open(tmp_path / "spool", min_free=0)
-    try:
-        with pytest.raises(ConfigError, match="in use by another simvuefs process"):
-            Spool.open(tmp_path / "spool", min_free=0)
-    finally:
-        spool.close()
-    Spool.open(tmp_path / "spool", min_free=0).close()  # free again
-    (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(ConfigError, match="cannot use spool directory"):
-        Spool.open(tmp_path / "file" / "spool", min_free=0)
-
-
-def test_recovery_keeps_everything_it_cannot_upload(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    root = tmp_path / "spool"
-    Spool.open(root, min_free=0).close()
-    good, interrupted, corrupt, short, orphan, staged, landed = (f"{i:032x}" for i in range(1, 8))
-    (root / "pending" / f"{good}.data").write_bytes(b"content")
-    (root / "pending" / f"{good}.json").write_bytes(_record(good).to_bytes())
-    # a crash between writing the record and moving the data out of staging/
-    (root / "staging" / interrupted).write_bytes(b"content")
-    (root / "pending" / f"{interrupted}.json").write_bytes(_record(interrupted).to_bytes())
-    (root / "pending" / f"{corrupt}.data").write_bytes(b"precious")
-    (root / "pending" / f"{corrupt}.json").write_bytes(b'{"version": 1, "id": tru')
-    (root / "pending" / f"{short}.data").write_bytes(b"cont")
-    (root / "pending" / f"{short}.json").write_bytes(_record(short).to_bytes())
-    (root / "pending" / f"{orphan}.data").write_bytes(b"no record")
-    (root / "staging" / staged).write_bytes(b"never closed")
-    (root / "landed" / landed).write_bytes(b"landed")
-    (root / "pending" / f"{landed}.json").write_bytes(_record(landed).to_bytes())
-    (root / "pending" / f"{good}.json.tmp").write_bytes(b"half a rec")
-
-    spool = Spool.open(root, min_free=0)
-    try:
-        with caplog.at_level(logging.WARNING, logger="simvuefs.write.spool"):
-            records = spool.recover()
-    finally:
-        spool.close()
-    assert sorted(r.id for r in records) == sorted([good, interrupted])
-    assert (root / "pending" / f"{interrupted}.data").read_bytes() == b"content"
-    # unreadable or inconsistent records are kept with their data, never deleted
-    assert (root / "pending" / f"{corrupt}.data").read_bytes() == b"precious"
-    assert (root / "pending" / f"{corrupt}.json").exists()
-    assert (root / "pending" / f"{short}.data").exists()
-    assert (root / "abandoned" / f"{orphan}.data").read_bytes() == b"no record"
-    assert (root / "abandoned" / staged).read_bytes() == b"never closed"
-    assert not list((root / "landed").iterdir())
-    assert not (root / "pending" / f"{landed}.json").exists()
-    assert not list((root / "pending").glob("*.tmp"))
-    text = caplog.text
-    assert corrupt in text
-    assert short in text
-    assert orphan in text
-    assert staged in text
 
 
 # -- the Uploader against a real devserver --------------------------------------------------
@@ -246,7 +58,7 @@ def _settings(server: DevServer, spool_dir: Path, **overrides: Any) -> Settings:
         "shutdown_upload_wait": 5.0,
         **overrides,
     }
-    return Settings(url=server.api_url, token=server.token, **values)
+    return settings_for(server, **values)
 
 
 @asynccontextmanager

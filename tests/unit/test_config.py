@@ -9,7 +9,6 @@ client fails. Each case also states the expected winner, so a broken oracle cann
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import math
@@ -21,28 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from control_util import make_jwt
 
 from simvuefs.config import (
+    MIB,
     ServerConfig,
     Settings,
     api_base_url,
     check_token,
+    mount_spool_dir,
     parse_size,
     parse_ttl,
+    path_key,
     resolve_server,
+    spool_root,
 )
 from simvuefs.errors import ConfigError
-
-
-def make_jwt(payload: Mapping[str, object]) -> str:
-    """An HS256-shaped JWT with an arbitrary signature (nobody checks it)."""
-
-    def encode(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    header = encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = encode(json.dumps(dict(payload)).encode())
-    return f"{header}.{body}.{encode(b'not-a-real-signature')}"
 
 
 @functools.cache
@@ -634,7 +627,7 @@ def test_api_base_url_ipv6() -> None:
 
 def test_reprs_hide_the_token(tmp_path: Path) -> None:
     server = resolve_server(cwd=tmp_path, env=env_server(), home=tmp_path)
-    settings = Settings.from_server(server)
+    settings = Settings.from_server(server, mountpoint=tmp_path)
     for text in (repr(server), repr(settings)):
         assert tok("env") not in text
         assert "http://env.example:1/api" in text
@@ -643,7 +636,7 @@ def test_reprs_hide_the_token(tmp_path: Path) -> None:
 def test_settings_from_server_applies_given_overrides(tmp_path: Path) -> None:
     server = resolve_server(cwd=tmp_path, env=env_server(), home=tmp_path)
     settings = Settings.from_server(
-        server, metadata_ttl=math.inf, cache_bytes=4096, read_timeout=None
+        server, mountpoint=tmp_path, metadata_ttl=math.inf, cache_bytes=4096, read_timeout=None
     )
     assert (settings.url, settings.token) == (server.url, server.token)
     assert settings.offline_directory == server.offline_directory
@@ -651,11 +644,64 @@ def test_settings_from_server_applies_given_overrides(tmp_path: Path) -> None:
     assert settings.cache_bytes == 4096
     assert settings.read_timeout == Settings.read_timeout
     with pytest.raises(ConfigError, match="request_timeout must be positive"):
-        Settings.from_server(server, request_timeout=0)
+        Settings.from_server(server, mountpoint=tmp_path, request_timeout=0)
     with pytest.raises(ConfigError, match="metadata_ttl must be zero or positive"):
-        Settings.from_server(server, metadata_ttl=-1.0)
+        Settings.from_server(server, mountpoint=tmp_path, metadata_ttl=-1.0)
     with pytest.raises(TypeError):
-        Settings.from_server(server, no_such_setting=1)
+        Settings.from_server(server, mountpoint=tmp_path, no_such_setting=1)
+
+
+# -- the spool directory: decided here, once ---------------------------------------------
+
+
+def test_spool_root_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert spool_root() == tmp_path / "cache" / "simvuefs" / "spool"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/is/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert spool_root() == tmp_path / "home" / ".cache" / "simvuefs" / "spool"
+
+
+def test_each_server_and_mount_point_has_its_own_spool(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    server = resolve_server(cwd=tmp_path, env=env_server(), home=tmp_path)
+    here, there = tmp_path / "here", tmp_path / "there"
+    spool = Settings.from_server(server, mountpoint=here).spool_dir
+    assert spool == tmp_path / "cache" / "simvuefs" / "spool" / path_key(server.url, str(here))
+    assert spool == mount_spool_dir(server.url, here)
+    assert len(spool.name) == 16
+    # The same server at the same place: the same spool, so its pending uploads resume.
+    assert Settings.from_server(server, mountpoint=here).spool_dir == spool
+    assert Settings.from_server(server, mountpoint=there).spool_dir != spool
+    assert mount_spool_dir("http://other.example/api", here) != spool
+    given = tmp_path / "mine"
+    assert Settings.from_server(server, mountpoint=here, spool_dir=given).spool_dir == given
+
+
+def test_offline_mounts_spool_beside_their_cache(tmp_path: Path) -> None:
+    assert Settings.for_offline(tmp_path).spool_dir == tmp_path / "simvuefs" / "spool"
+    given = tmp_path / "mine"
+    assert Settings.for_offline(tmp_path, spool_dir=given).spool_dir == given
+
+
+def test_settings_built_directly_spool_in_the_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert Settings(url="http://h/api", token="t").spool_dir == spool_root()
+
+
+def test_spool_reserve_defaults_to_64_mib(tmp_path: Path) -> None:
+    """SEMANTICS.md: "Before a file grows, 64 MiB must stay free there"; the reserve itself
+    is enforced by the spool (tests/server/test_upload.py, spool_min_free)."""
+    server = resolve_server(cwd=tmp_path, env=env_server(), home=tmp_path)
+    for settings in (
+        Settings.from_server(server, mountpoint=tmp_path),
+        Settings.for_offline(tmp_path),
+    ):
+        assert settings.spool_min_free == 64 * MIB
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,14 @@
-"""InodeTable: stable keys, never-reused numbers, exact lookup counts."""
+"""InodeTable: stable keys, never-reused numbers, exact lookup counts; Node's derived state."""
 
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 
 from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, NodeKind
+from simvuefs.write.staged import FileState
 
 
 def test_root_exists_and_is_its_own_parent():
@@ -90,3 +92,11 @@ def test_forget_never_raises_on_bad_input(caplog):
 @pytest.mark.parametrize("kind", list(NodeKind))
 def test_only_files_and_links_are_not_directories(kind):
     assert kind.is_dir is (kind not in (NodeKind.FILE, NodeKind.RUN_INFO, NodeKind.LINK))
+
+
+@pytest.mark.parametrize("state", list(FileState))
+def test_a_written_file_is_unfinished_until_it_lands(state):
+    node = InodeTable().ensure(("written", "r", "input", "s1"), NodeKind.FILE, ROOT_INODE)
+    assert node.unfinished is None
+    node.staged = SimpleNamespace(state=state)
+    assert node.unfinished is (None if state is FileState.LANDED else node.staged)

@@ -1,7 +1,8 @@
-"""Tests of simvuefs.models: lenient parsing of server records."""
+"""Tests of simvuefs.models: lenient parsing of server records, and the artifact-name rule."""
 
 from __future__ import annotations
 
+import errno
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -9,8 +10,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simvuefs.errors import ProtocolError
-from simvuefs.models import NAME_REGEX, Artifact, Run, UploadSlot, format_timestamp, parse_timestamp
+from simvuefs.errors import LocalError, ProtocolError
+from simvuefs.models import (
+    ARTIFACT_NAME_RULE,
+    NAME_REGEX,
+    Artifact,
+    Run,
+    UploadSlot,
+    check_artifact_name,
+    format_timestamp,
+    is_artifact_name,
+    parse_timestamp,
+)
 
 WHEN = datetime(2026, 11, 22, 17, 52, 12, 243268, tzinfo=UTC)
 
@@ -165,6 +176,44 @@ def test_name_regex_matches_the_clients() -> None:
     assert NAME_REGEX.match("code/script v1.2:final_x-y")
     assert not NAME_REGEX.match("bad*name")
     assert not NAME_REGEX.match("")
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("mesh.dat", True),
+        ("system/mesh.dat", True),
+        ("a b/c-d_e.f:g", True),
+        (".mesh.dat.XyZ123", True),
+        ("", False),
+        ("/abs", False),
+        ("dir/", False),
+        ("a//b", False),
+        ("../escape", False),
+        ("a/./b", False),
+        ("tab\there", False),
+        ("new\nline", False),
+        ("trailing\n", False),
+        ("data(1).csv", False),
+        ("naïve.txt", False),
+    ],
+)
+def test_artifact_names(name: str, valid: bool) -> None:
+    assert is_artifact_name(name) is valid
+    if valid:
+        check_artifact_name(name)
+    else:
+        with pytest.raises(LocalError) as refused:
+            check_artifact_name(name)
+        assert refused.value.errno == errno.EINVAL
+        assert str(refused.value) == f"refusing the name {name!r}: {ARTIFACT_NAME_RULE}"
+
+
+def test_the_name_rule_message_states_the_clients_regex() -> None:
+    """The message users read names the rule as SEMANTICS.md does ("Names and directories")."""
+    assert NAME_REGEX.pattern in ARTIFACT_NAME_RULE
+    assert "ASCII letters, digits, spaces and - _ . :" in ARTIFACT_NAME_RULE
+    assert "no tabs or newlines" in ARTIFACT_NAME_RULE
 
 
 _json = st.recursive(

@@ -1,229 +1,24 @@
-"""Tree: name mapping (hostile names, duplicates, nesting, clashes) and cached listings.
+"""Tree: directory contents and cached listings.
 
-The name rules are pure functions tested directly (plus a hypothesis property); the Tree
-itself runs against a small counting fake client so that request counts and TTL expiry
+The Tree runs against a small counting fake client so that request counts and TTL expiry
 (trio's MockClock) can be asserted exactly. The real client and devserver are exercised by
-test_fs.py.
+test_fs.py; the naming rules by tests/unit/test_names.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
-from hypothesis import given
-from hypothesis import strategies as st
+from helpers import settings_for
+from record_util import art, run
 
-from simvuefs.config import Settings
 from simvuefs.errors import NotFound
 from simvuefs.fuse.inodes import NodeKind
-from simvuefs.fuse.tree import (
-    MAX_NAME_BYTES,
-    RUN_SLASH,
-    Tree,
-    name_artifacts,
-    name_problem,
-    name_runs,
-    run_base_name,
-)
+from simvuefs.fuse.tree import Tree
 from simvuefs.models import Artifact, Run
-
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def run(run_id: str, name: str, minutes: int | None = 0, status: str = "running") -> Run:
-    created = None if minutes is None else T0 + timedelta(minutes=minutes)
-    return Run(id=run_id, name=name, created=created, status=status)
-
-
-def art(
-    artifact_id: str, name: str, minutes: int = 0, size: int = 10, original_path: str = "/x"
-) -> Artifact:
-    return Artifact(
-        id=artifact_id,
-        name=name,
-        size=size,
-        original_path=original_path,
-        created=T0 + timedelta(minutes=minutes),
-    )
-
-
-# -- run names --------------------------------------------------------------------------
-
-
-def test_run_slash_maps_to_division_slash_reversibly():
-    assert run_base_name("exp/1/final") == f"exp{RUN_SLASH}1{RUN_SLASH}final"
-    assert run_base_name("exp/1/final").replace(RUN_SLASH, "/") == "exp/1/final"
-    assert run_base_name("with space: and.dots") == "with space: and.dots"
-
-
-@pytest.mark.parametrize(
-    ("raw", "shown"),
-    [("a\tb", "a\ufffdb"), ("a\nb", "a\ufffdb"), ("nul\x00", "nul\ufffd"), ("x\ud800", "x\ufffd")],
-)
-def test_control_characters_and_surrogates_are_replaced(raw, shown):
-    assert run_base_name(raw) == shown
-    shown.encode("utf-8")  # always encodable
-
-
-def test_duplicate_run_names_newest_gets_plain_name():
-    runs = [run("r1", "sim", 1), run("r3", "sim", 3), run("r2", "sim", 2), run("o", "other")]
-    names, problems = name_runs(runs)
-    assert problems == []
-    assert {name: r.id for name, r in names.listed.items()} == {
-        "sim": "r3",
-        "sim@r1": "r1",
-        "sim@r2": "r2",
-        "other": "o",
-    }
-
-
-def test_duplicate_ties_broken_by_id_and_missing_created_is_oldest():
-    runs = [run("b", "x", 5), run("a", "x", 5), run("c", "x", None)]
-    names, _ = name_runs(runs)
-    assert names.listed["x"].id == "b"
-    assert set(names.listed) == {"x", "x@a", "x@c"}
-
-
-def test_naming_does_not_depend_on_listing_order():
-    runs = [run(f"r{i}", "same", i % 3) for i in range(7)] + [run("z", "solo")]
-    first, _ = name_runs(runs)
-    second, _ = name_runs(list(reversed(runs)))
-    assert {k: v.id for k, v in first.listed.items()} == {k: v.id for k, v in second.listed.items()}
-
-
-def test_every_run_reachable_by_alias_but_alias_needs_the_right_name():
-    runs = [run("r1", "a/b", 1), run("r2", "a/b", 2)]
-    names, _ = name_runs(runs)
-    shown = f"a{RUN_SLASH}b"
-    assert names.find(shown).id == "r2"
-    assert names.find(f"{shown}@r2").id == "r2"  # not listed, still found
-    assert f"{shown}@r2" not in names.listed
-    assert names.find(f"{shown}@r1").id == "r1"
-    assert names.find("other@r1") is None
-    assert names.find(f"{shown}@nope") is None
-    assert names.find("missing") is None
-
-
-def test_unshowable_run_names_fall_back_to_alias_or_are_reported():
-    long_name = "n" * (MAX_NAME_BYTES + 1)
-    runs = [run("d1", "."), run("d2", ".."), run("e", ""), run("l", long_name)]
-    names, problems = name_runs(runs)
-    assert names.listed[".@d1"].id == "d1"
-    assert names.listed["..@d2"].id == "d2"
-    assert names.listed["@e"].id == "e"
-    assert [p[0] for p in problems] == [f"run l ({long_name!r})"]
-    assert "255 bytes" in problems[0][1]
-
-
-# -- artifact names -----------------------------------------------------------------------
-
-
-def shown(listing, path=""):
-    return {
-        name: (entry.artifact.id if entry.artifact else f"dir:{entry.path}")
-        for name, entry in listing.entries(path).items()
-    }
-
-
-def test_nested_directories_from_slashes():
-    listing, problems = name_artifacts(
-        [art("1", "a/b/c.txt"), art("2", "a/d.txt"), art("3", "e.txt"), art("4", "a/b/f")]
-    )
-    assert problems == []
-    assert shown(listing) == {"a": "dir:a", "e.txt": "3"}
-    assert shown(listing, "a") == {"b": "dir:a/b", "d.txt": "2"}
-    assert shown(listing, "a/b") == {"c.txt": "1", "f": "4"}
-    assert shown(listing, "nope") == {}
-
-
-def test_empty_segments_are_dropped():
-    listing, problems = name_artifacts([art("1", "x//y"), art("2", "/abs/z"), art("3", "t/")])
-    assert problems == []
-    assert shown(listing) == {"x": "dir:x", "abs": "dir:abs", "t": "3"}
-    assert shown(listing, "x") == {"y": "1"}
-    assert shown(listing, "abs") == {"z": "2"}
-
-
-@pytest.mark.parametrize("name", ["", "/", "//", ".", "..", "a/../b", "./a", "a/."])
-def test_unusable_artifact_names_are_skipped_and_reported(name):
-    listing, problems = name_artifacts([art("bad", name), art("ok", "fine")])
-    assert shown(listing) == {"fine": "ok"}
-    assert len(problems) == 1
-    assert problems[0][0].startswith("artifact bad")
-
-
-def test_long_names_counted_in_utf8_bytes():
-    ok = "é" * 127  # 254 bytes
-    too_long = "é" * 128  # 256 bytes
-    listing, problems = name_artifacts([art("1", ok), art("2", too_long), art("3", f"d/{ok}")])
-    assert set(shown(listing)) == {ok, "d"}
-    assert [p[0].split()[1] for p in problems] == ["2"]
-
-
-def test_control_characters_in_artifact_names_are_replaced():
-    listing, _ = name_artifacts([art("1", "line\nbreak/tab\there")])
-    assert shown(listing) == {"line\ufffdbreak": "dir:line\ufffdbreak"}
-    assert shown(listing, "line\ufffdbreak") == {"tab\ufffdhere": "1"}
-
-
-def test_duplicate_artifact_names_newest_plain_others_alias():
-    listing, problems = name_artifacts(
-        [art("old", "out.csv", 1), art("new", "out.csv", 9), art("mid", "out.csv", 5)]
-    )
-    assert problems == []
-    assert shown(listing) == {"out.csv": "new", "out.csv@old": "old", "out.csv@mid": "mid"}
-
-
-def test_file_directory_clash_directory_keeps_the_name():
-    listing, problems = name_artifacts([art("f", "a"), art("g", "a/b")])
-    assert problems == []
-    assert shown(listing) == {"a": "dir:a", "a@f": "f"}
-    assert shown(listing, "a") == {"b": "g"}
-
-
-def test_alias_clashing_with_a_real_name_is_skipped():
-    listing, problems = name_artifacts([art("x", "n", 1), art("y", "n", 2), art("z", "n@x", 0)])
-    assert shown(listing) == {"n": "y", "n@x": "z"}
-    assert problems == [("artifact x ('n')", "name already taken")]
-
-
-def test_repeated_artifact_ids_are_shown_once():
-    listing, problems = name_artifacts([art("1", "a"), art("1", "a")])
-    assert problems == []
-    assert shown(listing) == {"a": "1"}
-
-
-names_strategy = st.lists(
-    st.tuples(
-        st.text(alphabet=st.sampled_from("ab./\x00\n é@"), max_size=12),
-        st.integers(min_value=0, max_value=3),
-    ),
-    max_size=12,
-)
-
-
-@given(names_strategy)
-def test_any_artifact_names_give_valid_unique_entries(items):
-    artifacts = [art(f"id{i}", name, minutes) for i, (name, minutes) in enumerate(items)]
-    listing, problems = name_artifacts(artifacts)
-    shown_ids = []
-    for path, entries in listing.dirs.items():
-        for name, entry in entries.items():
-            assert name_problem(name) is None
-            if entry.artifact is None:
-                assert entry.path in listing.dirs
-            else:
-                assert entry.path == path
-                shown_ids.append(entry.artifact.id)
-    skipped = {p[0].split()[1] for p in problems}
-    assert len(shown_ids) == len(set(shown_ids))
-    assert set(shown_ids) | skipped == {a.id for a in artifacts}
-    assert not set(shown_ids) & skipped
-
 
 # -- Tree over a counting fake client -------------------------------------------------------
 
@@ -271,7 +66,7 @@ class FakeClient:
         return sum(1 for call in self.calls if call[0] == what)
 
 
-SETTINGS = Settings(url="http://127.0.0.1:1/api", token="t", metadata_ttl=1.0, finished_run_ttl=60)
+SETTINGS = settings_for(metadata_ttl=1.0, finished_run_ttl=60)
 
 
 @pytest.fixture
@@ -335,6 +130,24 @@ async def test_run_keeps_its_inode_when_a_newer_duplicate_appears(fake, autojump
     assert await tree.lookup(runs_node, "sim@r2") is before
 
 
+async def test_view_nodes_know_their_folder_tag_and_depth(fake):
+    fake.runs.append(dataclasses.replace(run("t1", "tagged"), folder="/demo/cfd", tags=("a/b",)))
+    tree = Tree(fake, SETTINGS)
+    root = tree.table.root
+    demo = await tree.lookup(await tree.lookup(root, "folders"), "demo")
+    cfd = await tree.lookup(demo, "cfd")
+    assert (demo.kind, demo.folder, cfd.folder) == (NodeKind.FOLDER, "demo", "demo/cfd")
+    link = await tree.lookup(cfd, "tagged")
+    assert (link.kind, link.depth) == (NodeKind.LINK, 3)
+    assert await tree.link_target(link) == "../../../runs/tagged"
+    tag = await tree.lookup(await tree.lookup(root, "tags"), "a\u2215b")
+    assert (tag.kind, tag.tag) == (NodeKind.TAG, "a/b")
+    tag_link = await tree.lookup(tag, "tagged")
+    assert (tag_link.depth, await tree.link_target(tag_link)) == (2, "../../runs/tagged")
+    by_id = await tree.lookup(await tree.lookup(root, "by-id"), "t1")
+    assert (by_id.depth, await tree.link_target(by_id)) == (1, "../runs/tagged")
+
+
 async def test_run_directory_has_three_categories(fake):
     tree = Tree(fake, SETTINGS)
     run_node = await tree.lookup(tree.runs_node(), "sim")
@@ -352,7 +165,7 @@ async def test_category_listing_costs_one_request_for_all_levels(fake):
     assert sorted(await names_of(tree, output)) == ["metrics.csv", "model", "plots"]
     plots = await tree.lookup(output, "plots")
     assert plots.kind is NodeKind.DIR
-    assert plots.prefix == "plots"
+    assert plots.path == "plots"
     assert await names_of(tree, plots) == ["loss.png"]
     png = await tree.lookup(plots, "loss.png")
     assert png.kind is NodeKind.FILE
@@ -386,7 +199,7 @@ async def test_finished_runs_use_the_longer_ttl(fake, autojump_clock):
 
 
 async def test_indefinite_ttl_applies_to_finished_runs_too():
-    settings = Settings(url="http://h/api", token="t", metadata_ttl=math.inf)
+    settings = settings_for(metadata_ttl=math.inf)
     tree = Tree(FakeClient(), settings)
     assert tree.listing_ttl(run("d", "d", 0, "completed")) == math.inf
 

@@ -1,8 +1,8 @@
 """Unit tests of simvuefs.backends.transport: error mapping, retries and bodies, with
 httpx.MockTransport.
 
-These cover what a real server cannot be made to do on demand; tests/test_client.py runs the
-client against the real devserver.
+These cover what a real server cannot be made to do on demand; tests/server/test_client.py
+and tests/server/test_direct_body.py run the client against the real devserver.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from helpers import settings_for
 
 from simvuefs.backends import transport
 from simvuefs.backends.transport import (
+    DIRECT_BODY_MIN,
     Counters,
+    DirectBody,
     MultipartFile,
     Reply,
     RetryPolicy,
@@ -31,7 +34,6 @@ from simvuefs.backends.transport import (
     send,
     storage_error,
 )
-from simvuefs.config import Settings
 from simvuefs.errors import (
     AuthError,
     DeadlineExceeded,
@@ -45,7 +47,7 @@ from simvuefs.errors import (
     UrlExpired,
 )
 
-SETTINGS = Settings(url="http://api.test/api", token="secret-token", retry_attempts=3)
+SETTINGS = settings_for(retry_attempts=3)
 
 
 def _reply(status: int, body: bytes) -> Reply:
@@ -283,3 +285,12 @@ async def test_multipart_body_is_parseable_and_sized(tmp_path: Path) -> None:
     payload = parts[2].get_payload(decode=True)
     assert isinstance(payload, bytes)
     assert payload == content
+
+
+async def test_a_mock_transport_keeps_the_httpx_path() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"x" * (2 * DIRECT_BODY_MIN))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        response = await http.get("http://store.test/blob")
+        assert DirectBody.attach(response, 0) is None

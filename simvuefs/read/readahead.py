@@ -1,0 +1,465 @@
+"""Read-ahead: part streams steered by each handle's sequential run, within a shared budget.
+
+The shape follows mountpoint-s3's ``prefetch``: the :class:`Prefetcher` (one per reader)
+steers; a handle's :class:`PartStream` receives one open-ended GET block by block (its parts)
+and its window is the backpressure; the :class:`ReadAheadBudget` caps what all streams hold
+ahead of their readers; a handle's :class:`Trail` is its seek window, the streamed blocks
+kept behind its reader.
+
+Steering
+    A handle whose earlier reads covered a block sequentially (its *run*: the byte span its
+    recent reads covered, each starting within one block of it) gets a *stream*: one
+    open-ended Range GET from the first block it lacks, received by a task in the reader's
+    nursery. The stream claims blocks ahead of the reader's furthest block (registering
+    them as flights, so that any reader of those blocks waits for the stream instead of
+    fetching) and fills them in order. The number of blocks it may claim ahead, its window,
+    starts at 1 and doubles each time the reader moves into a new block, up to
+    ``readahead_per_file``; when the window is full the stream stops receiving and TCP holds
+    the server back.
+
+    A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
+    stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
+    stops it.
+
+    Streamed blocks are transient: once the reader is ``STREAM_TRAIL_BLOCKS`` past them they
+    are dropped from the cache (the kernel's page cache holds what was read), so a long
+    sequential read recycles a window's worth of memory instead of filling the cache with
+    data read once; so are the blocks of the run fetched before its stream started.
+
+Memory
+    Blocks claimed ahead of their reader never exceed ``readahead_per_file`` per handle nor
+    ``readahead_total`` over all handles; the latter is further capped at half of
+    ``cache_bytes``, because filled read-ahead blocks live in the cache and must not evict
+    each other before they are read. Each stream holds at most one partly received block.
+
+Errors
+    A stream that fails or is stopped abandons its claims: readers waiting on them fetch
+    those blocks themselves and see the error, if it persists, from their own request.
+
+Where things happen
+    A stream's parts are fetched in :meth:`Prefetcher._receive_parts` and delivered in order
+    to the cache by :meth:`PartStream.deliver`; claims and the budget are taken in
+    :meth:`PartStream.extend`.
+
+Concurrency
+    Steering (the run detector, windows, claims, the budget) is synchronous, hence
+    consistent; only the stream tasks await.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import trio
+
+from simvuefs.backends.protocol import RangeBody, RangeSource
+from simvuefs.config import Settings
+from simvuefs.errors import ProtocolError, SimvueError
+from simvuefs.read.blocks import ContentBlocks
+from simvuefs.read.cache import BlockCache, Flight
+
+log = logging.getLogger(__name__)
+
+STREAM_TRAIL_BLOCKS = 2
+"""Streamed blocks kept behind a reader's position: the kernel's concurrent reads of one
+region arrive slightly out of order."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAheadStats:
+    """Counters of a :class:`Prefetcher`: see :class:`simvuefs.read.reader.ReaderStats`."""
+
+    streams_started: int
+    stream_bytes: int
+    readahead_bytes: int
+    readahead_peak: int
+    readahead_peak_per_handle: int
+
+
+class ReadAheadBudget:
+    """The bytes all streams hold claimed ahead of their readers (never above *cap*), and
+    the streams that may still claim, which are woken when bytes are given back."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._used = 0
+        self._peak = 0
+        self._peak_per_handle = 0
+        self._streams: set[PartStream] = set()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @property
+    def peak(self) -> int:
+        return self._peak
+
+    @property
+    def peak_per_handle(self) -> int:
+        return self._peak_per_handle
+
+    def add(self, stream: PartStream) -> None:
+        """Wake *stream* when bytes are given back while it is starved."""
+        self._streams.add(stream)
+
+    def discard(self, stream: PartStream) -> None:
+        """*stream* claims no more (stopped, or it reached the content's end)."""
+        self._streams.discard(stream)
+
+    def take(self, length: int, held: int) -> bool:
+        """Charge *length* bytes to a stream that then holds *held*; False if over the cap."""
+        if self._used + length > self._cap:
+            return False
+        self._used += length
+        self._peak = max(self._peak, self._used)
+        self._peak_per_handle = max(self._peak_per_handle, held)
+        return True
+
+    def give_back(self, length: int) -> None:
+        self._used -= length
+
+    def wake_starved(self) -> None:
+        """Let every stream that ran out of budget claim again."""
+        for stream in [s for s in self._streams if s.starved]:
+            stream.extend()
+
+
+class PartStream:
+    """A streamed GET feeding one handle's read-ahead, from block *first* on.
+
+    Blocks ``[first, permitted_end)`` may be received. Those that were neither cached nor in
+    flight when permitted are claimed (flights held until delivered); claimed blocks after
+    the consumer, the reader's furthest block, are read-ahead and charged to the budget until
+    the reader reaches them or the stream stops. ``starved`` is True when the budget stopped
+    the last :meth:`extend` short of the window. ``scope`` bounds the receiving task, which
+    sets ``finished`` when it ends.
+    """
+
+    __slots__ = (
+        "_ahead",
+        "_ahead_bytes",
+        "_budget",
+        "_cache",
+        "_claims",
+        "_consumer",
+        "_max_window",
+        "_permitted_end",
+        "_wakeup",
+        "_window",
+        "blocks",
+        "finished",
+        "first",
+        "scope",
+        "starved",
+        "stopped",
+    )
+
+    def __init__(
+        self,
+        blocks: ContentBlocks,
+        first: int,
+        consumer: int,
+        *,
+        max_window: int,
+        cache: BlockCache,
+        budget: ReadAheadBudget,
+    ) -> None:
+        self.blocks = blocks
+        self.first = first
+        self._consumer = consumer
+        self._window = min(1, max_window)
+        self._max_window = max_window
+        self._cache = cache
+        self._budget = budget
+        self._permitted_end = first
+        self._claims: dict[int, Flight[bytes]] = {}
+        self._ahead: dict[int, int] = {}  # claimed block index -> bytes charged to the budget
+        self._ahead_bytes = 0
+        self.starved = False
+        self.stopped = False
+        self.scope = trio.CancelScope()
+        self._wakeup = trio.Event()
+        self.finished = trio.Event()
+
+    def covers(self, first: int, last: int) -> bool:
+        """True if blocks *first*..*last* are where this stream is or is about to be."""
+        return self.first <= last and first <= self._permitted_end + self._window
+
+    def advance(self, last: int) -> None:
+        """The reader reached block *last*: widen the window and release what it consumed."""
+        if last > self._consumer:
+            self._consumer = last
+            self._window = min(self._window * 2, self._max_window)
+            released = False
+            while self._ahead:
+                index = next(iter(self._ahead))
+                if index > last:
+                    break
+                self._unreserve(index)
+                released = True
+            if released:
+                self._budget.wake_starved()
+        self.extend()
+
+    def extend(self) -> None:
+        """Permit and claim blocks up to the window past the consumer, within the budget."""
+        limit = min(self._consumer + self._window + 1, self.blocks.count)
+        index = self._permitted_end
+        while index < limit:
+            key = self.blocks.cache_key(index)
+            if not self._cache.contains(key):
+                if index > self._consumer and not self._reserve(index):
+                    break
+                self._claims[index] = self._cache.start(key)
+            index += 1
+        self.starved = index < limit
+        if index > self._permitted_end:
+            self._permitted_end = index
+            self._wakeup.set()
+
+    async def wait_permitted(self, index: int) -> None:
+        """Wait until block *index* may be received."""
+        while index >= self._permitted_end:
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+
+    def deliver(self, index: int, data: bytes) -> bool:
+        """Put block *index* into the cache (resolving its claim); False if it was there."""
+        key = self.blocks.cache_key(index)
+        flight = self._claims.pop(index, None)
+        if flight is not None:
+            self._cache.finish(key, flight, data)
+        elif not self._cache.contains(key):
+            self._cache.put(key, data)
+        else:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Stop now: cancel the task, abandon the claims, return the budget. Idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.scope.cancel()
+        for index, flight in self._claims.items():
+            self._cache.abandon(self.blocks.cache_key(index), flight)
+        self._claims.clear()
+        for index in list(self._ahead):
+            self._unreserve(index)
+        self._budget.discard(self)
+        self._budget.wake_starved()
+
+    def _reserve(self, index: int) -> bool:
+        length = self.blocks.length(index)
+        if not self._budget.take(length, self._ahead_bytes + length):
+            return False
+        self._ahead[index] = length
+        self._ahead_bytes += length
+        return True
+
+    def _unreserve(self, index: int) -> None:
+        length = self._ahead.pop(index)
+        self._ahead_bytes -= length
+        self._budget.give_back(length)
+
+
+class Trail:
+    """The cached blocks a handle's streams delivered, oldest first (its seek window)."""
+
+    __slots__ = ("_cache", "_indexes", "blocks")
+
+    def __init__(self, blocks: ContentBlocks, cache: BlockCache) -> None:
+        self.blocks = blocks
+        self._cache = cache
+        self._indexes: deque[int] = deque()
+
+    def add(self, index: int) -> None:
+        self._indexes.append(index)
+
+    def adopt(self, indexes: range) -> None:
+        """Treat blocks *indexes* (before every block added so far) as streamed."""
+        self._indexes.extendleft(i for i in reversed(indexes) if i not in self._indexes)
+
+    def drop_before(self, index: int) -> None:
+        """Drop the blocks before *index* from the cache, oldest first."""
+        while self._indexes and self._indexes[0] < index:
+            self._cache.discard(self.blocks.cache_key(self._indexes.popleft()))
+
+
+class HandlePrefetch:
+    """One handle's read-ahead: its run, its stream (None if it has none), its trail.
+
+    The run is the byte span ``[run_start, run_end)`` covered by the handle's recent reads,
+    each of which started within one block of the span; ``run_end`` is None before the
+    first read.
+    """
+
+    __slots__ = ("_run_end", "_run_start", "blocks", "stream", "trail")
+
+    def __init__(self, blocks: ContentBlocks, cache: BlockCache) -> None:
+        self.blocks = blocks
+        self._run_start = 0
+        self._run_end: int | None = None
+        self.stream: PartStream | None = None
+        self.trail = Trail(blocks, cache)
+
+    @property
+    def run_start(self) -> int:
+        return self._run_start
+
+    def follow(self, off: int, end: int) -> int | None:
+        """Account a read of ``[off, end)``: extend the run and return its length before, or
+        (None) start a new run if the read is more than a block away from it."""
+        size = self.blocks.block_size
+        if self._run_end is None or not self._run_start - size <= off <= self._run_end + size:
+            self._run_start, self._run_end = off, end
+            return None
+        earlier = self._run_end - self._run_start
+        self._run_start = min(self._run_start, off)
+        self._run_end = max(self._run_end, end)
+        return earlier
+
+    def detach(self, stream: PartStream) -> None:
+        """*stream* ended: forget it unless another replaced it already."""
+        if self.stream is stream:
+            self.stream = None
+
+
+class Prefetcher:
+    """Steers every handle's read-ahead: starts, moves and stops streams; see the module
+    docstring. Stream tasks run in *nursery*; blocks go into *cache*."""
+
+    def __init__(
+        self, source: RangeSource, cache: BlockCache, settings: Settings, nursery: trio.Nursery
+    ) -> None:
+        self._source = source
+        self._cache = cache
+        self._nursery = nursery
+        self._block_size = settings.block_size
+        self._max_window = settings.readahead_per_file // settings.block_size
+        self._budget = ReadAheadBudget(min(settings.readahead_total, settings.cache_bytes // 2))
+        self._streams_started = self._stream_bytes = 0
+
+    def open(self, blocks: ContentBlocks) -> HandlePrefetch:
+        """Return the read-ahead state of a new handle on *blocks*."""
+        return HandlePrefetch(blocks, self._cache)
+
+    def steer(self, prefetch: HandlePrefetch, off: int, end: int, first: int, last: int) -> None:
+        """Account a read of ``[off, end)`` (blocks *first*..*last*): extend or restart the
+        handle's run, move its stream along, or start a stream for a long sequential run."""
+        earlier = prefetch.follow(off, end)
+        if earlier is None:
+            earlier = 0
+        else:
+            prefetch.trail.drop_before(first - STREAM_TRAIL_BLOCKS)
+        stream = prefetch.stream
+        if stream is not None and stream.covers(first, last):
+            stream.advance(last)
+        elif earlier >= self._block_size and last > prefetch.run_start // self._block_size:
+            # Earlier reads of this run covered a block: sequential, not one big random read.
+            self._start_stream(prefetch, first, last)
+
+    async def release(self, prefetch: HandlePrefetch) -> None:
+        """The handle is closed: stop its stream (before this returns), drop its trail."""
+        stream = prefetch.stream
+        if stream is not None:
+            self._stop(prefetch, stream)
+            await stream.finished.wait()
+        prefetch.trail.drop_before(prefetch.blocks.count)
+
+    def statistics(self) -> ReadAheadStats:
+        """Return the counters."""
+        return ReadAheadStats(
+            streams_started=self._streams_started,
+            stream_bytes=self._stream_bytes,
+            readahead_bytes=self._budget.used,
+            readahead_peak=self._budget.peak,
+            readahead_peak_per_handle=self._budget.peak_per_handle,
+        )
+
+    def _start_stream(self, prefetch: HandlePrefetch, first: int, last: int) -> None:
+        """Stream from the first block at or after *first* that is neither cached nor in
+        flight (looking one window ahead), unless the handle's stream already covers it."""
+        blocks = prefetch.blocks
+        limit = min(first + self._max_window + 1, blocks.count)
+        start = first
+        while start < limit and self._cache.contains(blocks.cache_key(start)):
+            start += 1
+        if start >= limit:
+            return
+        if prefetch.stream is not None:
+            if prefetch.stream.covers(start, start):
+                prefetch.stream.advance(last)
+                return
+            self._stop(prefetch, prefetch.stream)
+        stream = PartStream(
+            blocks,
+            start,
+            consumer=last,
+            max_window=self._max_window,
+            cache=self._cache,
+            budget=self._budget,
+        )
+        # The run's blocks fetched before it was known to be sequential go like streamed ones.
+        prefetch.trail.adopt(range(prefetch.run_start // self._block_size, min(start, first)))
+        prefetch.stream = stream
+        self._budget.add(stream)
+        self._streams_started += 1
+        log.debug("streaming %s from block %d", blocks.artifact.id, start)
+        stream.extend()
+        self._nursery.start_soon(self._run_stream, prefetch, stream)
+
+    def _stop(self, prefetch: HandlePrefetch, stream: PartStream) -> None:
+        stream.stop()
+        prefetch.detach(stream)
+
+    async def _run_stream(self, prefetch: HandlePrefetch, stream: PartStream) -> None:
+        """Run *stream*. At the content's end the stream stays the handle's, its delivered
+        blocks charged to the read-ahead budget until the reader reaches them (or the handle
+        is released); a stream that fails or is stopped returns its budget."""
+        artifact = stream.blocks.artifact
+        at_end = False
+        try:
+            with stream.scope:
+                await self._receive_parts(prefetch, stream)
+                at_end = True
+        except SimvueError as exc:
+            log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
+        except Exception:
+            # A bug below us must not take the mount down; readers retry on their own.
+            log.exception("read-ahead of artifact %s failed", artifact.id)
+        finally:
+            if at_end and not stream.stopped:
+                self._budget.discard(stream)  # nothing left to claim: never starved
+            else:
+                self._stop(prefetch, stream)
+            stream.finished.set()
+
+    async def _receive_parts(self, prefetch: HandlePrefetch, stream: PartStream) -> None:
+        """Receive the stream's blocks, each once it is permitted, in order to the end."""
+        blocks = stream.blocks
+        await stream.wait_permitted(stream.first)
+        async with self._source.open_range(blocks.artifact, blocks.start(stream.first)) as body:
+            for index in range(stream.first, blocks.count):
+                await stream.wait_permitted(index)
+                length = blocks.length(index)
+                data = await _receive_exactly(body, length)
+                self._stream_bytes += length
+                if stream.deliver(index, data):
+                    prefetch.trail.add(index)
+
+
+async def _receive_exactly(body: RangeBody, length: int) -> bytes:
+    """Receive exactly *length* bytes from *body*; ProtocolError if it ends first."""
+    chunks: list[bytes] = []
+    missing = length
+    while missing > 0:
+        chunk = await body.receive(missing)
+        if not chunk:
+            raise ProtocolError(f"storage ended the body {missing} bytes early")
+        chunks.append(chunk[:missing])
+        missing -= len(chunks[-1])
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

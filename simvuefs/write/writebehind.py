@@ -1,0 +1,212 @@
+"""Write-behind: writes to a file being written return once queued, and reach the spool disk
+in the background.
+
+FUSE writes are synchronous, so this is what lets the kernel's copy, the spool write and
+the hashing overlap. Each file has its :class:`FileWrites` (its queue, its flusher's state,
+its running hash); one :class:`WriteBehind` per spool runs the flushers and keeps the free
+space the queues of all files may take.
+
+Invariants:
+
+- A file has at most one flusher task; it writes the queue in order, batch by batch, in a
+  worker thread, and ends when the queue is empty or a batch fails.
+- ``unwritten`` counts the bytes of the queue and of the batch being written; waiters
+  (:meth:`FileWrites.wait_written`) wake after every batch and when the flusher ends.
+- While the flusher runs, only it touches the running hash.
+- A write is queued only when the free space measured last (minus everything queued since)
+  covers its growth; otherwise the caller waits for the queue and writes it at once with a
+  fresh measurement (:meth:`WriteBehind.write_now`), so a full spool still fails that write
+  with ENOSPC.
+- A queued write that fails on disk (the disk filled up meanwhile, an I/O error) is sticky:
+  :meth:`FileWrites.raise_error` raises it for every later write, truncate and commit, and
+  the rest of the queue is dropped with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Protocol
+
+import trio
+
+from simvuefs.config import MIB
+from simvuefs.errors import LocalError
+from simvuefs.write.spool import Spool
+
+log = logging.getLogger(__name__)
+
+WRITE_BEHIND = 16 * MIB
+"""Bytes of one file accepted into memory before they are on the spool disk."""
+
+Write = tuple[int, bytes, int]
+"""A queued write: offset, data, and by how many bytes it grows the file."""
+
+
+class FileWrites:
+    """The write-behind state of one file (module docstring): the queued writes, whether a
+    flusher runs and its wake-ups, the error that stopped it, and the sha256 of the file's
+    first bytes, kept while the writes are sequential."""
+
+    def __init__(self) -> None:
+        self._queue: list[Write] = []
+        self._unwritten = 0
+        self._flushing = False
+        self._flushed = trio.Event()  # set and replaced after each batch the flusher writes
+        self._error: LocalError | None = None
+        # sha256 of the first _hashed bytes; None: hash the whole file again at commit.
+        self._hasher: hashlib._Hash | None = hashlib.sha256()
+        self._hashed = 0
+
+    def raise_error(self) -> None:
+        """Raise the error of a queued write that could not be stored, if any."""
+        if self._error is not None:
+            raise self._error
+
+    async def wait_written(self, limit: int = 0) -> None:
+        """Wait until at most *limit* bytes of the queued writes are not on disk yet."""
+        while self._unwritten > limit and self._flushing:
+            await self._flushed.wait()
+
+    # -- the hash --------------------------------------------------------------------------
+
+    def truncated(self, size: int) -> None:
+        """The file was cut to *size* bytes (the queue is empty): the hash may be void."""
+        if size < self._hashed:
+            self._hasher = None
+
+    def take_hash(self) -> tuple[hashlib._Hash, int]:
+        """Return a hasher and how many first bytes of the file it covers (0: a new one).
+
+        Sealing consumes it: a later commit, after this one failed, hashes from the start.
+        """
+        hasher, start = self._hasher, self._hashed
+        self._hasher = None
+        if hasher is None:
+            return hashlib.sha256(), 0
+        return hasher, start
+
+    def store(self, spool: Spool, fd: int, batch: list[Write]) -> None:
+        """Worker thread: write *batch* in order through *fd*, hashing along while the writes
+        are sequential (an error leaves the hash to be redone)."""
+        for offset, data, _ in batch:
+            hasher, self._hasher = self._hasher, None
+            spool.write(fd, offset, data)
+            if hasher is not None and offset == self._hashed:
+                hasher.update(data)
+                self._hasher = hasher
+                self._hashed += len(data)
+
+    # -- the queue, as WriteBehind drives it -------------------------------------------------
+
+    def enqueue(self, write: Write) -> bool:
+        """Queue *write*; True when no flusher runs yet (the caller starts one)."""
+        self._queue.append(write)
+        self._unwritten += len(write[1])
+        start = not self._flushing
+        self._flushing = True
+        return start
+
+    def next_batch(self) -> list[Write]:
+        """Take the whole queue for the flusher; empty when done or after an error."""
+        if self._error is not None:
+            return []
+        batch, self._queue = self._queue, []
+        return batch
+
+    def fail(self, error: LocalError) -> list[Write]:
+        """Make *error* sticky and drop the rest of the queue; return the writes dropped."""
+        self._error = error
+        dropped, self._queue = self._queue, []
+        return dropped
+
+    def written(self, batch: list[Write]) -> None:
+        """The writes of *batch* are on disk (or dropped): wake the waiters."""
+        self._unwritten -= sum(len(data) for _, data, _ in batch)
+        self._wake_waiters()
+
+    def flusher_ended(self) -> None:
+        """The flusher returned: the next queued write starts another one."""
+        self._flushing = False
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Wake the tasks in wait_written; they look again."""
+        self._flushed.set()
+        self._flushed = trio.Event()
+
+
+class WrittenFile(Protocol):
+    """What write-behind needs of a file (a StagedFile): its writes and where to log it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def writes(self) -> FileWrites: ...
+
+
+class WriteBehind:
+    """The flushers of the files of one spool and the free space their queues may take.
+
+    Flushers run in *nursery*. ``_room`` is the free space measured last minus what was
+    queued since; ``_queued_growth`` is how much the queued writes of all files grow them.
+    """
+
+    def __init__(self, spool: Spool, nursery: trio.Nursery) -> None:
+        self._spool = spool
+        self._nursery = nursery
+        self._room = 0  # bytes that can be queued before the free space is measured again
+        self._queued_growth = 0
+
+    def queue(self, f: WrittenFile, fd: int, offset: int, data: bytes, grow: int) -> bool:
+        """Queue a write of *data* at *offset* of *f* (through *fd*) if the free space is
+        known to cover its growth *grow*; False if not (then use write_now)."""
+        if grow > self._room:
+            return False
+        self._room -= grow
+        self._queued_growth += grow
+        if f.writes.enqueue((offset, data, grow)):
+            self._nursery.start_soon(self._flush, f, fd)
+        return True
+
+    async def write_now(self, f: WrittenFile, fd: int, offset: int, data: bytes, grow: int) -> None:
+        """Write *data* at *offset* through *fd* now, measuring the free space (the queue of
+        *f* must be empty). Raises LocalError: ENOSPC when the spool is full; EIO."""
+        room = await trio.to_thread.run_sync(self._store, f.writes, fd, [(offset, data, grow)])
+        self._room = room - self._queued_growth
+
+    async def _flush(self, f: WrittenFile, fd: int) -> None:
+        """The flusher of *f*: write its queue through *fd* until empty or a batch fails.
+
+        *fd* stays open meanwhile: the last release waits for the queue first.
+        """
+        writes = f.writes
+        try:
+            while batch := writes.next_batch():
+                room: int | None = None
+                try:
+                    with trio.CancelScope(shield=True):  # the queue is all the data there is
+                        room = await trio.to_thread.run_sync(self._store, writes, fd, batch)
+                except LocalError as exc:
+                    log.warning("cannot store writes to %s of run %s: %s", f.name, f.run_id, exc)
+                    batch += writes.fail(exc)
+                finally:
+                    self._queued_growth -= sum(grow for _, _, grow in batch)
+                    writes.written(batch)
+                if room is not None:
+                    self._room = room - self._queued_growth
+        finally:
+            writes.flusher_ended()
+
+    def _store(self, writes: FileWrites, fd: int, batch: list[Write]) -> int:
+        """Worker thread: check the free space for the batch's growth, write it, start its
+        writeback; return the room left (``Spool.check_free``)."""
+        room = self._spool.check_free(sum(grow for _, _, grow in batch))
+        writes.store(self._spool, fd, batch)
+        start = min(offset for offset, _, _ in batch)
+        self._spool.start_writeback(fd, start, max(o + len(d) for o, d, _ in batch) - start)
+        return room

@@ -1,0 +1,90 @@
+"""Helpers for the tests of the host-side commands (``simvuefs.control``), without a mount.
+
+- :func:`simvuefs_process`: a live process that ``registry.simvuefs_running`` accepts as a
+  mount daemon (its command line names simvuefs), stopped at the end.
+- :func:`pending_upload`: a spool holding one pending upload, as a mount leaves it.
+- :func:`state_dirs`: point ``XDG_STATE_HOME`` and ``XDG_CACHE_HOME`` into a test's directory.
+- :func:`make_jwt`: a token that passes the client's checks (nobody verifies its signature).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from simvuefs.write.spool import JournalRecord, Spool, new_spool_id
+from testbed.processes import wait_until
+
+
+@contextmanager
+def simvuefs_process() -> Iterator[int]:
+    """Yield the pid of a sleeping process whose command line contains ``simvuefs``."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "simvuefs"])
+    try:
+        # Right after exec, /proc/<pid>/cmdline can still read empty for a moment.
+        assert wait_until(lambda: _cmdline(process.pid) != b"", 10.0)
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read()
+
+
+def pending_upload(spool_dir: Path, content: bytes, **record: object) -> JournalRecord:
+    """Leave one pending upload of *content* in the spool at *spool_dir*; *record* sets
+    fields of its journal record (``run_id``, ``name``, ``attempts``, ``last_error`` ...)."""
+    fields: dict[str, object] = {
+        "id": new_spool_id(),
+        "run_id": "run-1",
+        "category": "input",
+        "name": "results.csv",
+        "checksum": "0" * 64,
+        "size": len(content),
+        "created": datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
+    }
+    journal = JournalRecord(**{**fields, **record})  # type: ignore[arg-type]
+    spool = Spool.open(spool_dir, min_free=0)
+    try:
+        spool.data_path(journal.id).write_bytes(content)
+        spool.save(journal)
+    finally:
+        spool.close()
+    return journal
+
+
+def state_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Use state and cache directories below *tmp_path* here and in child processes;
+    return the variables set."""
+    variables = {
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return variables
+
+
+def make_jwt(payload: Mapping[str, object] | None = None) -> str:
+    """An HS256-shaped JWT of *payload* (default: valid for a day) with a signature nobody
+    made."""
+
+    def encode(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    claims = {"sub": "test", "exp": int(time.time()) + 86400} if payload is None else payload
+    header = encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = encode(json.dumps(dict(claims)).encode())
+    return f"{header}.{body}.{encode(b'not-a-real-signature')}"

@@ -1,0 +1,137 @@
+"""A fake storage for the reader's unit tests, and small settings and contents to read.
+
+``FakeStorage`` is a duck-typed :class:`~simvuefs.backends.protocol.RangeSource` over
+in-memory bytes, with counters and switches; small blocks (``BLOCK``) keep the block
+arithmetic of the tests visible, ``READ`` is their "kernel read size" (a quarter block).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio.lowlevel
+from helpers import settings_for, sha256
+
+from simvuefs.config import Settings
+from simvuefs.errors import TransportError
+from simvuefs.models import Artifact
+from simvuefs.read.reader import Reader, ReadHandle
+
+BLOCK = 4096
+READ = 1024
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings with ``BLOCK``-sized blocks, a 256-block cache and 8/32-block read-ahead."""
+    values: dict[str, Any] = {
+        "block_size": BLOCK,
+        "cache_bytes": 256 * BLOCK,
+        "readahead_per_file": 8 * BLOCK,
+        "readahead_total": 32 * BLOCK,
+        "request_timeout": 5.0,
+    }
+    return settings_for(None, **{**values, **overrides})
+
+
+def make_content(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def make_artifact(name: str, content: bytes) -> Artifact:
+    return Artifact(id=f"id-{name}", name=name, size=len(content), checksum=sha256(content))
+
+
+CONTENT = make_content(64 * BLOCK + 123)
+ARTIFACT = make_artifact("big.bin", CONTENT)
+
+
+class FakeBody:
+    def __init__(self, storage: FakeStorage, data: bytes) -> None:
+        self.storage = storage
+        self.data = data
+        self.pos = 0
+
+    async def receive(self, max_bytes: int) -> bytes:
+        await trio.lowlevel.checkpoint()
+        fail_at = self.storage.stream_fail_at
+        if fail_at is not None and self.pos >= fail_at:
+            self.storage.stream_fail_at = None
+            raise TransportError("connection reset by fake storage")
+        chunk = self.data[self.pos : self.pos + min(max_bytes, self.storage.chunk)]
+        self.pos += len(chunk)
+        self.storage.bytes_sent += len(chunk)
+        return chunk
+
+
+class FakeStorage:
+    """In-memory artifacts served through ``read_range`` and ``open_range``, with counters.
+
+    *gate*, when not None, holds every request until it is set; *range_gate* holds bounded
+    GETs after their first piece; *error* is raised by every request while set;
+    *stream_fail_at* makes the next stream fail after that many bytes.
+    """
+
+    def __init__(self, *artifacts: tuple[Artifact, bytes], chunk: int = 1000) -> None:
+        self.contents = {artifact.id: content for artifact, content in artifacts}
+        self.chunk = chunk
+        self.range_gets = 0
+        self.streams = 0
+        self.open_streams = 0
+        self.bytes_sent = 0
+        self.gate: trio.Event | None = None
+        self.error: Exception | None = None
+        self.stream_fail_at: int | None = None
+        self.range_gate: trio.Event | None = None
+
+    async def _admit(self) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> bytes:
+        self.range_gets += 1
+        await self._admit()
+        data = self.contents[artifact.id][start : start + length]
+        for at in range(0, len(data), self.chunk):  # arrives in pieces, like a real body
+            if self.range_gate is not None and at > 0:
+                await self.range_gate.wait()
+            await trio.lowlevel.checkpoint()
+            if on_chunk is not None:
+                on_chunk(data[at : at + self.chunk])
+        self.bytes_sent += len(data)
+        return data
+
+    @asynccontextmanager
+    async def open_range(
+        self, artifact: Artifact, start: int, end: int | None = None
+    ) -> AsyncIterator[FakeBody]:
+        self.streams += 1
+        await self._admit()
+        self.open_streams += 1
+        try:
+            yield FakeBody(self, self.contents[artifact.id][start:end])
+        finally:
+            self.open_streams -= 1
+
+
+async def read_through(reader: Reader, handle: ReadHandle, chunk: int = READ) -> bytes:
+    """Read *handle* from 0 to its end in *chunk*-sized reads, each full but the last."""
+    out = bytearray()
+    while True:
+        data = await reader.read(handle, len(out), chunk)
+        if not data:
+            return bytes(out)
+        assert len(data) == chunk or len(out) + len(data) == handle.size
+        out += data

@@ -1,0 +1,317 @@
+"""Read-ahead: runs, part streams, their windows, the shared budget and the trail.
+
+The first part drives the pieces of :mod:`simvuefs.read.readahead` directly over a
+:class:`BlockCache`; the second drives a whole reader against ``FakeStorage``
+(tests/reader_util.py), no server.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from reader_util import (
+    ARTIFACT,
+    BLOCK,
+    CONTENT,
+    READ,
+    FakeStorage,
+    make_artifact,
+    make_content,
+    make_settings,
+    read_through,
+)
+
+from simvuefs.read.blocks import ContentBlocks
+from simvuefs.read.cache import BlockCache, Flight, FlightAbandoned
+from simvuefs.read.readahead import HandlePrefetch, PartStream, ReadAheadBudget
+from simvuefs.read.reader import open_reader
+
+BLOCKS = ContentBlocks(ARTIFACT, len(CONTENT), BLOCK)  # 65 blocks, the last 123 bytes
+
+
+def new_stream(
+    cache: BlockCache, budget: ReadAheadBudget, first: int = 0, max_window: int = 8
+) -> PartStream:
+    stream = PartStream(
+        BLOCKS, first, consumer=first, max_window=max_window, cache=cache, budget=budget
+    )
+    budget.add(stream)
+    return stream
+
+
+def claimed(cache: BlockCache) -> int:
+    return cache.statistics().in_flight
+
+
+def test_content_blocks_cut_the_content_into_full_blocks_and_a_short_last_one() -> None:
+    assert BLOCKS.count == 65
+    assert [BLOCKS.length(i) for i in (0, 63, 64)] == [BLOCK, BLOCK, 123]
+    assert BLOCKS.start(3) == 3 * BLOCK
+    assert BLOCKS.cache_key(7) == (ARTIFACT.checksum, 7)
+    assert ContentBlocks(ARTIFACT, 0, BLOCK).count == 0
+
+
+def test_a_run_grows_with_reads_within_a_block_of_it_and_restarts_elsewhere() -> None:
+    prefetch = HandlePrefetch(BLOCKS, BlockCache(64 * BLOCK))
+    assert prefetch.follow(0, READ) is None  # the first read starts a run
+    assert prefetch.follow(READ, 2 * READ) == READ  # the run's length before this read
+    assert prefetch.follow(BLOCK + 2 * READ, BLOCK + 3 * READ) == 2 * READ  # a block away
+    assert prefetch.run_start == 0
+    assert prefetch.follow(10 * BLOCK, 10 * BLOCK + READ) is None  # a seek: a new run
+    assert prefetch.run_start == 10 * BLOCK
+    assert prefetch.follow(9 * BLOCK, 9 * BLOCK + READ) == READ  # just behind it: the same run
+    assert prefetch.run_start == 9 * BLOCK
+
+
+def test_the_budget_refuses_what_exceeds_its_cap_and_keeps_peaks() -> None:
+    budget = ReadAheadBudget(3 * BLOCK)
+    assert budget.take(BLOCK, held=BLOCK)
+    assert budget.take(BLOCK, held=2 * BLOCK)  # the same stream's second block
+    assert budget.take(BLOCK, held=BLOCK)  # another stream's first
+    assert not budget.take(1, held=2 * BLOCK + 1)
+    budget.give_back(2 * BLOCK)
+    assert (budget.used, budget.peak, budget.peak_per_handle) == (BLOCK, 3 * BLOCK, 2 * BLOCK)
+    assert budget.take(2 * BLOCK, held=2 * BLOCK)
+
+
+async def test_a_stream_window_starts_at_one_block_and_doubles_as_the_reader_moves() -> None:
+    cache = BlockCache(64 * BLOCK)
+    budget = ReadAheadBudget(32 * BLOCK)
+    stream = new_stream(cache, budget)
+    stream.extend()
+    assert claimed(cache) == 2  # the consumer's block and a window of 1 ahead
+    assert budget.used == BLOCK  # only what lies ahead of the reader is charged
+    for last, window in ((1, 2), (2, 4), (3, 8), (4, 8)):
+        stream.advance(last)
+        assert budget.used == window * BLOCK
+        assert claimed(cache) == last + window + 1
+        assert stream.covers(last + window, last + window)
+    assert not stream.covers(22, 22)  # more than a window past what it may receive (13)
+    stream.stop()
+    assert (budget.used, claimed(cache)) == (0, 0)
+
+
+async def test_a_stream_delivers_into_its_claims_and_reading_releases_the_budget() -> None:
+    cache = BlockCache(64 * BLOCK)
+    budget = ReadAheadBudget(32 * BLOCK)
+    stream = new_stream(cache, budget)
+    stream.extend()
+    flight = cache.lookup(BLOCKS.cache_key(1))
+    assert isinstance(flight, Flight)  # a reader of block 1 would wait for the stream
+    assert stream.deliver(0, CONTENT[:BLOCK])
+    assert stream.deliver(1, CONTENT[BLOCK : 2 * BLOCK])
+    assert await flight.wait() == CONTENT[BLOCK : 2 * BLOCK]
+    assert not stream.deliver(1, CONTENT[BLOCK : 2 * BLOCK])  # already there
+    assert budget.used == BLOCK  # block 1 is delivered, but its reader has not reached it
+    stream.advance(1)
+    assert budget.used == 2 * BLOCK  # block 1 released; blocks 2-3 claimed ahead
+
+
+async def test_a_starved_stream_claims_once_another_gives_its_budget_back() -> None:
+    cache = BlockCache(64 * BLOCK)
+    budget = ReadAheadBudget(BLOCK)
+    greedy = new_stream(cache, budget, first=0)
+    greedy.extend()
+    starved = new_stream(cache, budget, first=30)
+    starved.extend()
+    assert starved.starved
+    assert claimed(cache) == 3  # blocks 0, 1 and 30, not 31
+    greedy.stop()
+    assert not starved.starved
+    assert claimed(cache) == 2  # blocks 30 and 31
+    assert budget.used == BLOCK
+
+
+async def test_stopping_a_stream_abandons_its_claims_to_their_waiters() -> None:
+    cache = BlockCache(64 * BLOCK)
+    budget = ReadAheadBudget(32 * BLOCK)
+    stream = new_stream(cache, budget)
+    stream.extend()
+    flight = cache.lookup(BLOCKS.cache_key(1))
+    assert isinstance(flight, Flight)
+    stream.stop()
+    stream.stop()  # idempotent
+    assert stream.scope.cancel_called
+    with pytest.raises(FlightAbandoned):
+        await flight.wait()
+
+
+def test_the_trail_drops_the_streamed_blocks_behind_the_reader_oldest_first() -> None:
+    cache = BlockCache(64 * BLOCK)
+    prefetch = HandlePrefetch(BLOCKS, cache)
+    for index in range(2, 6):
+        cache.put(BLOCKS.cache_key(index), b"x")
+        prefetch.trail.add(index)
+    for index in range(2):  # fetched before the run was known to be sequential
+        cache.put(BLOCKS.cache_key(index), b"x")
+    prefetch.trail.adopt(range(3))
+    prefetch.trail.drop_before(4)
+    assert [cache.contains(BLOCKS.cache_key(i)) for i in range(6)] == [False] * 4 + [True] * 2
+    prefetch.trail.drop_before(BLOCKS.count)
+    assert cache.statistics().entries == 0
+
+
+# -- a reader's streams, against FakeStorage ---------------------------------------------------
+
+
+async def test_sequential_read_is_one_range_and_one_stream() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        assert await read_through(reader, handle) == CONTENT
+        await reader.release(handle)
+        stats = reader.statistics()
+    # block 0 with a bounded GET, then one stream once a whole block was read in order
+    assert (storage.range_gets, storage.streams) == (1, 1)
+    assert storage.bytes_sent == len(CONTENT)
+    assert stats.streams_started == 1
+    assert stats.range_bytes + stats.stream_bytes == len(CONTENT)
+    assert 0 < stats.readahead_peak_per_handle <= 8 * BLOCK
+    assert stats.readahead_bytes == 0
+    assert stats.open_handles == 0
+    # streamed blocks were dropped behind the reader: the cache held about a window (8 ahead,
+    # 2 behind, block 0), and keeps nothing after release (block 0, fetched with a bounded
+    # GET before the run was known to be sequential, went with the streamed ones)
+    assert stats.cache.peak_bytes <= 12 * BLOCK
+    assert stats.cache.bytes == 0
+
+
+async def test_sixteen_concurrent_sequential_readers_stay_within_the_caps() -> None:
+    contents = [make_content(24 * BLOCK + i * 77, seed=i) for i in range(4)]
+    artifacts = [make_artifact(f"f{i}", c) for i, c in enumerate(contents)]
+    storage = FakeStorage(*zip(artifacts, contents, strict=True), chunk=700)
+    settings = make_settings(
+        cache_bytes=40 * BLOCK, readahead_per_file=8 * BLOCK, readahead_total=12 * BLOCK
+    )
+    failures: list[str] = []
+    async with open_reader(storage, settings) as reader:
+
+        async def read_whole(i: int) -> None:
+            which = i % 4
+            handle = reader.open(artifacts[which], len(contents[which]))
+            if await read_through(reader, handle, READ + i) != contents[which]:
+                failures.append(f"reader {i}")
+            await reader.release(handle)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(16):
+                nursery.start_soon(read_whole, i)
+        stats = reader.statistics()
+    assert failures == []
+    assert stats.streams_started >= 4
+    assert stats.readahead_peak <= 12 * BLOCK
+    assert stats.readahead_peak_per_handle <= 8 * BLOCK
+    assert stats.cache.peak_bytes <= 40 * BLOCK
+    assert (stats.readahead_bytes, stats.cache.in_flight, storage.open_streams) == (0, 0, 0)
+
+
+async def test_blocks_a_finished_stream_delivered_stay_charged_until_read() -> None:
+    content = make_content(12 * BLOCK)
+    artifact = make_artifact("twelve.bin", content)
+    storage = FakeStorage((artifact, content), chunk=BLOCK)
+    settings = make_settings(readahead_per_file=8 * BLOCK, readahead_total=8 * BLOCK)
+    async with open_reader(storage, settings) as reader:
+        handle = reader.open(artifact, len(content))
+        for index in range(5):  # the window grows to 8 blocks: the stream reaches the end
+            assert (
+                await reader.read(handle, index * BLOCK, BLOCK) == content[index * BLOCK :][:BLOCK]
+            )
+        await trio.testing.wait_all_tasks_blocked()
+        assert storage.open_streams == 0
+        # Blocks 5-11 wait in the cache for their reader: still read-ahead, so other files'
+        # streams cannot take the budget (and fill the cache) meanwhile.
+        assert reader.statistics().readahead_bytes == 7 * BLOCK
+        for index in range(5, 12):
+            assert (
+                await reader.read(handle, index * BLOCK, BLOCK) == content[index * BLOCK :][:BLOCK]
+            )
+        assert reader.statistics().readahead_bytes == 0
+        await reader.release(handle)
+        stats = reader.statistics()
+    assert (storage.range_gets, storage.streams) == (1, 1)
+    assert stats.readahead_peak <= 8 * BLOCK
+
+
+async def test_readahead_total_is_capped_at_half_the_cache() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    settings = make_settings(
+        cache_bytes=8 * BLOCK, readahead_per_file=64 * BLOCK, readahead_total=64 * BLOCK
+    )
+    async with open_reader(storage, settings) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        assert await read_through(reader, handle) == CONTENT
+        await reader.release(handle)
+        stats = reader.statistics()
+    assert 0 < stats.readahead_peak <= 4 * BLOCK
+    assert stats.cache.peak_bytes <= 8 * BLOCK
+    assert storage.bytes_sent == len(CONTENT)
+
+
+async def test_stream_stays_within_its_window_and_stops_on_release() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        for off in range(0, 6 * BLOCK, READ):
+            await reader.read(handle, off, READ)
+        await trio.testing.wait_all_tasks_blocked()
+        # the reader is in block 5; the stream may be at most the window (8 blocks) ahead
+        assert storage.bytes_sent <= (5 + 1 + 8) * BLOCK
+        assert storage.open_streams == 1
+        await reader.release(handle)
+        assert storage.open_streams == 0
+        stats = reader.statistics()
+        assert (stats.readahead_bytes, stats.cache.in_flight) == (0, 0)
+
+
+async def test_closing_the_reader_stops_streams_of_open_handles() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        for off in range(0, 3 * BLOCK, READ):
+            await reader.read(handle, off, READ)
+        await trio.testing.wait_all_tasks_blocked()
+        assert storage.open_streams == 1
+    assert storage.open_streams == 0
+
+
+async def test_an_isolated_far_read_leaves_the_stream_alone() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        out = bytearray()
+        while len(out) < len(CONTENT):
+            if len(out) == 20 * BLOCK:  # a page-cache miss far behind the reader
+                far = 2 * BLOCK + 300
+                assert await reader.read(handle, far, READ) == CONTENT[far : far + READ]
+            if len(out) == 30 * BLOCK:  # ... and one far ahead of it
+                far = 60 * BLOCK
+                assert await reader.read(handle, far, READ) == CONTENT[far : far + READ]
+            out += await reader.read(handle, len(out), READ)
+        assert bytes(out) == CONTENT
+        await reader.release(handle)
+        assert reader.statistics().streams_started == 1
+    assert storage.streams == 1
+
+
+async def test_a_new_sequential_run_elsewhere_replaces_the_stream() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        for base in (0, 40 * BLOCK):
+            for off in range(base, base + 6 * BLOCK, READ):
+                assert await reader.read(handle, off, READ) == CONTENT[off : off + READ]
+        await trio.testing.wait_all_tasks_blocked()
+        assert storage.open_streams == 1
+        await reader.release(handle)
+        assert reader.statistics().streams_started == 2
+
+
+async def test_a_broken_stream_is_recovered_from() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.stream_fail_at = 10 * BLOCK + 500
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        assert await read_through(reader, handle) == CONTENT
+        await reader.release(handle)
+    assert storage.streams == 2

@@ -1,0 +1,217 @@
+"""Reader: block arithmetic, bounded GETs, de-duplication, errors and deadlines.
+
+Against ``FakeStorage`` (tests/reader_util.py), no server. Read-ahead streams are
+``test_readahead.py``, verification ``test_verify.py`` and ``test_reader_integrity.py``,
+the real client and devserver ``tests/server/test_reader.py``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import random
+
+import pytest
+import trio
+import trio.testing
+from reader_util import (
+    ARTIFACT,
+    BLOCK,
+    CONTENT,
+    READ,
+    FakeStorage,
+    make_artifact,
+    make_settings,
+)
+
+from simvuefs.config import MIB
+from simvuefs.errors import DeadlineExceeded, NotFound
+from simvuefs.models import Artifact
+from simvuefs.read.reader import keep_freed_blocks, open_reader
+
+
+async def test_reads_straddling_blocks_and_the_end() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    size = len(CONTENT)
+    cases = [(0, 1), (BLOCK - 1, 2), (BLOCK - 10, 3 * BLOCK), (5, BLOCK), (size - 10, 100)]
+    cases += [(size - 1, 1), (size, 10), (size + 5000, 10), (3 * BLOCK, 0)]
+    rng = random.Random(7)
+    cases += [(rng.randrange(size), rng.randrange(1, 3 * BLOCK)) for _ in range(300)]
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, size)
+        for off, length in cases:
+            assert await reader.read(handle, off, length) == CONTENT[off : off + length]
+        await reader.release(handle)
+
+
+async def test_empty_artifact_reads_nothing() -> None:
+    empty = make_artifact("empty", b"")
+    storage = FakeStorage((empty, b""))
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(empty, 0)
+        assert await reader.read(handle, 0, 4096) == b""
+        assert await reader.read(handle, 100, 4096) == b""
+        await reader.release(handle)
+    assert storage.range_gets == storage.streams == 0
+
+
+async def test_scattered_reads_fetch_single_blocks_and_never_stream() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    offsets = [40 * BLOCK + 5, 3 * BLOCK, 60 * BLOCK + 100, 20 * BLOCK, 10 * BLOCK + 7]
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        for off in offsets:
+            assert await reader.read(handle, off, READ) == CONTENT[off : off + READ]
+        await trio.testing.wait_all_tasks_blocked()  # the last block's rest arrives
+        await reader.release(handle)
+        assert reader.statistics().streams_started == 0
+        assert reader.statistics().cache.entries == len(offsets)
+    assert (storage.range_gets, storage.streams) == (len(offsets), 0)
+    assert storage.bytes_sent == len(offsets) * BLOCK
+
+
+async def test_a_small_first_read_returns_before_the_rest_of_its_block() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.range_gate = trio.Event()  # bounded GETs stall after their first 1000 bytes
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        off = 5 * BLOCK + 10
+        with trio.fail_after(5):  # not waiting for the gate
+            assert await reader.read(handle, off, 100) == CONTENT[off : off + 100]
+        assert reader.statistics().cache.in_flight == 1  # the block is still arriving
+        other = reader.open(ARTIFACT, len(CONTENT))
+        async with trio.open_nursery() as nursery:
+            results: list[bytes] = []
+
+            async def read_later_in_the_block() -> None:
+                results.append(await reader.read(other, off + 2000, 1000))
+
+            nursery.start_soon(read_later_in_the_block)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not results  # it waits for the flight, it does not fetch again
+            storage.range_gate.set()
+        assert results == [CONTENT[off + 2000 : off + 3000]]
+        stats = reader.statistics()
+        assert (stats.cache.in_flight, stats.cache.entries, stats.cache.joins) == (0, 1, 1)
+        await reader.release(handle)
+        await reader.release(other)
+    assert storage.range_gets == 1
+
+
+async def test_an_early_read_that_times_out_abandons_its_block_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.range_gate = trio.Event()
+    async with open_reader(storage, make_settings(request_timeout=3.0)) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        with pytest.raises(DeadlineExceeded):
+            await reader.read(handle, BLOCK, 2000)  # needs more than the first piece
+        assert reader.statistics().cache.in_flight == 0
+        storage.range_gate.set()
+        assert await reader.read(handle, BLOCK, 2000) == CONTENT[BLOCK : BLOCK + 2000]
+        await reader.release(handle)
+    assert storage.range_gets == 2
+
+
+async def test_concurrent_readers_of_one_block_cause_one_fetch() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.gate = trio.Event()
+    results: list[bytes] = []
+    async with open_reader(storage, make_settings()) as reader:
+
+        async def read_one(off: int) -> None:
+            handle = reader.open(ARTIFACT, len(CONTENT))
+            results.append(await reader.read(handle, off, 100))
+            await reader.release(handle)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(16):
+                nursery.start_soon(read_one, 5 * BLOCK + 100 * i)
+            await trio.testing.wait_all_tasks_blocked()
+            storage.gate.set()
+        assert reader.statistics().cache.joins == 15
+    assert sorted(results) == sorted(CONTENT[5 * BLOCK + 100 * i :][:100] for i in range(16))
+    assert storage.range_gets == 1
+
+
+async def test_artifacts_with_equal_checksums_share_blocks() -> None:
+    twin = Artifact(id="id-twin", name="twin.bin", size=len(CONTENT), checksum=ARTIFACT.checksum)
+    storage = FakeStorage((ARTIFACT, CONTENT), (twin, CONTENT))
+    async with open_reader(storage, make_settings()) as reader:
+        first = reader.open(ARTIFACT, len(CONTENT))
+        assert await reader.read(first, 0, 3 * BLOCK) == CONTENT[: 3 * BLOCK]
+        second = reader.open(twin, len(CONTENT))
+        assert await reader.read(second, BLOCK, BLOCK) == CONTENT[BLOCK : 2 * BLOCK]
+        await reader.release(first)
+        await reader.release(second)
+    assert storage.range_gets == 1
+
+
+async def test_errors_propagate_and_are_not_cached() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.error = NotFound("no such artifact", status=404)
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        with pytest.raises(NotFound):
+            await reader.read(handle, 0, READ)
+        storage.error = None
+        assert await reader.read(handle, 0, READ) == CONTENT[:READ]
+        await reader.release(handle)
+    assert storage.range_gets == 2
+
+
+async def test_a_stalled_fetch_ends_in_deadline_exceeded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.gate = trio.Event()
+    async with open_reader(storage, make_settings(request_timeout=7.0)) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        start = trio.current_time()
+        with pytest.raises(DeadlineExceeded):
+            await reader.read(handle, 0, READ)
+        assert trio.current_time() - start == pytest.approx(7.0)
+        assert reader.statistics().cache.in_flight == 0
+        storage.gate.set()
+        assert await reader.read(handle, 0, READ) == CONTENT[:READ]
+        await reader.release(handle)
+
+
+# glibc's mallopt(3) parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+class FakeLibc:
+    """A C library whose ``mallopt`` records its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+@pytest.mark.parametrize("block_size", [BLOCK, MIB, 8 * MIB])
+def test_freed_blocks_stay_on_the_heap(monkeypatch: pytest.MonkeyPatch, block_size: int) -> None:
+    # What this buys (no page faults for each new block) is a speed claim: scripts/bench
+    # measures it. Here: fixed mmap and trim thresholds above the block size, so that glibc
+    # neither mmaps block-sized buffers nor trims them off the heap when they are freed.
+    libc = FakeLibc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
+    keep_freed_blocks(block_size)
+    thresholds = dict(libc.calls)
+    assert thresholds.keys() == {M_MMAP_THRESHOLD, M_TRIM_THRESHOLD}
+    assert thresholds[M_MMAP_THRESHOLD] > block_size
+    assert thresholds[M_TRIM_THRESHOLD] > block_size
+
+
+def test_without_mallopt_the_allocator_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())
+    keep_freed_blocks(BLOCK)  # no AttributeError where the C library has no mallopt
+
+
+def test_the_real_allocator_can_be_tuned_repeatedly() -> None:
+    keep_freed_blocks(BLOCK)
+    keep_freed_blocks(2 * BLOCK)
