@@ -112,6 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "server such as nginx serving the data directory's blobs/ (uploads still come here)",
     )
     parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="behave as the real Simvue server is believed to (docs/compatibility.md): the "
+        "behaviours it turns on are listed in docs/architecture.md's devserver section",
+    )
+    parser.add_argument(
         "--no-dedup",
         action="store_true",
         help="always ask for an upload, even when content with that checksum is stored",

@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
             url_expiry=args.url_expiry,
             storage_url=args.storage_url.rstrip("/"),
             dedup=not args.no_dedup,
+            realistic=args.realistic,
             faults=faults,
         )
         config = uvicorn.Config(

@@ -59,5 +59,8 @@ class ServerState:
     storage_url: str = ""
     """Base URL of an external server of the blob directory for downloads ("" = our own)."""
     dedup: bool = True
+    realistic: bool = False
+    """``--realistic``: behave as the real server is believed to, where it differs from the
+    lenient default (docs/architecture.md, devserver section, lists what this turns on)."""
     faults: Faults = field(default_factory=Faults)
     stats: Stats = field(default_factory=Stats)
