@@ -178,6 +178,13 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "CPU-s per GiB; wrong bytes from storage then go unnoticed)",
     )
     parser.add_argument(
+        "--no-delete",
+        action="store_true",
+        help="never delete an artifact on the server: renaming a file after it was uploaded "
+        "(rsync's temporary name) then fails with EXDEV instead of replacing the artifact "
+        "(use rsync --inplace, or --temp-dir outside the mount)",
+    )
+    parser.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="default: INFO"
     )
     parser.add_argument("--log-file", type=Path, metavar="FILE", help="append the log here")
@@ -200,6 +207,12 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=[],
         metavar="NAME_OR_ID",
         help="show only this run (a run name or id; repeat for more runs)",
+    )
+    parser.add_argument(
+        "--own-runs-only",
+        action="store_true",
+        help="show only your own runs (default: also runs other users share with you, as "
+        "the simvue client lists them; their input/ is read-only)",
     )
     # Internal: the daemonised child reports readiness on this pipe.
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -228,7 +241,14 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
         argv += ["--profile", args.profile]
     if args.config is not None:
         argv += ["--config", str(_absolute(args.config))]
-    for flag in ("read_only", "debug_fuse", "allow_other", "no_verify"):
+    for flag in (
+        "read_only",
+        "debug_fuse",
+        "allow_other",
+        "no_verify",
+        "own_runs_only",
+        "no_delete",
+    ):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
     if args.folder is not None:
@@ -275,6 +295,7 @@ def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Setti
         cache,
         **_memory_caps(args),
         verify_content=not args.no_verify,
+        delete_artifacts=not args.no_delete,
         metadata_ttl=parse_ttl(args.metadata_ttl),
         spool_dir=spool_dir,
         shutdown_upload_wait=args.upload_wait,
@@ -288,7 +309,7 @@ def _selection(args: argparse.Namespace) -> RunSelection:
     folder = args.folder
     if folder is not None and not folder.startswith("/"):
         raise UsageError(f"--folder {folder!r}: Simvue folder paths start with '/'")
-    return RunSelection(folder=folder, runs=frozenset(args.run))
+    return RunSelection(folder=folder, runs=frozenset(args.run), own_only=args.own_runs_only)
 
 
 def _settings(args: argparse.Namespace, mountpoint: Path) -> Settings:
@@ -304,6 +325,7 @@ def _settings(args: argparse.Namespace, mountpoint: Path) -> Settings:
         mountpoint=mountpoint,
         **_memory_caps(args),
         verify_content=not args.no_verify,
+        delete_artifacts=not args.no_delete,
         metadata_ttl=parse_ttl(args.metadata_ttl),
         spool_dir=spool_dir,
         shutdown_upload_wait=args.upload_wait,
@@ -403,6 +425,72 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pending(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "pending",
+        help="retry, export or drop the uploads a mount has not finished",
+        description=(
+            "Deal with files written into a mount that are not uploaded yet ('simvuefs "
+            "status' lists them), above all those the server refused for good (FAILED: a "
+            "name it rejects, a run that is not yours, a file over its size limit), which "
+            "are kept and never retried on their own. Acts on the mount recorded at "
+            "MOUNTPOINT, on the spool --spool-dir, or (neither given) on every mount with "
+            "pending uploads. A running mount applies the change itself within seconds; "
+            "otherwise the spool is changed here, for the next mount."
+        ),
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def target_arguments(action: argparse.ArgumentParser) -> None:
+        action.add_argument("mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT")
+        action.add_argument("--spool-dir", type=Path, metavar="DIR", help="act on this spool")
+
+    retry = actions.add_parser(
+        "retry",
+        help="attempt every pending upload again now (failed ones included)",
+        description="Attempt every pending upload again: at once in a running mount, else at "
+        "its next mount. Uploads the server refused for good are cleared and tried again.",
+    )
+    target_arguments(retry)
+    export = actions.add_parser(
+        "export",
+        help="copy pending uploads out to DIR/<run id>/<category>/<name>, with a manifest",
+        description="Copy every pending upload (failed or not) to DIR/<run id>/<category>/"
+        "<name> and list them in DIR/manifest.json (run, category, name, size, sha256, "
+        "state, last error, server). Never overwrites a file; exporting again is safe. "
+        "The spool keeps its files until 'simvuefs pending drop'.",
+    )
+    export.add_argument("dest", type=Path, metavar="DIR", help="where to copy the files")
+    target_arguments(export)
+    drop = actions.add_parser(
+        "drop",
+        help="forget failed uploads (--all: every pending one) and delete their local copy",
+        description="Forget the uploads the server refused for good (with --all: every "
+        "pending upload not attached to its run yet) and delete their content from the "
+        "spool. Refused unless each was exported with 'simvuefs pending export' and the "
+        "copy is still there, or --yes is given.",
+    )
+    target_arguments(drop)
+    drop.add_argument("--all", action="store_true", help="also uploads that are still retried")
+    drop.add_argument("--yes", action="store_true", help="drop files that were not exported")
+    parser.set_defaults(handler=_pending)
+
+
+def _pending(args: argparse.Namespace) -> int:
+    from simvuefs.control import export, pending
+
+    spool_dir = args.spool_dir and _absolute(args.spool_dir)
+    mountpoint = args.mountpoint and _absolute(args.mountpoint)
+    chosen = pending.targets(mountpoint, spool_dir)
+    if args.action == "retry":
+        print(pending.retry(chosen), end="")
+    elif args.action == "export":
+        print(export.export(_absolute(args.dest), chosen), end="")
+    else:
+        print(pending.drop(chosen, everything=args.all, yes=args.yes), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -413,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mount(sub)
     _add_unmount(sub)
     _add_status(sub)
+    _add_pending(sub)
     _add_devserver(sub)
     return parser
 

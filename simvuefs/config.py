@@ -21,6 +21,26 @@ keys elsewhere, and merges ``pyproject.toml`` ``[tool.simvue]``, which cannot ho
 
 The token never appears in ``repr``, logs or error messages.
 
+Certificates (:class:`Certificates`) are resolved as the client resolves them
+(``config/parameters.py:CertificateSpecifications``), from the same table as URL and token:
+``[server.certificates]`` or ``[profiles.<name>.certificates]``, each key overridden by its
+environment variable:
+
+- ``server_ca_cert`` / ``SIMVUE_SERVER_CA_CERTIFICATE`` (the API) and ``storage_ca_cert`` /
+  ``SIMVUE_STORAGE_CA_CERTIFICATE`` (storage URLs): an existing file (then only its CA
+  certificates are trusted), else true/false in pydantic's words (``false``, ``no``, ``0``,
+  ...: no verification); anything else is an error. True, the default, means the CA
+  certificates of every one of ``REQUESTS_CA_BUNDLE`` and ``CURL_CA_BUNDLE`` (what the
+  client's ``requests`` reads: it takes the first), ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``
+  (what httpx and OpenSSL read) that is set (a file or a hashed directory), else certifi's
+  bundle: whatever the client trusts, simvuefs trusts;
+- ``client_cert`` / ``SIMVUE_SERVER_CLIENT_CERTIFICATE``: a PEM file presented to servers
+  that ask for a client certificate (mutual TLS), with its key unless ``client_key`` names
+  the key's file. The client parses both and uses neither: this meaning is simvuefs's.
+
+Unknown keys in the certificates table are an error (as in the client); relative paths are
+taken from the working directory (as in the client) and a leading ``~`` is expanded.
+
 The spool directory of a mount (where files written through it wait until they land) is
 decided here and nowhere else: ``--spool-dir`` if given; else, for a server,
 ``$XDG_CACHE_HOME/simvuefs/spool/<key>`` with *key* derived from the server URL and the
@@ -85,6 +105,48 @@ def mount_spool_dir(url: str, mountpoint: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class Trust:
+    """Which TLS certificates one kind of host may present: the client's ``server_ca_cert``
+    (*role* ``server``: the API) or ``storage_ca_cert`` (``storage``: storage URLs).
+
+    *verify* False: none is checked. Otherwise only the CA certificates of *cafiles* (PEM
+    bundles) and *capaths* (OpenSSL hashed directories) are trusted, or certifi's bundle when
+    both are empty. *source* says where they came from, for messages ("" for certifi).
+    """
+
+    role: str = "server"
+    verify: bool = True
+    cafiles: tuple[Path, ...] = ()
+    capaths: tuple[Path, ...] = ()
+    source: str = ""
+
+    @property
+    def locations(self) -> tuple[Path, ...]:
+        """The files and directories of the trusted CA certificates (empty: certifi's)."""
+        return self.cafiles + self.capaths
+
+    @property
+    def setting(self) -> str:
+        """What a user sets to trust a private CA, for messages."""
+        return (
+            f"SIMVUE_{self.role.upper()}_CA_CERTIFICATE (or {self.role}_ca_cert in "
+            "[server.certificates] of simvue.toml)"
+        )
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """The TLS settings of a server (module docstring): *server* for the API, *storage* for
+    storage URLs, and the client certificate (*client_cert*, its key in *client_key* or in
+    the same file) for servers that ask for one."""
+
+    server: Trust = Trust("server")
+    storage: Trust = Trust("storage")
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The resolved server: API base URL, a valid unexpired token, and where each came from.
 
@@ -99,6 +161,7 @@ class ServerConfig:
     token_source: str
     offline_directory: Path
     config_file: Path | None
+    certificates: Certificates = Certificates()
 
 
 @dataclass(frozen=True)
@@ -117,8 +180,10 @@ class Settings:
     connect_timeout: float = 5.0
     # Longest silence tolerated while receiving a response body (a stalled server).
     read_timeout: float = 10.0
-    # Attempts for 502/503/504 and connection errors, within request_timeout.
-    retry_attempts: int = 4
+    # Requests per call for 429/502/503/504 and connection errors, within request_timeout:
+    # waits of 0.25 s doubling to 4 s (times [0.5, 1)) add up to 8-16 s, so a server that
+    # restarts in a few seconds is waited for (backends/transport.py, "Retries").
+    retry_attempts: int = 8
     # How long listings and attributes are trusted (seconds; float("inf") = indefinite).
     metadata_ttl: float = 1.0
     # How long listings of finished runs are trusted.
@@ -129,7 +194,8 @@ class Settings:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     readahead_per_file: int = DEFAULT_READAHEAD_PER_FILE
     readahead_total: int = DEFAULT_READAHEAD_TOTAL
-    verify_tls: bool = True
+    # TLS: which certificates the API and storage may present, the client certificate.
+    certificates: Certificates = Certificates()
     # Check the sha256 of content read in order from start to end (reader.py); --no-verify.
     verify_content: bool = True
     # The client's offline cache directory (SIMVUE_OFFLINE_DIRECTORY, [offline] cache, ~/.simvue).
@@ -142,6 +208,9 @@ class Settings:
     upload_retry_initial: float = 2.0
     upload_retry_max: float = 300.0
     shutdown_upload_wait: float = 30.0
+    # Delete the artifact a rename of an uploaded file replaces (write/landing.py, "Deletes");
+    # False (--no-delete): never send a DELETE, and such renames fail with EXDEV.
+    delete_artifacts: bool = True
     # Finds the token again where *token* was found (see token_reloader); the client calls it
     # (in a worker thread) when the server refuses the token. None: the token never changes.
     token_reload: Callable[[], str] | None = field(default=None, repr=False, compare=False)
@@ -184,6 +253,7 @@ class Settings:
             token=server.token,
             offline_directory=server.offline_directory,
             spool_dir=mount_spool_dir(server.url, mountpoint),
+            certificates=server.certificates,
         )
         given = {name: value for name, value in overrides.items() if value is not None}
         return dataclasses.replace(base, **given)
@@ -269,6 +339,7 @@ def resolve_server(
         token_source=found_token[1],
         offline_directory=_offline_directory(env, data, path, cwd, home),
         config_file=path,
+        certificates=_certificates(env, section, f"{label} of {where_file}", cwd, home),
     )
 
 
@@ -577,6 +648,121 @@ def _pick(
     if not isinstance(value, str):
         raise ConfigError(f"{key} in {label} of {path} must be a string")
     return value.strip(), f"{path} {label}"
+
+
+_TRUE_WORDS = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE_WORDS = frozenset({"0", "off", "f", "false", "n", "no"})
+"""The strings pydantic reads as booleans, so as the client reads ``*_CA_CERTIFICATE``."""
+_CERTIFICATE_KEYS = frozenset({"server_ca_cert", "storage_ca_cert", "client_cert", "client_key"})
+_DEFAULT_BUNDLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+"""Where a CA setting of true looks first (module docstring), in this order."""
+
+
+def _certificates(
+    env: Mapping[str, str], section: Mapping[str, object], label: str, cwd: Path, home: Path
+) -> Certificates:
+    """Resolve the TLS settings from *section*'s ``certificates`` table and *env*.
+
+    *label* names *section* for messages (``[server] of /home/me/simvue.toml``).
+    """
+    where = label.replace("]", ".certificates]", 1)
+    table = _table(section, "certificates", label)
+    unknown = sorted(set(table) - _CERTIFICATE_KEYS)
+    if unknown:
+        known = ", ".join(sorted(_CERTIFICATE_KEYS))
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where} (known: {known})")
+    client_cert = _file_setting(
+        env.get("SIMVUE_SERVER_CLIENT_CERTIFICATE") or None,
+        "environment variable SIMVUE_SERVER_CLIENT_CERTIFICATE",
+        table.get("client_cert"),
+        f"client_cert in {where}",
+        cwd,
+        home,
+    )
+    client_key = _file_setting(
+        None, "", table.get("client_key"), f"client_key in {where}", cwd, home
+    )
+    if client_key is not None and client_cert is None:
+        raise ConfigError(f"client_key in {where} needs a client_cert")
+    return Certificates(
+        server=_trust("server", env, table, where, cwd, home),
+        storage=_trust("storage", env, table, where, cwd, home),
+        client_cert=client_cert,
+        client_key=client_key,
+    )
+
+
+def _trust(
+    role: str,
+    env: Mapping[str, str],
+    table: Mapping[str, object],
+    where: str,
+    cwd: Path,
+    home: Path,
+) -> Trust:
+    """The client's ``<role>_ca_cert``: its variable, else the table's key, else true."""
+    variable, key = f"SIMVUE_{role.upper()}_CA_CERTIFICATE", f"{role}_ca_cert"
+    value: object
+    if variable in env:
+        value, source = env[variable], f"environment variable {variable}"
+    elif key in table:
+        value, source = table[key], f"{key} in {where}"
+    else:
+        return _default_trust(role, env, cwd, home)
+    if isinstance(value, bool):
+        return _default_trust(role, env, cwd, home) if value else Trust(role, False, source=source)
+    if not isinstance(value, str):
+        raise ConfigError(f"{source} must be a file name, true or false")
+    path = _absolute(Path(value), cwd, home)
+    if value and path.is_file():
+        return Trust(role, cafiles=(path,), source=source)
+    if value.strip().lower() in _TRUE_WORDS:
+        return _default_trust(role, env, cwd, home)
+    if value.strip().lower() in _FALSE_WORDS:
+        return Trust(role, False, source=source)
+    raise ConfigError(f"{source}: {value!r} is neither a file nor true/false")
+
+
+def _default_trust(role: str, env: Mapping[str, str], cwd: Path, home: Path) -> Trust:
+    """A CA setting of true: every one of :data:`_DEFAULT_BUNDLES` set, else certifi's."""
+    files: dict[Path, None] = {}
+    directories: dict[Path, None] = {}
+    variables = [variable for variable in _DEFAULT_BUNDLES if env.get(variable)]
+    for variable in variables:
+        path = _absolute(Path(env[variable]), cwd, home)
+        if path.is_dir():
+            directories[path] = None
+        elif path.is_file():
+            files[path] = None
+        else:
+            raise ConfigError(
+                f"environment variable {variable}: {path} is neither a file nor a directory"
+            )
+    if not variables:
+        return Trust(role)
+    plural = "s" if len(variables) > 1 else ""
+    source = f"environment variable{plural} {', '.join(variables)}"
+    return Trust(role, cafiles=tuple(files), capaths=tuple(directories), source=source)
+
+
+def _file_setting(
+    env_value: str | None,
+    env_source: str,
+    table_value: object,
+    table_source: str,
+    cwd: Path,
+    home: Path,
+) -> Path | None:
+    """An existing file named by the environment (*env_value*), else by the table, or None."""
+    value, source = (env_value, env_source) if env_value else (table_value, table_source)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{source} must be a file name")
+    path = _absolute(Path(value), cwd, home)
+    if not path.is_file():
+        raise ConfigError(f"{source}: {path} is not a file")
+    return path
 
 
 def _offline_directory(

@@ -11,12 +11,14 @@ or a signed URL's query string.
     ├── ProtocolError        the server answered something we cannot understand
     ├── IntegrityError       downloaded bytes do not match the artifact's sha256
     ├── LocalError           the local side refused (spool full, name in use); carries errno
+    ├── UploadRefused        the server refused an upload for good (a final 4xx); carries errno
     └── StatusError          the server answered an unexpected HTTP status
         ├── AuthError        401/403 from the API: bad or expired token, no permission
         ├── NotFound         404: no such run or artifact
         ├── ServerError      5xx (after retries for 502/503/504)
         ├── UrlExpired       storage refused a presigned URL (expired or bad signature)
-        └── UploadRejected   storage refused uploaded content (e.g. BadDigest, too large)
+        ├── UploadRejected   storage refused uploaded content (e.g. BadDigest, too large)
+        └── RateLimited      429: the server asks to slow down (for longer than the deadline)
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ class LocalError(SimvueError):
         self.errno = errno
 
 
+class UploadRefused(SimvueError):
+    """The server refused an upload for good: a final 4xx (``write/refusal.py``) that no
+    retry will change, such as a name it rejects, a run that is not the user's or content
+    over its size limit. The file stays in the spool, marked failed, until ``simvuefs
+    pending retry``. *errno* is what ``close()`` returns.
+    """
+
+    def __init__(self, message: str, *, errno: int) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class StatusError(SimvueError):
     """The server answered with an HTTP status the caller did not expect.
 
@@ -92,9 +106,28 @@ class UploadRejected(StatusError):
     """Storage refused the uploaded content."""
 
 
+class RateLimited(StatusError):
+    """429 from the API or storage that retries within the deadline did not cure.
+
+    *retry_after* is how many seconds the server asked to wait (``Retry-After``), if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 429,
+        url: str = "",
+        detail: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, url=url, detail=detail)
+        self.retry_after = retry_after
+
+
 def errno_for(exc: BaseException) -> int:
     """Return the errno a FUSE caller should see for *exc* (EIO when nothing fits better)."""
-    if isinstance(exc, LocalError):
+    if isinstance(exc, LocalError | UploadRefused):
         return exc.errno
     if isinstance(exc, NotFound):
         return errno.ENOENT
@@ -102,6 +135,8 @@ def errno_for(exc: BaseException) -> int:
         return errno.EACCES
     if isinstance(exc, DeadlineExceeded):
         return errno.ETIMEDOUT
+    if isinstance(exc, RateLimited):
+        return errno.EAGAIN
     if isinstance(exc, UploadRejected):
         if exc.status == 413:
             return errno.EFBIG

@@ -108,11 +108,20 @@ class Run:
     description: str = ""
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    user: str = ""
+    """The run's owner as the server names users (``GET /api/whoami``'s ``user``); "" when
+    the record does not say (the offline cache's runs)."""
 
     @property
     def is_finished(self) -> bool:
         """True when the run can no longer change status (its artifacts may still grow)."""
         return self.status in ("completed", "failed", "terminated", "lost")
+
+    def belongs_to_another(self, user: str | None) -> bool:
+        """True when the run is known to belong to someone other than *user*: another
+        user's run shared with them. False when either name is unknown (None or ""): the
+        server then decides what the user may change."""
+        return bool(user) and bool(self.user) and self.user != user
 
     @classmethod
     def from_json(cls, data: object, run_id: str | None = None) -> Run:
@@ -136,6 +145,7 @@ class Run:
             description=_opt_str(record, "description"),
             tags=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
             metadata=metadata if isinstance(metadata, dict) else {},
+            user=_opt_str(record, "user"),
         )
 
 

@@ -5,7 +5,8 @@ work directory, reads the URL from its listening line and the token from the wri
 ``simvue.toml``, and offers the admin routes (faults, counters)::
 
     server = DevServer(workdir, ["--seed", "demo"]).start()
-    server.url          # "http://127.0.0.1:PORT" (what simvue.toml's [server] url holds)
+    server.url          # "http://127.0.0.1:PORT" (what simvue.toml's [server] url holds;
+                        # https:// with --tls-cert)
     server.api_url      # server.url + "/api" (simvuefs Settings.url)
     server.token        # a valid bearer token
     server.config_path  # the simvue.toml written by --write-config
@@ -15,6 +16,12 @@ work directory, reads the URL from its listening line and the token from the wri
     server.stats()["bytes_served"]
     server.api("GET", "/runs").json()   # authenticated request to /api/...
     server.stop()
+
+An HTTPS server (``--tls-cert``, certificates from :mod:`testbed.certs`) is started with
+``ca_file=`` (the CA that signed its certificate: the admin client trusts it, and
+:meth:`DevServer.env` hands it to the official client) and, when it requires client
+certificates (``--tls-client-ca``), ``client_cert=`` for the admin client. With
+``--redirect-port``, ``server.redirect_url`` is the redirecting front's URL.
 
 The server's stderr goes to ``<workdir>/devserver.log``. Invariant: a started server is
 stopped by :meth:`DevServer.stop` - SIGTERM, a wait, then SIGKILL and a DevServerError - so
@@ -27,6 +34,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -38,6 +46,7 @@ from typing import Any
 import httpx
 
 LISTENING_PREFIX = "simvuefs devserver listening on "
+REDIRECT_PREFIX = "simvuefs devserver redirecting from "
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -79,17 +88,24 @@ class DevServer:
         extra_args: Sequence[str] = (),
         data_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        *,
+        ca_file: Path | None = None,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> None:
         """Prepare a server in *workdir* on *data_dir* (default ``workdir/data``), started
-        with *extra_args* and environment *env* (default: this process's)."""
+        with *extra_args* and environment *env* (default: this process's). *ca_file* and
+        *client_cert* (certificate, key) are for HTTPS servers (module docstring)."""
         self.workdir = workdir
         self.data_dir = data_dir or workdir / "data"
         self.config_path = workdir / "simvue.toml"
         self.log_path = workdir / "devserver.log"
         self.extra_args = list(extra_args)
         self.environment = env
+        self.ca_file = ca_file
+        self.client_cert = client_cert
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.redirect_url = ""
         self.token = ""
         self.startup_seconds = 0.0
         self._http: httpx.Client | None = None
@@ -110,25 +126,42 @@ class DevServer:
                 stderr=log,
                 env=self.environment,
             )
-        line = self._read_line(timeout)
-        if not line.startswith(LISTENING_PREFIX):
+        lines = self._read_lines(timeout)
+        if not lines[-1].startswith(LISTENING_PREFIX) or any(
+            not line.startswith(REDIRECT_PREFIX) for line in lines[:-1]
+        ):
             self.stop()
-            raise DevServerError(f"unexpected devserver output {line!r}; log: {self.log()}")
+            raise DevServerError(f"unexpected devserver output {lines!r}; log: {self.log()}")
         self.startup_seconds = time.monotonic() - began
-        self.url = line.removeprefix(LISTENING_PREFIX)
+        self.url = lines[-1].removeprefix(LISTENING_PREFIX)
+        self.redirect_url = "".join(line.removeprefix(REDIRECT_PREFIX) for line in lines[:-1])
         self.token = read_token(self.config_path)
         self._http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+            verify=self._ssl_context(),
         )
         return self
 
-    def _read_line(self, timeout: float) -> str:
+    def _ssl_context(self) -> ssl.SSLContext:
+        """What the admin client trusts: *ca_file* (else the system's), with *client_cert*."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert is not None:
+            context.load_cert_chain(*self.client_cert)
+        return context
+
+    def _read_lines(self, timeout: float) -> list[str]:
+        """The server's stdout up to its listening line (or the first line that is neither
+        that nor a redirect line)."""
         assert self.process is not None
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
         deadline = time.monotonic() + timeout
         data = b""
-        while not data.endswith(b"\n"):
+        while not data.endswith(b"\n") or data.decode().splitlines()[-1].startswith(
+            REDIRECT_PREFIX
+        ):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.stop()
@@ -140,7 +173,7 @@ class DevServer:
                     code = self.process.wait()
                     raise DevServerError(f"devserver exited with {code}; log: {self.log()}")
                 data += piece
-        return data.decode().strip()
+        return data.decode().splitlines()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
         """Stop the process with *sig*; kill it and raise DevServerError if it lingers."""
@@ -192,8 +225,13 @@ class DevServer:
         return self.http.request(method, "/api" + path, **kwargs)
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point the official client at this server."""
-        return {"SIMVUE_URL": self.url, "SIMVUE_TOKEN": self.token}
+        """Environment variables that point the official client at this server (and, for
+        an HTTPS server, make it trust *ca_file* for the API and storage)."""
+        variables = {"SIMVUE_URL": self.url, "SIMVUE_TOKEN": self.token}
+        if self.ca_file is not None:
+            variables["SIMVUE_SERVER_CA_CERTIFICATE"] = str(self.ca_file)
+            variables["SIMVUE_STORAGE_CA_CERTIFICATE"] = str(self.ca_file)
+        return variables
 
     def stats(self) -> dict[str, Any]:
         response = self.http.get("/admin/stats")
@@ -223,7 +261,10 @@ class DevServer:
 
     def run_ids(self, name: str) -> list[str]:
         """Return the ids of the runs called *name* (oldest first)."""
-        response = self.api("GET", "/runs", params={"filters": f'["name == {name}"]'})
+        oldest_first = '[{"id": "created", "desc": false}]'  # --realistic: newest unless asked
+        response = self.api(
+            "GET", "/runs", params={"filters": f'["name == {name}"]', "sorting": oldest_first}
+        )
         response.raise_for_status()
         return [run["id"] for run in response.json()["data"]]
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import simvue
 from helpers import sha256, sha256_file
+from simvue.api.objects import Run
+from simvue.api.objects.artifact.fetch import Artifact
 from simvue.api.objects.artifact.file import FileArtifact
 from simvue.client import Client
 from simvue.sender import Sender
@@ -28,8 +30,9 @@ def _tree(root: Path) -> dict[str, str]:
 
 
 def create_run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run.init, save_file for each of spec["files"] ([path, category, name|None]),
-    save_object for each of spec["objects"] ([value, category, name]), then close."""
+    """Run.init (with spec["visibility"]: "public", "tenant" or user names), save_file for
+    each of spec["files"] ([path, category, name|None]), save_object for each of
+    spec["objects"] ([value, category, name]), then close."""
     with simvue.Run(mode=spec.get("mode", "online")) as run:
         run.config(disable_resources_metrics=True, enable_emission_metrics=False)
         run.init(
@@ -38,6 +41,7 @@ def create_run(spec: dict[str, Any]) -> dict[str, Any]:
             tags=spec.get("tags", ["conformance"]),
             description="made by the official client",
             metadata={"alpha": 1},
+            visibility=spec.get("visibility"),
         )
         for path, category, name in spec.get("files", []):
             assert run.save_file(Path(path), category=category, name=name), path
@@ -108,11 +112,63 @@ def send_offline(args: dict[str, Any]) -> dict[str, Any]:
     return {"id_mapping": sender.id_mapping}
 
 
+def list_runs(args: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Client.get_runs(args["filters"], count_limit=None) twice: with show_shared=True (the
+    default: own and shared runs; the listing the mount imitates) as "all", and with
+    show_shared=False (``user == self``) as "own"."""
+    client = Client()
+    result: dict[str, list[dict[str, Any]]] = {}
+    for key, shared in (("all", True), ("own", False)):
+        runs = client.get_runs(
+            list(args.get("filters") or []), count_limit=None, show_shared=shared
+        )
+        result[key] = [
+            {"id": run_id, "name": run.name, "folder": run.folder, "status": run.status}
+            for run_id, run in runs
+        ]
+    return result
+
+
+def cli_list_runs(args: dict[str, Any]) -> list[dict[str, Any]]:
+    """What simvue-cli 1.4.0 ``simvue run list --name --folder --status --created
+    --count N [--shared]`` does (actions.get_runs_list, cli.display.create_objects_display):
+    Run.get with ``user == self`` unless *shared*, sorted by ``created`` descending, no
+    ``return_*`` flags; every row reads name, folder, status and created."""
+    filters = [] if args.get("shared") else ["user == self"]
+    runs = Run.get(
+        sorting=[{"column": "created", "descending": True}],
+        filters=json.dumps(filters),
+        count=args["count"],
+    )
+    rows = sorted(runs, key=lambda pair: getattr(pair[1], "created", pair[0]), reverse=True)
+    return [
+        {
+            "id": run_id,
+            "name": run.name,
+            "folder": run.folder,
+            "status": run.status,
+            "created": str(run.created),
+        }
+        for run_id, run in rows
+        if run is not None
+    ]
+
+
+def delete_artifact(args: dict[str, Any]) -> dict[str, Any]:
+    """Artifact.from_name(run_id, name).delete(), as python-api's own tests clean up."""
+    artifact = Artifact.from_name(args["run_id"], args["name"])
+    assert artifact is not None, args
+    return {"id": artifact.id, "answer": artifact.delete()}
+
+
 SCENARIOS = {
     "create_runs": create_runs,
     "download": download,
     "attach_file_artifact": attach_file_artifact,
     "send_offline": send_offline,
+    "list_runs": list_runs,
+    "cli_list_runs": cli_list_runs,
+    "delete_artifact": delete_artifact,
 }
 
 if __name__ == "__main__":

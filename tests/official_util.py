@@ -37,13 +37,21 @@ def offline_token(lifetime: float = 86400.0) -> str:
 class OfficialClient:
     """The official client against *server* (a DevServer, or None), run from *workdir*.
 
-    Its offline cache is *offline_dir* (default ``workdir/offline``).
+    Its offline cache is *offline_dir* (default ``workdir/offline``); *token* replaces the
+    server's own (another user's, from ``POST /admin/tokens``).
     """
 
-    def __init__(self, server: Any, workdir: Path, offline_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        server: Any,
+        workdir: Path,
+        offline_dir: Path | None = None,
+        token: str | None = None,
+    ) -> None:
         self.server = server
         self.workdir = workdir
         self.offline_dir = offline_dir if offline_dir is not None else workdir / "offline"
+        self.token = token
         (workdir / "home").mkdir(parents=True, exist_ok=True)
 
     def env(self) -> dict[str, str]:
@@ -52,6 +60,8 @@ class OfficialClient:
             env.update(self.server.env())
         else:
             env.update(SIMVUE_URL=CLOSED_PORT_URL, SIMVUE_TOKEN=offline_token())
+        if self.token is not None:
+            env["SIMVUE_TOKEN"] = self.token
         env.update(
             HOME=str(self.workdir / "home"),
             SIMVUE_OFFLINE_DIRECTORY=str(self.offline_dir),

@@ -62,6 +62,7 @@ from simvuefs.errors import (
     DeadlineExceeded,
     ProtocolError,
     SimvueError,
+    StatusError,
     TransportError,
     UrlExpired,
 )
@@ -72,6 +73,22 @@ log = logging.getLogger(__name__)
 
 # The official client's page size for GET /api/runs (protocol 3.4); servers cap it at 100.
 PAGE_SIZE = 100
+# The fields GET /api/runs is asked for, as the official Client.get_runs asks (booleans as
+# requests spells them): the basic ones (name, folder, status, tags, times; a server may leave
+# them out unless asked) and metadata (shown in .simvue-run.json), nothing heavier.
+RUN_FIELDS = {
+    "return_basic": "True",
+    "return_metadata": "True",
+    "return_system": "False",
+    "return_timing": "False",
+    "return_metrics": "False",
+    "return_alerts": "False",
+}
+# Oldest first, in the client's sorting syntax: runs created while the pages are fetched
+# join the end instead of pushing runs already fetched onto the next page.
+RUN_SORTING = json.dumps([{"id": "created", "desc": False}])
+# Largest piece taken at a time when a body is counted to learn a content size.
+COUNT_CHUNK = 1 * MIB
 # Fresh download URLs remembered after a refresh.
 URL_MEMORY = 4096
 # Uploads get 10 s plus one second per MiB, like the official client (protocol section 2),
@@ -223,6 +240,8 @@ class SimvueClient:
         self._counters = Counters()
         self._fresh_urls: cachetools.LRUCache[str, str] = cachetools.LRUCache(URL_MEMORY)
         self._skips = RateLimitedWarner(log)
+        # Ids of artifacts left out of listings as not uploaded yet (logged once each).
+        self._not_uploaded: cachetools.LRUCache[str, bool] = cachetools.LRUCache(URL_MEMORY)
 
     @classmethod
     @asynccontextmanager
@@ -330,6 +349,19 @@ class SimvueClient:
                 self._skips.warn("%s: skipped a malformed entry (%s)", what, exc)
         return parsed
 
+    def _uploaded(self, artifacts: list[Artifact], run_id: str) -> list[Artifact]:
+        """*artifacts* without those whose content is not uploaded yet (logged once each)."""
+        for artifact in artifacts:
+            if not artifact.uploaded and artifact.id not in self._not_uploaded:
+                self._not_uploaded[artifact.id] = True
+                log.info(
+                    "run %s: artifact %s (%r) is not uploaded yet; not shown until it is",
+                    run_id,
+                    artifact.id,
+                    artifact.name,
+                )
+        return [artifact for artifact in artifacts if artifact.uploaded]
+
     # -- server ---------------------------------------------------------------------------
 
     async def server_version(self) -> str:
@@ -364,16 +396,24 @@ class SimvueClient:
     async def list_runs(self, filters: Sequence[str] = ()) -> list[Run]:
         """Return every run matching all *filters* (protocol 3.4 grammar), all pages.
 
-        Pages are ``count=100&start=N``; iteration stops at an empty page, when the server's
-        ``count`` (total matches) is reached, or when a page brings no new run ids (a server
-        that ignores ``start``). Malformed entries are skipped with a warning.
+        Asks for :data:`RUN_FIELDS`, sorted by :data:`RUN_SORTING`. Pages are
+        ``count=100&start=N``, N advancing by what each page held (a server may cap pages
+        below 100); iteration stops at an empty page, when the server's ``count`` (total
+        matches) is reached, or when a page brings no new run ids (a server that ignores
+        ``start``). A run listed twice (pages shifted meanwhile) is returned once. Malformed
+        entries are skipped with a warning.
         """
         runs: dict[str, Run] = {}
         seen: set[str] = set()
         start = 0
         with self._deadline("GET", "runs"):
             while True:
-                params = {"count": str(PAGE_SIZE), "start": str(start)}
+                params = {
+                    **RUN_FIELDS,
+                    "sorting": RUN_SORTING,
+                    "count": str(PAGE_SIZE),
+                    "start": str(start),
+                }
                 if filters:
                     params["filters"] = json.dumps(list(filters))
                 data, what = await self._api_json("GET", ["runs"], dict, params=params)
@@ -391,6 +431,27 @@ class SimvueClient:
                 if not page or stale or not _more_pages(data.get("count"), start, len(page)):
                     return list(runs.values())
 
+    async def whoami(self) -> str | None:
+        """Return the user the server knows the token by: ``user`` of ``GET /api/whoami``
+        (as simvue-cli's ``whoami`` and the client's ``Stats.whoami`` read it).
+
+        None, with a warning, when the server answers anything but a user (no such
+        endpoint, a refusal other than 401, an unusable answer): runs of other users then
+        cannot be told from the user's own, and the server decides what they may change.
+        """
+        with self._deadline("GET", "whoami"):
+            try:
+                data, what = await self._api_json("GET", ["whoami"], dict)
+            except (StatusError, ProtocolError) as exc:
+                if isinstance(exc, StatusError) and exc.status == 401:
+                    raise
+                data, what = {}, str(exc)
+        user = data.get("user")
+        if isinstance(user, str) and user:
+            return user
+        log.warning("%s: no user named; runs shared with you are not told from your own", what)
+        return None
+
     async def get_run(self, run_id: str) -> Run:
         """Return one run (``GET /api/runs/{id}``); NotFound if it does not exist."""
         with self._deadline("GET", "runs", run_id):
@@ -405,7 +466,10 @@ class SimvueClient:
         """Return the artifacts of a run, optionally only one *category* or exact *name*.
 
         NotFound when the run does not exist. Entries without ``category`` get the requested
-        one. Malformed entries are skipped with a warning.
+        one. Malformed entries are skipped with a warning. Artifacts whose content is not
+        uploaded yet (``uploaded: false``: another client between registering and uploading)
+        are left out, with a log line once per artifact: they are listed once a later
+        listing shows them uploaded, so every listed artifact can be read.
         """
         params = {key: value for key, value in (("category", category), ("name", name)) if value}
         with self._deadline("GET", "runs", run_id, "artifacts"):
@@ -416,7 +480,7 @@ class SimvueClient:
             data = data["data"]  # tolerate the paged envelope some endpoints use
         if not isinstance(data, list):
             raise ProtocolError(f"{what}: expected a JSON list, got {type(data).__name__}")
-        artifacts = self._parse_entries(data, Artifact.from_json, what)
+        artifacts = self._uploaded(self._parse_entries(data, Artifact.from_json, what), run_id)
         if category in CATEGORIES:
             artifacts = [
                 a if a.category else dataclasses.replace(a, category=category) for a in artifacts
@@ -502,11 +566,24 @@ class SimvueClient:
         """Return the real content size (``Range: bytes=0-0``; the body is not read).
 
         Needed for object artifacts, whose server ``size`` is the content length + 33.
+        Storage that says no size (Range ignored and no Content-Length: a chunked body, or
+        ``bytes 0-0/*``) gets a second GET whose whole body is counted, within a deadline
+        scaled by the artifact's size like an upload's.
         """
         async with self.open_range(artifact, 0, 0) as stream:
-            if stream.total_size is None:
-                raise ProtocolError(f"{stream.what}: storage did not tell the content size")
-            return stream.total_size
+            if stream.total_size is not None:
+                return stream.total_size
+            log.debug("%s: no content size in the answer; counting the body", stream.what)
+        seconds = max(
+            self._settings.request_timeout,
+            UPLOAD_BASE_SECONDS + artifact.size / UPLOAD_MIN_BYTES_PER_SECOND,
+        )
+        size = 0
+        with deadline(seconds, f"download of artifact {artifact.id} to learn its size"):
+            async with self.open_range(artifact, 0) as stream:
+                while chunk := await stream.receive(COUNT_CHUNK):
+                    size += len(chunk)
+        return size
 
     async def _download_url(self, artifact: Artifact, *, refresh: bool) -> str:
         url = None if refresh else self._fresh_urls.get(artifact.id, artifact.url)
@@ -543,7 +620,9 @@ class SimvueClient:
                 body = await read_capped(response, MAX_ERROR_BODY, what)
             finally:
                 await response.aclose()
-            error = storage_error(response.status_code, body, what, upload=False)
+            error = storage_error(
+                response.status_code, body, what, upload=False, headers=response.headers
+            )
             if not isinstance(error, UrlExpired) or refreshed:
                 raise error
             log.debug("%s: URL refused (%s); refreshing it", what, error.detail)
@@ -659,7 +738,9 @@ class SimvueClient:
                 for started in bodies:
                     await started.aclose()  # closes the file of an interrupted attempt
         if response.status_code not in (200, 201, 204):
-            raise storage_error(response.status_code, body, what, upload=True)
+            raise storage_error(
+                response.status_code, body, what, upload=True, headers=response.headers
+            )
 
     async def mark_uploaded(self, artifact_id: str) -> None:
         """Tell the server the content is in place (``PUT /api/artifacts/{id}``)."""
@@ -694,6 +775,12 @@ class SimvueClient:
         """
         with self._deadline("DELETE", "artifacts", artifact_id):
             await self._api("DELETE", ["artifacts", artifact_id], expect=(200, 204))
+
+    async def artifact_runs(self, artifact_id: str) -> list[str]:
+        """Return the ids of the runs the artifact is attached to, as the official
+        ``ArtifactBase.runs`` finds them: ``GET /api/runs`` filtered on ``artifact.id ==``
+        (all the runs the token may list, the user's own and shared ones)."""
+        return [run.id for run in await self.list_runs([f"artifact.id == {artifact_id}"])]
 
 
 def _more_pages(total: object, next_start: int, page_length: int) -> bool:

@@ -34,7 +34,7 @@ import dataclasses
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,10 +191,15 @@ class OfflineClient:
 
     # -- runs and artifacts -----------------------------------------------------------------
 
-    async def list_runs(self) -> list[Run]:
-        """Return every usable run record of the cache."""
+    async def list_runs(self, filters: Sequence[str] = ()) -> list[Run]:
+        """Return every usable run record of the cache (*filters*, the server's, are
+        ignored: callers check what they show themselves)."""
         runs = await self._in_thread("list runs", self._runs.scan)
         return list(runs.values())
+
+    async def whoami(self) -> None:
+        """None: the cache names no users; every run in it is the user's own."""
+        return None
 
     async def get_run(self, run_id: str) -> Run:
         """Return one run; NotFound if the cache has no usable record of it."""
@@ -361,3 +366,9 @@ class OfflineClient:
     async def delete_artifact(self, artifact_id: str) -> None:
         """Delete an artifact this mount created (AuthError 403 for any other)."""
         await self._in_thread(f"delete {artifact_id}", self._drafts.delete, artifact_id)
+
+    async def artifact_runs(self, artifact_id: str) -> list[str]:
+        """Return the runs the artifact's record attaches it to ([] without a record)."""
+        records = await self._in_thread("list artifacts", self._artifacts.scan)
+        record = records.get(artifact_id)
+        return [] if record is None else list(record.runs)

@@ -11,7 +11,7 @@ by size) or raises :class:`~simvuefs.errors.DeadlineExceeded`, and raises only
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,9 +46,17 @@ class RangeSource(Protocol):
 class SimvueBackend(RangeSource, Protocol):
     """Runs, artifacts, their content, and the official client's upload sequence."""
 
-    async def list_runs(self) -> list[Run]: ...
+    async def list_runs(self, filters: Sequence[str] = ()) -> list[Run]:
+        """The runs; a server leaves out those not matching *filters* (protocol 3.4
+        grammar), the offline cache ignores them: callers keep their own check."""
+        ...
 
     async def get_run(self, run_id: str) -> Run: ...
+
+    async def whoami(self) -> str | None:
+        """The user the server knows the token by (compared with ``Run.user``), or None
+        when unknown (the offline cache: every run in it is the user's own)."""
+        ...
 
     async def list_artifacts(
         self, run_id: str, category: str | None = None, name: str | None = None
@@ -80,3 +88,8 @@ class SimvueBackend(RangeSource, Protocol):
     async def get_artifact_name(self, artifact_id: str) -> str: ...
 
     async def delete_artifact(self, artifact_id: str) -> None: ...
+
+    async def artifact_runs(self, artifact_id: str) -> list[str]:
+        """The ids of the runs the artifact is attached to, as far as the user can see
+        (the uploader asks before it deletes one)."""
+        ...

@@ -8,19 +8,40 @@ Invariants:
 - Nothing here lets an ``httpx`` exception or ``trio.TooSlowError`` escape: they become
   :class:`~simvuefs.errors.TransportError` / :class:`~simvuefs.errors.DeadlineExceeded`.
 - URLs in messages go through :func:`display_url`, which drops the query string (a signed
-  URL's query is a secret).
+  URL's query is a secret) and any user and password.
+- Redirects are followed below the client (``backends/redirects.py``: never taking the
+  token to another origin), and TLS is set up there too (``backends/tls.py``: the
+  certificate settings, a one-line message for a certificate that fails verification).
+
+Retries (:func:`send`, :func:`fetch`, :class:`RetryPolicy`):
+
+- Retried: 429, 502, 503, 504 and :data:`RETRYABLE_ERRORS` (refused, reset or stalled
+  connections: a server restarting). Every other answer goes back to the caller at once.
+- At most ``policy.attempts`` requests per call; between them, the server's
+  ``Retry-After`` (delay-seconds or an HTTP date) or else our backoff (``base_delay``
+  doubling to ``max_delay``, times a random factor in [0.5, 1)).
+- Never past the caller's deadline (``trio.current_effective_deadline()``): a wait that
+  would leave less than ``min_attempt_seconds`` for the next attempt, or a ``Retry-After``
+  longer than ``max_retry_after``, ends the retries at once, and the last answer (or error)
+  is the call's.
+- A 429 with ``Retry-After`` holds the whole origin (scheme, host, port) for every call of
+  the client (:class:`Throttle`): until then, a call waits if its deadline allows, and
+  otherwise raises :class:`~simvuefs.errors.RateLimited` without sending anything.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import math
 import random
 import re
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpcore
@@ -28,6 +49,8 @@ import httpx
 import trio
 
 from simvuefs import __version__
+from simvuefs.backends.redirects import FollowRedirects
+from simvuefs.backends.tls import Network
 from simvuefs.config import MIB, Settings
 from simvuefs.errors import (
     AuthError,
@@ -35,6 +58,7 @@ from simvuefs.errors import (
     IntegrityError,
     NotFound,
     ProtocolError,
+    RateLimited,
     ServerError,
     SimvueError,
     StatusError,
@@ -66,7 +90,7 @@ SOCKET_READ_BYTES = 1 * MIB
 DIRECT_BODY_MIN = 4 * MIB
 # One socket read of a DirectBody at most (a 1 MiB block usually arrives in one or two).
 DIRECT_READ_BYTES = 4 * MIB
-RETRYABLE_STATUSES = frozenset({502, 503, 504})
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 # Connection failures and stalls worth another attempt; other httpx errors are final.
 RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
     httpx.ConnectError,
@@ -94,23 +118,62 @@ class Counters:
     url_refreshes: int = 0
 
 
+Origin = tuple[str, str, int | None]
+
+
+class Throttle:
+    """Until when each origin (scheme, host, port) asked, with a 429 and ``Retry-After``,
+    not to be sent requests. Shared by every call of one client, so that concurrent calls,
+    and a program retrying a failed read at once, wait or fail without asking again.
+
+    Times are trio's clock; an entry is dropped once it has passed.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[Origin, float] = {}
+
+    def hold(self, url: httpx.URL) -> float:
+        """Return the seconds left before *url*'s origin may be asked again (0: now)."""
+        origin = _origin(url)
+        until = self._until.get(origin)
+        if until is None:
+            return 0.0
+        left = until - trio.current_time()
+        if left <= 0:
+            del self._until[origin]
+            return 0.0
+        return left
+
+    def defer(self, url: httpx.URL, seconds: float) -> None:
+        """Hold *url*'s origin for *seconds* from now (a later hold already set stays)."""
+        origin = _origin(url)
+        until = trio.current_time() + seconds
+        if until > self._until.get(origin, -math.inf):
+            self._until[origin] = until
+
+
+def _origin(url: httpx.URL) -> Origin:
+    return (url.scheme, url.host, url.port)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff with jitter; honours a short ``Retry-After``."""
+    """How one client retries (module docstring, "Retries"): at most *attempts* requests
+    per call; waits from ``Retry-After`` (up to *max_retry_after*) or from :meth:`backoff`;
+    *throttle*, the origins a 429 holds, shared by every call that uses this policy."""
 
     attempts: int
     base_delay: float = 0.25
     max_delay: float = 4.0
-    max_retry_after: float = 5.0
+    max_retry_after: float = 60.0
     # A retry is not worth starting with less time than this left before the deadline.
     min_attempt_seconds: float = 0.25
+    throttle: Throttle = field(default_factory=Throttle, compare=False, repr=False)
 
-    def delay(self, retry: int, response: httpx.Response | None) -> float:
-        """Return the pause before retry number *retry* (0-based)."""
-        if response is not None:
-            advised = _retry_after(response)
-            if advised is not None and advised <= self.max_retry_after:
-                return advised
+    def backoff(self, retry: int) -> float:
+        """Return our pause before retry number *retry* (0-based), when the server gave no
+        ``Retry-After``: ``base_delay * 2**retry`` capped at ``max_delay``, times a random
+        factor in [0.5, 1) (so that clients do not come back in step)."""
         ceiling = min(self.max_delay, self.base_delay * 2.0**retry)
         return ceiling * random.uniform(0.5, 1.0)
 
@@ -131,7 +194,10 @@ async def open_http(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Yield the ``httpx.AsyncClient`` for *settings* (no Authorization default header).
 
-    *transport* replaces the network (tests pass an ``httpx.MockTransport``).
+    Under it, :class:`~simvuefs.backends.redirects.FollowRedirects` over
+    :class:`~simvuefs.backends.tls.Network` (TLS settings, proxies) or over *transport*,
+    which replaces the network (tests pass an ``httpx.MockTransport``). Raises ConfigError
+    for certificate files OpenSSL cannot load.
     """
     timeout = httpx.Timeout(
         connect=settings.connect_timeout,
@@ -142,12 +208,12 @@ async def open_http(
     limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE)
     # A class constant of httpcore's HTTP/1.1 connection: process-wide, and idempotent.
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
+    network = Network(settings, limits) if transport is None else transport
     async with httpx.AsyncClient(
         headers={"User-Agent": USER_AGENT},
         timeout=timeout,
-        limits=limits,
-        verify=settings.verify_tls,
-        transport=transport,
+        transport=FollowRedirects(network),
+        trust_env=False,  # the environment's proxies and CA bundles: tls.Network
     ) as http:
         yield http
 
@@ -232,9 +298,10 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
 
 
 def display_url(url: httpx.URL | str) -> str:
-    """Return *url* without its query string and fragment, safe for messages and logs."""
+    """Return *url* without user, password, query string and fragment, safe for messages
+    and logs."""
     parsed = httpx.URL(url) if isinstance(url, str) else url
-    return str(parsed.copy_with(query=None, fragment=None))
+    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
 
 
 def resolve_url(base: str, url: str) -> str:
@@ -263,20 +330,44 @@ def transport_error(exc: httpx.HTTPError | httpx.InvalidURL, what: str) -> Simvu
     return TransportError(f"{what}: {reason}")
 
 
-def _next_pause(policy: RetryPolicy, retry: int, response: httpx.Response | None) -> float | None:
+def _next_pause(policy: RetryPolicy, retry: int, advised: float | None) -> float | None:
     """Return the pause before retry number *retry* (1-based), or None to give up now.
 
-    Gives up when the attempts are used, or when the pause would leave the retry too little
-    time before the deadline (the caller then reports the real failure rather than a bare
-    DeadlineExceeded).
+    *advised* is the server's ``Retry-After`` in seconds, if it sent one. Gives up when the
+    attempts are used, when *advised* exceeds ``policy.max_retry_after``, or when the pause
+    would leave the retry too little time before the deadline (the caller then reports the
+    real failure at once rather than a bare DeadlineExceeded later).
     """
     if retry >= policy.attempts:
         return None
-    pause = policy.delay(retry - 1, response)
-    latest = trio.current_effective_deadline() - policy.min_attempt_seconds
-    if trio.current_time() + pause >= latest:
+    if advised is not None and advised > policy.max_retry_after:
         return None
-    return pause
+    pause = policy.backoff(retry - 1) if advised is None else advised
+    return pause if _fits(policy, pause) else None
+
+
+def _fits(policy: RetryPolicy, pause: float) -> bool:
+    """True if an attempt after *pause* seconds still has its minimum time before the
+    deadline."""
+    latest = trio.current_effective_deadline() - policy.min_attempt_seconds
+    return trio.current_time() + pause < latest
+
+
+async def _await_turn(policy: RetryPolicy, request: httpx.Request, what: str) -> None:
+    """Wait while a 429 holds *request*'s origin (:class:`Throttle`); raise RateLimited at
+    once when the hold outlasts the deadline."""
+    hold = policy.throttle.hold(request.url)
+    if hold <= 0:
+        return
+    if not _fits(policy, hold):
+        raise RateLimited(
+            f"{what}: the server asked for no requests during {hold:.1f} s more "
+            "(HTTP 429, Retry-After), longer than this operation may wait",
+            url=display_url(request.url),
+            retry_after=hold,
+        )
+    log.debug("%s: waiting %.2f s as the server asked (HTTP 429, Retry-After)", what, hold)
+    await trio.sleep(hold)
 
 
 async def send(
@@ -290,13 +381,14 @@ async def send(
     """Send the request *build* makes and return the open (streamed) response.
 
     *build* is called once per attempt, so request bodies start over on every retry.
-    502/503/504 answers and :data:`RETRYABLE_ERRORS` are retried up to ``policy.attempts``
-    times in total, never sleeping past the current deadline; the last retryable answer is
-    returned as is. The caller must close the response.
+    :data:`RETRYABLE_STATUSES` and :data:`RETRYABLE_ERRORS` are retried as the module
+    docstring says ("Retries"); the last retryable answer is returned as is. The caller
+    must close the response.
 
     Raises:
         TransportError: the connection failed on every attempt.
         DeadlineExceeded: the last attempt timed out.
+        RateLimited: a 429 holds the origin past the deadline (nothing was sent).
         ProtocolError: the URL is invalid.
     """
     retry = 0
@@ -306,6 +398,7 @@ async def send(
         except httpx.InvalidURL as exc:
             raise ProtocolError(f"cannot build a request: {exc}") from None
         what = describe(request)
+        await _await_turn(policy, request, what)
         counters.requests += 1
         try:
             response = await http.send(request, stream=True, follow_redirects=follow_redirects)
@@ -320,8 +413,11 @@ async def send(
         else:
             if response.status_code not in RETRYABLE_STATUSES:
                 return response
+            advised = retry_after(response.headers)
+            if response.status_code == 429 and advised is not None:
+                policy.throttle.defer(response.request.url, min(advised, policy.max_retry_after))
             retry += 1
-            pause = _next_pause(policy, retry, response)
+            pause = _next_pause(policy, retry, advised)
             if pause is None:
                 return response
             await response.aclose()
@@ -384,13 +480,26 @@ def parse_json(body: bytes, what: str) -> object:
         raise ProtocolError(f"{what}: the answer is not valid JSON ({exc})") from None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Return the seconds a ``Retry-After`` header asks to wait, or None (absent, unreadable).
+
+    Both forms of RFC 9110: delay-seconds (fractions tolerated) and an HTTP date (the
+    seconds from now to it by the local clock; 0 for a date in the past).
+    """
+    value = headers.get("Retry-After", "").strip()
+    if not value:
+        return None
     try:
         seconds = float(value)
     except ValueError:
-        return None  # absent, or an HTTP date: use our own backoff
-    return seconds if seconds >= 0 else None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None  # RFC 9110 dates are GMT; a zoneless one is not an HTTP date
+        seconds = max(0.0, when.timestamp() - time.time())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _api_detail(body: bytes) -> str:
@@ -417,6 +526,8 @@ def api_error(reply: Reply) -> StatusError:
     detail = _api_detail(reply.body)
     message = f"{reply.what} failed with status {reply.status}" + (f": {detail}" if detail else "")
     url = reply.what.split(" ", 1)[-1]
+    if reply.status == 429:
+        return rate_limited(message, url, detail, retry_after(reply.headers))
     kind: type[StatusError] = StatusError
     if reply.status in (401, 403):
         kind = AuthError
@@ -427,6 +538,14 @@ def api_error(reply: Reply) -> StatusError:
     return kind(message, status=reply.status, url=url, detail=detail)
 
 
+def rate_limited(message: str, url: str, detail: str, advised: float | None) -> RateLimited:
+    """Return the RateLimited error of a 429 that retries did not cure; *advised* is its
+    ``Retry-After`` in seconds, if any."""
+    if advised is not None:
+        message += f" (the server asks to wait {round(advised, 1):g} s)"
+    return RateLimited(message, url=url, detail=detail, retry_after=advised)
+
+
 def s3_error(body: bytes) -> tuple[str, str]:
     """Return the ``(Code, Message)`` of an S3 XML error body (empty strings if absent)."""
     text = body[:MAX_ERROR_BODY].decode("utf-8", "replace")
@@ -434,11 +553,14 @@ def s3_error(body: bytes) -> tuple[str, str]:
     return found.get("Code", ""), found.get("Message", "")
 
 
-def storage_error(status: int, body: bytes, what: str, *, upload: bool) -> StatusError:
-    """Return the exception for an unexpected storage status.
+def storage_error(
+    status: int, body: bytes, what: str, *, upload: bool, headers: httpx.Headers | None = None
+) -> StatusError:
+    """Return the exception for an unexpected storage status (*headers*: the answer's).
 
-    403, and 400 with an expiry or signature error code, mean the presigned URL is refused
-    (:class:`UrlExpired`); other 4xx answers to an upload are :class:`UploadRejected`.
+    429 is :class:`RateLimited` (never final); 403, and 400 with an expiry or signature error
+    code, mean the presigned URL is refused (:class:`UrlExpired`); other 4xx answers to an
+    upload are :class:`UploadRejected`.
     """
     code, message = s3_error(body)
     if code or message:
@@ -448,6 +570,8 @@ def storage_error(status: int, body: bytes, what: str, *, upload: bool) -> Statu
     text = f"{what} failed with status {status}" + (f": {detail}" if detail else "")
     url = what.split(" ", 1)[-1]
     expired = code in _URL_REFUSED_CODES or "expired" in detail.lower()
+    if status == 429:
+        return rate_limited(text, url, detail, None if headers is None else retry_after(headers))
     kind: type[StatusError] = StatusError
     if status == 403 or (status == 400 and expired):
         kind = UrlExpired

@@ -42,6 +42,8 @@ FLAGS = {
     "read_only": "--read-only",
     "allow_other": "--allow-other",
     "no_verify": "--no-verify",
+    "no_delete": "--no-delete",
+    "own_runs_only": "--own-runs-only",
 }
 """Options without a value, and the flag each becomes."""
 VALUED = {

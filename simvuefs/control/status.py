@@ -4,6 +4,11 @@ Reads the mount records (``registry.py``), the counters live mounts publish
 (``counters.py``), the mount table (``mounts.py``) and the journal (``spool.read_pending``)
 without locking anything, so it works while the mount runs, after it crashed and after an
 unmount that left uploads pending. Every function returns the text to print.
+
+Without a mount point, only mounts that matter are listed: those whose daemon runs, dead
+mounts still in the mount table, and those whose spool still holds files (pending uploads,
+or files that can never be uploaded); the records of mounts that ended with nothing left
+(killed, say) are not shown.
 """
 
 from __future__ import annotations
@@ -24,13 +29,20 @@ def _size(size: int) -> str:
 
 
 def describe_upload(record: JournalRecord) -> str:
-    """Two lines about one pending upload: what and where, then why it is not there yet."""
+    """Two lines about one pending upload: what and where, then why it is not there yet
+    (for a final refusal, the server's message and what to do)."""
     attempts = f"{record.attempts} failed attempt(s)" if record.attempts else "no attempt failed"
     lines = [
         f"  run {record.run_id}: {record.category}/{record.name}, {_size(record.size)}, "
         f"{attempts}, stage {record.stage}, since {record.created:%Y-%m-%d %H:%M:%S} UTC\n"
     ]
-    if record.last_error:
+    if record.failed:
+        lines.append(
+            f"    FAILED ({record.failed}), not retried: {record.last_error}\n"
+            "    ('simvuefs pending retry' tries again; 'simvuefs pending export DIR' copies "
+            "it out; 'simvuefs pending drop' forgets it)\n"
+        )
+    elif record.last_error:
         lines.append(f"    last error: {record.last_error}\n")
     return "".join(lines)
 
@@ -40,16 +52,38 @@ def describe_spool(spool_dir: Path) -> str:
     if not spool_dir.is_dir():
         return f"spool {spool_dir}: does not exist (nothing pending)\n"
     records = read_pending(spool_dir)
-    text = f"spool {spool_dir}: {len(records)} pending upload(s)\n"
+    failed = sum(1 for record in records if record.failed)
+    text = f"spool {spool_dir}: {len(records)} pending upload(s)"
+    text += f", {failed} failed\n" if failed else "\n"
     text += "".join(describe_upload(record) for record in records)
     abandoned = spool_dir / "abandoned"
-    kept = sorted(abandoned.iterdir()) if abandoned.is_dir() else []
+    kept = _abandoned(spool_dir)
     if kept:
         text += (
             f"  {len(kept)} file(s) that can never be uploaded (never closed, or their "
             f"record was lost) are kept in {abandoned}\n"
         )
     return text
+
+
+def _abandoned(spool_dir: Path) -> list[Path]:
+    abandoned = spool_dir / "abandoned"
+    return sorted(abandoned.iterdir()) if abandoned.is_dir() else []
+
+
+def holds_files(spool_dir: Path) -> bool:
+    """True when the spool at *spool_dir* has pending uploads or files kept in abandoned/."""
+    return bool(read_pending(spool_dir) or _abandoned(spool_dir))
+
+
+def _matters(record: registry.MountRecord) -> bool:
+    """True for a mount ``simvuefs status`` lists: running (or dead but still mounted), or
+    with files in its spool."""
+    return (
+        record.daemon_running()
+        or record.mountpoint in mount_table()
+        or holds_files(Path(record.spool_dir))
+    )
 
 
 def _mount_state(record: registry.MountRecord) -> str:
@@ -90,11 +124,13 @@ def describe_mount(mountpoint: Path) -> str:
 
 
 def describe_all() -> str:
-    """``simvuefs status``: every recorded mount of this user, and live read-only ones."""
-    records = registry.load_all()
-    recorded = {record.mountpoint for record in records}
+    """``simvuefs status``: the recorded mounts of this user that run or hold files (module
+    docstring), and live read-only ones."""
+    everything = registry.load_all()
+    recorded = {record.mountpoint for record in everything}
+    records = [record for record in everything if _matters(record)]
     live = [data for data in counters.load_all() if data["mountpoint"] not in recorded]
     if not records and not live:
-        return "no writable simvuefs mounts recorded (nothing pending)\n"
+        return "no simvuefs mount is running or has files pending (nothing pending)\n"
     text = "".join(describe_record(record) for record in records)
     return text + "".join(_unrecorded(data) for data in live)

@@ -3,16 +3,20 @@
 They need the same bearer token as the API but are neither counted nor subject to faults
 (a token the token faults refuse still works here, so a test can always switch them off).
 
-- ``POST /admin/tokens`` mints a token (``{"token": ...}``); with ``{"revoke_others": true}``
-  every token issued before it gets 401 from the API (the ``token_not_before`` switch).
+- ``POST /admin/tokens`` mints a token (``{"token": ...}``) for ``user`` (default: the
+  default user), first moving that user to ``tenant`` when one is given (``sharing.py``);
+  with ``{"revoke_others": true}`` every token issued before it, of every user, gets 401
+  from the API (the ``token_not_before`` switch).
 - ``POST /admin/runs`` stores a run document as given, without the API's name checks, and
   ``POST /admin/artifacts`` an artifact record (with optional text ``content``) attached to
-  a run: how tests put hostile names on the server.
+  a run: how tests put hostile names on the server, and runs of other users (the run's
+  ``user`` and ``visibility`` are stored as given; default: the default user's, private).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -25,6 +29,9 @@ from simvuefs.devserver.state import USER_NAME, ServerState, Stats
 from simvuefs.devserver.store import now_timestamp
 from simvuefs.devserver.web import ApiError, Handler, authenticate, error_response, json_body
 from simvuefs.models import CATEGORIES
+
+_USER_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+"""What user and tenant names may be (an e-mail address is one)."""
 
 
 def routes(state: ServerState) -> list[Route]:
@@ -70,7 +77,14 @@ def routes(state: ServerState) -> list[Route]:
         lifetime = body.get("lifetime", 3600.0)
         if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
             raise ApiError(422, "lifetime must be a positive number of seconds")
-        token = mint_token(state.secret, USER_NAME, float(lifetime))
+        user, tenant = body.get("user", USER_NAME), body.get("tenant")
+        if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
+            raise ApiError(422, f"user must be a name matching {_USER_NAME.pattern}")
+        if tenant is not None:
+            if not isinstance(tenant, str) or not _USER_NAME.fullmatch(tenant):
+                raise ApiError(422, f"tenant must be a name matching {_USER_NAME.pattern}")
+            state.store.set_tenant(user, tenant)
+        token = mint_token(state.secret, user, float(lifetime))
         if body.get("revoke_others"):
             issued = verify_token(state.secret, token)["iat"]
             state.faults.update({"token_not_before": float(issued)})

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from simvuefs.devserver.artifacts import ArtifactRoutes
 from simvuefs.devserver.malformed import mangle
 from simvuefs.devserver.runs import RunRoutes
+from simvuefs.devserver.sharing import SharingRoutes
 from simvuefs.devserver.state import ServerState
 from simvuefs.devserver.web import ApiError, Handler, authenticate, error_response
 
@@ -53,9 +54,11 @@ def routes(state: ServerState) -> list[Route]:
     """Return the ``/api`` routes, each guarded by :func:`guarded`."""
     runs = RunRoutes(state)
     artifacts = ArtifactRoutes(state)
+    sharing = SharingRoutes(state)
     table: list[tuple[str, str, Handler]] = [
         ("GET", "/api/version", runs.version),
         ("GET", "/api/nosim/version", runs.nosim_version),
+        ("GET", "/api/whoami", sharing.whoami),
         ("POST", "/api/folders", runs.create_folder),
         ("GET", "/api/folders", runs.list_folders),
         ("GET", "/api/folders/{folder_id}", runs.get_folder),

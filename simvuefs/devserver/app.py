@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from simvuefs.devserver import admin, api, storage, uploads
+from simvuefs.devserver.gate import FaultGate
 from simvuefs.devserver.state import ServerState
 
 
@@ -29,4 +31,5 @@ def build_app(state: ServerState) -> Starlette:
             *uploads.routes(state),
         ],
         exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(FaultGate, state=state)],  # outage and rate-limit switches
     )

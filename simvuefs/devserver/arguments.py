@@ -13,6 +13,8 @@ from pathlib import Path
 MIB = 1024 * 1024
 DEFAULT_LARGE_SIZE = 256 * MIB
 DEFAULT_URL_EXPIRY = 3600.0
+REALISTIC_MAX_UPLOAD = 5 * 1024**3
+"""``--max-upload-size`` under ``--realistic``: S3's limit for one PUT (or POST) upload."""
 
 _SIZE_UNITS = {
     "": 1,
@@ -80,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed",
-        choices=["demo"],
-        help="fill an empty data directory with demo runs and artifacts",
+        choices=["demo", "multiuser"],
+        help="fill an empty data directory with demo runs and artifacts (multiuser: also "
+        "runs of two other users, some shared with the default user; see seed.py)",
     )
     parser.add_argument(
         "--large-size",
@@ -112,15 +115,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "server such as nginx serving the data directory's blobs/ (uploads still come here)",
     )
     parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve HTTPS (API and storage) with this PEM certificate (chain); its key is in "
+        "--tls-key or in the same file",
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="the key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="with --tls-cert: require client certificates signed by the CAs in FILE",
+    )
+    parser.add_argument(
+        "--redirect-port",
+        type=_port,
+        metavar="PORT",
+        help="also listen on PORT (plain HTTP, same host; 0 picks a free one) and answer every "
+        "request there with a redirect to the same path on the server's URL, as a proxy in "
+        "front of a server does (the URL is announced on a line before the listening line)",
+    )
+    parser.add_argument(
+        "--redirect-status",
+        type=int,
+        choices=[301, 302, 303, 307, 308],
+        default=308,
+        help="the status of --redirect-port's redirects (default %(default)s)",
+    )
+    parser.add_argument(
         "--realistic",
         action="store_true",
         help="behave as the real Simvue server is believed to (docs/compatibility.md): the "
-        "behaviours it turns on are listed in docs/architecture.md's devserver section",
+        "behaviours it turns on are listed in docs/architecture.md's devserver section: "
+        "run listings hold metadata, system, metrics and alerts only when asked for "
+        "(return_metadata=True, ...) and are newest first unless sorted; storage refuses "
+        "uploads over 5GiB (--max-upload-size)",
     )
     parser.add_argument(
         "--no-dedup",
         action="store_true",
         help="always ask for an upload, even when content with that checksum is stored",
+    )
+    parser.add_argument(
+        "--max-upload-size",
+        type=parse_size,
+        metavar="BYTES",
+        help="storage refuses larger uploads with S3's 400 EntityTooLarge, as a single PUT "
+        "or POST over the storage's limit is (default: no limit; with --realistic, 5GiB, "
+        "S3's single-upload limit)",
     )
     parser.add_argument(
         "--fault",

@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse, Response
 
 from simvuefs.devserver import synthetic
 from simvuefs.devserver.filters import QueryError
-from simvuefs.devserver.state import USER_NAME, ServerState
+from simvuefs.devserver.sharing import check_owner, check_visible, requester
+from simvuefs.devserver.state import ServerState
 from simvuefs.devserver.storage import download_url, upload_slot
 from simvuefs.devserver.store import now_timestamp
 from simvuefs.devserver.web import (
@@ -63,6 +64,8 @@ class ArtifactRoutes:
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise invalid("body.name", "must be a non-empty string")
+        if self.state.faults.name_rejected(name):
+            raise invalid("body.name", f"the name {name!r} is not allowed (injected)")
         checksum = body.get("checksum")
         if not isinstance(checksum, str) or not _SHA256_HEX.fullmatch(checksum):
             raise invalid("body.checksum", "must be a hex sha256")
@@ -82,7 +85,7 @@ class ArtifactRoutes:
                 "uploaded": known,
                 "created": now_timestamp(),
                 "storage_id": "devserver",
-                "user": USER_NAME,
+                "user": requester(self.state, request),
             }
         )
         answer: dict[str, Any] = {"id": artifact["id"], "url": None}
@@ -118,7 +121,7 @@ class ArtifactRoutes:
         sorting = json_query(request, "sorting", [])
         if not isinstance(sorting, list):
             raise invalid("query.sorting", "must be a JSON list")
-        count = int_query(request, "count", PAGE_SIZE, 0, PAGE_SIZE)
+        count = self.state.faults.page_cap(int_query(request, "count", PAGE_SIZE, 0, PAGE_SIZE))
         start = int_query(request, "start", 0, 0, 2**62)
         try:
             artifacts, total = self.store.query_artifacts(run_ids, start, count, sorting)
@@ -129,6 +132,7 @@ class ArtifactRoutes:
 
     async def run_artifacts(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
+        check_visible(self.state, request, run_id)
         self._run_or_404(run_id)
         category = request.query_params.get("category") or None
         if category is not None and category not in CATEGORIES:
@@ -151,6 +155,7 @@ class ArtifactRoutes:
     async def attach_artifact(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         artifact_id = request.path_params["artifact_id"]
+        check_owner(self.state, request, run_id)
         self._run_or_404(run_id)
         self._artifact_or_404(artifact_id)
         category = (await json_body(request)).get("category")

@@ -2,8 +2,15 @@
 
 The socket is bound here (port 0 picks a free port) and handed to uvicorn, so the URL is
 known before serving. The line ``simvuefs devserver listening on URL`` is printed (and
-flushed) only once uvicorn accepts requests; it is the only thing written to stdout.
+flushed) only once uvicorn accepts requests; it is the only thing written to stdout, but for
+``--redirect-port``, whose line ``simvuefs devserver redirecting from URL`` comes first.
 SIGINT and SIGTERM stop the server cleanly with exit status 0.
+
+With ``--tls-cert`` the server speaks HTTPS only (the URL says ``https://``), API and
+storage alike; ``--tls-client-ca`` makes it require client certificates signed by that CA.
+``--redirect-port`` adds a plain-HTTP listener on the same host that answers every request
+with a redirect to the same path on the server's URL (``front.py``), as a proxy in front of
+a Simvue server does.
 """
 
 from __future__ import annotations
@@ -17,17 +24,21 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from simvuefs.devserver.app import build_app
+from simvuefs.devserver.arguments import REALISTIC_MAX_UPLOAD
 from simvuefs.devserver.auth import load_or_create_secret, mint_token
 from simvuefs.devserver.faults import FaultError, Faults, parse_assignment
-from simvuefs.devserver.seed import seed_demo
+from simvuefs.devserver.front import redirector
+from simvuefs.devserver.seed import SEEDS
 from simvuefs.devserver.state import USER_NAME, ServerState
 from simvuefs.devserver.storage import DroppedConnection
 from simvuefs.devserver.store import Store
@@ -61,6 +72,29 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+class _Front(uvicorn.Server):
+    """The redirecting front: stopped by the main server, never handling signals itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve(
+    server: _Server, sock: socket.socket, front: _Front | None, front_sock: socket.socket | None
+) -> None:
+    """Serve *server* on *sock* (and *front* on *front_sock*) until *server* stops."""
+    if front is None or front_sock is None:
+        await server.serve(sockets=[sock])
+        return
+    front_task = asyncio.create_task(front.serve(sockets=[front_sock]))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        front.should_exit = True
+        await front_task
 
 
 class _HideDroppedConnections(logging.Filter):
@@ -105,11 +139,53 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _public_url(sock: socket.socket) -> str:
+def _public_url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _tls_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The uvicorn options of ``--tls-cert``, ``--tls-key`` and ``--tls-client-ca`` (none
+    without ``--tls-cert``); UsageError when the files do not load."""
+    if args.tls_cert is None:
+        if args.tls_key is not None or args.tls_client_ca is not None:
+            raise UsageError("--tls-key and --tls-client-ca need --tls-cert", exitcode=2)
+        return {}
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    files = " and ".join(str(path) for path in (args.tls_cert, args.tls_key) if path)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        files = str(args.tls_client_ca)
+        if args.tls_client_ca is not None:
+            context.load_verify_locations(args.tls_client_ca)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise UsageError(f"cannot load the TLS files {files}: {reason}") from None
+    options: dict[str, Any] = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+    if args.tls_client_ca is not None:
+        options.update(ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
+def _front(
+    args: argparse.Namespace, target: str
+) -> tuple[_Front, socket.socket] | tuple[None, None]:
+    """The redirecting front of ``--redirect-port`` (announced here), or nothing."""
+    if args.redirect_port is None:
+        return None, None
+    sock = _bind(args.host, args.redirect_port)
+    config = uvicorn.Config(
+        redirector(target, args.redirect_status),
+        log_config=None,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    print(f"simvuefs devserver redirecting from {_public_url(sock)}", flush=True)
+    return _Front(config), sock
 
 
 def write_config(path: Path, url: str, token: str) -> None:
@@ -126,13 +202,13 @@ def write_config(path: Path, url: str, token: str) -> None:
         raise UsageError(f"cannot write {str(path)!r}: {exc.strerror}") from None
 
 
-def _seed(store: Store, large_size: int) -> None:
+def _seed(store: Store, seed: str, large_size: int) -> None:
     began = time.perf_counter()
     try:
-        seed_demo(store, large_size=large_size)
+        SEEDS[seed](store, large_size)
     except OSError as exc:
-        raise UsageError(f"cannot seed the demo data: {exc}") from None
-    log.info("seeded demo data in %.2f s", time.perf_counter() - began)
+        raise UsageError(f"cannot seed the {seed} data: {exc}") from None
+    log.info("seeded %s data in %.2f s", seed, time.perf_counter() - began)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,10 +223,11 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, sqlite3.Error) as exc:
         raise UsageError(f"cannot open the data directory {str(data_dir)!r}: {exc}") from None
     try:
-        if args.seed == "demo" and store.count_runs() == 0:
-            _seed(store, args.large_size)
+        if args.seed is not None and store.count_runs() == 0:
+            _seed(store, args.seed, args.large_size)
+        tls = _tls_options(args)
         sock = _bind(args.host, args.port)
-        url = _public_url(sock)
+        url = _public_url(sock, "https" if tls else "http")
         if args.write_config is not None:
             write_config(args.write_config, url, mint_token(secret, USER_NAME))
         state = ServerState(
@@ -160,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
             url_expiry=args.url_expiry,
             storage_url=args.storage_url.rstrip("/"),
             dedup=not args.no_dedup,
+            max_upload_size=args.max_upload_size or (REALISTIC_MAX_UPLOAD if args.realistic else 0),
             realistic=args.realistic,
             faults=faults,
         )
@@ -170,8 +248,10 @@ def run(args: argparse.Namespace) -> int:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **tls,
         )
-        asyncio.run(_Server(config, url).serve(sockets=[sock]))
+        front, front_sock = _front(args, url)
+        asyncio.run(_serve(_Server(config, url), sock, front, front_sock))
     finally:
         store.close()
     sys.stdout.flush()

@@ -2,11 +2,13 @@
 
 :class:`Faults` is one mutable record of switches (all off by default), changed through
 ``PUT /admin/faults`` or ``--fault NAME=VALUE``. Routes never read the switches directly:
-they call the small hook methods (``api_error``, ``storage_error``, ``stall_for``,
-``url_lifetime``, ``drop_limit``, ``range_ignored``, ``token_refusal``, ``bad_digest``,
-``corruption``, ``listing_stall``, ``malformed_json``) at fixed points of a request. A new
-kind of fault is a new field plus a new hook called from the one place it applies. Every
-hook that injects something counts it in :attr:`Faults.injected` (``GET /admin/stats``).
+they call the small hook methods (``refusal`` before routing, in ``gate.py``; ``api_error``,
+``storage_error``, ``stall_for``, ``url_lifetime``, ``drop_limit``, ``range_ignored``,
+``token_refusal``, ``bad_digest``, ``corruption``, ``listing_stall``, ``malformed_json``,
+``chunked_body``, ``page_cap``, ``name_rejected``) at
+fixed points of a request. A new kind of fault is a new field plus a new hook called from
+the one place it applies. Every hook that injects something counts it in
+:attr:`Faults.injected` (``GET /admin/stats``).
 
 Counted switches: a request is hit while the matching ``*_count`` is above zero (each hit
 uses one), or at random with probability ``*_rate``. Error switches need a status as well:
@@ -16,7 +18,10 @@ a status with neither count nor rate fails nothing.
 from __future__ import annotations
 
 import dataclasses
+import email.utils
+import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -43,8 +48,26 @@ LISTING_ROUTES = frozenset(
 """The routes ``listing_delay`` slows down."""
 
 
+REFUSAL_PLACES = ("", "api", "storage")
+"""Which requests ``rate_limit_*`` refuses: API and storage (""), or only one of them."""
+
+
 class FaultError(ValueError):
     """An unknown switch or a value of the wrong type; the message says which."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An answer that turns a request away before any route sees it (``gate.py``).
+
+    *code* is the S3 error code of a storage answer, *message* the text of either kind;
+    *headers* go with the answer (``Retry-After``).
+    """
+
+    status: int
+    code: str
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,12 +108,34 @@ class Faults:
     extra_runs: int = 0
     # Every run's artifact listing holds this many synthetic empty artifacts ("output").
     extra_artifacts: int = 0
+    # Storage GETs ignore Range and send the whole body chunked, without Content-Length.
+    chunked_no_length: bool = False
+    # Pages of GET /api/runs and GET /api/artifacts hold at most this many entries, whatever
+    # `count` asks (0 = the usual cap of 100).
+    page_size: int = 0
     # Successful API answers are mangled (MALFORMED_KINDS) while the count lasts, or at
     # random with the rate; malformed_json_route limits them to one route ("" = every route).
     malformed_json_count: int = 0
     malformed_json_rate: float = 0.0
     malformed_json_route: str = ""
     malformed_json_kind: str = ""
+    # POST /api/artifacts refuses names this regular expression matches (re.search) with 422
+    # on body.name, as a server validating names would; "" = none.
+    reject_artifact_names: str = ""
+    # For this many seconds from when it is set, every API and storage request answers 503
+    # (a server restarting behind its proxy); 0 = no outage.
+    unavailable_seconds: float = 0.0
+    # 429 Too Many Requests for the next N requests (or at random with the rate) to
+    # rate_limit_where (REFUSAL_PLACES), with "Retry-After: <rate_limit_retry_after>"
+    # (0 = no header), sent as an HTTP date (rounded up to a whole second) with
+    # rate_limit_date.
+    rate_limit_count: int = 0
+    rate_limit_rate: float = 0.0
+    rate_limit_where: str = ""
+    rate_limit_retry_after: float = 0.0
+    rate_limit_date: bool = False
+    # time.monotonic() at which the outage of unavailable_seconds ends (not a switch).
+    unavailable_until: float = field(default=0.0, repr=False, compare=False)
     rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
     injected: Counter[str] = field(default_factory=Counter, repr=False, compare=False)
 
@@ -105,12 +150,34 @@ class Faults:
         validated = {name: _coerce(name, value) for name, value in changes.items()}
         for name, value in validated.items():
             setattr(self, name, value)
+        if "unavailable_seconds" in validated:
+            self.unavailable_until = time.monotonic() + self.unavailable_seconds
 
     def clear(self) -> None:
         """Turn every switch off."""
         self.update({f.name: f.default for f in _switch_fields()})
 
     # -- hooks called by the routes ----------------------------------------------------------
+
+    def refusal(self, where: str) -> Refusal | None:
+        """Return the answer that turns away a request to *where* (``"api"`` or
+        ``"storage"``) now: an outage's 503 or a 429, or None to let it through."""
+        if time.monotonic() < self.unavailable_until:
+            self.injected["unavailable"] += 1
+            return Refusal(503, "ServiceUnavailable", "Service unavailable (injected outage)")
+        if self.rate_limit_where not in ("", where) or not self._take("rate_limit"):
+            return None
+        headers = {}
+        if self.rate_limit_retry_after > 0:
+            headers["Retry-After"] = self._retry_after_value()
+        return Refusal(429, "TooManyRequests", "Too many requests (injected)", headers)
+
+    def _retry_after_value(self) -> str:
+        if self.rate_limit_date:
+            return email.utils.formatdate(
+                math.ceil(time.time() + self.rate_limit_retry_after), usegmt=True
+            )
+        return f"{self.rate_limit_retry_after:g}"
 
     def api_error(self, route: str) -> int:
         """Return the status a request to *route* ("METHOD /api/path/{param}") must fail
@@ -142,6 +209,21 @@ class Faults:
         """True when storage must answer Range requests with 200 and the whole body."""
         return self.ignore_range
 
+    def chunked_body(self) -> bool:
+        """True when a storage GET must answer 200 with the whole body, chunked, without
+        Content-Length (Range ignored)."""
+        if self.chunked_no_length:
+            self.injected["chunked_no_length"] += 1
+        return self.chunked_no_length
+
+    def page_cap(self, asked: int) -> int:
+        """Return how many entries a listing page (LISTING_ROUTES) holds when *asked* for
+        that many."""
+        if 0 < self.page_size < asked:
+            self.injected["page_size"] += 1
+            return self.page_size
+        return asked
+
     def token_refusal(self, claims: Mapping[str, Any], now: float | None = None) -> str | None:
         """Return why an API request with a valid token of *claims* must get 401, or None."""
         issued = claims.get("iat")
@@ -155,6 +237,13 @@ class Faults:
             self.injected["token_expiry"] += 1
             return "token has expired"
         return None
+
+    def name_rejected(self, name: str) -> bool:
+        """True when ``POST /api/artifacts`` must refuse the artifact name *name*."""
+        if self.reject_artifact_names and re.search(self.reject_artifact_names, name):
+            self.injected["reject_artifact_names"] += 1
+            return True
+        return False
 
     def bad_digest(self) -> bool:
         """True when this upload must be refused with BadDigest whatever its content."""
@@ -205,7 +294,8 @@ class Faults:
 
 
 def _switch_fields() -> list[dataclasses.Field[Any]]:
-    return [f for f in dataclasses.fields(Faults) if f.name not in ("rng", "injected")]
+    internal = ("rng", "injected", "unavailable_until")
+    return [f for f in dataclasses.fields(Faults) if f.name not in internal]
 
 
 def switch_names() -> list[str]:
@@ -239,6 +329,13 @@ def _coerce(name: str, value: object) -> object:
         raise FaultError(f"stall_where must be one of {', '.join(STALL_PLACES[1:])}")
     if name == "malformed_json_kind" and value not in MALFORMED_KINDS:
         raise FaultError(f"malformed_json_kind must be one of {', '.join(MALFORMED_KINDS[1:])}")
+    if name == "reject_artifact_names":
+        try:
+            re.compile(value)  # type: ignore[call-overload]
+        except re.error as exc:
+            raise FaultError(f"reject_artifact_names is not a regular expression: {exc}") from None
+    if name == "rate_limit_where" and value not in REFUSAL_PLACES:
+        raise FaultError(f"rate_limit_where must be one of {', '.join(REFUSAL_PLACES[1:])}")
     if name.endswith("_rate") and not 0.0 <= value <= 1.0:  # type: ignore[operator]
         raise FaultError(f"fault switch {name!r} must be between 0 and 1")
     if name in _NON_NEGATIVE and value < 0:  # type: ignore[operator]

@@ -10,12 +10,14 @@ from starlette.responses import JSONResponse, Response
 
 from simvuefs.devserver import synthetic
 from simvuefs.devserver.filters import QueryError
-from simvuefs.devserver.state import NOSIM_VERSION, SERVER_VERSION, USER_NAME, ServerState
+from simvuefs.devserver.sharing import check_owner, check_visible, requester
+from simvuefs.devserver.state import NOSIM_VERSION, SERVER_VERSION, ServerState
 from simvuefs.devserver.store import now_timestamp
 from simvuefs.devserver.web import (
     PAGE_SIZE,
     ApiError,
     error_response,
+    filters_query,
     int_query,
     invalid,
     json_body,
@@ -45,6 +47,38 @@ def _check_folder(value: object, location: str = "body.folder") -> str:
 def _generated_name() -> str:
     rng = random.SystemRandom()
     return f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}-{rng.randrange(1000)}"
+
+
+# --realistic: GET /api/runs sends each of these fields only when its flag
+# ``return_<field>`` is true (the Simvue docs: "by default only basic information"; the
+# official Client.get_runs sends every flag, False unless asked), and every other field (the
+# basic ones: name, folder, status, tags, description, user, created, started, endtime, ...)
+# unless ``return_basic`` is false: simvue-cli's ``run list`` sends no flag and reads name,
+# folder, status and created of every entry. ``id`` always. ``return_timing`` selects
+# nothing here: the devserver keeps no timing beyond the basic timestamps.
+FLAGGED_FIELDS = ("metadata", "system", "metrics", "alerts")
+NEWEST_FIRST = [{"id": "created", "desc": True}]
+"""--realistic: the order of GET /api/runs without ``sorting`` (simvue-cli's default)."""
+
+
+def _flag(request: Request, name: str, default: bool = False) -> bool:
+    """A boolean query parameter as requests sends one (``True``/``False``)."""
+    value = request.query_params.get(name)
+    return default if value is None else value.strip().lower() in ("true", "1")
+
+
+def _listed_fields(runs: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:
+    """The *runs* as a --realistic listing sends them for *request*'s ``return_*`` flags."""
+    basic = _flag(request, "return_basic", default=True)
+    flagged = {field for field in FLAGGED_FIELDS if _flag(request, f"return_{field}")}
+    return [
+        {
+            key: value
+            for key, value in run.items()
+            if key == "id" or key in flagged or (basic and key not in FLAGGED_FIELDS)
+        }
+        for run in runs
+    ]
 
 
 class RunRoutes:
@@ -82,7 +116,7 @@ class RunRoutes:
 
     async def list_folders(self, request: Request) -> Response:
         paths = []
-        for text in json_query(request, "filters", []):
+        for text in filters_query(request):
             field, op, value = str(text).partition(" == ")
             if field != "path" or not op:
                 raise ApiError(400, f"unsupported folder filter: {text!r}")
@@ -126,7 +160,7 @@ class RunRoutes:
             "folder": _check_folder(body.get("folder", "/")),
             "status": status,
             "created": now,
-            "user": USER_NAME,
+            "user": requester(self.state, request),
         }
         if status != "created" and not doc["started"]:
             doc["started"] = now
@@ -135,10 +169,12 @@ class RunRoutes:
         return JSONResponse(self.store.create_run(doc))
 
     async def get_run(self, request: Request) -> Response:
+        check_visible(self.state, request, request.path_params["run_id"])
         return JSONResponse(self._run_or_404(request.path_params["run_id"]))
 
     async def update_run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
+        check_owner(self.state, request, run_id)
         run = self._run_or_404(run_id)
         changes = await json_body(request)
         for frozen in ("id", "created", "user"):
@@ -159,25 +195,32 @@ class RunRoutes:
 
     async def delete_run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
+        check_owner(self.state, request, run_id)
         if not self.store.delete_run(run_id):
             raise ApiError(404, "No such run")
         return JSONResponse({"id": run_id})
 
     async def list_runs(self, request: Request) -> Response:
-        filters = json_query(request, "filters", [])
+        filters = filters_query(request)
         sorting = json_query(request, "sorting", [])
-        if not isinstance(filters, list) or not isinstance(sorting, list):
-            raise invalid("query.filters", "filters and sorting must be JSON lists")
-        count = int_query(request, "count", PAGE_SIZE, 0, PAGE_SIZE)
+        if not isinstance(sorting, list):
+            raise invalid("query.sorting", "sorting must be a JSON list")
+        count = self.state.faults.page_cap(int_query(request, "count", PAGE_SIZE, 0, PAGE_SIZE))
         start = int_query(request, "start", 0, 0, 2**62)
+        if self.state.realistic and not sorting:
+            sorting = NEWEST_FIRST
         try:
-            runs, total = self.store.query_runs(filters, USER_NAME, start, count, sorting)
+            runs, total = self.store.query_runs(
+                filters, requester(self.state, request), start, count, sorting
+            )
         except QueryError as exc:
             raise ApiError(400, str(exc)) from None
         extra = self.state.faults.extra_runs if not filters else 0
         if extra:
             runs += synthetic.runs_page(extra, start + len(runs) - total, count - len(runs))
             total += extra
+        if self.state.realistic:
+            runs = _listed_fields(runs, request)
         return JSONResponse({"data": runs, "count": total})
 
     async def abort_status(self, request: Request) -> Response:

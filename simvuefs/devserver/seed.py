@@ -8,6 +8,11 @@ stored the way ``Run.save_object`` stores them (``original_path == ""``, ``size`
 length + 33); and a large generated artifact whose content :func:`large_content` recomputes
 for any byte range.
 
+``--seed multiuser`` adds :data:`OTHER_USERS`, their :data:`SHARED_ARTIFACTS` and
+:data:`SHARED_RUNS` to the demo: three runs of other users the default user sees (shared
+with it by name, with its tenant, with everyone) and two it must not see (another user's
+private run; a tenant run of a user in another tenant).
+
 Seeding writes straight into the store (not through HTTP) and only into an empty store.
 """
 
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from simvuefs.devserver.state import USER_NAME
-from simvuefs.devserver.store import Store
+from simvuefs.devserver.store import DEFAULT_TENANT, Store
 from simvuefs.models import format_timestamp
 
 OBJECT_SIZE_OVERHEAD = 33
@@ -113,6 +118,18 @@ class SeedRun:
     duration: timedelta | None
     artifacts: tuple[tuple[str, str], ...]
     description: str = ""
+    user: str = USER_NAME
+    visibility: tuple[str, ...] = ()
+    """``public``, ``tenant`` and user names: who else sees the run (private when empty)."""
+
+    def visibility_record(self) -> dict[str, object]:
+        """The run's ``visibility`` as the server stores it."""
+        names = [v for v in self.visibility if v not in ("public", "tenant")]
+        return {
+            "public": "public" in self.visibility,
+            "tenant": "tenant" in self.visibility,
+            "users": names,
+        }
 
 
 ARTIFACTS: dict[str, SeedArtifact] = {
@@ -224,6 +241,75 @@ RUNS: tuple[SeedRun, ...] = (
 )
 
 
+OTHER_USERS: dict[str, str] = {"colleague": DEFAULT_TENANT, "outsider": "elsewhere"}
+"""The users ``--seed multiuser`` adds, with their tenants (the default user's is
+``DEFAULT_TENANT``)."""
+
+SHARED_ARTIFACTS: dict[str, SeedArtifact] = {
+    "shared_params": SeedArtifact("params.txt", b"alpha=0.3\n", "/home/colleague/params.txt"),
+    "shared_result": SeedArtifact("result.txt", b"colleague: 0.91\n", "/home/colleague/out.txt"),
+    "public_notes": SeedArtifact("notes.txt", b"a public run\n", "/home/outsider/notes.txt"),
+}
+
+SHARED_RUNS: tuple[SeedRun, ...] = (
+    SeedRun(
+        "shared with me",
+        "/shared",
+        "completed",
+        ("shared",),
+        BASE_TIME + 110 * _HOUR,
+        _HOUR,
+        (("shared_params", "input"), ("shared_result", "output")),
+        user="colleague",
+        visibility=(USER_NAME,),
+    ),
+    SeedRun(
+        "tenant run",
+        "/shared",
+        "running",
+        ("shared",),
+        BASE_TIME + 111 * _HOUR,
+        None,
+        (("shared_params", "input"),),
+        user="colleague",
+        visibility=("tenant",),
+    ),
+    SeedRun(
+        "public run",
+        "/public",
+        "completed",
+        (),
+        BASE_TIME + 112 * _HOUR,
+        _HOUR,
+        (("public_notes", "input"),),
+        user="outsider",
+        visibility=("public",),
+    ),
+    SeedRun(
+        "colleague private",
+        "/shared",
+        "running",
+        (),
+        BASE_TIME + 113 * _HOUR,
+        None,
+        (),
+        user="colleague",
+    ),
+    SeedRun(
+        "outsider tenant run",
+        "/public",
+        "running",
+        (),
+        BASE_TIME + 114 * _HOUR,
+        None,
+        (),
+        user="outsider",
+        visibility=("tenant",),
+    ),
+)
+"""Runs of :data:`OTHER_USERS`; the first three are visible to the default user."""
+
+
 def artifact_content(key: str, large_size: int) -> bytes:
     """Return the full content of seeded artifact *key* (the large one at *large_size*)."""
     content = ARTIFACTS[key].content
@@ -276,8 +362,11 @@ def run_record(
     description: str | None = None,
     metadata: dict[str, object] | None = None,
     system: dict[str, object] | None = None,
+    user: str = USER_NAME,
+    visibility: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """The store record of a run (for :meth:`Store.create_run`)."""
+    """The store record of a run (for :meth:`Store.create_run`) owned by *user*, private
+    unless *visibility* says otherwise."""
     return {
         "name": name,
         "folder": folder,
@@ -286,7 +375,7 @@ def run_record(
         "description": description,
         "metadata": metadata or {},
         "system": system or {},
-        "user": USER_NAME,
+        "user": user,
         "created": format_timestamp(created),
         "started": format_timestamp(started) if started else None,
         "endtime": format_timestamp(ended) if ended else None,
@@ -296,14 +385,16 @@ def run_record(
         "starred": False,
         "alerts": [],
         "notifications": {"state": "none"},
-        "visibility": {"tenant": False, "public": False, "users": []},
+        "visibility": visibility or {"tenant": False, "public": False, "users": []},
     }
 
 
-def seed_demo(store: Store, large_size: int) -> dict[str, str]:
-    """Fill *store* with RUNS and ARTIFACTS; return the artifact ids by ARTIFACTS key."""
+def _seed_runs(
+    store: Store, runs: tuple[SeedRun, ...], artifacts: dict[str, SeedArtifact], large_size: int
+) -> dict[str, str]:
+    """Store *artifacts* and *runs* (attached as each run says); return the artifact ids."""
     artifact_ids: dict[str, str] = {}
-    for offset, (key, artifact) in enumerate(ARTIFACTS.items()):
+    for offset, (key, artifact) in enumerate(artifacts.items()):
         checksum, length = _store_content(store, artifact, large_size)
         record = store.create_artifact(
             artifact_record(
@@ -316,7 +407,7 @@ def seed_demo(store: Store, large_size: int) -> dict[str, str]:
             )
         )
         artifact_ids[key] = record["id"]
-    for run in RUNS:
+    for run in runs:
         started = run.created + timedelta(seconds=1) if run.status != "created" else None
         ended = started + run.duration if started and run.duration else None
         record = store.create_run(
@@ -331,8 +422,27 @@ def seed_demo(store: Store, large_size: int) -> dict[str, str]:
                 description=run.description or None,
                 metadata={"seeded": True},
                 system={"hostname": "demo-host", "cwd": "/home/demo"},
+                user=run.user,
+                visibility=run.visibility_record(),
             )
         )
         for key, category in run.artifacts:
             store.attach(record["id"], artifact_ids[key], category)
     return artifact_ids
+
+
+def seed_demo(store: Store, large_size: int) -> dict[str, str]:
+    """Fill *store* with RUNS and ARTIFACTS; return the artifact ids by ARTIFACTS key."""
+    return _seed_runs(store, RUNS, ARTIFACTS, large_size)
+
+
+def seed_multiuser(store: Store, large_size: int) -> dict[str, str]:
+    """The demo, plus OTHER_USERS and their SHARED_RUNS; return the artifact ids by key of
+    ARTIFACTS and SHARED_ARTIFACTS."""
+    for user, tenant in OTHER_USERS.items():
+        store.set_tenant(user, tenant)
+    return seed_demo(store, large_size) | _seed_runs(store, SHARED_RUNS, SHARED_ARTIFACTS, 0)
+
+
+SEEDS = {"demo": seed_demo, "multiuser": seed_multiuser}
+"""What ``--seed NAME`` runs."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simvuefs.devserver.faults import Faults
-from simvuefs.devserver.store import Store
+from simvuefs.devserver.store import DEFAULT_USER, Store
 
 SERVER_VERSION = "1.3.0"
 """Version reported by ``GET /api/version`` (the official client wants 1.1.0 <= v < 2.0.0)."""
@@ -15,8 +15,9 @@ SERVER_VERSION = "1.3.0"
 NOSIM_VERSION = "1.0.0"
 """Version reported by ``GET /api/nosim/version`` (stored by the client, never used)."""
 
-USER_NAME = "devserver"
-"""The one user of this server: the subject of its tokens and the ``user`` of its objects."""
+USER_NAME = DEFAULT_USER
+"""The default user: the subject of the ``--write-config`` token and the owner of seeded
+runs (``POST /admin/tokens`` mints tokens for other users: ``sharing.py``)."""
 
 
 @dataclass
@@ -59,6 +60,8 @@ class ServerState:
     storage_url: str = ""
     """Base URL of an external server of the blob directory for downloads ("" = our own)."""
     dedup: bool = True
+    max_upload_size: int = 0
+    """Storage refuses uploads larger than this with S3's 400 EntityTooLarge (0 = no limit)."""
     realistic: bool = False
     """``--realistic``: behave as the real server is believed to, where it differs from the
     lenient default (docs/architecture.md, devserver section, lists what this turns on)."""

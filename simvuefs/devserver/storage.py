@@ -185,9 +185,14 @@ class BlobResponse(Response):
         status: int,
         headers: dict[str, str],
         media_type: str,
+        *,
+        chunked: bool = False,
     ) -> None:
         super().__init__(None, status, headers, media_type)
-        self.headers["content-length"] = str(length)
+        if chunked:  # no Content-Length: the server sends the body chunked
+            del self.headers["content-length"]
+        else:
+            self.headers["content-length"] = str(length)
         self._state = state
         self._path = path
         self._offset = offset
@@ -274,8 +279,13 @@ async def download(state: ServerState, request: Request) -> Response:
         "etag": f'"{artifact["checksum"]}"',
         "cache-control": "no-transform",
     }
+    chunked = state.faults.chunked_body()
+    if chunked:
+        del headers["accept-ranges"]
     wanted = (
-        None if state.faults.range_ignored() else parse_range(request.headers.get("range"), size)
+        None
+        if chunked or state.faults.range_ignored()
+        else parse_range(request.headers.get("range"), size)
     )
     if wanted == "unsatisfiable":
         return s3_error(
@@ -291,7 +301,7 @@ async def download(state: ServerState, request: Request) -> Response:
         state.stats.range_gets += 1
         headers["content-range"] = f"bytes {start}-{end}/{size}"
         return BlobResponse(state, path, start, end - start + 1, 206, headers, media_type)
-    return BlobResponse(state, path, 0, size, 200, headers, media_type)
+    return BlobResponse(state, path, 0, size, 200, headers, media_type, chunked=chunked)
 
 
 def routes(state: ServerState) -> list[Route]:

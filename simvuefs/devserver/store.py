@@ -8,6 +8,13 @@ Layout of the data directory:
   each (run, artifact) pair.
 - ``blobs/<sha256>``: artifact content, shared by every artifact with that checksum. A blob
   file only ever appears complete: uploads are written to ``blobs/tmp/`` and renamed.
+- ``users``: the tenant of each user named when a token was minted for it; a user not in
+  the table belongs to :data:`DEFAULT_TENANT`.
+
+Who sees a run (:meth:`Store.query_runs`, :meth:`Store.visible_run`): its owner (the run's
+``user``; a run without one is :data:`DEFAULT_USER`'s), everyone when its ``visibility``
+says ``public``, the owner's tenant when it says ``tenant``, and the users its
+``visibility.users`` names. One SQL condition (``_VISIBLE``) decides it for both.
 
 All methods are synchronous and quick (local SQLite); the connection belongs to the thread
 that runs the event loop. Timestamps are ``simvuefs.models.format_timestamp`` strings.
@@ -45,7 +52,30 @@ CREATE TABLE IF NOT EXISTS run_artifacts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, artifact_id TEXT NOT NULL,
     category TEXT NOT NULL, UNIQUE (run_id, artifact_id));
 CREATE INDEX IF NOT EXISTS run_artifacts_artifact ON run_artifacts (artifact_id);
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, tenant TEXT NOT NULL);
 """
+
+DEFAULT_USER = "devserver"
+"""The user of the tokens ``--write-config`` writes, and the owner of seeded runs."""
+DEFAULT_TENANT = "devserver"
+"""The tenant of every user not given another one (``POST /admin/tokens``)."""
+
+_OWNER = (
+    "(CASE json_type(runs.doc, '$.user') WHEN 'text' THEN json_extract(runs.doc, '$.user')"
+    f" ELSE '{DEFAULT_USER}' END)"
+)
+"""The owner of a run, as :func:`run_owner` says."""
+_VISIBLE = (
+    f"({_OWNER} = ?"
+    " OR json_extract(runs.doc, '$.visibility.public') = 1"
+    " OR (json_extract(runs.doc, '$.visibility.tenant') = 1"
+    f"     AND coalesce((SELECT tenant FROM users WHERE name = {_OWNER}), '{DEFAULT_TENANT}')"
+    f"         = coalesce((SELECT tenant FROM users WHERE name = ?), '{DEFAULT_TENANT}'))"
+    " OR EXISTS (SELECT 1 FROM json_each(runs.doc, '$.visibility.users')"
+    "            WHERE json_each.value = ?))"
+)
+"""True for the runs the user bound to each of its 3 ``?`` may see (the module docstring's
+rule)."""
 
 ID_LENGTH = 22
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -61,6 +91,12 @@ def new_id() -> str:
 def now_timestamp() -> str:
     """Return the current UTC time in the server's timestamp format."""
     return format_timestamp(datetime.now(UTC))
+
+
+def run_owner(run: dict[str, Any]) -> str:
+    """Return who owns the run record *run* (as ``_VISIBLE`` decides it)."""
+    user = run.get("user")
+    return user if isinstance(user, str) else DEFAULT_USER
 
 
 def _record(object_id: str, doc: str) -> dict[str, Any]:
@@ -125,6 +161,21 @@ class Store:
         rows = self._db.execute(sql + " ORDER BY path", (path,) if path else ())
         return [_record(i, d) for i, d in rows]
 
+    # -- users -------------------------------------------------------------------------------
+
+    def set_tenant(self, user: str, tenant: str) -> None:
+        """Make *user* a member of *tenant* (its only one)."""
+        self._db.execute(
+            "INSERT INTO users (name, tenant) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET tenant = excluded.tenant",
+            (user, tenant),
+        )
+
+    def tenant_of(self, user: str) -> str:
+        """Return the tenant of *user* (:data:`DEFAULT_TENANT` unless given another)."""
+        row = self._db.execute("SELECT tenant FROM users WHERE name = ?", (user,)).fetchone()
+        return DEFAULT_TENANT if row is None else str(row[0])
+
     # -- runs --------------------------------------------------------------------------------
 
     def create_run(self, doc: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
@@ -175,6 +226,13 @@ class Store:
             self._db.execute("DELETE FROM run_artifacts WHERE run_id = ?", (run_id,))
         return deleted > 0
 
+    def visible_run(self, run_id: str, viewer: str) -> dict[str, Any] | None:
+        """Return the run with *run_id* if the user *viewer* may see it, else None."""
+        row = self._db.execute(
+            f"SELECT id, doc FROM runs WHERE id = ? AND {_VISIBLE}", (run_id, *[viewer] * 3)
+        ).fetchone()
+        return None if row is None else _record(row[0], row[1])
+
     def query_runs(
         self,
         filters: Sequence[str],
@@ -183,11 +241,13 @@ class Store:
         count: int,
         sorting: Sequence[object] = (),
     ) -> tuple[list[dict[str, Any]], int]:
-        """Return one page of runs matching *filters* and the total number of matches.
+        """Return one page of the runs the user *user* may see that match *filters* (where
+        ``user == self`` means *user*), and the total number of them.
 
         Raises ``filters.QueryError`` for filters or sort columns the server does not know.
         """
         where, params = compile_filters(filters, user)
+        where, params = f"({where}) AND {_VISIBLE}", [*params, *[user] * 3]
         order = compile_sorting(sorting, SORT_COLUMNS)
         order = f"{order}, runs.seq" if order else "runs.created, runs.seq"
         total = self._db.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()[0]

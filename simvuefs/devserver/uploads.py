@@ -2,7 +2,8 @@
 
 The body is streamed into a temporary file while hashed, so memory stays bounded whatever
 the size; the content becomes ``blobs/<sha256>`` only if its sha256 matches the declared
-checksum, otherwise the answer is S3's ``BadDigest`` (400 with XML).
+checksum, otherwise the answer is S3's ``BadDigest`` (400 with XML); content over
+``--max-upload-size`` gets S3's ``EntityTooLarge`` (400) instead.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MAX_FIELD_BYTES = 64 * 1024
 """Longest form field kept from a POST upload (the signed fields are far shorter)."""
 
 BAD_DIGEST_MESSAGE = "The SHA256 you specified did not match the calculated checksum."
+TOO_LARGE_MESSAGE = "Your proposed upload exceeds the maximum allowed size"
 _NO_ARTIFACT = "The artifact of this upload does not exist."
 
 
@@ -71,8 +73,14 @@ class Spool:
         return self._hash.hexdigest()
 
     async def store_if(self, expected: str) -> Response | None:
-        """Keep the content as the blob for *expected*, or return a BadDigest answer."""
+        """Keep the content as the blob for *expected*, or return the refusal (EntityTooLarge
+        over ``max_upload_size``, else BadDigest)."""
         actual = await self.finish()
+        limit = self._state.max_upload_size
+        if limit and self.size > limit:
+            self.discard()
+            self._state.stats.uploads_rejected += 1
+            return s3_error(400, "EntityTooLarge", TOO_LARGE_MESSAGE)
         if actual != expected or self._state.faults.bad_digest():
             self.discard()
             self._state.stats.uploads_rejected += 1

@@ -69,6 +69,22 @@ async def json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def filters_query(request: Request) -> list[Any]:
+    """Return the ``filters`` of a listing, as either client sends them: one parameter holding
+    a JSON list (``Client.get_runs`` dumps it), or the raw filter strings of repeated
+    ``filters`` parameters (what ``requests`` makes of a list: ``ArtifactBase.runs``)."""
+    raw = [value for value in request.query_params.getlist("filters") if value]
+    if len(raw) == 1:
+        try:
+            parsed = json.loads(raw[0])
+        except ValueError:
+            return raw
+        if not isinstance(parsed, list):
+            raise invalid("query.filters", "filters must be a JSON list or filter strings")
+        return parsed
+    return raw
+
+
 def json_query(request: Request, name: str, default: Any) -> Any:
     """Return the JSON-encoded query parameter *name*, or *default* when absent."""
     raw = request.query_params.get(name)

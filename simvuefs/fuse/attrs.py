@@ -7,9 +7,10 @@ Rules (SEMANTICS.md has the user-facing version):
 - View links (``views.py``): symbolic links, mode ``0777``, ``st_size`` the length of the
   target, the run's times, attributes trusted for the runs listing's TTL.
 - Owner: the mounting user's uid/gid. Modes: artifacts ``0444``, directories ``0555``; in a
-  writable mount, ``input/`` and the directories below it ``0755``, files being written
-  ``0644`` and files waiting for their upload ``0444``. Directories report ``st_nlink = 1``
-  ("not counted", so ``find`` never uses the leaf optimisation), files 1.
+  writable mount, ``input/`` and the directories below it ``0755`` (but ``0555`` in runs of
+  other users, shared with the mounting user: only a run's owner adds artifacts), files
+  being written ``0644`` and files waiting for their upload ``0444``. Directories report
+  ``st_nlink = 1`` ("not counted", so ``find`` never uses the leaf optimisation), files 1.
 - Times: an artifact's ``created`` for files (the last write for files not uploaded yet);
   the run's ``created`` for the run directory
   and everything below it; the mount time for ``/`` and ``runs/`` (and when a record has no
@@ -72,6 +73,9 @@ class AttrPolicy:
     block_size: int
     writable: bool = False
     """True when ``input/`` directories accept new files (not ``--read-only``)."""
+    user: str | None = None
+    """Who the server knows the mounting user as (``Tree.user``): ``input/`` of runs that
+    belong to another user stays ``0555`` (``Run.belongs_to_another``)."""
 
 
 def estimated_size(artifact: Artifact) -> int:
@@ -135,7 +139,11 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
         attr.st_blocks = 0
     else:
         attr.attr_timeout = ttl
-        writable = policy.writable and node.category == WRITABLE_CATEGORY
+        writable = (
+            policy.writable
+            and node.category == WRITABLE_CATEGORY
+            and not (node.run is not None and node.run.belongs_to_another(policy.user))
+        )
         attr.st_mode = WRITABLE_DIR_MODE if writable else DIR_MODE
         attr.st_size = 0
         attr.st_blocks = 0
@@ -189,6 +197,8 @@ def pending_text(f: StagedFile) -> str:
         return "being written; uploaded when closed"
     if f.state is FileState.DISCARDED:
         return "deleted before its upload"
+    if f.failed:
+        return f"refused by the server, not retried ('simvuefs pending'): {f.last_error}"
     if not f.attempts:
         return "uploading"
     return f"{f.attempts} failed attempt(s), retrying; last error: {f.last_error}"

@@ -6,7 +6,8 @@ Order of events in :func:`run` (all before the first request is served):
    empty, is not mounted or a dead mount).
 2. Inside ``trio.run``: install the SIGINT/SIGTERM receiver, open the backend
    (``backends.open_backend``: the client, after checking the server with the token, or
-   the offline cache), open the reader and (unless read-only) the uploader, which locks
+   the offline cache), ask it who the user is (``whoami``: the tree keeps other users'
+   runs read-only), open the reader and (unless read-only) the uploader, which locks
    the spool (``settings.spool_dir``) and resumes its pending uploads in the background;
    record the mount (``control.registry``); start publishing the counters (``stats.py``);
    ``pyfuse3.init``.
@@ -219,7 +220,8 @@ async def _open_and_serve(mount: _Mount) -> None:
     ):
         stats = MountStats(options.mountpoint, backend, reader)
         publisher.start_soon(stats.publish)
-        parts = _Parts(backend, Tree(backend, settings, options.selection), reader, stats)
+        tree = Tree(backend, settings, options.selection, user=await backend.whoami())
+        parts = _Parts(backend, tree, reader, stats)
         if options.read_only:
             await _serve_tree(mount, parts)
         else:
@@ -239,7 +241,9 @@ async def _serve_writable(mount: _Mount, parts: _Parts) -> None:
     )
     opened: Uploader | None = None
     try:
-        async with open_uploader(parts.backend, settings, on_landed=parts.tree.landed) as uploader:
+        async with open_uploader(
+            parts.backend, settings, on_landed=parts.tree.landed, on_dropped=parts.tree.dropped
+        ) as uploader:
             opened = parts.stats.uploader = uploader
             parts.tree.start_writing(uploader)
             await trio.to_thread.run_sync(registry.save, record)
@@ -256,7 +260,8 @@ def _report_pending(mount: _Mount, left: int) -> None:
     if left:
         message = (
             f"{left} upload(s) still pending in {spool_dir}; they resume at the next mount "
-            f"of this server at {options.mountpoint} ('simvuefs status' lists them)"
+            f"of this server at {options.mountpoint}, but for those the server refused for "
+            "good ('simvuefs status' lists them; 'simvuefs pending' deals with them)"
         )
         if options.report_to_stderr:
             print(f"simvuefs: {message}", file=sys.stderr, flush=True)
@@ -274,6 +279,7 @@ def _operations(mount: _Mount, parts: _Parts) -> Operations:
         mount_time_ns=time.time_ns(),
         block_size=mount.settings.block_size,
         writable=parts.uploader is not None,
+        user=parts.tree.user,
     )
     return Operations(parts.tree, parts.reader, policy, parts.uploader)
 

@@ -19,11 +19,13 @@ one ``list_artifacts(run, category)`` per category instead, from then on. Lookup
 names that do not exist are answered from the same cached listings (no request within the
 TTL) and handed to the kernel as negative entries for that TTL (``fs.py``).
 
-Writing (only in ``input/``, only when the tree has an uploader): files written through the
-mount and directories made with ``mkdir`` are kept in a :class:`~simvuefs.fuse.overlay.LocalFiles`
-per run and category and shown on top of the server's listing, so the metadata TTL never
-hides this mount's own writes (merge rules in ``overlay.py``). A written file keeps its
-inode when it lands: the artifact's key becomes an alias of the node made at ``create``.
+Writing (only in ``input/`` of the user's own runs, only when the tree has an uploader;
+runs of other users, shared with the user, are read-only: :meth:`Tree.owns`): files written
+through the mount and directories made with ``mkdir`` are kept in a
+:class:`~simvuefs.fuse.overlay.LocalFiles` per run and category and shown on top of the
+server's listing, so the metadata TTL never hides this mount's own writes (merge rules in
+``overlay.py``). A written file keeps its inode when it lands: the artifact's key becomes
+an alias of the node made at ``create``.
 Names of new files and directories must pass the artifact-name rule
 (:func:`simvuefs.models.check_artifact_name`) at once, so a bad name fails at
 ``create``/``mkdir`` with EINVAL, never at ``close``.
@@ -99,24 +101,40 @@ def _pick(entries: Mapping[str, T], only: str | None) -> list[tuple[str, T]]:
 
 @dataclass(frozen=True)
 class RunSelection:
-    """Which runs a mount shows (``--folder``, ``--run``); the default shows all.
+    """Which runs a mount shows (``--folder``, ``--run``, ``--own-runs-only``); the default
+    shows all the server lists: the user's own runs and those shared with them.
 
     *folder*: only runs in this folder or below it (``/demo`` takes ``/demo`` and
     ``/demo/cfd``, not ``/demonstration``). *runs*: only runs whose id or name is one of
-    these. Both given: runs that pass both.
+    these. *own_only*: only the user's own runs (the server's ``user == self``; the tree
+    also drops any run it knows to be another user's). All given: runs that pass all.
     """
 
     folder: str | None = None
     runs: frozenset[str] = frozenset()
+    own_only: bool = False
 
-    def matches(self, run: Run) -> bool:
-        """True when *run* is shown."""
+    def matches(self, run: Run, user: str | None = None) -> bool:
+        """True when *run* is shown to *user* (the mounting user, None if unknown)."""
         if self.runs and run.id not in self.runs and run.name not in self.runs:
+            return False
+        if self.own_only and run.belongs_to_another(user):
             return False
         if self.folder is None:
             return True
         base = self.folder.rstrip("/")
         return not base or run.folder == base or run.folder.startswith(base + "/")
+
+    def server_filters(self) -> tuple[str, ...]:
+        """Filters (protocol 3.4 grammar) that let the server leave out runs not shown.
+
+        A superset of :meth:`matches`, which stays the check: the grammar has no "folder
+        or below it", so ``--folder /demo`` asks for folder paths containing ``/demo``
+        (which also brings ``/demonstration`` and ``/x/demo``).
+        """
+        base = (self.folder or "").rstrip("/")
+        own = ("user == self",) if self.own_only else ()
+        return (f"folder.path contains {base}",) + own if base else own
 
 
 class Tree:
@@ -130,13 +148,22 @@ class Tree:
 
     *uploader* is None for a read-only tree; :meth:`start_writing` sets it once, at mount
     start, and :meth:`landed` must be the uploader's ``on_landed`` callback.
+
+    *user* is who the server knows the mounting user as (``SimvueBackend.whoami``; None:
+    unknown): runs of other users (shared with them) are shown, unless the selection is
+    *own_only*, but their ``input/`` takes no new files (:meth:`owns`).
     """
 
     def __init__(
-        self, client: SimvueBackend, settings: Settings, selection: RunSelection | None = None
+        self,
+        client: SimvueBackend,
+        settings: Settings,
+        selection: RunSelection | None = None,
+        user: str | None = None,
     ) -> None:
         self.table = InodeTable()
         self._selection = selection or RunSelection()
+        self.user = user
         self.uploader: Uploader | None = None
         self._client = client
         self._settings = settings
@@ -151,6 +178,7 @@ class Tree:
         self._local: dict[tuple[str, str], LocalFiles] = {}
         self._written: dict[str, Node] = {}  # spool id -> node of a file written here
         self._views: tuple[RunNames, Views] | None = None  # the views of the last listing
+        self._shared_noted = False  # whether the log says why shared runs are read-only
         # The root's entries, made first so that their inodes (the listing order) are fixed.
         self.runs_node()
         for key, kind in VIEW_ROOTS.values():
@@ -275,6 +303,28 @@ class Tree:
             f = uploader.lookup(pending.run_id, pending.category, pending.name)
             if f is not None:
                 self._local_at(f.run_id, f.category).add_file(f.name, f)
+
+    def owns(self, run: Run) -> bool:
+        """True unless *run* is known to be another user's (``Run.belongs_to_another``):
+        only the owner may add artifacts, so ``input/`` of other users' runs is read-only
+        (mode 0555, ``create``/``mkdir``/``rename`` into it EACCES) instead of an upload the
+        server refuses."""
+        return not run.belongs_to_another(self.user)
+
+    def _note_shared(self, runs: list[Run]) -> None:
+        """Say once in the log why runs of other users take no files (the kernel refuses
+        writes into their ``input/``, mode 0555, before this daemon sees the request)."""
+        shared = [run for run in runs if not self.owns(run)]
+        if shared and self.uploader is not None and not self._shared_noted:
+            self._shared_noted = True
+            log.info(
+                "%d run(s) shown are other users' (shared with %s, e.g. %r of %s): their "
+                "input/ is read-only, since only a run's owner can add artifacts",
+                len(shared),
+                self.user,
+                shared[0].name,
+                shared[0].user,
+            )
 
     def writable(self, node: Node) -> bool:
         """True for directories and files inside ``input/`` (itself included) of a writable
@@ -430,6 +480,13 @@ class Tree:
         if node is not None:
             self._land_node(node, f, artifact)
 
+    def dropped(self, f: StagedFile) -> None:
+        """The uploader's ``on_dropped``: ``simvuefs pending drop`` dropped the pending *f*;
+        it is no longer shown."""
+        local = self._local_at(f.run_id, f.category)
+        if local.file(f.name) is f:
+            local.remove_file(f.name)
+
     def _land_node(self, node: Node, f: StagedFile, artifact: Artifact) -> None:
         node.artifact = artifact
         node.size = f.size
@@ -439,6 +496,13 @@ class Tree:
         """Return the uploader and run for a change in directory *parent* (EROFS if none)."""
         if self.uploader is None or not self.writable(parent) or parent.run is None:
             raise LocalError("read-only: only input/ of a run can be written", errno=errno.EROFS)
+        run = parent.run
+        if not self.owns(run):
+            raise LocalError(
+                f"run {run.name!r} ({run.id}) is {run.user}'s, shared with {self.user}: only "
+                "its owner can add input files",
+                errno=errno.EACCES,
+            )
         if parent.kind is NodeKind.FILE:
             raise LocalError(f"inode {parent.inode} is not a directory", errno=errno.ENOTDIR)
         return self.uploader, parent.run
@@ -581,8 +645,10 @@ class Tree:
 
     async def _run_names(self) -> RunNames:
         async def load() -> RunNames:
-            runs = await self._client.list_runs()
-            names, problems = name_runs(run for run in runs if self._selection.matches(run))
+            runs = await self._client.list_runs(self._selection.server_filters())
+            shown = [run for run in runs if self._selection.matches(run, self.user)]
+            self._note_shared(shown)
+            names, problems = name_runs(shown)
             self._warn(problems, "runs/")
             return names
 

@@ -31,11 +31,21 @@ Memory
 
 Errors and deadlines
     ``read`` raises only :mod:`simvuefs.errors` exceptions and returns within
-    ``settings.request_timeout`` or raises :class:`DeadlineExceeded`. A handle whose content
-    failed verification fails every later read with :class:`IntegrityError` (the kernel
-    retries a failed read-ahead read synchronously: it must fail too); every cached block of
-    that content is dropped, and ``ReadHandle.keep_cache`` is False for handles opened while
-    the content is suspect, so the fs can tell the kernel to drop its page cache of the file.
+    ``settings.request_timeout`` or raises :class:`DeadlineExceeded`.
+
+    A read that fails because the server or the network did (:data:`HELD_ERRORS`: the
+    deadline passed, retries did not cure it) leaves its failure on the handle for
+    :data:`FAILED_READ_HOLD` seconds: a read of that handle overlapping the failed range
+    within that time fails at once with the same error, without asking storage again. The
+    kernel retries a failed read-ahead read at once with a smaller read of the same range,
+    which would otherwise wait a whole deadline again (a stalled server failed ``cat`` after
+    twice ``request_timeout``). A new ``open`` gets a new handle and asks again.
+
+    A handle whose content failed verification fails every later read with
+    :class:`IntegrityError` (the kernel retries a failed read-ahead read synchronously: it
+    must fail too); every cached block of that content is dropped, and
+    ``ReadHandle.keep_cache`` is False for handles opened while the content is suspect, so
+    the fs can tell the kernel to drop its page cache of the file.
 
 Concurrency
     Handlers run concurrently in the trio thread. Steering is synchronous, hence consistent;
@@ -54,7 +64,14 @@ import trio
 
 from simvuefs.backends.protocol import RangeSource
 from simvuefs.config import MIB, Settings
-from simvuefs.errors import DeadlineExceeded, IntegrityError, ProtocolError, SimvueError
+from simvuefs.errors import (
+    DeadlineExceeded,
+    IntegrityError,
+    ProtocolError,
+    ServerError,
+    SimvueError,
+    TransportError,
+)
 from simvuefs.models import Artifact
 from simvuefs.read.blocks import ContentBlocks
 from simvuefs.read.cache import BlockCache, BlockCacheStats, Flight, FlightAbandoned
@@ -68,6 +85,13 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 # Free heap memory glibc may keep instead of returning it to the kernel.
 KEPT_FREE_MEMORY = 64 * MIB
+# Seconds a read's failure is handed to overlapping reads of the same handle (the kernel's
+# retry of a failed read-ahead read comes at once; see "Errors and deadlines").
+FAILED_READ_HOLD = 2.0
+# The failures held: the server or the network failed, after the client's retries and up to
+# the deadline; asking again at once would cost as long. (A 404, a refused token or a
+# malformed answer come back at once: not held.)
+HELD_ERRORS = (TransportError, ServerError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +123,17 @@ class ReaderStats:
     cache: BlockCacheStats
 
 
+@dataclass(frozen=True, slots=True)
+class HeldFailure:
+    """Reading bytes ``[start, end)`` failed, lately with *error*; overlapping reads of the
+    same handle fail with it until *until* (trio time)."""
+
+    start: int
+    end: int
+    error: SimvueError
+    until: float
+
+
 class ReadHandle:
     """One open artifact: its blocks, its read-ahead and its content check.
 
@@ -106,10 +141,11 @@ class ReadHandle:
     verified: ``--no-verify``, empty content, no sha256). ``keep_cache`` is False when the
     content failed verification and no handle has verified it since: the kernel's cached
     pages of it may be wrong. ``failure`` is set once this handle's content failed
-    verification: every read fails.
+    verification: every read fails. ``held`` is the last failed read, for
+    :data:`FAILED_READ_HOLD` seconds (module docstring, "Errors and deadlines").
     """
 
-    __slots__ = ("blocks", "check", "failure", "keep_cache", "prefetch")
+    __slots__ = ("blocks", "check", "failure", "held", "keep_cache", "prefetch")
 
     def __init__(
         self,
@@ -124,6 +160,7 @@ class ReadHandle:
         self.check = check
         self.keep_cache = keep_cache
         self.failure: str | None = None
+        self.held: HeldFailure | None = None
 
     @property
     def artifact(self) -> Artifact:
@@ -228,14 +265,16 @@ class Reader:
 
         Raises:
             simvuefs.errors.SimvueError: the content could not be fetched (DeadlineExceeded
-                after ``settings.request_timeout``); IntegrityError once it failed
-                verification.
+                after ``settings.request_timeout``), also at once when an overlapping read
+                of *handle* failed less than FAILED_READ_HOLD seconds ago; IntegrityError
+                once it failed verification.
         """
         if handle.failure is not None:
             raise IntegrityError(handle.failure)
         end = min(off + size, handle.size)
         if off >= end:
             return b""
+        _raise_held(handle, off, end)
         self._reads += 1
         first, last = off // self._block_size, (end - 1) // self._block_size
         self._prefetcher.steer(handle.prefetch, off, end, first, last)
@@ -243,16 +282,14 @@ class Reader:
         mine, waiting = self._gather(handle, range(first, last + 1), found)
         early: bytes | None = None
         if mine or waiting:  # cached blocks need no deadline (cancel scopes are not free)
-            with trio.move_on_after(self._settings.request_timeout) as deadline:
-                if len(mine) == last - first + 1:  # one run, all ours: return its bytes early
-                    early = await self._fetch_early(handle, mine, off, end)
-                else:
-                    await self._complete(handle, found, mine, waiting)
-            if deadline.cancelled_caught:
-                raise DeadlineExceeded(
-                    f"reading {handle.artifact.name!r} took longer than "
-                    f"{self._settings.request_timeout:g} s"
+            all_mine = len(mine) == last - first + 1  # one run, all ours: its bytes come early
+            try:
+                early = await self._fetch_within_deadline(
+                    handle, found, mine, waiting, (off, end) if all_mine else None
                 )
+            except HELD_ERRORS as exc:
+                _hold(handle, off, end, exc)
+                raise
         if early is not None:
             data = early
         else:
@@ -291,6 +328,31 @@ class Reader:
             hash_backlog_peak=verifier.hash_backlog_peak,
             cache=self._cache.statistics(),
         )
+
+    async def _fetch_within_deadline(
+        self,
+        handle: ReadHandle,
+        found: dict[int, bytes],
+        mine: list[tuple[int, Flight[bytes]]],
+        waiting: list[tuple[int, Flight[bytes]]],
+        early_span: tuple[int, int] | None,
+    ) -> bytes | None:
+        """Get the blocks of *mine* and *waiting* into *found* within ``request_timeout``,
+        and return None; with *early_span* ``(off, end)`` (the read's blocks are one run,
+        all in *mine*), return those bytes as soon as they arrive instead
+        (:meth:`_fetch_early`)."""
+        early: bytes | None = None
+        with trio.move_on_after(self._settings.request_timeout) as deadline:
+            if early_span is not None:
+                early = await self._fetch_early(handle, mine, *early_span)
+            else:
+                await self._complete(handle, found, mine, waiting)
+        if deadline.cancelled_caught:
+            raise DeadlineExceeded(
+                f"reading {handle.artifact.name!r} took longer than "
+                f"{self._settings.request_timeout:g} s"
+            )
+        return early
 
     def _cut(self, blocks: list[bytes], start: int, length: int) -> bytes:
         """Return *length* bytes from *start* in the concatenation of *blocks* (all but the
@@ -479,6 +541,35 @@ async def open_reader(client: RangeSource, settings: Settings) -> AsyncIterator[
         finally:
             nursery.cancel_scope.cancel()
             log.debug("reader statistics: %s", reader.statistics())
+
+
+def _hold(handle: ReadHandle, off: int, end: int, error: SimvueError) -> None:
+    """Remember that reading ``[off, end)`` of *handle* failed with *error*. Reads failing
+    together (a read and the kernel's read-ahead, both waiting on a stalled server) are held
+    as one span from the first start to the last end."""
+    now = trio.current_time()
+    held = handle.held
+    if held is not None and now < held.until:
+        off, end = min(off, held.start), max(end, held.end)
+    handle.held = HeldFailure(off, end, error, now + FAILED_READ_HOLD)
+
+
+def _raise_held(handle: ReadHandle, off: int, end: int) -> None:
+    """Raise the held failure of *handle* if it covers part of ``[off, end)`` and is recent
+    (``ReadHandle.held``); forget it once it is old."""
+    held = handle.held
+    if held is None:
+        return
+    if trio.current_time() >= held.until:
+        handle.held = None
+    elif off < held.end and held.start < end:
+        log.debug(
+            "read of %r at %d: failing at once, an overlapping read just failed: %s",
+            handle.artifact.name,
+            off,
+            held.error,
+        )
+        raise held.error.with_traceback(None)
 
 
 def _consecutive_runs(

@@ -12,7 +12,13 @@ run shows it.
 Each attempt has a deadline, :func:`commit_deadline`. A failed attempt is counted in the
 record and logged, and one background loop per file retries with exponential backoff
 (``upload_retry_initial`` doubling up to ``upload_retry_max``, times a random factor in
-[0.5, 1)); at most BACKGROUND_UPLOADS background attempts run at once.
+[0.5, 1); at least the ``Retry-After`` of a 429); at most BACKGROUND_UPLOADS background
+attempts run at once. A final refusal (``refusal.py``: a 4xx no retry will change) is
+journaled as ``failed`` with the server's message and raised as UploadRefused; the file
+is not attempted again (its loop ends, ``land`` raises the journaled refusal without a
+request) until :meth:`Lander.retry` or a rename clears it.
+
+Deletes of the artifacts a rename replaced (``record.replaces``) are ``deletes.py``'s.
 
 State: the :class:`Lander` keeps one :class:`Landing` per PENDING file (its attempt in
 progress and its retry loop), from ``track`` until the file lands or is discarded; a file
@@ -23,6 +29,7 @@ file's (``StagedFile.record``); only :class:`Lander` saves it during an attempt.
 
 from __future__ import annotations
 
+import errno
 import logging
 import mimetypes
 import random
@@ -34,8 +41,10 @@ import trio
 
 from simvuefs.backends.protocol import SimvueBackend
 from simvuefs.config import MIB, Settings
-from simvuefs.errors import DeadlineExceeded, NotFound, SimvueError, StatusError
+from simvuefs.errors import DeadlineExceeded, RateLimited, SimvueError, UploadRefused
 from simvuefs.models import Artifact
+from simvuefs.write.deletes import delete_replaced
+from simvuefs.write.refusal import final_errno
 from simvuefs.write.spool import JournalRecord, Spool
 from simvuefs.write.staged import FileState, PendingUpload, StagedFile
 
@@ -50,8 +59,15 @@ BACKGROUND_UPLOADS = 2
 # How long landed content stays in the spool, so that a rename (rsync's temp-then-rename)
 # can land it again under the new name even if the server wants the bytes again.
 LANDED_RETENTION = 30.0
-# Statuses of a DELETE that retrying will not change: the old name stays, with a warning.
-_DELETE_REFUSED = (400, 403, 405, 501)
+
+
+def _refusal(record: JournalRecord) -> UploadRefused:
+    """The UploadRefused of the failed *record* (journaled: also after a remount)."""
+    return UploadRefused(
+        f"the server refused {record.category}/{record.name} of run {record.run_id} for "
+        f"good: {record.last_error}",
+        errno=record.failed_errno or errno.EIO,
+    )
 
 
 def commit_deadline(size: int, settings: Settings) -> float:
@@ -78,6 +94,7 @@ def backoff(attempts: int, settings: Settings) -> float:
 class Landing:
     """The landing of one PENDING *file*: its attempt in progress and its retry loop.
 
+    *asked_wait* is the ``Retry-After`` of the last failed attempt's 429 (0 if none).
     *uploading* is True while an attempt runs (one at a time: ``file.attempt_lock``), in a
     scope that :meth:`cancel_attempt` cancels. *retrying* is True while the background loop
     runs; it sleeps between attempts in :meth:`sleep` until the delay ends or :meth:`wake`.
@@ -87,8 +104,13 @@ class Landing:
         self.file = file
         self.uploading = False
         self.retrying = False
+        self.asked_wait = 0.0
         self._scope: trio.CancelScope | None = None
         self._wake = trio.Event()
+
+    def delay(self, settings: Settings) -> float:
+        """Seconds to wait before the next attempt: the backoff, or what the server asked."""
+        return max(backoff(self.file.attempts, settings), self.asked_wait)
 
     def attempt_started(self, scope: trio.CancelScope) -> None:
         """An attempt runs in *scope*."""
@@ -149,6 +171,11 @@ class Lander:
         """The PENDING files, in no particular order."""
         return [landing.file for landing in self._pending.values()]
 
+    def file(self, spool_id: str) -> StagedFile | None:
+        """The PENDING file with this spool id, if any."""
+        landing = self._pending.get(spool_id)
+        return None if landing is None else landing.file
+
     def uploads(self) -> list[PendingUpload]:
         """A snapshot of the pending uploads, in no particular order."""
         return [
@@ -161,13 +188,27 @@ class Lander:
         """Take charge of the PENDING *f*; with *retry_now*, its background loop starts an
         attempt at once (a record resumed at start)."""
         self._pending[f.spool_id] = Landing(f)
-        if retry_now:
+        if retry_now and not f.failed:
             self.retry_now(f)
 
     def retry_now(self, f: StagedFile) -> None:
         """Make the background loop of the PENDING *f* attempt at once (starting it if
         needed)."""
         self._ensure_retry(self._pending[f.spool_id], immediate=True)
+
+    async def retry(self, f: StagedFile) -> None:
+        """Clear the final refusal of the PENDING *f*, if any (journaled), and attempt it at
+        once in the background (``simvuefs pending retry``). Never waits for an attempt in
+        progress: a file being uploaded just gets its next attempt sooner if this one fails.
+        """
+        if f.failed:
+            async with f.attempt_lock:  # free: a failed file's land() makes no request
+                record = f.record
+                if f.state is FileState.PENDING and record is not None and record.failed:
+                    await self._save(f, record.retried())
+                    log.info("retrying the upload of %s to run %s", f.name, f.run_id)
+        if f.state is FileState.PENDING and f.spool_id in self._pending:
+            self.retry_now(f)
 
     def forget(self, f: StagedFile) -> None:
         """Stop tracking *f* (it was discarded); its loop ends when it next wakes."""
@@ -191,6 +232,8 @@ class Lander:
         async with f.attempt_lock:
             if f.state is not FileState.PENDING:
                 return f.artifact
+            if f.record is not None and f.record.failed:
+                raise _refusal(f.record)
             landing = self._pending[f.spool_id]
             self._inflight += 1
             try:
@@ -202,7 +245,9 @@ class Lander:
                             await self._retire(f, artifact)
                         return artifact
                     except Exception as exc:
-                        await self._note_failure(landing, exc)
+                        refused = await self._note_failure(landing, exc)
+                        if refused is not None:
+                            raise refused from exc
                         raise
                 return None  # cancelled by cancel_attempt: discarded
             finally:
@@ -246,27 +291,9 @@ class Lander:
             record = await self._save(f, replace(record, stage="attached"))
         artifact = await self._client.get_artifact(artifact_id)
         while record.replaces:
-            await self._delete_replaced(record.replaces[0], record)
+            await delete_replaced(self._client, self._settings, record.replaces[0], record)
             record = await self._save(f, replace(record, replaces=record.replaces[1:]))
         return artifact
-
-    async def _delete_replaced(self, artifact_id: str, record: JournalRecord) -> None:
-        """Delete the artifact that showed this file under an earlier name."""
-        try:
-            await self._client.delete_artifact(artifact_id)
-        except NotFound:
-            pass
-        except StatusError as exc:
-            if exc.status not in _DELETE_REFUSED:
-                raise
-            log.warning(
-                "run %s: the server refused to delete artifact %s (status %d), the earlier "
-                "name of %s; both names stay",
-                record.run_id,
-                artifact_id,
-                exc.status,
-                record.name,
-            )
 
     async def _save(self, f: StagedFile, record: JournalRecord) -> JournalRecord:
         await trio.to_thread.run_sync(self._spool.save, record)
@@ -295,18 +322,32 @@ class Lander:
             if f.state is FileState.LANDED and f.generation == generation:
                 await trio.to_thread.run_sync(self._spool.drop_landed, f.spool_id)
 
-    async def _note_failure(self, landing: Landing, exc: Exception) -> None:
-        """Count a failed attempt in the journal and make sure the retry loop runs."""
+    async def _note_failure(self, landing: Landing, exc: Exception) -> UploadRefused | None:
+        """Count a failed attempt in the journal; make sure the retry loop runs, or, for a
+        final refusal, mark the file failed and return the UploadRefused to raise."""
         self.failed += 1
         f = landing.file
         assert f.record is not None
+        landing.asked_wait = (exc.retry_after or 0.0) if isinstance(exc, RateLimited) else 0.0
         reason = str(exc)[:500] or type(exc).__name__
-        record = replace(f.record, attempts=f.record.attempts + 1, last_error=reason)
+        code = final_errno(exc)
+        failed = "" if code is None else errno.errorcode[code]
+        record = replace(f.record, attempts=f.record.attempts + 1, last_error=reason, failed=failed)
         try:
             await self._save(f, record)
         except SimvueError as save_error:
             f.update_record(record)
             log.error("%s (the spool keeps the content)", save_error)
+        if code is not None:
+            log.error(
+                "upload of %s to run %s refused for good: %s; not retried, kept in %s "
+                "('simvuefs pending' retries, exports or drops it)",
+                f.name,
+                f.run_id,
+                reason,
+                self._spool.pending_dir,
+            )
+            return _refusal(record)
         log.warning(
             "upload of %s to run %s failed (attempt %d): %s; retrying in the background",
             f.name,
@@ -316,6 +357,7 @@ class Lander:
             exc_info=not isinstance(exc, SimvueError),
         )
         self._ensure_retry(landing, immediate=False)
+        return None
 
     # -- background retries ----------------------------------------------------------------
 
@@ -333,13 +375,14 @@ class Lander:
         return (
             not self._closing
             and f.state is FileState.PENDING
+            and not f.failed
             and self._pending.get(f.spool_id) is landing
         )
 
     async def _retry_loop(self, landing: Landing, immediate: bool) -> None:
         f = landing.file
         try:
-            delay = 0.0 if immediate else backoff(f.attempts, self._settings)
+            delay = 0.0 if immediate else landing.delay(self._settings)
             while True:
                 await landing.sleep(delay)
                 if not self._should_retry(landing):
@@ -353,7 +396,7 @@ class Lander:
                         pass  # land logged it and counted the attempt; keep retrying
                 if not self._should_retry(landing):
                     return
-                delay = backoff(f.attempts, self._settings)
+                delay = landing.delay(self._settings)
         finally:
             landing.retrying = False
 
@@ -367,8 +410,10 @@ class Lander:
             while self._inflight:
                 await self._inflight_changed.park()
         if self._pending:
+            refused = sum(1 for landing in self._pending.values() if landing.file.failed)
             log.warning(
-                "%d upload(s) still pending in %s; they resume at the next mount",
+                "%d upload(s) still pending in %s; they resume at the next mount%s",
                 len(self._pending),
                 self._spool.pending_dir,
+                f", except {refused} refused for good ('simvuefs pending')" if refused else "",
             )

@@ -11,6 +11,10 @@ A spool directory (created 0700; one process at a time, held with ``flock`` on `
     landed/<id>        content already uploaded, kept briefly so that a rename can re-land it
     abandoned/<id>     files found at start that can never be uploaded (their writer never
                        closed them, or their record is gone); kept for the user, never read
+    pending/<id>.exported  where ``simvuefs pending export`` copied the content (a mark that
+                       lets ``pending drop`` go ahead); removed with the record
+    pending/<rid>.request, .taken, .answer  host-side commands' requests to the process
+                       that holds the lock, and its answers (``mailbox.py``)
 
 ``<id>`` is 32 random hex digits. Run and artifact names appear only inside records, never
 in file names, so no name can reach outside the spool.
@@ -27,6 +31,8 @@ Invariants recovery relies on:
   ``abandoned/`` (it had landed under the old name, so nothing is lost).
 - A record that cannot be read is never removed and its data never deleted: recovery logs
   it and leaves both alone.
+- A record whose ``failed`` is set (a final refusal, ``refusal.py``) is not attempted again
+  until a host-side command or a rename clears it; it stays until it lands or is dropped.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +70,9 @@ _SYNC_FILE_RANGE_WRITE = 2
 _sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
 _SPOOL_ID = re.compile(r"[0-9a-f]{32}")
 _CHECKSUM = re.compile(r"[0-9a-f]{64}")
+_ERRNO_NAMES = frozenset(errno.errorcode.values())
+EXPORT_MARK = ".exported"
+"""Suffix of the mark ``pending export`` leaves beside a record (``pending/<id>.exported``)."""
 
 
 def new_spool_id() -> str:
@@ -77,7 +86,8 @@ class JournalRecord:
 
     *stage* (one of STAGES) says how far the upload of *artifact_id* got; an attempt resumes
     after it. *replaces* lists artifacts of the run that showed this file under an earlier
-    name; they are deleted once this one has landed.
+    name; they are deleted once this one has landed. *failed* is the errno name (``EACCES``)
+    of a final refusal, whose message is *last_error*; "" while the upload is retried.
     """
 
     id: str
@@ -92,6 +102,19 @@ class JournalRecord:
     artifact_id: str | None = None
     stage: str = "new"
     replaces: tuple[str, ...] = ()
+    failed: str = ""
+
+    @property
+    def failed_errno(self) -> int:
+        """The errno of the final refusal (0 while the upload is retried)."""
+        return int(getattr(errno, self.failed, 0)) if self.failed else 0
+
+    def retried(self) -> JournalRecord:
+        """This record, cleared for a new attempt: not failed, and an artifact that was
+        created but never attached is abandoned (the next attempt creates a new one)."""
+        if self.stage in ("stored", "marked"):
+            return replace(self, failed="", stage="new", artifact_id=None)
+        return replace(self, failed="")
 
     def to_bytes(self) -> bytes:
         """Serialise as the JSON stored on disk."""
@@ -130,6 +153,9 @@ class JournalRecord:
             raise ValueError("artifact_id must be a non-empty string or null")
         if (artifact_id is None) != (stage == "new"):
             raise ValueError("artifact_id must be set exactly when the stage is not new")
+        failed = data.get("failed", "")  # absent from records of earlier versions
+        if not (failed == "" or (isinstance(failed, str) and failed in _ERRNO_NAMES)):
+            raise ValueError(f"failed must be an errno name or empty, not {failed!r}")
         return cls(
             id=spool_id,
             run_id=_get(data, "run_id", str) or _fail("empty run_id"),
@@ -143,6 +169,7 @@ class JournalRecord:
             artifact_id=artifact_id,
             stage=stage,
             replaces=tuple(replaces),
+            failed=failed,
         )
 
 
@@ -184,6 +211,11 @@ def write_at(fd: int, offset: int, data: bytes) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+def export_mark_path(root: Path, spool_id: str) -> Path:
+    """Where the export mark of the pending upload *spool_id* of the spool *root* is."""
+    return root / "pending" / f"{spool_id}{EXPORT_MARK}"
 
 
 def read_pending(root: Path) -> list[JournalRecord]:
@@ -262,6 +294,10 @@ class Spool:
     def landed_path(self, spool_id: str) -> Path:
         """Where uploaded content is kept briefly."""
         return self.landed_dir / spool_id
+
+    def export_mark_path(self, spool_id: str) -> Path:
+        """The mark of a pending upload that ``pending export`` copied out."""
+        return export_mark_path(self.root, spool_id)
 
     # -- staging ---------------------------------------------------------------------------
 
@@ -380,6 +416,7 @@ class Spool:
             if not self.landed_path(spool_id).exists():
                 os.rename(self.data_path(spool_id), self.landed_path(spool_id))
             self.record_path(spool_id).unlink(missing_ok=True)
+            self.export_mark_path(spool_id).unlink(missing_ok=True)
             fsync_dir(self.pending_dir)
         except OSError as exc:
             raise local_error(exc, f"cannot retire the upload record of {spool_id}") from None
@@ -403,11 +440,12 @@ class Spool:
         self.save(record)
 
     def drop(self, spool_id: str) -> None:
-        """Forget a pending upload: its record first, then its content."""
+        """Forget a pending upload: its record first, then its content (and its mark)."""
         try:
             self.record_path(spool_id).unlink(missing_ok=True)
             fsync_dir(self.pending_dir)
             self.data_path(spool_id).unlink(missing_ok=True)
+            self.export_mark_path(spool_id).unlink(missing_ok=True)
         except OSError as exc:
             raise local_error(exc, f"cannot remove the pending upload {spool_id}") from None
 
@@ -419,6 +457,7 @@ class Spool:
         """Delete all kept landed content (and any record left beside it: it landed)."""
         for path in self.landed_dir.iterdir():
             self.record_path(path.name).unlink(missing_ok=True)
+            self.export_mark_path(path.name).unlink(missing_ok=True)
             path.unlink()
 
     # -- recovery ----------------------------------------------------------------------------
@@ -445,6 +484,9 @@ class Spool:
         for path in self.pending_dir.glob("*.data"):
             if not self.record_path(path.stem).exists():
                 self._abandon(path, "its upload record is missing")
+        for path in self.pending_dir.glob(f"*{EXPORT_MARK}*"):
+            if not self.record_path(path.name.partition(".")[0]).exists():
+                path.unlink()  # the upload landed or was dropped after it was exported
         return sorted(records, key=lambda record: record.created)
 
     def _load(self, path: Path) -> JournalRecord | None:

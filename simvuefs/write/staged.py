@@ -10,7 +10,9 @@ Life of a :class:`StagedFile`::
 
 - STAGED: the content is a spool staging file; writes, truncates and reads are allowed.
 - PENDING: the content is frozen and journaled (``spool.py``); ``landing.py`` uploads it,
-  now and in the background, until it lands. It survives unmounts and crashes.
+  now and in the background, until it lands. It survives unmounts and crashes. A PENDING
+  file the server refused for good is *failed* (``refusal.py``): kept, not attempted again
+  until ``simvuefs pending retry`` or a rename clears that.
 - LANDED: the artifact exists and is attached to the run; ``artifact`` is the server's record.
 - DISCARDED: unlinked before it landed; nothing is uploaded.
 
@@ -118,6 +120,11 @@ class StagedFile:
     def last_error(self) -> str:
         """Why the last upload attempt failed ("" if none did)."""
         return self._record.last_error if self._record else ""
+
+    @property
+    def failed(self) -> bool:
+        """True when the server refused the upload for good (not retried; module docstring)."""
+        return self._record is not None and self._record.failed != ""
 
     @property
     def attached(self) -> bool:
@@ -230,7 +237,8 @@ class StagedFile:
 class PendingUpload:
     """A snapshot of one pending upload, for listings, xattrs and ``simvuefs status``.
 
-    *state* is ``uploading`` while an attempt runs, else ``waiting``.
+    *state* is ``uploading`` while an attempt runs, ``failed`` once the server refused it
+    for good (*last_error* says why), else ``waiting``.
     """
 
     run_id: str
@@ -254,6 +262,6 @@ class PendingUpload:
             created=record.created,
             attempts=record.attempts,
             last_error=record.last_error,
-            state="uploading" if uploading else "waiting",
+            state="uploading" if uploading else "failed" if record.failed else "waiting",
             spool_id=record.id,
         )

@@ -17,6 +17,9 @@ Write-behind (``writebehind.py``): a write returns once its bytes are queued; at
 WRITE_BEHIND bytes per file wait; reads, truncates, commits and the last release wait for
 the queue first. A queued write that fails on disk fails the next write, truncate and the
 commit (``close()``) with its error; that file is never uploaded.
+
+Host-side commands (``simvuefs pending retry|drop``) reach a running uploader through the
+spool's mailbox (``mailbox.py``), served by a task of ``open_uploader``: :meth:`Uploader.apply`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from simvuefs.config import Settings
 from simvuefs.errors import ConfigError, LocalError
 from simvuefs.localio import local_error
 from simvuefs.models import CATEGORIES, Artifact, check_artifact_name
+from simvuefs.write import mailbox
 from simvuefs.write.landing import Lander
 from simvuefs.write.spool import (
     JournalRecord,
@@ -68,20 +72,23 @@ async def open_uploader(
     client: SimvueBackend,
     settings: Settings,
     on_landed: Callable[[StagedFile], None] | None = None,
+    on_dropped: Callable[[StagedFile], None] | None = None,
 ) -> AsyncIterator[Uploader]:
-    """Open the spool (``settings.spool_dir``), resume its pending uploads,
-    and yield the Uploader.
+    """Open the spool (``settings.spool_dir``), resume its pending uploads, serve its
+    mailbox, and yield the Uploader.
 
     *on_landed* is called in the trio thread each time a file lands, also in the background
-    (the filesystem refreshes its listing there). On exit, uploads in progress get up to
-    ``settings.shutdown_upload_wait`` seconds; the rest stay pending for the next start.
+    (the filesystem refreshes its listing there); *on_dropped* each time ``simvuefs pending
+    drop`` drops one (the filesystem stops showing it). On exit, uploads in progress get up
+    to ``settings.shutdown_upload_wait`` seconds; the rest stay pending for the next start.
     Raises ConfigError if the spool cannot be used or another process holds it.
     """
     spool = await trio.to_thread.run_sync(Spool.open, settings.spool_dir, settings.spool_min_free)
     try:
         async with trio.open_nursery() as nursery:
-            uploader = Uploader(client, settings, spool, nursery, on_landed)
+            uploader = Uploader(client, settings, spool, nursery, on_landed, on_dropped)
             await uploader.resume()
+            nursery.start_soon(mailbox.serve, spool.root, uploader.apply)
             try:
                 yield uploader
             finally:
@@ -108,9 +115,12 @@ class Uploader:
         spool: Spool,
         nursery: trio.Nursery,
         on_landed: Callable[[StagedFile], None] | None,
+        on_dropped: Callable[[StagedFile], None] | None = None,
     ) -> None:
         self._spool = spool
+        self._settings = settings
         self._on_landed = on_landed
+        self._on_dropped = on_dropped
         self._write_behind = WriteBehind(spool, nursery)
         self._live: dict[tuple[str, str, str], StagedFile] = {}  # STAGED and PENDING, by key
         self._lander = Lander(client, settings, spool, nursery, self._landed)
@@ -302,9 +312,12 @@ class Uploader:
         checksum, so no bytes move); the old artifact is deleted once the new one is
         attached. The rename stands once journaled; a failed landing is retried like any.
 
+        A rename clears a final refusal: the file is attempted again under the new name.
+
         Raises LocalError: EINVAL (name); EEXIST when *new_name* is being written or
         uploaded; EXDEV when *f* landed too long ago for its content to be kept (LANDED_RETENTION
-        in landing.py); ENOENT when *f* was discarded.
+        in landing.py), or is attached while ``settings.delete_artifacts`` is off (the old
+        name could not be deleted); ENOENT when *f* was discarded.
         """
         _check_name(new_name, f.category)
         if new_name == f.name:
@@ -337,13 +350,15 @@ class Uploader:
         if f.state is FileState.STAGED:
             f.rename(new_name)
             return False
+        if f.attached:
+            self._check_deletes(f)
         if f.state is FileState.PENDING and record is not None:
             attached = f.attached
             replaces = record.replaces
             if attached and record.artifact_id:
                 replaces += (record.artifact_id,)
             renamed = replace(
-                record, name=new_name, artifact_id=None, stage="new", replaces=replaces
+                record, name=new_name, artifact_id=None, stage="new", replaces=replaces, failed=""
             )
             await trio.to_thread.run_sync(self._spool.save, renamed)
             f.update_record(renamed)
@@ -357,13 +372,22 @@ class Uploader:
                 checksum=f.checksum,
                 size=f.size,
                 created=datetime.now(UTC),
-                replaces=(f.artifact.id,),
+                replaces=_own_artifact(f),
             )
             await trio.to_thread.run_sync(self._spool.relaunch, record)
             f.relaunch(record, self._spool.data_path(f.spool_id))
             self._lander.track(f, retry_now=False)
             return True
         raise LocalError(f"{f.name} no longer exists", errno=errno.ENOENT)
+
+    def _check_deletes(self, f: StagedFile) -> None:
+        """Refuse (EXDEV) a rename of the attached *f* when deletes are off."""
+        if not self._settings.delete_artifacts:
+            raise LocalError(
+                f"{f.name} is uploaded, and renaming it would delete the artifact under its "
+                "old name, which this mount does not do (--no-delete); copy it instead",
+                errno=errno.EXDEV,
+            )
 
     async def discard(self, f: StagedFile) -> None:
         """Forget *f* before it lands (FUSE ``unlink``); nothing of it is uploaded.
@@ -390,6 +414,32 @@ class Uploader:
                 del self._live[f.key]
         log.info("discarded %s in run %s before upload", f.name, f.run_id)
 
+    async def apply(self, request: mailbox.Request) -> mailbox.Answer:
+        """Apply a host-side command's request (``mailbox.py``): ``retry`` clears the final
+        refusal of each pending file and attempts it now; ``drop`` discards each pending file
+        not attached yet (and tells ``on_dropped``)."""
+        done: list[str] = []
+        skipped: dict[str, str] = {}
+        for spool_id in request.ids:
+            f = self._lander.file(spool_id)
+            if f is None:
+                skipped[spool_id] = mailbox.NOT_PENDING
+            elif request.action == "retry":
+                await self._lander.retry(f)
+                done.append(spool_id)
+            elif f.attached:
+                skipped[spool_id] = mailbox.ATTACHED
+            else:
+                try:
+                    await self.discard(f)
+                except LocalError as exc:
+                    skipped[spool_id] = str(exc)
+                    continue
+                if self._on_dropped is not None:
+                    self._on_dropped(f)
+                done.append(spool_id)
+        return mailbox.Answer(tuple(done), skipped)
+
     # -- start and stop --------------------------------------------------------------------
 
     def _reserve(self, key: tuple[str, str, str], f: StagedFile) -> None:
@@ -405,6 +455,7 @@ class Uploader:
         by ``open_uploader``)."""
         try:
             records = await trio.to_thread.run_sync(self._spool.recover)
+            await trio.to_thread.run_sync(mailbox.tidy, self._spool.root)
         except OSError as exc:
             raise ConfigError(f"cannot recover the spool {self._spool.root}: {exc}") from None
         for record in records:
@@ -441,6 +492,25 @@ def _check_name(name: str, category: str) -> None:
     if category not in CATEGORIES:
         raise LocalError(f"unknown artifact category {category!r}", errno=errno.EINVAL)
     check_artifact_name(name)
+
+
+def _own_artifact(f: StagedFile) -> tuple[str, ...]:
+    """The artifact of the LANDED *f*, as the one a rename replaces, if this mount created
+    it: the server's record of it has the name it was created with. Otherwise (a server
+    that answered the create with an artifact it had already) it is kept: ()."""
+    artifact = f.artifact
+    assert artifact is not None
+    if artifact.name == f.name:
+        return (artifact.id,)
+    log.warning(
+        "run %s: artifact %s is called %r on the server, not %r: not created by this mount, "
+        "so a rename keeps it",
+        f.run_id,
+        artifact.id,
+        artifact.name,
+        f.name,
+    )
+    return ()
 
 
 def _open_fd(path: Path, flags: int) -> int:

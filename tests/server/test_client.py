@@ -15,9 +15,10 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from devserver_util import SEEDED_LARGE_SIZE
-from helpers import settings_for
+from helpers import new_run, send_content, settings_for, sha256, store_artifact
 
 from simvuefs.backends.client import RangeStream, SimvueClient
 from simvuefs.config import MIB
@@ -334,3 +335,127 @@ async def test_validation_errors_and_delete(devserver: DevServer) -> None:
             await client.get_artifact(slot.artifact_id)
         with pytest.raises(NotFound):
             await client.delete_artifact(slot.artifact_id)
+
+
+# -- listings as the official client asks for them (issue 15, items 1, 8, 9) -----------------
+
+
+def _make_runs(server: DevServer, count: int, prefix: str = "run") -> list[str]:
+    """Create *count* runs with tags and metadata in folders /f0 and /f1; their names."""
+    names = [f"{prefix}-{index:02d}" for index in range(count)]
+    for index, name in enumerate(names):
+        body = {"name": name, "folder": f"/f{index % 2}", "tags": ["t"], "metadata": {"i": index}}
+        server.api("POST", "/runs", json=body).raise_for_status()
+    return names
+
+
+async def test_list_runs_asks_a_realistic_server_for_what_it_shows(
+    devserver_factory: Callable[..., DevServer],
+) -> None:
+    # --realistic leaves out fields nobody asked for; page_size=7 caps pages below the 100
+    # asked for, so the 20 runs take 3 pages.
+    server = devserver_factory("--realistic", "--fault", "page_size=7")
+    names = _make_runs(server, 20)
+    server.reset_stats()
+    async with _client(server) as client:
+        runs = await client.list_runs()
+        assert sorted(run.name for run in runs) == names
+        assert {(run.name, run.folder, run.metadata["i"], run.tags) for run in runs} == {
+            (name, f"/f{i % 2}", i, ("t",)) for i, name in enumerate(names)
+        }
+        assert server.stats()["api_requests"]["GET /api/runs"] == 3
+        odd = await client.list_runs(["folder.path == /f1"])
+        assert sorted(run.name for run in odd) == names[1::2]
+
+
+class _AfterRunsPages(httpx.AsyncBaseTransport):
+    """The network, calling *action* after each of the first *times* answers to
+    ``GET /api/runs`` (once the server has made the page, before the client reads it)."""
+
+    def __init__(self, action: Callable[[], None], times: int) -> None:
+        self._network = httpx.AsyncHTTPTransport()
+        self._action = action
+        self._times = times
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._network.handle_async_request(request)
+        if request.method == "GET" and request.url.path.endswith("/api/runs") and self._times:
+            self._times -= 1
+            self._action()
+        return response
+
+    async def aclose(self) -> None:
+        await self._network.aclose()
+
+
+async def test_runs_created_while_pages_are_fetched_push_none_out(
+    devserver_factory: Callable[..., DevServer],
+) -> None:
+    # A realistic server lists newest first unless asked otherwise: without the client's
+    # sorting, the 5 runs made after the first page would push page 1 onto page 2, and the
+    # client would stop at a page of runs it has seen, missing the oldest.
+    server = devserver_factory("--realistic", "--fault", "page_size=5")
+    names = _make_runs(server, 12)
+    made: list[str] = []
+
+    def make_more() -> None:
+        made.extend(_make_runs(server, 5, prefix=f"new{len(made)}"))
+
+    transport = _AfterRunsPages(make_more, times=2)
+    async with SimvueClient.open(settings_for(server), transport=transport) as client:
+        listed = [run.name for run in await client.list_runs()]
+    assert len(made) == 10
+    assert sorted(set(listed) - set(made)) == names
+    assert len(listed) == len(set(listed))
+
+
+async def test_sizes_and_content_when_storage_sends_no_length(
+    seeded_devserver: DevServer,
+) -> None:
+    server = seeded_devserver
+    summary_bytes = seed.ARTIFACTS["summary"].content
+    assert summary_bytes is not None
+    server.set_faults(chunked_no_length=True)
+    async with _client(server) as client:
+        summary = await _artifact(client, server, "demo run", "summary")
+        async with client.open_range(summary, 0, 0) as body:
+            assert (body.status, body.total_size) == (200, None)
+        assert await client.content_length(summary) == len(summary_bytes)
+        empty = await _artifact(client, server, "demo run", "empty.log")
+        assert await client.content_length(empty) == 0
+        large = await _artifact(client, server, "demo run", "large.bin")
+        offset = 3 * MIB + 7
+        assert await client.read_range(large, offset, 100_000) == seed.large_content(
+            offset, 100_000
+        )
+        assert await client.read_range(summary, 5, 1000) == summary_bytes[5:]
+    assert server.stats()["faults_injected"]["chunked_no_length"] >= 4
+
+
+async def test_artifacts_not_uploaded_yet_are_left_out(devserver: DevServer) -> None:
+    run_id = new_run(devserver, "uploading")
+    store_artifact(devserver, run_id, "done.txt", b"done")
+    content = b"arrives later"
+    slot = devserver.api(
+        "POST",
+        "/artifacts",
+        json={
+            "name": "later.txt",
+            "original_path": "/work/later.txt",
+            "size": len(content),
+            "mime_type": "text/plain",
+            "checksum": sha256(content),
+            "metadata": None,
+        },
+    ).json()
+    attach = f"/runs/{run_id}/artifacts/{slot['id']}"
+    devserver.api("PUT", attach, json={"category": "output"}).raise_for_status()
+    listed = {entry["name"]: entry["uploaded"] for entry in devserver.run_artifacts(run_id)}
+    assert listed == {"done.txt": True, "later.txt": False}
+    async with _client(devserver) as client:
+        assert [a.name for a in await client.list_artifacts(run_id)] == ["done.txt"]
+        assert await client.list_artifacts(run_id, name="later.txt") == []
+        assert send_content(slot, content).status_code in (200, 204)
+        devserver.api("PUT", f"/artifacts/{slot['id']}", json={"uploaded": True})
+        (later,) = await client.list_artifacts(run_id, category="output", name="later.txt")
+        assert await client.read_range(later, 0, 100) == content

@@ -1,5 +1,10 @@
 """The OFFICIAL simvue 2.6.2 client, unchanged, against the devserver over real HTTP.
 
+Every test runs against both devserver modes (the ``mode`` fixture): the lenient default
+and ``--realistic`` (behave as the real server is believed to, docs/compatibility.md). A
+realistic behaviour that breaks the official client, or simvue-cli's use of its objects,
+contradicts what is believed of the real server, which works with both.
+
 Each scenario runs in a subprocess (``tests/official_client.py``) because the client caches
 its configuration and server version per process and starts background threads. The
 subprocess gets ``SIMVUE_URL``/``SIMVUE_TOKEN`` from the devserver, a private HOME and
@@ -17,11 +22,42 @@ from typing import Any
 
 import pytest
 from devserver_util import SEEDED_LARGE_SIZE
-from helpers import sha256
+from helpers import new_run, sha256
 from official_util import OfficialClient
 
 from simvuefs.devserver.seed import ARTIFACTS, RUNS, artifact_content
 from testbed.devserver import DevServer
+
+MODES = {"default": (), "realistic": ("--realistic",)}
+"""Devserver options of each mode the tests run against."""
+
+
+@pytest.fixture(params=list(MODES))
+def mode(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The devserver options of one mode: none (default) or ``--realistic``."""
+    options: tuple[str, ...] = MODES[request.param]
+    return options
+
+
+@pytest.fixture
+def server(devserver_factory: Any, mode: tuple[str, ...]) -> DevServer:
+    """A fresh, empty devserver in *mode*."""
+    started: DevServer = devserver_factory(*mode)
+    return started
+
+
+@pytest.fixture
+def seeded_server(
+    request: pytest.FixtureRequest, devserver_factory: Any, mode: tuple[str, ...]
+) -> DevServer:
+    """A devserver seeded with ``--seed demo`` in *mode* (the session's for the default)."""
+    if not mode:
+        shared: DevServer = request.getfixturevalue("seeded_devserver")
+        return shared
+    seeded: DevServer = devserver_factory(
+        "--seed", "demo", "--large-size", str(SEEDED_LARGE_SIZE), *mode
+    )
+    return seeded
 
 
 @pytest.fixture
@@ -72,9 +108,9 @@ def expected_by_category(files: dict[str, bytes]) -> dict[str, dict[str, str]]:
 
 @pytest.mark.parametrize("upload_style", ["put", "post"])
 def test_run_save_files_and_objects_then_download(
-    devserver_factory: Any, workdir: Path, upload_style: str
+    devserver_factory: Any, mode: tuple[str, ...], workdir: Path, upload_style: str
 ) -> None:
-    server: DevServer = devserver_factory("--upload-style", upload_style)
+    server: DevServer = devserver_factory("--upload-style", upload_style, *mode)
     client = OfficialClient(server, workdir)
     files = write_files(workdir)
     created = client.create_run(
@@ -138,8 +174,8 @@ def test_run_save_files_and_objects_then_download(
     assert server.stats()["uploads"] == stats["uploads"]  # downloads upload nothing
 
 
-def test_same_file_in_two_runs_is_uploaded_once(devserver: DevServer, workdir: Path) -> None:
-    client = OfficialClient(devserver, workdir)
+def test_same_file_in_two_runs_is_uploaded_once(server: DevServer, workdir: Path) -> None:
+    client = OfficialClient(server, workdir)
     write_files(workdir)
     first, second = client.call(
         "create_runs",
@@ -149,10 +185,10 @@ def test_same_file_in_two_runs_is_uploaded_once(devserver: DevServer, workdir: P
         ],
     )
 
-    assert devserver.stats()["uploads"] == 1
-    assert devserver.run_ids("twin") == [first["id"], second["id"]]
-    [in_first] = devserver.run_artifacts(first["id"])
-    [in_second] = devserver.run_artifacts(second["id"])
+    assert server.stats()["uploads"] == 1
+    assert server.run_ids("twin") == [first["id"], second["id"]]
+    [in_first] = server.run_artifacts(first["id"])
+    [in_second] = server.run_artifacts(second["id"])
     assert in_first["id"] != in_second["id"]
     assert in_first["checksum"] == in_second["checksum"]
     assert (in_first["category"], in_second["category"]) == ("output", "input")
@@ -162,11 +198,11 @@ def test_same_file_in_two_runs_is_uploaded_once(devserver: DevServer, workdir: P
     assert downloaded["single"]["table.csv"] == {"table.csv": sha256(b"x,y\n1,2\n3,4\n")}
 
 
-def test_file_artifact_new_attached_to_two_runs(devserver: DevServer, workdir: Path) -> None:
-    client = OfficialClient(devserver, workdir)
+def test_file_artifact_new_attached_to_two_runs(server: DevServer, workdir: Path) -> None:
+    client = OfficialClient(server, workdir)
     files = write_files(workdir)
     run_a, run_b = (
-        devserver.api("POST", "/runs", json={"name": name, "folder": "/owners"}).json()["id"]
+        server.api("POST", "/runs", json={"name": name, "folder": "/owners"}).json()["id"]
         for name in ("owner a", "owner b")
     )
 
@@ -179,12 +215,12 @@ def test_file_artifact_new_attached_to_two_runs(devserver: DevServer, workdir: P
 
     assert artifact["name"] == "shared/mesh.dat"
     for run_id, category in ((run_a, "input"), (run_b, "output")):
-        answer = devserver.api("GET", f"/runs/{run_id}/artifacts/{artifact['id']}")
+        answer = server.api("GET", f"/runs/{run_id}/artifacts/{artifact['id']}")
         assert answer.json() == {"category": category}
-        [entry] = devserver.run_artifacts(run_id, category=category)
+        [entry] = server.run_artifacts(run_id, category=category)
         assert entry["id"] == artifact["id"]
         assert entry["metadata"] == {"origin": "conformance"}
-    owners = devserver.api(
+    owners = server.api(
         "GET", "/runs", params={"filters": json.dumps([f"artifact.id == {artifact['id']}"])}
     ).json()
     assert sorted(r["id"] for r in owners["data"]) == sorted([run_a, run_b])
@@ -194,8 +230,8 @@ def test_file_artifact_new_attached_to_two_runs(devserver: DevServer, workdir: P
     assert downloaded["categories"]["output"] == {"shared/mesh.dat": sha256(files["case/mesh.dat"])}
 
 
-def test_offline_run_uploaded_by_sender(devserver: DevServer, workdir: Path) -> None:
-    client = OfficialClient(devserver, workdir)
+def test_offline_run_uploaded_by_sender(server: DevServer, workdir: Path) -> None:
+    client = OfficialClient(server, workdir)
     files = write_files(workdir)
     offline = client.create_run(
         mode="offline",
@@ -205,12 +241,12 @@ def test_offline_run_uploaded_by_sender(devserver: DevServer, workdir: Path) -> 
         objects=[[{"offline": True}, "output", "state"]],
     )
     assert offline["id"].startswith("offline_")
-    assert devserver.stats()["api_requests"] == {}  # offline mode makes no requests
+    assert server.stats()["api_requests"] == {}  # offline mode makes no requests
 
     sent = client.call("send_offline")
 
     run_id = sent["id_mapping"][offline["id"]]
-    run = devserver.api("GET", f"/runs/{run_id}").json()
+    run = server.api("GET", f"/runs/{run_id}").json()
     assert (run["name"], run["folder"], run["status"]) == ("offline run", "/offline", "completed")
     assert run["started"]
     assert run["endtime"]
@@ -226,13 +262,13 @@ def test_offline_run_uploaded_by_sender(devserver: DevServer, workdir: Path) -> 
     assert tree["in.txt"] == sha256(files["in.txt"])
     assert tree["data/big.bin"] == sha256(files["big.bin"])
     assert downloaded["objects"]["state"] == {"offline": True}
-    assert devserver.stats()["uploads"] == 3
+    assert server.stats()["uploads"] == 3
 
 
-def test_changed_file_is_rejected_with_bad_digest(devserver: DevServer, workdir: Path) -> None:
+def test_changed_file_is_rejected_with_bad_digest(server: DevServer, workdir: Path) -> None:
     """As python-api's test_file_artifact_creation_offline_updated: the file changes between
     registration (offline) and sending, so storage refuses it with S3's BadDigest."""
-    client = OfficialClient(devserver, workdir)
+    client = OfficialClient(server, workdir)
     write_files(workdir)
     client.create_run(mode="offline", name="changing", files=[["in.txt", "input", None]])
     (workdir / "in.txt").write_bytes(b"changed after registration\n")
@@ -240,14 +276,14 @@ def test_changed_file_is_rejected_with_bad_digest(devserver: DevServer, workdir:
     output = client.call("send_offline", expect_failure=True)
 
     assert "The SHA256 you specified did not match the calculated checksum." in output
-    stats = devserver.stats()
+    stats = server.stats()
     assert (stats["uploads"], stats["uploads_rejected"]) == (0, 1)
 
 
-def test_official_client_reads_seeded_demo(seeded_devserver: DevServer, workdir: Path) -> None:
-    client = OfficialClient(seeded_devserver, workdir)
+def test_official_client_reads_seeded_demo(seeded_server: DevServer, workdir: Path) -> None:
+    client = OfficialClient(seeded_server, workdir)
     demo = next(run for run in RUNS if run.name == "demo run")
-    [run_id] = seeded_devserver.run_ids("demo run")
+    [run_id] = seeded_server.run_ids("demo run")
 
     downloaded = client.call(
         "download",
@@ -271,3 +307,121 @@ def test_official_client_reads_seeded_demo(seeded_devserver: DevServer, workdir:
     assert downloaded["objects"]["spectrum"] == [0.5, 1.5, 2.5, 3.5]
     assert downloaded["objects"]["results.csv"] == {"sha256": expected["results.csv"]}
     assert downloaded["run"] == {"name": "demo run", "status": "completed", "folder": "/demo"}
+
+
+PAGED_RUNS = 130
+"""More runs than one page of the official client (100) and of any smaller server cap."""
+
+
+def test_official_listing_sees_every_run_across_pages(server: DevServer, workdir: Path) -> None:
+    """Client.get_runs pages with count=100 and start += 100 whatever a page held
+    (api/request.py get_paginated): a server that caps pages below 100 makes it skip runs,
+    so the real server's cap cannot be below the client's page size."""
+    paged = {new_run(server, f"paged {i:03d}", folder="/paging"): i for i in range(PAGED_RUNS)}
+    others = {new_run(server, f"other {i}", folder="/elsewhere") for i in range(3)}
+    client = OfficialClient(server, workdir)
+
+    everything = client.call("list_runs")
+    in_folder = client.call("list_runs", filters=["folder.path == /paging"])
+
+    for key in ("all", "own"):
+        assert sorted(run["id"] for run in everything[key]) == sorted([*paged, *others])
+        assert sorted(run["id"] for run in in_folder[key]) == sorted(paged)
+    for run in in_folder["all"]:
+        assert run["name"] == f"paged {paged[run['id']]:03d}"
+        assert (run["folder"], run["status"]) == ("/paging", "running")
+
+
+def test_cli_run_list_reads_fields_without_return_flags(server: DevServer, workdir: Path) -> None:
+    """simvue-cli's ``run list`` sends no return_* flags and reads name, folder, status and
+    created of every entry (a missing one is a KeyError there): a server must send them
+    unless the client says return_basic=False."""
+    names = [f"cli {i:02d}" for i in range(25)]
+    for name in names:
+        new_run(server, name, folder="/cli")
+
+    rows = OfficialClient(server, workdir).call("cli_list_runs", count=20)
+
+    assert [row["name"] for row in rows] == names[::-1][:20]  # the 20 newest, newest first
+    assert {(row["folder"], row["status"]) for row in rows} == {("/cli", "running")}
+    assert all(row["created"] != "None" for row in rows)
+
+
+def test_official_delete_keeps_content_shared_by_checksum(server: DevServer, workdir: Path) -> None:
+    """FileArtifact.delete() (``DELETE /api/artifacts/{id}``) of one run's artifact: the other
+    run's artifact with the same content (stored once) still downloads. What the REAL server
+    does here is unconfirmed (docs/compatibility.md, deletes)."""
+    client = OfficialClient(server, workdir)
+    files = write_files(workdir)
+    first, second = client.call(
+        "create_runs",
+        runs=[
+            {"name": "keeps", "files": [["table.csv", "output", None]]},
+            {"name": "deletes", "files": [["table.csv", "output", None]]},
+        ],
+    )
+    [kept] = server.run_artifacts(first["id"])
+
+    deleted = client.call("delete_artifact", run_id=second["id"], name="table.csv")
+
+    assert deleted["id"] != kept["id"]
+    assert server.api("GET", f"/artifacts/{deleted['id']}").status_code == 404
+    assert server.run_artifacts(second["id"]) == []
+    [still] = server.run_artifacts(first["id"])
+    assert still["id"] == kept["id"]
+    downloaded = client.call(
+        "download", run_id=first["id"], output_dir=str(workdir / "dl"), names=["table.csv"]
+    )
+    assert downloaded["single"]["table.csv"] == {"table.csv": sha256(files["table.csv"])}
+
+
+def user_token(server: DevServer, user: str, tenant: str | None = None) -> str:
+    """Return a token for *user* (moved to *tenant* if given) from ``POST /admin/tokens``."""
+    body: dict[str, Any] = {"user": user, "lifetime": 3600}
+    if tenant is not None:
+        body["tenant"] = tenant
+    answer = server.http.post("/admin/tokens", json=body)
+    answer.raise_for_status()
+    token: str = answer.json()["token"]
+    return token
+
+
+def test_visibility_set_by_the_client_decides_who_lists_a_run(
+    server: DevServer, workdir: Path
+) -> None:
+    """Run.init(visibility=...) as the client sends it (``{"tenant", "public", "users"}``)
+    decides who lists the run with Client.get_runs; show_shared=False (``user == self``)
+    lists only one's own; attaching to a run one may only see fails in the client."""
+    owner = OfficialClient(server, workdir / "owner")
+    created = owner.call(
+        "create_runs",
+        runs=[
+            {"name": "private"},
+            {"name": "for bob", "visibility": ["bob"]},
+            {"name": "tenant-wide", "visibility": "tenant"},
+            {"name": "public", "visibility": "public"},
+        ],
+    )
+    ids = {run["name"]: run["id"] for run in created}
+    bob = OfficialClient(server, workdir / "bob", token=user_token(server, "bob"))
+    carol = OfficialClient(
+        server, workdir / "carol", token=user_token(server, "carol", tenant="elsewhere")
+    )
+    (workdir / "bob" / "in.txt").write_bytes(b"from bob\n")
+
+    def names(client: OfficialClient) -> dict[str, set[str]]:
+        listed = client.call("list_runs")
+        return {key: {run["name"] for run in runs} for key, runs in listed.items()}
+
+    assert names(owner) == {"all": set(ids), "own": set(ids)}
+    assert names(bob) == {"all": {"for bob", "tenant-wide", "public"}, "own": set()}
+    assert names(carol) == {"all": {"public"}, "own": set()}
+    refused = bob.call(
+        "attach_file_artifact",
+        expect_failure=True,
+        name="in.txt",
+        path=str(workdir / "bob" / "in.txt"),
+        attach=[[ids["for bob"], "input"]],
+    )
+    assert "status 403" in refused
+    assert server.run_artifacts(ids["for bob"]) == []

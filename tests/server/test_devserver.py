@@ -360,7 +360,16 @@ def test_run_filters(seeded_devserver: DevServer) -> None:
     unsupported = server.api("GET", "/runs", params={"filters": '["colour == blue"]'})
     assert unsupported.status_code == 400
     assert "colour == blue" in unsupported.json()["detail"]
-    assert server.api("GET", "/runs", params={"filters": "not json"}).status_code == 422
+    # requests sends a list as repeated raw parameters (the official ArtifactBase.runs does)
+    raw = server.api("GET", "/runs", params=[("filters", f"artifact.id == {mesh['id']}")])
+    assert sorted(run["name"] for run in raw.json()["data"]) == ["cfd/mesh-study", "demo run"]
+    both = [("filters", "folder.path == /scans"), ("filters", "status != running")]
+    assert sorted(r["name"] for r in server.api("GET", "/runs", params=both).json()["data"]) == [
+        "scan:2025-03",
+        "sweep",
+    ]
+    assert server.api("GET", "/runs", params={"filters": "not a filter"}).status_code == 400
+    assert server.api("GET", "/runs", params={"filters": '{"a": 1}'}).status_code == 422
 
 
 # -- artifacts -----------------------------------------------------------------------------

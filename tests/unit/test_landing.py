@@ -7,6 +7,7 @@ backend in memory that records every call and fails the calls a test asks it to 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,15 @@ from helpers import settings_for, sha256
 
 from simvuefs.backends.protocol import SimvueBackend
 from simvuefs.config import Settings
-from simvuefs.errors import DeadlineExceeded, NotFound, ServerError, StatusError
+from simvuefs.errors import (
+    AuthError,
+    DeadlineExceeded,
+    NotFound,
+    RateLimited,
+    ServerError,
+    StatusError,
+    UploadRefused,
+)
 from simvuefs.models import Artifact, UploadSlot
 from simvuefs.write import landing
 from simvuefs.write.landing import Lander, backoff
@@ -40,7 +49,9 @@ class FakeBackend:
     *calls* lists ``(method, argument)`` in order. ``fail[method]`` holds exceptions, one
     raised per call until empty; ``block[method]`` makes the call wait for that event;
     creating an artifact with a name in *refused* always fails. Content whose checksum the
-    fake knows is deduplicated (``url`` None).
+    fake knows is deduplicated (``url`` None). Artifacts it did not create read back as
+    "old name" with CONTENT's checksum; *shared* lists runs, besides the one it was
+    attached to, that an artifact is attached to.
     """
 
     calls: list[tuple[str, str]] = field(default_factory=list)
@@ -50,11 +61,15 @@ class FakeBackend:
     refused: set[str] = field(default_factory=set)
     created: dict[str, str] = field(default_factory=dict)  # artifact id -> name
     attached: dict[str, str] = field(default_factory=dict)  # artifact id -> run id
+    shared: dict[str, list[str]] = field(default_factory=dict)  # artifact id -> other runs
+    checksums: dict[str, str] = field(default_factory=dict)  # artifact id -> another checksum
+    call_times: list[float] = field(default_factory=list)  # trio time of each call
     running: int = 0
     most_running: int = 0
 
     async def _call(self, method: str, argument: str) -> None:
         self.calls.append((method, argument))
+        self.call_times.append(trio.current_time())
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         try:
@@ -93,10 +108,17 @@ class FakeBackend:
 
     async def get_artifact(self, artifact_id: str) -> Artifact:
         await self._call("get", artifact_id)
-        return Artifact(id=artifact_id, name=self.created[artifact_id], size=len(CONTENT))
+        name = self.created.get(artifact_id, "old name")
+        checksum = self.checksums.get(artifact_id, sha256(CONTENT))
+        return Artifact(id=artifact_id, name=name, size=len(CONTENT), checksum=checksum)
 
     async def delete_artifact(self, artifact_id: str) -> None:
         await self._call("delete", artifact_id)
+
+    async def artifact_runs(self, artifact_id: str) -> list[str]:
+        await self._call("runs", artifact_id)
+        own = [self.attached[artifact_id]] if artifact_id in self.attached else []
+        return own + self.shared.get(artifact_id, [])
 
 
 @dataclass
@@ -191,7 +213,9 @@ async def test_an_attempt_follows_the_official_sequence_and_retires_the_file(
     async with _lander(tmp_path) as h:
         f = h.pending_file("system/mesh.dat")
         artifact = await h.lander.land(f)
-        assert artifact == Artifact(id="artifact-1", name="system/mesh.dat", size=len(CONTENT))
+        assert artifact == Artifact(
+            id="artifact-1", name="system/mesh.dat", size=len(CONTENT), checksum=sha256(CONTENT)
+        )
         assert h.backend.calls == [
             ("create", "system/mesh.dat"),
             ("upload", "artifact-1"),
@@ -272,17 +296,24 @@ async def test_replaced_artifacts_are_deleted_after_the_landing(
             ServerError("try later", status=500),  # fails the attempt
         ]
         with (
-            caplog.at_level(logging.WARNING, logger="simvuefs.write.landing"),
+            caplog.at_level(logging.WARNING, logger="simvuefs.write.deletes"),
             pytest.raises(ServerError),
         ):
             await h.lander.land(f)
-        assert "refused to delete artifact kept" in caplog.text
+        assert "artifact kept, the earlier name of mesh.dat, is not deleted: the server " in (
+            caplog.text
+        )
         saved = h.saved(f)
         assert (saved.stage, saved.replaces) == ("attached", ("flaky",))
 
         before = len(h.backend.calls)
         await h.lander.land(f)
-        assert h.backend.calls[before:] == [("get", "artifact-1"), ("delete", "flaky")]
+        assert h.backend.calls[before:] == [
+            ("get", "artifact-1"),
+            ("get", "flaky"),  # the checks before a delete: content and runs
+            ("runs", "flaky"),
+            ("delete", "flaky"),
+        ]
         assert f.state is FileState.LANDED
 
 
@@ -408,3 +439,104 @@ async def test_a_failing_landing_callback_is_logged_and_the_file_still_lands(
         assert f.state is FileState.LANDED
         assert h.lander.landed == 1
         assert "the landing callback failed" in caplog.text
+
+
+# -- final refusals: journaled, never retried on their own ---------------------------------------
+
+
+async def test_a_final_refusal_is_journaled_and_not_retried_until_cleared(tmp_path: Path) -> None:
+    async with _lander(tmp_path) as h:  # retries every 10-50 ms, were it retried
+        h.backend.fail["attach"] = [AuthError("not your run", status=403)]
+        f = h.pending_file()
+        with pytest.raises(UploadRefused, match="not your run") as refused:
+            await h.lander.land(f)
+        assert refused.value.errno == errno.EACCES
+        saved = h.saved(f)
+        assert (saved.failed, saved.last_error, saved.attempts) == ("EACCES", "not your run", 1)
+        assert saved.stage == "marked"
+        assert f.failed
+        assert [u.state for u in h.lander.uploads()] == ["failed"]
+        calls = len(h.backend.calls)
+        await trio.sleep(0.3)  # many backoff periods
+        assert len(h.backend.calls) == calls
+        # close() again: the journaled refusal, without a request
+        with pytest.raises(UploadRefused) as again:
+            await h.lander.land(f)
+        assert again.value.errno == errno.EACCES
+        assert len(h.backend.calls) == calls
+        # `simvuefs pending retry`: a new artifact (the refused one was never attached)
+        await h.lander.retry(f)
+        await _wait_for(lambda: f.state is FileState.LANDED)
+        assert h.backend.methods()[calls:] == ["create", "upload", "mark", "attach", "get"]
+        assert h.backend.attached == {"artifact-2": RUN}
+
+
+async def test_a_failed_record_found_at_start_waits_for_a_retry(tmp_path: Path) -> None:
+    async with _lander(tmp_path) as h:
+        f = h.pending_file(failed="EINVAL", attempts=1, last_error="name not allowed")
+        h.lander.track(f, retry_now=True)  # as at start
+        await trio.sleep(0.2)
+        assert h.backend.calls == []
+        with pytest.raises(UploadRefused, match="name not allowed") as refused:
+            await h.lander.land(f)
+        assert refused.value.errno == errno.EINVAL
+
+
+async def test_transient_failures_keep_retrying_and_honour_retry_after(tmp_path: Path) -> None:
+    async with _lander(tmp_path) as h:  # backoff 5-50 ms
+        h.backend.fail["create"] = [
+            RateLimited("slow down", retry_after=0.8),
+            StatusError("request timeout", status=408),
+            AuthError("token expired", status=401),
+        ]
+        f = h.pending_file()
+        with pytest.raises(RateLimited):
+            await h.lander.land(f)
+        await _wait_for(lambda: f.state is FileState.LANDED)
+        assert not f.failed
+        creates = [
+            when
+            for (method, _), when in zip(h.backend.calls, h.backend.call_times, strict=True)
+            if method == "create"
+        ]
+        assert len(creates) == 4
+        assert creates[1] - creates[0] >= 0.8  # what the 429 asked, not the backoff
+
+
+# -- deletes of replaced artifacts: only when safe ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ({"shared": {"old": ["run-2"]}}, "it is attached to other runs too (run-2)"),
+        (
+            {"checksums": {"old": "0" * 64}},
+            "the server's record of it does not hold this file's checksum",
+        ),
+        ({}, "deletes are off (--no-delete)"),
+    ],
+    ids=["attached-elsewhere", "other-content", "no-delete"],
+)
+async def test_an_artifact_that_is_not_safe_to_delete_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, setup: dict[str, Any], reason: str
+) -> None:
+    overrides = {"delete_artifacts": False} if not setup else {}
+    async with _lander(tmp_path, **overrides) as h:
+        for name, value in setup.items():
+            setattr(h.backend, name, value)
+        f = h.pending_file(replaces=("old",))
+        with caplog.at_level(logging.WARNING, logger="simvuefs.write.deletes"):
+            await h.lander.land(f)
+        assert f.state is FileState.LANDED
+        assert "delete" not in h.backend.methods()
+        assert f"artifact old, the earlier name of mesh.dat, is not deleted: {reason}" in (
+            caplog.text
+        )
+
+
+async def test_the_artifact_just_landed_is_never_deleted(tmp_path: Path) -> None:
+    async with _lander(tmp_path) as h:
+        f = h.pending_file(replaces=("artifact-1",))  # the id the create will answer
+        await h.lander.land(f)
+        assert h.backend.methods() == ["create", "upload", "mark", "attach", "get"]

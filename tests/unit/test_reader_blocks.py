@@ -26,7 +26,7 @@ from reader_util import (
 from simvuefs.config import MIB
 from simvuefs.errors import DeadlineExceeded, NotFound
 from simvuefs.models import Artifact
-from simvuefs.read.reader import keep_freed_blocks, open_reader
+from simvuefs.read.reader import FAILED_READ_HOLD, keep_freed_blocks, open_reader
 
 
 async def test_reads_straddling_blocks_and_the_end() -> None:
@@ -108,6 +108,7 @@ async def test_an_early_read_that_times_out_abandons_its_block_at_once(
             await reader.read(handle, BLOCK, 2000)  # needs more than the first piece
         assert reader.statistics().cache.in_flight == 0
         storage.range_gate.set()
+        await trio.sleep(FAILED_READ_HOLD)  # until then the handle fails it at once
         assert await reader.read(handle, BLOCK, 2000) == CONTENT[BLOCK : BLOCK + 2000]
         await reader.release(handle)
     assert storage.range_gets == 2
@@ -173,6 +174,7 @@ async def test_a_stalled_fetch_ends_in_deadline_exceeded(
         assert trio.current_time() - start == pytest.approx(7.0)
         assert reader.statistics().cache.in_flight == 0
         storage.gate.set()
+        await trio.sleep(FAILED_READ_HOLD)  # until then the handle fails it at once
         assert await reader.read(handle, 0, READ) == CONTENT[:READ]
         await reader.release(handle)
 

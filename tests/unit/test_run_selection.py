@@ -25,3 +25,20 @@ from simvuefs.models import Run
 )
 def test_selection_rules(folder, runs, run, shown):
     assert RunSelection(folder=folder, runs=frozenset(runs)).matches(run) is shown
+
+
+@pytest.mark.parametrize(
+    ("folder", "filters"),
+    [
+        ("/demo", ("folder.path contains /demo",)),
+        ("/demo/cfd/", ("folder.path contains /demo/cfd",)),
+        ("/", ()),
+        (None, ()),
+    ],
+)
+def test_server_filters_let_through_every_run_shown(folder, filters):
+    selection = RunSelection(folder=folder, runs=frozenset({"a"}))
+    assert selection.server_filters() == filters
+    for path in ("/demo", "/demo/cfd", "/demo/cfd/x", "/demonstration", "/x/demo", "/"):
+        if selection.matches(Run("1", "a", folder=path)):  # the server must send it
+            assert all(f.removeprefix("folder.path contains ") in path for f in filters)

@@ -100,6 +100,8 @@ def test_record_round_trip_and_atomic_save(tmp_path: Path) -> None:
         lambda d: {**d, "stage": "attached"},  # attached without an artifact id
         lambda d: {**d, "stage": "flying"},
         lambda d: {**d, "stage": "stored", "artifact_id": 5},
+        lambda d: {**d, "failed": "ENOTANERRNO"},
+        lambda d: {**d, "failed": 13},
     ],
 )
 def test_corrupt_records_are_rejected(corrupt: bytes | Callable[[dict[str, Any]], Any]) -> None:
@@ -109,6 +111,21 @@ def test_corrupt_records_are_rejected(corrupt: bytes | Callable[[dict[str, Any]]
     )
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
         JournalRecord.from_bytes(raw if isinstance(raw, bytes) else raw.encode(), good.id)
+
+
+def test_a_final_refusal_is_kept_in_the_record_and_cleared_for_a_retry() -> None:
+    refused = _record(artifact_id="x", stage="marked", attempts=1, failed="EACCES")
+    assert JournalRecord.from_bytes(refused.to_bytes(), refused.id) == refused
+    assert refused.failed_errno == errno.EACCES
+    retried = refused.retried()
+    assert (retried.failed, retried.stage, retried.artifact_id) == ("", "new", None)
+    assert (retried.attempts, retried.failed_errno) == (1, 0)
+    attached = _record(artifact_id="x", stage="attached", failed="ENOENT").retried()
+    assert (attached.failed, attached.stage, attached.artifact_id) == ("", "attached", "x")
+    # records written before the field existed are read as not failed
+    older = json.loads(_record().to_bytes())
+    del older["failed"]
+    assert JournalRecord.from_bytes(json.dumps(older).encode(), "a" * 32).failed == ""
 
 
 def test_landing_twice_and_dropping_a_half_committed_file(tmp_path: Path) -> None:

@@ -119,14 +119,11 @@ def test_parse_json_raises_protocol_error() -> None:
         parse_json(b"[" * 100000, "GET /api/runs")
 
 
-def test_backoff_is_bounded_and_honours_short_retry_after() -> None:
-    policy = RetryPolicy(attempts=5, base_delay=0.5, max_delay=2.0, max_retry_after=3.0)
+def test_backoff_is_bounded_with_jitter() -> None:
+    policy = RetryPolicy(attempts=5, base_delay=0.5, max_delay=2.0)
+    assert 0.25 <= policy.backoff(0) < 0.5
     for retry in range(10):
-        assert 0 < policy.delay(retry, None) <= 2.0
-    short = httpx.Response(503, headers={"Retry-After": "1.5"})
-    long = httpx.Response(503, headers={"Retry-After": "3600"})
-    assert policy.delay(0, short) == 1.5
-    assert policy.delay(0, long) <= 0.5
+        assert 0 < policy.backoff(retry) < 2.0
 
 
 def _counting_transport(statuses: list[int]) -> tuple[httpx.MockTransport, list[httpx.Request]]:

@@ -33,7 +33,7 @@ class FakeClient:
         self.calls: list[tuple[str, ...]] = []
         self.categorised = True
 
-    async def list_runs(self):
+    async def list_runs(self, filters=()):
         self.calls.append(("list_runs",))
         await trio.lowlevel.checkpoint()
         return list(self.runs)
