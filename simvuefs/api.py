@@ -25,12 +25,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from simvuefs.config import DEFAULT_UPLOAD_WAIT
 from simvuefs.control.mounts import ExitedEarly, MountProcess, StartFailed, start_mount, unmount
 from simvuefs.logs import UsageError
 
 EXIT_MARGIN = 30.0
 """How much longer than the upload wait the mount process may take to exit after unmount."""
-DEFAULT_UPLOAD_WAIT = 30.0
 
 
 class MountError(Exception):

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simvuefs import __version__
-from simvuefs.control import mounts
+from simvuefs.config import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_READAHEAD_PER_FILE,
+    DEFAULT_READAHEAD_TOTAL,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_UPLOAD_WAIT,
+    MIB,
+)
+from simvuefs.control import mounts, registry
 from simvuefs.control.readiness import Readiness
 from simvuefs.errors import ConfigError, SimvueError
 from simvuefs.logs import UsageError, setup_logging
@@ -61,10 +69,14 @@ def _given(args: argparse.Namespace, flag: str) -> str | None:
     return value
 
 
+def _mib(size: int) -> str:
+    """*size* bytes as the memory options' help writes it: ``128MiB``."""
+    return f"{size // MIB}MiB"
+
+
 def default_log_file() -> Path:
     """Return where a daemonised mount logs without --log-file (the XDG state directory)."""
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "simvuefs" / "mount.log"
+    return registry.state_dir() / "mount.log"
 
 
 def _seconds(text: str) -> float:
@@ -131,7 +143,7 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--upload-wait",
         type=_seconds,
-        default=30.0,
+        default=DEFAULT_UPLOAD_WAIT,
         metavar="SECONDS",
         help="at unmount, how long uploads in progress may still take before they are left "
         "pending for the next mount (default: %(default)s)",
@@ -141,7 +153,7 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=_seconds,
         metavar="SECONDS",
         help="longest time a file operation waits for the server, retries included; then it "
-        "fails with ETIMEDOUT/EIO (default: 30)",
+        f"fails with ETIMEDOUT/EIO (default: {DEFAULT_REQUEST_TIMEOUT:g})",
     )
     parser.add_argument(
         "--metadata-ttl",
@@ -158,18 +170,20 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     memory.add_argument(
         "--cache-size",
         metavar="SIZE",
-        help="the cache of read blocks, read-ahead included (default: 128MiB)",
+        help="the cache of read blocks, read-ahead included "
+        f"(default: {_mib(DEFAULT_CACHE_BYTES)})",
     )
     memory.add_argument(
         "--read-ahead",
         metavar="SIZE",
-        help="most content fetched ahead of one sequential reader (default: 32MiB)",
+        help="most content fetched ahead of one sequential reader "
+        f"(default: {_mib(DEFAULT_READAHEAD_PER_FILE)})",
     )
     memory.add_argument(
         "--read-ahead-total",
         metavar="SIZE",
         help="most content fetched ahead over all open files, at most half of --cache-size "
-        "(default: 64MiB)",
+        f"(default: {_mib(DEFAULT_READAHEAD_TOTAL)})",
     )
     parser.add_argument(
         "--no-verify",

@@ -80,6 +80,10 @@ DEFAULT_BLOCK_SIZE = 1 * MIB
 DEFAULT_CACHE_BYTES = 128 * MIB
 DEFAULT_READAHEAD_PER_FILE = 32 * MIB
 DEFAULT_READAHEAD_TOTAL = 64 * MIB
+DEFAULT_REQUEST_TIMEOUT = 30.0
+"""Seconds one filesystem operation may wait for the server (``--request-timeout``)."""
+DEFAULT_UPLOAD_WAIT = 30.0
+"""Seconds unmount waits for uploads in progress (``--upload-wait``)."""
 
 CONFIG_FILE_NAMES = ("simvue.toml", ".simvue.toml")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -176,7 +180,7 @@ class Settings:
     token: str = field(repr=False)
     # Deadline for one filesystem-level operation (a lookup, a read, a close): no FUSE request
     # waits on the network longer than this, retries included.
-    request_timeout: float = 30.0
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     connect_timeout: float = 5.0
     # Longest silence tolerated while receiving a response body (a stalled server).
     read_timeout: float = 10.0
@@ -196,7 +200,7 @@ class Settings:
     readahead_total: int = DEFAULT_READAHEAD_TOTAL
     # TLS: which certificates the API and storage may present, the client certificate.
     certificates: Certificates = Certificates()
-    # Check the sha256 of content read in order from start to end (reader.py); --no-verify.
+    # Check the sha256 of content read in order from start to end (read/verify.py); --no-verify.
     verify_content: bool = True
     # The client's offline cache directory (SIMVUE_OFFLINE_DIRECTORY, [offline] cache, ~/.simvue).
     offline_directory: Path = field(default_factory=lambda: Path.home() / ".simvue")
@@ -207,8 +211,8 @@ class Settings:
     spool_min_free: int = 64 * MIB
     upload_retry_initial: float = 2.0
     upload_retry_max: float = 300.0
-    shutdown_upload_wait: float = 30.0
-    # Delete the artifact a rename of an uploaded file replaces (write/landing.py, "Deletes");
+    shutdown_upload_wait: float = DEFAULT_UPLOAD_WAIT
+    # Delete the artifact a rename of an uploaded file replaces (write/deletes.py);
     # False (--no-delete): never send a DELETE, and such renames fail with EXDEV.
     delete_artifacts: bool = True
     # Finds the token again where *token* was found (see token_reloader); the client calls it

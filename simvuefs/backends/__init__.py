@@ -1,10 +1,11 @@
 """Where runs and artifacts come from: a Simvue server or the official client's offline cache.
 
 ``protocol`` is the contract the layers above are written against (:class:`SimvueBackend`,
-re-exported here); ``client`` (over ``transport``, the only users of httpx) and ``offline``
-(over ``offline_cache`` and ``offline_drafts``) satisfy it. :func:`open_backend` opens the
-one a mount shows; a server is checked (:func:`check_server`) before anything is served
-from it, so a wrong URL or token stops the mount with one line instead of failing later.
+re-exported here); ``client`` (over ``transport``, ``redirects`` and ``tls``, the only users
+of httpx) and ``offline`` (over ``offline_cache`` and ``offline_drafts``) satisfy it.
+:func:`open_backend` opens the one a mount shows; a server is checked (:func:`check_server`)
+before anything is served from it, so a wrong URL or token stops the mount with one line
+instead of failing later.
 """
 
 from __future__ import annotations

@@ -256,6 +256,10 @@ class SimvueClient:
         """Return a snapshot of the request counters."""
         return ClientStats(**dataclasses.asdict(self._counters))
 
+    def counters(self) -> tuple[str, dict[str, Any]]:
+        """Return ``"client"`` and the request counters, for ``simvuefs status``."""
+        return "client", dataclasses.asdict(self.statistics())
+
     # -- API plumbing -------------------------------------------------------------------
 
     def _api_url(self, *segments: str) -> str:
@@ -757,15 +761,6 @@ class SimvueClient:
             await self._api(
                 "PUT", ["runs", run_id, "artifacts", artifact_id], body={"category": category}
             )
-
-    async def get_artifact_name(self, artifact_id: str) -> str:
-        """Read back the artifact's name, the last request of the official upload sequence."""
-        with self._deadline("GET", "artifacts", artifact_id):
-            data, what = await self._api_json("GET", ["artifacts", artifact_id], dict)
-        name = data.get("name")
-        if not isinstance(name, str) or not name:
-            raise ProtocolError(f"{what}: the artifact has no name")
-        return name
 
     async def delete_artifact(self, artifact_id: str) -> None:
         """Delete an artifact (``DELETE /api/artifacts/{id}``, protocol 4.4's generic delete).

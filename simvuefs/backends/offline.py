@@ -144,11 +144,13 @@ class OfflineClient:
         the log).
         """
         client = cls(settings)
-        await trio.to_thread.run_sync(client._check)
+        await trio.to_thread.run_sync(client.check_directory)
         yield client
         log.debug("offline cache: %s", client.statistics())
 
-    def _check(self) -> None:
+    def check_directory(self) -> None:
+        """Raise ConfigError (one line) unless the cache is a readable directory; tidy
+        leftovers of interrupted writes (file I/O: call it from a worker thread)."""
         cache = self.cache
         if not cache.exists():
             raise ConfigError(f"offline cache directory {cache} does not exist")
@@ -169,6 +171,10 @@ class OfflineClient:
     def statistics(self) -> OfflineStats:
         """Return a snapshot of the counters."""
         return OfflineStats(self._bytes_read, self._files_opened, self._created)
+
+    def counters(self) -> tuple[str, dict[str, Any]]:
+        """Return ``"offline"`` and the counters, for ``simvuefs status``."""
+        return "offline", dataclasses.asdict(self.statistics())
 
     async def pread(self, fd: int, length: int, offset: int) -> bytes:
         """Read up to *length* bytes at *offset* of the open content file *fd* (counted)."""
@@ -358,10 +364,6 @@ class OfflineClient:
         await self._in_thread(
             f"attach {artifact_id}", self._drafts.attach, artifact_id, run_id, category
         )
-
-    async def get_artifact_name(self, artifact_id: str) -> str:
-        """Return the artifact's name, read back from its record."""
-        return (await self.get_artifact(artifact_id)).name
 
     async def delete_artifact(self, artifact_id: str) -> None:
         """Delete an artifact this mount created (AuthError 403 for any other)."""

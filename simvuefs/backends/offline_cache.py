@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from simvuefs.errors import NotFound, ProtocolError
-from simvuefs.localio import RateLimitedWarner
+from simvuefs.localio import WARNING_INTERVAL, RateLimitedWarner
 from simvuefs.models import CATEGORIES, Artifact, Run
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ OWN = "simvuefs"
 """Our own directory inside the cache; the sender never looks into it."""
 SETTLE_SECONDS = 2.0
 """A record younger than this that does not parse may still be being written."""
-WARNING_INTERVAL = 60.0
 SKIPPED = "offline cache: skipped %s: %s"
 """The log line of a skipped record (its path, why)."""
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")

@@ -30,7 +30,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -47,17 +46,14 @@ from simvuefs.backends.offline_cache import (
     check_id,
     run_is_known,
 )
-from simvuefs.config import MIB
 from simvuefs.errors import AuthError, IntegrityError, NotFound, ProtocolError
-from simvuefs.localio import fsync_dir, write_atomically
+from simvuefs.localio import TEMP_SUFFIX, copy_hashed, fsync_dir, write_atomically
 from simvuefs.models import Artifact
 
 log = logging.getLogger(__name__)
 
-COPY_CHUNK = 1 * MIB
 SNAPSHOT_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"
 """The client's snapshot time stamp; its last 3 digits are cut (milliseconds)."""
-_TEMP_SUFFIX = ".tmp"
 
 
 def new_artifact_id() -> str:
@@ -116,7 +112,7 @@ class Drafts:
         for directory in (self.drafts, self.created):
             directory.mkdir(parents=True, exist_ok=True)
         for path in self.drafts.iterdir():
-            if path.suffix == _TEMP_SUFFIX:
+            if path.suffix == TEMP_SUFFIX:
                 path.unlink(missing_ok=True)
             elif path.suffix == ".json":
                 try:
@@ -237,7 +233,7 @@ class Drafts:
     # -- helpers ----------------------------------------------------------------------------
 
     def _temp(self, ident: str, what: str) -> Path:
-        return self.drafts / f"{ident}.{what}{_TEMP_SUFFIX}"
+        return self.drafts / f"{ident}.{what}{TEMP_SUFFIX}"
 
     def _save_draft(self, ident: str, draft: dict[str, Any]) -> None:
         path = self.drafts / f"{ident}.json"
@@ -313,18 +309,11 @@ class Drafts:
 
 
 def _copy_checked(source: Path, target: Path, size: int, checksum: str) -> None:
-    digest = hashlib.sha256()
-    copied = 0
     try:
-        with open(source, "rb") as src, open(target, "wb") as out:
-            while chunk := src.read(COPY_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                copied += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if copied != size or digest.hexdigest() != checksum:
-            raise IntegrityError(f"{source} changed: {copied} bytes, sha256 {digest.hexdigest()}")
+        digest = copy_hashed(source, target)
+        copied = target.stat().st_size
+        if copied != size or digest != checksum:
+            raise IntegrityError(f"{source} changed: {copied} bytes, sha256 {digest}")
     except BaseException:
         target.unlink(missing_ok=True)
         raise

@@ -46,6 +46,11 @@ class RangeSource(Protocol):
 class SimvueBackend(RangeSource, Protocol):
     """Runs, artifacts, their content, and the official client's upload sequence."""
 
+    def counters(self) -> tuple[str, dict[str, Any]]:
+        """The name of this backend's counters for ``simvuefs status`` (``"client"`` or
+        ``"offline"``) and a snapshot of them."""
+        ...
+
     async def list_runs(self, filters: Sequence[str] = ()) -> list[Run]:
         """The runs; a server leaves out those not matching *filters* (protocol 3.4
         grammar), the offline cache ignores them: callers keep their own check."""
@@ -84,8 +89,6 @@ class SimvueBackend(RangeSource, Protocol):
     async def mark_uploaded(self, artifact_id: str) -> None: ...
 
     async def attach(self, run_id: str, artifact_id: str, category: str) -> None: ...
-
-    async def get_artifact_name(self, artifact_id: str) -> str: ...
 
     async def delete_artifact(self, artifact_id: str) -> None: ...
 

@@ -28,12 +28,15 @@ from typing import Any
 from urllib.parse import quote
 
 from simvuefs.control.pending import Target
-from simvuefs.localio import fsync_dir, write_atomically
+from simvuefs.localio import copy_hashed, fsync_dir, write_atomically
 from simvuefs.logs import UsageError
 from simvuefs.write import mailbox
 from simvuefs.write.spool import HASH_CHUNK, JournalRecord, read_pending
 
 MANIFEST = "manifest.json"
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+"""Modes of what export creates: the copies are as private as the spool they come from."""
 
 
 def export(dest: Path, chosen: list[Target]) -> str:
@@ -41,7 +44,7 @@ def export(dest: Path, chosen: list[Target]) -> str:
     report. UsageError if *dest* cannot be used; a file that cannot be copied is reported
     and the others are still copied."""
     try:
-        dest.mkdir(parents=True, exist_ok=True)
+        _make_private_dirs(dest)
         manifest = _load_manifest(dest)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot export into {dest}: {exc}") from None
@@ -92,13 +95,21 @@ def _export_one(dest: Path, spool_dir: Path, record: JournalRecord) -> tuple[Pat
             if _holds(target, record):
                 break
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_private_dirs(target.parent)
         digest = _copy(source, target)
         break
     else:
         raise FileExistsError(f"{dest / relative} and its alternative hold other content")
     mailbox.mark_exported(spool_dir, record, target.absolute())
     return candidate, digest
+
+
+def _make_private_dirs(path: Path) -> None:
+    """Create *path* and its missing parents, each with mode PRIVATE_DIR (``mkdir -p``
+    gives the intermediate ones the umask's mode)."""
+    missing = [path, *path.parents]
+    for directory in reversed([d for d in missing if not d.exists()]):
+        directory.mkdir(mode=PRIVATE_DIR, exist_ok=True)
 
 
 def _holds(path: Path, record: JournalRecord) -> bool:
@@ -118,19 +129,14 @@ def _copy(source: Path, target: Path) -> str:
     """Copy *source* to the new file *target*, complete and fsynced before it appears;
     return the sha256 of what was copied."""
     temporary = target.with_name(f".{target.name}.simvuefs-export")
-    digest = hashlib.sha256()
     try:
-        with open(source, "rb") as inp, open(temporary, "wb") as out:
-            while chunk := inp.read(HASH_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        temporary.unlink(missing_ok=True)  # left by an export that was killed
+        digest = copy_hashed(source, temporary, mode=PRIVATE_FILE, exclusive=True)
         os.link(temporary, target)  # never replaces a file that appeared meanwhile
     finally:
         temporary.unlink(missing_ok=True)
     fsync_dir(target.parent)
-    return digest.hexdigest()
+    return digest
 
 
 def _load_manifest(dest: Path) -> dict[str, dict[str, Any]]:

@@ -10,8 +10,9 @@ a spool nobody holds is changed here, under its lock.
   at the next mount; those the server refused for good (``failed``) are cleared first.
 - ``export DIR``: ``export.py``.
 - ``drop``: forget the failed uploads (``--all``: every pending upload not attached yet)
-  and delete their spooled content. Refused unless each was exported and its copy is still
-  there, or ``--yes``.
+  and delete their spooled content; one no longer failed when the drop is applied (a
+  rename or a retry meanwhile) is kept. Refused unless each was exported and its copy is
+  still there, or ``--yes``.
 
 Standard library only, like every ``control`` module: no pyfuse3, no httpx. Every function
 returns the text to print or raises UsageError (one line).
@@ -164,7 +165,8 @@ def drop(chosen: list[Target], *, everything: bool, yes: bool) -> str:
             )
     text = ""
     for target, records in plan:
-        answer, _ = submit(target.spool_dir, mailbox.Request("drop", _ids(records)))
+        request = mailbox.Request("drop", _ids(records), only_failed=not everything)
+        answer, _ = submit(target.spool_dir, request)
         text += f"{target.label}: {len(answer.done)} upload(s) dropped\n"
         text += _skipped(records, answer)
     return text

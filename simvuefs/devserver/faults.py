@@ -5,7 +5,7 @@
 they call the small hook methods (``refusal`` before routing, in ``gate.py``; ``api_error``,
 ``storage_error``, ``stall_for``, ``url_lifetime``, ``drop_limit``, ``range_ignored``,
 ``token_refusal``, ``bad_digest``, ``corruption``, ``listing_stall``, ``malformed_json``,
-``chunked_body``, ``page_cap``, ``name_rejected``) at
+``chunked_body``, ``page_cap``, ``name_rejected``, ``basic_by_default``) at
 fixed points of a request. A new kind of fault is a new field plus a new hook called from
 the one place it applies. Every hook that injects something counts it in
 :attr:`Faults.injected` (``GET /admin/stats``).
@@ -119,6 +119,11 @@ class Faults:
     malformed_json_rate: float = 0.0
     malformed_json_route: str = ""
     malformed_json_kind: str = ""
+    # GET /api/runs entries hold only ``id`` and what the return_* flags ask for: the basic
+    # fields (name, folder, status, ...) only with return_basic=true, in either mode (issue
+    # 15's stricter reading of the Simvue docs; --realistic keeps them unless
+    # return_basic=false).
+    basic_only_when_asked: bool = False
     # POST /api/artifacts refuses names this regular expression matches (re.search) with 422
     # on body.name, as a server validating names would; "" = none.
     reject_artifact_names: str = ""
@@ -223,6 +228,10 @@ class Faults:
             self.injected["page_size"] += 1
             return self.page_size
         return asked
+
+    def basic_by_default(self) -> bool:
+        """True when ``GET /api/runs`` sends the basic fields without ``return_basic``."""
+        return not self.basic_only_when_asked
 
     def token_refusal(self, claims: Mapping[str, Any], now: float | None = None) -> str | None:
         """Return why an API request with a valid token of *claims* must get 401, or None."""

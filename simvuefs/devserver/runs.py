@@ -55,7 +55,9 @@ def _generated_name() -> str:
 # basic ones: name, folder, status, tags, description, user, created, started, endtime, ...)
 # unless ``return_basic`` is false: simvue-cli's ``run list`` sends no flag and reads name,
 # folder, status and created of every entry. ``id`` always. ``return_timing`` selects
-# nothing here: the devserver keeps no timing beyond the basic timestamps.
+# nothing here: the devserver keeps no timing beyond the basic timestamps. The fault switch
+# ``basic_only_when_asked`` makes every listing (either mode) select its fields this way,
+# with the basic ones only when ``return_basic`` is true.
 FLAGGED_FIELDS = ("metadata", "system", "metrics", "alerts")
 NEWEST_FIRST = [{"id": "created", "desc": True}]
 """--realistic: the order of GET /api/runs without ``sorting`` (simvue-cli's default)."""
@@ -67,9 +69,13 @@ def _flag(request: Request, name: str, default: bool = False) -> bool:
     return default if value is None else value.strip().lower() in ("true", "1")
 
 
-def _listed_fields(runs: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:
-    """The *runs* as a --realistic listing sends them for *request*'s ``return_*`` flags."""
-    basic = _flag(request, "return_basic", default=True)
+def _listed_fields(
+    runs: list[dict[str, Any]], request: Request, basic_default: bool = True
+) -> list[dict[str, Any]]:
+    """The *runs* as a --realistic listing sends them for *request*'s ``return_*`` flags
+    (the basic fields unless ``return_basic`` is false, or with *basic_default* false only
+    when it is true)."""
+    basic = _flag(request, "return_basic", default=basic_default)
     flagged = {field for field in FLAGGED_FIELDS if _flag(request, f"return_{field}")}
     return [
         {
@@ -219,8 +225,9 @@ class RunRoutes:
         if extra:
             runs += synthetic.runs_page(extra, start + len(runs) - total, count - len(runs))
             total += extra
-        if self.state.realistic:
-            runs = _listed_fields(runs, request)
+        basic_default = self.state.faults.basic_by_default()
+        if self.state.realistic or not basic_default:
+            runs = _listed_fields(runs, request, basic_default)
         return JSONResponse({"data": runs, "count": total})
 
     async def abort_status(self, request: Request) -> Response:

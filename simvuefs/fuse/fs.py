@@ -30,7 +30,6 @@ import functools
 import itertools
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -49,6 +48,7 @@ from simvuefs.fuse.attrs import (
 from simvuefs.fuse.inodes import InodeTable, Node, NodeKind
 from simvuefs.fuse.names import MAX_NAME_BYTES
 from simvuefs.fuse.runinfo import run_document
+from simvuefs.localio import RateLimitedWarner
 from simvuefs.write.staged import FileState, StagedFile
 
 if TYPE_CHECKING:
@@ -79,24 +79,8 @@ T = TypeVar("T")
 _DOTS = (b".", b"..")
 WARNING_INTERVAL = 10.0
 """A failing server makes every request fail the same way: warn once per this many seconds."""
-_last_warning: dict[tuple[str, type[SimvueError], int], float] = {}
-
-
-def _level_for(handler: str, exc: SimvueError) -> int:
-    """WARNING at most once per handler, error type and errno every WARNING_INTERVAL, else
-    DEBUG.
-
-    NotFound is routine (ENOENT) and always DEBUG.
-    """
-    if isinstance(exc, NotFound):
-        return logging.DEBUG
-    key = (handler, type(exc), exc.errno if isinstance(exc, LocalError) else 0)
-    now = time.monotonic()
-    last = _last_warning.get(key)
-    if last is not None and now - last < WARNING_INTERVAL:
-        return logging.DEBUG
-    _last_warning[key] = now
-    return logging.WARNING
+_warner = RateLimitedWarner(log, WARNING_INTERVAL)
+"""Warns at most once per handler, error type and errno every WARNING_INTERVAL."""
 
 
 def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -115,8 +99,12 @@ def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any
             raise
         except SimvueError as exc:
             code = errno_for(exc)
-            level = _level_for(handler.__name__, exc)
-            log.log(level, "%s: %s (%s)", handler.__name__, exc, errno.errorcode.get(code, code))
+            name = errno.errorcode.get(code, code)
+            if isinstance(exc, NotFound):  # routine (ENOENT): never a warning
+                log.debug("%s: %s (%s)", handler.__name__, exc, name)
+            else:
+                key = (handler.__name__, type(exc), exc.errno if isinstance(exc, LocalError) else 0)
+                _warner.warn("%s: %s (%s)", handler.__name__, exc, name, key=key)
             raise pyfuse3.FUSEError(code) from None
         except Exception:
             log.exception("%s failed unexpectedly (EIO)", handler.__name__)

@@ -131,11 +131,6 @@ class InodeTable:
         """Return the node of *inode*, or None if this process never allocated it."""
         return self._nodes.get(inode)
 
-    def by_key(self, key: Key) -> Node | None:
-        """Return the node with *key*, or None if there is none yet."""
-        inode = self._by_key.get(key)
-        return None if inode is None else self._nodes[inode]
-
     def ensure(self, key: Key, kind: NodeKind, parent: int) -> Node:
         """Return the node with *key*, allocating a fresh inode the first time.
 

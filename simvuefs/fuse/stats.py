@@ -16,8 +16,6 @@ from typing import Any
 
 import trio
 
-from simvuefs.backends.client import SimvueClient
-from simvuefs.backends.offline import OfflineClient
 from simvuefs.backends.protocol import SimvueBackend
 from simvuefs.control import counters
 from simvuefs.read.reader import Reader
@@ -39,10 +37,8 @@ class MountStats:
     def sources(self) -> dict[str, dict[str, Any]]:
         """Return the counters of each source, by source name."""
         data: dict[str, dict[str, Any]] = {}
-        if isinstance(self.backend, SimvueClient):
-            data["client"] = dataclasses.asdict(self.backend.statistics())
-        elif isinstance(self.backend, OfflineClient):
-            data["offline"] = dataclasses.asdict(self.backend.statistics())
+        name, backend_counters = self.backend.counters()
+        data[name] = backend_counters
         data["reader"] = dataclasses.asdict(self.reader.statistics())
         if self.uploader is not None:
             data["uploads"] = dataclasses.asdict(self.uploader.statistics())

@@ -61,7 +61,6 @@ from simvuefs.fuse.views import (
     Views,
     build_views,
     folder_depth,
-    join_folder,
     link_target,
 )
 from simvuefs.models import CATEGORIES, Artifact, Run, check_artifact_name
@@ -553,7 +552,7 @@ class Tree:
         folder = views.folders.get(node.folder)
         if folder is None:
             return []
-        subfolders = {name: join_folder(node.folder, name) for name in folder.folders}
+        subfolders = {name: join_path(node.folder, name) for name in folder.folders}
         pairs = [(name, self._folder_dir(path, inode)) for name, path in _pick(subfolders, only)]
         depth = folder_depth(node.folder)
         pairs.extend(

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from simvuefs.fuse.names import Problem, clean_part, name_problem, run_base_name
+from simvuefs.fuse.names import Problem, clean_part, join_path, name_problem, run_base_name
 from simvuefs.models import Run
 
 BY_ID_DIR = "by-id"
@@ -43,11 +43,6 @@ def link_target(depth: int, run_dir: str) -> str:
 def folder_depth(path: str) -> int:
     """How many directories below the mount root a link in ``folders/<path>`` sits."""
     return 1 + (path.count("/") + 1 if path else 0)
-
-
-def join_folder(path: str, part: str) -> str:
-    """The path of subfolder *part* of folder view *path* (``""`` is ``folders/``)."""
-    return f"{path}/{part}" if path else part
 
 
 @dataclass(frozen=True)
@@ -117,6 +112,6 @@ def _add_folder(folders: dict[str, Folder], folder: str) -> str | None:
     path = ""
     for part in parts:
         folders[path].folders.add(part)
-        path = join_folder(path, part)
+        path = join_path(path, part)
         folders.setdefault(path, Folder())
     return path

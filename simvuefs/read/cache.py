@@ -10,7 +10,7 @@ use cachetools containers directly and keep their own table of loads in progress
   absent" is atomic as long as no await separates the two. Anything read before an await may
   be stale after it; that is why waiters receive the value from the flight itself rather than
   from a second cache lookup (the entry may already be evicted or expired).
-- ``invalidate`` and ``put`` detach a flight in progress: its waiters still get its result,
+- ``put`` detaches a flight in progress: its waiters still get its result,
   but the result is not stored, so an older answer never overwrites a newer one.
 """
 
@@ -99,7 +99,7 @@ class MetaCache(Generic[K, V]):
     """TTL cache of listings/attributes with in-flight de-duplication (errors are not cached).
 
     Each entry has its own time to live, given when it is stored; ``float("inf")`` keeps it
-    until it is evicted (at most *maxsize* entries, least recently used first) or invalidated.
+    until it is evicted (at most *maxsize* entries, least recently used first) or replaced.
     A ttl of 0 stores nothing but still merges concurrent loads. *timer* defaults to
     ``trio.current_time`` so that ``trio.testing.MockClock`` drives expiry in tests.
     """
@@ -162,11 +162,6 @@ class MetaCache(Generic[K, V]):
         self._flights.pop(key, None)
         self._store(key, value, ttl)
 
-    def invalidate(self, key: K) -> None:
-        """Forget *key*, including the result of any load in progress."""
-        self._flights.pop(key, None)
-        self._entries.pop(key, None)
-
     def statistics(self) -> MetaCacheStats:
         """Return the counters."""
         return MetaCacheStats(
@@ -181,7 +176,7 @@ class MetaCache(Generic[K, V]):
         self._entries[key] = _Timed(value, self._timer() + ttl)
 
     def _land(self, key: K, flight: Flight[V]) -> bool:
-        """Remove *flight* from the table; False if it was detached by put/invalidate."""
+        """Remove *flight* from the table; False if it was detached by put."""
         if self._flights.get(key) is flight:
             del self._flights[key]
             return True

@@ -30,6 +30,7 @@ import logging
 from simvuefs.backends.protocol import SimvueBackend
 from simvuefs.config import Settings
 from simvuefs.errors import NotFound, StatusError
+from simvuefs.write.refusal import final_errno
 from simvuefs.write.spool import JournalRecord
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,12 @@ async def delete_replaced(
 ) -> None:
     """Delete *artifact_id*, which showed the landed *record*'s file under an earlier name,
     if that is safe (module docstring). Raises the client's errors worth a retry."""
-    problem = await delete_problem(client, settings, artifact_id, record)
+    try:
+        problem = await delete_problem(client, settings, artifact_id, record)
+    except StatusError as exc:
+        if final_errno(exc) is None:
+            raise
+        problem = f"the server refused to say whether it is safe (status {exc.status})"
     if problem is None:
         try:
             await client.delete_artifact(artifact_id)
@@ -51,7 +57,7 @@ async def delete_replaced(
         except NotFound:
             return
         except StatusError as exc:
-            if exc.status not in REFUSED_STATUSES:
+            if exc.status not in REFUSED_STATUSES and final_errno(exc) is None:
                 raise
             problem = f"the server refused to delete it (status {exc.status})"
     if problem:

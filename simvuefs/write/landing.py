@@ -328,9 +328,12 @@ class Lander:
         self.failed += 1
         f = landing.file
         assert f.record is not None
-        landing.asked_wait = (exc.retry_after or 0.0) if isinstance(exc, RateLimited) else 0.0
+        asked = (exc.retry_after or 0.0) if isinstance(exc, RateLimited) else 0.0
+        landing.asked_wait = min(asked, self._settings.upload_retry_max)
         reason = str(exc)[:500] or type(exc).__name__
-        code = final_errno(exc)
+        # Once attached, the file is the run's: what fails after (the read-back, the deletes
+        # of replaced names) is retried, never a refusal of the file.
+        code = None if f.record.stage == "attached" else final_errno(exc)
         failed = "" if code is None else errno.errorcode[code]
         record = replace(f.record, attempts=f.record.attempts + 1, last_error=reason, failed=failed)
         try:

@@ -18,9 +18,10 @@ export`` copied a pending upload, so that ``pending drop`` can check the copy is
 there (:func:`exported_copy`); written by the command without the lock (the holder never
 reads them; the spool removes a mark with its record).
 
-Requests are idempotent (``retry``: clear the final refusal and attempt now; ``drop``:
-forget a pending upload that is not attached yet), so one applied twice does no harm: a
-claim left by a process that died is put back at the next start (:func:`tidy`).
+Requests: ``retry`` clears the final refusal and attempts now; ``drop`` forgets a pending
+upload that is not attached yet (with ``only_failed``, only one still failed). A claim left
+by a process that stopped before answering is answered with an error at the next start
+(:func:`tidy`), never applied: its command has already told the user it failed.
 """
 
 from __future__ import annotations
@@ -57,30 +58,38 @@ STALE_AFTER = 300.0
 """Answers and temporary files older than this are removed at start (their command is gone)."""
 NOT_PENDING = "no longer pending (it landed, or was dropped)"
 ATTACHED = "attached to its run already; its upload finishes by itself"
+NOT_FAILED = "no longer failed (retried or renamed meanwhile); --all drops it"
+NOT_ANSWERED = "the process that took this request stopped before answering it"
 _REQUEST, _TAKEN, _ANSWER = ".request", ".taken", ".answer"
 _LEFTOVERS = (_ANSWER, _REQUEST + TEMP_SUFFIX, _ANSWER + TEMP_SUFFIX)
 
 
 @dataclass(frozen=True)
 class Request:
-    """Apply *action* (one of ACTIONS) to the pending uploads *ids* (spool ids)."""
+    """Apply *action* (one of ACTIONS) to the pending uploads *ids* (spool ids); a ``drop``
+    with *only_failed* skips those no longer failed when it is applied."""
 
     action: str
     ids: tuple[str, ...]
+    only_failed: bool = False
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"action": self.action, "ids": list(self.ids)}).encode()
+        data = {"action": self.action, "ids": list(self.ids), "only_failed": self.only_failed}
+        return json.dumps(data).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Request:
         """Parse a request; ValueError if it is not one."""
         data = json.loads(raw)
         action, ids = data.get("action"), data.get("ids")
+        only_failed = data.get("only_failed", False)
         if action not in ACTIONS or not isinstance(ids, list):
             raise ValueError("not a request")
         if not all(isinstance(item, str) for item in ids):
             raise ValueError("ids must be strings")
-        return cls(action, tuple(ids))
+        if not isinstance(only_failed, bool):
+            raise ValueError("only_failed must be a boolean")
+        return cls(action, tuple(ids), only_failed)
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,8 @@ def apply_unlocked(spool: Spool, request: Request) -> Answer:
             done.append(spool_id)
         elif record.stage == "attached":
             skipped[spool_id] = ATTACHED
+        elif request.only_failed and not record.failed:
+            skipped[spool_id] = NOT_FAILED
         else:
             spool.drop(spool_id)
             done.append(spool_id)
@@ -198,13 +209,14 @@ def exported_copy(root: Path, record: JournalRecord) -> Path | None:
 
 
 def tidy(root: Path) -> None:
-    """At start, before serving: put back claims of a process that died; remove answers
-    and temporary files nobody collected for STALE_AFTER."""
+    """At start, before serving: answer claims of a process that stopped with an error
+    (NOT_ANSWERED; they are not applied: their command already reported a failure); remove
+    answers and temporary files nobody collected for STALE_AFTER."""
     stale = time.time() - STALE_AFTER
-    for path in (root / "pending").iterdir():
+    for path in list((root / "pending").iterdir()):  # answering adds files
         name = path.name
         if name.endswith(_TAKEN):
-            path.rename(path.with_name(name.removesuffix(_TAKEN) + _REQUEST))
+            _answer(root, name.removesuffix(_TAKEN), Answer(error=NOT_ANSWERED))
         elif name.endswith(_LEFTOVERS) and path.stat().st_mtime < stale:
             path.unlink(missing_ok=True)
 

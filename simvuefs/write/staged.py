@@ -17,8 +17,10 @@ Life of a :class:`StagedFile`::
 - DISCARDED: unlinked before it landed; nothing is uploaded.
 
 Each arrow is a method of :class:`StagedFile`; only ``upload.py`` and ``landing.py`` call
-them, holding ``lock``, after the spool I/O that makes the new state true on disk. The
-filesystem only reads a StagedFile.
+them, holding ``lock``, after the spool I/O that makes the new state true on disk.
+``update_record`` (a new journal record of a PENDING file, no change of state) is called
+after the record is saved, holding ``attempt_lock`` (a landing step, a failed attempt, a
+retry), or both locks (a rename). The filesystem only reads a StagedFile.
 """
 
 from __future__ import annotations

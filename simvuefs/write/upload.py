@@ -389,17 +389,21 @@ class Uploader:
                 errno=errno.EXDEV,
             )
 
-    async def discard(self, f: StagedFile) -> None:
+    async def discard(self, f: StagedFile, *, only_failed: bool = False) -> None:
         """Forget *f* before it lands (FUSE ``unlink``); nothing of it is uploaded.
 
         An upload in progress is cancelled. Open handles keep working on the unlinked
-        content. Raises LocalError(EPERM) when *f* is already an artifact of the run.
+        content. Raises LocalError(EPERM) when *f* is already an artifact of the run, and
+        with *only_failed* LocalError(EAGAIN, ``mailbox.NOT_FAILED``) when *f* is not failed
+        (a rename or a retry cleared that).
         """
         if not f.attached:
             self._lander.cancel_attempt(f)
         async with f.attempt_lock, f.lock:
             if f.state is FileState.DISCARDED:
                 return
+            if only_failed and not f.failed:
+                raise LocalError(mailbox.NOT_FAILED, errno=errno.EAGAIN)
             if f.attached:
                 raise LocalError(
                     f"{f.name} is uploaded; artifacts cannot be deleted", errno=errno.EPERM
@@ -417,7 +421,7 @@ class Uploader:
     async def apply(self, request: mailbox.Request) -> mailbox.Answer:
         """Apply a host-side command's request (``mailbox.py``): ``retry`` clears the final
         refusal of each pending file and attempts it now; ``drop`` discards each pending file
-        not attached yet (and tells ``on_dropped``)."""
+        not attached yet (with ``only_failed``: still failed), and tells ``on_dropped``."""
         done: list[str] = []
         skipped: dict[str, str] = {}
         for spool_id in request.ids:
@@ -429,9 +433,11 @@ class Uploader:
                 done.append(spool_id)
             elif f.attached:
                 skipped[spool_id] = mailbox.ATTACHED
+            elif request.only_failed and not f.failed:
+                skipped[spool_id] = mailbox.NOT_FAILED  # no attempt of it is cancelled
             else:
                 try:
-                    await self.discard(f)
+                    await self.discard(f, only_failed=request.only_failed)
                 except LocalError as exc:
                     skipped[spool_id] = str(exc)
                     continue

@@ -10,8 +10,9 @@ Invariants:
 
 - A file has at most one flusher task; it writes the queue in order, batch by batch, in a
   worker thread, and ends when the queue is empty or a batch fails.
-- ``unwritten`` counts the bytes of the queue and of the batch being written; waiters
-  (:meth:`FileWrites.wait_written`) wake after every batch and when the flusher ends.
+- Each FileWrites counts the bytes of its queue and of the batch being written; waiters
+  (:meth:`FileWrites.wait_written`, until that count is at most their limit) wake after
+  every batch and when the flusher ends.
 - While the flusher runs, only it touches the running hash.
 - A write is queued only when the free space measured last (minus everything queued since)
   covers its growth; otherwise the caller waits for the queue and writes it at once with a

@@ -210,6 +210,18 @@ def test_allow_other_and_read_only_are_passed_on(seeded_devserver, tmp_path):
         assert "ro" in mount_options(mount.path)[1]
 
 
+def test_default_log_file_ignores_a_relative_xdg_state_home(monkeypatch, tmp_path):
+    from simvuefs.cli import default_log_file
+    from simvuefs.control.registry import state_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")  # not absolute: ignored (XDG spec)
+    assert default_log_file() == tmp_path / ".local" / "state" / "simvuefs" / "mount.log"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_log_file() == tmp_path / "state" / "simvuefs" / "mount.log"
+    assert default_log_file().parent == state_dir()
+
+
 def test_default_log_file_is_in_the_state_directory(seeded_devserver, tmp_path, mnt):
     state = tmp_path / "state"
     argv = [

@@ -42,6 +42,17 @@ def test_every_run_shows_when_pages_are_capped(
     assert server.stats()["api_requests"]["GET /api/runs"] == 3
 
 
+def test_names_and_folders_show_when_basic_fields_come_only_when_asked(
+    devserver_factory: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    server = devserver_factory("--fault", "basic_only_when_asked=true")
+    names = _make(server, ["/a", "/b"])
+    with mounted(server, tmp_path, "--read-only", *TTL) as mount:
+        assert sorted(os.listdir(mount.path / "runs")) == names
+        info = json.loads((mount.path / "runs" / "run-01" / ".simvue-run.json").read_bytes())
+        assert (info["name"], info["folder"]) == ("run-01", "/b")
+
+
 def test_the_server_filters_the_folder(
     devserver_factory: Callable[..., DevServer], tmp_path: Path
 ) -> None:

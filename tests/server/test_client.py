@@ -109,6 +109,9 @@ async def test_list_runs_pages_through_everything_and_filters(devserver: DevServ
         with pytest.raises(NotFound):
             await client.get_run("no-such-run")
     assert client.statistics().retries == 0
+    source, counters = client.counters()  # what `simvuefs status` shows of this backend
+    assert (source, counters["retries"]) == ("client", 0)
+    assert counters["requests"] == client.statistics().requests > 0
 
 
 async def test_listing_and_reading_seeded_artifacts(seeded_devserver: DevServer) -> None:
@@ -125,8 +128,8 @@ async def test_listing_and_reading_seeded_artifacts(seeded_devserver: DevServer)
         notes = await _artifact(client, server, "demo run", "notes.txt")
         assert await client.read_range(notes, 0, 1000) == seed.ARTIFACTS["notes"].content
         assert await client.read_range(notes, 5, 3) == b"run"
-        assert (await client.get_artifact(notes.id)).checksum == notes.checksum
-        assert await client.get_artifact_name(notes.id) == "notes.txt"
+        fetched = await client.get_artifact(notes.id)
+        assert (fetched.name, fetched.checksum) == ("notes.txt", notes.checksum)
         with pytest.raises(NotFound):
             await client.list_artifacts("no-such-run")
         with pytest.raises(NotFound):
@@ -291,7 +294,7 @@ async def test_upload_sequence_dedup_and_bad_digest(
         assert client.statistics().retries == 1  # the body was sent again from the start
         await client.mark_uploaded(slot.artifact_id)
         await client.attach(run_id, slot.artifact_id, "input")
-        assert await client.get_artifact_name(slot.artifact_id) == "data.bin"
+        assert (await client.get_artifact(slot.artifact_id)).name == "data.bin"
         (listed,) = await client.list_artifacts(run_id, category="input")
         assert (listed.id, listed.size, listed.checksum) == (
             slot.artifact_id,
@@ -329,7 +332,7 @@ async def test_validation_errors_and_delete(devserver: DevServer) -> None:
             mime_type="text/plain",
             checksum=hashlib.sha256(b"").hexdigest(),
         )
-        assert await client.get_artifact_name(slot.artifact_id) == "gone.txt"
+        assert (await client.get_artifact(slot.artifact_id)).name == "gone.txt"
         await client.delete_artifact(slot.artifact_id)
         with pytest.raises(NotFound):
             await client.get_artifact(slot.artifact_id)
@@ -366,6 +369,24 @@ async def test_list_runs_asks_a_realistic_server_for_what_it_shows(
         assert server.stats()["api_requests"]["GET /api/runs"] == 3
         odd = await client.list_runs(["folder.path == /f1"])
         assert sorted(run.name for run in odd) == names[1::2]
+
+
+@pytest.mark.parametrize("realistic", [False, True])
+async def test_list_runs_asks_for_basic_fields_a_server_leaves_out(
+    devserver_factory: Callable[..., DevServer], realistic: bool
+) -> None:
+    # basic_only_when_asked: name, folder, status, ... only with return_basic=True, which
+    # SimvueClient sends (issue 15).
+    flags = ["--realistic"] if realistic else []
+    server = devserver_factory(*flags, "--fault", "basic_only_when_asked=true")
+    names = _make_runs(server, 4)
+    bare = server.api("GET", "/runs").json()["data"]
+    assert [list(run) for run in bare] == [["id"]] * len(names)  # no flags: only ids
+    async with _client(server) as client:
+        runs = await client.list_runs()
+    assert {(run.name, run.folder, run.status, run.tags) for run in runs} == {
+        (name, f"/f{i % 2}", "running", ("t",)) for i, name in enumerate(names)
+    }
 
 
 class _AfterRunsPages(httpx.AsyncBaseTransport):

@@ -699,6 +699,7 @@ def test_tampered_urls_are_refused(seeded_devserver: DevServer, large: dict[str,
 
 def test_api_error_count_and_rate(seeded_devserver: DevServer) -> None:
     server = seeded_devserver
+    server.reset_stats()  # the session's server: count only this test's faults
     server.set_faults(api_error_status=503, api_error_count=2)
     statuses = [server.api("GET", "/version").status_code for _ in range(3)]
     assert statuses == [503, 503, 200]
@@ -706,7 +707,10 @@ def test_api_error_count_and_rate(seeded_devserver: DevServer) -> None:
     server.set_faults(api_error_status=502, api_error_rate=1.0)
     answer = server.api("GET", "/runs")
     assert (answer.status_code, answer.json()) == (502, {"detail": "injected fault"})
-    assert server.stats()["bytes_served"] >= 0  # admin stays reachable
+    # Admin stays reachable (rate 1.0 fails every API request) and counts the 3 injected.
+    admin = server.http.get("/admin/stats")
+    assert admin.status_code == 200
+    assert admin.json()["faults_injected"]["api_error"] == 3
     server.clear_faults()
     assert server.api("GET", "/runs").status_code == 200
     assert server.faults()["api_error_rate"] == 0.0

@@ -29,11 +29,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ops_util import CTX, POLICY, Ctx, open_ops
 
+from simvuefs import localio
 from simvuefs.backends.client import SimvueClient
 from simvuefs.devserver.seed import ARTIFACTS, RUNS, artifact_content
-from simvuefs.errors import NotFound
+from simvuefs.errors import LocalError, NotFound
 from simvuefs.fuse.attrs import ARTIFACT_ATTR_TIMEOUT, AttrPolicy
-from simvuefs.fuse.fs import Operations, fuse_errors, holds_for_writing, process_of
+from simvuefs.fuse.fs import (
+    WARNING_INTERVAL,
+    Operations,
+    fuse_errors,
+    holds_for_writing,
+    process_of,
+)
 from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, NodeKind
 from simvuefs.fuse.names import RUN_SLASH, name_artifacts, run_base_name
 from simvuefs.fuse.overlay import LocalFiles, merge_entries, merge_entry
@@ -675,6 +682,36 @@ async def test_boundary_passes_fuse_errors_and_maps_the_rest(caplog):
         await raising(KeyboardInterrupt())
 
 
+async def test_boundary_warns_once_per_handler_error_and_errno(caplog, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(localio.time, "monotonic", lambda: now[0])
+
+    @fuse_errors
+    async def rate_limited_handler(exc):
+        raise exc
+
+    async def levels(*errors):
+        caplog.clear()
+        for exc in errors:
+            with pytest.raises(pyfuse3.FUSEError):
+                await rate_limited_handler(exc)
+        return [r.levelno for r in caplog.records if "rate_limited_handler" in r.getMessage()]
+
+    with caplog.at_level(logging.DEBUG, logger="simvuefs.fuse.fs"):
+        full = LocalError("disk full", errno=errno.ENOSPC)
+        denied = LocalError("denied", errno=errno.EACCES)
+        gone = NotFound("gone", status=404)
+        assert await levels(full, full, denied, gone, gone) == [
+            logging.WARNING,
+            logging.DEBUG,
+            logging.WARNING,  # another errno
+            logging.DEBUG,  # NotFound is routine: never a warning
+            logging.DEBUG,
+        ]
+        now[0] += WARNING_INTERVAL
+        assert await levels(full) == [logging.WARNING]
+
+
 async def test_boundary_lets_cancellation_through():
     @fuse_errors
     async def slow():
@@ -1017,11 +1054,10 @@ def test_alias_and_rekey_move_keys_not_inodes():
     written = table.ensure(("written", "r", "input", "s1"), NodeKind.FILE, ROOT_INODE)
     table.alias(("artifact", "r", "input", "a1"), written.inode)
     assert table.ensure(("artifact", "r", "input", "a1"), NodeKind.FILE, ROOT_INODE) is written
-    assert table.by_key(("written", "r", "input", "s1")) is written
+    assert table.ensure(("written", "r", "input", "s1"), NodeKind.FILE, ROOT_INODE) is written
     folder = table.ensure(("dir", "r", "input", "old"), NodeKind.DIR, ROOT_INODE)
     table.rekey(folder, ("dir", "r", "input", "new"))
-    assert table.by_key(("dir", "r", "input", "new")) is folder
-    assert table.by_key(("dir", "r", "input", "old")) is None
+    assert table.ensure(("dir", "r", "input", "new"), NodeKind.DIR, ROOT_INODE) is folder
     fresh = table.ensure(("dir", "r", "input", "old"), NodeKind.DIR, ROOT_INODE)
     assert fresh.inode not in (folder.inode, written.inode)
     with pytest.raises(KeyError):

@@ -20,6 +20,7 @@ from helpers import settings_for, sha256
 from simvuefs.backends.client import SimvueClient
 from simvuefs.control import pending
 from simvuefs.errors import LocalError, UploadRefused
+from simvuefs.write import mailbox
 from simvuefs.write.mailbox import Answer, Request
 from simvuefs.write.spool import read_pending
 from simvuefs.write.staged import FileState, StagedFile
@@ -176,6 +177,30 @@ async def test_a_drop_request_forgets_a_pending_file(devserver: DevServer, tmp_p
         assert uploader.staged(run_id) == []
     assert read_pending(spool_dir) == []
     assert inputs(devserver, run_id) == {}
+
+
+async def test_a_drop_of_failed_uploads_keeps_one_retried_meanwhile(
+    devserver: DevServer, tmp_path: Path
+) -> None:
+    """``pending drop`` (no --all) picked the file while it was failed; a retry cleared that
+    before the drop reached the uploader: it is kept, and still lands."""
+    run_id = new_run(devserver)
+    devserver.set_faults(reject_artifact_names="refused")
+    spool_dir = tmp_path / "spool"
+    async with uploader_of(devserver, spool_dir) as uploader:
+        f = await written(uploader, run_id, "refused.dat", b"x")
+        with pytest.raises(UploadRefused):
+            await uploader.commit(f)
+        devserver.clear_faults()  # the retry is not refused, only delayed (503)
+        devserver.set_faults(api_error_status=503, api_error_rate=1.0, api_error_route=CREATE)
+        await uploader.apply(Request("retry", (f.spool_id,)))
+        assert not f.failed
+        answer = await uploader.apply(Request("drop", (f.spool_id,), only_failed=True))
+        assert answer == Answer((), {f.spool_id: mailbox.NOT_FAILED})
+        assert f.state is FileState.PENDING
+        devserver.clear_faults()
+        await wait_for(lambda: f.state is FileState.LANDED)
+    assert inputs(devserver, run_id) == {"refused.dat": sha256(b"x")}
 
 
 async def test_a_rename_keeps_an_artifact_that_another_run_shares(

@@ -1,6 +1,7 @@
-"""Bad local input: configs and arguments a user should never write are answered with a
-short error (one line for our own checks, argparse's usage and one line for its own), a
-non-zero exit status, and no traceback. Nothing is mounted: every case fails before that.
+"""Bad local input: arguments a user should never write are answered with a short error
+(one line for our own checks, argparse's usage and one line for its own), a non-zero exit
+status, and no traceback. Nothing is mounted: every case fails before that. Malformed
+configs, which the real ``simvuefs mount`` refuses, are ``tests/mount/test_mount_refusals.py``.
 
 What a server should never send is ``tests/mount/test_hostile.py``.
 """
@@ -27,35 +28,6 @@ def clean_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIMVUE_")}
     env["HOME"] = str(home)
     return env
-
-
-CONFIGS = {
-    "not toml": b"[server\nurl = http://x\n",
-    "binary": bytes(range(256)) * 4,
-    "url is a number": b'[server]\nurl = 42\ntoken = "a.b.c"\n',
-    "token is a table": b'[server]\nurl = "http://127.0.0.1:1"\n[server.token]\nx = 1\n',
-    "token not a jwt": b'[server]\nurl = "http://127.0.0.1:1"\ntoken = "not-a-token"\n',
-    "url with credentials": b'[server]\nurl = "http://user:pw@127.0.0.1:1"\ntoken = "a.b.c"\n',
-    "url not http": b'[server]\nurl = "ftp://127.0.0.1"\ntoken = "a.b.c"\n',
-    "empty": b"",
-    "nul bytes": b'[server]\nurl = "http://\x00"\n',
-}
-
-
-@pytest.mark.parametrize("case", sorted(CONFIGS))
-def test_malformed_configs_give_one_line(tmp_path: Path, case: str) -> None:
-    config = tmp_path / "simvue.toml"
-    config.write_bytes(CONFIGS[case])
-    mountpoint = tmp_path / "mnt"
-    mountpoint.mkdir()
-    result = simvuefs(
-        "mount", mountpoint, "--config", config, "--foreground", env=clean_env(tmp_path)
-    )
-    assert result.returncode != 0
-    lines = result.stderr.decode(errors="replace").strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("simvuefs: "), lines
-    assert result.stdout == b""
 
 
 @pytest.mark.parametrize(

@@ -126,24 +126,6 @@ async def test_a_waiter_takes_over_when_the_loader_is_cancelled() -> None:
     assert cache.get_nowait("k") == "fast1"
 
 
-async def test_invalidate_during_a_load_keeps_its_result_out() -> None:
-    cache: MetaCache[str, str] = MetaCache(maxsize=10)
-    load = Loader("old")
-    load.gate = trio.Event()
-    got: list[str] = []
-
-    async def get() -> None:
-        got.append(await cache.get_or_load("k", load, ttl=60))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(get)
-        await trio.testing.wait_all_tasks_blocked()
-        cache.invalidate("k")
-        load.gate.set()
-    assert got == ["old1"]
-    assert cache.get_nowait("k") is None
-
-
 async def test_put_during_a_load_wins_over_the_load() -> None:
     cache: MetaCache[str, str] = MetaCache(maxsize=10)
     load = Loader("old")

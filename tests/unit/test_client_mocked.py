@@ -75,7 +75,7 @@ async def test_token_goes_to_the_api_only(tmp_path: Path) -> None:
         await client.upload_content(form, local, 100, "f.bin")
         artifact = Artifact(id="a1", name="n", url="http://api.test/store/dl?sig=1")
         assert await client.read_range(artifact, 0, 10) == content[:10]
-        await client.get_artifact_name("a1")
+        assert (await client.get_artifact("a1")).name == "n"
     api = [r for r in seen if r.url.path.startswith("/api/")]
     storage = [r for r in seen if not r.url.path.startswith("/api/")]
     assert len(api) == 2
@@ -170,8 +170,8 @@ async def test_wrong_json_types_raise_protocol_error() -> None:
             await client.server_version()
         with pytest.raises(ProtocolError, match="expected a JSON dict"):
             await client.get_run("r1")
-        with pytest.raises(ProtocolError, match="no name"):
-            await client.get_artifact_name("a1")
+        with pytest.raises(ProtocolError, match="without a usable 'name'"):
+            await client.get_artifact("a1")
         with pytest.raises(ProtocolError, match="expected a JSON list"):
             await client.list_artifacts("r1")
 

@@ -25,7 +25,6 @@ def test_same_key_same_inode_and_node():
     first = table.ensure(("run", "r1"), NodeKind.RUN, ROOT_INODE)
     again = table.ensure(("run", "r1"), NodeKind.RUN, ROOT_INODE)
     assert again is first
-    assert table.by_key(("run", "r1")) is first
     assert table.get(first.inode) is first
 
 
@@ -44,10 +43,9 @@ def test_inodes_are_allocated_in_order_and_never_reused():
     assert table.ensure(("run", "r7"), NodeKind.RUN, ROOT_INODE).inode == inodes[7]
 
 
-def test_unknown_inode_and_key():
+def test_unknown_inode():
     table = InodeTable()
     assert table.get(999) is None
-    assert table.by_key(("run", "nope")) is None
 
 
 def test_lookup_counts_add_and_forget():

@@ -483,7 +483,8 @@ async def test_a_failed_record_found_at_start_waits_for_a_retry(tmp_path: Path) 
 
 
 async def test_transient_failures_keep_retrying_and_honour_retry_after(tmp_path: Path) -> None:
-    async with _lander(tmp_path) as h:  # backoff 5-50 ms
+    # backoff 5-50 ms; a Retry-After is honoured up to upload_retry_max
+    async with _lander(tmp_path, upload_retry_max=1.0) as h:
         h.backend.fail["create"] = [
             RateLimited("slow down", retry_after=0.8),
             StatusError("request timeout", status=408),
@@ -540,3 +541,44 @@ async def test_the_artifact_just_landed_is_never_deleted(tmp_path: Path) -> None
         f = h.pending_file(replaces=("artifact-1",))  # the id the create will answer
         await h.lander.land(f)
         assert h.backend.methods() == ["create", "upload", "mark", "attach", "get"]
+
+
+async def test_a_4xx_after_the_attach_is_never_a_refusal_of_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _lander(tmp_path, upload_retry_initial=60.0) as h:
+        # The read-back answers 422 once: the file is attached, so this is retried.
+        h.backend.fail["get"] = [StatusError("unprocessable", status=422)]
+        f = h.pending_file()
+        with pytest.raises(StatusError):
+            await h.lander.land(f)
+        saved = h.saved(f)
+        assert (saved.stage, saved.failed) == ("attached", "")
+        await h.lander.land(f)
+        assert f.state is FileState.LANDED
+
+
+async def test_a_delete_check_the_server_refuses_keeps_both_names(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _lander(tmp_path) as h:
+        # A server that rejects the runs filter: the old name is kept, the file lands.
+        h.backend.fail["runs"] = [StatusError("bad filter", status=422)]
+        f = h.pending_file(replaces=("old",))
+        with caplog.at_level(logging.WARNING, logger="simvuefs.write.deletes"):
+            await h.lander.land(f)
+        assert f.state is FileState.LANDED
+        assert "delete" not in h.backend.methods()
+        assert "refused to say whether it is safe (status 422)" in caplog.text
+
+
+async def test_a_long_retry_after_does_not_delay_background_retries_past_the_maximum(
+    tmp_path: Path,
+) -> None:
+    async with _lander(tmp_path, upload_retry_initial=0.1, upload_retry_max=0.3) as h:
+        h.backend.fail["create"] = [RateLimited("slow down", status=429, retry_after=3600.0)]
+        f = h.pending_file()
+        with pytest.raises(RateLimited):
+            await h.lander.land(f)
+        # Uncapped, the background retry would wait an hour; capped, it lands at once.
+        await _wait_for(lambda: f.state is FileState.LANDED)

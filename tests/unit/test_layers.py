@@ -1,12 +1,14 @@
 """Enforce the package rules of docs/architecture.md by parsing every module's imports.
 
 Imports inside functions and under ``if TYPE_CHECKING:`` count too: the direction of
-dependencies is about the design, not only about what runs.
+dependencies is about the design, not only about what runs. Also parsed: no module reads or
+writes another object's underscore attributes (``x._name`` with ``x`` not ``self``/``cls``).
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,8 @@ PACKAGE_REEXPORTS = {"api"}
 """What ``__init__`` may import besides the leaves: the Python API, loaded on first use."""
 PYFUSE3_ALLOWED = {"fuse"}
 HTTPX_ALLOWED = {"backends"}
+HTTP_LIBRARIES = ("httpx", "httpcore")
+"""Imported only in :data:`HTTPX_ALLOWED` (httpcore is httpx's transport underneath)."""
 DEVSERVER = "devserver"
 DEVSERVER_USERS = {"cli"}
 """Only the CLI starts the devserver (its subcommand); the devserver imports only leaves."""
@@ -109,8 +113,8 @@ def violations(module: str, targets: set[str], known: set[str]) -> list[str]:
         if not target.startswith("simvuefs"):
             if target == "pyfuse3" and unit not in PYFUSE3_ALLOWED:
                 problems.append("imports pyfuse3 (only simvuefs.fuse may)")
-            if target == "httpx" and unit not in HTTPX_ALLOWED:
-                problems.append("imports httpx (only simvuefs.backends may)")
+            if target in HTTP_LIBRARIES and unit not in HTTPX_ALLOWED:
+                problems.append(f"imports {target} (only simvuefs.backends may)")
             continue
         if target not in known:
             continue  # a name imported from a module (from simvuefs.x import Name)
@@ -210,6 +214,8 @@ KNOWN = {
         ("simvuefs.backends.client", "import simvuefs.read.reader", "imports read from a higher"),
         ("simvuefs.read.reader", "from simvuefs.write import upload", "imports write, a sibling"),
         ("simvuefs.fuse.inodes", "import httpx", "imports httpx (only simvuefs.backends may)"),
+        ("simvuefs.read.reader", "import httpcore", "imports httpcore (only simvuefs.backends"),
+        ("simvuefs.control.status", "from httpcore import X", "imports httpcore (only simvue"),
         ("simvuefs.read.reader", "from pyfuse3 import FUSEError", "imports pyfuse3"),
         ("simvuefs.control.status", "import pyfuse3", "imports pyfuse3"),
         ("simvuefs.control.status", "from simvuefs.fuse import mount", "imports fuse from a hig"),
@@ -233,3 +239,67 @@ def test_the_checker_accepts_downward_and_leaf_imports():
         "from simvuefs import errors, config\nimport trio\n"
     )
     assert violations("simvuefs.fuse.fs", imported(ast.parse(source)), KNOWN) == []
+
+
+# -- underscore attributes --------------------------------------------------------------------
+
+PRIVATE_ACCESS_ALLOWED: dict[tuple[str, str], str] = {}
+"""(module, expression) pairs the rule lets through, each with its reason."""
+OWNERS = {"self", "cls"}
+
+
+def private_accesses(tree: ast.AST) -> list[tuple[int, str]]:
+    """Return (line, expression) of each ``x._name`` (not a dunder) whose ``x`` is not
+    ``self``, ``cls`` or ``super()``, nor a standard-library module (``os._exit``,
+    ``sys._getframe``, ``hashlib._Hash`` in annotations)."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+            continue
+        if node.attr.startswith("__") and node.attr.endswith("__"):
+            continue
+        owner = node.value
+        if isinstance(owner, ast.Name) and (
+            owner.id in OWNERS or owner.id in sys.stdlib_module_names
+        ):
+            continue
+        if (
+            isinstance(owner, ast.Call)
+            and isinstance(owner.func, ast.Name)
+            and owner.func.id == "super"
+        ):
+            continue
+        found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+@pytest.mark.parametrize("path", all_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_underscore_attributes_of_others(path):
+    module = module_of(path)
+    uses = [
+        f"line {line}: {text}"
+        for line, text in private_accesses(parse(path))
+        if (module, text) not in PRIVATE_ACCESS_ALLOWED
+    ]
+    assert not uses, f"{path.relative_to(PACKAGE)} reaches into another object: " + "; ".join(uses)
+
+
+def test_every_allowed_private_access_still_exists():
+    present = {
+        (module_of(p), text) for p in all_modules() for _, text in private_accesses(parse(p))
+    }
+    assert PRIVATE_ACCESS_ALLOWED.keys() <= present, "stale: remove from PRIVATE_ACCESS_ALLOWED"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("self._x = 1\ncls._y\nsuper()._z()\nx.__class__\nos._exit(1)\nsys._getframe()", []),
+        ("def f(a: hashlib._Hash) -> None: ...", []),
+        ("other._state = 1", [(1, "other._state")]),
+        ("self.tree._nodes.clear()", [(1, "self.tree._nodes")]),
+        ("f()._cache", [(1, "f()._cache")]),
+    ],
+)
+def test_the_checker_reports_underscore_attributes(source, expected):
+    assert private_accesses(ast.parse(source)) == expected

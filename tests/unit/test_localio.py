@@ -1,8 +1,10 @@
-"""simvuefs.localio: atomic writes, directory fsync, local errors and the rate-limited warner."""
+"""simvuefs.localio: atomic writes, directory fsync, hashed copies, local errors and the
+rate-limited warner."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -11,8 +13,10 @@ import pytest
 
 from simvuefs import localio
 from simvuefs.localio import (
+    COPY_CHUNK,
     TEMP_SUFFIX,
     RateLimitedWarner,
+    copy_hashed,
     fsync_dir,
     local_error,
     write_atomically,
@@ -57,6 +61,40 @@ def test_durable_writes_sync_the_file_and_its_directory(
     assert synced == []
     fsync_dir(tmp_path)
     assert synced == ["dir"]
+
+
+def test_copy_hashed_copies_syncs_and_returns_the_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = os.urandom(2 * COPY_CHUNK + 5)  # several reads
+    source = tmp_path / "source"
+    source.write_bytes(content)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)  # the whole content is written before the sync
+        real_fsync(fd)
+
+    monkeypatch.setattr(localio.os, "fsync", fsync)
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "plain").write_bytes(b"longer than nothing")
+    old = os.umask(0o022)
+    try:
+        digest = copy_hashed(source, tmp_path / "private", mode=0o600, exclusive=True)
+        assert copy_hashed(source, tmp_path / "new") == digest
+        assert copy_hashed(tmp_path / "empty", tmp_path / "plain") == hashlib.sha256().hexdigest()
+    finally:
+        os.umask(old)
+    assert digest == hashlib.sha256(content).hexdigest()
+    assert (tmp_path / "private").read_bytes() == content
+    assert (tmp_path / "private").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o644  # 0o666 less the umask
+    assert (tmp_path / "plain").read_bytes() == b""  # not exclusive: truncated
+    assert synced == [len(content), len(content), 0]
+    with pytest.raises(FileExistsError):
+        copy_hashed(source, tmp_path / "private", exclusive=True)
+    assert (tmp_path / "private").read_bytes() == content  # untouched
 
 
 def test_a_failed_write_keeps_the_old_content(tmp_path: Path) -> None:
@@ -111,4 +149,27 @@ def test_the_warner_warns_once_per_interval_and_counts_the_rest(
         (logging.DEBUG, "skipped 1"),
         (logging.DEBUG, "skipped 2"),
         (logging.WARNING, "skipped late (2 more since the last warning)"),
+    ]
+
+
+def test_the_warner_keeps_a_separate_interval_per_key(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(localio.time, "monotonic", lambda: now[0])
+    logger = logging.getLogger("simvuefs.test_localio")
+    warner = RateLimitedWarner(logger, interval=10.0)
+    with caplog.at_level(logging.DEBUG, logger=logger.name):
+        warner.warn("a %s", 1, key="a")
+        warner.warn("b %s", 1, key="b")  # another key: warned although "a" just was
+        warner.warn("a %s", 2, key="a")
+        now[0] += 10.0
+        warner.warn("a %s", 3, key="a")
+        warner.warn("b %s", 2, key="b")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "a 1 (0 more since the last warning)"),
+        (logging.WARNING, "b 1 (0 more since the last warning)"),
+        (logging.DEBUG, "a 2"),
+        (logging.WARNING, "a 3 (1 more since the last warning)"),
+        (logging.WARNING, "b 2 (0 more since the last warning)"),
     ]

@@ -66,6 +66,23 @@ def test_a_spool_nobody_holds_is_changed_directly(root: Path) -> None:
     assert not (root / "pending" / f"{waiting.id}.data").exists()
 
 
+def test_a_drop_of_failed_uploads_keeps_one_no_longer_failed(root: Path) -> None:
+    """``pending drop`` without --all picked failed files; one was retried (or renamed)
+    before the drop was applied: it is kept."""
+    with mailbox.unlocked_spool(root) as spool:
+        assert spool is not None
+        failed = _pending(spool, artifact_id="a1", stage="marked", failed="EACCES", attempts=1)
+        retried = _pending(spool, name="retried.dat")
+        request = Request("drop", (failed.id, retried.id), only_failed=True)
+        assert Request.from_bytes(request.to_bytes()) == request
+        answer = mailbox.apply_unlocked(spool, request)
+        assert answer == Answer((failed.id,), {retried.id: mailbox.NOT_FAILED})
+    assert [record.id for record in read_pending(root)] == [retried.id]
+    assert Request.from_bytes(b'{"action": "drop", "ids": []}') == Request("drop", ())
+    with pytest.raises(ValueError, match="only_failed"):
+        Request.from_bytes(b'{"action": "drop", "ids": [], "only_failed": "yes"}')
+
+
 def test_a_held_spool_is_not_locked_again(root: Path) -> None:
     holder = Spool.open(root, min_free=0)
     try:
@@ -83,7 +100,7 @@ async def test_the_holder_answers_requests_and_tidies_after_a_crash(root: Path) 
         return Answer(request.ids)
 
     # a claim left by a holder that died, an old answer nobody collected, and a fresh one
-    (root / "pending" / "dead.taken").write_bytes(Request("retry", ("x",)).to_bytes())
+    (root / "pending" / "dead.taken").write_bytes(Request("drop", ("x",)).to_bytes())
     stale = root / "pending" / "old.answer"
     stale.write_bytes(Answer().to_bytes())
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
@@ -92,7 +109,10 @@ async def test_the_holder_answers_requests_and_tidies_after_a_crash(root: Path) 
     mailbox.tidy(root)
     assert not stale.exists()
     assert fresh.exists()
-    assert (root / "pending" / "dead.request").exists()
+    # its command already reported a failure: answered so, never applied
+    assert not (root / "pending" / "dead.taken").exists()
+    assert not (root / "pending" / "dead.request").exists()
+    assert mailbox.collect(root, "dead") == Answer(error=mailbox.NOT_ANSWERED)
 
     (root / "pending" / "junk.request").write_bytes(b"not json")
     rid = mailbox.post(root, Request("drop", ("y",)))
@@ -103,10 +123,10 @@ async def test_the_holder_answers_requests_and_tidies_after_a_crash(root: Path) 
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
     assert mailbox.collect(root, rid) == Answer(("y",))
-    assert sorted(r.action for r in applied) == ["drop", "retry"]
+    assert applied == [Request("drop", ("y",))]
     assert mailbox.collect(root, "junk") == Answer(error="unreadable request")
     leftovers = {p.suffix for p in (root / "pending").iterdir()}
-    assert leftovers == {".answer"}  # fresh, and dead's answer: nothing taken is left behind
+    assert leftovers == {".answer"}  # fresh: nothing taken is left behind
     assert not mailbox.withdraw(root, rid)  # taken and answered
 
 

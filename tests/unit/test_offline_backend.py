@@ -3,9 +3,9 @@
 The caches are written by the OFFICIAL simvue client (``Run(mode="offline")`` in a
 subprocess, ``tests/offline_util.py``; the fixtures ``official_cache``, ``offline_cache`` and
 ``offline_run_id`` are in ``tests/conftest.py``); what simvuefs writes is compared byte for
-byte with what the official client writes. Also the offline settings, and the command line
-refusing what an offline mount cannot do (nothing is mounted). Mounted offline caches are
-``tests/mount/test_offline.py``.
+byte with what the official client writes. Also the offline settings. Mounted offline caches
+are ``tests/mount/test_offline.py``; ``simvuefs mount --offline`` refusing an unusable cache
+or server options is ``tests/mount/test_mount_refusals.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import logging
 import mimetypes
 import re
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,11 @@ from offline_util import (
     write_old,
 )
 
+from simvuefs.backends import offline_drafts
 from simvuefs.backends.offline import OfflineClient
+from simvuefs.backends.offline_drafts import Drafts
 from simvuefs.config import Settings, resolve_offline_directory
-from simvuefs.errors import AuthError, ConfigError, LocalError, NotFound
-from testbed.mounts import is_mounted
-from testbed.processes import run_tool
+from simvuefs.errors import AuthError, ConfigError, IntegrityError, LocalError, NotFound
 
 
 @pytest.fixture
@@ -71,7 +70,7 @@ async def land(client: OfflineClient, run_id: str, name: str, content: bytes, tm
     await client.upload_content(slot, source, len(content), Path(name).name)
     await client.mark_uploaded(slot.artifact_id)
     await client.attach(run_id, slot.artifact_id, "input")
-    assert await client.get_artifact_name(slot.artifact_id) == name
+    assert (await client.get_artifact(slot.artifact_id)).name == name
     return slot.artifact_id
 
 
@@ -114,6 +113,10 @@ async def test_official_offline_run_is_listed_with_its_content(
     assert state.size == len(serialized) + 33  # the client's sys.getsizeof
     assert await client.content_length(state) == len(serialized)
     assert await client.read_range(state, 0, 1000) == serialized
+    source, counters = client.counters()  # what `simvuefs status` shows of this backend
+    assert source == "offline"
+    assert set(counters) == {"bytes_read", "files_opened", "artifacts_created"}
+    assert counters["bytes_read"] >= len(serialized)
 
 
 async def test_records_written_meanwhile_appear(
@@ -340,36 +343,25 @@ def test_offline_settings_list_finished_runs_as_often_as_others(tmp_path: Path) 
     assert Settings.for_offline(tmp_path, finished_run_ttl=9.0).finished_run_ttl == 9.0
 
 
-@pytest.mark.parametrize("foreground", [False, True])
-@pytest.mark.parametrize(
-    ("name", "problem"),
-    [
-        ("nope", "offline cache directory {} does not exist"),
-        ("a-file", "offline cache {} is not a directory"),
-    ],
-)
-def test_an_unusable_cache_directory_fails_in_one_line(
-    tmp_path: Path, foreground: bool, name: str, problem: str
+def test_a_snapshot_that_cannot_be_linked_is_a_checked_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mountpoint = tmp_path / "mnt"
-    mountpoint.mkdir()
-    (tmp_path / "a-file").write_text("")
-    argv = [sys.executable, "-m", "simvuefs", "mount", mountpoint, "--offline", tmp_path / name]
-    argv += ["--log-file", tmp_path / "log"] + (["--foreground"] if foreground else [])
-    result = run_tool(argv, check=False)
-    assert result.returncode != 0
-    lines = result.stderr.decode().splitlines()
-    assert lines == ["simvuefs: " + problem.format(tmp_path / name)]
-    assert not is_mounted(mountpoint)
+    """Spooled content on another filesystem than the cache: copied, size and sha256 checked
+    on the way; a mismatch leaves neither the snapshot's content nor the temporary file."""
 
+    def no_link(source: object, target: object) -> None:
+        raise OSError(errno.EXDEV, "cross-device link")
 
-def test_offline_refuses_server_options(tmp_path: Path) -> None:
-    mountpoint = tmp_path / "mnt"
-    mountpoint.mkdir()
-    argv = [sys.executable, "-m", "simvuefs", "mount", mountpoint, "--offline", tmp_path]
-    argv += ["--url", "http://127.0.0.1:9", "--foreground", "--log-file", tmp_path / "log"]
-    result = run_tool(argv, check=False)
-    assert result.returncode != 0
-    assert result.stderr.decode().splitlines() == [
-        "simvuefs: --offline mounts a cache, not a server: drop --url and --profile"
-    ]
+    monkeypatch.setattr(offline_drafts.os, "link", no_link)
+    content = b"spooled content\n" * 1000
+    source, snapshot, temp = tmp_path / "spooled", tmp_path / "snapshot", tmp_path / "s.tmp"
+    source.write_bytes(content)
+    Drafts._fill(source, snapshot, len(content), sha256(content), temp)
+    assert snapshot.read_bytes() == content
+    assert not temp.exists()
+    with pytest.raises(IntegrityError, match="changed"):
+        Drafts._fill(source, tmp_path / "other", len(content), sha256(b"else"), temp)
+    with pytest.raises(IntegrityError, match="changed"):
+        Drafts._fill(source, tmp_path / "other", len(content) + 1, sha256(content), temp)
+    assert not temp.exists()
+    assert not (tmp_path / "other").exists()

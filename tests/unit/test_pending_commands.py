@@ -105,6 +105,9 @@ def test_export_then_drop_then_nothing_is_left(tmp_path: Path) -> None:
     sideways = dest / "run-7" / "input" / "sweep" / f"mesh.dat~{refused.id[:8]}"
     assert sideways.read_bytes() == REFUSED  # the file already there is not overwritten
     assert (dest / "run%2F8" / "input" / "out.csv").read_bytes() == WAITING
+    # the copies are as private as the spool they come from
+    assert (dest / "run%2F8" / "input" / "out.csv").stat().st_mode & 0o777 == 0o600
+    assert (dest / "run%2F8").stat().st_mode & 0o777 == 0o700
     manifest = {
         entry["spool_id"]: entry for entry in json.loads((dest / "manifest.json").read_bytes())
     }

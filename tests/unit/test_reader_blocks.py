@@ -210,10 +210,38 @@ def test_freed_blocks_stay_on_the_heap(monkeypatch: pytest.MonkeyPatch, block_si
 
 
 def test_without_mallopt_the_allocator_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())
+    opened: list[str | None] = []
+
+    def no_mallopt(name: str | None) -> object:
+        opened.append(name)
+        return object()
+
+    monkeypatch.setattr(ctypes, "CDLL", no_mallopt)
     keep_freed_blocks(BLOCK)  # no AttributeError where the C library has no mallopt
+    assert opened == [None]  # the C library was consulted, and nothing else happened
 
 
-def test_the_real_allocator_can_be_tuned_repeatedly() -> None:
+class RealLibc:
+    """The process's C library, whose ``mallopt`` answers are recorded (1: accepted)."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self.library = library
+        self.answers: list[tuple[int, int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        answer: int = self.library.mallopt(param, value)
+        self.answers.append((param, value, answer))
+        return answer
+
+
+def test_the_real_allocator_can_be_tuned_repeatedly(monkeypatch: pytest.MonkeyPatch) -> None:
+    library = ctypes.CDLL(None)
+    if getattr(library, "mallopt", None) is None:
+        pytest.skip("this C library has no mallopt")
+    libc = RealLibc(library)
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
     keep_freed_blocks(BLOCK)
     keep_freed_blocks(2 * BLOCK)
+    assert [param for param, _, _ in libc.answers] == [M_MMAP_THRESHOLD, M_TRIM_THRESHOLD] * 2
+    assert all(answer == 1 for _, _, answer in libc.answers), libc.answers
+    assert libc.answers[2][1] >= libc.answers[0][1] > BLOCK

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from simvuefs.control import readiness as readiness_module
 from simvuefs.control.readiness import Readiness, failure, wait_for_line
 
 
@@ -50,10 +51,22 @@ def test_failed_sends_the_exit_code_and_the_message_on_one_line(pipe):
     assert failure(line) == (2, "cannot mount: two lines")
 
 
-def test_without_a_pipe_nothing_is_sent():
+def test_without_a_pipe_nothing_is_sent(monkeypatch):
+    calls: list[tuple[str, tuple[object, ...]]] = []
+
+    class RecordingOs:
+        def write(self, *args: object) -> int:
+            calls.append(("write", args))
+            return 0
+
+        def close(self, *args: object) -> None:
+            calls.append(("close", args))
+
+    monkeypatch.setattr(readiness_module, "os", RecordingOs())
     readiness = Readiness(None)
     readiness.ready()
     readiness.failed("x", 1)
+    assert calls == []  # no line written, no descriptor closed
 
 
 def test_a_parent_that_stopped_listening_does_not_stop_the_mount(pipe, caplog):
