@@ -26,6 +26,7 @@ import pytest
 from devserver_util import SEEDED_LARGE_SIZE
 from helpers import DEVSERVERS_USED, report_log_on_failure
 from offline_util import make_official_run
+from tls_util import TLSFiles, https_devserver, make_tls_files
 
 from testbed import mounts
 from testbed.devserver import DevServer
@@ -40,6 +41,18 @@ def devserver(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DevSer
         yield server
     finally:
         server.stop()
+
+
+def _stop_all(started: list[DevServer]) -> None:
+    """Stop every server in *started*; raise the first failure once all were tried."""
+    errors = []
+    for server in started:
+        try:
+            server.stop()
+        except AssertionError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture
@@ -58,14 +71,35 @@ def devserver_factory(
     try:
         yield start
     finally:
-        errors = []
-        for server in started:
-            try:
-                server.stop()
-            except AssertionError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        _stop_all(started)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """The session's private CAs and certificates (``tests/tls_util.py``)."""
+    return make_tls_files(tmp_path_factory.mktemp("certificates"))
+
+
+@pytest.fixture
+def https_devservers(
+    tmp_path: Path, tls_files: TLSFiles, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., DevServer]]:
+    """Start HTTPS devservers with :func:`tls_util.https_devserver` (extra options given,
+    ``client_auth=True`` to require client certificates), in ``tmp_path/https<n>``; all are
+    stopped after the test."""
+    started: list[DevServer] = []
+
+    def start(*extra_args: str, client_auth: bool = False) -> DevServer:
+        directory = tmp_path / f"https{len(started)}"
+        server = https_devserver(directory, tls_files, *extra_args, client_auth=client_auth)
+        started.append(server)
+        report_log_on_failure(request, server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        _stop_all(started)
 
 
 @pytest.fixture(scope="session")

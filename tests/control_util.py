@@ -5,12 +5,16 @@
 - :func:`pending_upload`: a spool holding one pending upload, as a mount leaves it.
 - :func:`state_dirs`: point ``XDG_STATE_HOME`` and ``XDG_CACHE_HOME`` into a test's directory.
 - :func:`make_jwt`: a token that passes the client's checks (nobody verifies its signature).
+- :func:`command`: run ``simvuefs ARGS`` in a fresh interpreter and report which of the
+  heavy modules (pyfuse3, httpx) it loaded; :func:`run_cli`: just run it;
+  :func:`clean_env`: an environment free of ``SIMVUE_*`` settings.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +26,28 @@ from pathlib import Path
 import pytest
 
 from simvuefs.write.spool import JournalRecord, Spool, new_spool_id
-from testbed.processes import wait_until
+from testbed.processes import run_tool, wait_until
+
+REPORT_MODULES = """
+import sys
+from simvuefs import cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit as done:
+    code = done.code
+loaded = [name for name in ("pyfuse3", "httpx") if name in sys.modules]
+print("loaded:", ",".join(loaded) or "nothing", "exit:", code, file=sys.stderr)
+"""
+"""Run the command line given as arguments, then report on stderr which of the heavy
+modules it loaded and its exit status."""
+
+
+def command(*args: object, env: dict[str, str] | None = None) -> tuple[str, str, str]:
+    """Run ``simvuefs ARGS`` in a fresh interpreter: (stdout, its error lines, report)."""
+    argv = [sys.executable, "-c", REPORT_MODULES, *map(str, args)]
+    result = run_tool(argv, env=env, check=False)
+    *errors, report = result.stderr.decode().strip().splitlines()
+    return result.stdout.decode(), "\n".join(errors), report
 
 
 @contextmanager
@@ -88,3 +113,17 @@ def make_jwt(payload: Mapping[str, object] | None = None) -> str:
     header = encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     body = encode(json.dumps(dict(claims)).encode())
     return f"{header}.{body}.{encode(b'not-a-real-signature')}"
+
+
+def run_cli(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m simvuefs ARGS`` (whatever its exit status; 60 s at most)."""
+    return run_tool([sys.executable, "-m", "simvuefs", *args], check=False, env=env, timeout=60)
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """This process's environment without ``SIMVUE_*`` settings, with ``HOME`` = *home*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMVUE_")}
+    env["HOME"] = str(home)
+    return env

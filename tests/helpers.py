@@ -8,9 +8,10 @@
   (``tests/conftest.py`` does it for the devserver fixtures).
 - :func:`new_run` and :func:`store_artifact`: runs and artifacts made over a devserver's API
   with the official client's request sequence (create, upload unless deduplicated, mark
-  uploaded, attach); :func:`raw_run` and :func:`raw_artifact`: the same through the
-  devserver's admin routes, which take any record (names no client may send, sizes that
-  lie); :func:`multipart_body`: an S3-style upload form, streamed.
+  uploaded, attach; :func:`create_artifact` and :func:`attach_artifact` are its steps, for
+  artifacts attached before their upload); :func:`raw_run` and :func:`raw_artifact`: the
+  same through the devserver's admin routes, which take any record (names no client may
+  send, sizes that lie); :func:`multipart_body`: an S3-style upload form, streamed.
 
 Every test that needs one of these imports it from here; none defines its own copy.
 """
@@ -78,12 +79,9 @@ def new_run(server: DevServer, name: str, *, status: str = "running", folder: st
     return run_id
 
 
-def store_artifact(
-    server: DevServer, run_id: str, name: str, content: bytes, category: str = "output"
-) -> dict[str, Any]:
-    """Store *content* as artifact *name* of the run in *category*, as the official client
-    does; return the artifact's record (``GET /api/artifacts/{id}``: id, created, a fresh
-    download URL, ...)."""
+def create_artifact(server: DevServer, name: str, content: bytes) -> dict[str, Any]:
+    """Create artifact *name* for *content* (``POST /api/artifacts``, the official client's
+    fields); return the answer: ``id`` and the upload ``url`` (None: the content is known)."""
     slot = server.api(
         "POST",
         "/artifacts",
@@ -98,14 +96,29 @@ def store_artifact(
     )
     slot.raise_for_status()
     created: dict[str, Any] = slot.json()
+    return created
+
+
+def attach_artifact(server: DevServer, run_id: str, artifact_id: str, category: str) -> None:
+    """Attach artifact *artifact_id* to the run in *category*."""
+    attached = server.api(
+        "PUT", f"/runs/{run_id}/artifacts/{artifact_id}", json={"category": category}
+    )
+    attached.raise_for_status()
+
+
+def store_artifact(
+    server: DevServer, run_id: str, name: str, content: bytes, category: str = "output"
+) -> dict[str, Any]:
+    """Store *content* as artifact *name* of the run in *category*, as the official client
+    does; return the artifact's record (``GET /api/artifacts/{id}``: id, created, a fresh
+    download URL, ...)."""
+    created = create_artifact(server, name, content)
     if created["url"]:
         sent = send_content(created, content)
         assert sent.status_code in (200, 204), sent.text
         server.api("PUT", f"/artifacts/{created['id']}", json={"uploaded": True}).raise_for_status()
-    attached = server.api(
-        "PUT", f"/runs/{run_id}/artifacts/{created['id']}", json={"category": category}
-    )
-    attached.raise_for_status()
+    attach_artifact(server, run_id, created["id"], category)
     record: dict[str, Any] = server.api("GET", f"/artifacts/{created['id']}").json()
     return record
 

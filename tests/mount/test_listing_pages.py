@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import new_run, send_content, sha256, store_artifact
+from helpers import attach_artifact, create_artifact, new_run, send_content, store_artifact
 
 from simvuefs.devserver import seed
 from testbed.devserver import DevServer
@@ -70,20 +70,8 @@ def test_an_artifact_shows_once_it_is_uploaded(devserver: DevServer, tmp_path: P
     run_id = new_run(devserver, "uploading")
     store_artifact(devserver, run_id, "done.txt", b"done")
     content = b"arrives later\n"
-    slot = devserver.api(
-        "POST",
-        "/artifacts",
-        json={
-            "name": "later.txt",
-            "original_path": "/work/later.txt",
-            "size": len(content),
-            "mime_type": "text/plain",
-            "checksum": sha256(content),
-            "metadata": None,
-        },
-    ).json()
-    attach = f"/runs/{run_id}/artifacts/{slot['id']}"
-    devserver.api("PUT", attach, json={"category": "output"}).raise_for_status()
+    slot = create_artifact(devserver, "later.txt", content)
+    attach_artifact(devserver, run_id, slot["id"], "output")
     with mounted(devserver, tmp_path, "--read-only", "--metadata-ttl", "0.2") as mount:
         output = mount.path / "runs" / "uploading" / "output"
         assert os.listdir(output) == ["done.txt"]

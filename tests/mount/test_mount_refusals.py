@@ -6,28 +6,14 @@ stderr and a non-zero exit status, and nothing stays mounted. These run the real
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from control_util import clean_env, run_cli
 
 from testbed.mounts import is_mounted
 from testbed.processes import run_tool
-
-
-def simvuefs(
-    *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return run_tool([sys.executable, "-m", "simvuefs", *args], check=False, env=env, timeout=60)
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMVUE_")}
-    env["HOME"] = str(home)
-    return env
-
 
 CONFIGS = {
     "not toml": b"[server\nurl = http://x\n",
@@ -48,7 +34,7 @@ def test_malformed_configs_give_one_line(tmp_path: Path, case: str) -> None:
     config.write_bytes(CONFIGS[case])
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
-    result = simvuefs(
+    result = run_cli(
         "mount", mountpoint, "--config", config, "--foreground", env=clean_env(tmp_path)
     )
     assert result.returncode != 0

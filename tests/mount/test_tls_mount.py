@@ -11,17 +11,15 @@ the ones a test gives (this machine may set ``SSL_CERT_FILE`` for everything).
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import new_run, report_log_on_failure, sha256
+from helpers import new_run, sha256
 from tls_util import (
     PRIVILEGED_HOST,
     TLSFiles,
     can_bind_privileged,
-    https_devserver,
-    make_tls_files,
     tls_environment,
 )
 
@@ -35,38 +33,17 @@ RESULTS = seed.ARTIFACTS["results"].content or b""
 SEED = ("--seed", "demo", "--large-size", "1MiB")
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("certificates"))
-
-
-@pytest.fixture
-def start(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., DevServer]]:
-    """Start seeded HTTPS devservers in ``tmp_path/server``; stopped after the test."""
-    started: list[DevServer] = []
-
-    def starter(files: TLSFiles, *extra: str, client_auth: bool = False) -> DevServer:
-        server = https_devserver(tmp_path / "server", files, *SEED, *extra, client_auth=client_auth)
-        started.append(server)
-        report_log_on_failure(request, server)
-        return server.start()
-
-    try:
-        yield starter
-    finally:
-        for server in started:
-            server.stop()
-
-
 def _results(mount_path: Path) -> Path:
     return mount_path / "runs" / "demo run" / "output" / "results.csv"
 
 
 def test_server_and_storage_cas_from_the_environment(
-    tmp_path: Path, tls_files: TLSFiles, start: Callable[..., DevServer]
+    tmp_path: Path, tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    with serving_blobs(tmp_path / "server" / "data" / "blobs", tls_files.storage) as storage:
-        server = start(tls_files, "--storage-url", storage)
+    with serving_blobs(  # the first HTTPS server's blobs
+        tmp_path / "https0" / "data" / "blobs", tls_files.storage
+    ) as storage:
+        server = https_devservers(*SEED, "--storage-url", storage)
         run_id = new_run(server, "written over https")
         env = tls_environment(
             SIMVUE_SERVER_CA_CERTIFICATE=str(tls_files.ca),
@@ -81,10 +58,12 @@ def test_server_and_storage_cas_from_the_environment(
 
 
 def test_a_missing_storage_ca_fails_reads_with_eio_and_says_which_setting(
-    tmp_path: Path, tls_files: TLSFiles, start: Callable[..., DevServer]
+    tmp_path: Path, tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    with serving_blobs(tmp_path / "server" / "data" / "blobs", tls_files.storage) as storage:
-        server = start(tls_files, "--storage-url", storage)
+    with serving_blobs(  # the first HTTPS server's blobs
+        tmp_path / "https0" / "data" / "blobs", tls_files.storage
+    ) as storage:
+        server = https_devservers(*SEED, "--storage-url", storage)
         env = tls_environment(SIMVUE_SERVER_CA_CERTIFICATE=str(tls_files.ca))
         with mounted(server, tmp_path, env=env) as mount:
             assert _results(mount.path).stat().st_size == len(RESULTS)  # the API is fine
@@ -98,9 +77,9 @@ def test_a_missing_storage_ca_fails_reads_with_eio_and_says_which_setting(
 
 
 def test_the_config_files_certificates_table_with_a_client_certificate(
-    tmp_path: Path, tls_files: TLSFiles, start: Callable[..., DevServer]
+    tmp_path: Path, tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = start(tls_files, client_auth=True)
+    server = https_devservers(*SEED, client_auth=True)
     with server.config_path.open("a") as config:
         config.write(
             "[server.certificates]\n"
@@ -113,9 +92,9 @@ def test_the_config_files_certificates_table_with_a_client_certificate(
 
 
 def test_ssl_cert_file_with_a_client_certificate_from_the_environment(
-    tmp_path: Path, tls_files: TLSFiles, start: Callable[..., DevServer]
+    tmp_path: Path, tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = start(tls_files, client_auth=True)
+    server = https_devservers(*SEED, client_auth=True)
     env = tls_environment(
         SSL_CERT_FILE=str(tls_files.ca), SIMVUE_SERVER_CLIENT_CERTIFICATE=str(tls_files.client_pem)
     )
@@ -124,9 +103,9 @@ def test_ssl_cert_file_with_a_client_certificate_from_the_environment(
 
 
 def test_without_the_ca_the_mount_fails_in_one_line(
-    tmp_path: Path, tls_files: TLSFiles, start: Callable[..., DevServer]
+    tmp_path: Path, tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = start(tls_files)
+    server = https_devservers(*SEED)
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
     argv = mount_command(server.config_path, mountpoint, tmp_path / "mount.log")
@@ -147,9 +126,11 @@ def test_without_the_ca_the_mount_fails_in_one_line(
     not can_bind_privileged(), reason=f"cannot listen on ports 80 and 443 of {PRIVILEGED_HOST}"
 )
 def test_a_mount_behind_the_usual_https_front(
-    tmp_path: Path, tls_files: TLSFiles, start: Callable[..., DevServer]
+    tmp_path: Path, tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = start(tls_files, "--host", PRIVILEGED_HOST, "--port", "443", "--redirect-port", "80")
+    server = https_devservers(
+        *SEED, "--host", PRIVILEGED_HOST, "--port", "443", "--redirect-port", "80"
+    )
     run_id = new_run(server, "behind a front")
     env = tls_environment(
         SIMVUE_URL=f"http://{PRIVILEGED_HOST}", SIMVUE_SERVER_CA_CERTIFICATE=str(tls_files.ca)

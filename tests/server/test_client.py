@@ -18,7 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from devserver_util import SEEDED_LARGE_SIZE
-from helpers import new_run, send_content, settings_for, sha256, store_artifact
+from helpers import (
+    attach_artifact,
+    create_artifact,
+    new_run,
+    send_content,
+    settings_for,
+    store_artifact,
+)
 
 from simvuefs.backends.client import RangeStream, SimvueClient
 from simvuefs.config import MIB
@@ -457,20 +464,8 @@ async def test_artifacts_not_uploaded_yet_are_left_out(devserver: DevServer) -> 
     run_id = new_run(devserver, "uploading")
     store_artifact(devserver, run_id, "done.txt", b"done")
     content = b"arrives later"
-    slot = devserver.api(
-        "POST",
-        "/artifacts",
-        json={
-            "name": "later.txt",
-            "original_path": "/work/later.txt",
-            "size": len(content),
-            "mime_type": "text/plain",
-            "checksum": sha256(content),
-            "metadata": None,
-        },
-    ).json()
-    attach = f"/runs/{run_id}/artifacts/{slot['id']}"
-    devserver.api("PUT", attach, json={"category": "output"}).raise_for_status()
+    slot = create_artifact(devserver, "later.txt", content)
+    attach_artifact(devserver, run_id, slot["id"], "output")
     listed = {entry["name"]: entry["uploaded"] for entry in devserver.run_artifacts(run_id)}
     assert listed == {"done.txt": True, "later.txt": False}
     async with _client(devserver) as client:

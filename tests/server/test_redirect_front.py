@@ -11,13 +11,13 @@ the token there. The rules themselves are tested against fake servers in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import new_run, report_log_on_failure, settings_for, sha256
+from helpers import new_run, settings_for, sha256
 from official_util import OfficialClient
-from tls_util import PRIVILEGED_HOST, TLSFiles, can_bind_privileged, https_devserver, make_tls_files
+from tls_util import PRIVILEGED_HOST, TLSFiles, can_bind_privileged
 
 from simvuefs.backends import check_server
 from simvuefs.backends.client import SimvueClient
@@ -33,40 +33,14 @@ privileged = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("certificates"))
-
-
-@pytest.fixture
-def fronted(
-    tmp_path: Path, tls_files: TLSFiles, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., DevServer]]:
-    """Start an HTTPS devserver with a redirecting front (extra options given); stopped
-    after the test."""
-    started: list[DevServer] = []
-
-    def starter(*extra: str) -> DevServer:
-        server = https_devserver(tmp_path / f"s{len(started)}", tls_files, "--seed", "demo", *extra)
-        started.append(server)
-        report_log_on_failure(request, server)
-        return server.start()
-
-    try:
-        yield starter
-    finally:
-        for server in started:
-            server.stop()
-
-
 def _trusting(files: TLSFiles) -> Certificates:
     return Certificates(server=Trust("server", cafiles=(files.ca,), source="test"))
 
 
 async def test_a_front_on_another_port_is_another_origin(
-    tls_files: TLSFiles, fronted: Callable[..., DevServer]
+    tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = fronted("--large-size", "1MiB", "--redirect-port", "0")
+    server = https_devservers("--seed", "demo", "--large-size", "1MiB", "--redirect-port", "0")
     assert server.redirect_url.startswith("http://127.0.0.1:")
     settings = settings_for(
         server, url=server.redirect_url + "/api", certificates=_trusting(tls_files)
@@ -88,10 +62,19 @@ async def test_a_front_on_another_port_is_another_origin(
 
 @privileged
 async def test_the_usual_upgrade_keeps_the_token(
-    tls_files: TLSFiles, fronted: Callable[..., DevServer]
+    tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = fronted(
-        "--large-size", "1MiB", "--host", PRIVILEGED_HOST, "--port", "443", "--redirect-port", "80"
+    server = https_devservers(
+        "--seed",
+        "demo",
+        "--large-size",
+        "1MiB",
+        "--host",
+        PRIVILEGED_HOST,
+        "--port",
+        "443",
+        "--redirect-port",
+        "80",
     )
     assert server.redirect_url == f"http://{PRIVILEGED_HOST}:80"
     settings = settings_for(
@@ -115,9 +98,11 @@ async def test_the_usual_upgrade_keeps_the_token(
 
 @privileged
 async def test_a_301_front_serves_reads_and_refuses_posts_in_one_line(
-    tls_files: TLSFiles, fronted: Callable[..., DevServer]
+    tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = fronted(
+    server = https_devservers(
+        "--seed",
+        "demo",
         "--large-size",
         "1MiB",
         "--host",
@@ -149,10 +134,19 @@ async def test_a_301_front_serves_reads_and_refuses_posts_in_one_line(
 
 @privileged
 def test_the_official_client_behind_the_usual_front(
-    tmp_path: Path, fronted: Callable[..., DevServer]
+    tmp_path: Path, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = fronted(
-        "--large-size", "1MiB", "--host", PRIVILEGED_HOST, "--port", "443", "--redirect-port", "80"
+    server = https_devservers(
+        "--seed",
+        "demo",
+        "--large-size",
+        "1MiB",
+        "--host",
+        PRIVILEGED_HOST,
+        "--port",
+        "443",
+        "--redirect-port",
+        "80",
     )
 
     class Fronted(OfficialClient):

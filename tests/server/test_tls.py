@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import new_run, report_log_on_failure, settings_for, sha256
+from helpers import new_run, settings_for, sha256
 from official_util import OfficialClient
-from tls_util import TLSFiles, https_devserver, make_tls_files
+from tls_util import TLSFiles
 
 from simvuefs.backends import check_server
 from simvuefs.backends.client import SimvueClient
@@ -33,31 +33,6 @@ from testbed.processes import run_tool
 
 SEED = ("--seed", "demo", "--large-size", "1MiB")
 RESULTS = seed.ARTIFACTS["results"].content or b""
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("certificates"))
-
-
-@pytest.fixture
-def start(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., DevServer]]:
-    """Start HTTPS devservers (``https_devserver``'s arguments); all stop after the test."""
-    started: list[DevServer] = []
-
-    def starter(files: TLSFiles, *extra: str, client_auth: bool = False) -> DevServer:
-        server = https_devserver(
-            tmp_path / f"s{len(started)}", files, *extra, client_auth=client_auth
-        )
-        started.append(server)
-        report_log_on_failure(request, server)
-        return server.start()
-
-    try:
-        yield starter
-    finally:
-        for server in started:
-            server.stop()
 
 
 def _trusting(server: Path, storage: Path | None = None, **certificates: Any) -> Certificates:
@@ -76,9 +51,9 @@ async def _results(client: SimvueClient, server: DevServer) -> bytes:
 
 
 async def test_the_servers_ca_from_the_environment_serves_reads_and_uploads(
-    tmp_path: Path, tls_files: TLSFiles, start: Callable[..., DevServer]
+    tmp_path: Path, tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = start(tls_files, *SEED)
+    server = https_devservers(*SEED)
     assert server.url.startswith("https://127.0.0.1:")
     env = {**server.env(), "SIMVUE_SERVER_CA_CERTIFICATE": str(tls_files.ca)}
     del env["SIMVUE_STORAGE_CA_CERTIFICATE"]  # storage is served by the API's own origin
@@ -106,9 +81,9 @@ async def test_the_servers_ca_from_the_environment_serves_reads_and_uploads(
 
 
 async def test_an_untrusted_certificate_fails_at_once_in_one_line(
-    tls_files: TLSFiles, start: Callable[..., DevServer]
+    tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = start(tls_files)
+    server = https_devservers()
     settings = settings_for(server, request_timeout=20)  # certifi's CAs only
     async with SimvueClient.open(settings) as client:
         with pytest.raises(UsageError) as caught:
@@ -130,10 +105,10 @@ async def test_an_untrusted_certificate_fails_at_once_in_one_line(
 async def test_unchecked_certificates_work_with_a_warning(
     tmp_path: Path,
     tls_files: TLSFiles,
-    start: Callable[..., DevServer],
+    https_devservers: Callable[..., DevServer],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = start(tls_files)
+    server = https_devservers()
     env = {"SIMVUE_URL": server.url, "SIMVUE_TOKEN": server.token}
     resolved = resolve_server(
         env={**env, "SIMVUE_SERVER_CA_CERTIFICATE": "false"}, cwd=tmp_path, home=tmp_path
@@ -149,11 +124,11 @@ async def test_unchecked_certificates_work_with_a_warning(
 
 
 async def test_storage_on_its_own_origin_is_checked_with_the_storage_ca(
-    tmp_path: Path, tls_files: TLSFiles, start: Callable[..., DevServer]
+    tmp_path: Path, tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    blobs = tmp_path / "s0" / "data" / "blobs"  # the data directory of start()'s first server
+    blobs = tmp_path / "https0" / "data" / "blobs"  # the first HTTPS server's data directory
     with serving_blobs(blobs, tls_files.storage) as storage_url:
-        server = start(tls_files, *SEED, "--storage-url", storage_url)
+        server = https_devservers(*SEED, "--storage-url", storage_url)
         only_api = settings_for(server, certificates=_trusting(tls_files.ca), request_timeout=10)
         async with SimvueClient.open(only_api) as client:
             with pytest.raises(TransportError) as caught:
@@ -169,9 +144,9 @@ async def test_storage_on_its_own_origin_is_checked_with_the_storage_ca(
 
 
 async def test_a_server_that_wants_a_client_certificate(
-    tls_files: TLSFiles, start: Callable[..., DevServer]
+    tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = start(tls_files, *SEED, client_auth=True)
+    server = https_devservers(*SEED, client_auth=True)
     without = settings_for(server, certificates=_trusting(tls_files.ca), request_timeout=5)
     async with SimvueClient.open(without) as client:
         with pytest.raises(UsageError) as caught:
@@ -188,9 +163,9 @@ async def test_a_server_that_wants_a_client_certificate(
 
 
 def test_the_official_client_works_with_its_own_settings(
-    tmp_path: Path, tls_files: TLSFiles, start: Callable[..., DevServer]
+    tmp_path: Path, tls_files: TLSFiles, https_devservers: Callable[..., DevServer]
 ) -> None:
-    server = start(tls_files)
+    server = https_devservers()
     assert "SIMVUE_SERVER_CA_CERTIFICATE" in server.env()
     official = OfficialClient(server, tmp_path / "official")
     local = tmp_path / "official" / "data.bin"

@@ -8,26 +8,10 @@ What a server should never send is ``tests/mount/test_hostile.py``.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-from testbed.processes import run_tool
-
-
-def simvuefs(
-    *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return run_tool([sys.executable, "-m", "simvuefs", *args], check=False, env=env, timeout=60)
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMVUE_")}
-    env["HOME"] = str(home)
-    return env
+from control_util import clean_env, run_cli
 
 
 @pytest.mark.parametrize(
@@ -48,7 +32,7 @@ def clean_env(home: Path) -> dict[str, str]:
 )
 def test_malformed_arguments_give_a_short_error(tmp_path: Path, args: list[str]) -> None:
     argv = [a.replace("MNT", str(tmp_path)).replace("DATA", str(tmp_path / "d")) for a in args]
-    result = simvuefs(*argv, env=clean_env(tmp_path))
+    result = run_cli(*argv, env=clean_env(tmp_path))
     assert result.returncode == 2
     text = result.stderr.decode(errors="replace")
     assert "Traceback" not in text

@@ -5,36 +5,17 @@ or httpx. A running mount's side is tested in tests/mount/test_pending_mount.py.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from control_util import pending_upload, simvuefs_process, state_dirs
+from control_util import command, pending_upload, simvuefs_process, state_dirs
 from helpers import sha256
 
 from simvuefs.control import registry
 from simvuefs.write.spool import Spool, read_pending
-from testbed.processes import run_tool
 
-REPORT_MODULES = """
-import sys
-from simvuefs import cli
-try:
-    cli.main(sys.argv[1:])
-except SystemExit as done:
-    code = done.code
-loaded = [name for name in ("pyfuse3", "httpx") if name in sys.modules]
-print("loaded:", ",".join(loaded) or "nothing", "exit:", code, file=sys.stderr)
-"""
 REFUSED = b"a mesh the server refuses"
 WAITING = b"results still being retried"
-
-
-def command(*args: object) -> tuple[str, str, str]:
-    """Run ``simvuefs ARGS`` in a fresh interpreter: (stdout, its error lines, report)."""
-    result = run_tool([sys.executable, "-c", REPORT_MODULES, *map(str, args)], check=False)
-    *errors, report = result.stderr.decode().strip().splitlines()
-    return result.stdout.decode(), "\n".join(errors), report
 
 
 @pytest.fixture(autouse=True)

@@ -5,36 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 import pytest
-from control_util import make_jwt, pending_upload, simvuefs_process, state_dirs
+from control_util import command, make_jwt, pending_upload, simvuefs_process, state_dirs
 
 from simvuefs.config import MIB
 from simvuefs.control import registry
-from testbed.processes import run_tool
-
-REPORT_MODULES = """
-import sys
-from simvuefs import cli
-try:
-    cli.main(sys.argv[1:])
-except SystemExit as done:
-    code = done.code
-loaded = [name for name in ("pyfuse3", "httpx") if name in sys.modules]
-print("loaded:", ",".join(loaded) or "nothing", "exit:", code, file=sys.stderr)
-"""
-"""Run the command line given as arguments, then report on stderr which of the heavy
-modules it loaded and its exit status."""
-
-
-def command(*args: object, env: dict[str, str] | None = None) -> tuple[str, str, str]:
-    """Run ``simvuefs ARGS`` in a fresh interpreter: (stdout, its error line, report)."""
-    argv = [sys.executable, "-c", REPORT_MODULES, *map(str, args)]
-    result = run_tool(argv, env=env, check=False)
-    *errors, report = result.stderr.decode().strip().splitlines()
-    return result.stdout.decode(), "\n".join(errors), report
 
 
 @pytest.fixture(autouse=True)
