@@ -362,8 +362,10 @@ def test_daemon_parent_gives_up_on_a_child_that_never_gets_ready(seeded_devserve
     ]
     seeded_devserver.set_faults(stall_seconds=20, stall_where="api")
     try:
-        with pytest.raises(UsageError, match=r"not ready after 2 s"):
-            mounts.start_mount(argv, log_file, timeout=2.0)
+        # 5 s: long enough for the child to start and install its handlers on a loaded
+        # machine (with 2 s, a busy CI machine could SIGTERM it before it logged anything).
+        with pytest.raises(UsageError, match=r"not ready after 5 s"):
+            mounts.start_mount(argv, log_file, timeout=5.0)
     finally:
         seeded_devserver.clear_faults()
     assert_nothing_left(mnt)
