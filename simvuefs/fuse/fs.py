@@ -16,8 +16,9 @@ Invariants:
   else fails with ``EROFS``. A file written here is a :class:`~simvuefs.write.staged.StagedFile`
   (``node.staged``); its handles live in ``_written``, artifacts' handles in ``_files``.
 - Upload at close: ``flush`` of a writing handle commits the file (upload now, the error is
-  what ``close()`` returns), but only once the process that opened it holds no other
-  descriptor for writing it (:func:`holds_for_writing`): a forked child closing an
+  what ``close()`` returns), but only once no other handle writes it (several may: two
+  SQLite connections) and the process that opened it holds no other descriptor for
+  writing it (:func:`holds_for_writing`): a forked child closing an
   inherited descriptor, or a shell closing the original after ``dup2``, must not freeze a
   file mid-write. ``release`` commits only a file that no flush
   could commit (and logs the outcome: its errors reach nobody).
@@ -594,6 +595,9 @@ class Operations(pyfuse3.Operations):
             return
         f = written.file
         if f.state not in (FileState.STAGED, FileState.PENDING):
+            return
+        if any(w.file is f and w.write for h, w in self._written.items() if h != fh):
+            log.debug("flush of %r: another handle still writes it", f)
             return
         if written.opener and await trio.to_thread.run_sync(
             holds_for_writing, written.opener, self.mount_id, written.inode

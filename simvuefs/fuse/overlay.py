@@ -19,8 +19,8 @@ or below it, so "is there a local directory here" is one dictionary lookup.
 
 Merge rules (:func:`merge_entries` for a whole directory, :func:`merge_entry` for one name;
 they always agree): hidden artifacts and removed directories are left out; a directory wins
-over a file of the same name; a local file replaces a server artifact of the same name and checksum (its own
-upload, attached but not yet confirmed) and pushes any other artifact aside to
+over a file of the same name; a local file replaces a server artifact of the same name and
+checksum (its own upload, attached but not yet confirmed) and pushes any other artifact aside to
 ``<name>@<artifact id>``; a local directory pushes a server file aside the same way.
 """
 

@@ -418,9 +418,11 @@ class Tree:
 
     async def _require_change(self, node: Node, code: int, what: str) -> None:
         """Raise LocalError(*code*) unless the input *node* may be *what* ("changed",
-        "removed", "replaced"): in an editable run, or a file this mount just uploaded."""
+        "removed", "replaced"): in an editable run; removed or replaced also when it is a
+        file this mount just uploaded (a tool's transient file, module docstring)."""
         f = node.staged
-        if f is not None and self.uploader is not None and self.uploader.recently_landed(f):
+        transient = f is not None and self.uploader is not None and self.uploader.recently_landed(f)
+        if transient and what != "changed":
             return
         if await self.input_mode(node) == EDITABLE:
             return

@@ -181,8 +181,9 @@ class Uploader:
     async def open(self, f: StagedFile, *, write: bool) -> None:
         """Count one more open handle of a STAGED or PENDING *f*.
 
-        Raises LocalError: EBUSY when *write* and another handle writes; EACCES when *write*
-        and the content is committed; ESTALE when *f* has landed or is gone (read the
+        Several handles may write (two SQLite connections, say): the file ends when the last
+        one closes (``fs.py``). Raises LocalError: EACCES when *write* and the content is
+        committed; ESTALE when *f* has landed or is gone (read the
         artifact instead).
         """
         async with f.lock:
@@ -190,8 +191,6 @@ class Uploader:
                 raise LocalError(
                     f"{f.name} is committed and can no longer change", errno=errno.EACCES
                 )
-            if write and f.writing:
-                raise LocalError(f"{f.name} is being written by another process", errno=errno.EBUSY)
             fd = None
             if f.fd is None:
                 if f.state not in (FileState.STAGED, FileState.PENDING):

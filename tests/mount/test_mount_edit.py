@@ -172,7 +172,9 @@ def test_edits_of_a_created_run_leave_exactly_the_final_files(
     run_tool(["sh", "-c", f"echo 'line 2' >> '{run.input}/log.txt'"])
     os.truncate(run.input / "cut.dat", 4)
     vim = shutil.which("vim") or shutil.which("vim.tiny") or "vi"
-    run_tool([vim, "-es", "-u", "NONE", "-c", "%s/beta/gamma/", "-c", "wq", run.input / "vimmed.txt"])
+    run_tool(
+        [vim, "-es", "-u", "NONE", "-c", "%s/beta/gamma/", "-c", "wq", run.input / "vimmed.txt"]
+    )
     run_tool(["rm", "-r", run.input / "gone"])
     os.rename(run.input / "old name.txt", run.input / "new name.txt")
     (run.input / "mover.txt").write_bytes(b"moved onto target\n")
@@ -220,12 +222,14 @@ def test_sqlite_git_and_rsync_in_a_created_run(
     seed(server, run, {"tree/same.txt": b"unchanged\n", "tree/changed.txt": b"old\n"})
 
     database = run.input / "db.sqlite"
-    with sqlite3.connect(database) as connection:
-        connection.execute("create table t (x integer)")
+    first = sqlite3.connect(database)
+    with first:
+        first.execute("create table t (x integer)")
     for value in range(3):  # several transactions, each its own connection
         with sqlite3.connect(database) as connection:
             connection.execute("insert into t values (?)", (value,))
         connection.close()
+    first.close()  # the file ends with its last connection
     wal = run.input / "wal.sqlite"
     connection = sqlite3.connect(wal)
     assert connection.execute("pragma journal_mode=wal").fetchone()[0] == "wal"
@@ -307,17 +311,21 @@ def test_a_started_run_is_append_only_and_failed_tools_leave_nothing(
 
 def test_the_mode_follows_the_run_state(server: DevServer, mount: Mount) -> None:
     run = new_run(server, mount)
-    seed(server, run, {"a.txt": b"a\n"})
+    seed(server, run, {"a.txt": b"a\n", "b.txt": b"b\n"})
     assert input_mode(run) == b"editable"
     with open(run.input / "a.txt", "wb") as stream:  # opened while created ...
         set_status(server, run, "running")
         assert wait_until(lambda: input_mode(run) == b"append-only", 5)
         stream.write(b"prepared before the start\n")  # ... completes as it started
-    assert inputs(server, run.id) == {"a.txt": sha256(b"prepared before the start\n")}
+    assert inputs(server, run.id) == {
+        "a.txt": sha256(b"prepared before the start\n"),
+        "b.txt": sha256(b"b\n"),
+    }
     assert wait_until(lambda: os.stat(run.input / "a.txt").st_mode & 0o777 == 0o444, 5)
     assert errno_of(lambda: open(run.input / "a.txt", "ab").close()) == errno.EACCES
     set_status(server, run, "completed")
-    assert errno_of(lambda: os.unlink(run.input / "a.txt")) == errno.EPERM
+    assert wait_until(lambda: input_mode(run) == b"append-only", 5)
+    assert errno_of(lambda: os.unlink(run.input / "b.txt")) == errno.EPERM
 
 
 # -- an artifact of two runs ---------------------------------------------------------------------
