@@ -62,11 +62,12 @@ async def delete_replaced(
     it, or an input it overwrote), if that is safe (module docstring); note it in the change
     log of the spool at *spool_root*. Raises the client's errors worth a retry."""
     try:
-        problem = await delete_problem(
-            client, settings, artifact_id, record.run_id, record.expected_checksum(artifact_id)
-        )
-        if problem is None and artifact_id == record.artifact_id:
-            problem = "the server gave the new name the same artifact"
+        if artifact_id == record.artifact_id:
+            problem: str | None = "the server gave the new name the same artifact"
+        else:
+            problem = await delete_problem(
+                client, settings, artifact_id, record.run_id, record.expected_checksum(artifact_id)
+            )
     except StatusError as exc:
         if final_errno(exc) is None:
             raise
@@ -149,7 +150,7 @@ async def delete_problem(
     except NotFound:
         return ""
     if artifact.checksum != checksum:
-        return "the server's record of it no longer holds the content it had here"
+        return "the server's record of it does not hold the checksum it had here"
     return await sharing_problem(client, settings, artifact_id, run_id)
 
 
