@@ -248,7 +248,7 @@ class Operations(pyfuse3.Operations):
         """Make the size of file *node* exact (object artifacts need a request once); bring
         the run record of nodes in ``input/`` up to date (their modes follow its state)."""
         if node.category == INPUT:
-            await self._tree.current_run(node)
+            self._tree.follow_run_nowait(node)
         if node.kind is NodeKind.FILE:
             await self._tree.exact_size(node)
         elif node.kind is NodeKind.RUN_INFO:

@@ -361,6 +361,14 @@ class Tree:
             node.run = fresh
         return node.run
 
+    def follow_run_nowait(self, node: Node) -> None:
+        """Bring *node*'s run record up to date from the runs listing if one is cached and
+        fresh; never a request (attributes follow the run's state without waiting)."""
+        names = self._runs.get_nowait(RUNS_DIR)
+        fresh = None if names is None or node.run is None else names.by_id.get(node.run.id)
+        if fresh is not None:
+            node.run = fresh
+
     async def input_mode(self, node: Node) -> str:
         """How ``input/`` of *node*'s run may change now (module docstring): ``editable``,
         ``append-only`` or ``read-only``."""
@@ -404,8 +412,8 @@ class Tree:
         parent = self._node_parent(node)
         uploader, run = self._writing(parent)
         artifact = node.artifact
-        if artifact is None:
-            raise LocalError(f"inode {node.inode} is not a file", errno=errno.EISDIR)
+        if artifact is None:  # unlinked before it landed, reopened through /proc
+            raise LocalError(f"inode {node.inode} was removed", errno=errno.EACCES)
         await self._require_change(node, errno.EACCES, "changed")
         await self._require_unshared(uploader, run, artifact, errno.EACCES)
         f = await uploader.edit(run.id, artifact.name, artifact, keep_content=keep_content)
@@ -421,7 +429,13 @@ class Tree:
         "removed", "replaced"): in an editable run; removed or replaced also when it is a
         file this mount just uploaded (a tool's transient file, module docstring)."""
         f = node.staged
-        transient = f is not None and self.uploader is not None and self.uploader.recently_landed(f)
+        transient = (
+            f is not None
+            and self.uploader is not None
+            and self.uploader.recently_landed(f)
+            and f.artifact is not None
+            and f.artifact.name == f.name  # created by this mount (``upload._own_artifact``)
+        )
         if transient and what != "changed":
             return
         if await self.input_mode(node) == EDITABLE:

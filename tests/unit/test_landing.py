@@ -300,9 +300,7 @@ async def test_replaced_artifacts_are_deleted_after_the_landing(
             pytest.raises(ServerError),
         ):
             await h.lander.land(f)
-        assert "artifact kept, replaced by mesh.dat, is not deleted: the server " in (
-            caplog.text
-        )
+        assert "artifact kept, replaced by mesh.dat, is not deleted: the server " in (caplog.text)
         saved = h.saved(f)
         assert (saved.stage, saved.replaces) == ("attached", ("flaky",))
 
@@ -531,9 +529,7 @@ async def test_an_artifact_that_is_not_safe_to_delete_is_kept(
             await h.lander.land(f)
         assert f.state is FileState.LANDED
         assert "delete" not in h.backend.methods()
-        assert f"artifact old, replaced by mesh.dat, is not deleted: {reason}" in (
-            caplog.text
-        )
+        assert f"artifact old, replaced by mesh.dat, is not deleted: {reason}" in (caplog.text)
 
 
 async def test_the_artifact_just_landed_is_never_deleted(tmp_path: Path) -> None:
