@@ -322,7 +322,10 @@ class Tree:
         for pending in uploader.pending():
             f = uploader.lookup(pending.run_id, pending.category, pending.name)
             if f is not None:
-                self._local_at(f.run_id, f.category).add_file(f.name, f)
+                local = self._local_at(f.run_id, f.category)
+                local.add_file(f.name, f)
+                if f.record is not None:  # what it replaces goes once it lands
+                    local.hidden.update(f.record.replaces)
 
     def owns(self, run: Run) -> bool:
         """True unless *run* is known to be another user's (``Run.belongs_to_another``):
