@@ -18,11 +18,22 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.context import CURL, HTTPX, Context, label, prefix, size_text
+from benchmarks import patterns
+from benchmarks.context import (
+    CURL,
+    CURL_ONE,
+    HTTPX,
+    RANGED,
+    RANGED_STREAMS,
+    Context,
+    label,
+    size_text,
+)
 from benchmarks.data import Blob
-from benchmarks.harness import MOUNT_KINDS
+from benchmarks.harness import Mounted, Nginx
 from benchmarks.measure import (
     Broken,
+    Result,
     Table,
     curl_to_null,
     dd,
@@ -40,21 +51,30 @@ from benchmarks.measure import (
 
 def sequential(ctx: Context) -> Table:
     """Sequential read of the large artifact with dd bs=1M: cold (fresh mount, page cache
-    dropped) and warm (re-read right after), against curl and a plain httpx stream."""
+    dropped) and, on loopback, warm (re-read right after), against curl (one stream, and
+    concurrent ranged GETs of equal parts) and, on loopback, a plain httpx stream."""
     blob = ctx.data.large
-    table = Table("sequential", f"Sequential read of a {size_text(blob.size)} file", "MiB/s", CURL)
+    field = ctx.profile.field
+    one = CURL_ONE if field else CURL
+    title = f"Sequential read of a {size_text(blob.size)} file"
+    table = Table("sequential", title, "MiB/s", RANGED if field else CURL)
     url = ctx.nginx.url(blob.sha256)
+    phases = ("cold",) if field else ("cold", "warm")
     for round_ in range(ctx.repeat):
-        seconds, _ = timed_on(None, curl_to_null, url, blob.size)
-        table.result(CURL).add(mib_per_s(blob.size, seconds))
-        seconds, _ = timed_on(None, httpx_stream, url, blob.size)
-        table.result(HTTPX).add(mib_per_s(blob.size, seconds))
+        limit = ctx.prefix(one, blob.size)
+        seconds, _ = timed_on(None, curl_to_null, url, limit or blob.size, limit)
+        table.result(label(one, limit)).add(mib_per_s(limit or blob.size, seconds))
+        seconds, _ = timed_on(None, run_all, ranged_curls(url, blob.size, RANGED_STREAMS))
+        table.result(RANGED).add(mib_per_s(blob.size, seconds))
+        if not field:
+            seconds, _ = timed_on(None, httpx_stream, url, blob.size)
+            table.result(HTTPX).add(mib_per_s(blob.size, seconds))
         if round_ == 0:
-            verify_url(url, blob, HTTPX)
-        for kind in MOUNT_KINDS:
-            limit = prefix(kind, blob.size)
+            verify_url(url, blob, "nginx")
+        for kind in ctx.kinds:
+            limit = ctx.prefix(kind, blob.size)
             nbytes = limit or blob.size
-            names = [label(f"{kind} {phase}", limit) for phase in ("cold", "warm")]
+            names = [label(f"{kind} {phase}", limit) for phase in phases]
             with tolerated(table, kind, *names), ctx.harness.mount(kind) as mounted:
                 path = ctx.path(mounted, blob)
                 drop_page_cache(path)
@@ -68,24 +88,33 @@ def sequential(ctx: Context) -> Table:
     return table
 
 
+def ranged_curls(url: str, size: int, streams: int) -> list[list[str]]:
+    """Commands of *streams* curls, each getting one equal part of *url* (*size* bytes)."""
+    bounds = [size * i // streams for i in range(streams + 1)]
+    return [
+        ["curl", "-sSf", "-o", "/dev/null", "-r", f"{start}-{end - 1}", url]
+        for start, end in zip(bounds, bounds[1:], strict=False)
+    ]
+
+
 def ttfb(ctx: Context) -> Table:
     """Time to first byte: open() + read(1 byte) of never-read files on a fresh mount (their
     directory listed first), median over the files, against a ranged GET (bytes=0-0) on a
     fresh connection by curl (time_starttransfer) and by httpx in this process; with the
     API requests simvuefs made per file."""
     blobs = ctx.data.ttfb
-    table = Table(
-        "ttfb", f"Time to first byte of a cold {size_text(blobs[0].size)} file", "ms", CURL
-    )
+    curl = CURL_TTFB if ctx.profile.field else CURL
+    title = f"Time to first byte of a cold {size_text(blobs[0].size)} file"
+    table = Table("ttfb", title, "ms", curl)
     table.extra_columns = ["API requests per file"]
     for _ in range(ctx.repeat):
-        table.result(CURL).add(
+        table.result(curl).add(
             statistics.median(_curl_ttfb(ctx.nginx.url(b.sha256)) for b in blobs)
         )
         table.result("httpx ranged GET").add(
             statistics.median(_httpx_ttfb(ctx.nginx.url(b.sha256)) for b in blobs)
         )
-        for kind in MOUNT_KINDS:
+        for kind in ctx.kinds:
             with tolerated(table, kind, kind), ctx.harness.mount(kind) as mounted:
                 os.listdir(ctx.path(mounted, blobs[0]).parent)
                 ctx.devserver.reset_stats()
@@ -142,17 +171,39 @@ def _mount_ttfb(path: Path, blob: Blob, contender: str) -> float:
     return elapsed * 1000
 
 
+GET_4K = "httpx 4 KiB ranged GETs (open connection)"
+"""The random reads' latency reference: what one ranged GET costs on a warm connection."""
+CURL_TTFB = "curl ranged GET (new connection)"
+CURL_HEAD = "curl ranged GET of 4096 bytes"
+HEAD = "head -c 4096: bytes"
+LATENCY = ["random: median ms", "random: p90 ms"]
+
+
+def pattern_column(pattern: str) -> str:
+    return f"{pattern}: sent/asked"
+
+
 def transfer(ctx: Context) -> Table:
-    """Bytes transferred from nginx (its access log) for head -c 4096 of the large file, and
-    per read for random 4 KiB reads of it, each on a fresh mount (counted after unmounting,
-    so cancelled read-ahead is included)."""
+    """Bytes transferred from nginx (its access log) for head -c 4096 of the large file, per
+    read and latency of random 4 KiB reads of it, and bytes sent against bytes asked for by
+    the small-read patterns (buffered reader, mmap, h5py, pyarrow: benchmarks.patterns),
+    each file read once; head and patterns on one fresh mount, random reads on another
+    (counted after unmounting, so cancelled read-ahead is included)."""
     blob = ctx.data.large
     count = ctx.data.sizes.random_reads
     title = (
-        f"Bytes transferred: head -c 4096 and {count} random 4 KiB reads of {size_text(blob.size)}"
+        f"Bytes transferred: head -c 4096 and {count} random 4 KiB reads of "
+        f"{size_text(blob.size)}; small-read patterns"
     )
-    table = Table("transfer", title, "head -c 4096: bytes", CURL)
-    table.extra_columns = ["requests (head)", "random: bytes per read", "random: requests"]
+    curl = CURL_HEAD if ctx.profile.field else CURL
+    table = Table("transfer", title, HEAD, curl)
+    table.extra_columns = [
+        "requests (head)",
+        "random: bytes per read",
+        "random: requests",
+        *LATENCY,
+        *(pattern_column(p) for p in patterns.READERS),
+    ]
     rng = random.Random(20261123)
     offsets = [rng.randrange(0, blob.size - 4096) for _ in range(count)]
     mark = ctx.nginx.log_mark()
@@ -164,15 +215,42 @@ def transfer(ctx: Context) -> Table:
     if head != blob.content(0, 4096):
         raise Broken("curl: wrong bytes for a ranged GET")
     requests, sent = ctx.nginx.bytes_sent(mark, blob.sha256)
-    _transfer_row(table, CURL, (sent, requests), (4096 * count, count), count)
-    for kind in MOUNT_KINDS:
+    _transfer_row(table, curl, (sent, requests), (4096 * count, count), count)
+    latencies = _ranged_get_latencies(ctx.nginx, blob, offsets)
+    _latency_notes(table.result(GET_4K), latencies).add(4096)
+    for kind in ctx.kinds:
         with tolerated(table, kind, kind):
             _transfer(ctx, table, kind, offsets)
     return table
 
 
+def _ranged_get_latencies(nginx: Nginx, blob: Blob, offsets: list[int]) -> list[float]:
+    """Milliseconds of 4 KiB ranged GETs at *offsets* on one open connection."""
+    times = []
+    with httpx.Client(timeout=30) as client:
+        client.get(nginx.url(blob.sha256), headers={"Range": "bytes=0-0"}).raise_for_status()
+        for offset in offsets:
+            start = time.perf_counter()
+            response = client.get(
+                nginx.url(blob.sha256), headers={"Range": f"bytes={offset}-{offset + 4095}"}
+            )
+            times.append((time.perf_counter() - start) * 1000)
+            if response.content != blob.content(offset, 4096):
+                raise Broken("httpx: wrong bytes for a ranged GET")
+    return times
+
+
+def _latency_notes(result: Result, times: list[float]) -> Result:
+    """Put the median and 90th percentile of *times* (ms) in *result*'s notes."""
+    p90 = statistics.quantiles(times, n=10)[8] if len(times) > 1 else times[0]
+    result.notes[LATENCY[0]] = f"{statistics.median(times):.1f}"
+    result.notes[LATENCY[1]] = f"{p90:.1f}"
+    return result
+
+
 def _transfer(ctx: Context, table: Table, kind: str, offsets: list[int]) -> None:
-    """One contender's row: head -c 4096, then the random reads, each on a fresh mount."""
+    """One contender's row: head -c 4096 and the patterns on a fresh mount, then the random
+    reads on another."""
     blob = ctx.data.large
     count = len(offsets)
     mark = ctx.nginx.log_mark()
@@ -181,20 +259,42 @@ def _transfer(ctx: Context, table: Table, kind: str, offsets: list[int]) -> None
         head = subprocess.run(["head", "-c", "4096", str(path)], capture_output=True).stdout
         if head != blob.content(0, 4096):
             raise Broken(f"{kind}: head -c 4096 read the wrong bytes")
+        asked = _run_patterns(ctx, mounted)
         rss = mounted.peak_rss()
     requests, sent = ctx.nginx.bytes_sent(mark, blob.sha256)
+    ratios = {}
+    for pattern, wanted in asked.items():
+        _, moved = ctx.nginx.bytes_sent(mark, ctx.data.patterns[pattern].blob.sha256)
+        ratios[pattern] = f"{moved / wanted:.2f} ({size_text(moved)} / {size_text(wanted)})"
     mark = ctx.nginx.log_mark()
+    times = []
     with ctx.harness.mount(kind) as mounted:
         path = ctx.path(mounted, blob)
         fd = os.open(path, os.O_RDONLY)
         try:
             for offset in offsets:
-                if os.pread(fd, 4096, offset) != blob.content(offset, 4096):
+                start = time.perf_counter()
+                data = os.pread(fd, 4096, offset)
+                times.append((time.perf_counter() - start) * 1000)
+                if data != blob.content(offset, 4096):
                     raise Broken(f"{kind}: a random 4 KiB read returned the wrong bytes")
         finally:
             os.close(fd)
     random_requests, random_sent = ctx.nginx.bytes_sent(mark, blob.sha256)
     _transfer_row(table, kind, (sent, requests), (random_sent, random_requests), count, rss)
+    result = _latency_notes(table.result(kind), times)
+    result.notes.update({pattern_column(p): ratio for p, ratio in ratios.items()})
+
+
+def _run_patterns(ctx: Context, mounted: Mounted) -> dict[str, int]:
+    """Run every pattern whose file exists on *mounted*; return the bytes each asked for."""
+    sizes = ctx.data.sizes
+    counts = {"buffered": sizes.record_reads, "mmap": sizes.mmap_reads}
+    asked = {}
+    for pattern, file in ctx.data.patterns.items():
+        read = patterns.READERS[pattern]
+        asked[pattern] = read(ctx.path(mounted, file.blob), file, counts.get(pattern, 0))
+    return asked
 
 
 def _transfer_row(
@@ -219,13 +319,14 @@ def parallel(ctx: Context) -> Table:
     blobs = ctx.data.readers[: ctx.data.sizes.readers]
     total = sum(b.size for b in blobs)
     title = f"{len(blobs)} parallel readers of {size_text(blobs[0].size)} files"
-    table = Table("parallel", title, "MiB/s", CURL)
+    curls = f"{len(blobs)} curls" if ctx.profile.field else CURL
+    table = Table("parallel", title, "MiB/s", curls)
     for round_ in range(ctx.repeat):
         urls = [ctx.nginx.url(b.sha256) for b in blobs]
         seconds, _ = timed_on(None, run_all, [["curl", "-sSf", "-o", "/dev/null", u] for u in urls])
-        table.result(CURL).add(mib_per_s(total, seconds))
-        for kind in MOUNT_KINDS:
-            limit = prefix(kind, total)
+        table.result(curls).add(mib_per_s(total, seconds))
+        for kind in ctx.kinds:
+            limit = ctx.prefix(kind, total, parallel=True)
             limit = limit // len(blobs) if limit else None
             nbytes = limit * len(blobs) if limit else total
             name = label(kind, limit)
