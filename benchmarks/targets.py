@@ -201,7 +201,9 @@ def _field_parallel(t: Tables) -> list[Verdict]:
     ours = _median(t, "parallel", "simvuefs")
     curls = t["parallel"].reference or ""
     theirs = _median(t, "parallel", curls)
-    return [_ratio(f"parallel readers >= 0.8x {curls}", ours, theirs, "MiB/s", ours >= 0.8 * theirs)]
+    return [
+        _ratio(f"parallel readers >= 0.8x {curls}", ours, theirs, "MiB/s", ours >= 0.8 * theirs)
+    ]
 
 
 def _field_ttfb(t: Tables) -> list[Verdict]:
