@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shlex
@@ -153,6 +154,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Build, start, run the jobs, stop; print and write the report."""
     sizes = data.Sizes.quick() if args.quick else data.Sizes()
     network = profile_of(args)
+    if "memory" not in jobs_of(network):  # its readers' other files would go unread
+        sizes = dataclasses.replace(sizes, memory_passes=1)
     repeat = args.repeat or (1 if args.quick or network.field else 2)
     output = args.output or (None if args.quick or args.only else DEFAULT_OUTPUT)
     jobs = [name for name in args.only or JOBS if name in jobs_of(network)]
