@@ -11,10 +11,11 @@
   (:mod:`benchmarks.formats` writes its HDF5 and Parquet files).
 - :mod:`benchmarks.measure`: samples, result tables and the small timed operations.
 - :mod:`benchmarks.context`: what every job gets; :mod:`benchmarks.reads`,
-  :mod:`benchmarks.listing`, :mod:`benchmarks.upload`: the jobs, each running its
-  contenders interleaved and returning a table; :mod:`benchmarks.jobs`: them by name (and
-  which the field profile runs); :mod:`benchmarks.patterns`: the transfer job's small-read
-  patterns (buffered reader, mmap, h5py, pyarrow).
+  :mod:`benchmarks.transfer`, :mod:`benchmarks.listing`, :mod:`benchmarks.upload`: the
+  jobs, each running its contenders interleaved and returning a table;
+  :mod:`benchmarks.jobs`: them by name (and which the field profile runs);
+  :mod:`benchmarks.patterns`: the transfer job's small-read patterns (buffered reader,
+  mmap, h5py, pyarrow).
 - :mod:`benchmarks.targets`: the issues' targets (per profile) checked against the tables.
 - :mod:`benchmarks.report`: Markdown tables and each profile's generated block of
   docs/benchmarks.md.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmarks import listing, reads, upload
+from benchmarks import listing, reads, transfer, upload
 from benchmarks.context import Context
 from benchmarks.measure import Table
 from benchmarks.profile import Profile
@@ -17,7 +17,7 @@ JOBS: dict[str, Job] = {
     for job in (
         reads.sequential,
         reads.ttfb,
-        reads.transfer,
+        transfer.transfer,
         reads.parallel,
         reads.memory,
         listing.listing,

@@ -13,7 +13,8 @@ from benchmarks.data import MIB
 from benchmarks.listing import CONCURRENT_WALK
 from benchmarks.measure import Table
 from benchmarks.profile import Profile
-from benchmarks.reads import CURL_TTFB, GET_4K, LATENCY, pattern_column
+from benchmarks.reads import CURL_TTFB
+from benchmarks.transfer import GET_4K, LATENCY, pattern_column
 from benchmarks.upload import HTTPX_UPLOAD
 
 Tables = dict[str, Table]

@@ -19,7 +19,7 @@ import pytest
 from benchmarks import patterns, profile, report, tools
 from benchmarks.harness import mount_kinds
 from benchmarks.jobs import jobs_of
-from benchmarks.reads import pattern_column
+from benchmarks.transfer import pattern_column
 from testbed import REPO
 
 EVERY_MOUNT_JOB = ("sequential", "ttfb", "transfer", "parallel")
