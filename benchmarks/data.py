@@ -10,6 +10,9 @@ Layout (sizes from :class:`Sizes`):
 - run ``bench``, ``output/``: ``large.bin`` (sequential, head, random reads), ``ttfb-NN.bin``
   (first-byte latency), ``par-NN.bin`` (parallel readers; the first ``readers`` are the
   parallel job's, all of them the memory job's);
+- the transfer job's pattern files (``benchmarks.patterns``), in run ``bench``'s ``output/``:
+  ``records.bin`` and ``memmap.bin`` (generated), ``table.h5`` and ``table.parquet``
+  (written with h5py and pyarrow when they are installed; their expected column is kept);
 - run ``upload``: empty, the uploads land in its ``input/``;
 - runs ``list-NNNN`` with ``per_run`` artifacts each over the three categories, and run
   ``list-big`` with ``big_dir`` artifacts in ``output/``: all share one small blob.
@@ -18,11 +21,14 @@ Layout (sizes from :class:`Sizes`):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from benchmarks import formats
 from simvuefs.devserver.seed import LARGE_BLOCK, artifact_record, large_block, run_record
 from simvuefs.devserver.store import Store
 from simvuefs.models import CATEGORIES
@@ -51,6 +57,10 @@ class Sizes:
     big_dir: int = 1000
     upload: int = GIB
     random_reads: int = 16
+    pattern_size: int = 128 * MIB
+    """Each pattern file's size (about, for HDF5 and Parquet)."""
+    record_reads: int = 64
+    mmap_reads: int = 200
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -66,6 +76,9 @@ class Sizes:
             big_dir=100,
             upload=16 * MIB,
             random_reads=4,
+            pattern_size=8 * MIB,
+            record_reads=8,
+            mmap_reads=20,
         )
 
 
@@ -78,6 +91,7 @@ class Blob:
     name: str
     size: int
     first_block: int
+    """Its first generated block; -1 for files written by a library (HDF5, Parquet)."""
     sha256: str
 
     def content(self, offset: int, length: int) -> bytes:
@@ -93,6 +107,17 @@ class Blob:
 
 
 @dataclass(frozen=True)
+class PatternFile:
+    """A file of one of the transfer job's patterns, and what reading it must give."""
+
+    pattern: str
+    blob: Blob
+    """Its place and checksum (``content()`` is meaningful for generated files only)."""
+    expected: Any = None
+    """For HDF5 and Parquet: the column the pattern reads."""
+
+
+@dataclass(frozen=True)
 class Dataset:
     """What :func:`build` made."""
 
@@ -103,6 +128,8 @@ class Dataset:
     upload_sources: dict[str, tuple[Path, str]]
     """Local files of ``sizes.upload`` bytes and their sha256, different content per uploader."""
     sizes: Sizes
+    patterns: dict[str, PatternFile]
+    """By pattern name; HDF5 and Parquet only when h5py and pyarrow are installed."""
 
 
 def _blocks(first_block: int, size: int) -> int:
@@ -150,6 +177,22 @@ class _Builder:
 
         return self.pool.submit(store_blob)
 
+    def formatted(
+        self, name: str, write: Callable[[Path, int], Any], size: int
+    ) -> tuple[Blob, Any]:
+        """Store a file that *write(path, size)* makes; return its Blob (no generated
+        content) and what *write* returned."""
+        spool_file, spool = self.store.open_spool()
+        spool_file.close()
+        expected = write(spool, size)
+        digest = hashlib.sha256()
+        with spool.open("rb") as file:
+            while chunk := file.read(LARGE_BLOCK):
+                digest.update(chunk)
+        stored_size = spool.stat().st_size
+        self.store.commit_blob(spool, digest.hexdigest())
+        return Blob(BENCH_RUN, "output", name, stored_size, -1, digest.hexdigest()), expected
+
     def artifact(self, name: str, sha256: str, size: int) -> str:
         self.minute += 1
         created = BASE_TIME + timedelta(seconds=self.minute)
@@ -185,13 +228,28 @@ def build(data_dir: Path, work_dir: Path, sizes: Sizes) -> Dataset:
                 builder.blob(BENCH_RUN, "output", f"par-{i:02d}.bin", sizes.reader_size)
                 for i in range(sizes.readers * sizes.memory_passes)
             ]
+            generated = {
+                pattern: builder.blob(BENCH_RUN, "output", f"{pattern}.bin", sizes.pattern_size)
+                for pattern in ("records", "memmap")
+            }
             large = large_future.result()
             ttfb = [f.result() for f in ttfb_futures]
             readers = [f.result() for f in reader_futures]
             upload_sources = {who: (paths[who], sources[who].result()) for who in paths}
+            patterns = {
+                "buffered": PatternFile("buffered", generated["records"].result()),
+                "mmap": PatternFile("mmap", generated["memmap"].result()),
+            }
+        for pattern, name, write in (
+            ("hdf5", "table.h5", formats.write_hdf5),
+            ("parquet", "table.parquet", formats.write_parquet),
+        ):
+            if formats.available(pattern):
+                blob, expected = builder.formatted(name, write, sizes.pattern_size)
+                patterns[pattern] = PatternFile(pattern, blob, expected)
         bench_id = builder.run(BENCH_RUN, 0)
         builder.run(UPLOAD_RUN, 1)
-        for blob in [large, *ttfb, *readers]:
+        for blob in [large, *ttfb, *readers, *(p.blob for p in patterns.values())]:
             store.attach(bench_id, builder.artifact(blob.name, blob.sha256, blob.size), "output")
         small = b"listing\n"
         small_sha = hashlib.sha256(small).hexdigest()
@@ -207,4 +265,4 @@ def build(data_dir: Path, work_dir: Path, sizes: Sizes) -> Dataset:
             store.attach(big_id, artifact, "output")
     finally:
         store.close()
-    return Dataset(data_dir, large, ttfb, readers, upload_sources, sizes)
+    return Dataset(data_dir, large, ttfb, readers, upload_sources, sizes, patterns)

@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks import tools
+from benchmarks.profile import Profile
 from testbed.devserver import DevServer, DevServerError
 from testbed.mounts import (
     Mount,
@@ -159,9 +160,21 @@ class Nginx:
         return len(entries), sum(e.body_bytes for e in entries)
 
 
-MOUNT_KINDS = ("simvuefs", "rclone", "rclone full", "httpdirfs", "httpdirfs cache")
-"""The FUSE contenders: simvuefs, rclone mount (default and --vfs-cache-mode full),
-httpdirfs (without and with --cache)."""
+MOUNT_KINDS = ("simvuefs", "rclone", "rclone full", "rclone new", "httpdirfs", "httpdirfs cache")
+"""The FUSE contenders: simvuefs, Debian's rclone mount (default and --vfs-cache-mode full),
+the current rclone with concurrent chunk streams (:data:`NEW_RCLONE_OPTIONS`), httpdirfs
+(without and with --cache)."""
+FIELD_KINDS = MOUNT_KINDS[:4]
+"""The field profile leaves httpdirfs out: it makes one ranged GET per 128 KiB FUSE read
+(each would pay a round trip), so it would only show the round trip again, slowly."""
+NEW_RCLONE_OPTIONS = ("--vfs-read-chunk-streams", "16", "--vfs-read-chunk-size", "4M")
+"""The current rclone's best setting for this benchmark (docs/benchmarks.md: the values
+tried, in the field profile, once)."""
+
+
+def mount_kinds(profile: Profile) -> tuple[str, ...]:
+    """The FUSE contenders of a run in *profile*."""
+    return FIELD_KINDS if profile.field else MOUNT_KINDS
 
 
 @dataclass(frozen=True)
@@ -213,15 +226,17 @@ class Harness:
 
     # -- servers -----------------------------------------------------------------------------
 
-    def start_nginx(self, blob_dir: Path) -> Nginx:
-        """Start nginx serving *blob_dir* at /blobs/ (``user root``: blobs are mode 0600)."""
+    def start_nginx(self, blob_dir: Path, profile: Profile) -> Nginx:
+        """Start nginx serving *blob_dir* at /blobs/ (``user root``: blobs are mode 0600),
+        behind *profile*'s network (its cap and round trips, see benchmarks.profile)."""
         directory = self.workdir / "nginx"
         directory.mkdir()
         port = free_port()
         access_log = directory / "access.log"
         config = directory / "nginx.conf"
         config.write_text(
-            f"""user root; worker_processes 1; daemon off; pid {directory}/nginx.pid;
+            profile.nginx_main()
+            + f"""user root; worker_processes 1; daemon off; pid {directory}/nginx.pid;
 error_log {directory}/error.log;
 events {{ worker_connections 1024; }}
 http {{
@@ -232,7 +247,8 @@ http {{
   fastcgi_temp_path {directory}/fastcgi; uwsgi_temp_path {directory}/uwsgi;
   scgi_temp_path {directory}/scgi;
   server {{ listen 127.0.0.1:{port};
-    location /blobs/ {{ alias {blob_dir}/; autoindex on; }}
+    location /blobs/ {{ alias {blob_dir}/; autoindex on;
+      {profile.nginx_location()} }}
     location = /blobs {{ return 301 /blobs/; }} }}
 }}
 """
@@ -260,10 +276,10 @@ http {{
         self.nginx = Nginx(port, access_log)
         return self.nginx
 
-    def start_devserver(self, data_dir: Path, storage_url: str) -> DevServer:
-        """Start ``simvuefs devserver`` on *data_dir* handing out *storage_url* downloads;
-        --no-dedup so that every upload is really sent."""
-        extra = ["--storage-url", storage_url, "--no-dedup"]
+    def start_devserver(self, data_dir: Path, storage_url: str, profile: Profile) -> DevServer:
+        """Start ``simvuefs devserver`` on *data_dir* handing out *storage_url* downloads,
+        behind *profile*'s network; --no-dedup so that every upload is really sent."""
+        extra = ["--storage-url", storage_url, "--no-dedup", *profile.devserver_args()]
         server = DevServer(self.workdir, extra, data_dir=data_dir, env=self._env)
         self.stack.callback(server.stop)
         try:
@@ -286,10 +302,12 @@ http {{
             argv = mount_command(self.devserver.config_path, root, log, *options)
             return [*argv, "--foreground", *self.simvuefs_args], self._env
         if kind.startswith("rclone"):
-            argv = ["rclone", "mount", ":http:", str(root)]
+            program = tools.NEW_RCLONE if kind == "rclone new" else "rclone"
+            argv = [tools.find(program) or program, "mount", ":http:", str(root)]
             argv += ["--http-url", self.nginx.blobs_url + "/"]
             argv += ["--read-only", "--config", "/dev/null", "--cache-dir", str(cache)]
             argv += ["--vfs-cache-mode", "full"] if kind == "rclone full" else []
+            argv += NEW_RCLONE_OPTIONS if kind == "rclone new" else []
             path = f"{self._path_dir}:{self._env.get('PATH', '')}"
             return argv, {**self._env, "PATH": path}
         if kind.startswith("httpdirfs"):

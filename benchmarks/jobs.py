@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmarks import listing, reads, upload
+from benchmarks import listing, reads, transfer, upload
 from benchmarks.context import Context
 from benchmarks.measure import Table
+from benchmarks.profile import Profile
 
 Job = Callable[[Context], Table]
 JOBS: dict[str, Job] = {
@@ -16,10 +17,18 @@ JOBS: dict[str, Job] = {
     for job in (
         reads.sequential,
         reads.ttfb,
-        reads.transfer,
+        transfer.transfer,
         reads.parallel,
         reads.memory,
         listing.listing,
         upload.upload,
     )
 }
+FIELD_SKIPS = frozenset({"memory"})
+"""Jobs the field profile leaves out: the memory job streams 4 GiB to load the daemon's
+buffers, which the field's parallel job (16 readers) reports already."""
+
+
+def jobs_of(profile: Profile) -> list[str]:
+    """The jobs of a run in *profile*, in run order."""
+    return [name for name in JOBS if not (profile.field and name in FIELD_SKIPS)]

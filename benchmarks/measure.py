@@ -131,10 +131,12 @@ def dd(path: Path, limit: int | None = None) -> None:
     subprocess.run(dd_command(path, limit), check=True)
 
 
-def curl_to_null(url: str, expected: int) -> None:
-    """Download *url* with curl into /dev/null; it must be *expected* bytes."""
+def curl_to_null(url: str, expected: int, limit: int | None = None) -> None:
+    """Download *url* (or its first *limit* bytes) with curl into /dev/null; it must be
+    *expected* bytes."""
+    ranged = ["-r", f"0-{limit - 1}"] if limit else []
     result = subprocess.run(
-        ["curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download}", url],
+        ["curl", "-sS", "--fail", *ranged, "-o", "/dev/null", "-w", "%{size_download}", url],
         capture_output=True,
         text=True,
         check=True,

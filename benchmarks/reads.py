@@ -1,4 +1,5 @@
-"""Read jobs: sequential, first-byte latency, bytes transferred, parallel readers, memory.
+"""Read jobs: sequential, first-byte latency, parallel readers, memory (the transfer job is
+:mod:`benchmarks.transfer`).
 
 Each job runs its contenders interleaved (contender A, B, C, then A, B, C again ...) for
 ``--repeat`` rounds, every FUSE contender on a fresh mount (empty caches), and returns one
@@ -10,7 +11,6 @@ fast figure: :class:`~benchmarks.measure.Broken` stops the run.
 from __future__ import annotations
 
 import os
-import random
 import statistics
 import subprocess
 import time
@@ -18,9 +18,17 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.context import CURL, HTTPX, Context, label, prefix, size_text
+from benchmarks.context import (
+    CURL,
+    CURL_ONE,
+    HTTPX,
+    RANGED,
+    RANGED_STREAMS,
+    Context,
+    label,
+    size_text,
+)
 from benchmarks.data import Blob
-from benchmarks.harness import MOUNT_KINDS
 from benchmarks.measure import (
     Broken,
     Table,
@@ -37,24 +45,35 @@ from benchmarks.measure import (
     verify_url,
 )
 
+CURL_TTFB = "curl ranged GET (new connection)"
+
 
 def sequential(ctx: Context) -> Table:
     """Sequential read of the large artifact with dd bs=1M: cold (fresh mount, page cache
-    dropped) and warm (re-read right after), against curl and a plain httpx stream."""
+    dropped) and, on loopback, warm (re-read right after), against curl (one stream, and
+    concurrent ranged GETs of equal parts) and, on loopback, a plain httpx stream."""
     blob = ctx.data.large
-    table = Table("sequential", f"Sequential read of a {size_text(blob.size)} file", "MiB/s", CURL)
+    field = ctx.profile.field
+    one = CURL_ONE if field else CURL
+    title = f"Sequential read of a {size_text(blob.size)} file"
+    table = Table("sequential", title, "MiB/s", RANGED if field else CURL)
     url = ctx.nginx.url(blob.sha256)
+    phases = ("cold",) if field else ("cold", "warm")
     for round_ in range(ctx.repeat):
-        seconds, _ = timed_on(None, curl_to_null, url, blob.size)
-        table.result(CURL).add(mib_per_s(blob.size, seconds))
-        seconds, _ = timed_on(None, httpx_stream, url, blob.size)
-        table.result(HTTPX).add(mib_per_s(blob.size, seconds))
+        limit = ctx.prefix(one, blob.size)
+        seconds, _ = timed_on(None, curl_to_null, url, limit or blob.size, limit)
+        table.result(label(one, limit)).add(mib_per_s(limit or blob.size, seconds))
+        seconds, _ = timed_on(None, run_all, ranged_curls(url, blob.size, RANGED_STREAMS))
+        table.result(RANGED).add(mib_per_s(blob.size, seconds))
+        if not field:
+            seconds, _ = timed_on(None, httpx_stream, url, blob.size)
+            table.result(HTTPX).add(mib_per_s(blob.size, seconds))
         if round_ == 0:
-            verify_url(url, blob, HTTPX)
-        for kind in MOUNT_KINDS:
-            limit = prefix(kind, blob.size)
+            verify_url(url, blob, "nginx")
+        for kind in ctx.kinds:
+            limit = ctx.prefix(kind, blob.size)
             nbytes = limit or blob.size
-            names = [label(f"{kind} {phase}", limit) for phase in ("cold", "warm")]
+            names = [label(f"{kind} {phase}", limit) for phase in phases]
             with tolerated(table, kind, *names), ctx.harness.mount(kind) as mounted:
                 path = ctx.path(mounted, blob)
                 drop_page_cache(path)
@@ -68,24 +87,33 @@ def sequential(ctx: Context) -> Table:
     return table
 
 
+def ranged_curls(url: str, size: int, streams: int) -> list[list[str]]:
+    """Commands of *streams* curls, each getting one equal part of *url* (*size* bytes)."""
+    bounds = [size * i // streams for i in range(streams + 1)]
+    return [
+        ["curl", "-sSf", "-o", "/dev/null", "-r", f"{start}-{end - 1}", url]
+        for start, end in zip(bounds, bounds[1:], strict=False)
+    ]
+
+
 def ttfb(ctx: Context) -> Table:
     """Time to first byte: open() + read(1 byte) of never-read files on a fresh mount (their
     directory listed first), median over the files, against a ranged GET (bytes=0-0) on a
     fresh connection by curl (time_starttransfer) and by httpx in this process; with the
     API requests simvuefs made per file."""
     blobs = ctx.data.ttfb
-    table = Table(
-        "ttfb", f"Time to first byte of a cold {size_text(blobs[0].size)} file", "ms", CURL
-    )
+    curl = CURL_TTFB if ctx.profile.field else CURL
+    title = f"Time to first byte of a cold {size_text(blobs[0].size)} file"
+    table = Table("ttfb", title, "ms", curl)
     table.extra_columns = ["API requests per file"]
     for _ in range(ctx.repeat):
-        table.result(CURL).add(
+        table.result(curl).add(
             statistics.median(_curl_ttfb(ctx.nginx.url(b.sha256)) for b in blobs)
         )
         table.result("httpx ranged GET").add(
             statistics.median(_httpx_ttfb(ctx.nginx.url(b.sha256)) for b in blobs)
         )
-        for kind in MOUNT_KINDS:
+        for kind in ctx.kinds:
             with tolerated(table, kind, kind), ctx.harness.mount(kind) as mounted:
                 os.listdir(ctx.path(mounted, blobs[0]).parent)
                 ctx.devserver.reset_stats()
@@ -142,90 +170,20 @@ def _mount_ttfb(path: Path, blob: Blob, contender: str) -> float:
     return elapsed * 1000
 
 
-def transfer(ctx: Context) -> Table:
-    """Bytes transferred from nginx (its access log) for head -c 4096 of the large file, and
-    per read for random 4 KiB reads of it, each on a fresh mount (counted after unmounting,
-    so cancelled read-ahead is included)."""
-    blob = ctx.data.large
-    count = ctx.data.sizes.random_reads
-    title = (
-        f"Bytes transferred: head -c 4096 and {count} random 4 KiB reads of {size_text(blob.size)}"
-    )
-    table = Table("transfer", title, "head -c 4096: bytes", CURL)
-    table.extra_columns = ["requests (head)", "random: bytes per read", "random: requests"]
-    rng = random.Random(20261123)
-    offsets = [rng.randrange(0, blob.size - 4096) for _ in range(count)]
-    mark = ctx.nginx.log_mark()
-    head = subprocess.run(
-        ["curl", "-sS", "--fail", "-r", "0-4095", ctx.nginx.url(blob.sha256)],
-        capture_output=True,
-        check=True,
-    ).stdout
-    if head != blob.content(0, 4096):
-        raise Broken("curl: wrong bytes for a ranged GET")
-    requests, sent = ctx.nginx.bytes_sent(mark, blob.sha256)
-    _transfer_row(table, CURL, (sent, requests), (4096 * count, count), count)
-    for kind in MOUNT_KINDS:
-        with tolerated(table, kind, kind):
-            _transfer(ctx, table, kind, offsets)
-    return table
-
-
-def _transfer(ctx: Context, table: Table, kind: str, offsets: list[int]) -> None:
-    """One contender's row: head -c 4096, then the random reads, each on a fresh mount."""
-    blob = ctx.data.large
-    count = len(offsets)
-    mark = ctx.nginx.log_mark()
-    with ctx.harness.mount(kind) as mounted:
-        path = ctx.path(mounted, blob)
-        head = subprocess.run(["head", "-c", "4096", str(path)], capture_output=True).stdout
-        if head != blob.content(0, 4096):
-            raise Broken(f"{kind}: head -c 4096 read the wrong bytes")
-        rss = mounted.peak_rss()
-    requests, sent = ctx.nginx.bytes_sent(mark, blob.sha256)
-    mark = ctx.nginx.log_mark()
-    with ctx.harness.mount(kind) as mounted:
-        path = ctx.path(mounted, blob)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for offset in offsets:
-                if os.pread(fd, 4096, offset) != blob.content(offset, 4096):
-                    raise Broken(f"{kind}: a random 4 KiB read returned the wrong bytes")
-        finally:
-            os.close(fd)
-    random_requests, random_sent = ctx.nginx.bytes_sent(mark, blob.sha256)
-    _transfer_row(table, kind, (sent, requests), (random_sent, random_requests), count, rss)
-
-
-def _transfer_row(
-    table: Table,
-    contender: str,
-    head: tuple[int, int],
-    random_reads: tuple[int, int],
-    count: int,
-    rss: int = 0,
-) -> None:
-    """Add a row from (bytes, requests) of the head and of the *count* random reads."""
-    result = table.result(contender)
-    result.add(head[0], rss=rss)
-    result.notes["requests (head)"] = str(head[1])
-    result.notes["random: bytes per read"] = size_text(random_reads[0] // count)
-    result.notes["random: requests"] = str(random_reads[1])
-
-
 def parallel(ctx: Context) -> Table:
     """N parallel readers (dd bs=1M) of N different files on one fresh mount, aggregate
     MiB/s, against N parallel curls."""
     blobs = ctx.data.readers[: ctx.data.sizes.readers]
     total = sum(b.size for b in blobs)
     title = f"{len(blobs)} parallel readers of {size_text(blobs[0].size)} files"
-    table = Table("parallel", title, "MiB/s", CURL)
+    curls = f"{len(blobs)} curls" if ctx.profile.field else CURL
+    table = Table("parallel", title, "MiB/s", curls)
     for round_ in range(ctx.repeat):
         urls = [ctx.nginx.url(b.sha256) for b in blobs]
         seconds, _ = timed_on(None, run_all, [["curl", "-sSf", "-o", "/dev/null", u] for u in urls])
-        table.result(CURL).add(mib_per_s(total, seconds))
-        for kind in MOUNT_KINDS:
-            limit = prefix(kind, total)
+        table.result(curls).add(mib_per_s(total, seconds))
+        for kind in ctx.kinds:
+            limit = ctx.prefix(kind, total, parallel=True)
             limit = limit // len(blobs) if limit else None
             nbytes = limit * len(blobs) if limit else total
             name = label(kind, limit)

@@ -14,6 +14,11 @@ from benchmarks.measure import Result, Table
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
+MARKERS = {
+    "loopback": (BEGIN, END),
+    "field": ("<!-- bench-field:begin -->", "<!-- bench-field:end -->"),
+}
+"""Each profile's generated block (a file may hold both)."""
 FAILED = "failed"
 """The figure of a contender that failed in every round (it crashed or read wrong bytes)."""
 
@@ -69,13 +74,14 @@ def render(table: Table) -> str:
     return f"**{table.title}** (`{table.job}`)\n\n{markdown([header[i] for i in keep], rows)}"
 
 
-def write_block(path: Path, block: str) -> None:
-    """Replace the generated block of *path* with *block* (append it if there is none)."""
+def write_block(path: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the generated block of *path* between *begin* and *end* with *block* (append
+    it if there is none)."""
     text = path.read_text() if path.exists() else ""
-    generated = f"{BEGIN}\n{block.strip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + generated + rest.split(END, 1)[1]
+    generated = f"{begin}\n{block.strip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + generated + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + ("\n\n" if text else "") + generated + "\n"
     path.write_text(text)

@@ -1,13 +1,20 @@
-"""The issue's targets, each checked against one run's tables (ratios from that run)."""
+"""The issues' targets, each checked against one run's tables (ratios from that run): issue
+9's for the loopback profile, issue 14's for the field profile, and issue 14's small-read
+patterns (bytes sent <= 1.5x bytes asked) in both."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks.context import CURL
+from benchmarks import patterns
+from benchmarks.context import CURL, RANGED
 from benchmarks.data import MIB
+from benchmarks.listing import CONCURRENT_WALK
 from benchmarks.measure import Table
+from benchmarks.profile import Profile
+from benchmarks.reads import CURL_TTFB
+from benchmarks.transfer import GET_4K, LATENCY, pattern_column
 from benchmarks.upload import HTTPX_UPLOAD
 
 Tables = dict[str, Table]
@@ -77,6 +84,7 @@ def _transfer(t: Tables) -> list[Verdict]:
             head <= 2 * MIB,
         ),
         Verdict("random 4 KiB reads transfer <= 1 MiB each", per_read, per_read_bytes <= MIB),
+        *_patterns(t),
     ]
 
 
@@ -150,6 +158,111 @@ def _upload(t: Tables) -> list[Verdict]:
     ]
 
 
+def _patterns(t: Tables) -> list[Verdict]:
+    notes = t["transfer"].results["simvuefs"].notes
+    verdicts = []
+    for pattern in patterns.READERS:
+        ratio = notes.get(pattern_column(pattern))
+        if ratio is None:  # h5py or pyarrow not installed
+            continue
+        verdicts.append(
+            Verdict(
+                f"{pattern} pattern: bytes sent <= 1.5x bytes asked",
+                f"{ratio.split()[0]}x {' '.join(ratio.split()[1:])}",
+                float(ratio.split()[0]) <= 1.5,
+            )
+        )
+    return verdicts
+
+
+def _ratio(name: str, ours: float, theirs: float, unit: str, ok: bool) -> Verdict:
+    return Verdict(name, f"{ours / theirs:.2f}x ({ours:.4g} vs {theirs:.4g} {unit})", ok)
+
+
+def _field_sequential(t: Tables) -> list[Verdict]:
+    ours = _median(t, "sequential", "simvuefs cold")
+    ranged = _median(t, "sequential", RANGED)
+    new = _median(t, "sequential", "rclone new cold")
+    default = _median(t, "sequential", _row(t, "sequential", "rclone cold"))
+    return [
+        _ratio(f"sequential cold >= 0.8x {RANGED}", ours, ranged, "MiB/s", ours >= 0.8 * ranged),
+        _ratio(
+            "sequential cold >= 1.0x rclone new (chunk streams)", ours, new, "MiB/s", ours >= new
+        ),
+        _ratio("sequential cold >= 5x rclone default", ours, default, "MiB/s", ours >= 5 * default),
+    ]
+
+
+def _row(t: Tables, job: str, start: str) -> str:
+    """The contender of *job* whose name starts with *start* (labels may add a prefix)."""
+    return next(name for name in t[job].results if name.startswith(start))
+
+
+def _field_parallel(t: Tables) -> list[Verdict]:
+    ours = _median(t, "parallel", "simvuefs")
+    curls = t["parallel"].reference or ""
+    theirs = _median(t, "parallel", curls)
+    return [
+        _ratio(f"parallel readers >= 0.8x {curls}", ours, theirs, "MiB/s", ours >= 0.8 * theirs)
+    ]
+
+
+def _field_ttfb(t: Tables) -> list[Verdict]:
+    ours = _median(t, "ttfb", "simvuefs")
+    theirs = _median(t, "ttfb", CURL_TTFB)
+    return [_ratio(f"TTFB <= 1.5x {CURL_TTFB}", ours, theirs, "ms", ours <= 1.5 * theirs)]
+
+
+def _field_transfer(t: Tables) -> list[Verdict]:
+    ours = float(t["transfer"].results["simvuefs"].notes[LATENCY[0]])
+    theirs = float(t["transfer"].results[GET_4K].notes[LATENCY[0]])
+    name = "random 4 KiB reads: median latency <= 2x a 4 KiB ranged GET"
+    return [_ratio(name, ours, theirs, "ms", ours <= 2 * theirs), *_patterns(t)]
+
+
+def _field_listing(t: Tables) -> list[Verdict]:
+    ours = _median(t, "listing", _row(t, "listing", "find runs (cold"))
+    theirs = _median(t, "listing", CONCURRENT_WALK)
+    name = f"find runs <= 2x a direct API walk ({CONCURRENT_WALK.split(', ')[1]})"
+    return [_ratio(name, ours, theirs, "ms", ours <= 2 * theirs)]
+
+
+def _field_upload(t: Tables) -> list[Verdict]:
+    ours = _median(t, "upload", "simvuefs cp")
+    theirs = _median(t, "upload", HTTPX_UPLOAD)
+    return [_ratio("upload >= 0.9x the direct upload", ours, theirs, "MiB/s", ours >= 0.9 * theirs)]
+
+
+def _field_memory(t: Tables) -> list[Verdict]:
+    """The daemon's peak RSS over every job's simvuefs rows."""
+    peaks = [
+        (max(result.peak_rss), job)
+        for job, table in t.items()
+        for name, result in table.results.items()
+        if name.startswith("simvuefs") and result.peak_rss
+    ]
+    if not peaks:
+        return []
+    rss, job = max(peaks)
+    return [
+        Verdict(
+            "daemon peak RSS < 250 MiB in every job",
+            f"{rss / MIB:.0f} MiB ({job})",
+            rss < 250 * MIB,
+        )
+    ]
+
+
+FIELD_CHECKS: dict[str, Callable[[Tables], list[Verdict]]] = {
+    "sequential": _field_sequential,
+    "parallel": _field_parallel,
+    "ttfb": _field_ttfb,
+    "transfer": _field_transfer,
+    "listing": _field_listing,
+    "upload": _field_upload,
+}
+
+
 CHECKS: dict[str, Callable[[Tables], list[Verdict]]] = {
     "sequential": _sequential,
     "ttfb": _ttfb,
@@ -161,13 +274,16 @@ CHECKS: dict[str, Callable[[Tables], list[Verdict]]] = {
 }
 
 
-def evaluate(tables: Tables) -> list[Verdict]:
-    """Return the verdicts of every target whose job ran."""
+def evaluate(tables: Tables, profile: Profile) -> list[Verdict]:
+    """Return the verdicts of every target of *profile* whose job ran."""
     verdicts = []
-    for job, check in CHECKS.items():
+    checks = FIELD_CHECKS if profile.field else CHECKS
+    for job, check in checks.items():
         if job in tables:
             try:
                 verdicts.extend(check(tables))
             except (KeyError, ValueError, ZeroDivisionError):  # a contender it needs failed
                 verdicts.append(Verdict(f"{job} targets", "not measured: a contender failed", None))
+    if profile.field:
+        verdicts += _field_memory(tables)
     return verdicts

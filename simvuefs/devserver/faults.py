@@ -5,7 +5,8 @@
 they call the small hook methods (``refusal`` before routing, in ``gate.py``; ``api_error``,
 ``storage_error``, ``stall_for``, ``url_lifetime``, ``drop_limit``, ``range_ignored``,
 ``token_refusal``, ``bad_digest``, ``corruption``, ``listing_stall``, ``malformed_json``,
-``chunked_body``, ``page_cap``, ``name_rejected``, ``basic_by_default``) at
+``chunked_body``, ``page_cap``, ``name_rejected``, ``basic_by_default``; ``wan_delay`` and
+``upload_pace`` in ``gate.py``) at
 fixed points of a request. A new kind of fault is a new field plus a new hook called from
 the one place it applies. Every hook that injects something counts it in
 :attr:`Faults.injected` (``GET /admin/stats``).
@@ -139,6 +140,12 @@ class Faults:
     rate_limit_where: str = ""
     rate_limit_retry_after: float = 0.0
     rate_limit_date: bool = False
+    # A wide-area network in front of the server (the benchmark's field profile): every API
+    # and storage request waits this many seconds (one round trip) before it is handled,
+    # and storage uploads are received at most upload_bandwidth bytes per second each (0 = no
+    # cap). Both are applied before routing (gate.py), after the refusals.
+    request_delay: float = 0.0
+    upload_bandwidth: int = 0
     # time.monotonic() at which the outage of unavailable_seconds ends (not a switch).
     unavailable_until: float = field(default=0.0, repr=False, compare=False)
     rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
@@ -176,6 +183,19 @@ class Faults:
         if self.rate_limit_retry_after > 0:
             headers["Retry-After"] = self._retry_after_value()
         return Refusal(429, "TooManyRequests", "Too many requests (injected)", headers)
+
+    def wan_delay(self) -> float:
+        """Return how long an API or storage request waits before it is handled, or 0."""
+        if self.request_delay > 0:
+            self.injected["request_delay"] += 1
+        return self.request_delay
+
+    def upload_pace(self) -> int:
+        """Return the most bytes per second a storage upload's body is received at (0: no
+        cap)."""
+        if self.upload_bandwidth > 0:
+            self.injected["upload_bandwidth"] += 1
+        return self.upload_bandwidth
 
     def _retry_after_value(self) -> str:
         if self.rate_limit_date:

@@ -1,8 +1,10 @@
-"""``scripts/bench --quick``: the benchmark runs end to end and cleans up after itself.
+"""``scripts/bench --quick``: the benchmark runs end to end and cleans up after itself, in
+both profiles (``--profile loopback``, the default, and ``--profile field``).
 
-No timing assertions: this checks that every job produces a table with a figure for every
-contender and the targets table, and that nothing is left mounted or running. The run's
-work directory is put under the test's tmp_path (TMPDIR), so leftovers are easy to find.
+No timing assertions: this checks that every job of the profile produces a table with a
+figure for every contender, the small-read patterns' columns and the targets table, in the
+profile's generated block, and that nothing is left mounted or running. The run's work
+directory is put under the test's tmp_path (TMPDIR), so leftovers are easy to find.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report, tools
-from benchmarks.harness import MOUNT_KINDS
-from benchmarks.jobs import JOBS
+from benchmarks import patterns, profile, report, tools
+from benchmarks.harness import mount_kinds
+from benchmarks.jobs import jobs_of
+from benchmarks.transfer import pattern_column
 from testbed import REPO
 
 EVERY_MOUNT_JOB = ("sequential", "ttfb", "transfer", "parallel")
+PROFILES = {"loopback": profile.loopback(), "field": profile.field()}
 
 
 def _tables(text: str) -> dict[str, list[list[str]]]:
@@ -45,16 +49,19 @@ def _processes_mentioning(text: str) -> list[str]:
 
 @pytest.mark.fuse
 @pytest.mark.timeout(600)
-def test_quick_bench_produces_every_table_and_cleans_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_quick_bench_produces_every_table_and_cleans_up(tmp_path: Path, name: str) -> None:
     missing = [p for p in tools.PROGRAMS if tools.find(p) is None]
     if missing and os.geteuid() != 0:
         pytest.skip(f"scripts/bench would need to install {missing} (as root)")
+    network = PROFILES[name]
+    begin, end = report.MARKERS[name]
     output = tmp_path / "bench.md"
     output.write_text("# hand-written\n\nkept text\n")
     workdirs = tmp_path / "tmp"
     workdirs.mkdir()
     result = subprocess.run(
-        [str(REPO / "scripts" / "bench"), "--quick", "--output", str(output)],
+        [str(REPO / "scripts" / "bench"), "--quick", "--profile", name, "--output", str(output)],
         capture_output=True,
         text=True,
         env={**os.environ, "TMPDIR": str(workdirs)},
@@ -63,10 +70,11 @@ def test_quick_bench_produces_every_table_and_cleans_up(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     text = output.read_text()
     assert text.startswith("# hand-written\n\nkept text\n")
-    assert report.BEGIN in text
-    assert report.END in text
+    assert begin in text
+    assert end in text
+    assert network.describe() in text
     tables = _tables(text)
-    assert set(tables) == set(JOBS)
+    assert set(tables) == set(jobs_of(network))
     for job, (header, *rows) in tables.items():
         assert header[0] == "contender"
         assert rows, job
@@ -75,9 +83,14 @@ def test_quick_bench_produces_every_table_and_cleans_up(tmp_path: Path) -> None:
             crashed = row[1] == report.FAILED and row[0].startswith("httpdirfs")
             assert crashed or re.fullmatch(r"[\d,.]+", row[1]), (job, row)
     for job in EVERY_MOUNT_JOB:
-        names = " ".join(row[0] for row in tables[job][1:])
-        for kind in ("curl", *MOUNT_KINDS):
-            assert kind in names, (job, kind)
+        names = [row[0] for row in tables[job][1:]]
+        assert any("curl" in n for n in names), job
+        for kind in mount_kinds(network):
+            assert any(n == kind or n.startswith(f"{kind} ") for n in names), (job, kind)
+    header, *rows = tables["transfer"]
+    simvuefs = rows[[row[0] for row in rows].index("simvuefs")]
+    for pattern in patterns.READERS:  # the bench extra installs h5py and pyarrow
+        assert re.fullmatch(r"[\d.]+ \(.+ / .+\)", simvuefs[header.index(pattern_column(pattern))])
     assert "**Targets**" in text
     assert re.search(r"\| (MET|MISSED) +\|", text)
     assert "sig=" not in result.stdout + result.stderr + text
@@ -86,8 +99,14 @@ def test_quick_bench_produces_every_table_and_cleans_up(tmp_path: Path) -> None:
     assert _processes_mentioning(str(workdirs)) == []
 
 
-def test_write_block_keeps_the_hand_written_text(tmp_path: Path) -> None:
+def test_write_block_keeps_the_hand_written_text_and_the_other_block(tmp_path: Path) -> None:
     path = tmp_path / "doc.md"
+    field_begin, field_end = report.MARKERS["field"]
     path.write_text(f"before\n{report.BEGIN}\nold\n{report.END}\nafter\n")
     report.write_block(path, "new table")
-    assert path.read_text() == f"before\n{report.BEGIN}\nnew table\n{report.END}\nafter\n"
+    report.write_block(path, "field table", field_begin, field_end)
+    report.write_block(path, "field again", field_begin, field_end)
+    assert path.read_text() == (
+        f"before\n{report.BEGIN}\nnew table\n{report.END}\nafter\n\n"
+        f"{field_begin}\nfield again\n{field_end}\n"
+    )

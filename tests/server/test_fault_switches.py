@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import new_run, send_content, sha256, store_artifact
+from helpers import create_artifact, new_run, send_content, sha256, store_artifact
 
 from testbed.devserver import DevServer
 
@@ -133,6 +133,26 @@ def test_listing_delay_slows_listings_only(devserver: DevServer) -> None:
             assert took >= 0.5, (path, took)
 
 
+def test_wan_switches_delay_every_request_and_pace_uploads(devserver: DevServer) -> None:
+    run_id = new_run(devserver, "wan")
+    devserver.set_faults(request_delay=0.2, upload_bandwidth=MIB)
+    devserver.reset_stats()
+    began = time.monotonic()
+    devserver.api("GET", f"/runs/{run_id}").raise_for_status()
+    assert time.monotonic() - began >= 0.2  # a lower bound: the server sleeps that long
+    content = os.urandom(MIB + MIB // 2)
+    created = create_artifact(devserver, "paced.bin", content)
+    began = time.monotonic()
+    assert send_content(created, content).status_code in (200, 204)
+    assert time.monotonic() - began >= 1.5  # 1.5 MiB at 1 MiB/s, whatever the machine
+    injected = devserver.stats()["faults_injected"]
+    assert (injected["request_delay"], injected["upload_bandwidth"]) == (3, 1)
+    devserver.clear_faults()
+    devserver.reset_stats()
+    devserver.api("GET", f"/runs/{run_id}").raise_for_status()
+    assert devserver.stats()["faults_injected"] == {}
+
+
 def test_extra_runs_and_artifacts_make_huge_listings(devserver: DevServer) -> None:
     real = new_run(devserver, "real")
     devserver.set_faults(extra_runs=250, extra_artifacts=1000)
@@ -210,6 +230,8 @@ def test_new_switches_are_validated(devserver: DevServer) -> None:
         {"malformed_json_kind": "garbled"},
         {"malformed_json_rate": 1.5},
         {"listing_delay": "slow"},
+        {"request_delay": -0.1},
+        {"upload_bandwidth": 1.5},
     ):
         answer = devserver.http.put("/admin/faults", json=body)
         assert answer.status_code == 400, body
