@@ -1,7 +1,8 @@
 """``simvuefs status``: what a mount has not uploaded yet, and what a live mount has done.
 
 Reads the mount records (``registry.py``), the counters live mounts publish
-(``counters.py``), the mount table (``mounts.py``) and the journal (``spool.read_pending``)
+(``counters.py``), the mount table (``mounts.py``), the journal (``spool.read_pending``)
+and the change log of what was replaced and deleted (``write/changes.py``)
 without locking anything, so it works while the mount runs, after it crashed and after an
 unmount that left uploads pending. Every function returns the text to print.
 
@@ -19,7 +20,11 @@ from typing import Any
 from simvuefs.config import MIB
 from simvuefs.control import counters, registry
 from simvuefs.control.mounts import mount_table
+from simvuefs.write import changes
 from simvuefs.write.spool import JournalRecord, read_pending
+
+RECENT_CHANGES = 20
+"""How many of the spool's last replacements and deletes ``status`` shows."""
 
 
 def _size(size: int) -> str:
@@ -31,6 +36,12 @@ def _size(size: int) -> str:
 def describe_upload(record: JournalRecord) -> str:
     """Two lines about one pending upload: what and where, then why it is not there yet
     (for a final refusal, the server's message and what to do)."""
+    if record.checkpoint:
+        return (
+            f"  run {record.run_id}: {record.category}/{record.name}, still being written: "
+            f"{_size(record.size)} kept at its last fsync, "
+            f"{record.created:%Y-%m-%d %H:%M:%S} UTC\n"
+        )
     attempts = f"{record.attempts} failed attempt(s)" if record.attempts else "no attempt failed"
     lines = [
         f"  run {record.run_id}: {record.category}/{record.name}, {_size(record.size)}, "
@@ -63,6 +74,10 @@ def describe_spool(spool_dir: Path) -> str:
             f"  {len(kept)} file(s) that can never be uploaded (never closed, or their "
             f"record was lost) are kept in {abandoned}\n"
         )
+    done = changes.recent(spool_dir, RECENT_CHANGES)
+    if done:
+        text += f"  last {len(done)} artifact(s) replaced or deleted on the server:\n"
+        text += "".join(change.describe() for change in done)
     return text
 
 

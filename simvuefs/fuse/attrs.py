@@ -9,7 +9,10 @@ Rules (SEMANTICS.md has the user-facing version):
 - Owner: the mounting user's uid/gid. Modes: artifacts ``0444``, directories ``0555``; in a
   writable mount, ``input/`` and the directories below it ``0755`` (but ``0555`` in runs of
   other users, shared with the mounting user: only a run's owner adds artifacts), files
-  being written ``0644`` and files waiting for their upload ``0444``. Directories report
+  being written ``0644`` and files waiting for their upload ``0444``; in a writable mount,
+  artifacts in ``input/`` of the user's runs that are ``created`` (not started: inputs can
+  still change, ``tree.py``) are ``0644`` too, with attributes trusted for the listing TTL
+  only (the mode follows the run's state). Directories report
   ``st_nlink = 1`` ("not counted", so ``find`` never uses the leaf optimisation), files 1.
 - Times: an artifact's ``created`` for files (the last write for files not uploaded yet);
   the run's ``created`` for the run directory
@@ -27,7 +30,8 @@ Rules (SEMANTICS.md has the user-facing version):
   path, and its run id; a run's id, name, status, folder, tags (comma-separated), created,
   started and endtime (ISO 8601 UTC, when known) and description (when set); for
   files not uploaded yet, their ``state`` (``staged``: being written, ``pending``:
-  waiting for the server) and ``pending`` (attempts and the last error).
+  waiting for the server) and ``pending`` (attempts and the last error); for ``input/`` and
+  the directories below it, ``input_mode`` (``editable``, ``append-only``, ``read-only``).
 """
 
 from __future__ import annotations
@@ -122,6 +126,9 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
         else:
             attr.attr_timeout = ARTIFACT_ATTR_TIMEOUT
         attr.st_mode = FILE_MODE
+        if _editable_input(node, policy):
+            attr.st_mode = STAGED_FILE_MODE
+            attr.attr_timeout = min(attr.attr_timeout, ttl)
         attr.st_size = size
         attr.st_blocks = -(-size // 512)
     elif node.kind is NodeKind.RUN_INFO:
@@ -139,11 +146,7 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
         attr.st_blocks = 0
     else:
         attr.attr_timeout = ttl
-        writable = (
-            policy.writable
-            and node.category == WRITABLE_CATEGORY
-            and not (node.run is not None and node.run.belongs_to_another(policy.user))
-        )
+        writable = _writable_input(node, policy)
         attr.st_mode = WRITABLE_DIR_MODE if writable else DIR_MODE
         attr.st_size = 0
         attr.st_blocks = 0
@@ -155,9 +158,26 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
     return attr
 
 
-def extended_attributes(node: Node) -> dict[str, str]:
-    """Return the ``user.simvue.*`` extended attributes of *node* (name -> value)."""
+def _writable_input(node: Node, policy: AttrPolicy) -> bool:
+    """True for nodes in ``input/`` of a writable mount, in runs of the mounting user."""
+    return (
+        policy.writable
+        and node.category == WRITABLE_CATEGORY
+        and not (node.run is not None and node.run.belongs_to_another(policy.user))
+    )
+
+
+def _editable_input(node: Node, policy: AttrPolicy) -> bool:
+    """True for artifacts that can still change: inputs of the user's ``created`` runs."""
+    return _writable_input(node, policy) and node.run is not None and node.run.status == "created"
+
+
+def extended_attributes(node: Node, input_mode: str | None = None) -> dict[str, str]:
+    """Return the ``user.simvue.*`` extended attributes of *node* (name -> value);
+    *input_mode* is how ``input/`` may change, for ``input/`` and its directories."""
     values: dict[str, str] = {}
+    if input_mode is not None:
+        values["input_mode"] = input_mode
     artifact = node.artifact
     local = node.unfinished
     if local is not None:

@@ -16,11 +16,15 @@ Invariants:
   else fails with ``EROFS``. A file written here is a :class:`~simvuefs.write.staged.StagedFile`
   (``node.staged``); its handles live in ``_written``, artifacts' handles in ``_files``.
 - Upload at close: ``flush`` of a writing handle commits the file (upload now, the error is
-  what ``close()`` returns), but only once the process that opened it holds no other
-  descriptor for writing it (:func:`holds_for_writing`): a forked child closing an
+  what ``close()`` returns), but only once no other handle writes it (several may: two
+  SQLite connections) and the process that opened it holds no other descriptor for
+  writing it (:func:`holds_for_writing`): a forked child closing an
   inherited descriptor, or a shell closing the original after ``dup2``, must not freeze a
-  file mid-write. ``fsync`` commits at once. ``release`` commits only a file that no flush
+  file mid-write. ``release`` commits only a file that no flush
   could commit (and logs the outcome: its errors reach nobody).
+- ``fsync`` of a file being written keeps a durable copy of it (``Uploader.checkpoint``)
+  and never ends it. Opening an input artifact for writing (or ``truncate``) starts a new
+  file that replaces it, where the run's state allows (``Tree.edit_file``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from simvuefs.fuse.attrs import (
 )
 from simvuefs.fuse.inodes import InodeTable, Node, NodeKind
 from simvuefs.fuse.names import MAX_NAME_BYTES
+from simvuefs.fuse.overlay import WRITABLE_CATEGORY as INPUT
 from simvuefs.fuse.runinfo import run_document
 from simvuefs.localio import RateLimitedWarner
 from simvuefs.write.staged import FileState, StagedFile
@@ -240,7 +245,10 @@ class Operations(pyfuse3.Operations):
         return attr
 
     async def _exact(self, node: Node) -> Node:
-        """Make the size of file *node* exact (object artifacts need a request once)."""
+        """Make the size of file *node* exact (object artifacts need a request once); bring
+        the run record of nodes in ``input/`` up to date (their modes follow its state)."""
+        if node.category == INPUT:
+            self._tree.follow_run_nowait(node)
         if node.kind is NodeKind.FILE:
             await self._tree.exact_size(node)
         elif node.kind is NodeKind.RUN_INFO:
@@ -250,7 +258,10 @@ class Operations(pyfuse3.Operations):
     async def _xattrs(self, inode: int) -> dict[str, str]:
         node = self._node(inode)
         await self._tree.refresh(node)  # a run's status changes; files' values never do
-        return extended_attributes(node)
+        mode = None
+        if node.kind in (NodeKind.CATEGORY, NodeKind.DIR) and node.category == INPUT:
+            mode = await self._tree.input_mode(node)
+        return extended_attributes(node, mode)
 
     def _refuse_change(self, node: Node, inside_input: int) -> pyfuse3.FUSEError:
         """The error for a change nothing supports: *inside_input* in ``input/``, else EROFS."""
@@ -337,7 +348,14 @@ class Operations(pyfuse3.Operations):
         if local is not None and local.state in (FileState.STAGED, FileState.DISCARDED):
             await self._uploading().truncate(local, size)  # DISCARDED: unlinked, still open
         elif size != await self._tree.exact_size(node):
-            raise LocalError("uploaded files cannot change", errno=errno.EACCES)
+            # ``truncate PATH``: a new file replaces the input, and lands at once.
+            uploader = self._uploading()
+            f = await self._tree.edit_file(node, keep_content=size > 0)
+            try:
+                await uploader.truncate(f, size)
+                await uploader.commit(f)
+            finally:
+                await uploader.release(f, write=True)
 
     @fuse_errors
     async def getxattr(self, inode: InodeT, name: XAttrNameT, ctx: RequestContext) -> bytes:
@@ -495,7 +513,7 @@ class Operations(pyfuse3.Operations):
         if local is not None and local.state is not FileState.DISCARDED:
             return await self._open_written(node, local, flags, write, ctx)
         if write or flags & os.O_TRUNC:
-            raise self._refuse_change(node, errno.EACCES)  # artifacts never change
+            return await self._open_to_replace(node, flags, ctx)
         if node.artifact is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         size = await self._tree.exact_size(node)
@@ -505,6 +523,17 @@ class Operations(pyfuse3.Operations):
         # Artifacts are immutable and their inode is tied to the artifact id, so the page
         # cache stays valid across opens, unless the content just failed verification.
         return pyfuse3.FileInfo(fh=fh, keep_cache=handle.keep_cache)
+
+    async def _open_to_replace(self, node: Node, flags: int, ctx: RequestContext) -> FileInfo:
+        """Open an input artifact for writing: a new file that replaces it, where the run's
+        state allows (``Tree.edit_file``); its content is fetched first unless ``O_TRUNC``."""
+        if not self._tree.writable(node):
+            raise _read_only()
+        f = await self._tree.edit_file(node, keep_content=not flags & os.O_TRUNC)
+        opener = await trio.to_thread.run_sync(process_of, ctx.pid)
+        fh = next(self._handles)
+        self._written[fh] = _Written(f, node.inode, True, opener)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False)
 
     async def _open_run_info(self, node: Node, write: bool) -> FileInfo:
         """Open ``.simvue-run.json``: its content as of now, fixed for this handle."""
@@ -567,6 +596,9 @@ class Operations(pyfuse3.Operations):
         f = written.file
         if f.state not in (FileState.STAGED, FileState.PENDING):
             return
+        if any(w.file is f and w.write for h, w in self._written.items() if h != fh):
+            log.debug("flush of %r: another handle still writes it", f)
+            return
         if written.opener and await trio.to_thread.run_sync(
             holds_for_writing, written.opener, self.mount_id, written.inode
         ):
@@ -577,9 +609,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
         written = self._written.get(fh)
-        live = (FileState.STAGED, FileState.PENDING)
-        if written is not None and written.write and written.file.state in live:
-            await self._uploading().commit(written.file)
+        if written is not None and written.write and written.file.state is FileState.STAGED:
+            await self._uploading().checkpoint(written.file)
 
     @fuse_errors
     async def release(self, fh: FileHandleT) -> None:

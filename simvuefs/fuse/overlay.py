@@ -8,16 +8,19 @@ category directory or below. One :class:`LocalFiles` per ``(run id, category)`` 
   LANDED ones the server has not listed yet (read-your-writes: a listing fetched before the
   landing must not make a file vanish for a metadata TTL);
 - *dirs*: directories made with ``mkdir`` (shown while empty, until ``rmdir``);
-- *hidden*: ids of artifacts that a rename replaced (the uploader deletes them; until then
-  the server, or a cached listing, may still list them under the old name).
+- *hidden*: ids of artifacts that a rename or an overwrite replaced, or ``rm`` deleted (the
+  uploader deletes them; until then the server, or a cached listing, may still list them);
+- *removed_dirs*: directories removed with ``rmdir`` that a cached listing may still show
+  (their artifacts are all hidden); cleared when a fresh listing comes, which leaves out the
+  hidden artifacts and so the directories only they made.
 
 Invariant: ``_implied`` counts, for every directory path, the files and made directories at
 or below it, so "is there a local directory here" is one dictionary lookup.
 
 Merge rules (:func:`merge_entries` for a whole directory, :func:`merge_entry` for one name;
-they always agree): hidden artifacts are left out; a directory wins over a file of the same
-name; a local file replaces a server artifact of the same name and checksum (its own
-upload, attached but not yet confirmed) and pushes any other artifact aside to
+they always agree): hidden artifacts and removed directories are left out; a directory wins
+over a file of the same name; a local file replaces a server artifact of the same name and
+checksum (its own upload, attached but not yet confirmed) and pushes any other artifact aside to
 ``<name>@<artifact id>``; a local directory pushes a server file aside the same way.
 """
 
@@ -27,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from simvuefs.fuse.names import Entry, alias_name, join_path, split_alias
+from simvuefs.fuse.names import CategoryListing, Entry, alias_name, join_path, split_alias
 
 if TYPE_CHECKING:
     from simvuefs.write.staged import StagedFile
@@ -50,10 +53,11 @@ class LocalFiles:
         self.files: dict[str, StagedFile] = {}
         self.dirs: set[str] = set()
         self.hidden: set[str] = set()
+        self.removed_dirs: set[str] = set()
         self._implied: Counter[str] = Counter()
 
     def __bool__(self) -> bool:
-        return bool(self.files or self.dirs or self.hidden)
+        return bool(self.files or self.dirs or self.hidden or self.removed_dirs)
 
     # -- changes --------------------------------------------------------------------------
 
@@ -131,10 +135,27 @@ def _same_upload(entry: Entry, f: StagedFile) -> bool:
 
 
 def _shown(entry: Entry | None, local: LocalFiles) -> Entry | None:
-    """*entry* unless it is an artifact a rename replaced (``local.hidden``)."""
+    """*entry* unless it is an artifact replaced or deleted (``local.hidden``) or a
+    directory removed (``local.removed_dirs``) and not made again."""
     if entry is not None and entry.artifact is not None and entry.artifact.id in local.hidden:
         return None
+    if entry is not None and entry.is_dir and entry.path in local.removed_dirs:
+        return None
     return entry
+
+
+def server_dir_empty(listing: CategoryListing, path: str, local: LocalFiles) -> bool:
+    """True when the server's directory *path* holds nothing that is still shown: every
+    artifact below it is hidden and every subdirectory removed or empty the same way."""
+    for entry in listing.entries(path).values():
+        if entry.artifact is not None:
+            if entry.artifact.id not in local.hidden:
+                return False
+        elif entry.path not in local.removed_dirs and not server_dir_empty(
+            listing, entry.path, local
+        ):
+            return False
+    return True
 
 
 def _pushed_aside(name: str, entry: Entry) -> tuple[str, Entry] | None:

@@ -26,6 +26,15 @@ through the mount and directories made with ``mkdir`` are kept in a
 server's listing, so the metadata TTL never hides this mount's own writes (merge rules in
 ``overlay.py``). A written file keeps its inode when it lands: the artifact's key becomes
 an alias of the node made at ``create``.
+How ``input/`` may change depends on the run's state (SEMANTICS.md "Writing"), read from
+the (cached) runs listing at each change, so it follows the server within the metadata
+TTL: *editable* while the run is ``created`` (inputs can be overwritten, changed in place,
+removed and renamed: the uploader replaces and deletes artifacts), *append-only* once it
+has started (new files only), *read-only* in runs of other users and read-only mounts. In
+every state, a file this mount uploaded less than ``LANDED_RETENTION`` seconds ago may
+still be renamed, replaced or removed by the tool that wrote it (transient files leave no
+artifact behind). A change that started (an open for writing) completes in the mode it
+started in.
 Memory does not grow with the files written: once a landed file is *settled* (landed
 ``LANDED_RETENTION`` seconds ago, so it can no longer land again under another name; listed
 by the server, so the overlay no longer shows it; no handle open on it), its node lets go of
@@ -47,7 +56,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from simvuefs.errors import LocalError, NotFound
+from simvuefs.errors import LocalError, NotFound, SimvueError
 from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, Node, NodeKind
 from simvuefs.fuse.names import (
     CategoryListing,
@@ -58,7 +67,13 @@ from simvuefs.fuse.names import (
     name_artifacts,
     name_runs,
 )
-from simvuefs.fuse.overlay import WRITABLE_CATEGORY, LocalFiles, merge_entries, merge_entry
+from simvuefs.fuse.overlay import (
+    WRITABLE_CATEGORY,
+    LocalFiles,
+    merge_entries,
+    merge_entry,
+    server_dir_empty,
+)
 from simvuefs.fuse.runinfo import RUN_INFO_NAME
 from simvuefs.fuse.views import (
     BY_ID_DIR,
@@ -85,6 +100,12 @@ log = logging.getLogger(__name__)
 # How many category listings and artifact sizes to remember (both are small records).
 LISTINGS_CACHED = 4096
 SIZES_CACHED = 65536
+EDITABLE = "editable"
+APPEND_ONLY = "append-only"
+READ_ONLY = "read-only"
+"""How ``input/`` of a run may change (:meth:`Tree.input_mode`; ``user.simvue.input_mode``)."""
+EDITABLE_STATUS = "created"
+"""The run status in which inputs can be changed: prepared, not started yet."""
 # Warnings about unshowable names are logged once per object; forget them past this many.
 WARNED_MAX = 10000
 
@@ -311,7 +332,10 @@ class Tree:
         for pending in uploader.pending():
             f = uploader.lookup(pending.run_id, pending.category, pending.name)
             if f is not None:
-                self._local_at(f.run_id, f.category).add_file(f.name, f)
+                local = self._local_at(f.run_id, f.category)
+                local.add_file(f.name, f)
+                if f.record is not None:  # what it replaces goes once it lands
+                    local.hidden.update(f.record.replaces)
 
     def owns(self, run: Run) -> bool:
         """True unless *run* is known to be another user's (``Run.belongs_to_another``):
@@ -334,6 +358,37 @@ class Tree:
                 shared[0].name,
                 shared[0].user,
             )
+
+    async def current_run(self, node: Node) -> Run | None:
+        """Bring *node*'s run record up to date from the (cached) runs listing and return
+        it; a listing that cannot be fetched leaves the record as it was."""
+        run = node.run
+        if run is None:
+            return None
+        try:
+            fresh = (await self._run_names()).by_id.get(run.id)
+        except SimvueError as exc:
+            log.debug("keeping the record of run %s: %s", run.id, exc)
+            return run
+        if fresh is not None:
+            node.run = fresh
+        return node.run
+
+    def follow_run_nowait(self, node: Node) -> None:
+        """Bring *node*'s run record up to date from the runs listing if one is cached and
+        fresh; never a request (attributes follow the run's state without waiting)."""
+        names = self._runs.get_nowait(RUNS_DIR)
+        fresh = None if names is None or node.run is None else names.by_id.get(node.run.id)
+        if fresh is not None:
+            node.run = fresh
+
+    async def input_mode(self, node: Node) -> str:
+        """How ``input/`` of *node*'s run may change now (module docstring): ``editable``,
+        ``append-only`` or ``read-only``."""
+        run = await self.current_run(node)
+        if self.uploader is None or run is None or not self.owns(run):
+            return READ_ONLY
+        return EDITABLE if run.status == EDITABLE_STATUS else APPEND_ONLY
 
     def writable(self, node: Node) -> bool:
         """True for directories and files inside ``input/`` (itself included) of a writable
@@ -359,6 +414,74 @@ class Tree:
         self._local_at(run.id, WRITABLE_CATEGORY).add_file(full, f)
         return self._written_node(parent, f)
 
+    async def edit_file(self, node: Node, *, keep_content: bool) -> StagedFile:
+        """Start replacing the input file *node* (an open for writing, ``truncate``): a new
+        file that takes its place, open once for writing, empty or (*keep_content*) with the
+        artifact's content, which the artifact's own replaces when it lands.
+
+        Raises LocalError: EACCES when the run has started (``append-only``) or the artifact
+        is attached to another run too (the log says which); else as ``Uploader.edit``.
+        """
+        parent = self._node_parent(node)
+        uploader, run = self._writing(parent)
+        artifact = node.artifact
+        if artifact is None:  # unlinked before it landed, reopened through /proc
+            raise LocalError(f"inode {node.inode} was removed", errno=errno.EACCES)
+        await self._require_change(node, errno.EACCES, "changed")
+        await self._require_unshared(uploader, run, artifact, errno.EACCES)
+        f = await uploader.edit(run.id, artifact.name, artifact, keep_content=keep_content)
+        local = self._local_at(run.id, WRITABLE_CATEGORY)
+        local.add_file(artifact.name, f)
+        local.hidden.add(artifact.id)
+        node.staged = f
+        self._written[f.spool_id] = node
+        return f
+
+    async def _require_change(self, node: Node, code: int, what: str) -> None:
+        """Raise LocalError(*code*) unless the input *node* may be *what* ("changed",
+        "removed", "replaced"): in an editable run; removed or replaced also when it is a
+        file this mount just uploaded (a tool's transient file, module docstring)."""
+        f = node.staged
+        transient = (
+            f is not None
+            and self.uploader is not None
+            and self.uploader.recently_landed(f)
+            and f.artifact is not None
+            and f.artifact.name == f.name  # created by this mount (``upload._own_artifact``)
+        )
+        if transient and what != "changed":
+            return
+        if await self.input_mode(node) == EDITABLE:
+            return
+        run = node.run
+        assert run is not None
+        raise LocalError(
+            f"{join_path(node.path, node.artifact.name if node.artifact else '')} cannot be "
+            f"{what}: run {run.name!r} is {run.status}, and a run's inputs change only while it "
+            "is created (not started)",
+            errno=code,
+        )
+
+    async def _require_unshared(
+        self, uploader: Uploader, run: Run, artifact: Artifact, code: int
+    ) -> None:
+        """Raise LocalError(*code*) when *artifact* must not go from *run* (``deletes.py``)."""
+        problem = await uploader.sharing_problem(run.id, artifact)
+        if problem is not None:
+            log.warning(
+                "run %s: %s (artifact %s) is left unchanged: %s",
+                run.id,
+                artifact.name,
+                artifact.id,
+                problem,
+            )
+            raise LocalError(f"{artifact.name} cannot change: {problem}", errno=code)
+
+    def _node_parent(self, node: Node) -> Node:
+        parent = self.table.get(node.parent)
+        assert parent is not None
+        return parent
+
     async def make_dir(self, parent: Node, name: str) -> Node:
         """Make the local directory *name* in *parent* (shown until removed, and as the
         prefix of the names of files written into it). Raises like :meth:`create_file`."""
@@ -370,10 +493,11 @@ class Tree:
         return self._entry_node(parent, Entry(None, full))
 
     async def remove_dir(self, parent: Node, name: str) -> None:
-        """Remove the empty directory *name* made with :meth:`make_dir`.
+        """Remove the empty directory *name*: made with :meth:`make_dir`, or emptied by
+        removing (or renaming away) the inputs it held.
 
         Raises LocalError: EROFS outside ``input/``; ENOENT; ENOTDIR; ENOTEMPTY when the
-        directory holds anything (server prefixes always do).
+        directory holds anything shown.
         """
         _, run = self._writing(parent)
         entry = await self._entry(parent, name)
@@ -383,17 +507,19 @@ class Tree:
             raise LocalError(f"{name} is not a directory", errno=errno.ENOTDIR)
         local = self._local_at(run.id, WRITABLE_CATEGORY)
         listing = await self._listing(parent)
-        if merge_entries(listing.entries(entry.path), local, entry.path) or (
-            entry.path not in local.dirs
-        ):
+        files, subdirs = local.children(entry.path)
+        if files or subdirs or not server_dir_empty(listing, entry.path, local):
             raise LocalError(f"directory {entry.path} is not empty", errno=errno.ENOTEMPTY)
         local.remove_dir(entry.path)
+        local.removed_dirs.add(entry.path)
 
     async def remove_file(self, parent: Node, name: str) -> None:
-        """Unlink the file *name*: only a file written here that has not landed.
+        """Unlink the file *name*: a file written here that has not landed is forgotten; an
+        artifact is deleted from the server where the run's state allows it (module
+        docstring). The directory it was in stays (empty) until ``rmdir``.
 
-        Raises LocalError: EROFS outside ``input/``; ENOENT; EISDIR; EPERM for artifacts
-        (they cannot be deleted).
+        Raises LocalError: EROFS outside ``input/``; ENOENT; EISDIR; EPERM when the run has
+        started, or the artifact is attached to another run too (the log says why).
         """
         uploader, run = self._writing(parent)
         entry = await self._entry(parent, name)
@@ -401,59 +527,151 @@ class Tree:
             raise LocalError(f"no file {name}", errno=errno.ENOENT)
         if entry.is_dir:
             raise LocalError(f"{name} is a directory", errno=errno.EISDIR)
+        local = self._local_at(run.id, WRITABLE_CATEGORY)
         f = entry.local
-        if f is None or f.state is FileState.LANDED:
-            raise LocalError(
-                f"{join_path(parent.path, name)} is an artifact of the run; artifacts cannot be "
-                "deleted",
-                errno=errno.EPERM,
-            )
-        await uploader.discard(f)
-        self._local_at(run.id, WRITABLE_CATEGORY).remove_file(f.name)
+        if f is not None and f.state is not FileState.LANDED and not f.attached:
+            await uploader.discard(f)
+            local.remove_file(f.name)
+        else:
+            node = self._entry_node(parent, entry)
+            artifact = node.artifact
+            if artifact is None:  # attached, not confirmed yet
+                raise LocalError(f"{name} is being uploaded; try again", errno=errno.EBUSY)
+            await self._require_change(node, errno.EPERM, "removed")
+            await uploader.delete(run.id, f"{WRITABLE_CATEGORY}/{artifact.name}", artifact)
+            local.hidden.add(artifact.id)
+            if f is not None:
+                local.remove_file(f.name)
+        if parent.path:
+            local.add_dir(parent.path)
 
     async def rename(self, node: Node, name: str, new_parent: Node, new_name: str) -> None:
         """Rename *node* (called *name*, in its parent) to *new_name* in *new_parent*.
 
         Files written here are renamed by the uploader (a landed one lands again under the
-        new name, see ``Uploader.rename``); an empty directory made here is renamed locally.
+        new name, see ``Uploader.rename``); in an editable run, other inputs are moved too
+        (their content is fetched and lands under the new name, the old artifact goes); an
+        empty directory made here is renamed locally. A file that has *new_name* is replaced
+        where it could be removed (``remove_file``). The old directory stays until rmdir.
         Raises LocalError: EROFS outside ``input/``; EXDEV across runs or categories and for
-        artifacts this mount cannot rename (mv then copies); EEXIST when *new_name* exists;
-        EACCES for directories with content; EINVAL for a name Simvue would refuse.
+        artifacts this mount cannot rename (mv then copies); EEXIST when *new_name* exists
+        and cannot be replaced; EISDIR for a file onto a directory; EACCES for directories
+        with content; EINVAL for a name Simvue would refuse.
         """
         uploader, run = self._writing(new_parent)
         full = self._new_name(new_parent, new_name)
         if node.run is None or node.run.id != run.id or node.category != new_parent.category:
             raise LocalError("cannot move between runs or categories", errno=errno.EXDEV)
-        target = await self._entry(new_parent, new_name)
-        if target is not None:
-            if self._entry_node(new_parent, target) is node:
-                return
-            raise LocalError(f"{full} exists; artifacts cannot be replaced", errno=errno.EEXIST)
         local = self._local_at(run.id, WRITABLE_CATEGORY)
+        target = await self._entry(new_parent, new_name)
+        replaced: dict[str, str] = {}
+        if target is not None:
+            target_node = self._entry_node(new_parent, target)
+            if target_node is node:
+                return
+            if node.kind is NodeKind.DIR or target.is_dir:
+                code = errno.EISDIR if target.is_dir else errno.ENOTDIR
+                raise LocalError(f"{full} exists", errno=code)
+            replaced = await self._replaceable(uploader, run, target_node, full)
         if node.kind is NodeKind.DIR:
             await self._rename_dir(node, local, new_parent, full)
             return
         f = node.staged
-        if f is None or f.state is FileState.DISCARDED:
+        old_dir = self._node_parent(node).path
+        live = f is not None and f.state in (FileState.STAGED, FileState.PENDING)
+        written = f is not None and (live or uploader.recently_landed(f))
+        if not written and (node.artifact is None or await self.input_mode(node) != EDITABLE):
             raise LocalError(
                 f"{name} is an artifact this mount did not write; copy it instead",
                 errno=errno.EXDEV,
             )
+        await self._drop_replaced(local, target, replaced)
+        if written:
+            assert f is not None
+            await self._rename_written(f, local, full, replaced)
+        else:
+            assert node.artifact is not None
+            await self._move_artifact(uploader, run, node, node.artifact, full, replaced)
+        node.parent = new_parent.inode
+        if old_dir:
+            local.add_dir(old_dir)
+
+    async def _replaceable(
+        self, uploader: Uploader, run: Run, target: Node, full: str
+    ) -> dict[str, str]:
+        """What a rename onto the file *target* (called *full*) replaces: {} for a file
+        written here not attached yet (it is forgotten), else {artifact id: checksum}.
+        Raises LocalError(EEXIST) when *target* may not go (the run has started, or the
+        artifact is attached to another run too)."""
+        f = target.staged
+        if f is not None and f.state is not FileState.LANDED and not f.attached:
+            return {}
+        artifact = target.artifact
+        if artifact is None:
+            raise LocalError(f"{full} is being uploaded; try again", errno=errno.EBUSY)
+        await self._require_change(target, errno.EEXIST, "replaced")
+        await self._require_unshared(uploader, run, artifact, errno.EEXIST)
+        return {artifact.id: artifact.checksum}
+
+    async def _drop_replaced(
+        self, local: LocalFiles, target: Entry | None, replaced: dict[str, str]
+    ) -> None:
+        """Stop showing what a rename is about to replace: the server artifacts in
+        *replaced*, and a file written here that *target* showed (forgotten if it had not
+        landed: a rename over it leaves nothing of it)."""
+        local.hidden.update(replaced)
+        f = None if target is None else target.local
+        if f is None:
+            return
+        if local.file(f.name) is f:
+            local.remove_file(f.name)
+        if f.state is not FileState.LANDED and self.uploader is not None:
+            await self.uploader.discard(f)
+
+    async def _rename_written(
+        self, f: StagedFile, local: LocalFiles, full: str, replaced: dict[str, str]
+    ) -> None:
+        """Rename the file *f* written here (the uploader's rename)."""
+        assert self.uploader is not None
         old_name = f.name
-        replaced = f.artifact.id if f.state is FileState.LANDED and f.artifact else None
+        hidden = f.artifact.id if f.state is FileState.LANDED and f.artifact else None
         local.remove_file(old_name)
         local.add_file(full, f)
-        if replaced is not None:
-            local.hidden.add(replaced)
+        if hidden is not None:
+            local.hidden.add(hidden)
         try:
-            await uploader.rename(f, full)
+            await self.uploader.rename(f, full, replaced)
         except BaseException:
             local.remove_file(full)
             local.add_file(old_name, f)
-            if replaced is not None:
-                local.hidden.discard(replaced)
+            if hidden is not None:
+                local.hidden.discard(hidden)
             raise
-        node.parent = new_parent.inode
+
+    async def _move_artifact(
+        self,
+        uploader: Uploader,
+        run: Run,
+        node: Node,
+        artifact: Artifact,
+        full: str,
+        replaced: dict[str, str],
+    ) -> None:
+        """Rename an input of an editable run: its content lands under *full* (fetched into
+        the spool; the server usually has it, so no bytes are sent), replacing *replaced*
+        and the artifact itself. Returns once the server has it (like a close)."""
+        await self._require_unshared(uploader, run, artifact, errno.EXDEV)
+        f = await uploader.edit(run.id, full, artifact, keep_content=True)
+        f.replaces.update(replaced)
+        local = self._local_at(run.id, WRITABLE_CATEGORY)
+        local.add_file(full, f)
+        local.hidden.add(artifact.id)
+        node.staged = f
+        self._written[f.spool_id] = node
+        try:
+            await uploader.commit(f)
+        finally:
+            await uploader.release(f, write=True)
 
     async def _rename_dir(self, node: Node, local: LocalFiles, new_parent: Node, full: str) -> None:
         listing = await self._listing(node)
@@ -503,8 +721,13 @@ class Tree:
                 break
             node = self._written.get(spool_id)
             f = None if node is None else node.staged
-            if node is None or f is None or f.state is not FileState.LANDED:
-                del self._landed_at[spool_id]  # renamed, replaced or forgotten meanwhile
+            if f is None or f.spool_id != spool_id:
+                # the node shows another file now (an edit replaced this one), or none
+                del self._landed_at[spool_id]
+                self._written.pop(spool_id, None)
+                continue
+            if f.state is not FileState.LANDED:
+                del self._landed_at[spool_id]  # renamed: it lands again, and comes back
                 continue
             local = self._local.get((f.run_id, f.category))
             if f.fd is not None or (local is not None and local.file(f.name) is f):
@@ -739,6 +962,7 @@ class Tree:
         if local:
             artifacts = [a for a in artifacts if a.id not in local.hidden]
             local.drop_listed(a.id for a in artifacts)
+            local.removed_dirs.clear()  # this listing leaves out what only hidden ones made
             self.settle_landed()
         for artifact in artifacts:
             # Nodes share the listing's records: a node made from an older listing (or at a

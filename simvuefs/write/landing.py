@@ -291,7 +291,9 @@ class Lander:
             record = await self._save(f, replace(record, stage="attached"))
         artifact = await self._client.get_artifact(artifact_id)
         while record.replaces:
-            await delete_replaced(self._client, self._settings, record.replaces[0], record)
+            await delete_replaced(
+                self._client, self._settings, record.replaces[0], record, self._spool.root
+            )
             record = await self._save(f, replace(record, replaces=record.replaces[1:]))
         return artifact
 

@@ -8,6 +8,8 @@ A spool directory (created 0700; one process at a time, held with ``flock`` on `
     staging/<id>       content of a file being written
     pending/<id>.data  content committed for upload; never written again
     pending/<id>.json  its journal record (JSON, replaced atomically: temp, fsync, rename)
+    pending/<id>.ckpt<N>  the content of a file still being written as of its N-th fsync
+                       (its record says ``checkpoint: N``); see "Checkpoints" below
     landed/<id>        content already uploaded, kept briefly so that a rename can re-land it
     abandoned/<id>     files found at start that can never be uploaded (their writer never
                        closed them, or their record is gone); kept for the user, never read
@@ -31,6 +33,14 @@ Invariants recovery relies on:
   ``abandoned/`` (it had landed under the old name, so nothing is lost).
 - A record that cannot be read is never removed and its data never deleted: recovery logs
   it and leaves both alone.
+- Checkpoints (``fsync`` of a file still being written, :meth:`Spool.checkpoint`): the
+  staging content is copied to ``<id>.ckpt<N>`` and fsynced *before* the record saying
+  ``checkpoint: N`` is saved; the previous checkpoint's copy is removed only after. So the
+  record always names a complete copy. At start, a checkpoint record becomes an ordinary
+  pending upload of that copy (the last fsynced content), and the staging file (bytes
+  written after that fsync, never closed) goes to ``abandoned/``. The final commit saves a
+  record with ``checkpoint: 0`` before it moves the staging content over, so an
+  interrupted commit is finished as before.
 - A record whose ``failed`` is set (a final refusal, ``refusal.py``) is not attempted again
   until a host-side command or a rename clears it; it stays until it lands or is dropped.
 """
@@ -47,14 +57,14 @@ import os
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from simvuefs.config import MIB
 from simvuefs.errors import ConfigError, LocalError
-from simvuefs.localio import TEMP_SUFFIX, fsync_dir, local_error, write_atomically
+from simvuefs.localio import TEMP_SUFFIX, copy_hashed, fsync_dir, local_error, write_atomically
 from simvuefs.models import CATEGORIES, is_artifact_name
 
 log = logging.getLogger(__name__)
@@ -88,6 +98,10 @@ class JournalRecord:
     after it. *replaces* lists artifacts of the run that showed this file under an earlier
     name; they are deleted once this one has landed. *failed* is the errno name (``EACCES``)
     of a final refusal, whose message is *last_error*; "" while the upload is retried.
+    *replaced_checksums* gives, for artifacts in *replaces* that held other content (an
+    input this file overwrote), the checksum they must still hold to be deleted (the others
+    must hold *checksum*: earlier names of this file). *checkpoint* is N > 0 while the file
+    is still being written and the record describes its N-th fsync (module docstring).
     """
 
     id: str
@@ -103,6 +117,12 @@ class JournalRecord:
     stage: str = "new"
     replaces: tuple[str, ...] = ()
     failed: str = ""
+    replaced_checksums: dict[str, str] = field(default_factory=dict)
+    checkpoint: int = 0
+
+    def expected_checksum(self, artifact_id: str) -> str:
+        """The checksum the replaced *artifact_id* must hold to be deleted."""
+        return self.replaced_checksums.get(artifact_id, self.checksum)
 
     @property
     def failed_errno(self) -> int:
@@ -153,6 +173,18 @@ class JournalRecord:
             raise ValueError("artifact_id must be a non-empty string or null")
         if (artifact_id is None) != (stage == "new"):
             raise ValueError("artifact_id must be set exactly when the stage is not new")
+        replaced_checksums = data.get("replaced_checksums", {})  # absent in older records
+        if not (
+            isinstance(replaced_checksums, dict)
+            and all(
+                isinstance(key, str) and isinstance(value, str) and _CHECKSUM.fullmatch(value)
+                for key, value in replaced_checksums.items()
+            )
+        ):
+            raise ValueError("replaced_checksums must map artifact ids to sha256 digests")
+        checkpoint = data.get("checkpoint", 0)
+        if not isinstance(checkpoint, int) or isinstance(checkpoint, bool) or checkpoint < 0:
+            raise ValueError("checkpoint must be an integer >= 0")
         failed = data.get("failed", "")  # absent from records of earlier versions
         if not (failed == "" or (isinstance(failed, str) and failed in _ERRNO_NAMES)):
             raise ValueError(f"failed must be an errno name or empty, not {failed!r}")
@@ -170,6 +202,8 @@ class JournalRecord:
             stage=stage,
             replaces=tuple(replaces),
             failed=failed,
+            replaced_checksums=dict(replaced_checksums),
+            checkpoint=checkpoint,
         )
 
 
@@ -291,6 +325,10 @@ class Spool:
         """The journal record of a pending upload."""
         return self.pending_dir / f"{spool_id}.json"
 
+    def checkpoint_path(self, spool_id: str, number: int) -> Path:
+        """Where the content of the *number*-th fsync of a file being written is kept."""
+        return self.pending_dir / f"{spool_id}.ckpt{number}"
+
     def landed_path(self, spool_id: str) -> Path:
         """Where uploaded content is kept briefly."""
         return self.landed_dir / spool_id
@@ -377,23 +415,55 @@ class Spool:
         return hasher.hexdigest()
 
     def drop_staged(self, spool_id: str) -> None:
-        """Delete a staging file that will never be committed (and the record of a commit
-        that failed half-way, if any)."""
+        """Delete a staging file that will never be committed (and its checkpoints, and the
+        record of a checkpoint or of a commit that failed half-way, if any)."""
         try:
             self.record_path(spool_id).unlink(missing_ok=True)
+            fsync_dir(self.pending_dir)
             self.staging_path(spool_id).unlink(missing_ok=True)
+            self.data_path(spool_id).unlink(missing_ok=True)
+            for path in self.pending_dir.glob(f"{spool_id}.ckpt*"):
+                path.unlink(missing_ok=True)
         except OSError as exc:
             raise local_error(exc, f"cannot remove the staged file {spool_id}") from None
+
+    def checkpoint(self, record: JournalRecord, size: int) -> JournalRecord:
+        """Keep a durable copy of the first *size* bytes of ``staging/<id>`` (an fsync of a
+        file still being written) and return the record that now describes it: *record*
+        (``checkpoint`` N-1, or a fresh one) with checkpoint N, the copy's checksum and size.
+
+        Order (module docstring): copy and fsync, save the record, then drop copy N-1.
+        """
+        number = record.checkpoint + 1
+        target = self.checkpoint_path(record.id, number)
+        try:
+            checksum = copy_hashed(self.staging_path(record.id), target, mode=0o600)
+            if target.stat().st_size != size:
+                raise LocalError(
+                    f"{target} has {target.stat().st_size} bytes, not {size}", errno=errno.EIO
+                )
+            fsync_dir(self.pending_dir)
+        except OSError as exc:
+            target.unlink(missing_ok=True)
+            raise local_error(exc, f"cannot keep an fsynced copy in {self.pending_dir}") from None
+        saved = replace(record, checksum=checksum, size=size, checkpoint=number)
+        self.save(saved)
+        if record.checkpoint:
+            self.checkpoint_path(record.id, record.checkpoint).unlink(missing_ok=True)
+        return saved
 
     # -- the journal -------------------------------------------------------------------------
 
     def commit(self, record: JournalRecord) -> None:
-        """Make *record* durable, then move its (fsynced) content from staging/ to pending/."""
+        """Make *record* durable, then move its (fsynced) content from staging/ to pending/
+        (replacing the copy of a checkpoint, whose leftovers go)."""
         self.save(record)
         try:
             os.rename(self.staging_path(record.id), self.data_path(record.id))
             fsync_dir(self.pending_dir)
             fsync_dir(self.staging_dir)
+            for path in self.pending_dir.glob(f"{record.id}.ckpt*"):
+                path.unlink()
         except OSError as exc:
             raise local_error(
                 exc, f"cannot record a pending upload in {self.pending_dir}"
@@ -471,6 +541,7 @@ class Spool:
         for temporary in self.pending_dir.glob(f"*.json{TEMP_SUFFIX}"):
             temporary.unlink()  # an interrupted save: the previous record is intact
         self.clear_landed()
+        self._recover_checkpoints()
         for path in self.staging_dir.iterdir():
             if self.record_path(path.name).exists():  # an interrupted commit
                 os.rename(path, self.data_path(path.name))
@@ -488,6 +559,32 @@ class Spool:
             if not self.record_path(path.name.partition(".")[0]).exists():
                 path.unlink()  # the upload landed or was dropped after it was exported
         return sorted(records, key=lambda record: record.created)
+
+    def _recover_checkpoints(self) -> None:
+        """Turn each checkpoint record into a pending upload of its last fsynced copy; keep
+        what was written after it in abandoned/. Other copies (older ones, or of an fsync
+        that never returned, whose bytes the staging file holds) are removed."""
+        for path in sorted(_records(self.pending_dir)):
+            try:
+                record = JournalRecord.from_bytes(path.read_bytes(), path.stem)
+            except (OSError, ValueError):
+                continue  # _load reports it
+            if not record.checkpoint:
+                continue
+            copy = self.checkpoint_path(record.id, record.checkpoint)
+            if copy.exists():
+                os.replace(copy, self.data_path(record.id))
+            staging = self.staging_path(record.id)
+            if staging.exists():
+                self._abandon(staging, "written after its last fsync, never closed")
+            self.save(replace(record, checkpoint=0))
+            log.warning(
+                "%s of run %s was never closed: its content as of its last fsync is uploaded",
+                record.name,
+                record.run_id,
+            )
+        for copy in self.pending_dir.glob("*.ckpt*"):
+            copy.unlink()
 
     def _load(self, path: Path) -> JournalRecord | None:
         try:

@@ -8,7 +8,8 @@ Life of a :class:`StagedFile`::
               v
           DISCARDED
 
-- STAGED: the content is a spool staging file; writes, truncates and reads are allowed.
+- STAGED: the content is a spool staging file; writes, truncates and reads are allowed. An
+  ``fsync`` keeps a durable copy (*checkpoint*, ``spool.py``) without changing the state.
 - PENDING: the content is frozen and journaled (``spool.py``); ``landing.py`` uploads it,
   now and in the background, until it lands. It survives unmounts and crashes. A PENDING
   file the server refused for good is *failed* (``refusal.py``): kept, not attempted again
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +55,10 @@ class StagedFile:
 
     *size* and *mtime* follow the writes; *checksum* is set at commit; *artifact* once
     LANDED. *spool_id* names its files in the spool (random, never derived from names).
+    *replaces* maps artifacts of the run this file replaces when it lands (an input it
+    overwrites, or that a rename put it in place of) to the checksum each must still hold to
+    be deleted (``deletes.py``). *checkpoint* is the record of its last fsync while STAGED.
+    *landed_at* is the ``time.monotonic()`` of its last landing.
     *record* is its journal record while PENDING; *data* is where its content is now
     (staging, pending or landed); *fd* is open while the filesystem holds handles.
 
@@ -74,6 +80,9 @@ class StagedFile:
         self.mtime = mtime
         self.checksum = ""
         self.artifact: Artifact | None = None
+        self.replaces: dict[str, str] = {}
+        self.checkpoint: JournalRecord | None = None
+        self.landed_at = 0.0
         self.writes = FileWrites()
         self.lock = trio.Lock()
         self.attempt_lock = trio.Lock()
@@ -203,6 +212,7 @@ class StagedFile:
         assert self.state is FileState.STAGED
         self.state = FileState.PENDING
         self.checksum = record.checksum
+        self.checkpoint = None
         self._record = record
         self._data = data
 
@@ -222,6 +232,8 @@ class StagedFile:
         assert self.state is FileState.PENDING
         self.state = FileState.LANDED
         self.artifact = artifact
+        self.landed_at = time.monotonic()
+        self.replaces = {}
         self._record = None
         self._data = data
         self._generation += 1
@@ -229,6 +241,7 @@ class StagedFile:
     def discard(self) -> None:
         """STAGED or PENDING -> DISCARDED: unlinked before it landed."""
         self.state = FileState.DISCARDED
+        self.checkpoint = None
         self._record = None
 
     def __repr__(self) -> str:

@@ -42,7 +42,9 @@ from simvuefs.errors import ConfigError, LocalError
 from simvuefs.localio import local_error
 from simvuefs.models import CATEGORIES, Artifact, check_artifact_name
 from simvuefs.write import mailbox
-from simvuefs.write.landing import Lander
+from simvuefs.write.deletes import delete_now, sharing_problem
+from simvuefs.write.edits import download_into
+from simvuefs.write.landing import LANDED_RETENTION, Lander
 from simvuefs.write.spool import (
     JournalRecord,
     Spool,
@@ -117,6 +119,7 @@ class Uploader:
         on_landed: Callable[[StagedFile], None] | None,
         on_dropped: Callable[[StagedFile], None] | None = None,
     ) -> None:
+        self._client = client
         self._spool = spool
         self._settings = settings
         self._on_landed = on_landed
@@ -178,8 +181,9 @@ class Uploader:
     async def open(self, f: StagedFile, *, write: bool) -> None:
         """Count one more open handle of a STAGED or PENDING *f*.
 
-        Raises LocalError: EBUSY when *write* and another handle writes; EACCES when *write*
-        and the content is committed; ESTALE when *f* has landed or is gone (read the
+        Several handles may write (two SQLite connections, say): the file ends when the last
+        one closes (``fs.py``). Raises LocalError: EACCES when *write* and the content is
+        committed; ESTALE when *f* has landed or is gone (read the
         artifact instead).
         """
         async with f.lock:
@@ -187,8 +191,6 @@ class Uploader:
                 raise LocalError(
                     f"{f.name} is committed and can no longer change", errno=errno.EACCES
                 )
-            if write and f.writing:
-                raise LocalError(f"{f.name} is being written by another process", errno=errno.EBUSY)
             fd = None
             if f.fd is None:
                 if f.state not in (FileState.STAGED, FileState.PENDING):
@@ -251,6 +253,84 @@ class Uploader:
             return b""
         return await trio.to_thread.run_sync(read_at, fd, offset, length)
 
+    async def edit(
+        self,
+        run_id: str,
+        name: str,
+        replaced: Artifact,
+        *,
+        keep_content: bool,
+        category: str = "input",
+    ) -> StagedFile:
+        """Start a file that replaces the input *replaced* (called *name*) when it lands: it
+        comes back open once for writing, empty or (*keep_content*) holding the artifact's
+        content (``edits.py``). The caller checked that the change is allowed.
+
+        Raises like :meth:`create`, and as ``edits.download_into`` when the content cannot
+        be fetched (nothing is kept then).
+        """
+        f = await self.create(run_id, name, category)
+        f.replaces[replaced.id] = replaced.checksum
+        if keep_content:
+            try:
+                async with f.lock:
+                    fd = f.writable_fd()
+                    size = await download_into(
+                        self._client, self._settings, self._spool, replaced, fd
+                    )
+                    f.writes.rewritten()
+                    f.size = size
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.release(f, write=True)
+                    await self.discard(f)
+                raise
+        log.info("changing %s of run %s (artifact %s)", name, run_id, replaced.id)
+        return f
+
+    async def checkpoint(self, f: StagedFile) -> None:
+        """Make the content of the STAGED *f* durable as it is now (FUSE ``fsync``) without
+        ending it: after a crash, this content is uploaded (``spool.py`` "Checkpoints").
+        Nothing to do once committed (journaled already) or discarded.
+
+        Raises LocalError (ENOSPC, EIO) when the spool cannot keep the copy, or the error
+        of an earlier queued write.
+        """
+        async with f.lock:
+            if f.state is not FileState.STAGED:
+                return
+            await f.writes.wait_written()
+            f.writes.raise_error()
+            base = f.checkpoint or JournalRecord(
+                id=f.spool_id,
+                run_id=f.run_id,
+                category=f.category,
+                name=f.name,
+                checksum="",
+                size=f.size,
+                created=datetime.now(UTC),
+            )
+            base = replace(
+                base, name=f.name, replaces=tuple(f.replaces), replaced_checksums=dict(f.replaces)
+            )
+            f.checkpoint = await trio.to_thread.run_sync(self._spool.checkpoint, base, f.size)
+        log.debug("fsync of %r: kept as checkpoint %d", f, f.checkpoint.checkpoint)
+
+    def recently_landed(self, f: StagedFile) -> bool:
+        """True when *f* landed less than LANDED_RETENTION seconds ago: its writer may still
+        rename or remove it as a transient file (SEMANTICS.md "Writing")."""
+        return f.state is FileState.LANDED and time.monotonic() - f.landed_at < LANDED_RETENTION
+
+    async def sharing_problem(self, run_id: str, artifact: Artifact) -> str | None:
+        """Why the artifact *artifact* of run *run_id* cannot be replaced or deleted (it is
+        attached to another run too, or deletes are off), or None (asks the server)."""
+        return await sharing_problem(self._client, self._settings, artifact.id, run_id)
+
+    async def delete(self, run_id: str, name: str, artifact: Artifact) -> None:
+        """Delete the artifact *artifact* of run *run_id*, shown as *name* (FUSE ``unlink``
+        of an input), if that is safe (``deletes.delete_now``: else LocalError(EPERM))."""
+        await delete_now(self._client, self._settings, run_id, name, artifact, self._spool.root)
+
     # -- committing ------------------------------------------------------------------------
 
     async def commit(self, f: StagedFile) -> Artifact | None:
@@ -288,6 +368,8 @@ class Uploader:
             checksum=checksum,
             size=f.size,
             created=datetime.now(UTC),
+            replaces=tuple(f.replaces),
+            replaced_checksums=dict(f.replaces),
         )
         await trio.to_thread.run_sync(self._spool.commit, record)
         f.commit(record, self._spool.data_path(f.spool_id))
@@ -302,8 +384,12 @@ class Uploader:
 
     # -- renaming and discarding ------------------------------------------------------------
 
-    async def rename(self, f: StagedFile, new_name: str) -> None:
-        """Give *f* the name *new_name* in the same run and category (FUSE ``rename``).
+    async def rename(
+        self, f: StagedFile, new_name: str, replaced: dict[str, str] | None = None
+    ) -> None:
+        """Give *f* the name *new_name* in the same run and category (FUSE ``rename``);
+        *replaced* maps artifacts that had the new name (and that the caller allowed to go)
+        to their checksums: they are deleted once *f* has landed under it.
 
         Not attached yet (STAGED or PENDING): only the name changes (a pending record is
         rewritten; an artifact created under the old name but never attached stays unused).
@@ -329,7 +415,7 @@ class Uploader:
         self._reserve(new_key, f)
         try:
             async with f.attempt_lock, f.lock:
-                reland = await self._rename_locked(f, new_name)
+                reland = await self._rename_locked(f, new_name, replaced or {})
         except BaseException:
             del self._live[new_key]
             raise
@@ -344,25 +430,36 @@ class Uploader:
         elif f.state is FileState.PENDING:
             self._lander.retry_now(f)
 
-    async def _rename_locked(self, f: StagedFile, new_name: str) -> bool:
+    async def _rename_locked(self, f: StagedFile, new_name: str, replaced: dict[str, str]) -> bool:
         """Rename under both locks; True when *f* must land again under the new name."""
         record = f.record
         if f.state is FileState.STAGED:
             f.rename(new_name)
+            f.replaces.update(replaced)
+            if f.checkpoint is not None:
+                f.checkpoint = await trio.to_thread.run_sync(
+                    self._spool.checkpoint, replace(f.checkpoint, name=new_name), f.size
+                )
             return False
         if f.attached:
             self._check_deletes(f)
         if f.state is FileState.PENDING and record is not None:
             attached = f.attached
-            replaces = record.replaces
+            replaces = record.replaces + tuple(replaced)
             if attached and record.artifact_id:
                 replaces += (record.artifact_id,)
             renamed = replace(
-                record, name=new_name, artifact_id=None, stage="new", replaces=replaces, failed=""
+                record,
+                name=new_name,
+                artifact_id=None,
+                stage="new",
+                replaces=replaces,
+                replaced_checksums={**record.replaced_checksums, **replaced},
+                failed="",
             )
             await trio.to_thread.run_sync(self._spool.save, renamed)
             f.update_record(renamed)
-            return attached
+            return attached or bool(replaced)
         if f.state is FileState.LANDED and f.artifact is not None:
             record = JournalRecord(
                 id=f.spool_id,
@@ -372,7 +469,8 @@ class Uploader:
                 checksum=f.checksum,
                 size=f.size,
                 created=datetime.now(UTC),
-                replaces=_own_artifact(f),
+                replaces=_own_artifact(f) + tuple(replaced),
+                replaced_checksums=dict(replaced),
             )
             await trio.to_thread.run_sync(self._spool.relaunch, record)
             f.relaunch(record, self._spool.data_path(f.spool_id))

@@ -76,6 +76,11 @@ class FileWrites:
         if size < self._hashed:
             self._hasher = None
 
+    def rewritten(self) -> None:
+        """The file was written around the queue (its content fetched into it): hash it
+        again at commit."""
+        self._hasher = None
+
     def take_hash(self) -> tuple[hashlib._Hash, int]:
         """Return a hasher and how many first bytes of the file it covers (0: a new one).
 

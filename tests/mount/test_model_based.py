@@ -358,6 +358,16 @@ class MountMachine(RuleBasedStateMachine):
         if new_name == artifact.name or age > RENAME_WINDOW:
             return
         entries = self.input_entries(run)
+        replaced = entries.get(new_name)
+        if replaced and (run.id, replaced) in self.written_at:
+            # A file this mount just wrote is a tool's transient file: it can be replaced.
+            if time.monotonic() - self.written_at[run.id, replaced] > RENAME_WINDOW:
+                return
+            os.rename(source, target)
+            self.forget_artifact(artifact_id)
+            self.forget_artifact(replaced)
+            self.landed(run, target, artifact.content)
+            return
         if new_name in entries:
             # Artifacts cannot be replaced; a directory cannot be replaced by a file.
             expected = FileExistsError if entries[new_name] else IsADirectoryError
@@ -371,7 +381,9 @@ class MountMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.files())
     @rule(data=st.data())
     def uploaded_files_cannot_be_removed(self, data: st.DataObject) -> None:
-        run, category, path, _ = data.draw(st.sampled_from(self.files()), label="file")
+        run, category, path, artifact_id = data.draw(st.sampled_from(self.files()), label="file")
+        if (run.id, artifact_id) in self.written_at:
+            return  # a file this mount just wrote may be removed (a tool's transient file)
         target = self.root / self.directory_of(run.id) / category / path
         # SEMANTICS.md: artifacts in input/ cannot be removed, everything outside is read-only.
         expected = errno.EPERM if category == "input" else errno.EROFS

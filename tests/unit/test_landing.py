@@ -300,9 +300,7 @@ async def test_replaced_artifacts_are_deleted_after_the_landing(
             pytest.raises(ServerError),
         ):
             await h.lander.land(f)
-        assert "artifact kept, the earlier name of mesh.dat, is not deleted: the server " in (
-            caplog.text
-        )
+        assert "artifact kept, replaced by mesh.dat, is not deleted: the server " in (caplog.text)
         saved = h.saved(f)
         assert (saved.stage, saved.replaces) == ("attached", ("flaky",))
 
@@ -513,7 +511,7 @@ async def test_transient_failures_keep_retrying_and_honour_retry_after(tmp_path:
         ({"shared": {"old": ["run-2"]}}, "it is attached to other runs too (run-2)"),
         (
             {"checksums": {"old": "0" * 64}},
-            "the server's record of it does not hold this file's checksum",
+            "the server's record of it does not hold the checksum it had here",
         ),
         ({}, "deletes are off (--no-delete)"),
     ],
@@ -531,9 +529,7 @@ async def test_an_artifact_that_is_not_safe_to_delete_is_kept(
             await h.lander.land(f)
         assert f.state is FileState.LANDED
         assert "delete" not in h.backend.methods()
-        assert f"artifact old, the earlier name of mesh.dat, is not deleted: {reason}" in (
-            caplog.text
-        )
+        assert f"artifact old, replaced by mesh.dat, is not deleted: {reason}" in (caplog.text)
 
 
 async def test_the_artifact_just_landed_is_never_deleted(tmp_path: Path) -> None:

@@ -342,3 +342,50 @@ def test_read_pending_lists_readable_records_oldest_first(
         assert read_pending(spool.root) == [older, newer]
     assert str(broken) in caplog.text
     assert read_pending(spool.root / "nowhere") == []
+
+
+def test_checkpoints_keep_the_last_fsynced_content_across_a_crash(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    spool = Spool.open(root, min_free=0)
+    spool_id = _staged(spool, b"first")
+    base = _record(spool_id, checksum="", size=0, replaces=("old",))
+    first = spool.checkpoint(base, 5)
+    assert (first.checkpoint, first.checksum, first.size) == (1, sha256(b"first"), 5)
+    fd = os.open(spool.staging_path(spool_id), os.O_WRONLY)
+    write_at(fd, 5, b" second")
+    second = spool.checkpoint(first, 12)
+    assert second.checkpoint == 2
+    assert not spool.checkpoint_path(spool_id, 1).exists()  # the older copy goes after
+    write_at(fd, 12, b" never fsynced")
+    os.close(fd)
+    # A crash: the copy of an fsync that never returned is left beside the record.
+    spool.checkpoint_path(spool_id, 3).write_bytes(b"partial")
+    spool.close()
+
+    spool = Spool.open(root, min_free=0)
+    [record] = spool.recover()
+    assert (record.checkpoint, record.checksum, record.replaces) == (
+        0,
+        sha256(b"first second"),
+        ("old",),
+    )
+    assert spool.data_path(spool_id).read_bytes() == b"first second"
+    assert (spool.abandoned_dir / spool_id).read_bytes() == b"first second never fsynced"
+    assert list(root.glob("pending/*.ckpt*")) == []
+    spool.close()
+
+
+def test_a_commit_after_checkpoints_replaces_them_and_a_drop_removes_them(
+    spool: Spool,
+) -> None:
+    kept = _staged(spool, b"content")
+    spool.checkpoint(_record(kept, checksum="", size=0), 7)
+    spool.commit(_record(kept))
+    assert spool.data_path(kept).read_bytes() == b"content"
+    assert JournalRecord.from_bytes(spool.record_path(kept).read_bytes(), kept).checkpoint == 0
+    assert list(spool.pending_dir.glob("*.ckpt*")) == []
+    dropped = _staged(spool, b"gone")
+    spool.checkpoint(_record(dropped, checksum="", size=0), 4)
+    spool.drop_staged(dropped)
+    assert not spool.record_path(dropped).exists()
+    assert list(spool.pending_dir.glob(f"{dropped}*")) == []
