@@ -721,7 +721,7 @@ class Tree:
                 break
             node = self._written.get(spool_id)
             f = None if node is None else node.staged
-            if f is None or f.spool_id != spool_id:
+            if node is None or f is None or f.spool_id != spool_id:
                 # the node shows another file now (an edit replaced this one), or none
                 del self._landed_at[spool_id]
                 self._written.pop(spool_id, None)
