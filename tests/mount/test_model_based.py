@@ -605,7 +605,7 @@ def model_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevS
         server.stop()
 
 
-# The CI profile: 30 examples of up to 25 steps (about 10 s on an idle machine), from a seed
+# The CI profile: 30 examples of up to 25 steps (30-95 s on a loaded 2-core machine), from a seed
 # that is printed (and shown with a failure) or given with --hypothesis-seed to replay a run.
 # Shrinking a failure stops after SHRINK_SECONDS, well inside pytest's timeout (300 s), so a
 # real failure reports a (partly shrunk) falsifying example instead of timing out.
