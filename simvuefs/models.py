@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -187,12 +188,13 @@ class Artifact:
             name=_require_str(record, "name", "artifact"),
             size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else 0,
             checksum=_opt_str(record, "checksum").lower(),
-            mime_type=_opt_str(record, "mime_type", "application/octet-stream"),
+            # Interned: a mount keeps one record per artifact shown, these repeat.
+            mime_type=sys.intern(_opt_str(record, "mime_type", "application/octet-stream")),
             original_path=_opt_str(record, "original_path"),
             url=url if isinstance(url, str) and url else None,
             uploaded=bool(record.get("uploaded", True)),
             created=parse_timestamp(record.get("created")),
-            category=category if category in CATEGORIES else None,
+            category=sys.intern(category) if category in CATEGORIES else None,
             metadata=metadata if isinstance(metadata, dict) else {},
         )
 

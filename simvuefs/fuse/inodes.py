@@ -147,6 +147,11 @@ class InodeTable:
         self._by_key[key] = inode
         return node
 
+    def find(self, key: Key) -> Node | None:
+        """Return the node with *key*, or None if no node has it (nothing is allocated)."""
+        inode = self._by_key.get(key)
+        return None if inode is None else self._nodes[inode]
+
     def alias(self, key: Key, inode: int) -> None:
         """Make *key* name the existing node *inode* as well (a written file keeps its inode
         once it lands as an artifact); *key* stops naming any node it named before."""
@@ -159,6 +164,7 @@ class InodeTable:
         inode); its old key no longer names it."""
         if self._by_key.get(node.key) == node.inode:
             del self._by_key[node.key]
+        self._by_key.pop(key, None)  # so the table keeps one copy of the key, the node's
         node.key = key
         self._by_key[key] = node.inode
 

@@ -80,6 +80,8 @@ def split_alias(name: str) -> tuple[str, str] | None:
 
 def clean_part(text: str) -> str:
     """Replace control characters, NUL and unpaired surrogates in *text* with U+FFFD."""
+    if text.isprintable():  # none of those (they are all "Other"): keep the string itself
+        return text
     return "".join(REPLACEMENT if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text)
 
 

@@ -35,6 +35,11 @@ every state, a file this mount uploaded less than ``LANDED_RETENTION`` seconds a
 still be renamed, replaced or removed by the tool that wrote it (transient files leave no
 artifact behind). A change that started (an open for writing) completes in the mode it
 started in.
+Memory does not grow with the files written: once a landed file is *settled* (landed
+``LANDED_RETENTION`` seconds ago, so it can no longer land again under another name; listed
+by the server, so the overlay no longer shows it; no handle open on it), its node lets go of
+the write path's record (``node.staged``) and of the key made at ``create``, and is then
+like the node of any artifact (:meth:`Tree.settle_landed`, at each landing and listing).
 Names of new files and directories must pass the artifact-name rule
 (:func:`simvuefs.models.check_artifact_name`) at once, so a bad name fails at
 ``create``/``mkdir`` with EINVAL, never at ``close``.
@@ -48,6 +53,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
+
+import trio
 
 from simvuefs.errors import LocalError, NotFound, SimvueError
 from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, Node, NodeKind
@@ -80,6 +87,7 @@ from simvuefs.fuse.views import (
 )
 from simvuefs.models import CATEGORIES, Artifact, Run, check_artifact_name
 from simvuefs.read.cache import MetaCache
+from simvuefs.write.landing import LANDED_RETENTION
 from simvuefs.write.staged import FileState, StagedFile
 
 if TYPE_CHECKING:
@@ -197,6 +205,8 @@ class Tree:
         self._warned: set[Problem] = set()
         self._local: dict[tuple[str, str], LocalFiles] = {}
         self._written: dict[str, Node] = {}  # spool id -> node of a file written here
+        # spool id -> trio time of its last landing, oldest first (settle_landed's queue)
+        self._landed_at: dict[str, float] = {}
         self._views: tuple[RunNames, Views] | None = None  # the views of the last listing
         self._shared_noted = False  # whether the log says why shared runs are read-only
         # The root's entries, made first so that their inodes (the listing order) are fixed.
@@ -696,6 +706,39 @@ class Tree:
         node = self._written.get(f.spool_id)
         if node is not None:
             self._land_node(node, f, artifact)
+            self._landed_at.pop(f.spool_id, None)  # a rename lands it again: to the end
+            self._landed_at[f.spool_id] = trio.current_time()
+        self.settle_landed()
+
+    def settle_landed(self) -> int:
+        """Let go of the write path's record of each settled file (module docstring); return
+        how many. Looks at files in landing order and stops at the first one landed less
+        than ``LANDED_RETENTION`` ago, so a call costs one step per file not settled yet."""
+        horizon = trio.current_time() - LANDED_RETENTION
+        settled = 0
+        for spool_id, landed_at in list(self._landed_at.items()):
+            if landed_at > horizon:
+                break
+            node = self._written.get(spool_id)
+            f = None if node is None else node.staged
+            if node is None or f is None or f.spool_id != spool_id:
+                # the node shows another file now (an edit replaced this one), or none
+                del self._landed_at[spool_id]
+                self._written.pop(spool_id, None)
+                continue
+            if f.state is not FileState.LANDED:
+                del self._landed_at[spool_id]  # renamed: it lands again, and comes back
+                continue
+            local = self._local.get((f.run_id, f.category))
+            if f.fd is not None or (local is not None and local.file(f.name) is f):
+                continue  # still open, or not listed by the server yet: look again later
+            assert f.artifact is not None
+            del self._landed_at[spool_id]
+            del self._written[spool_id]
+            node.staged = None
+            self.table.rekey(node, ("artifact", f.run_id, f.category, f.artifact.id))
+            settled += 1
+        return settled
 
     def dropped(self, f: StagedFile) -> None:
         """The uploader's ``on_dropped``: ``simvuefs pending drop`` dropped the pending *f*;
@@ -848,6 +891,7 @@ class Tree:
             self._written[f.spool_id] = node
             if f.artifact is not None:
                 self._land_node(node, f, f.artifact)
+                self._landed_at.setdefault(f.spool_id, trio.current_time())
         node.run = parent.run
         node.category = parent.category
         return node
@@ -919,6 +963,13 @@ class Tree:
             artifacts = [a for a in artifacts if a.id not in local.hidden]
             local.drop_listed(a.id for a in artifacts)
             local.removed_dirs.clear()  # this listing leaves out what only hidden ones made
+            self.settle_landed()
+        for artifact in artifacts:
+            # Nodes share the listing's records: a node made from an older listing (or at a
+            # landing) would keep a second copy of each, for as long as the kernel holds it.
+            node = self.table.find(("artifact", run.id, category, artifact.id))
+            if node is not None and node.staged is None:
+                node.artifact = artifact
         listing, problems = name_artifacts(artifacts)
         self._warn(problems, f"run {run.id} {category}/")
         return listing

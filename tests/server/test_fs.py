@@ -14,8 +14,6 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,19 +22,16 @@ import pyfuse3
 import pytest
 import trio
 from devserver_util import SEEDED_LARGE_SIZE
-from helpers import settings_for
 from hypothesis import given
 from hypothesis import strategies as st
-from ops_util import CTX, POLICY, Ctx, open_ops
+from ops_util import CTX, POLICY, WCTX, open_ops, open_writable_ops
 
 from simvuefs import localio
-from simvuefs.backends.client import SimvueClient
 from simvuefs.devserver.seed import ARTIFACTS, RUNS, artifact_content
 from simvuefs.errors import LocalError, NotFound
-from simvuefs.fuse.attrs import ARTIFACT_ATTR_TIMEOUT, AttrPolicy
+from simvuefs.fuse.attrs import ARTIFACT_ATTR_TIMEOUT
 from simvuefs.fuse.fs import (
     WARNING_INTERVAL,
-    Operations,
     fuse_errors,
     holds_for_writing,
     process_of,
@@ -44,11 +39,8 @@ from simvuefs.fuse.fs import (
 from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, NodeKind
 from simvuefs.fuse.names import RUN_SLASH, name_artifacts, run_base_name
 from simvuefs.fuse.overlay import LocalFiles, merge_entries, merge_entry
-from simvuefs.fuse.tree import Tree
 from simvuefs.models import Artifact, parse_timestamp
-from simvuefs.read.reader import open_reader
 from simvuefs.write.staged import FileState, StagedFile
-from simvuefs.write.upload import open_uploader
 
 
 @dataclass
@@ -723,29 +715,6 @@ async def test_boundary_lets_cancellation_through():
 
 
 # -- writing (a writable tree: Operations with an Uploader) ------------------------------------
-
-
-class WriterCtx(Ctx):
-    """A request from an unknown process (pid 0): flush always commits."""
-
-    pid = 0
-
-
-WCTX = WriterCtx()
-WRITABLE = AttrPolicy(
-    uid=4321, gid=8765, mount_time_ns=1_700_000_000 * 10**9, block_size=1 << 20, writable=True
-)
-
-
-@asynccontextmanager
-async def open_writable_ops(server, spool, **settings) -> AsyncIterator[Operations]:
-    """Yield writable Operations over a real client, reader and uploader for *server*."""
-    config = settings_for(server, spool_dir=spool, spool_min_free=0, **settings)
-    async with SimvueClient.open(config) as client, open_reader(client, config) as reader:
-        tree = Tree(client, config)
-        async with open_uploader(client, config, on_landed=tree.landed) as uploader:
-            tree.start_writing(uploader)
-            yield Operations(tree, reader, WRITABLE, uploader)
 
 
 async def write_file(ops, parent_inode, name, content) -> pyfuse3.EntryAttributes:

@@ -1,0 +1,94 @@
+"""What the daemon keeps per file written: Operations handlers awaited directly (no kernel)
+against a real devserver, counting the objects still alive after the files landed.
+
+Issue 17: RSS grew by about 14 KiB per file written, for the life of the mount. A landed
+file that is settled (``Tree.settle_landed``) must leave only what any artifact shown
+costs: its node (the kernel holds it) and its record in the cached listing.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections import Counter
+
+import trio
+from helpers import new_run
+from ops_util import CTX, WCTX, open_writable_ops
+
+import simvuefs.fuse.tree
+import simvuefs.write.landing
+from simvuefs.fuse.inodes import Node
+from simvuefs.models import Artifact
+from simvuefs.write.staged import StagedFile
+from simvuefs.write.writebehind import FileWrites
+
+WARM_UP = 10
+FILES = 40
+TTL = 0.2
+TRACKED = (StagedFile, FileWrites, trio.Lock, Node, Artifact)
+
+
+def alive() -> Counter[str]:
+    """How many objects of each TRACKED type are alive now."""
+    gc.collect()
+    return Counter(type(o).__name__ for o in gc.get_objects() if isinstance(o, TRACKED))
+
+
+async def write_files(ops, inputs: int, names: list[str]) -> list[int]:
+    """Write each name as the kernel does for ``echo > name``: a lookup that finds none, then
+    create, write, flush and release. Return the inodes."""
+    inodes = []
+    for name in names:
+        missing = await ops.lookup(inputs, os.fsencode(name), CTX)
+        assert missing.st_ino == 0  # a negative entry
+        info, attr = await ops.create(inputs, os.fsencode(name), 0o644, os.O_WRONLY, WCTX)
+        await ops.write(info.fh, 0, name.encode() * 100)
+        await ops.flush(info.fh)
+        await ops.release(info.fh)
+        inodes.append(attr.st_ino)
+    return inodes
+
+
+async def test_landed_files_keep_only_their_node_and_listing_record(
+    devserver, tmp_path, monkeypatch
+):
+    # Settle at once (the rename window of a landed file is LANDED_RETENTION seconds); a
+    # listing fetched after the writes (metadata TTL 0.2 s) shows every landed file.
+    monkeypatch.setattr(simvuefs.fuse.tree, "LANDED_RETENTION", 0.0)
+    monkeypatch.setattr(simvuefs.write.landing, "LANDED_RETENTION", 0.0)
+    new_run(devserver, "mem")
+    async with open_writable_ops(devserver, tmp_path / "spool", metadata_ttl=TTL) as ops:
+        inputs = 1
+        for name in ("runs", "mem", "input"):
+            inputs = (await ops.lookup(inputs, os.fsencode(name), CTX)).st_ino
+        await write_files(ops, inputs, [f"warm-{i}.dat" for i in range(WARM_UP)])
+        await trio.sleep(TTL + 0.05)
+        await ops.lookup(inputs, b"warm-0.dat", CTX)  # a fresh listing: they settle
+        before = alive()
+        names = [f"file-{i}.dat" for i in range(FILES)]
+        inodes = await write_files(ops, inputs, names)
+        await trio.sleep(TTL + 0.05)
+        await ops.lookup(inputs, b"file-0.dat", CTX)
+        after = alive()
+
+        growth = {kind: after[kind] - before[kind] for kind in after | before}
+        # The write path keeps nothing of a landed file ...
+        assert growth.get("StagedFile", 0) == 0, growth
+        assert growth.get("FileWrites", 0) == 0, growth
+        assert growth.get("Lock", 0) == 0, growth
+        # ... the tree one node per file (the kernel holds it), sharing the artifact record
+        # of the cached listing: one record per file, not one per landing and listing
+        # (the listing is cached: the last lookup fetched it).
+        assert growth.get("Node", 0) == FILES, growth
+        assert growth.get("Artifact", 0) == FILES, growth
+
+        # A settled file is an artifact like any other: same inode, attributes, content.
+        for name, inode in zip(names[:3], inodes[:3], strict=True):
+            attr = await ops.lookup(inputs, os.fsencode(name), CTX)
+            assert attr.st_ino == inode
+            assert (await ops.getattr(inode, CTX)).st_size == len(name) * 100
+            info = await ops.open(inode, os.O_RDONLY, CTX)
+            assert await ops.read(info.fh, 0, 1 << 20) == name.encode() * 100
+            await ops.release(info.fh)
+            assert await ops.getxattr(inode, b"user.simvue.checksum", CTX)
