@@ -1,0 +1,639 @@
+"""CachingSource: a RangeSource that serves ranges from the content cache on disk.
+
+The reader reaches storage only through a ``RangeSource``; a mount with ``--cache-dir``
+gives it a :class:`CachingSource` around the backend (:func:`open_content_cache`). Content
+with a SHA-256 (every file artifact) is looked up by it; content without one passes
+through.
+
+How a range is served
+    From its start, segment by segment (:meth:`CachingSource.plan`): bytes that a part
+    on disk holds are read from it (its CRC checked once per part file and process:
+    :class:`ChecksumMemo`); a gap is fetched from the inner source and the bytes are
+    stored in the background as parts cut at cell boundaries (``store.CELL``), so a
+    ``head`` or a 4 KiB read caches about what it read. Bounded ranges (``read_range``)
+    fetch each gap with one request; open-ended streams (``open_range``) keep one inner
+    stream open across cells and switch to disk where another process stored a cell first.
+
+Fetching once per cluster
+    Before fetching bytes of a cell, a process claims it (``store.ContentStore.claim``:
+    a file created with ``O_EXCL``); it releases the claim once the cell's part is stored.
+    A process that finds a cell claimed by another polls the claim (:data:`CLAIM_POLL`)
+    until it goes, then reads the cell from disk if it is there (else claims it itself).
+    It waits at most :data:`CLAIM_WAIT` seconds, then fetches anyway, so a claimer that
+    stalls or died costs a delay, never an error. Tasks of one process never wait for each
+    other's claims (the reader deduplicates its own fetches): a claim held here is shared.
+
+Degrading
+    A cache directory that cannot be created is not used; one that is read-only is read
+    and never written; a write that fails (disk full, quota) skips storing for
+    :data:`STORE_PAUSE` seconds. Each case logs one warning per process; reads always go
+    on from the server. Stores wait in memory for their thread at most
+    :data:`STORE_BACKLOG` bytes; beyond that, fetched bytes are not stored (cold reads are
+    never slowed down by the disk).
+
+Bounded
+    After every ``size / 8`` bytes stored the process evicts in a worker thread
+    (``usage.evict``) down to the cache size.
+
+All file I/O runs in worker threads; the state here is touched only in the trio thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, cells
+from simvuefs.diskcache.usage import evict
+from simvuefs.models import Artifact
+
+if TYPE_CHECKING:
+    from simvuefs.backends.protocol import RangeBody, RangeSource
+    from simvuefs.config import Settings
+
+log = logging.getLogger(__name__)
+
+CLAIM_POLL = 0.02
+"""Seconds between two looks at another process's claim."""
+CLAIM_WAIT = 5.0
+"""Longest wait for another process's claim before fetching anyway."""
+STORE_PAUSE = 30.0
+"""Seconds without storing after a failed write (disk full, quota)."""
+STORE_BACKLOG = 64 * 1024 * 1024
+"""Bytes fetched and waiting to be written; more are not stored."""
+USE_RECORD_INTERVAL = 30.0
+"""Seconds between two use records of one entry by one process."""
+INDEX_ENTRIES = 256
+"""Entries whose part lists are kept in memory."""
+MEMO_PARTS = 4096
+"""Part files remembered as checked."""
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+@dataclass
+class CacheStats:
+    """Counters of one process's use of the cache (``simvuefs cache``, ``status``)."""
+
+    hit_bytes: int = 0
+    hit_reads: int = 0
+    miss_bytes: int = 0
+    miss_reads: int = 0
+    uncached_bytes: int = 0
+    stored_bytes: int = 0
+    store_skipped_bytes: int = 0
+    store_failures: int = 0
+    damaged_parts: int = 0
+    claim_waits: int = 0
+    evicted_entries: int = 0
+    evicted_bytes: int = 0
+
+
+class ChecksumMemo:
+    """Part files this process has checked: ``(sha, name) -> (inode, size, mtime_ns)``."""
+
+    def __init__(self) -> None:
+        self._checked: OrderedDict[tuple[str, str], tuple[int, int, int]] = OrderedDict()
+
+    def trusts(self, key: tuple[str, str], identity: tuple[int, int, int] | None) -> bool:
+        return identity is not None and self._checked.get(key) == identity
+
+    def remember(self, key: tuple[str, str], identity: tuple[int, int, int] | None) -> None:
+        if identity is None:
+            return
+        self._checked[key] = identity
+        self._checked.move_to_end(key)
+        while len(self._checked) > MEMO_PARTS:
+            self._checked.popitem(last=False)
+
+
+@dataclass
+class _Gap:
+    """Bytes ``[start, stop)`` (stop None: to the end) no part on disk holds."""
+
+    start: int
+    stop: int | None
+
+
+class CachingSource:
+    """A RangeSource serving from the cache at *store* what it holds (module docstring)."""
+
+    def __init__(
+        self,
+        inner: RangeSource,
+        store: ContentStore,
+        size: int,
+        nursery: trio.Nursery,
+        *,
+        writable: bool,
+    ) -> None:
+        self.inner = inner
+        self.store = store
+        self.size = size
+        self.stats = CacheStats()
+        self._nursery = nursery
+        self._writable = writable
+        self._paused_until = 0.0
+        self._index: OrderedDict[str, list[Part]] = OrderedDict()
+        self._memo = ChecksumMemo()
+        self._held: dict[tuple[str, int], int] = {}
+        self._claim_files: set[tuple[str, int]] = set()
+        self._used: dict[str, float] = {}
+        self._backlog = 0
+        self._since_eviction = 0
+        self._evicting = False
+        self._warned: set[str] = set()
+
+    # -- the RangeSource protocol ------------------------------------------------------------
+
+    @asynccontextmanager
+    async def open_range(
+        self, artifact: Artifact, start: int, end: int | None = None
+    ) -> AsyncIterator[RangeBody]:
+        """Open bytes *start*..*end* (inclusive; None: to the end), from disk where cached."""
+        if not artifact.checksum:
+            async with self.inner.open_range(artifact, start, end) as body:
+                yield _CountedBody(body, self.stats)
+            return
+        body = CachedBody(self, artifact, start, None if end is None else end + 1)
+        try:
+            yield body
+        finally:
+            await body.aclose()
+
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> bytes:
+        """Return *length* bytes from *start* (fewer at the end), from disk where cached."""
+        sha = artifact.checksum
+        if not sha:
+            data = await self.inner.read_range(artifact, start, length, on_chunk)
+            self.stats.uncached_bytes += len(data)
+            return data
+        pieces: list[bytes] = []
+        position, end = start, start + length
+        while position < end:
+            found = await self.plan(sha, position, end)
+            if isinstance(found, bytes):
+                if on_chunk is not None:
+                    on_chunk(found)
+                pieces.append(found)
+                position += len(found)
+                continue
+            stop, claimed = await self.acquire(sha, position, found.stop or end)
+            if stop == position:
+                continue  # another process stored it meanwhile
+            try:
+                data = await self.inner.read_range(artifact, position, stop - position, on_chunk)
+            except BaseException:
+                self.release(sha, claimed)
+                raise
+            self.count_miss(data)
+            self.keep(sha, position, data, claimed)
+            pieces.append(data)
+            if len(data) < stop - position:
+                break  # the content ends here
+            position = stop
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    # -- planning: disk or network -----------------------------------------------------------
+
+    async def plan(self, sha: str, position: int, end: int | None) -> bytes | _Gap:
+        """The bytes from *position* that one part on disk holds (up to *end*), or the gap
+        before the next part. Damaged or vanished parts are forgotten and looked up again."""
+        for _ in range(3):
+            known = self._index.get(sha)
+            part = None if known is None else _covering(known, position)
+            if part is None:
+                parts = await self.rescan(sha)
+                part = _covering(parts, position)
+            if part is None:
+                return _Gap(position, _next_start(parts, position, end))
+            stop = part.stop if end is None else min(part.stop, end)
+            data = await self._read_part(sha, part, position, stop)
+            if data is not None:
+                self.stats.hit_bytes += len(data)
+                self.stats.hit_reads += 1
+                self._note_use(sha)
+                return data
+            self._index.pop(sha, None)
+        return _Gap(position, end)
+
+    async def _read_part(self, sha: str, part: Part, start: int, stop: int) -> bytes | None:
+        key = (sha, part.name)
+
+        def read() -> tuple[bytes | None, tuple[int, int, int] | None]:
+            identity = self.store.identity(sha, part)
+            trusted = self._memo.trusts(key, identity)
+            return self.store.read(sha, part, start, stop, trusted=trusted), identity
+
+        try:
+            data, identity = await trio.to_thread.run_sync(read)
+        except DamagedPart as exc:
+            self.stats.damaged_parts += 1
+            log.warning("%s: fetching it again", exc)
+            return None
+        except OSError as exc:
+            self._warn("read", f"cannot read the content cache {self.store.root}: {exc}")
+            return None
+        if data is not None:
+            self._memo.remember(key, identity)
+        return data
+
+    async def rescan(self, sha: str) -> list[Part]:
+        try:
+            parts = await trio.to_thread.run_sync(self.store.parts, sha)
+        except OSError as exc:
+            self._warn("read", f"cannot read the content cache {self.store.root}: {exc}")
+            parts = []
+        self._index[sha] = parts
+        self._index.move_to_end(sha)
+        while len(self._index) > INDEX_ENTRIES:
+            self._index.popitem(last=False)
+        return parts
+
+    # -- claims -------------------------------------------------------------------------------
+
+    async def acquire(self, sha: str, start: int, stop: int) -> tuple[int, list[int]]:
+        """Claim the cells of ``[start, stop)`` from the first on; return how far the claimed
+        run reaches and the cells claimed. Waits (bounded) while another process holds the
+        first cell's claim."""
+        claimed: list[int] = []
+        if not self.storing():
+            return stop, claimed
+        deadline = trio.current_time() + CLAIM_WAIT
+        cell = start // CELL
+        while not await self.claim(sha, cell):
+            if trio.current_time() >= deadline:
+                return stop, claimed  # fetch anyway: the claimer stalled or died
+            self.stats.claim_waits += 1
+            await trio.sleep(CLAIM_POLL)
+            if not await trio.to_thread.run_sync(self.store.claimed, sha, cell):
+                parts = await self.rescan(sha)
+                if _covering(parts, start) is not None:
+                    return start, claimed  # the caller plans again and reads it from disk
+        claimed.append(cell)
+        for cell in range(start // CELL + 1, (stop - 1) // CELL + 1):
+            if not await self.claim(sha, cell):
+                return cell * CELL, claimed
+            claimed.append(cell)
+        return stop, claimed
+
+    async def claim(self, sha: str, cell: int) -> bool:
+        key = (sha, cell)
+        if key in self._held:
+            self._held[key] += 1
+            return True
+        try:
+            won = await trio.to_thread.run_sync(self.store.claim, sha, cell)
+        except OSError as exc:
+            self._write_failed(exc)
+            return True  # no claims without a writable cache: fetch
+        if won:
+            self._held[key] = 1
+            self._claim_files.add(key)
+        return won
+
+    def release(self, sha: str, claimed: list[int]) -> None:
+        for cell in claimed:
+            key = (sha, cell)
+            count = self._held.get(key, 0) - 1
+            if count > 0:
+                self._held[key] = count
+                continue
+            self._held.pop(key, None)
+            self._nursery.start_soon(self._unlink_claim, sha, cell)
+
+    async def _unlink_claim(self, sha: str, cell: int) -> None:
+        key = (sha, cell)
+        if key in self._held or key not in self._claim_files:
+            return  # claimed again meanwhile, or never a file
+        try:
+            await trio.to_thread.run_sync(self.store.release, sha, cell)
+        except OSError as exc:
+            log.debug("cannot remove a claim: %s", exc)
+        if key not in self._held:
+            self._claim_files.discard(key)
+
+    def release_all(self) -> None:
+        """Remove the claim files this process still has (at shutdown; does file I/O)."""
+        for sha, cell in self._claim_files:
+            try:
+                self.store.release(sha, cell)
+            except OSError as exc:
+                log.debug("cannot remove a claim: %s", exc)
+        self._claim_files.clear()
+
+    # -- storing ------------------------------------------------------------------------------
+
+    def storing(self) -> bool:
+        return self._writable and trio.current_time() >= self._paused_until
+
+    def keep(self, sha: str, start: int, data: bytes, claimed: list[int]) -> None:
+        """Store *data* at *start* in the background, then release *claimed*."""
+        if not data or not self.storing() or self._backlog + len(data) > STORE_BACKLOG:
+            if data:
+                self.stats.store_skipped_bytes += len(data)
+            self.release(sha, claimed)
+            return
+        self._backlog += len(data)
+        self._nursery.start_soon(self._store, sha, start, data, claimed)
+
+    async def _store(self, sha: str, start: int, data: bytes, claimed: list[int]) -> None:
+        def write() -> list[Part]:
+            return [self.store.store(sha, offset, piece) for offset, piece in cells(start, data)]
+
+        try:
+            parts = await trio.to_thread.run_sync(write)
+        except OSError as exc:
+            self._write_failed(exc)
+            self.stats.store_failures += 1
+        else:
+            self.stats.stored_bytes += len(data)
+            known = self._index.get(sha)
+            if known is not None:
+                for part in parts:
+                    bisect.insort(known, part, key=lambda p: p.start)
+            self._since_eviction += len(data)
+            self._note_use(sha)
+            self._maybe_evict()
+        finally:
+            self._backlog -= len(data)
+            self.release(sha, claimed)
+
+    def _write_failed(self, exc: OSError) -> None:
+        if exc.errno in _UNWRITABLE:
+            self._writable = False
+            self._warn(
+                "write",
+                f"content cache {self.store.root} is not writable ({exc}): "
+                "reading from the server without storing",
+            )
+            return
+        self._paused_until = trio.current_time() + STORE_PAUSE
+        self._warn(
+            "full",
+            f"cannot write to the content cache {self.store.root} ({exc}): "
+            "reading from the server, storing again later",
+        )
+        self._since_eviction = self.size  # make room at the next store
+
+    def adopt(self, sha: str, path: Path, size: int) -> None:
+        """Copy the file at *path* (content *sha*, *size* bytes, already hashed by its
+        writer) into the cache in the background; a file bigger than the cache is not."""
+        if sha and self.storing() and 0 < size <= self.size:
+            self._nursery.start_soon(self._adopt, sha, path, size)
+
+    async def _adopt(self, sha: str, path: Path, size: int) -> None:
+        try:
+            stored = await trio.to_thread.run_sync(self.store.adopt, sha, path)
+        except FileNotFoundError:
+            return  # renamed or dropped meanwhile
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        self._index.pop(sha, None)
+        self.stats.stored_bytes += stored
+        self._since_eviction += stored
+        self._maybe_evict()
+
+    # -- use records and eviction ---------------------------------------------------------------
+
+    def _note_use(self, sha: str) -> None:
+        now = trio.current_time()
+        if (
+            not self._writable
+            or now < self._used.get(sha, -USE_RECORD_INTERVAL) + USE_RECORD_INTERVAL
+        ):
+            return
+        self._used[sha] = now
+        if len(self._used) > INDEX_ENTRIES:
+            self._used.clear()
+        self._nursery.start_soon(self._touch, sha)
+
+    async def _touch(self, sha: str) -> None:
+        try:
+            await trio.to_thread.run_sync(self.store.touch, sha)
+        except OSError as exc:
+            log.debug("cannot record the use of a cache entry: %s", exc)
+
+    def _maybe_evict(self) -> None:
+        if self._evicting or self._since_eviction < self.size // 8:
+            return
+        self._evicting = True
+        self._since_eviction = 0
+        self._nursery.start_soon(self._evict)
+
+    async def _evict(self) -> None:
+        try:
+            entries, freed = await trio.to_thread.run_sync(evict, self.store.root, self.size)
+        except OSError as exc:
+            log.debug("eviction failed: %s", exc)
+        else:
+            self.stats.evicted_entries += entries
+            self.stats.evicted_bytes += freed
+            if entries:
+                self._index.clear()
+        finally:
+            self._evicting = False
+
+    # -- counters and warnings --------------------------------------------------------------
+
+    def count_miss(self, data: bytes) -> None:
+        self.stats.miss_bytes += len(data)
+        self.stats.miss_reads += 1
+
+    def counters(self) -> dict[str, int | str]:
+        """This process's counters and the cache directory, for the mount's stats file."""
+        return {"dir": str(self.store.root), "size_limit": self.size, **asdict(self.stats)}
+
+    def _warn(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("%s", message)
+
+
+class _CountedBody:
+    """An inner body whose bytes count as not cacheable."""
+
+    def __init__(self, body: RangeBody, stats: CacheStats) -> None:
+        self._body = body
+        self._stats = stats
+
+    async def receive(self, max_bytes: int) -> bytes:
+        data = await self._body.receive(max_bytes)
+        self._stats.uncached_bytes += len(data)
+        return data
+
+
+class CachedBody:
+    """An open range of cached content: parts from disk, gaps from one inner stream at a
+    time, cut at cells for claims and stores (module docstring)."""
+
+    def __init__(self, cache: CachingSource, artifact: Artifact, start: int, end: int | None):
+        self._cache = cache
+        self._artifact = artifact
+        self._sha = artifact.checksum
+        self._position = start
+        self._end = end
+        self._ended = False
+        self._buffer = memoryview(b"")
+        self._stack: AsyncExitStack | None = None
+        self._inner: RangeBody | None = None
+        self._gap_stop: int | None = None
+        self._cell = -1  # the cell the inner stream is in
+        self._claim: list[int] = []
+        self._pieces: list[bytes] = []
+        self._pieces_start = start
+
+    async def receive(self, max_bytes: int) -> bytes:
+        """The next 1..*max_bytes* bytes, or ``b""`` at the end."""
+        while not self._ended and (self._end is None or self._position < self._end):
+            if self._buffer:
+                take = bytes(self._buffer[:max_bytes])
+                self._buffer = self._buffer[len(take) :]
+                self._position += len(take)
+                return take
+            if self._inner is not None:
+                chunk = await self._receive_inner(max_bytes)
+                if chunk:
+                    return chunk
+                continue
+            found = await self._cache.plan(self._sha, self._position, self._end)
+            if isinstance(found, bytes):
+                self._buffer = memoryview(found)
+            else:
+                await self._open_gap(found)
+        return b""
+
+    async def _open_gap(self, gap: _Gap) -> None:
+        cell_end = (self._position // CELL + 1) * CELL
+        first = cell_end if gap.stop is None else min(gap.stop, cell_end)
+        stop, self._claim = await self._cache.acquire(self._sha, self._position, first)
+        if stop == self._position:
+            return  # it is on disk now
+        self._cell = self._position // CELL
+        self._gap_stop = gap.stop
+        self._stack = AsyncExitStack()
+        end = None if gap.stop is None else gap.stop - 1
+        try:
+            self._inner = await self._stack.enter_async_context(
+                self._cache.inner.open_range(self._artifact, self._position, end)
+            )
+        except BaseException:
+            await self._close_inner()
+            raise
+        self._pieces, self._pieces_start = [], self._position
+
+    async def _receive_inner(self, max_bytes: int) -> bytes:
+        """The next bytes of the open gap; ``b""`` when the gap (or a cell another process
+        claimed) is over and the next segment must be planned."""
+        assert self._inner is not None
+        position = self._position
+        if self._gap_stop is not None and position >= self._gap_stop:
+            await self._close_inner()
+            return b""
+        if position // CELL != self._cell:  # a new cell: store the last, claim this one
+            self._flush()
+            self._cell = position // CELL
+            parts = await self._cache.rescan(self._sha)
+            if _covering(parts, position) is not None or not await self._claim_cell():
+                await self._close_inner()
+                return b""
+        limit = min(max_bytes, (self._cell + 1) * CELL - position)
+        if self._gap_stop is not None:
+            limit = min(limit, self._gap_stop - position)
+        chunk = await self._inner.receive(limit)
+        if not chunk:
+            self._ended = True
+            await self._close_inner()
+            return b""
+        self._cache.count_miss(chunk)
+        self._pieces.append(chunk)
+        self._position += len(chunk)
+        return chunk
+
+    async def _claim_cell(self) -> bool:
+        if not self._cache.storing():
+            return True
+        if await self._cache.claim(self._sha, self._cell):
+            self._claim = [self._cell]
+            return True
+        return False
+
+    def _flush(self) -> None:
+        """Store the bytes received in the current cell and release its claim."""
+        data = b"".join(self._pieces)
+        self._cache.keep(self._sha, self._pieces_start, data, self._claim)
+        self._pieces, self._pieces_start, self._claim = [], self._position, []
+
+    async def _close_inner(self) -> None:
+        self._flush()
+        stack, self._stack, self._inner = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def aclose(self) -> None:
+        """Store what was received, release claims, close the inner stream."""
+        with trio.CancelScope(shield=True):
+            await self._close_inner()
+
+
+def _covering(parts: list[Part], position: int) -> Part | None:
+    """The part holding *position* that reaches furthest, if any."""
+    best = None
+    index = bisect.bisect_right(parts, position, key=lambda p: p.start)
+    for part in parts[:index]:
+        if part.start <= position < part.stop and (best is None or part.stop > best.stop):
+            best = part
+    return best
+
+
+def _next_start(parts: list[Part], position: int, end: int | None) -> int | None:
+    """Where the next part after *position* starts (capped at *end*)."""
+    index = bisect.bisect_right(parts, position, key=lambda p: p.start)
+    following = parts[index].start if index < len(parts) else None
+    if following is None:
+        return end
+    return following if end is None else min(following, end)
+
+
+@asynccontextmanager
+async def open_content_cache(
+    inner: RangeSource, settings: Settings
+) -> AsyncIterator[CachingSource | None]:
+    """Yield a :class:`CachingSource` around *inner* for ``settings.content_cache_dir``,
+    or None when there is none or it cannot be used (warned once)."""
+    root = settings.content_cache_dir
+    if root is None:
+        yield None
+        return
+    store = ContentStore(root)
+    try:
+        writable = await trio.to_thread.run_sync(store.prepare)
+    except OSError as exc:
+        log.warning("content cache %s cannot be used (%s): reading from the server", root, exc)
+        yield None
+        return
+    if not writable:
+        log.warning("content cache %s is read-only: reading it, never storing", root)
+    async with trio.open_nursery() as nursery:
+        cache = CachingSource(inner, store, settings.content_cache_size, nursery, writable=writable)
+        try:
+            yield cache
+        finally:
+            nursery.cancel_scope.cancel()
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(cache.release_all)
