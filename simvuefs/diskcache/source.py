@@ -44,7 +44,7 @@ import bisect
 import errno
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,6 +70,8 @@ STORE_PAUSE = 30.0
 """Seconds without storing after a failed write (disk full, quota)."""
 STORE_BACKLOG = 64 * 1024 * 1024
 """Bytes fetched and waiting to be written; more are not stored."""
+SHUTDOWN_WAIT = 10.0
+"""At unmount, how long stores and copies still running may take before they are dropped."""
 USE_RECORD_INTERVAL = 30.0
 """Seconds between two use records of one entry by one process."""
 INDEX_ENTRIES = 256
@@ -151,6 +153,29 @@ class CachingSource:
         self._since_eviction = 0
         self._evicting = False
         self._warned: set[str] = set()
+        self._busy = 0
+        self._idle = trio.Event()
+
+    def _spawn(self, work: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run *work* in the background, counted until it ends (:meth:`settled`)."""
+
+        async def counted() -> None:
+            try:
+                await work(*args)
+            finally:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.set()
+
+        if self._busy == 0:
+            self._idle = trio.Event()
+        self._busy += 1
+        self._nursery.start_soon(counted)
+
+    async def settled(self) -> None:
+        """Wait until no store, copy or eviction runs."""
+        if self._busy:
+            await self._idle.wait()
 
     # -- the RangeSource protocol ------------------------------------------------------------
 
@@ -349,7 +374,7 @@ class CachingSource:
             self.release(sha, claimed)
             return
         self._backlog += len(data)
-        self._nursery.start_soon(self._store, sha, start, data, claimed)
+        self._spawn(self._store, sha, start, data, claimed)
 
     async def _store(self, sha: str, start: int, data: bytes, claimed: list[int]) -> None:
         def write() -> list[Part]:
@@ -394,7 +419,7 @@ class CachingSource:
         """Copy the file at *path* (content *sha*, *size* bytes, already hashed by its
         writer) into the cache in the background; a file bigger than the cache is not."""
         if sha and self.storing() and 0 < size <= self.size:
-            self._nursery.start_soon(self._adopt, sha, path, size)
+            self._spawn(self._adopt, sha, path, size)
 
     async def _adopt(self, sha: str, path: Path, size: int) -> None:
         try:
@@ -435,6 +460,13 @@ class CachingSource:
         self._evicting = True
         self._since_eviction = 0
         self._nursery.start_soon(self._evict)
+
+    async def final_eviction(self) -> None:
+        """Evict once more if anything was stored since the last eviction (at unmount, so
+        that the cache is within its size once the mount is gone)."""
+        if self._since_eviction and not self._evicting:
+            self._evicting = True
+            await self._evict()
 
     async def _evict(self) -> None:
         try:
@@ -634,6 +666,9 @@ async def open_content_cache(
         try:
             yield cache
         finally:
+            with trio.move_on_after(SHUTDOWN_WAIT, shield=True):
+                await cache.settled()
+                await cache.final_eviction()
             nursery.cancel_scope.cancel()
     with trio.CancelScope(shield=True):
         await trio.to_thread.run_sync(cache.release_all)

@@ -21,7 +21,8 @@ Invariants:
   cache reached the disk) or bit rot is found by the first read, which deletes the part.
 - Nothing relies on ``flock`` or ``atime``: claims are files created with ``O_EXCL``
   (atomic on local file systems and NFSv3+), a claim older than :data:`CLAIM_STALE` seconds
-  is a leftover of a process that died and is taken over; last use is the mtime of
+  (or one made on this machine by a process that no longer runs: ``kill -9``) is a
+  leftover of a process that died and is taken over; last use is the mtime of
   ``used``, set by the cache itself.
 - Entries may be deleted at any time (eviction, ``simvuefs cache clean``): an open part
   stays readable, a part gone between listing and opening is a miss, and a rename into a
@@ -201,10 +202,17 @@ class ContentStore:
         return False
 
     def claimed(self, sha: str, cell: int) -> bool:
-        """True while someone holds a fresh claim on *cell* of *sha*."""
+        """True while someone holds a fresh claim on *cell* of *sha*: younger than
+        :data:`CLAIM_STALE`, and, when made on this machine, by a process still running."""
+        path = self.entry(sha) / f"{CLAIM_PREFIX}{cell}"
         try:
-            age = time.time() - os.stat(self.entry(sha) / f"{CLAIM_PREFIX}{cell}").st_mtime
+            age = time.time() - os.stat(path).st_mtime
+            host, _, pid = path.read_text(encoding="utf-8").strip().rpartition(" ")
         except FileNotFoundError:
+            return False
+        except (OSError, UnicodeDecodeError):
+            host, pid = "", ""
+        if host == socket.gethostname() and pid.isdigit() and not _running(int(pid)):
             return False
         return age < CLAIM_STALE
 
@@ -244,6 +252,16 @@ class ContentStore:
             path.unlink(missing_ok=True)
             raise
         os.close(descriptor)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class DamagedPart(Exception):
