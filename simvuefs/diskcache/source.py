@@ -66,6 +66,14 @@ CLAIM_POLL = 0.02
 """Seconds between two looks at another process's claim."""
 CLAIM_WAIT = 5.0
 """Longest wait for another process's claim before fetching anyway."""
+HOLDER_STALL = 0.5
+"""A claim whose holder shows no progress for this long is not waited for (its stream
+may wait for the reader that waits here: a cycle between processes)."""
+RENEW_INTERVAL = 0.1
+"""Seconds between two renewals of a claim by a stream receiving its cell."""
+FOLLOW_PATIENCE = 1.0
+"""Longest a stream waits for new bytes of another stream of this process that fills the
+same cell before fetching them itself (the other may belong to a reader that paused)."""
 STORE_PAUSE = 30.0
 """Seconds without storing after a failed write (disk full, quota)."""
 STORE_BACKLOG = 64 * 1024 * 1024
@@ -95,6 +103,8 @@ class CacheStats:
     store_failures: int = 0
     damaged_parts: int = 0
     claim_waits: int = 0
+    shared_bytes: int = 0
+    stream_miss_bytes: int = 0
     evicted_entries: int = 0
     evicted_bytes: int = 0
 
@@ -125,6 +135,40 @@ class _Gap:
     stop: int | None
 
 
+class Filling:
+    """Bytes of one cell that one stream of this process is receiving, from *start* on:
+    other streams of this process read them here instead of fetching them again. Kept
+    until they are stored (or dropped), so a follower never finds them in neither place."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.data = bytearray()
+        self.over = False
+        self._changed = trio.Event()
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def finish(self) -> None:
+        """No more bytes will come (the cell is complete, or its stream stopped)."""
+        self.over = True
+        self._changed.set()
+
+    def take(self, position: int, max_bytes: int) -> bytes:
+        """Up to *max_bytes* received bytes from *position* (``b""``: none yet)."""
+        offset = position - self.start
+        return bytes(self.data[offset : offset + max_bytes])
+
+    async def wait(self, patience: float) -> bool:
+        """Wait for more bytes or the end; False if nothing happened for *patience* s."""
+        with trio.move_on_after(patience):
+            await self._changed.wait()
+            return True
+        return False
+
+
 class CachingSource:
     """A RangeSource serving from the cache at *store* what it holds (module docstring)."""
 
@@ -148,6 +192,7 @@ class CachingSource:
         self._memo = ChecksumMemo()
         self._held: dict[tuple[str, int], int] = {}
         self._claim_files: set[tuple[str, int]] = set()
+        self._renewed: dict[tuple[str, int], float] = {}
         self._used: dict[str, float] = {}
         self._backlog = 0
         self._since_eviction = 0
@@ -155,8 +200,9 @@ class CachingSource:
         self._warned: set[str] = set()
         self._busy = 0
         self._idle = trio.Event()
+        self._fillings: dict[tuple[str, int], Filling] = {}
 
-    def _spawn(self, work: Callable[..., Awaitable[None]], *args: object) -> None:
+    def spawn(self, work: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run *work* in the background, counted until it ends (:meth:`settled`)."""
 
         async def counted() -> None:
@@ -217,7 +263,9 @@ class CachingSource:
                 pieces.append(found)
                 position += len(found)
                 continue
-            stop, claimed = await self.acquire(sha, position, found.stop or end)
+            # A read waits for nobody: its reader may be what another process's stream
+            # waits for (its window), so waiting could close a cycle between processes.
+            stop, claimed = await self.acquire(sha, position, found.stop or end, 0.0)
             if stop == position:
                 continue  # another process stored it meanwhile
             try:
@@ -245,6 +293,9 @@ class CachingSource:
                 parts = await self.rescan(sha)
                 part = _covering(parts, position)
             if part is None:
+                received = self._received(sha, position, end)
+                if received:
+                    return received
                 return _Gap(position, _next_start(parts, position, end))
             stop = part.stop if end is None else min(part.stop, end)
             data = await self._read_part(sha, part, position, stop)
@@ -291,21 +342,28 @@ class CachingSource:
 
     # -- claims -------------------------------------------------------------------------------
 
-    async def acquire(self, sha: str, start: int, stop: int) -> tuple[int, list[int]]:
+    async def acquire(
+        self, sha: str, start: int, stop: int, patience: float
+    ) -> tuple[int, list[int]]:
         """Claim the cells of ``[start, stop)`` from the first on; return how far the claimed
-        run reaches and the cells claimed. Waits (bounded) while another process holds the
-        first cell's claim."""
+        run reaches and the cells claimed. Waits up to *patience* seconds while another
+        process holds the first cell's claim (then the range is fetched unclaimed)."""
         claimed: list[int] = []
         if not self.storing():
             return stop, claimed
-        deadline = trio.current_time() + CLAIM_WAIT
+        deadline = trio.current_time() + patience
         cell = start // CELL
+        mark, moved = None, trio.current_time()
         while not await self.claim(sha, cell):
-            if trio.current_time() >= deadline:
-                return stop, claimed  # fetch anyway: the claimer stalled or died
+            now = trio.current_time()
+            if now >= deadline or now - moved >= HOLDER_STALL:
+                return stop, claimed  # fetch anyway: the claimer stalled, died or is slow
             self.stats.claim_waits += 1
             await trio.sleep(CLAIM_POLL)
-            if not await trio.to_thread.run_sync(self.store.claimed, sha, cell):
+            seen = await trio.to_thread.run_sync(self.store.claim_mark, sha, cell)
+            if seen != mark:
+                mark, moved = seen, trio.current_time()
+            if seen is None:
                 parts = await self.rescan(sha)
                 if _covering(parts, start) is not None:
                     return start, claimed  # the caller plans again and reads it from disk
@@ -331,6 +389,20 @@ class CachingSource:
             self._claim_files.add(key)
         return won
 
+    def renew(self, sha: str, cell: int) -> None:
+        """Renew this process's claim on *cell* (at most every :data:`RENEW_INTERVAL` s)."""
+        now = trio.current_time()
+        key = (sha, cell)
+        if key in self._claim_files and now - self._renewed.get(key, 0.0) >= RENEW_INTERVAL:
+            self._renewed[key] = now
+            self.spawn(self._renew, sha, cell)
+
+    async def _renew(self, sha: str, cell: int) -> None:
+        try:
+            await trio.to_thread.run_sync(self.store.renew, sha, cell)
+        except OSError as exc:
+            log.debug("cannot renew a claim: %s", exc)
+
     def release(self, sha: str, claimed: list[int]) -> None:
         for cell in claimed:
             key = (sha, cell)
@@ -351,6 +423,7 @@ class CachingSource:
             log.debug("cannot remove a claim: %s", exc)
         if key not in self._held:
             self._claim_files.discard(key)
+            self._renewed.pop(key, None)
 
     def release_all(self) -> None:
         """Remove the claim files this process still has (at shutdown; does file I/O)."""
@@ -366,17 +439,68 @@ class CachingSource:
     def storing(self) -> bool:
         return self._writable and trio.current_time() >= self._paused_until
 
-    def keep(self, sha: str, start: int, data: bytes, claimed: list[int]) -> None:
-        """Store *data* at *start* in the background, then release *claimed*."""
+    def _received(self, sha: str, position: int, end: int | None) -> bytes:
+        """Bytes from *position* (up to *end* and the cell's end) that a stream of this
+        process has received already; never waits for more."""
+        filling = self.filling(sha, position)
+        if filling is None:
+            return b""
+        limit = (position // CELL + 1) * CELL - position
+        data = filling.take(position, limit if end is None else min(limit, end - position))
+        self.stats.shared_bytes += len(data)
+        return data
+
+    def filling(self, sha: str, position: int) -> Filling | None:
+        """The cell of *position* as another stream of this process receives it, if that
+        stream started at or before *position* and has, or will have, the byte there."""
+        filling = self._fillings.get((sha, position // CELL))
+        if filling is None or not filling.start <= position <= filling.start + len(filling.data):
+            return None
+        if filling.over and position == filling.start + len(filling.data):
+            return None  # it stopped short of *position*: nothing more will come
+        return filling
+
+    def start_filling(self, sha: str, position: int) -> Filling | None:
+        """Announce that a stream receives the cell of *position* from there (None: another
+        does already)."""
+        key = (sha, position // CELL)
+        if key in self._fillings:
+            return None
+        filling = self._fillings[key] = Filling(position)
+        return filling
+
+    def _end_filling(self, sha: str, filling: Filling | None) -> None:
+        if filling is None:
+            return
+        filling.finish()
+        key = (sha, filling.start // CELL)
+        if self._fillings.get(key) is filling:
+            del self._fillings[key]
+
+    def keep(
+        self,
+        sha: str,
+        start: int,
+        data: bytes,
+        claimed: list[int],
+        filling: Filling | None = None,
+    ) -> None:
+        """Store *data* at *start* in the background, then release *claimed* and end
+        *filling*."""
+        if filling is not None:
+            filling.finish()
         if not data or not self.storing() or self._backlog + len(data) > STORE_BACKLOG:
             if data:
                 self.stats.store_skipped_bytes += len(data)
             self.release(sha, claimed)
+            self._end_filling(sha, filling)
             return
         self._backlog += len(data)
-        self._spawn(self._store, sha, start, data, claimed)
+        self.spawn(self._store, sha, start, data, claimed, filling)
 
-    async def _store(self, sha: str, start: int, data: bytes, claimed: list[int]) -> None:
+    async def _store(
+        self, sha: str, start: int, data: bytes, claimed: list[int], filling: Filling | None
+    ) -> None:
         def write() -> list[Part]:
             return [self.store.store(sha, offset, piece) for offset, piece in cells(start, data)]
 
@@ -397,6 +521,7 @@ class CachingSource:
         finally:
             self._backlog -= len(data)
             self.release(sha, claimed)
+            self._end_filling(sha, filling)
 
     def _write_failed(self, exc: OSError) -> None:
         if exc.errno in _UNWRITABLE:
@@ -419,7 +544,7 @@ class CachingSource:
         """Copy the file at *path* (content *sha*, *size* bytes, already hashed by its
         writer) into the cache in the background; a file bigger than the cache is not."""
         if sha and self.storing() and 0 < size <= self.size:
-            self._spawn(self._adopt, sha, path, size)
+            self.spawn(self._adopt, sha, path, size)
 
     async def _adopt(self, sha: str, path: Path, size: int) -> None:
         try:
@@ -529,6 +654,10 @@ class CachedBody:
         self._claim: list[int] = []
         self._pieces: list[bytes] = []
         self._pieces_start = start
+        self._filling: Filling | None = None  # the cell this body receives, for followers
+        self._following: Filling | None = None  # another stream's cell this body reads
+        self._impatient_cell = -1  # a cell whose other stream stalled: fetch it here
+        self._contended = False  # others fill this content too: fetch one cell per request
 
     async def receive(self, max_bytes: int) -> bytes:
         """The next 1..*max_bytes* bytes, or ``b""`` at the end."""
@@ -538,10 +667,18 @@ class CachedBody:
                 self._buffer = self._buffer[len(take) :]
                 self._position += len(take)
                 return take
+            if self._following is not None:
+                chunk = await self._receive_followed(max_bytes)
+                if chunk:
+                    return chunk
+                await trio.lowlevel.checkpoint()  # (never a loop that starves the others)
+                continue
             if self._inner is not None:
                 chunk = await self._receive_inner(max_bytes)
                 if chunk:
                     return chunk
+                continue
+            if self._follow():
                 continue
             found = await self._cache.plan(self._sha, self._position, self._end)
             if isinstance(found, bytes):
@@ -550,16 +687,56 @@ class CachedBody:
                 await self._open_gap(found)
         return b""
 
+    def _follow(self) -> bool:
+        """Read the current cell from another stream of this process if one receives it."""
+        if self._position // CELL == self._impatient_cell:
+            return False
+        self._following = self._cache.filling(self._sha, self._position)
+        self._contended = self._contended or self._following is not None
+        return self._following is not None
+
+    async def _receive_followed(self, max_bytes: int) -> bytes:
+        """The next bytes of the followed stream's cell; ``b""`` when this body must plan
+        again (cell over, the other stream stopped short, or stalled)."""
+        followed = self._following
+        assert followed is not None
+        cell_end = (self._position // CELL + 1) * CELL
+        limit = min(max_bytes, cell_end - self._position)
+        if self._end is not None:
+            limit = min(limit, self._end - self._position)
+        while True:
+            chunk = followed.take(self._position, limit)
+            if chunk:
+                self._position += len(chunk)
+                self._cache.stats.shared_bytes += len(chunk)
+                return chunk
+            if followed.over:
+                break
+            if not await followed.wait(FOLLOW_PATIENCE):
+                self._impatient_cell = self._position // CELL
+                break
+        self._following = None
+        return b""
+
     async def _open_gap(self, gap: _Gap) -> None:
         cell_end = (self._position // CELL + 1) * CELL
         first = cell_end if gap.stop is None else min(gap.stop, cell_end)
-        stop, self._claim = await self._cache.acquire(self._sha, self._position, first)
+        stop, self._claim = await self._cache.acquire(self._sha, self._position, first, CLAIM_WAIT)
         if stop == self._position:
             return  # it is on disk now
+        self._filling = self._cache.start_filling(self._sha, self._position)
+        impatient = self._position // CELL == self._impatient_cell
+        if self._filling is None and not impatient:  # another stream began it: follow that
+            self._contended = True
+            self._cache.release(self._sha, self._claim)
+            self._claim = []
+            return
         self._cell = self._position // CELL
         self._gap_stop = gap.stop
+        if self._contended:  # a request per cell: an early close wastes little
+            self._gap_stop = cell_end if gap.stop is None else min(gap.stop, cell_end)
         self._stack = AsyncExitStack()
-        end = None if gap.stop is None else gap.stop - 1
+        end = None if self._gap_stop is None else self._gap_stop - 1
         try:
             self._inner = await self._stack.enter_async_context(
                 self._cache.inner.open_range(self._artifact, self._position, end)
@@ -580,8 +757,18 @@ class CachedBody:
         if position // CELL != self._cell:  # a new cell: store the last, claim this one
             self._flush()
             self._cell = position // CELL
+            if self._cache.filling(self._sha, position) is not None:
+                self._contended = True
+                await self._close_inner()  # another stream here receives it: follow that
+                return b""
             parts = await self._cache.rescan(self._sha)
             if _covering(parts, position) is not None or not await self._claim_cell():
+                self._contended = True
+                await self._close_inner()
+                return b""
+            self._filling = self._cache.start_filling(self._sha, position)
+            if self._filling is None:  # another stream began it meanwhile: follow that
+                self._contended = True
                 await self._close_inner()
                 return b""
         limit = min(max_bytes, (self._cell + 1) * CELL - position)
@@ -593,7 +780,12 @@ class CachedBody:
             await self._close_inner()
             return b""
         self._cache.count_miss(chunk)
+        self._cache.stats.stream_miss_bytes += len(chunk)
+        if self._claim:
+            self._cache.renew(self._sha, self._claim[0])
         self._pieces.append(chunk)
+        if self._filling is not None:
+            self._filling.add(chunk)
         self._position += len(chunk)
         return chunk
 
@@ -608,8 +800,9 @@ class CachedBody:
     def _flush(self) -> None:
         """Store the bytes received in the current cell and release its claim."""
         data = b"".join(self._pieces)
-        self._cache.keep(self._sha, self._pieces_start, data, self._claim)
+        self._cache.keep(self._sha, self._pieces_start, data, self._claim, self._filling)
         self._pieces, self._pieces_start, self._claim = [], self._position, []
+        self._filling = None
 
     async def _close_inner(self) -> None:
         self._flush()

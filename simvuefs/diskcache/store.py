@@ -20,7 +20,9 @@ Invariants:
   Its name carries its own CRC, so a torn write (a crash of the machine before the page
   cache reached the disk) or bit rot is found by the first read, which deletes the part.
 - Nothing relies on ``flock`` or ``atime``: claims are files created with ``O_EXCL``
-  (atomic on local file systems and NFSv3+), a claim older than :data:`CLAIM_STALE` seconds
+  (atomic on local file systems and NFSv3+) whose holder renews their mtime as bytes
+  arrive (waiters compare mtimes with each other, never with their own clock, except for
+  :data:`CLAIM_STALE`); a claim older than :data:`CLAIM_STALE` seconds
   (or one made on this machine by a process that no longer runs: ``kill -9``) is a
   leftover of a process that died and is taken over; last use is the mtime of
   ``used``, set by the cache itself.
@@ -202,19 +204,31 @@ class ContentStore:
         return False
 
     def claimed(self, sha: str, cell: int) -> bool:
-        """True while someone holds a fresh claim on *cell* of *sha*: younger than
-        :data:`CLAIM_STALE`, and, when made on this machine, by a process still running."""
+        """True while someone holds a fresh claim on *cell* of *sha*."""
+        return self.claim_mark(sha, cell) is not None
+
+    def claim_mark(self, sha: str, cell: int) -> int | None:
+        """The mtime (ns) of a fresh claim on *cell* of *sha*, None if there is none: no
+        claim, one older than :data:`CLAIM_STALE`, or one made on this machine by a process
+        no longer running. Its holder renews the mtime as bytes arrive (:meth:`renew`)."""
         path = self.entry(sha) / f"{CLAIM_PREFIX}{cell}"
         try:
-            age = time.time() - os.stat(path).st_mtime
+            info = os.stat(path)
             host, _, pid = path.read_text(encoding="utf-8").strip().rpartition(" ")
         except FileNotFoundError:
-            return False
+            return None
         except (OSError, UnicodeDecodeError):
-            host, pid = "", ""
+            return None
         if host == socket.gethostname() and pid.isdigit() and not _running(int(pid)):
-            return False
-        return age < CLAIM_STALE
+            return None
+        return info.st_mtime_ns if time.time() - info.st_mtime < CLAIM_STALE else None
+
+    def renew(self, sha: str, cell: int) -> None:
+        """Show that the claim on *cell* of *sha* makes progress (its mtime)."""
+        try:
+            os.utime(self.entry(sha) / f"{CLAIM_PREFIX}{cell}")
+        except FileNotFoundError:
+            pass
 
     def release(self, sha: str, cell: int) -> None:
         """Remove this process's claim on *cell* of *sha*."""
