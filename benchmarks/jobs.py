@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmarks import listing, reads, upload
+from benchmarks import diskcache, listing, reads, upload
 from benchmarks.context import Context
 from benchmarks.measure import Table
 
@@ -19,6 +19,8 @@ JOBS: dict[str, Job] = {
         reads.transfer,
         reads.parallel,
         reads.memory,
+        diskcache.disk_warm,
+        diskcache.cluster,
         listing.listing,
         upload.upload,
     )
