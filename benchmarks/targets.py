@@ -150,19 +150,6 @@ def _upload(t: Tables) -> list[Verdict]:
     ]
 
 
-CHECKS: dict[str, Callable[[Tables], list[Verdict]]] = {
-    "sequential": _sequential,
-    "ttfb": _ttfb,
-    "transfer": _transfer,
-    "parallel": _parallel,
-    "memory": _memory,
-    "listing": _listing,
-    "upload": _upload,
-    "disk_warm": _disk_warm,
-    "cluster": _cluster,
-}
-
-
 def _disk_warm(t: Tables) -> list[Verdict]:
     warm = _median(t, "disk_warm", "simvuefs disk-warm")
     rclone = _median(t, "disk_warm", "rclone full disk-warm")
@@ -191,6 +178,19 @@ def _cluster(t: Tables) -> list[Verdict]:
             ratio <= 1.25,
         )
     ]
+
+
+CHECKS: dict[str, Callable[[Tables], list[Verdict]]] = {
+    "sequential": _sequential,
+    "ttfb": _ttfb,
+    "transfer": _transfer,
+    "parallel": _parallel,
+    "memory": _memory,
+    "listing": _listing,
+    "upload": _upload,
+    "disk_warm": _disk_warm,
+    "cluster": _cluster,
+}
 
 
 def evaluate(tables: Tables) -> list[Verdict]:
