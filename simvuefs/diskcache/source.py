@@ -837,12 +837,13 @@ def _next_start(parts: list[Part], position: int, end: int | None) -> int | None
 
 @asynccontextmanager
 async def open_content_cache(
-    inner: RangeSource, settings: Settings
+    inner: RangeSource, settings: Settings, *, enabled: bool = True
 ) -> AsyncIterator[CachingSource | None]:
     """Yield a :class:`CachingSource` around *inner* for ``settings.content_cache_dir``,
-    or None when there is none or it cannot be used (warned once)."""
+    or None when there is none, it cannot be used (warned once) or not *enabled* (an
+    offline mount reads local files: nothing to cache)."""
     root = settings.content_cache_dir
-    if root is None:
+    if root is None or not enabled:
         yield None
         return
     store = ContentStore(root)

@@ -217,7 +217,7 @@ async def _open_and_serve(mount: _Mount) -> None:
     settings, options = mount.settings, mount.options
     async with (
         open_backend(settings, offline=options.offline) as backend,
-        open_content_cache(backend, settings) as content,
+        open_content_cache(backend, settings, enabled=not options.offline) as content,
         open_reader(backend if content is None else content, settings) as reader,
         trio.open_nursery() as publisher,
     ):
