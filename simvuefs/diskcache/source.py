@@ -142,12 +142,16 @@ class Filling:
 
     def __init__(self, start: int) -> None:
         self.start = start
-        self.data = bytearray()
+        self.received = 0
         self.over = False
+        self._chunks: list[bytes] = []
+        self._offsets: list[int] = []  # of each chunk, from *start*
         self._changed = trio.Event()
 
     def add(self, chunk: bytes) -> None:
-        self.data += chunk
+        self._offsets.append(self.received)
+        self._chunks.append(chunk)
+        self.received += len(chunk)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -157,9 +161,16 @@ class Filling:
         self._changed.set()
 
     def take(self, position: int, max_bytes: int) -> bytes:
-        """Up to *max_bytes* received bytes from *position* (``b""``: none yet)."""
+        """Up to *max_bytes* received bytes from *position*, from one chunk (``b""``:
+        none yet)."""
         offset = position - self.start
-        return bytes(self.data[offset : offset + max_bytes])
+        if offset >= self.received or max_bytes <= 0:
+            return b""
+        index = bisect.bisect_right(self._offsets, offset) - 1
+        chunk, inside = self._chunks[index], offset - self._offsets[index]
+        if inside == 0 and len(chunk) <= max_bytes:
+            return chunk
+        return chunk[inside : inside + max_bytes]
 
     async def wait(self, patience: float) -> bool:
         """Wait for more bytes or the end; False if nothing happened for *patience* s."""
@@ -454,9 +465,9 @@ class CachingSource:
         """The cell of *position* as another stream of this process receives it, if that
         stream started at or before *position* and has, or will have, the byte there."""
         filling = self._fillings.get((sha, position // CELL))
-        if filling is None or not filling.start <= position <= filling.start + len(filling.data):
+        if filling is None or not filling.start <= position <= filling.start + filling.received:
             return None
-        if filling.over and position == filling.start + len(filling.data):
+        if filling.over and position == filling.start + filling.received:
             return None  # it stopped short of *position*: nothing more will come
         return filling
 

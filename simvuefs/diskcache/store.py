@@ -84,19 +84,19 @@ class Part:
         return cls(start, start + length, crc, name)
 
     @staticmethod
-    def name_of(start: int, data: bytes) -> str:
+    def name_of(start: int, data: bytes | memoryview) -> str:
         """The file name of a part holding *data* at *start*."""
         return f"{start}-{len(data)}-{zlib.crc32(data):08x}"
 
 
-def cells(start: int, data: bytes) -> list[tuple[int, bytes]]:
-    """*data* at *start* cut at cell boundaries: ``(offset, piece)`` pairs."""
+def cells(start: int, data: bytes) -> list[tuple[int, memoryview]]:
+    """*data* at *start* cut at cell boundaries: ``(offset, piece)`` pairs (views, no copy)."""
     pieces = []
     view = memoryview(data)
     position = start
     while view:
         take = min(len(view), CELL - position % CELL)
-        pieces.append((position, bytes(view[:take])))
+        pieces.append((position, view[:take]))
         view = view[take:]
         position += take
     return pieces
@@ -164,7 +164,7 @@ class ContentStore:
             return None
         return (info.st_ino, info.st_size, info.st_mtime_ns)
 
-    def store(self, sha: str, start: int, data: bytes) -> Part:
+    def store(self, sha: str, start: int, data: bytes | memoryview) -> Part:
         """Write *data* at *start* (within one cell) as a part; return it. Raises OSError."""
         name = Part.name_of(start, data)
         directory = self.entry(sha)
@@ -255,7 +255,7 @@ class ContentStore:
         return stored
 
     @staticmethod
-    def _write_new(path: Path, data: bytes) -> None:
+    def _write_new(path: Path, data: bytes | memoryview) -> None:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(data)
