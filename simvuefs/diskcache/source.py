@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, cells
+from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Piece, cells
 from simvuefs.diskcache.usage import evict
 from simvuefs.models import Artifact
 
@@ -285,7 +285,7 @@ class CachingSource:
                 self.release(sha, claimed)
                 raise
             self.count_miss(data)
-            self.keep(sha, position, data, claimed)
+            self.keep(sha, position, [data], claimed)
             pieces.append(data)
             if len(data) < stop - position:
                 break  # the content ends here
@@ -345,11 +345,14 @@ class CachingSource:
         except OSError as exc:
             self._warn("read", f"cannot read the content cache {self.store.root}: {exc}")
             parts = []
+        self._remember(sha, parts)
+        return parts
+
+    def _remember(self, sha: str, parts: list[Part]) -> None:
         self._index[sha] = parts
         self._index.move_to_end(sha)
         while len(self._index) > INDEX_ENTRIES:
             self._index.popitem(last=False)
-        return parts
 
     # -- claims -------------------------------------------------------------------------------
 
@@ -492,28 +495,36 @@ class CachingSource:
         self,
         sha: str,
         start: int,
-        data: bytes,
+        pieces: list[Piece],
         claimed: list[int],
         filling: Filling | None = None,
     ) -> None:
-        """Store *data* at *start* in the background, then release *claimed* and end
-        *filling*."""
+        """Store *pieces* (the bytes from *start*) in the background, then release
+        *claimed* and end *filling*."""
         if filling is not None:
             filling.finish()
-        if not data or not self.storing() or self._backlog + len(data) > STORE_BACKLOG:
-            if data:
-                self.stats.store_skipped_bytes += len(data)
+        size = sum(len(piece) for piece in pieces)
+        if not size or not self.storing() or self._backlog + size > STORE_BACKLOG:
+            self.stats.store_skipped_bytes += size
             self.release(sha, claimed)
             self._end_filling(sha, filling)
             return
-        self._backlog += len(data)
-        self.spawn(self._store, sha, start, data, claimed, filling)
+        self._backlog += size
+        self.spawn(self._store, sha, start, pieces, size, claimed, filling)
 
     async def _store(
-        self, sha: str, start: int, data: bytes, claimed: list[int], filling: Filling | None
+        self,
+        sha: str,
+        start: int,
+        pieces: list[Piece],
+        size: int,
+        claimed: list[int],
+        filling: Filling | None,
     ) -> None:
         def write() -> list[Part]:
-            return [self.store.store(sha, offset, piece) for offset, piece in cells(start, data)]
+            if len(pieces) > 1:  # a stream's pieces of one cell
+                return [self.store.store(sha, start, pieces)]
+            return [self.store.store(sha, at, [piece]) for at, piece in cells(start, pieces[0])]
 
         try:
             parts = await trio.to_thread.run_sync(write)
@@ -521,18 +532,40 @@ class CachingSource:
             self._write_failed(exc)
             self.stats.store_failures += 1
         else:
-            self.stats.stored_bytes += len(data)
+            self.stats.stored_bytes += size
             known = self._index.get(sha)
             if known is not None:
                 for part in parts:
                     bisect.insort(known, part, key=lambda p: p.start)
-            self._since_eviction += len(data)
+            self._since_eviction += size
             self._note_use(sha)
             self._maybe_evict()
         finally:
-            self._backlog -= len(data)
+            self._backlog -= size
             self.release(sha, claimed)
             self._end_filling(sha, filling)
+
+    async def enter(self, sha: str, position: int) -> bool:
+        """A stream reaches a new cell at *position*: True if it may fetch it (claimed
+        now, or already claimed in this process, or claims are off); False if a part on
+        disk covers *position* or another process claimed the cell. One worker-thread call."""
+        cell = position // CELL
+        key = (sha, cell)
+        if not self.storing():
+            return True
+        if key in self._held:
+            self._held[key] += 1
+            return True
+        try:
+            parts, won = await trio.to_thread.run_sync(self.store.enter, sha, cell, position)
+        except OSError as exc:
+            self._write_failed(exc)
+            return True
+        self._remember(sha, parts)
+        if won:
+            self._held[key] = 1
+            self._claim_files.add(key)
+        return won
 
     def _write_failed(self, exc: OSError) -> None:
         if exc.errno in _UNWRITABLE:
@@ -646,6 +679,15 @@ class _CountedBody:
         return data
 
 
+class _Ahead:
+    """A read of the next segment started ahead (``CachedBody._look_ahead``)."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self.found: bytes | _Gap = b""
+        self.done = trio.Event()
+
+
 class CachedBody:
     """An open range of cached content: parts from disk, gaps from one inner stream at a
     time, cut at cells for claims and stores (module docstring)."""
@@ -663,12 +705,13 @@ class CachedBody:
         self._gap_stop: int | None = None
         self._cell = -1  # the cell the inner stream is in
         self._claim: list[int] = []
-        self._pieces: list[bytes] = []
+        self._pieces: list[Piece] = []
         self._pieces_start = start
         self._filling: Filling | None = None  # the cell this body receives, for followers
         self._following: Filling | None = None  # another stream's cell this body reads
         self._impatient_cell = -1  # a cell whose other stream stalled: fetch it here
         self._contended = False  # others fill this content too: fetch one cell per request
+        self._ahead: _Ahead | None = None  # the next part, being read from disk
 
     async def receive(self, max_bytes: int) -> bytes:
         """The next 1..*max_bytes* bytes, or ``b""`` at the end."""
@@ -691,12 +734,37 @@ class CachedBody:
                 continue
             if self._follow():
                 continue
-            found = await self._cache.plan(self._sha, self._position, self._end)
+            found = await self._planned()
             if isinstance(found, bytes):
                 self._buffer = memoryview(found)
+                self._look_ahead(self._position + len(found))
             else:
                 await self._open_gap(found)
         return b""
+
+    async def _planned(self) -> bytes | _Gap:
+        """The next segment: from the read started ahead if it is for here, else now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.position == self._position:
+            await ahead.done.wait()
+            if isinstance(ahead.found, bytes) and ahead.found:
+                return ahead.found
+        return await self._cache.plan(self._sha, self._position, self._end)
+
+    def _look_ahead(self, position: int) -> None:
+        """Start reading the part at *position* from disk while this one is consumed
+        (each read is a worker-thread hand-off: in turn they would wait for each other)."""
+        if self._end is not None and position >= self._end:
+            return
+        ahead = self._ahead = _Ahead(position)
+
+        async def read() -> None:
+            try:
+                ahead.found = await self._cache.plan(self._sha, position, self._end)
+            finally:
+                ahead.done.set()
+
+        self._cache.spawn(read)
 
     def _follow(self) -> bool:
         """Read the current cell from another stream of this process if one receives it."""
@@ -772,11 +840,11 @@ class CachedBody:
                 self._contended = True
                 await self._close_inner()  # another stream here receives it: follow that
                 return b""
-            parts = await self._cache.rescan(self._sha)
-            if _covering(parts, position) is not None or not await self._claim_cell():
-                self._contended = True
+            if not await self._cache.enter(self._sha, position):
+                self._contended = True  # on disk, or another process fetches it
                 await self._close_inner()
                 return b""
+            self._claim = [self._cell]
             self._filling = self._cache.start_filling(self._sha, position)
             if self._filling is None:  # another stream began it meanwhile: follow that
                 self._contended = True
@@ -800,18 +868,9 @@ class CachedBody:
         self._position += len(chunk)
         return chunk
 
-    async def _claim_cell(self) -> bool:
-        if not self._cache.storing():
-            return True
-        if await self._cache.claim(self._sha, self._cell):
-            self._claim = [self._cell]
-            return True
-        return False
-
     def _flush(self) -> None:
         """Store the bytes received in the current cell and release its claim."""
-        data = b"".join(self._pieces)
-        self._cache.keep(self._sha, self._pieces_start, data, self._claim, self._filling)
+        self._cache.keep(self._sha, self._pieces_start, self._pieces, self._claim, self._filling)
         self._pieces, self._pieces_start, self._claim = [], self._position, []
         self._filling = None
 

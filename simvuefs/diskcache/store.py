@@ -39,11 +39,14 @@ import secrets
 import socket
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from simvuefs.config import MIB
 
+Piece = bytes | memoryview
+"""Bytes of a part, as received (parts are written from several pieces without joining)."""
 CELL = 4 * MIB
 """The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 CLAIM_STALE = 30.0
@@ -84,12 +87,16 @@ class Part:
         return cls(start, start + length, crc, name)
 
     @staticmethod
-    def name_of(start: int, data: bytes | memoryview) -> str:
-        """The file name of a part holding *data* at *start*."""
-        return f"{start}-{len(data)}-{zlib.crc32(data):08x}"
+    def name_of(start: int, pieces: Sequence[Piece]) -> str:
+        """The file name of a part holding the concatenation of *pieces* at *start*."""
+        crc = length = 0
+        for piece in pieces:
+            crc = zlib.crc32(piece, crc)
+            length += len(piece)
+        return f"{start}-{length}-{crc:08x}"
 
 
-def cells(start: int, data: bytes) -> list[tuple[int, memoryview]]:
+def cells(start: int, data: Piece) -> list[tuple[int, memoryview]]:
     """*data* at *start* cut at cell boundaries: ``(offset, piece)`` pairs (views, no copy)."""
     pieces = []
     view = memoryview(data)
@@ -116,7 +123,7 @@ class ContentStore:
         tag = self.root / "CACHEDIR.TAG"
         if not tag.exists():
             try:
-                self._write_new(tag, CACHEDIR_TAG)
+                self._write_new(tag, [CACHEDIR_TAG])
             except OSError as exc:
                 if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                     raise
@@ -164,15 +171,16 @@ class ContentStore:
             return None
         return (info.st_ino, info.st_size, info.st_mtime_ns)
 
-    def store(self, sha: str, start: int, data: bytes | memoryview) -> Part:
-        """Write *data* at *start* (within one cell) as a part; return it. Raises OSError."""
-        name = Part.name_of(start, data)
+    def store(self, sha: str, start: int, pieces: Sequence[Piece]) -> Part:
+        """Write *pieces* (one after the other, all within one cell) at *start* as a part;
+        return it. Raises OSError."""
+        name = Part.name_of(start, pieces)
         directory = self.entry(sha)
         for attempt in (1, 2):  # the entry may be evicted between mkdir and rename
             directory.mkdir(parents=True, exist_ok=True)
             temp = directory / f"{self._temp_prefix}{secrets.token_hex(4)}"
             try:
-                self._write_new(temp, data)
+                self._write_new(temp, pieces)
                 os.rename(temp, directory / name)
                 break
             except FileNotFoundError:
@@ -194,7 +202,7 @@ class ContentStore:
         path = directory / f"{CLAIM_PREFIX}{cell}"
         for _ in (1, 2):
             try:
-                self._write_new(path, f"{socket.gethostname()} {os.getpid()}\n".encode())
+                self._write_new(path, [f"{socket.gethostname()} {os.getpid()}\n".encode()])
                 return True
             except FileExistsError:
                 if not self.claimed(sha, cell):
@@ -249,23 +257,32 @@ class ContentStore:
         stored = 0
         with open(source, "rb") as file:
             while data := file.read(CELL):
-                self.store(sha, stored, data)
+                self.store(sha, stored, [data])
                 stored += len(data)
         self.touch(sha)
         return stored
 
     @staticmethod
-    def _write_new(path: Path, data: bytes | memoryview) -> None:
+    def _write_new(path: Path, pieces: Sequence[Piece]) -> None:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(descriptor, view) :]
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(descriptor, view) :]
         except BaseException:
             os.close(descriptor)
             path.unlink(missing_ok=True)
             raise
         os.close(descriptor)
+
+    def enter(self, sha: str, cell: int, position: int) -> tuple[list[Part], bool]:
+        """What a stream reaching *position* in *cell* needs in one call: the parts on disk
+        and, unless one covers *position*, whether it could claim the cell."""
+        parts = self.parts(sha)
+        if any(part.start <= position < part.stop for part in parts):
+            return parts, False
+        return parts, self.claim(sha, cell)
 
 
 def _running(pid: int) -> bool:
