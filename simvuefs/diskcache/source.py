@@ -212,6 +212,7 @@ class CachingSource:
         self._busy = 0
         self._idle = trio.Event()
         self._fillings: dict[tuple[str, int], Filling] = {}
+        self._writer = trio.CapacityLimiter(1)  # one thread writes parts: less GIL contention
 
     def spawn(self, work: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run *work* in the background, counted until it ends (:meth:`settled`)."""
@@ -527,7 +528,7 @@ class CachingSource:
             return [self.store.store(sha, at, [piece]) for at, piece in cells(start, pieces[0])]
 
         try:
-            parts = await trio.to_thread.run_sync(write)
+            parts = await trio.to_thread.run_sync(write, limiter=self._writer)
         except OSError as exc:
             self._write_failed(exc)
             self.stats.store_failures += 1
