@@ -52,7 +52,15 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Piece, cells
+from simvuefs.diskcache.store import (
+    CELL,
+    READ_PIECE,
+    ContentStore,
+    DamagedPart,
+    Part,
+    Piece,
+    cells,
+)
 from simvuefs.diskcache.usage import evict
 from simvuefs.models import Artifact
 
@@ -309,7 +317,7 @@ class CachingSource:
                 if received:
                     return received
                 return _Gap(position, _next_start(parts, position, end))
-            stop = part.stop if end is None else min(part.stop, end)
+            stop = min(part.stop, position + READ_PIECE, end or part.stop)
             data = await self._read_part(sha, part, position, stop)
             if data is not None:
                 self.stats.hit_bytes += len(data)

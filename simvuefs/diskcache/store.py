@@ -48,6 +48,8 @@ from simvuefs.config import MIB
 Piece = bytes | memoryview
 """Bytes of a part, as received (parts are written from several pieces without joining)."""
 CELL = 4 * MIB
+READ_PIECE = MIB
+"""Reads of parts are made in pieces of this size (and served at most this much at once)."""
 """The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 CLAIM_STALE = 30.0
 """Seconds after which a claim is a dead process's leftover (a cell takes far less)."""
@@ -143,10 +145,13 @@ class ContentStore:
         return sorted((part for part in found if part is not None), key=lambda p: p.start)
 
     def read(self, sha: str, part: Part, start: int, stop: int, *, trusted: bool) -> bytes | None:
-        """Bytes ``[start, stop)`` of *part*, or None if it is gone or damaged (then deleted).
+        """Bytes ``[start, stop)`` of *part*, or None if it is gone (DamagedPart if its
+        bytes do not match its CRC: then it is deleted).
 
-        The whole part is read and its CRC checked unless *trusted* (this process checked
-        this very file before: :class:`ChecksumMemo`).
+        The whole part is read, in pieces of :data:`READ_PIECE` bytes (allocations of a few
+        MiB are page-faulted in anew each time: ``read.reader.keep_freed_blocks``), and its
+        CRC checked, unless *trusted* (this process checked this very file before:
+        ``source.ChecksumMemo``); then only ``[start, stop)`` is read.
         """
         path = self.entry(sha) / part.name
         try:
@@ -155,13 +160,18 @@ class ContentStore:
                     file.seek(start - part.start)
                     data = file.read(stop - start)
                     return data if len(data) == stop - start else None
-                data = file.read(part.stop - part.start + 1)
+                crc, offset, kept = 0, part.start, []
+                while piece := file.read(READ_PIECE):
+                    crc = zlib.crc32(piece, crc)
+                    if offset < stop and start < offset + len(piece):
+                        kept.append(piece[max(start - offset, 0) : stop - offset])
+                    offset += len(piece)
         except FileNotFoundError:
             return None
-        if len(data) != part.stop - part.start or zlib.crc32(data) != part.crc:
+        if offset != part.stop or crc != part.crc:
             path.unlink(missing_ok=True)
             raise DamagedPart(path)
-        return data[start - part.start : stop - part.start]
+        return kept[0] if len(kept) == 1 else b"".join(kept)
 
     def identity(self, sha: str, part: Part) -> tuple[int, int, int] | None:
         """``(inode, size, mtime_ns)`` of a part file, None if it is gone."""
