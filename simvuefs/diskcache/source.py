@@ -43,7 +43,7 @@ from __future__ import annotations
 import bisect
 import errno
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -54,7 +54,6 @@ import trio
 
 from simvuefs.diskcache.store import (
     CELL,
-    READ_PIECE,
     ContentStore,
     DamagedPart,
     Part,
@@ -85,7 +84,12 @@ same cell before fetching them itself (the other may belong to a reader that pau
 STORE_PAUSE = 30.0
 """Seconds without storing after a failed write (disk full, quota)."""
 STORE_BACKLOG = 64 * 1024 * 1024
-"""Bytes fetched and waiting to be written; more are not stored."""
+"""Bytes fetched and waiting to be written: a fetch waits for room (:meth:`room`)."""
+STORE_WAIT = 2.0
+"""Longest a fetch waits for room in the store backlog; then what it fetches is not stored
+(a cache disk that hangs slows reads down, never stops them)."""
+WRITERS = 2
+"""Worker threads writing parts at once (more only add contention for the GIL)."""
 SHUTDOWN_WAIT = 10.0
 """At unmount, how long stores and copies still running may take before they are dropped."""
 USE_RECORD_INTERVAL = 30.0
@@ -220,7 +224,8 @@ class CachingSource:
         self._busy = 0
         self._idle = trio.Event()
         self._fillings: dict[tuple[str, int], Filling] = {}
-        self._writer = trio.CapacityLimiter(1)  # one thread writes parts: less GIL contention
+        self._writer = trio.CapacityLimiter(WRITERS)
+        self._drained = trio.Event()  # set when the store backlog shrinks
 
     def spawn(self, work: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run *work* in the background, counted until it ends (:meth:`settled`)."""
@@ -277,12 +282,14 @@ class CachingSource:
         position, end = start, start + length
         while position < end:
             found = await self.plan(sha, position, end)
-            if isinstance(found, bytes):
-                if on_chunk is not None:
-                    on_chunk(found)
-                pieces.append(found)
-                position += len(found)
+            if isinstance(found, list):
+                for piece in found:
+                    if on_chunk is not None:
+                        on_chunk(piece)
+                    pieces.append(piece)
+                    position += len(piece)
                 continue
+            await self.room()
             # A read waits for nobody: its reader may be what another process's stream
             # waits for (its window), so waiting could close a cycle between processes.
             stop, claimed = await self.acquire(sha, position, found.stop or end, 0.0)
@@ -303,9 +310,10 @@ class CachingSource:
 
     # -- planning: disk or network -----------------------------------------------------------
 
-    async def plan(self, sha: str, position: int, end: int | None) -> bytes | _Gap:
-        """The bytes from *position* that one part on disk holds (up to *end*), or the gap
-        before the next part. Damaged or vanished parts are forgotten and looked up again."""
+    async def plan(self, sha: str, position: int, end: int | None) -> list[bytes] | _Gap:
+        """The bytes from *position* (up to *end*) that one part on disk holds, in pieces,
+        or those another stream of this process has received, or the gap before the next
+        part. Damaged or vanished parts are forgotten and looked up again."""
         for _ in range(3):
             known = self._index.get(sha)
             part = None if known is None else _covering(known, position)
@@ -315,22 +323,22 @@ class CachingSource:
             if part is None:
                 received = self._received(sha, position, end)
                 if received:
-                    return received
+                    return [received]
                 return _Gap(position, _next_start(parts, position, end))
-            stop = min(part.stop, position + READ_PIECE, end or part.stop)
-            data = await self._read_part(sha, part, position, stop)
-            if data is not None:
-                self.stats.hit_bytes += len(data)
+            stop = part.stop if end is None else min(part.stop, end)
+            pieces = await self._read_part(sha, part, position, stop)
+            if pieces is not None:
+                self.stats.hit_bytes += stop - position
                 self.stats.hit_reads += 1
                 self._note_use(sha)
-                return data
+                return pieces
             self._index.pop(sha, None)
         return _Gap(position, end)
 
-    async def _read_part(self, sha: str, part: Part, start: int, stop: int) -> bytes | None:
+    async def _read_part(self, sha: str, part: Part, start: int, stop: int) -> list[bytes] | None:
         key = (sha, part.name)
 
-        def read() -> tuple[bytes | None, tuple[int, int, int] | None]:
+        def read() -> tuple[list[bytes] | None, tuple[int, int, int] | None]:
             identity = self.store.identity(sha, part)
             trusted = self._memo.trusts(key, identity)
             return self.store.read(sha, part, start, stop, trusted=trusted), identity
@@ -551,8 +559,20 @@ class CachingSource:
             self._maybe_evict()
         finally:
             self._backlog -= size
+            self._drained.set()
+            self._drained = trio.Event()
             self.release(sha, claimed)
             self._end_filling(sha, filling)
+
+    async def room(self) -> None:
+        """Wait until the store backlog is under :data:`STORE_BACKLOG` (at most
+        :data:`STORE_WAIT` s): a cold read runs at the cache disk's speed if that is the
+        slower, rather than leaving holes in the cache."""
+        if self._backlog < STORE_BACKLOG or not self.storing():
+            return
+        with trio.move_on_after(STORE_WAIT):
+            while self._backlog >= STORE_BACKLOG:
+                await self._drained.wait()
 
     async def enter(self, sha: str, position: int) -> bool:
         """A stream reaches a new cell at *position*: True if it may fetch it (claimed
@@ -693,7 +713,7 @@ class _Ahead:
 
     def __init__(self, position: int) -> None:
         self.position = position
-        self.found: bytes | _Gap = b""
+        self.found: list[bytes] | _Gap = _Gap(position, None)
         self.done = trio.Event()
 
 
@@ -708,7 +728,7 @@ class CachedBody:
         self._position = start
         self._end = end
         self._ended = False
-        self._buffer = memoryview(b"")
+        self._buffer: deque[bytes] = deque()  # from disk, to hand out
         self._stack: AsyncExitStack | None = None
         self._inner: RangeBody | None = None
         self._gap_stop: int | None = None
@@ -726,8 +746,10 @@ class CachedBody:
         """The next 1..*max_bytes* bytes, or ``b""`` at the end."""
         while not self._ended and (self._end is None or self._position < self._end):
             if self._buffer:
-                take = bytes(self._buffer[:max_bytes])
-                self._buffer = self._buffer[len(take) :]
+                take = self._buffer.popleft()
+                if len(take) > max_bytes:
+                    self._buffer.appendleft(take[max_bytes:])
+                    take = take[:max_bytes]
                 self._position += len(take)
                 return take
             if self._following is not None:
@@ -744,19 +766,19 @@ class CachedBody:
             if self._follow():
                 continue
             found = await self._planned()
-            if isinstance(found, bytes):
-                self._buffer = memoryview(found)
-                self._look_ahead(self._position + len(found))
+            if isinstance(found, list):
+                self._buffer.extend(found)
+                self._look_ahead(self._position + sum(len(piece) for piece in found))
             else:
                 await self._open_gap(found)
         return b""
 
-    async def _planned(self) -> bytes | _Gap:
+    async def _planned(self) -> list[bytes] | _Gap:
         """The next segment: from the read started ahead if it is for here, else now."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead.position == self._position:
             await ahead.done.wait()
-            if isinstance(ahead.found, bytes) and ahead.found:
+            if isinstance(ahead.found, list):
                 return ahead.found
         return await self._cache.plan(self._sha, self._position, self._end)
 
@@ -844,6 +866,7 @@ class CachedBody:
             return b""
         if position // CELL != self._cell:  # a new cell: store the last, claim this one
             self._flush()
+            await self._cache.room()
             self._cell = position // CELL
             if self._cache.filling(self._sha, position) is not None:
                 self._contended = True

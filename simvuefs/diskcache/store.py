@@ -49,7 +49,7 @@ Piece = bytes | memoryview
 """Bytes of a part, as received (parts are written from several pieces without joining)."""
 CELL = 4 * MIB
 READ_PIECE = MIB
-"""Reads of parts are made in pieces of this size (and served at most this much at once)."""
+"""Parts are read in pieces of this size."""
 """The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 CLAIM_STALE = 30.0
 """Seconds after which a claim is a dead process's leftover (a cell takes far less)."""
@@ -144,23 +144,29 @@ class ContentStore:
         found = (Part.parse(name) for name in names)
         return sorted((part for part in found if part is not None), key=lambda p: p.start)
 
-    def read(self, sha: str, part: Part, start: int, stop: int, *, trusted: bool) -> bytes | None:
-        """Bytes ``[start, stop)`` of *part*, or None if it is gone (DamagedPart if its
-        bytes do not match its CRC: then it is deleted).
+    def read(
+        self, sha: str, part: Part, start: int, stop: int, *, trusted: bool
+    ) -> list[bytes] | None:
+        """Bytes ``[start, stop)`` of *part* in pieces of at most :data:`READ_PIECE` bytes
+        (allocations of a few MiB are page-faulted in anew each time:
+        ``read.reader.keep_freed_blocks``), or None if it is gone; DamagedPart if its bytes
+        do not match its CRC (then it is deleted).
 
-        The whole part is read, in pieces of :data:`READ_PIECE` bytes (allocations of a few
-        MiB are page-faulted in anew each time: ``read.reader.keep_freed_blocks``), and its
-        CRC checked, unless *trusted* (this process checked this very file before:
-        ``source.ChecksumMemo``); then only ``[start, stop)`` is read.
+        The whole part is read and its CRC checked unless *trusted* (this process checked
+        this very file before: ``source.ChecksumMemo``); then only ``[start, stop)``.
         """
         path = self.entry(sha) / part.name
+        kept: list[bytes] = []
         try:
             with open(path, "rb") as file:
                 if trusted:
                     file.seek(start - part.start)
-                    data = file.read(stop - start)
-                    return data if len(data) == stop - start else None
-                crc, offset, kept = 0, part.start, []
+                    wanted = stop - start
+                    while wanted and (piece := file.read(min(wanted, READ_PIECE))):
+                        kept.append(piece)
+                        wanted -= len(piece)
+                    return None if wanted else kept
+                crc, offset = 0, part.start
                 while piece := file.read(READ_PIECE):
                     crc = zlib.crc32(piece, crc)
                     if offset < stop and start < offset + len(piece):
@@ -171,7 +177,7 @@ class ContentStore:
         if offset != part.stop or crc != part.crc:
             path.unlink(missing_ok=True)
             raise DamagedPart(path)
-        return kept[0] if len(kept) == 1 else b"".join(kept)
+        return kept
 
     def identity(self, sha: str, part: Part) -> tuple[int, int, int] | None:
         """``(inode, size, mtime_ns)`` of a part file, None if it is gone."""
