@@ -317,8 +317,12 @@ http {{
         raise ValueError(f"unknown mount kind {kind!r}")
 
     @contextlib.contextmanager
-    def mount(self, kind: str, read_only: bool = True) -> Iterator[Mounted]:
-        """Mount contender *kind* fresh (empty caches) until the block exits."""
+    def mount(
+        self, kind: str, read_only: bool = True, disk_cache: Path | None = None
+    ) -> Iterator[Mounted]:
+        """Mount contender *kind* fresh (empty caches) until the block exits; with
+        *disk_cache*, its cache on disk is that directory, kept (``benchmarks/diskcache.py``:
+        rclone's ``--cache-dir``, simvuefs's ``--cache-dir``)."""
         self._mounts += 1
         name = f"{kind.replace(' ', '-')}-{self._mounts}"
         root = self.workdir / "mnt" / name
@@ -328,6 +332,10 @@ http {{
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
         argv, env = self._contender(kind, root, cache, log, read_only)
+        if disk_cache is not None and kind == "simvuefs":
+            argv += ["--cache-dir", str(disk_cache)]
+        elif disk_cache is not None:
+            argv[argv.index("--cache-dir") + 1] = str(disk_cache)
         # Closed when the block exits, or by close() if the run is interrupted first.
         cleanup = self.stack.enter_context(contextlib.ExitStack())
         cleanup.callback(shutil.rmtree, cache, True)

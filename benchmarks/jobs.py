@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmarks import listing, reads, transfer, upload
+from benchmarks import diskcache, listing, reads, transfer, upload
 from benchmarks.context import Context
 from benchmarks.measure import Table
 from benchmarks.profile import Profile
@@ -20,6 +20,8 @@ JOBS: dict[str, Job] = {
         transfer.transfer,
         reads.parallel,
         reads.memory,
+        diskcache.disk_warm,
+        diskcache.cluster,
         listing.listing,
         upload.upload,
     )

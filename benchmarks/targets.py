@@ -253,6 +253,36 @@ def _field_memory(t: Tables) -> list[Verdict]:
     ]
 
 
+def _disk_warm(t: Tables) -> list[Verdict]:
+    warm = _median(t, "disk_warm", "simvuefs disk-warm")
+    rclone = _median(t, "disk_warm", "rclone full disk-warm")
+    cold = _median(t, "disk_warm", "simvuefs cold")
+    return [
+        Verdict(
+            "disk-warm read >= 2x rclone --vfs-cache-mode full's",
+            f"{warm / rclone:.2f}x ({warm:.0f} vs {rclone:.0f} MiB/s)",
+            warm >= 2 * rclone,
+        ),
+        Verdict(
+            "disk-warm read >= 3x simvuefs cold (field profile)",
+            f"{warm / cold:.2f}x ({warm:.0f} vs {cold:.0f} MiB/s)",
+            warm >= 3 * cold,
+        ),
+    ]
+
+
+def _cluster(t: Tables) -> list[Verdict]:
+    sent = _note(t, "cluster", "shared --cache-dir", "storage bytes")
+    ratio = float(t["cluster"].results["shared --cache-dir"].notes["x the file"])
+    return [
+        Verdict(
+            "cluster: storage sends <= 1.25x the file",
+            f"{ratio:.2f}x ({sent / MIB:.0f} MiB)",
+            ratio <= 1.25,
+        )
+    ]
+
+
 FIELD_CHECKS: dict[str, Callable[[Tables], list[Verdict]]] = {
     "sequential": _field_sequential,
     "parallel": _field_parallel,
@@ -260,6 +290,8 @@ FIELD_CHECKS: dict[str, Callable[[Tables], list[Verdict]]] = {
     "transfer": _field_transfer,
     "listing": _field_listing,
     "upload": _field_upload,
+    "disk_warm": _disk_warm,
+    "cluster": _cluster,
 }
 
 
@@ -271,6 +303,8 @@ CHECKS: dict[str, Callable[[Tables], list[Verdict]]] = {
     "memory": _memory,
     "listing": _listing,
     "upload": _upload,
+    "disk_warm": _disk_warm,
+    "cluster": _cluster,
 }
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from simvuefs import __version__
 from simvuefs.config import (
     DEFAULT_CACHE_BYTES,
+    DEFAULT_CONTENT_CACHE_SIZE,
     DEFAULT_READAHEAD_PER_FILE,
     DEFAULT_READAHEAD_TOTAL,
     DEFAULT_REQUEST_TIMEOUT,
@@ -185,6 +186,24 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="most content fetched ahead over all open files, at most half of --cache-size "
         f"(default: {_mib(DEFAULT_READAHEAD_TOTAL)})",
     )
+    content = parser.add_argument_group(
+        "content cache",
+        "keep read content on disk, by checksum, for later reads and other mounts (off by "
+        "default; see SEMANTICS.md, Content cache)",
+    )
+    content.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="the content cache; any number of mounts, on one machine or on many sharing a "
+        "file system, may use one directory",
+    )
+    content.add_argument(
+        "--cache-dir-size",
+        metavar="SIZE",
+        help="evict least recently used content beyond this size "
+        f"(default: {_mib(DEFAULT_CONTENT_CACHE_SIZE)})",
+    )
     parser.add_argument(
         "--no-verify",
         action="store_true",
@@ -249,6 +268,10 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
             argv += [flag, value]
     if args.spool_dir is not None:
         argv += ["--spool-dir", str(_absolute(args.spool_dir))]
+    if args.cache_dir is not None:
+        argv += ["--cache-dir", str(_absolute(args.cache_dir))]
+    if args.cache_dir_size is not None:
+        argv += ["--cache-dir-size", args.cache_dir_size]
     if args.url is not None:
         argv += ["--url", args.url]
     if args.profile is not None:
@@ -295,6 +318,31 @@ def _memory_caps(args: argparse.Namespace) -> dict[str, int]:
         raise UsageError(str(exc), exitcode=2) from None
 
 
+def _content_cache(args: argparse.Namespace) -> dict[str, object]:
+    """The Settings of ``--cache-dir`` and ``--cache-dir-size``; UsageError (exit status 2,
+    one line) for a bad size or a size without a directory."""
+    from simvuefs.config import MIN_CONTENT_CACHE_SIZE, format_size, parse_size
+
+    options: dict[str, object] = {}
+    if args.cache_dir is not None:
+        options["content_cache_dir"] = _absolute(args.cache_dir)
+    if args.cache_dir_size is not None:
+        if args.cache_dir is None:
+            raise UsageError("--cache-dir-size needs --cache-dir", exitcode=2)
+        try:
+            size = parse_size(args.cache_dir_size)
+        except ConfigError as exc:
+            raise UsageError(f"--cache-dir-size: {exc}", exitcode=2) from None
+        if size < MIN_CONTENT_CACHE_SIZE:
+            raise UsageError(
+                f"--cache-dir-size {format_size(size)} is less than "
+                f"{format_size(MIN_CONTENT_CACHE_SIZE)}",
+                exitcode=2,
+            )
+        options["content_cache_size"] = size
+    return options
+
+
 def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Settings:
     """Settings for ``--offline``: the cache directory, no server."""
     from simvuefs.config import Settings, parse_ttl, resolve_offline_directory
@@ -308,6 +356,7 @@ def _offline_settings(args: argparse.Namespace, spool_dir: Path | None) -> Setti
     return Settings.for_offline(
         cache,
         **_memory_caps(args),
+        **_content_cache(args),
         verify_content=not args.no_verify,
         delete_artifacts=not args.no_delete,
         metadata_ttl=parse_ttl(args.metadata_ttl),
@@ -338,6 +387,7 @@ def _settings(args: argparse.Namespace, mountpoint: Path) -> Settings:
         server,
         mountpoint=mountpoint,
         **_memory_caps(args),
+        **_content_cache(args),
         verify_content=not args.no_verify,
         delete_artifacts=not args.no_delete,
         metadata_ttl=parse_ttl(args.metadata_ttl),
@@ -352,6 +402,7 @@ def _mount(args: argparse.Namespace) -> int:
     mountpoint = _absolute(args.mountpoint)
     if not args.foreground:
         _memory_caps(args)  # bad values fail here, before any daemon starts
+        _content_cache(args)
         log_file = _absolute(args.log_file or default_log_file())
         try:
             mounts.start_mount(_daemon_argv(args, mountpoint, log_file), log_file)
@@ -505,6 +556,50 @@ def _pending(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "cache",
+        help="show or clean the content cache on disk (--cache-dir of the mounts)",
+        description=(
+            "Show the content cache DIR (without --cache-dir: those of the running mounts): "
+            "its size and entries, and the hit and miss counters of the running mounts of "
+            "this machine that use it. 'simvuefs cache clean' removes the least recently "
+            "used entries until the cache holds at most --max-size (default: 0, all), safely "
+            "while mounts use it."
+        ),
+    )
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="the content cache")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    clean = actions.add_parser(
+        "clean",
+        help="evict least recently used content down to --max-size",
+        description="Remove the least recently used entries of the content cache until it "
+        "holds at most --max-size (default: 0, everything).",
+    )
+    clean.add_argument(
+        "--cache-dir", dest="clean_dir", type=Path, metavar="DIR", help="the content cache"
+    )
+    clean.add_argument("--max-size", default="0", metavar="SIZE", help="e.g. 10G (default: 0)")
+    parser.set_defaults(handler=_cache)
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from simvuefs.config import parse_size
+    from simvuefs.control import cache
+
+    given = getattr(args, "clean_dir", None) or args.cache_dir
+    cache_dir = given and _absolute(given)
+    if args.action == "clean":
+        try:
+            max_size = parse_size(args.max_size)
+        except ConfigError as exc:
+            raise UsageError(f"--max-size: {exc}", exitcode=2) from None
+        print(cache.clean(cache_dir, max_size), end="")
+    else:
+        print(cache.describe(cache_dir), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -516,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unmount(sub)
     _add_status(sub)
     _add_pending(sub)
+    _add_cache(sub)
     _add_devserver(sub)
     return parser
 

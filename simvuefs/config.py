@@ -80,6 +80,10 @@ DEFAULT_BLOCK_SIZE = 1 * MIB
 DEFAULT_CACHE_BYTES = 128 * MIB
 DEFAULT_READAHEAD_PER_FILE = 32 * MIB
 DEFAULT_READAHEAD_TOTAL = 64 * MIB
+DEFAULT_CONTENT_CACHE_SIZE = 10 * 1024 * MIB
+"""The content cache on disk (``--cache-dir``) when no ``--cache-dir-size`` is given."""
+MIN_CONTENT_CACHE_SIZE = 16 * MIB
+"""The smallest ``--cache-dir-size`` (a few cells of the cache's grid)."""
 DEFAULT_REQUEST_TIMEOUT = 30.0
 """Seconds one filesystem operation may wait for the server (``--request-timeout``)."""
 DEFAULT_UPLOAD_WAIT = 30.0
@@ -212,6 +216,10 @@ class Settings:
     upload_retry_initial: float = 2.0
     upload_retry_max: float = 300.0
     shutdown_upload_wait: float = DEFAULT_UPLOAD_WAIT
+    # The content cache on disk (diskcache/; SEMANTICS.md "Content cache"): its directory
+    # (None: off, the default) and the size eviction keeps it under.
+    content_cache_dir: Path | None = None
+    content_cache_size: int = DEFAULT_CONTENT_CACHE_SIZE
     # Delete the artifact a rename of an uploaded file replaces (write/deletes.py);
     # False (--no-delete): never send a DELETE, and such renames fail with EXDEV.
     delete_artifacts: bool = True
@@ -243,6 +251,11 @@ class Settings:
             if math.isnan(value) or value < 0 or (value == 0 and name in positive):
                 kind = "positive" if name in positive else "zero or positive"
                 raise ConfigError(f"setting {name} must be {kind}, not {value}")
+        if self.content_cache_size < MIN_CONTENT_CACHE_SIZE:
+            raise ConfigError(
+                f"--cache-dir-size {format_size(self.content_cache_size)} is less than "
+                f"{format_size(MIN_CONTENT_CACHE_SIZE)}"
+            )
 
     @classmethod
     def from_server(cls, server: ServerConfig, *, mountpoint: Path, **overrides: Any) -> Settings:

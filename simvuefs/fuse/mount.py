@@ -53,12 +53,14 @@ from simvuefs.backends import SimvueBackend, open_backend
 from simvuefs.config import Settings
 from simvuefs.control import registry
 from simvuefs.control.mounts import check_mountpoint, mount_id_of
+from simvuefs.diskcache.source import open_content_cache
 from simvuefs.fuse.attrs import AttrPolicy
 from simvuefs.fuse.fs import Operations
 from simvuefs.fuse.stats import MountStats
 from simvuefs.fuse.tree import RunSelection, Tree
 from simvuefs.logs import UsageError
 from simvuefs.read.reader import Reader, open_reader
+from simvuefs.write.staged import StagedFile
 from simvuefs.write.upload import Uploader, open_uploader
 
 log = logging.getLogger(__name__)
@@ -215,10 +217,11 @@ async def _open_and_serve(mount: _Mount) -> None:
     settings, options = mount.settings, mount.options
     async with (
         open_backend(settings, offline=options.offline) as backend,
-        open_reader(backend, settings) as reader,
+        open_content_cache(backend, settings, enabled=not options.offline) as content,
+        open_reader(backend if content is None else content, settings) as reader,
         trio.open_nursery() as publisher,
     ):
-        stats = MountStats(options.mountpoint, backend, reader)
+        stats = MountStats(options.mountpoint, backend, reader, content)
         publisher.start_soon(stats.publish)
         tree = Tree(backend, settings, options.selection, user=await backend.whoami())
         parts = _Parts(backend, tree, reader, stats)
@@ -242,7 +245,7 @@ async def _serve_writable(mount: _Mount, parts: _Parts) -> None:
     opened: Uploader | None = None
     try:
         async with open_uploader(
-            parts.backend, settings, on_landed=parts.tree.landed, on_dropped=parts.tree.dropped
+            parts.backend, settings, on_landed=_on_landed(parts), on_dropped=parts.tree.dropped
         ) as uploader:
             opened = parts.stats.uploader = uploader
             parts.tree.start_writing(uploader)
@@ -251,6 +254,19 @@ async def _serve_writable(mount: _Mount, parts: _Parts) -> None:
     finally:
         if opened is not None:
             _report_pending(mount, opened.statistics().pending)
+
+
+def _on_landed(parts: _Parts) -> Callable[[StagedFile], None]:
+    """The uploader's ``on_landed``: the tree shows the artifact; the content cache, if
+    any, copies the landed content (reading back what was written moves nothing)."""
+    content = parts.stats.content
+
+    def landed(f: StagedFile) -> None:
+        parts.tree.landed(f)
+        if content is not None:
+            content.adopt(f.checksum, f.data, f.size)
+
+    return landed
 
 
 def _report_pending(mount: _Mount, left: int) -> None:

@@ -3,8 +3,8 @@
 While a mount serves, :meth:`MountStats.publish` hands the counters of each source to
 :func:`simvuefs.control.counters.publish` every :data:`PUBLISH_INTERVAL` seconds (which owns
 the file's path and format), and withdraws them when the mount ends. The sources are
-``client`` (requests, retries, bytes) or ``offline``, ``reader`` (with its block ``cache``)
-and ``uploads``.
+``client`` (requests, retries, bytes) or ``offline``, ``reader`` (with its block ``cache``),
+``content_cache`` (the cache on disk, with its directory) and ``uploads``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import trio
 
 from simvuefs.backends.protocol import SimvueBackend
 from simvuefs.control import counters
+from simvuefs.diskcache.source import CachingSource
 from simvuefs.read.reader import Reader
 from simvuefs.write.upload import Uploader
 
@@ -32,6 +33,7 @@ class MountStats:
     mountpoint: Path
     backend: SimvueBackend
     reader: Reader
+    content: CachingSource | None = None
     uploader: Uploader | None = None
 
     def sources(self) -> dict[str, dict[str, Any]]:
@@ -40,6 +42,8 @@ class MountStats:
         name, backend_counters = self.backend.counters()
         data[name] = backend_counters
         data["reader"] = dataclasses.asdict(self.reader.statistics())
+        if self.content is not None:
+            data["content_cache"] = self.content.counters()
         if self.uploader is not None:
             data["uploads"] = dataclasses.asdict(self.uploader.statistics())
         return data

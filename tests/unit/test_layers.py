@@ -29,19 +29,21 @@ RANKS: dict[str, int] = {
     "control": 2,
     "read": 3,
     "write": 3,
+    # the content cache on disk, around the backend's RangeSource
+    "diskcache": 4,
     # a Simvue server over HTTP, or the official client's offline cache
-    "backends": 4,
+    "backends": 5,
     # leaves, usable by every unit; they import only each other
-    "__init__": 5,
-    "config": 5,
-    "models": 5,
-    "errors": 5,
-    "logs": 5,
-    "localio": 5,
+    "__init__": 6,
+    "config": 6,
+    "models": 6,
+    "errors": 6,
+    "logs": 6,
+    "localio": 6,
 }
 TOP_LEVEL = {"__main__", "cli", "api"}
 """Entry points may import each other (api reuses the CLI's defaults)."""
-LEAVES = {unit for unit, rank in RANKS.items() if rank == 5}
+LEAVES = {unit for unit, rank in RANKS.items() if rank == 6}
 PACKAGE_REEXPORTS = {"api"}
 """What ``__init__`` may import besides the leaves: the Python API, loaded on first use."""
 PYFUSE3_ALLOWED = {"fuse"}
