@@ -60,6 +60,8 @@ VALUED = {
     "cache_size": "--cache-size",
     "read_ahead": "--read-ahead",
     "read_ahead_total": "--read-ahead-total",
+    "read_part_size": "--read-part-size",
+    "read_streams": "--read-streams",
 }
 """Options of the form ``name=value``, and the flag each becomes (``run=`` may repeat)."""
 NOT_OPTIONS = {

@@ -1,21 +1,24 @@
-"""Read-ahead: part streams steered by each handle's sequential run, within a shared budget.
+"""Read-ahead: concurrent part GETs steered by each handle's sequential run, within a budget.
 
-The shape follows mountpoint-s3's ``prefetch``: the :class:`Prefetcher` (one per reader)
-steers; a handle's :class:`PartStream` receives one open-ended GET block by block (its parts)
-and its window is the backpressure; the :class:`ReadAheadBudget` caps what all streams hold
-ahead of their readers; a handle's :class:`Trail` is its seek window, the streamed blocks
-kept behind its reader.
+The shape follows mountpoint-s3's prefetcher over the AWS CRT's client: the
+:class:`Prefetcher` (one per reader) steers; a handle's :class:`PartStream` fetches the blocks
+ahead of its reader as *parts* (runs of up to ``part_blocks`` blocks, each one bounded Range
+GET on a connection of its own), several at once; its window is the backpressure; the
+:class:`ReadAheadBudget` caps what all streams hold ahead of their readers; a handle's
+:class:`Trail` is its seek window, the streamed blocks kept behind its reader.
 
 Steering
     A handle whose earlier reads covered a block sequentially (its *run*: the byte span its
-    recent reads covered, each starting within one block of it) gets a *stream*: one
-    open-ended Range GET from the first block it lacks, received by a task in the reader's
-    nursery. The stream claims blocks ahead of the reader's furthest block (registering
-    them as flights, so that any reader of those blocks waits for the stream instead of
-    fetching) and fills them in order. The number of blocks it may claim ahead, its window,
-    starts at 1 and doubles each time the reader moves into a new block, up to
-    ``readahead_per_file``; when the window is full the stream stops receiving and TCP holds
-    the server back.
+    recent reads covered, each starting within one block of it) gets a *stream* from the
+    first block it lacks. The stream claims blocks ahead of the reader's furthest block
+    (registering them as flights, so that any reader of those blocks waits for the stream
+    instead of fetching) a part at a time, and starts one GET per part. The number of blocks
+    it may claim ahead, its window, starts at 1 and doubles each time the reader moves into
+    a new block, up to ``readahead_per_file``; so parts start small (1, 2, 4 blocks) and the
+    number in flight grows with the window while the reader keeps up, up to ``max_parts``
+    (``--read-streams``). Once the window is twice a part, a new part starts only when a
+    whole part fits (no trickle of one-block GETs); a stream whose window is full waits for
+    the reader.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
@@ -26,28 +29,38 @@ Steering
     sequential read recycles a window's worth of memory instead of filling the cache with
     data read once; so are the blocks of the run fetched before its stream started.
 
+Order
+    Parts arrive in any order; each block goes into the cache (resolving its claim) as soon
+    as it is complete, so readers, which consume blocks in order, get the bytes in order,
+    and the content check (read/verify.py) is fed from the reads, in order.
+
 Memory
     Blocks claimed ahead of their reader never exceed ``readahead_per_file`` per handle nor
     ``readahead_total`` over all handles; the latter is further capped at half of
     ``cache_bytes``, because filled read-ahead blocks live in the cache and must not evict
-    each other before they are read. Each stream holds at most one partly received block.
+    each other before they are read. Each part in flight holds at most one partly received
+    block outside the cache; at most ``max_parts`` parts per stream are in flight.
 
 Errors
-    A stream that fails or is stopped abandons its claims: readers waiting on them fetch
-    those blocks themselves and see the error, if it persists, from their own request.
+    A part whose connection breaks or stalls (the backend's read timeout) is resumed alone
+    from its first missing block, up to ``PART_ATTEMPTS`` attempts in a row that bring no
+    block; then, or on any other error, the part's remaining claims are abandoned: readers
+    waiting on them fetch those blocks themselves and see the error, if it persists, from
+    their own request (EIO within their deadline). The other parts carry on.
 
 Where things happen
-    A stream's parts are fetched in :meth:`Prefetcher._receive_parts` and delivered in order
-    to the cache by :meth:`PartStream.deliver`; claims and the budget are taken in
-    :meth:`PartStream.extend`.
+    Parts are claimed in :meth:`PartStream.extend`, started in
+    :meth:`Prefetcher._run_stream`, fetched in :meth:`Prefetcher._fetch_part` and delivered
+    to the cache by :meth:`PartStream.deliver`.
 
 Concurrency
     Steering (the run detector, windows, claims, the budget) is synchronous, hence
-    consistent; only the stream tasks await.
+    consistent; only the stream and part tasks await.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -56,7 +69,7 @@ import trio
 
 from simvuefs.backends.protocol import RangeBody, RangeSource
 from simvuefs.config import Settings
-from simvuefs.errors import ProtocolError, SimvueError
+from simvuefs.errors import ProtocolError, SimvueError, TransportError
 from simvuefs.read.blocks import ContentBlocks
 from simvuefs.read.cache import BlockCache, Flight
 
@@ -65,6 +78,10 @@ log = logging.getLogger(__name__)
 STREAM_TRAIL_BLOCKS = 2
 """Streamed blocks kept behind a reader's position: the kernel's concurrent reads of one
 region arrive slightly out of order."""
+PART_ATTEMPTS = 3
+"""Attempts in a row that bring no block before a part gives up (module docstring)."""
+RESUMABLE_ERRORS = (TransportError, ProtocolError)
+"""A part failing with these (a broken, stalled or short body) is resumed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +90,9 @@ class ReadAheadStats:
 
     streams_started: int
     stream_bytes: int
+    parts_started: int
+    parts_resumed: int
+    parts_in_flight_peak: int
     readahead_bytes: int
     readahead_peak: int
     readahead_peak_per_handle: int
@@ -128,14 +148,15 @@ class ReadAheadBudget:
 
 
 class PartStream:
-    """A streamed GET feeding one handle's read-ahead, from block *first* on.
+    """One handle's read-ahead from block *first* on: parts claimed, queued, in flight.
 
-    Blocks ``[first, permitted_end)`` may be received. Those that were neither cached nor in
-    flight when permitted are claimed (flights held until delivered); claimed blocks after
-    the consumer, the reader's furthest block, are read-ahead and charged to the budget until
-    the reader reaches them or the stream stops. ``starved`` is True when the budget stopped
-    the last :meth:`extend` short of the window. ``scope`` bounds the receiving task, which
-    sets ``finished`` when it ends.
+    Blocks ``[first, claimed_end)`` were looked at: those that were neither cached nor in
+    flight were claimed (flights held until delivered or abandoned) and belong to a part,
+    queued (:meth:`next_part`) or in flight (at most *max_parts* at once). Claimed blocks
+    after the consumer, the reader's furthest block, are read-ahead and charged to the
+    budget until the reader reaches them or the stream stops. ``starved`` is True when the
+    budget stopped the last :meth:`extend` short of the window. ``scope`` bounds the
+    stream's task and its parts' tasks; ``finished`` is set when they ended.
     """
 
     __slots__ = (
@@ -143,15 +164,20 @@ class PartStream:
         "_ahead_bytes",
         "_budget",
         "_cache",
+        "_claimed_end",
         "_claims",
         "_consumer",
+        "_in_flight",
+        "_max_parts",
         "_max_window",
-        "_permitted_end",
+        "_part_blocks",
+        "_queue",
         "_wakeup",
         "_window",
         "blocks",
         "finished",
         "first",
+        "in_flight_peak",
         "scope",
         "starved",
         "stopped",
@@ -164,6 +190,8 @@ class PartStream:
         consumer: int,
         *,
         max_window: int,
+        part_blocks: int,
+        max_parts: int,
         cache: BlockCache,
         budget: ReadAheadBudget,
     ) -> None:
@@ -172,12 +200,17 @@ class PartStream:
         self._consumer = consumer
         self._window = min(1, max_window)
         self._max_window = max_window
+        self._part_blocks = part_blocks
+        self._max_parts = max_parts
         self._cache = cache
         self._budget = budget
-        self._permitted_end = first
+        self._claimed_end = first
         self._claims: dict[int, Flight[bytes]] = {}
         self._ahead: dict[int, int] = {}  # claimed block index -> bytes charged to the budget
         self._ahead_bytes = 0
+        self._queue: deque[range] = deque()
+        self._in_flight = 0
+        self.in_flight_peak = 0
         self.starved = False
         self.stopped = False
         self.scope = trio.CancelScope()
@@ -186,7 +219,7 @@ class PartStream:
 
     def covers(self, first: int, last: int) -> bool:
         """True if blocks *first*..*last* are where this stream is or is about to be."""
-        return self.first <= last and first <= self._permitted_end + self._window
+        return self.first <= last and first <= self._claimed_end + self._window
 
     def advance(self, last: int) -> None:
         """The reader reached block *last*: widen the window and release what it consumed."""
@@ -205,26 +238,65 @@ class PartStream:
         self.extend()
 
     def extend(self) -> None:
-        """Permit and claim blocks up to the window past the consumer, within the budget."""
+        """Claim parts up to the window past the consumer, within the budget and the parts
+        allowed in flight; a part starts only when it can be whole (a part's worth of
+        blocks, or half the window while that is smaller, or the content's end).
+        """
         limit = min(self._consumer + self._window + 1, self.blocks.count)
-        index = self._permitted_end
-        while index < limit:
-            key = self.blocks.cache_key(index)
-            if not self._cache.contains(key):
-                if index > self._consumer and not self._reserve(index):
+        least = min(self._part_blocks, max(1, self._window // 2))
+        starved = False
+        while self._claimed_end < limit and self._in_flight + len(self._queue) < self._max_parts:
+            index = self._claimed_end
+            while index < limit and self._cache.contains(self.blocks.cache_key(index)):
+                index += 1  # cached or in flight elsewhere: not ours to fetch
+            self._claimed_end = index
+            stop = min(index + self._part_blocks, limit)
+            if index >= limit or (stop - index < least and stop < self.blocks.count):
+                break
+            end = index
+            while end < stop and not self._cache.contains(self.blocks.cache_key(end)):
+                if end > self._consumer and not self._reserve(end):
+                    starved = True
                     break
-                self._claims[index] = self._cache.start(key)
-            index += 1
-        self.starved = index < limit
-        if index > self._permitted_end:
-            self._permitted_end = index
+                self._claims[end] = self._cache.start(self.blocks.cache_key(end))
+                end += 1
+            if end > index:
+                self._queue.append(range(index, end))
+                self._claimed_end = end
+                self._wakeup.set()
+            if starved:
+                break
+        self.starved = starved
+        if self.exhausted:
             self._wakeup.set()
 
-    async def wait_permitted(self, index: int) -> None:
-        """Wait until block *index* may be received."""
-        while index >= self._permitted_end:
+    @property
+    def exhausted(self) -> bool:
+        """True once every block to the content's end was claimed or found cached."""
+        return self._claimed_end >= self.blocks.count and not self._queue
+
+    async def next_part(self) -> range | None:
+        """Wait for the next part to fetch (counted in flight from now on); None once the
+        stream is exhausted."""
+        while not self._queue:
+            if self.exhausted:
+                return None
             self._wakeup = trio.Event()
             await self._wakeup.wait()
+        self._in_flight += 1
+        self.in_flight_peak = max(self.in_flight_peak, self._in_flight)
+        return self._queue.popleft()
+
+    def part_done(self, rest: range) -> None:
+        """A part ended, its blocks *rest* undelivered: abandon those, claim further."""
+        self._in_flight -= 1
+        for index in rest:
+            flight = self._claims.pop(index, None)
+            if flight is not None:
+                self._cache.abandon(self.blocks.cache_key(index), flight)
+        if not self.stopped:
+            self.extend()
+            self._wakeup.set()  # the stream task may be waiting to see it exhausted
 
     def deliver(self, index: int, data: bytes) -> bool:
         """Put block *index* into the cache (resolving its claim); False if it was there."""
@@ -239,11 +311,12 @@ class PartStream:
         return True
 
     def stop(self) -> None:
-        """Stop now: cancel the task, abandon the claims, return the budget. Idempotent."""
+        """Stop now: cancel the tasks, abandon the claims, return the budget. Idempotent."""
         if self.stopped:
             return
         self.stopped = True
         self.scope.cancel()
+        self._queue.clear()
         for index, flight in self._claims.items():
             self._cache.abandon(self.blocks.cache_key(index), flight)
         self._claims.clear()
@@ -267,26 +340,30 @@ class PartStream:
 
 
 class Trail:
-    """The cached blocks a handle's streams delivered, oldest first (its seek window)."""
+    """The cached blocks a handle's streams delivered (its seek window), dropped lowest
+    first; parts deliver out of order, so they are kept in a heap."""
 
     __slots__ = ("_cache", "_indexes", "blocks")
 
     def __init__(self, blocks: ContentBlocks, cache: BlockCache) -> None:
         self.blocks = blocks
         self._cache = cache
-        self._indexes: deque[int] = deque()
+        self._indexes: list[int] = []
 
     def add(self, index: int) -> None:
-        self._indexes.append(index)
+        heapq.heappush(self._indexes, index)
 
     def adopt(self, indexes: range) -> None:
-        """Treat blocks *indexes* (before every block added so far) as streamed."""
-        self._indexes.extendleft(i for i in reversed(indexes) if i not in self._indexes)
+        """Treat blocks *indexes* as streamed."""
+        known = set(self._indexes)
+        for index in indexes:
+            if index not in known:
+                heapq.heappush(self._indexes, index)
 
     def drop_before(self, index: int) -> None:
-        """Drop the blocks before *index* from the cache, oldest first."""
+        """Drop the blocks before *index* from the cache, lowest first."""
         while self._indexes and self._indexes[0] < index:
-            self._cache.discard(self.blocks.cache_key(self._indexes.popleft()))
+            self._cache.discard(self.blocks.cache_key(heapq.heappop(self._indexes)))
 
 
 class HandlePrefetch:
@@ -340,16 +417,20 @@ class Prefetcher:
         self._nursery = nursery
         self._block_size = settings.block_size
         self._max_window = settings.readahead_per_file // settings.block_size
+        self._part_blocks = max(1, settings.read_part_size // settings.block_size)
+        self._max_parts = settings.read_streams
         self._budget = ReadAheadBudget(min(settings.readahead_total, settings.cache_bytes // 2))
         self._streams_started = self._stream_bytes = 0
+        self._parts_started = self._parts_resumed = self._in_flight_peak = 0
 
     def open(self, blocks: ContentBlocks) -> HandlePrefetch:
         """Return the read-ahead state of a new handle on *blocks*."""
         return HandlePrefetch(blocks, self._cache)
 
-    def steer(self, prefetch: HandlePrefetch, off: int, end: int, first: int, last: int) -> None:
+    def steer(self, prefetch: HandlePrefetch, off: int, end: int, first: int, last: int) -> int:
         """Account a read of ``[off, end)`` (blocks *first*..*last*): extend or restart the
-        handle's run, move its stream along, or start a stream for a long sequential run."""
+        handle's run, move its stream along, or start a stream for a long sequential run.
+        Return the run's length before this read (0 for a read that starts a new run)."""
         earlier = prefetch.follow(off, end)
         if earlier is None:
             earlier = 0
@@ -361,6 +442,7 @@ class Prefetcher:
         elif earlier >= self._block_size and last > prefetch.run_start // self._block_size:
             # Earlier reads of this run covered a block: sequential, not one big random read.
             self._start_stream(prefetch, first, last)
+        return earlier
 
     async def release(self, prefetch: HandlePrefetch) -> None:
         """The handle is closed: stop its stream (before this returns), drop its trail."""
@@ -375,6 +457,9 @@ class Prefetcher:
         return ReadAheadStats(
             streams_started=self._streams_started,
             stream_bytes=self._stream_bytes,
+            parts_started=self._parts_started,
+            parts_resumed=self._parts_resumed,
+            parts_in_flight_peak=self._in_flight_peak,
             readahead_bytes=self._budget.used,
             readahead_peak=self._budget.peak,
             readahead_peak_per_handle=self._budget.peak_per_handle,
@@ -400,6 +485,8 @@ class Prefetcher:
             start,
             consumer=last,
             max_window=self._max_window,
+            part_blocks=self._part_blocks,
+            max_parts=self._max_parts,
             cache=self._cache,
             budget=self._budget,
         )
@@ -417,20 +504,19 @@ class Prefetcher:
         prefetch.detach(stream)
 
     async def _run_stream(self, prefetch: HandlePrefetch, stream: PartStream) -> None:
-        """Run *stream*. At the content's end the stream stays the handle's, its delivered
-        blocks charged to the read-ahead budget until the reader reaches them (or the handle
-        is released); a stream that fails or is stopped returns its budget."""
-        artifact = stream.blocks.artifact
+        """Fetch *stream*'s parts as they are claimed, each in a task of its own. At the
+        content's end the stream stays the handle's, its delivered blocks charged to the
+        read-ahead budget until the reader reaches them (or the handle is released); a
+        stream that is stopped returns its budget."""
         at_end = False
         try:
             with stream.scope:
-                await self._receive_parts(prefetch, stream)
+                async with trio.open_nursery() as parts:
+                    while (part := await stream.next_part()) is not None:
+                        self._parts_started += 1
+                        self._in_flight_peak = max(self._in_flight_peak, stream.in_flight_peak)
+                        parts.start_soon(self._fetch_part, prefetch, stream, part)
                 at_end = True
-        except SimvueError as exc:
-            log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
-        except Exception:
-            # A bug below us must not take the mount down; readers retry on their own.
-            log.exception("read-ahead of artifact %s failed", artifact.id)
         finally:
             if at_end and not stream.stopped:
                 self._budget.discard(stream)  # nothing left to claim: never starved
@@ -438,18 +524,40 @@ class Prefetcher:
                 self._stop(prefetch, stream)
             stream.finished.set()
 
-    async def _receive_parts(self, prefetch: HandlePrefetch, stream: PartStream) -> None:
-        """Receive the stream's blocks, each once it is permitted, in order to the end."""
+    async def _fetch_part(self, prefetch: HandlePrefetch, stream: PartStream, part: range) -> None:
+        """Fetch blocks *part* with one bounded GET, delivering each block as it completes;
+        resume alone after a broken or stalled body (module docstring, "Errors")."""
         blocks = stream.blocks
-        await stream.wait_permitted(stream.first)
-        async with self._source.open_range(blocks.artifact, blocks.start(stream.first)) as body:
-            for index in range(stream.first, blocks.count):
-                await stream.wait_permitted(index)
-                length = blocks.length(index)
-                data = await _receive_exactly(body, length)
-                self._stream_bytes += length
-                if stream.deliver(index, data):
-                    prefetch.trail.add(index)
+        artifact = blocks.artifact
+        index, barren = part.start, 0
+        try:
+            while index < part.stop:
+                start, end = blocks.start(index), blocks.start(part.stop - 1)
+                end += blocks.length(part.stop - 1)
+                try:
+                    async with self._source.open_range(artifact, start, end - 1) as body:
+                        while index < part.stop:
+                            data = await _receive_exactly(body, blocks.length(index))
+                            self._stream_bytes += len(data)
+                            if stream.deliver(index, data):
+                                prefetch.trail.add(index)
+                            index, barren = index + 1, 0
+                except RESUMABLE_ERRORS as exc:
+                    barren += 1
+                    if barren >= PART_ATTEMPTS:
+                        log.info("read-ahead of artifact %s: a part gave up: %s", artifact.id, exc)
+                        return
+                    self._parts_resumed += 1
+                    log.debug(
+                        "artifact %s: %s; resuming the part at block %d", artifact.id, exc, index
+                    )
+        except SimvueError as exc:
+            log.info("read-ahead of artifact %s: a part failed: %s", artifact.id, exc)
+        except Exception:
+            # A bug below us must not take the mount down; readers fetch on their own.
+            log.exception("read-ahead of artifact %s failed", artifact.id)
+        finally:
+            stream.part_done(range(index, part.stop))
 
 
 async def _receive_exactly(body: RangeBody, length: int) -> bytes:

@@ -24,17 +24,29 @@ from reader_util import (
 
 from simvuefs.read.blocks import ContentBlocks
 from simvuefs.read.cache import BlockCache, Flight, FlightAbandoned
-from simvuefs.read.readahead import HandlePrefetch, PartStream, ReadAheadBudget
+from simvuefs.read.readahead import PART_ATTEMPTS, HandlePrefetch, PartStream, ReadAheadBudget
 from simvuefs.read.reader import open_reader
 
 BLOCKS = ContentBlocks(ARTIFACT, len(CONTENT), BLOCK)  # 65 blocks, the last 123 bytes
 
 
 def new_stream(
-    cache: BlockCache, budget: ReadAheadBudget, first: int = 0, max_window: int = 8
+    cache: BlockCache,
+    budget: ReadAheadBudget,
+    first: int = 0,
+    max_window: int = 8,
+    part_blocks: int = 1,
+    max_parts: int = 64,
 ) -> PartStream:
     stream = PartStream(
-        BLOCKS, first, consumer=first, max_window=max_window, cache=cache, budget=budget
+        BLOCKS,
+        first,
+        consumer=first,
+        max_window=max_window,
+        part_blocks=part_blocks,
+        max_parts=max_parts,
+        cache=cache,
+        budget=budget,
     )
     budget.add(stream)
     return stream
@@ -155,26 +167,77 @@ def test_the_trail_drops_the_streamed_blocks_behind_the_reader_oldest_first() ->
 # -- a reader's streams, against FakeStorage ---------------------------------------------------
 
 
-async def test_sequential_read_is_one_range_and_one_stream() -> None:
+async def test_sequential_read_is_exact_gets_for_the_first_block_then_parts() -> None:
     storage = FakeStorage((ARTIFACT, CONTENT))
     async with open_reader(storage, make_settings()) as reader:
         handle = reader.open(ARTIFACT, len(CONTENT))
         assert await read_through(reader, handle) == CONTENT
         await reader.release(handle)
         stats = reader.statistics()
-    # block 0 with a bounded GET, then one stream once a whole block was read in order
-    assert (storage.range_gets, storage.streams) == (1, 1)
-    assert storage.bytes_sent == len(CONTENT)
+    # block 0 read by read, exactly; a stream once a whole block was read in order
+    assert (storage.range_gets, stats.exact_requests) == (BLOCK // READ, BLOCK // READ)
+    assert storage.bytes_sent == len(CONTENT)  # no byte twice
     assert stats.streams_started == 1
+    assert storage.streams == stats.parts_started  # one GET per part
+    assert all(end is not None and end - start < 2 * BLOCK for start, end in storage.ranges)
     assert stats.range_bytes + stats.stream_bytes == len(CONTENT)
     assert 0 < stats.readahead_peak_per_handle <= 8 * BLOCK
-    assert stats.readahead_bytes == 0
+    assert (stats.readahead_bytes, stats.verified) == (0, 1)
     assert stats.open_handles == 0
     # streamed blocks were dropped behind the reader: the cache held about a window (8 ahead,
-    # 2 behind, block 0), and keeps nothing after release (block 0, fetched with a bounded
-    # GET before the run was known to be sequential, went with the streamed ones)
+    # 2 behind), and keeps nothing after release
     assert stats.cache.peak_bytes <= 12 * BLOCK
     assert stats.cache.bytes == 0
+
+
+async def test_parts_of_a_capped_storage_are_fetched_several_at_once_and_read_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT), chunk=512)
+    storage.seconds_per_chunk = 0.01  # each connection: 50 KB/s
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        assert await read_through(reader, handle) == CONTENT
+        await reader.release(handle)
+        stats = reader.statistics()
+    assert stats.verified == 1  # fed in order
+    assert storage.bytes_sent == len(CONTENT)
+    # The window (8 blocks) holds 4 parts of 2 blocks: that many connections at once.
+    assert stats.parts_in_flight_peak == storage.open_streams_peak == 4
+    assert stats.readahead_peak_per_handle <= 8 * BLOCK
+    # The parts tile the content after block 0, each fetched once.
+    spans = sorted((start, end) for start, end in storage.ranges if end is not None)
+    assert (spans[0][0], spans[-1][1]) == (BLOCK, len(CONTENT) - 1)
+    assert all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+async def test_a_part_that_breaks_mid_way_is_resumed_alone() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.stream_fail_at = BLOCK + 500  # in the second block of a part
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        assert await read_through(reader, handle) == CONTENT
+        await reader.release(handle)
+        stats = reader.statistics()
+    assert stats.parts_resumed == 1
+    assert storage.streams == stats.parts_started + 1  # the resumption, nothing else again
+    assert 0 < storage.bytes_sent - len(CONTENT) < BLOCK  # less than a block twice
+    assert storage.range_gets == BLOCK // READ  # the reader never had to fetch itself
+
+
+async def test_a_part_that_keeps_failing_is_left_to_the_reader() -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.stream_fail_at = 0
+    storage.stream_failures = PART_ATTEMPTS  # the first part gives up; the others work
+    async with open_reader(storage, make_settings()) as reader:
+        handle = reader.open(ARTIFACT, len(CONTENT))
+        assert await read_through(reader, handle) == CONTENT
+        await reader.release(handle)
+        stats = reader.statistics()
+    assert (stats.parts_resumed, stats.verified) == (PART_ATTEMPTS - 1, 1)
+    # The reader fetched the given-up part's blocks with bounded GETs of its own.
+    assert storage.range_gets > BLOCK // READ
+    assert storage.bytes_sent == len(CONTENT)
 
 
 async def test_sixteen_concurrent_sequential_readers_stay_within_the_caps() -> None:
@@ -202,6 +265,10 @@ async def test_sixteen_concurrent_sequential_readers_stay_within_the_caps() -> N
     assert stats.streams_started >= 4
     assert stats.readahead_peak <= 12 * BLOCK
     assert stats.readahead_peak_per_handle <= 8 * BLOCK
+    # Parts in flight: at most 4 per handle; over all, what the budget holds (parts of 2
+    # blocks, each with at least one charged block) plus each handle's own block's.
+    assert stats.parts_in_flight_peak <= 4
+    assert storage.open_streams_peak <= 12 + 16
     assert stats.cache.peak_bytes <= 40 * BLOCK
     assert (stats.readahead_bytes, stats.cache.in_flight, storage.open_streams) == (0, 0, 0)
 
@@ -229,7 +296,7 @@ async def test_blocks_a_finished_stream_delivered_stay_charged_until_read() -> N
         assert reader.statistics().readahead_bytes == 0
         await reader.release(handle)
         stats = reader.statistics()
-    assert (storage.range_gets, storage.streams) == (1, 1)
+    assert (storage.range_gets, storage.streams) == (1, stats.parts_started)
     assert stats.readahead_peak <= 8 * BLOCK
 
 
@@ -255,9 +322,9 @@ async def test_stream_stays_within_its_window_and_stops_on_release() -> None:
         for off in range(0, 6 * BLOCK, READ):
             await reader.read(handle, off, READ)
         await trio.testing.wait_all_tasks_blocked()
-        # the reader is in block 5; the stream may be at most the window (8 blocks) ahead
+        # the reader is in block 5; the parts may reach at most the window (8 blocks) ahead
+        assert max(end for _, end in storage.ranges if end is not None) < (5 + 1 + 8) * BLOCK
         assert storage.bytes_sent <= (5 + 1 + 8) * BLOCK
-        assert storage.open_streams == 1
         await reader.release(handle)
         assert storage.open_streams == 0
         stats = reader.statistics()
@@ -266,12 +333,18 @@ async def test_stream_stays_within_its_window_and_stops_on_release() -> None:
 
 async def test_closing_the_reader_stops_streams_of_open_handles() -> None:
     storage = FakeStorage((ARTIFACT, CONTENT))
+    storage.body_gate = trio.Event()
     async with open_reader(storage, make_settings()) as reader:
         handle = reader.open(ARTIFACT, len(CONTENT))
-        for off in range(0, 3 * BLOCK, READ):
-            await reader.read(handle, off, READ)
+        await reader.read(handle, 0, BLOCK)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read, handle, BLOCK, READ)
+            await trio.testing.wait_all_tasks_blocked()
+            assert storage.open_streams == 1
+            storage.body_gate.set()
+        storage.body_gate = trio.Event()
         await trio.testing.wait_all_tasks_blocked()
-        assert storage.open_streams == 1
+        assert storage.open_streams > 0
     assert storage.open_streams == 0
 
 
@@ -291,7 +364,7 @@ async def test_an_isolated_far_read_leaves_the_stream_alone() -> None:
         assert bytes(out) == CONTENT
         await reader.release(handle)
         assert reader.statistics().streams_started == 1
-    assert storage.streams == 1
+    assert storage.bytes_sent <= len(CONTENT) + BLOCK + READ  # the far reads
 
 
 async def test_a_new_sequential_run_elsewhere_replaces_the_stream() -> None:
@@ -301,17 +374,7 @@ async def test_a_new_sequential_run_elsewhere_replaces_the_stream() -> None:
         for base in (0, 40 * BLOCK):
             for off in range(base, base + 6 * BLOCK, READ):
                 assert await reader.read(handle, off, READ) == CONTENT[off : off + READ]
-        await trio.testing.wait_all_tasks_blocked()
-        assert storage.open_streams == 1
         await reader.release(handle)
-        assert reader.statistics().streams_started == 2
-
-
-async def test_a_broken_stream_is_recovered_from() -> None:
-    storage = FakeStorage((ARTIFACT, CONTENT))
-    storage.stream_fail_at = 10 * BLOCK + 500
-    async with open_reader(storage, make_settings()) as reader:
-        handle = reader.open(ARTIFACT, len(CONTENT))
-        assert await read_through(reader, handle) == CONTENT
-        await reader.release(handle)
-    assert storage.streams == 2
+        stats = reader.statistics()
+        assert stats.streams_started == 2
+        assert (stats.readahead_bytes, stats.cache.in_flight, storage.open_streams) == (0, 0, 0)
