@@ -8,8 +8,9 @@ GET on a connection of its own), several at once; its window is the backpressure
 :class:`Trail` is its seek window, the streamed blocks kept behind its reader.
 
 Steering
-    A handle whose earlier reads covered a block sequentially (its *run*: the byte span its
-    recent reads covered, each starting within one block of it) gets a *stream* from the
+    A handle whose earlier reads covered ``SEQUENTIAL_RUN_BLOCKS`` blocks sequentially (its
+    *run*: the byte span its recent reads covered, each starting within one block of it)
+    gets a *stream* from the
     first block it lacks. The stream claims blocks ahead of the reader's furthest block
     (registering them as flights, so that any reader of those blocks waits for the stream
     instead of fetching) a part at a time, and starts one GET per part. The number of blocks
@@ -78,6 +79,10 @@ log = logging.getLogger(__name__)
 STREAM_TRAIL_BLOCKS = 2
 """Streamed blocks kept behind a reader's position: the kernel's concurrent reads of one
 region arrive slightly out of order."""
+SEQUENTIAL_RUN_BLOCKS = 2
+"""A handle's run is sequential once earlier reads covered this many blocks in order: the
+kernel cuts one big read (a 1 MiB buffer at a random offset) into several requests that
+follow each other, which must not look sequential."""
 PART_ATTEMPTS = 3
 """Attempts in a row that bring no block before a part gives up (module docstring)."""
 RESUMABLE_ERRORS = (TransportError, ProtocolError)
@@ -427,22 +432,22 @@ class Prefetcher:
         """Return the read-ahead state of a new handle on *blocks*."""
         return HandlePrefetch(blocks, self._cache)
 
-    def steer(self, prefetch: HandlePrefetch, off: int, end: int, first: int, last: int) -> int:
+    def steer(self, prefetch: HandlePrefetch, off: int, end: int, first: int, last: int) -> bool:
         """Account a read of ``[off, end)`` (blocks *first*..*last*): extend or restart the
-        handle's run, move its stream along, or start a stream for a long sequential run.
-        Return the run's length before this read (0 for a read that starts a new run)."""
+        handle's run, move its stream along, or start a stream for a sequential run. Return
+        True if the read continues a sequential run (``SEQUENTIAL_RUN_BLOCKS``)."""
         earlier = prefetch.follow(off, end)
         if earlier is None:
             earlier = 0
         else:
             prefetch.trail.drop_before(first - STREAM_TRAIL_BLOCKS)
         stream = prefetch.stream
+        sequential = earlier >= SEQUENTIAL_RUN_BLOCKS * self._block_size
         if stream is not None and stream.covers(first, last):
             stream.advance(last)
-        elif earlier >= self._block_size and last > prefetch.run_start // self._block_size:
-            # Earlier reads of this run covered a block: sequential, not one big random read.
+        elif sequential and last > prefetch.run_start // self._block_size:
             self._start_stream(prefetch, first, last)
-        return earlier
+        return sequential
 
     async def release(self, prefetch: HandlePrefetch) -> None:
         """The handle is closed: stop its stream (before this returns), drop its trail."""

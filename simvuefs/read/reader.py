@@ -7,9 +7,9 @@ are steered from :meth:`Reader.read` and own their state.
 
 How a read is served
     Every read first tells the :class:`Prefetcher` where it is (which may start, move or
-    replace the handle's stream) and learns how long the handle's sequential run was. A
-    read that is not part of a run of at least a block (random access: a seek, an HDF5
-    chunk, a page fault of an mmap) and none of whose blocks is cached or in flight gets
+    replace the handle's stream) and learns whether it continues a sequential run. A read
+    that does not (random access: a seek, an HDF5 chunk, a page fault of an mmap, the first
+    reads of a file) and none of whose blocks is cached or in flight gets
     exactly its bytes with one bounded GET, not cached (:meth:`Reader._fetch_exact`): small
     random reads move what they ask for. Any other read is served in blocks: every block it
     needs comes from the cache, from a flight another task is already running for it (a
@@ -222,9 +222,9 @@ class Reader:
         _raise_held(handle, off, end)
         self._reads += 1
         first, last = off // self._block_size, (end - 1) // self._block_size
-        earlier = self._prefetcher.steer(handle.prefetch, off, end, first, last)
+        sequential = self._prefetcher.steer(handle.prefetch, off, end, first, last)
         try:
-            if earlier < self._block_size and self._absent(handle, first, last):
+            if not sequential and self._absent(handle, first, last):
                 data = await self._fetch_exact(handle, off, end)
             else:
                 data = await self._serve_blocks(handle, off, end, first, last)

@@ -174,8 +174,8 @@ async def test_sequential_read_is_exact_gets_for_the_first_block_then_parts() ->
         assert await read_through(reader, handle) == CONTENT
         await reader.release(handle)
         stats = reader.statistics()
-    # block 0 read by read, exactly; a stream once a whole block was read in order
-    assert (storage.range_gets, stats.exact_requests) == (BLOCK // READ, BLOCK // READ)
+    # blocks 0-1 read by read, exactly; a stream once two whole blocks were read in order
+    assert (storage.range_gets, stats.exact_requests) == (2 * BLOCK // READ, 2 * BLOCK // READ)
     assert storage.bytes_sent == len(CONTENT)  # no byte twice
     assert stats.streams_started == 1
     assert storage.streams == stats.parts_started  # one GET per part
@@ -205,9 +205,9 @@ async def test_parts_of_a_capped_storage_are_fetched_several_at_once_and_read_in
     # The window (8 blocks) holds 4 parts of 2 blocks: that many connections at once.
     assert stats.parts_in_flight_peak == storage.open_streams_peak == 4
     assert stats.readahead_peak_per_handle <= 8 * BLOCK
-    # The parts tile the content after block 0, each fetched once.
+    # The parts tile the content after block 1, each fetched once.
     spans = sorted((start, end) for start, end in storage.ranges if end is not None)
-    assert (spans[0][0], spans[-1][1]) == (BLOCK, len(CONTENT) - 1)
+    assert (spans[0][0], spans[-1][1]) == (2 * BLOCK, len(CONTENT) - 1)
     assert all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:], strict=False))
 
 
@@ -222,7 +222,7 @@ async def test_a_part_that_breaks_mid_way_is_resumed_alone() -> None:
     assert stats.parts_resumed == 1
     assert storage.streams == stats.parts_started + 1  # the resumption, nothing else again
     assert 0 < storage.bytes_sent - len(CONTENT) < BLOCK  # less than a block twice
-    assert storage.range_gets == BLOCK // READ  # the reader never had to fetch itself
+    assert storage.range_gets == 2 * BLOCK // READ  # the reader never had to fetch itself
 
 
 async def test_a_part_that_keeps_failing_is_left_to_the_reader() -> None:
@@ -236,7 +236,7 @@ async def test_a_part_that_keeps_failing_is_left_to_the_reader() -> None:
         stats = reader.statistics()
     assert (stats.parts_resumed, stats.verified) == (PART_ATTEMPTS - 1, 1)
     # The reader fetched the given-up part's blocks with bounded GETs of its own.
-    assert storage.range_gets > BLOCK // READ
+    assert storage.range_gets > 2 * BLOCK // READ
     assert storage.bytes_sent == len(CONTENT)
 
 
@@ -280,23 +280,23 @@ async def test_blocks_a_finished_stream_delivered_stay_charged_until_read() -> N
     settings = make_settings(readahead_per_file=8 * BLOCK, readahead_total=8 * BLOCK)
     async with open_reader(storage, settings) as reader:
         handle = reader.open(artifact, len(content))
-        for index in range(5):  # the window grows to 8 blocks: the stream reaches the end
+        for index in range(6):  # the window grows to 8 blocks: the stream reaches the end
             assert (
                 await reader.read(handle, index * BLOCK, BLOCK) == content[index * BLOCK :][:BLOCK]
             )
         await trio.testing.wait_all_tasks_blocked()
         assert storage.open_streams == 0
-        # Blocks 5-11 wait in the cache for their reader: still read-ahead, so other files'
+        # Blocks 6-11 wait in the cache for their reader: still read-ahead, so other files'
         # streams cannot take the budget (and fill the cache) meanwhile.
-        assert reader.statistics().readahead_bytes == 7 * BLOCK
-        for index in range(5, 12):
+        assert reader.statistics().readahead_bytes == 6 * BLOCK
+        for index in range(6, 12):
             assert (
                 await reader.read(handle, index * BLOCK, BLOCK) == content[index * BLOCK :][:BLOCK]
             )
         assert reader.statistics().readahead_bytes == 0
         await reader.release(handle)
         stats = reader.statistics()
-    assert (storage.range_gets, storage.streams) == (1, stats.parts_started)
+    assert (storage.range_gets, storage.streams) == (2, stats.parts_started)
     assert stats.readahead_peak <= 8 * BLOCK
 
 
@@ -336,9 +336,9 @@ async def test_closing_the_reader_stops_streams_of_open_handles() -> None:
     storage.body_gate = trio.Event()
     async with open_reader(storage, make_settings()) as reader:
         handle = reader.open(ARTIFACT, len(CONTENT))
-        await reader.read(handle, 0, BLOCK)
+        await reader.read(handle, 0, 2 * BLOCK)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader.read, handle, BLOCK, READ)
+            nursery.start_soon(reader.read, handle, 2 * BLOCK, READ)
             await trio.testing.wait_all_tasks_blocked()
             assert storage.open_streams == 1
             storage.body_gate.set()

@@ -100,8 +100,8 @@ async def test_concurrent_readers_of_one_streamed_block_cause_one_fetch() -> Non
         first = reader.open(ARTIFACT, len(CONTENT))
         storage.gate = trio.Event()
         async with trio.open_nursery() as nursery:
-            # The first handle reads block 0, then block 1 in order: its stream claims block 1.
-            nursery.start_soon(read_through_blocks, reader, first, 2)
+            # The first handle reads blocks 0-2 in order: its stream claims blocks 2-3.
+            nursery.start_soon(read_through_blocks, reader, first, 3)
             await trio.testing.wait_all_tasks_blocked()
             storage.gate.set()
         await trio.testing.wait_all_tasks_blocked()
@@ -114,10 +114,10 @@ async def test_concurrent_readers_of_one_streamed_block_cause_one_fetch() -> Non
 
         async with trio.open_nursery() as nursery:
             for i in range(16):
-                nursery.start_soon(read_one, 2 * BLOCK + 100 * i)
+                nursery.start_soon(read_one, 3 * BLOCK + 100 * i)
         await reader.release(first)
-    assert sorted(results) == sorted(CONTENT[2 * BLOCK + 100 * i :][:100] for i in range(16))
-    assert storage.bytes_sent == sent  # the stream had claimed block 2 already
+    assert sorted(results) == sorted(CONTENT[3 * BLOCK + 100 * i :][:100] for i in range(16))
+    assert storage.bytes_sent == sent  # the stream had claimed block 3 already
 
 
 async def read_through_blocks(reader: Reader, handle: ReadHandle, count: int) -> None:
