@@ -15,11 +15,14 @@ Steering
     (registering them as flights, so that any reader of those blocks waits for the stream
     instead of fetching) a part at a time, and starts one GET per part. The number of blocks
     it may claim ahead, its window, starts at 1 and doubles each time the reader moves into
-    a new block, up to ``readahead_per_file``; so parts start small (1, 2, 4 blocks) and the
-    number in flight grows with the window while the reader keeps up, up to ``max_parts``
-    (``--read-streams``). Once the window is twice a part, a new part starts only when a
-    whole part fits (no trickle of one-block GETs); a stream whose window is full waits for
-    the reader.
+    a new block, up to ``readahead_per_file``; so parts start small (1, 2, 4 blocks). The
+    number of parts in flight starts at 1 and grows by one each time the reader has to wait
+    for a block while the stream had room in its window but no part to spare (the link,
+    not the reader, is the bottleneck), up to ``max_parts`` (``--read-streams``): a reader
+    that a single connection keeps ahead of (loopback) costs one connection at a time, and
+    one that storage caps per connection gets as many as it needs. Once the window is twice
+    a part, a new part starts only when a whole part fits (no trickle of one-block GETs); a
+    stream whose window is full waits for the reader.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
@@ -157,7 +160,8 @@ class PartStream:
 
     Blocks ``[first, claimed_end)`` were looked at: those that were neither cached nor in
     flight were claimed (flights held until delivered or abandoned) and belong to a part,
-    queued (:meth:`next_part`) or in flight (at most *max_parts* at once). Claimed blocks
+    queued (:meth:`next_part`) or in flight (at most ``parallel`` at once, from *parallel*
+    up to *max_parts*: :meth:`reader_waited`). Claimed blocks
     after the consumer, the reader's furthest block, are read-ahead and charged to the
     budget until the reader reaches them or the stream stops. ``starved`` is True when the
     budget stopped the last :meth:`extend` short of the window. ``scope`` bounds the
@@ -174,6 +178,8 @@ class PartStream:
         "_consumer",
         "_in_flight",
         "_max_parts",
+        "_parallel",
+        "_parallel_bound",
         "_max_window",
         "_part_blocks",
         "_queue",
@@ -199,6 +205,7 @@ class PartStream:
         max_parts: int,
         cache: BlockCache,
         budget: ReadAheadBudget,
+        parallel: int = 1,
     ) -> None:
         self.blocks = blocks
         self.first = first
@@ -215,6 +222,8 @@ class PartStream:
         self._ahead_bytes = 0
         self._queue: deque[range] = deque()
         self._in_flight = 0
+        self._parallel = min(parallel, max_parts)
+        self._parallel_bound = False
         self.in_flight_peak = 0
         self.starved = False
         self.stopped = False
@@ -250,7 +259,7 @@ class PartStream:
         limit = min(self._consumer + self._window + 1, self.blocks.count)
         least = min(self._part_blocks, max(1, self._window // 2))
         starved = False
-        while self._claimed_end < limit and self._in_flight + len(self._queue) < self._max_parts:
+        while self._claimed_end < limit and self._in_flight + len(self._queue) < self._parallel:
             index = self._claimed_end
             while index < limit and self._cache.contains(self.blocks.cache_key(index)):
                 index += 1  # cached or in flight elsewhere: not ours to fetch
@@ -272,8 +281,16 @@ class PartStream:
             if starved:
                 break
         self.starved = starved
+        self._parallel_bound = self._claimed_end < limit and not starved
         if self.exhausted:
             self._wakeup.set()
+
+    def reader_waited(self) -> None:
+        """The reader waited for a block: if the parts allowed in flight, not the window or
+        the budget, held the stream back, allow one more (up to ``max_parts``)."""
+        if self._parallel_bound and self._parallel < self._max_parts:
+            self._parallel += 1
+            self.extend()
 
     @property
     def exhausted(self) -> bool:
@@ -456,6 +473,11 @@ class Prefetcher:
             self._stop(prefetch, stream)
             await stream.finished.wait()
         prefetch.trail.drop_before(prefetch.blocks.count)
+
+    def reader_waits(self, prefetch: HandlePrefetch) -> None:
+        """A read of *prefetch*'s handle is about to wait for blocks in flight."""
+        if prefetch.stream is not None:
+            prefetch.stream.reader_waited()
 
     def statistics(self) -> ReadAheadStats:
         """Return the counters."""

@@ -35,7 +35,7 @@ def new_stream(
     budget: ReadAheadBudget,
     first: int = 0,
     max_window: int = 8,
-    part_blocks: int = 1,
+    part_blocks: int = 64,
     max_parts: int = 64,
 ) -> PartStream:
     stream = PartStream(
@@ -47,6 +47,7 @@ def new_stream(
         max_parts=max_parts,
         cache=cache,
         budget=budget,
+        parallel=max_parts,
     )
     budget.add(stream)
     return stream
@@ -90,7 +91,7 @@ def test_the_budget_refuses_what_exceeds_its_cap_and_keeps_peaks() -> None:
 async def test_a_stream_window_starts_at_one_block_and_doubles_as_the_reader_moves() -> None:
     cache = BlockCache(64 * BLOCK)
     budget = ReadAheadBudget(32 * BLOCK)
-    stream = new_stream(cache, budget)
+    stream = new_stream(cache, budget, part_blocks=1)
     stream.extend()
     assert claimed(cache) == 2  # the consumer's block and a window of 1 ahead
     assert budget.used == BLOCK  # only what lies ahead of the reader is charged
@@ -100,6 +101,22 @@ async def test_a_stream_window_starts_at_one_block_and_doubles_as_the_reader_mov
         assert claimed(cache) == last + window + 1
         assert stream.covers(last + window, last + window)
     assert not stream.covers(22, 22)  # more than a window past what it may receive (13)
+    stream.stop()
+    assert (budget.used, claimed(cache)) == (0, 0)
+
+
+async def test_once_the_window_is_two_parts_only_whole_parts_are_claimed() -> None:
+    cache = BlockCache(64 * BLOCK)
+    budget = ReadAheadBudget(32 * BLOCK)
+    stream = new_stream(cache, budget, part_blocks=4)
+    stream.extend()
+    for last in range(1, 5):
+        stream.advance(last)
+    assert claimed(cache) == 11  # parts of 2, 2, 3 and 4 blocks; 2 more would fit, not 4
+    stream.advance(5)
+    assert claimed(cache) == 11  # room for 3 blocks: still no whole part
+    stream.advance(6)
+    assert claimed(cache) == 15  # room for a whole part again
     stream.stop()
     assert (budget.used, claimed(cache)) == (0, 0)
 
