@@ -78,7 +78,7 @@ MIB = 1024 * 1024
 # daemon stays below the cache, read-ahead included, + ~100 MiB of interpreter).
 DEFAULT_BLOCK_SIZE = 1 * MIB
 DEFAULT_CACHE_BYTES = 128 * MIB
-DEFAULT_READAHEAD_PER_FILE = 32 * MIB
+DEFAULT_READAHEAD_PER_FILE = 64 * MIB
 DEFAULT_READAHEAD_TOTAL = 64 * MIB
 # Read-ahead fetches parts of this size, up to this many at once per file (read/readahead.py).
 DEFAULT_READ_PART_SIZE = 8 * MIB

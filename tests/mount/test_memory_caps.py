@@ -81,7 +81,7 @@ def test_defaults_are_the_settings_defaults() -> None:
         ),
         (
             {"read_part_size": 4 * MIB, "read_streams": 16},
-            caps(128 * MIB, 32 * MIB, 64 * MIB, part=4 * MIB, streams=16),
+            caps(128 * MIB, 64 * MIB, 64 * MIB, part=4 * MIB, streams=16),
         ),
     ],
 )
