@@ -158,6 +158,7 @@ def test_small_caps_read_a_large_file_correctly_within_them(
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the daemon's and ours
     cache, per_file, total = 6 * MIB, 2 * MIB, 3 * MIB
     flags = ["--cache-size", "6MiB", "--read-ahead", "2MiB", "--read-ahead-total", "3MiB"]
+    flags += ["--read-part-size", "1MiB", "--read-streams", "2"]
     with mounted(seeded_devserver, tmp_path, *flags) as mount:
         large = mount.path / "runs" / "demo run" / "output" / "large.bin"
         digest = hashlib.sha256()
@@ -173,6 +174,8 @@ def test_small_caps_read_a_large_file_correctly_within_them(
     assert 0 < reader["cache"]["peak_bytes"] <= cache
     assert 0 < reader["readahead_peak_per_handle"] <= per_file  # read-ahead did happen
     assert reader["readahead_peak"] <= total
+    assert reader["parts_started"] > 0  # read-ahead fetched parts
+    assert 0 < reader["parts_in_flight_peak"] <= 2  # --read-streams
 
 
 def test_python_api_passes_the_caps(
