@@ -3,7 +3,8 @@
 One fresh mount of the seeded devserver (its 64 MiB ``large.bin``) serves every pattern in
 turn: scattered 80 KB ``pread``s (an HDF5/netCDF chunk reader), a buffered Python reader
 seeking to small records, ``np.memmap`` element reads (page faults), ``head -c 4096``, and
-finally a whole sequential read. Each pattern reads a region of its own, so the kernel's
+finally a whole sequential read; a small devserver of its own serves a 25 MB zip archive,
+of which ``zipfile`` reads one small member. Each pattern reads a region of its own, so the kernel's
 page cache never hides a transfer of another. Bytes are counted, not timed: the devserver's
 ``bytes_served`` for what storage sent, the daemon's published ``bytes_returned`` for what
 the kernel asked of the daemon (``simvuefs status``'s stats file).
@@ -17,11 +18,14 @@ which the daemon cannot shrink: docs/performance.md).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
 import time
+import zipfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +33,8 @@ import pytest
 from devserver_util import SEEDED_LARGE_SIZE
 
 from simvuefs.control import counters
-from simvuefs.devserver.seed import large_content
+from simvuefs.devserver.seed import artifact_record, large_content, run_record
+from simvuefs.devserver.store import Store
 from simvuefs.fuse.attrs import PREFERRED_IO_SIZE
 from simvuefs.fuse.stats import PUBLISH_INTERVAL
 from testbed.devserver import DevServer
@@ -167,3 +172,42 @@ def test_head_moves_a_few_pages_and_sequential_reads_stay_whole(
 
     asked, sent = moved(seeded_devserver, whole)
     assert asked <= sent <= asked + SLACK  # streamed in parts, nothing fetched twice
+
+
+def test_reading_one_small_zip_member_moves_a_few_buffers(tmp_path: Path) -> None:
+    members = {f"data-{i:02d}.bin": random.Random(i).randbytes(MIB) for i in range(24)}
+    members["notes/member.txt"] = b"x" * 220
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
+        for name in sorted(members):  # the small member in the middle
+            out.writestr(name, members[name])
+    content = archive.read_bytes()
+    fill_one_artifact(tmp_path / "data", "archive.zip", content)
+    server = DevServer(tmp_path / "server", data_dir=tmp_path / "data").start()
+    try:
+        with mounted(server, tmp_path, "--metadata-ttl", "600") as mount:
+            path = mount.path / "runs" / "zips" / "output" / "archive.zip"
+            server.reset_stats()
+            with zipfile.ZipFile(path) as readable:  # Python's buffered file underneath
+                assert readable.read("notes/member.txt") == members["notes/member.txt"]
+            sent = server.stats()["bytes_served"]
+    finally:
+        server.stop()
+    # the end record, the central directory, the member: a st_blksize buffer each
+    assert sent <= 1.5 * 3 * PREFERRED_IO_SIZE + SLACK  # 12 MB with 1 MiB blocks and buffers
+
+
+def fill_one_artifact(data_dir: Path, name: str, content: bytes) -> None:
+    """A devserver data directory holding run ``zips`` with *content* as output *name*."""
+    created = datetime(2025, 6, 1, tzinfo=UTC)
+    store = Store(data_dir)
+    try:
+        run = store.create_run(run_record("zips", "/zips", "completed", created))
+        checksum = hashlib.sha256(content).hexdigest()
+        store.write_blob(checksum, [content])
+        record = artifact_record(
+            name, f"/home/{name}", len(content), checksum, created, "application/zip"
+        )
+        store.attach(run["id"], str(store.create_artifact(record)["id"]), "output")
+    finally:
+        store.close()
