@@ -161,9 +161,9 @@ class PartStream:
     Blocks ``[first, claimed_end)`` were looked at: those that were neither cached nor in
     flight were claimed (flights held until delivered or abandoned) and belong to a part,
     queued (:meth:`next_part`) or in flight (at most ``parallel`` at once, from *parallel*
-    up to *max_parts*: :meth:`reader_waited`). Claimed blocks
-    after the consumer, the reader's furthest block, are read-ahead and charged to the
-    budget until the reader reaches them or the stream stops. ``starved`` is True when the
+    up to *max_parts*: :meth:`reader_waited`). Claimed blocks after the consumer, the
+    reader's furthest block, are read-ahead and charged to the budget until the reader
+    reaches them or the stream stops. ``starved`` is True when the
     budget stopped the last :meth:`extend` short of the window. ``scope`` bounds the
     stream's task and its parts' tasks; ``finished`` is set when they ended.
     """
@@ -178,9 +178,9 @@ class PartStream:
         "_consumer",
         "_in_flight",
         "_max_parts",
+        "_max_window",
         "_parallel",
         "_parallel_bound",
-        "_max_window",
         "_part_blocks",
         "_queue",
         "_wakeup",
