@@ -10,8 +10,7 @@ GET on a connection of its own), several at once; its window is the backpressure
 Steering
     A handle whose earlier reads covered ``SEQUENTIAL_RUN_BLOCKS`` blocks sequentially (its
     *run*: the byte span its recent reads covered, each starting within one block of it)
-    gets a *stream* from the
-    first block it lacks. The stream claims blocks ahead of the reader's furthest block
+    gets a *stream* from the first block it lacks. The stream claims blocks ahead of the reader's furthest block
     (registering them as flights, so that any reader of those blocks waits for the stream
     instead of fetching) a part at a time, and starts one GET per part. The number of blocks
     it may claim ahead, its window, starts at 1 and doubles each time the reader moves into
