@@ -10,18 +10,18 @@ GET on a connection of its own), several at once; its window is the backpressure
 Steering
     A handle whose earlier reads covered ``SEQUENTIAL_RUN_BLOCKS`` blocks sequentially (its
     *run*: the byte span its recent reads covered, each starting within one block of it)
-    gets a *stream* from the first block it lacks. The stream claims blocks ahead of the reader's furthest block
-    (registering them as flights, so that any reader of those blocks waits for the stream
-    instead of fetching) a part at a time, and starts one GET per part. The number of blocks
-    it may claim ahead, its window, starts at 1 and doubles each time the reader moves into
-    a new block, up to ``readahead_per_file``; so parts start small (1, 2, 4 blocks). The
-    number of parts in flight starts at 1 and grows by one each time the reader has to wait
-    for a block while the stream had room in its window but no part to spare (the link,
-    not the reader, is the bottleneck), up to ``max_parts`` (``--read-streams``): a reader
-    that a single connection keeps ahead of (loopback) costs one connection at a time, and
-    one that storage caps per connection gets as many as it needs. Once the window is twice
-    a part, a new part starts only when a whole part fits (no trickle of one-block GETs); a
-    stream whose window is full waits for the reader.
+    gets a *stream* from the first block it lacks. The stream claims blocks ahead of the
+    reader's furthest block (registering them as flights, so that any reader of those blocks
+    waits for the stream instead of fetching) a part at a time, and starts one GET per part.
+    The number of blocks it may claim ahead, its window, starts at 1 and doubles each time
+    the reader moves into a new block, up to ``readahead_per_file``; so parts start small
+    (1, 2, 4 blocks). The number of parts in flight starts at 1 and grows by one each time
+    the reader has to wait for a block while the stream had room in its window but no part
+    to spare (the link, not the reader, is the bottleneck), up to ``max_parts``
+    (``--read-streams``): a reader that a single connection keeps ahead of (loopback) costs
+    one connection at a time, and one that storage caps per connection gets as many as it
+    needs. Once the window is twice a part, a new part starts only when a whole part fits
+    (no trickle of one-block GETs); a stream whose window is full waits for the reader.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`

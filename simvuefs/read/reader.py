@@ -9,9 +9,9 @@ How a read is served
     Every read first tells the :class:`Prefetcher` where it is (which may start, move or
     replace the handle's stream) and learns whether it continues a sequential run. A read
     that does not (random access: a seek, an HDF5 chunk, a page fault of an mmap, the first
-    reads of a file) and none of whose blocks is cached or in flight gets
-    exactly its bytes with one bounded GET, not cached (:meth:`Reader._fetch_exact`): small
-    random reads move what they ask for. Any other read is served in blocks: every block it
+    reads of a file) and none of whose blocks is cached or in flight gets exactly its bytes
+    with one bounded GET, not cached (:meth:`Reader._fetch_exact`): small random reads move
+    what they ask for. Any other read is served in blocks: every block it
     needs comes from the cache, from a flight another task is already running for it (a
     stream's claim, another read), or from a bounded Range GET that this read starts (one
     request per run of consecutive missing blocks: :meth:`Reader._fetch_run`). What the read
@@ -20,8 +20,9 @@ How a read is served
     Blocks fetched for reads stay cached; streamed ones are transient (readahead).
 
 Where things happen
-    A block is looked up or claimed in :meth:`Reader._gather`; fetched with a bounded GET in
-    :meth:`Reader._fetch_run` (streamed: ``Prefetcher._receive_parts``); delivered into the
+    A read is sorted (exact or blocks) in :meth:`Reader.read`. A block is looked up or
+    claimed in :meth:`Reader._gather`; fetched with a bounded GET in
+    :meth:`Reader._fetch_run` (streamed: ``Prefetcher._fetch_part``); delivered into the
     cache, resolving its claim, in :meth:`Reader._fetch_run` (streamed:
     :meth:`PartStream.deliver`); and what a read returns is verified in :meth:`Reader._verify`.
 
