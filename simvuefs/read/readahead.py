@@ -12,16 +12,17 @@ Steering
     *run*: the byte span its recent reads covered, each starting within one block of it)
     gets a *stream* from the first block it lacks. The stream claims blocks ahead of the
     reader's furthest block (registering them as flights, so that any reader of those blocks
-    waits for the stream instead of fetching) a part at a time, and starts one GET per part.
-    The number of blocks it may claim ahead, its window, starts at 1 and doubles each time
-    the reader moves into a new block, up to ``readahead_per_file``; so parts start small
-    (1, 2, 4 blocks). The number of parts in flight starts at 1 and grows by one each time
-    the reader has to wait for a block while the stream had room in its window but no part
-    to spare (the link, not the reader, is the bottleneck), up to ``max_parts``
-    (``--read-streams``): a reader that a single connection keeps ahead of (loopback) costs
-    one connection at a time, and one that storage caps per connection gets as many as it
-    needs. Once the window is twice a part, a new part starts only when a whole part fits
-    (no trickle of one-block GETs); a stream whose window is full waits for the reader.
+    waits for the stream instead of fetching). The number of blocks it may claim ahead, its
+    window, starts at 1 and doubles each time the reader moves into a new block, up to
+    ``readahead_per_file``, and the budget may hold it back further. The blocks are fetched
+    in *parts* of ``part_blocks`` (``--read-part-size``): a part starts once a claim reaches
+    it, with one GET to its end, and receives each of its blocks once it is claimed (TCP
+    holds the rest back), so a starved stream still makes one request per part, never one
+    per block. The number of parts in flight starts at 1 and grows by one each time the
+    reader has to wait for a block while claimed blocks wait for a part (the link, not the
+    reader, is the bottleneck), up to ``max_parts`` (``--read-streams``): a reader that a
+    single connection keeps ahead of (loopback) costs one connection at a time, and one that
+    storage caps per connection gets as many as its window holds.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
@@ -47,14 +48,15 @@ Memory
 Errors
     A part whose connection breaks or stalls (the backend's read timeout) is resumed alone
     from its first missing block, up to ``PART_ATTEMPTS`` attempts in a row that bring no
-    block; then, or on any other error, the part's remaining claims are abandoned: readers
-    waiting on them fetch those blocks themselves and see the error, if it persists, from
-    their own request (EIO within their deadline). The other parts carry on.
+    block; the other parts carry on. Then, or on any other error, the stream stops and
+    abandons its claims: readers waiting on them fetch those blocks themselves and see the
+    error, if it persists, from their own request (EIO within their deadline); the next
+    sequential read starts a new stream.
 
 Where things happen
-    Parts are claimed in :meth:`PartStream.extend`, started in
-    :meth:`Prefetcher._run_stream`, fetched in :meth:`Prefetcher._fetch_part` and delivered
-    to the cache by :meth:`PartStream.deliver`.
+    Blocks are claimed in :meth:`PartStream.extend` and parts queued in
+    :meth:`PartStream._start_parts`, started in :meth:`Prefetcher._run_stream`, fetched in
+    :meth:`Prefetcher._fetch_part` and delivered to the cache by :meth:`PartStream.deliver`.
 
 Concurrency
     Steering (the run detector, windows, claims, the budget) is synchronous, hence
@@ -155,16 +157,20 @@ class ReadAheadBudget:
 
 
 class PartStream:
-    """One handle's read-ahead from block *first* on: parts claimed, queued, in flight.
+    """One handle's read-ahead from block *first* on: claimed blocks and the parts that
+    fetch them.
 
-    Blocks ``[first, claimed_end)`` were looked at: those that were neither cached nor in
-    flight were claimed (flights held until delivered or abandoned) and belong to a part,
-    queued (:meth:`next_part`) or in flight (at most ``parallel`` at once, from *parallel*
-    up to *max_parts*: :meth:`reader_waited`). Claimed blocks after the consumer, the
-    reader's furthest block, are read-ahead and charged to the budget until the reader
-    reaches them or the stream stops. ``starved`` is True when the
-    budget stopped the last :meth:`extend` short of the window. ``scope`` bounds the
-    stream's task and its parts' tasks; ``finished`` is set when they ended.
+    Blocks ``[first, permitted_end)`` may be received: those that were neither cached nor
+    in flight when permitted are claimed (flights held until delivered or abandoned).
+    Claimed blocks after the consumer, the reader's furthest block, are read-ahead and
+    charged to the budget until the reader reaches them or the stream stops. Parts cover
+    ``[first, parts_end)`` in runs of *part_blocks* blocks: a part starts once its first
+    block is claimed, opens its GET to its end, and receives each block once it is
+    permitted (TCP holds the rest back); at most ``parallel`` parts are queued
+    (:meth:`next_part`) or in flight, from *parallel* up to *max_parts*
+    (:meth:`reader_waited`). ``starved`` is True when the budget stopped the last
+    :meth:`extend` short of the window. ``scope`` bounds the stream's task and its parts'
+    tasks; ``finished`` is set when they ended.
     """
 
     __slots__ = (
@@ -172,15 +178,15 @@ class PartStream:
         "_ahead_bytes",
         "_budget",
         "_cache",
-        "_claimed_end",
         "_claims",
         "_consumer",
         "_in_flight",
         "_max_parts",
         "_max_window",
         "_parallel",
-        "_parallel_bound",
         "_part_blocks",
+        "_parts_end",
+        "_permitted_end",
         "_queue",
         "_wakeup",
         "_window",
@@ -215,14 +221,14 @@ class PartStream:
         self._max_parts = max_parts
         self._cache = cache
         self._budget = budget
-        self._claimed_end = first
+        self._permitted_end = first
+        self._parts_end = first
         self._claims: dict[int, Flight[bytes]] = {}
         self._ahead: dict[int, int] = {}  # claimed block index -> bytes charged to the budget
         self._ahead_bytes = 0
         self._queue: deque[range] = deque()
         self._in_flight = 0
         self._parallel = min(parallel, max_parts)
-        self._parallel_bound = False
         self.in_flight_peak = 0
         self.starved = False
         self.stopped = False
@@ -232,7 +238,7 @@ class PartStream:
 
     def covers(self, first: int, last: int) -> bool:
         """True if blocks *first*..*last* are where this stream is or is about to be."""
-        return self.first <= last and first <= self._claimed_end + self._window
+        return self.first <= last and first <= self._permitted_end + self._window
 
     def advance(self, last: int) -> None:
         """The reader reached block *last*: widen the window and release what it consumed."""
@@ -251,50 +257,53 @@ class PartStream:
         self.extend()
 
     def extend(self) -> None:
-        """Claim parts up to the window past the consumer, within the budget and the parts
-        allowed in flight; a part starts only when it can be whole (a part's worth of
-        blocks, or half the window while that is smaller, or the content's end).
-        """
+        """Permit and claim blocks up to the window past the consumer, within the budget;
+        then start the parts their claims need."""
         limit = min(self._consumer + self._window + 1, self.blocks.count)
-        least = min(self._part_blocks, max(1, self._window // 2))
-        starved = False
-        while self._claimed_end < limit and self._in_flight + len(self._queue) < self._parallel:
-            index = self._claimed_end
-            while index < limit and self._cache.contains(self.blocks.cache_key(index)):
-                index += 1  # cached or in flight elsewhere: not ours to fetch
-            self._claimed_end = index
-            stop = min(index + self._part_blocks, limit)
-            if index >= limit or (stop - index < least and stop < self.blocks.count):
-                break
-            end = index
-            while end < stop and not self._cache.contains(self.blocks.cache_key(end)):
-                if end > self._consumer and not self._reserve(end):
-                    starved = True
+        index = self._permitted_end
+        while index < limit:
+            key = self.blocks.cache_key(index)
+            if not self._cache.contains(key):
+                if index > self._consumer and not self._reserve(index):
                     break
-                self._claims[end] = self._cache.start(self.blocks.cache_key(end))
-                end += 1
-            if end > index:
-                self._queue.append(range(index, end))
-                self._claimed_end = end
-                self._wakeup.set()
-            if starved:
+                self._claims[index] = self._cache.start(key)
+            index += 1
+        self.starved = index < limit
+        if index > self._permitted_end:
+            self._permitted_end = index
+            self._wake()
+        self._start_parts()
+
+    def _start_parts(self) -> None:
+        """Queue parts for claimed blocks that have none, as many as ``parallel`` allows."""
+        while self._parts_end < self._permitted_end and self._busy < self._parallel:
+            start = self._parts_end
+            while start < self._permitted_end and start not in self._claims:
+                start += 1  # cached or in flight elsewhere when permitted: no part needed
+            self._parts_end = start
+            if start >= self._permitted_end:
                 break
-        self.starved = starved
-        self._parallel_bound = self._claimed_end < limit and not starved
+            self._parts_end = min(start + self._part_blocks, self.blocks.count)
+            self._queue.append(range(start, self._parts_end))
+            self._wake()
         if self.exhausted:
-            self._wakeup.set()
+            self._wake()
+
+    @property
+    def _busy(self) -> int:
+        return self._in_flight + len(self._queue)
 
     def reader_waited(self) -> None:
-        """The reader waited for a block: if the parts allowed in flight, not the window or
-        the budget, held the stream back, allow one more (up to ``max_parts``)."""
-        if self._parallel_bound and self._parallel < self._max_parts:
+        """The reader waited for a block: if claimed blocks wait for a part because
+        ``parallel`` parts are busy, allow one more (up to ``max_parts``)."""
+        if self._parts_end < self._permitted_end and self._parallel < self._max_parts:
             self._parallel += 1
-            self.extend()
+            self._start_parts()
 
     @property
     def exhausted(self) -> bool:
-        """True once every block to the content's end was claimed or found cached."""
-        return self._claimed_end >= self.blocks.count and not self._queue
+        """True once parts cover every block to the content's end."""
+        return self._parts_end >= self.blocks.count and not self._queue
 
     async def next_part(self) -> range | None:
         """Wait for the next part to fetch (counted in flight from now on); None once the
@@ -302,22 +311,24 @@ class PartStream:
         while not self._queue:
             if self.exhausted:
                 return None
-            self._wakeup = trio.Event()
             await self._wakeup.wait()
         self._in_flight += 1
         self.in_flight_peak = max(self.in_flight_peak, self._in_flight)
         return self._queue.popleft()
 
-    def part_done(self, rest: range) -> None:
-        """A part ended, its blocks *rest* undelivered: abandon those, claim further."""
+    async def wait_permitted(self, index: int) -> None:
+        """Wait until block *index* may be received."""
+        while index >= self._permitted_end:
+            await self._wakeup.wait()
+
+    def part_done(self) -> None:
+        """A part delivered all its blocks: start the next."""
         self._in_flight -= 1
-        for index in rest:
-            flight = self._claims.pop(index, None)
-            if flight is not None:
-                self._cache.abandon(self.blocks.cache_key(index), flight)
-        if not self.stopped:
-            self.extend()
-            self._wakeup.set()  # the stream task may be waiting to see it exhausted
+        self._start_parts()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+        self._wakeup = trio.Event()
 
     def deliver(self, index: int, data: bytes) -> bool:
         """Put block *index* into the cache (resolving its claim); False if it was there."""
@@ -551,18 +562,22 @@ class Prefetcher:
             stream.finished.set()
 
     async def _fetch_part(self, prefetch: HandlePrefetch, stream: PartStream, part: range) -> None:
-        """Fetch blocks *part* with one bounded GET, delivering each block as it completes;
-        resume alone after a broken or stalled body (module docstring, "Errors")."""
+        """Fetch blocks *part* with one bounded GET, delivering each block once it is
+        permitted and complete; resume alone after a broken or stalled body, stop the
+        stream when that does not help (module docstring, "Errors")."""
         blocks = stream.blocks
         artifact = blocks.artifact
         index, barren = part.start, 0
         try:
             while index < part.stop:
-                start, end = blocks.start(index), blocks.start(part.stop - 1)
-                end += blocks.length(part.stop - 1)
+                await stream.wait_permitted(index)
+                end = blocks.start(part.stop - 1) + blocks.length(part.stop - 1)
                 try:
-                    async with self._source.open_range(artifact, start, end - 1) as body:
+                    async with self._source.open_range(
+                        artifact, blocks.start(index), end - 1
+                    ) as body:
                         while index < part.stop:
+                            await stream.wait_permitted(index)
                             data = await _receive_exactly(body, blocks.length(index))
                             self._stream_bytes += len(data)
                             if stream.deliver(index, data):
@@ -571,19 +586,19 @@ class Prefetcher:
                 except RESUMABLE_ERRORS as exc:
                     barren += 1
                     if barren >= PART_ATTEMPTS:
-                        log.info("read-ahead of artifact %s: a part gave up: %s", artifact.id, exc)
-                        return
+                        raise
                     self._parts_resumed += 1
                     log.debug(
                         "artifact %s: %s; resuming the part at block %d", artifact.id, exc, index
                     )
+            stream.part_done()
         except SimvueError as exc:
-            log.info("read-ahead of artifact %s: a part failed: %s", artifact.id, exc)
+            log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
+            self._stop(prefetch, stream)
         except Exception:
             # A bug below us must not take the mount down; readers fetch on their own.
             log.exception("read-ahead of artifact %s failed", artifact.id)
-        finally:
-            stream.part_done(range(index, part.stop))
+            self._stop(prefetch, stream)
 
 
 async def _receive_exactly(body: RangeBody, length: int) -> bytes:

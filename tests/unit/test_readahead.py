@@ -105,20 +105,18 @@ async def test_a_stream_window_starts_at_one_block_and_doubles_as_the_reader_mov
     assert (budget.used, claimed(cache)) == (0, 0)
 
 
-async def test_once_the_window_is_two_parts_only_whole_parts_are_claimed() -> None:
+async def test_parts_are_whole_even_when_the_budget_permits_one_block_at_a_time() -> None:
     cache = BlockCache(64 * BLOCK)
-    budget = ReadAheadBudget(32 * BLOCK)
+    budget = ReadAheadBudget(BLOCK)
     stream = new_stream(cache, budget, part_blocks=4)
     stream.extend()
+    assert claimed(cache) == 2  # blocks 0 and 1 (charged)
     for last in range(1, 5):
         stream.advance(last)
-    assert claimed(cache) == 11  # parts of 2, 2, 3 and 4 blocks; 2 more would fit, not 4
-    stream.advance(5)
-    assert claimed(cache) == 11  # room for 3 blocks: still no whole part
-    stream.advance(6)
-    assert claimed(cache) == 15  # room for a whole part again
+    assert (claimed(cache), stream.starved) == (6, True)  # blocks 0-5: one ahead at a time
+    with trio.fail_after(1):
+        assert [await stream.next_part(), await stream.next_part()] == [range(4), range(4, 8)]
     stream.stop()
-    assert (budget.used, claimed(cache)) == (0, 0)
 
 
 async def test_a_stream_delivers_into_its_claims_and_reading_releases_the_budget() -> None:
