@@ -15,8 +15,9 @@ Steering
     waits for the stream instead of fetching). The number of blocks it may claim ahead, its
     window, starts at 1 and doubles each time the reader moves into a new block, up to
     ``readahead_per_file``, and the budget may hold it back further. The blocks are fetched
-    in *parts* of ``part_blocks`` (``--read-part-size``): a part starts once a claim reaches
-    it, with one GET to its end, and receives each of its blocks once it is claimed (TCP
+    in *parts* of ``part_blocks`` (``--read-part-size``; no larger than the window when it
+    starts, so the first ones are small): a part starts once a claim reaches it, with one
+    GET to its end, and receives each of its blocks once it is claimed (TCP
     holds the rest back), so a starved stream still makes one request per part, never one
     per block. The number of parts in flight starts at 1 and grows by one each time the
     reader has to wait for a block while claimed blocks wait for a part (the link, not the
@@ -283,7 +284,8 @@ class PartStream:
             self._parts_end = start
             if start >= self._permitted_end:
                 break
-            self._parts_end = min(start + self._part_blocks, self.blocks.count)
+            size = min(self._part_blocks, self._window)  # small while the window is
+            self._parts_end = min(start + size, self.blocks.count)
             self._queue.append(range(start, self._parts_end))
             self._wake()
         if self.exhausted:
