@@ -17,13 +17,14 @@ Steering
     ``readahead_per_file``, and the budget may hold it back further. The blocks are fetched
     in *parts* of ``part_blocks`` (``--read-part-size``; no larger than the window when it
     starts, so the first ones are small): a part starts once a claim reaches it, with one
-    GET to its end, and receives each of its blocks once it is claimed (TCP
-    holds the rest back), so a starved stream still makes one request per part, never one
-    per block. The number of parts in flight starts at 1 and grows by one each time the
-    reader has to wait for a block while claimed blocks wait for a part (the link, not the
-    reader, is the bottleneck), up to ``max_parts`` (``--read-streams``): a reader that a
-    single connection keeps ahead of (loopback) costs one connection at a time, and one that
-    storage caps per connection gets as many as its window holds.
+    GET to its end, and receives each of its blocks once it is claimed (TCP holds the rest
+    back), so a starved stream still makes one request per part, never one per block. The
+    number of parts in flight starts at 1; it grows by one each time the reader has to wait
+    for a block while claimed blocks wait for a part and the last part came slower than
+    ``FAST_PART_RATE`` (the link, not the reader or the CPU, is the bottleneck), up to
+    ``max_parts`` (``--read-streams``), and shrinks by one each time a part comes faster: a
+    reader that a single connection keeps ahead of (loopback) costs one connection at a
+    time, and one that storage caps per connection gets as many as its window holds.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
@@ -88,6 +89,11 @@ SEQUENTIAL_RUN_BLOCKS = 2
 """A handle's run is sequential once earlier reads covered this many blocks in order: the
 kernel cuts one big read (a 1 MiB buffer at a random offset) into several requests that
 follow each other, which must not look sequential."""
+FAST_PART_RATE = 100 * 1024 * 1024
+"""Bytes per second from which one connection is fast enough: the parts in flight grow
+only while the last part received more slowly (object storage serves 50-90 MB/s per
+connection; loopback several times this), so a reader slowed by the CPU does not get
+connections that would only cost more CPU."""
 PART_ATTEMPTS = 3
 """Attempts in a row that bring no block before a part gives up (module docstring)."""
 RESUMABLE_ERRORS = (TransportError, ProtocolError)
@@ -182,6 +188,7 @@ class PartStream:
         "_claims",
         "_consumer",
         "_in_flight",
+        "_link_slow",
         "_max_parts",
         "_max_window",
         "_parallel",
@@ -230,6 +237,7 @@ class PartStream:
         self._queue: deque[range] = deque()
         self._in_flight = 0
         self._parallel = min(parallel, max_parts)
+        self._link_slow = False
         self.in_flight_peak = 0
         self.starved = False
         self.stopped = False
@@ -297,8 +305,13 @@ class PartStream:
 
     def reader_waited(self) -> None:
         """The reader waited for a block: if claimed blocks wait for a part because
-        ``parallel`` parts are busy, allow one more (up to ``max_parts``)."""
-        if self._parts_end < self._permitted_end and self._parallel < self._max_parts:
+        ``parallel`` parts are busy and the last part came slower than
+        ``FAST_PART_RATE``, allow one more (up to ``max_parts``)."""
+        if (
+            self._link_slow
+            and self._parts_end < self._permitted_end
+            and self._parallel < self._max_parts
+        ):
             self._parallel += 1
             self._start_parts()
 
@@ -318,14 +331,23 @@ class PartStream:
         self.in_flight_peak = max(self.in_flight_peak, self._in_flight)
         return self._queue.popleft()
 
+    @property
+    def permitted_end(self) -> int:
+        return self._permitted_end
+
     async def wait_permitted(self, index: int) -> None:
         """Wait until block *index* may be received."""
         while index >= self._permitted_end:
             await self._wakeup.wait()
 
-    def part_done(self) -> None:
-        """A part delivered all its blocks: start the next."""
+    def part_done(self, received: int, seconds: float) -> None:
+        """A part delivered all its blocks, *received* bytes in *seconds* of receiving
+        (waits for claims not counted): one part fewer at once if it came faster than
+        ``FAST_PART_RATE``; start the next."""
         self._in_flight -= 1
+        self._link_slow = received < FAST_PART_RATE * seconds
+        if not self._link_slow and self._parallel > 1:
+            self._parallel -= 1  # one connection keeps up: fewer parts at once
         self._start_parts()
 
     def _wake(self) -> None:
@@ -570,17 +592,23 @@ class Prefetcher:
         blocks = stream.blocks
         artifact = blocks.artifact
         index, barren = part.start, 0
+        received, seconds = 0, 0.0
         try:
             while index < part.stop:
                 await stream.wait_permitted(index)
                 end = blocks.start(part.stop - 1) + blocks.length(part.stop - 1)
+                began = trio.current_time()
                 try:
                     async with self._source.open_range(
                         artifact, blocks.start(index), end - 1
                     ) as body:
                         while index < part.stop:
-                            await stream.wait_permitted(index)
+                            if index >= stream.permitted_end:
+                                seconds += trio.current_time() - began
+                                await stream.wait_permitted(index)
+                                began = trio.current_time()
                             data = await _receive_exactly(body, blocks.length(index))
+                            received += len(data)
                             self._stream_bytes += len(data)
                             if stream.deliver(index, data):
                                 prefetch.trail.add(index)
@@ -593,7 +621,8 @@ class Prefetcher:
                     log.debug(
                         "artifact %s: %s; resuming the part at block %d", artifact.id, exc, index
                     )
-            stream.part_done()
+                seconds += trio.current_time() - began
+            stream.part_done(received, seconds)
         except SimvueError as exc:
             log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
             self._stop(prefetch, stream)
