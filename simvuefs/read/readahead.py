@@ -19,10 +19,13 @@ Steering
     starts, so the first ones are small): a part starts once a claim reaches it, with one
     GET to its end, and receives each of its blocks once it is claimed (TCP holds the rest
     back), so a starved stream still makes one request per part, never one per block. The
-    number of parts in flight starts at 1; it grows by one each time the reader has to wait
-    for a block while claimed blocks wait for a part and the last part came slower than
+    number of parts in flight starts at 1; it grows by one (at most once per whole part
+    received) when the reader has to wait for a block while claimed blocks wait for a part
+    and the last whole part came slower than
     ``FAST_PART_RATE`` (the link, not the reader or the CPU, is the bottleneck), up to
-    ``max_parts`` (``--read-streams``), and shrinks by one each time a part comes faster: a
+    ``max_parts`` (``--read-streams``), and shrinks by one each time a part comes faster, or
+    at less than ``CROWDED_RATIO`` of the rate with one part fewer in flight (the
+    connections share another bound, the CPU): a
     reader that a single connection keeps ahead of (loopback) costs one connection at a
     time, and one that storage caps per connection gets as many as its window holds.
 
@@ -94,6 +97,9 @@ FAST_PART_RATE = 100 * 1024 * 1024
 only while the last part received more slowly (object storage serves 50-90 MB/s per
 connection; loopback several times this), so a reader slowed by the CPU does not get
 connections that would only cost more CPU."""
+CROWDED_RATIO = 0.75
+"""A part that came at less than this fraction of the rate of the last part received with
+one part fewer in flight shows that more connections do not help (module docstring)."""
 PART_ATTEMPTS = 3
 """Attempts in a row that bring no block before a part gives up (module docstring)."""
 RESUMABLE_ERRORS = (TransportError, ProtocolError)
@@ -193,9 +199,11 @@ class PartStream:
         "_max_window",
         "_parallel",
         "_part_blocks",
+        "_part_size",
         "_parts_end",
         "_permitted_end",
         "_queue",
+        "_rates",
         "_wakeup",
         "_window",
         "blocks",
@@ -226,6 +234,7 @@ class PartStream:
         self._window = min(1, max_window)
         self._max_window = max_window
         self._part_blocks = part_blocks
+        self._part_size = part_blocks
         self._max_parts = max_parts
         self._cache = cache
         self._budget = budget
@@ -238,6 +247,7 @@ class PartStream:
         self._in_flight = 0
         self._parallel = min(parallel, max_parts)
         self._link_slow = False
+        self._rates: dict[int, float] = {}  # parts in flight -> the last such part's bytes/s
         self.in_flight_peak = 0
         self.starved = False
         self.stopped = False
@@ -292,7 +302,7 @@ class PartStream:
             self._parts_end = start
             if start >= self._permitted_end:
                 break
-            size = min(self._part_blocks, self._window)  # small while the window is
+            size = min(self._part_size, self._window)  # small while the window is
             self._parts_end = min(start + size, self.blocks.count)
             self._queue.append(range(start, self._parts_end))
             self._wake()
@@ -305,13 +315,14 @@ class PartStream:
 
     def reader_waited(self) -> None:
         """The reader waited for a block: if claimed blocks wait for a part because
-        ``parallel`` parts are busy and the last part came slower than
-        ``FAST_PART_RATE``, allow one more (up to ``max_parts``)."""
+        ``parallel`` parts are busy and the last whole part came slower than
+        ``FAST_PART_RATE``, allow one more (up to ``max_parts``; once per whole part)."""
         if (
             self._link_slow
             and self._parts_end < self._permitted_end
             and self._parallel < self._max_parts
         ):
+            self._link_slow = False  # once per whole part measured
             self._parallel += 1
             self._start_parts()
 
@@ -342,12 +353,27 @@ class PartStream:
 
     def part_done(self, received: int, seconds: float) -> None:
         """A part delivered all its blocks, *received* bytes in *seconds* of receiving
-        (waits for claims not counted): one part fewer at once if it came faster than
-        ``FAST_PART_RATE``; start the next."""
+        (waits for claims not counted). A whole part tells the link's rate: if it came
+        faster than ``FAST_PART_RATE`` or than ``CROWDED_RATIO`` of the last part received
+        with one part fewer in flight, one part fewer at once, and parts twice as large
+        (up to the window: fewer requests); if slower, parts of ``part_blocks`` again.
+        Then start the next."""
+        concurrent = self._in_flight
         self._in_flight -= 1
-        self._link_slow = received < FAST_PART_RATE * seconds
-        if not self._link_slow and self._parallel > 1:
-            self._parallel -= 1  # one connection keeps up: fewer parts at once
+        if received < self._part_blocks * self.blocks.block_size:
+            self._start_parts()  # a small part's rate is mostly its request's latency
+            return
+        rate = received / seconds if seconds > 0 else float("inf")
+        self._rates[concurrent] = rate
+        fewer = self._rates.get(concurrent - 1)
+        # Each connection got much less than with one fewer: they share a bound (the CPU).
+        crowded = fewer is not None and rate < CROWDED_RATIO * fewer
+        self._link_slow = rate < FAST_PART_RATE and not crowded
+        if self._link_slow:
+            self._part_size = self._part_blocks
+        else:
+            self._parallel = max(1, self._parallel - 1)
+            self._part_size = min(2 * self._part_size, self._max_window)
         self._start_parts()
 
     def _wake(self) -> None:
@@ -622,6 +648,7 @@ class Prefetcher:
                         "artifact %s: %s; resuming the part at block %d", artifact.id, exc, index
                     )
                 seconds += trio.current_time() - began
+            log.debug("part %s: %d bytes in %.3f s", part, received, seconds)
             stream.part_done(received, seconds)
         except SimvueError as exc:
             log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
