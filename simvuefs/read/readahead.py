@@ -351,30 +351,33 @@ class PartStream:
         while index >= self._permitted_end:
             await self._wakeup.wait()
 
-    def part_done(self, received: int, seconds: float) -> None:
-        """A part delivered all its blocks, *received* bytes in *seconds* of receiving
-        (waits for claims not counted). A whole part tells the link's rate: if it came
-        faster than ``FAST_PART_RATE`` or than ``CROWDED_RATIO`` of the last part received
-        with one part fewer in flight, one part fewer at once, and parts twice as large
-        (up to the window: fewer requests); if slower, parts of ``part_blocks`` again.
-        Then start the next."""
+    def part_done(self, received: int, seconds: float | None) -> None:
+        """A part delivered all its blocks, *received* bytes in *seconds* (None: it waited
+        for claims, the reader held it back). A whole part tells the link's rate: if it
+        waited, came faster than ``FAST_PART_RATE``, or at less than ``CROWDED_RATIO`` of
+        the last part received with one part fewer in flight, one part fewer at once and
+        parts twice as large (up to the window: fewer requests); if slower, parts of
+        ``part_blocks`` again and the reader's next wait may add one. Then start the next."""
         concurrent = self._in_flight
         self._in_flight -= 1
-        if received < self._part_blocks * self.blocks.block_size:
-            self._start_parts()  # a small part's rate is mostly its request's latency
-            return
+        if received >= self._part_blocks * self.blocks.block_size:
+            # (a small part's rate is mostly its request's latency)
+            self._link_slow = seconds is not None and self._slow(concurrent, received, seconds)
+            if self._link_slow:
+                self._part_size = self._part_blocks
+            else:
+                self._parallel = max(1, self._parallel - 1)
+                self._part_size = min(2 * self._part_size, self._max_window)
+        self._start_parts()
+
+    def _slow(self, concurrent: int, received: int, seconds: float) -> bool:
+        """True if a part received with *concurrent* parts in flight came slower than
+        ``FAST_PART_RATE``, and not for sharing another bound with more connections."""
         rate = received / seconds if seconds > 0 else float("inf")
         self._rates[concurrent] = rate
         fewer = self._rates.get(concurrent - 1)
-        # Each connection got much less than with one fewer: they share a bound (the CPU).
         crowded = fewer is not None and rate < CROWDED_RATIO * fewer
-        self._link_slow = rate < FAST_PART_RATE and not crowded
-        if self._link_slow:
-            self._part_size = self._part_blocks
-        else:
-            self._parallel = max(1, self._parallel - 1)
-            self._part_size = min(2 * self._part_size, self._max_window)
-        self._start_parts()
+        return rate < FAST_PART_RATE and not crowded
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -618,21 +621,20 @@ class Prefetcher:
         blocks = stream.blocks
         artifact = blocks.artifact
         index, barren = part.start, 0
-        received, seconds = 0, 0.0
+        received, waited = 0, False
+        began = trio.current_time()
         try:
             while index < part.stop:
                 await stream.wait_permitted(index)
                 end = blocks.start(part.stop - 1) + blocks.length(part.stop - 1)
-                began = trio.current_time()
                 try:
                     async with self._source.open_range(
                         artifact, blocks.start(index), end - 1
                     ) as body:
                         while index < part.stop:
                             if index >= stream.permitted_end:
-                                seconds += trio.current_time() - began
+                                waited = True  # the reader, not the link, holds it back
                                 await stream.wait_permitted(index)
-                                began = trio.current_time()
                             data = await _receive_exactly(body, blocks.length(index))
                             received += len(data)
                             self._stream_bytes += len(data)
@@ -647,9 +649,9 @@ class Prefetcher:
                     log.debug(
                         "artifact %s: %s; resuming the part at block %d", artifact.id, exc, index
                     )
-                seconds += trio.current_time() - began
-            log.debug("part %s: %d bytes in %.3f s", part, received, seconds)
-            stream.part_done(received, seconds)
+            seconds = trio.current_time() - began
+            log.debug("part %s: %d bytes in %.3f s (waited: %s)", part, received, seconds, waited)
+            stream.part_done(received, None if waited else seconds)
         except SimvueError as exc:
             log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
             self._stop(prefetch, stream)
