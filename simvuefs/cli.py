@@ -18,10 +18,13 @@ from simvuefs import __version__
 from simvuefs.config import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_CONTENT_CACHE_SIZE,
+    DEFAULT_READ_PART_SIZE,
+    DEFAULT_READ_STREAMS,
     DEFAULT_READAHEAD_PER_FILE,
     DEFAULT_READAHEAD_TOTAL,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_UPLOAD_WAIT,
+    MAX_READ_STREAMS,
     MIB,
 )
 from simvuefs.control import mounts, registry
@@ -60,8 +63,10 @@ def _add_devserver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-MEMORY_FLAGS = ("--cache-size", "--read-ahead", "--read-ahead-total")
+MEMORY_FLAGS = ("--cache-size", "--read-ahead", "--read-ahead-total", "--read-part-size")
 """The mount's memory caps (sizes), passed on to the daemon as given."""
+READ_STREAMS_FLAG = "--read-streams"
+"""Parts of one file's read-ahead in flight at most (a number), passed on as given."""
 
 
 def _given(args: argparse.Namespace, flag: str) -> str | None:
@@ -186,6 +191,18 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="most content fetched ahead over all open files, at most half of --cache-size "
         f"(default: {_mib(DEFAULT_READAHEAD_TOTAL)})",
     )
+    memory.add_argument(
+        "--read-part-size",
+        metavar="SIZE",
+        help="read-ahead fetches a file in parts of this size, one ranged GET each, at most "
+        f"--read-ahead (default: {_mib(DEFAULT_READ_PART_SIZE)})",
+    )
+    memory.add_argument(
+        READ_STREAMS_FLAG,
+        metavar="N",
+        help="most read-ahead parts of one file in flight at once, each on a connection of "
+        f"its own (1-{MAX_READ_STREAMS}; default: {DEFAULT_READ_STREAMS})",
+    )
     content = parser.add_argument_group(
         "content cache",
         "keep read content on disk, by checksum, for later reads and other mounts (off by "
@@ -262,7 +279,7 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
     argv += ["--upload-wait", repr(args.upload_wait)]
     if args.request_timeout is not None:
         argv += ["--request-timeout", repr(args.request_timeout)]
-    for flag in MEMORY_FLAGS:
+    for flag in (*MEMORY_FLAGS, READ_STREAMS_FLAG):
         value = _given(args, flag)
         if value is not None:
             argv += [flag, value]
@@ -298,9 +315,10 @@ def _daemon_argv(args: argparse.Namespace, mountpoint: Path, log_file: Path) -> 
 
 
 def _memory_caps(args: argparse.Namespace) -> dict[str, int]:
-    """The Settings memory caps of ``--cache-size``, ``--read-ahead``, ``--read-ahead-total``;
-    UsageError (exit status 2, one line) for a bad or inconsistent value."""
-    from simvuefs.config import memory_caps, parse_size
+    """The Settings memory caps of ``--cache-size``, ``--read-ahead``, ``--read-ahead-total``,
+    ``--read-part-size`` and ``--read-streams``; UsageError (exit status 2, one line) for a
+    bad or inconsistent value."""
+    from simvuefs.config import memory_caps, parse_count, parse_size
 
     def size_of(flag: str) -> int | None:
         text = _given(args, flag)
@@ -309,10 +327,19 @@ def _memory_caps(args: argparse.Namespace) -> dict[str, int]:
         except ConfigError as exc:
             raise UsageError(f"{flag}: {exc}", exitcode=2) from None
 
-    cache_size, read_ahead, read_ahead_total = map(size_of, MEMORY_FLAGS)
+    cache_size, read_ahead, read_ahead_total, part_size = map(size_of, MEMORY_FLAGS)
+    streams_text = _given(args, READ_STREAMS_FLAG)
+    try:
+        streams = None if streams_text is None else parse_count(streams_text)
+    except ConfigError as exc:
+        raise UsageError(f"{READ_STREAMS_FLAG}: {exc}", exitcode=2) from None
     try:
         return memory_caps(
-            cache_size=cache_size, read_ahead=read_ahead, read_ahead_total=read_ahead_total
+            cache_size=cache_size,
+            read_ahead=read_ahead,
+            read_ahead_total=read_ahead_total,
+            read_part_size=part_size,
+            read_streams=streams,
         )
     except ConfigError as exc:
         raise UsageError(str(exc), exitcode=2) from None

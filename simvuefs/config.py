@@ -78,12 +78,16 @@ MIB = 1024 * 1024
 # daemon stays below the cache, read-ahead included, + ~100 MiB of interpreter).
 DEFAULT_BLOCK_SIZE = 1 * MIB
 DEFAULT_CACHE_BYTES = 128 * MIB
-DEFAULT_READAHEAD_PER_FILE = 32 * MIB
+DEFAULT_READAHEAD_PER_FILE = 64 * MIB
 DEFAULT_READAHEAD_TOTAL = 64 * MIB
 DEFAULT_CONTENT_CACHE_SIZE = 10 * 1024 * MIB
 """The content cache on disk (``--cache-dir``) when no ``--cache-dir-size`` is given."""
 MIN_CONTENT_CACHE_SIZE = 16 * MIB
 """The smallest ``--cache-dir-size`` (a few cells of the cache's grid)."""
+# Read-ahead fetches parts of this size, up to this many at once per file (read/readahead.py).
+DEFAULT_READ_PART_SIZE = 8 * MIB
+DEFAULT_READ_STREAMS = 8
+MAX_READ_STREAMS = 64
 DEFAULT_REQUEST_TIMEOUT = 30.0
 """Seconds one filesystem operation may wait for the server (``--request-timeout``)."""
 DEFAULT_UPLOAD_WAIT = 30.0
@@ -202,6 +206,9 @@ class Settings:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     readahead_per_file: int = DEFAULT_READAHEAD_PER_FILE
     readahead_total: int = DEFAULT_READAHEAD_TOTAL
+    # Read-ahead parts: bytes per ranged GET, and how many one file may have in flight.
+    read_part_size: int = DEFAULT_READ_PART_SIZE
+    read_streams: int = DEFAULT_READ_STREAMS
     # TLS: which certificates the API and storage may present, the client certificate.
     certificates: Certificates = Certificates()
     # Check the sha256 of content read in order from start to end (read/verify.py); --no-verify.
@@ -233,6 +240,8 @@ class Settings:
             "connect_timeout",
             "read_timeout",
             "block_size",
+            "read_part_size",
+            "read_streams",
             "upload_retry_initial",
             "upload_retry_max",
         )
@@ -519,6 +528,13 @@ def parse_size(text: str) -> int:
     return int(float(match["number"]) * _SIZE_UNITS[match["unit"]])
 
 
+def parse_count(text: str) -> int:
+    """Parse a whole number of things (``8``)."""
+    if not text.strip().isdigit():
+        raise ConfigError(f"invalid number {text!r}: use a whole number such as 8")
+    return int(text.strip())
+
+
 def format_size(size: int) -> str:
     """Return *size* bytes as people write it: ``32 MiB``, ``512 KiB``, ``1000 bytes``."""
     for unit, scale in (("GiB", 1024**3), ("MiB", MIB), ("KiB", 1024)):
@@ -532,27 +548,35 @@ def memory_caps(
     cache_size: int | None = None,
     read_ahead: int | None = None,
     read_ahead_total: int | None = None,
+    read_part_size: int | None = None,
+    read_streams: int | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> dict[str, int]:
     """Return the ``Settings`` memory caps for the mount options ``--cache-size``,
-    ``--read-ahead`` and ``--read-ahead-total`` (None: not given).
+    ``--read-ahead``, ``--read-ahead-total``, ``--read-part-size`` and ``--read-streams``
+    (None: not given).
 
-    Invariant of the result: ``block_size <= readahead_per_file <= readahead_total <=
-    cache_bytes / 2`` (read-ahead blocks live in the cache and must not evict each other
-    before they are read). A cap not given is its default, lowered as far as the given ones
-    require, so one option alone always works; given caps that break the invariant, or one
-    smaller than a block (the cache: two blocks), raise ConfigError naming the options.
+    Invariant of the result: ``block_size <= read_part_size <= readahead_per_file <=
+    readahead_total <= cache_bytes / 2`` (read-ahead blocks live in the cache and must not
+    evict each other before they are read; a part is claimed ahead whole) and ``1 <=
+    read_streams <= MAX_READ_STREAMS``. A cap not given is its default, lowered as far as
+    the given ones require, so one option alone always works; given caps that break the
+    invariant, or one smaller than a block (the cache: two blocks), raise ConfigError naming
+    the options.
     """
     for option, value, least in (
         ("--cache-size", cache_size, 2 * block_size),
         ("--read-ahead", read_ahead, block_size),
         ("--read-ahead-total", read_ahead_total, block_size),
+        ("--read-part-size", read_part_size, block_size),
     ):
         if value is not None and value < least:
             raise ConfigError(
                 f"{option} {format_size(value)} is less than {format_size(least)} "
                 f"(read blocks are {format_size(block_size)})"
             )
+    if read_streams is not None and not 1 <= read_streams <= MAX_READ_STREAMS:
+        raise ConfigError(f"--read-streams {read_streams} is not between 1 and {MAX_READ_STREAMS}")
     cache = DEFAULT_CACHE_BYTES if cache_size is None else cache_size
     if read_ahead_total is None:
         total = max(min(DEFAULT_READAHEAD_TOTAL, cache // 2), block_size)
@@ -572,7 +596,19 @@ def memory_caps(
             f"{format_size(2 * total)} (read-ahead blocks live in the cache), not "
             f"{format_size(cache)}"
         )
-    return {"cache_bytes": cache, "readahead_per_file": per_file, "readahead_total": total}
+    part = min(DEFAULT_READ_PART_SIZE, per_file) if read_part_size is None else read_part_size
+    if part > per_file:
+        raise ConfigError(
+            f"--read-part-size {format_size(part)} is more than --read-ahead "
+            f"{format_size(per_file)} (a part is fetched ahead whole)"
+        )
+    return {
+        "cache_bytes": cache,
+        "readahead_per_file": per_file,
+        "readahead_total": total,
+        "read_part_size": part,
+        "read_streams": DEFAULT_READ_STREAMS if read_streams is None else read_streams,
+    }
 
 
 def _absolute(path: Path, cwd: Path, home: Path) -> Path:

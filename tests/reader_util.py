@@ -26,12 +26,15 @@ READ = 1024
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings with ``BLOCK``-sized blocks, a 256-block cache and 8/32-block read-ahead."""
+    """Settings with ``BLOCK``-sized blocks, a 256-block cache, 8/32-block read-ahead, and
+    read-ahead parts of 2 blocks, at most 4 in flight per file."""
     values: dict[str, Any] = {
         "block_size": BLOCK,
         "cache_bytes": 256 * BLOCK,
         "readahead_per_file": 8 * BLOCK,
         "readahead_total": 32 * BLOCK,
+        "read_part_size": 2 * BLOCK,
+        "read_streams": 4,
         "request_timeout": 5.0,
     }
     return settings_for(None, **{**values, **overrides})
@@ -57,10 +60,17 @@ class FakeBody:
 
     async def receive(self, max_bytes: int) -> bytes:
         await trio.lowlevel.checkpoint()
-        fail_at = self.storage.stream_fail_at
+        storage = self.storage
+        fail_at = storage.stream_fail_at
         if fail_at is not None and self.pos >= fail_at:
-            self.storage.stream_fail_at = None
+            storage.stream_failures -= 1
+            if storage.stream_failures <= 0:
+                storage.stream_fail_at = None
             raise TransportError("connection reset by fake storage")
+        if storage.body_gate is not None and self.pos > 0:
+            await storage.body_gate.wait()
+        if storage.seconds_per_chunk:
+            await trio.sleep(storage.seconds_per_chunk)  # each connection's own rate
         chunk = self.data[self.pos : self.pos + min(max_bytes, self.storage.chunk)]
         self.pos += len(chunk)
         self.storage.bytes_sent += len(chunk)
@@ -71,8 +81,11 @@ class FakeStorage:
     """In-memory artifacts served through ``read_range`` and ``open_range``, with counters.
 
     *gate*, when not None, holds every request until it is set; *range_gate* holds bounded
-    GETs after their first piece; *error* is raised by every request while set;
-    *stream_fail_at* makes the next stream fail after that many bytes.
+    GETs after their first piece, *body_gate* ``open_range`` bodies; *error* is raised by
+    every request while set; *stream_fail_at* makes the next *stream_failures* bodies that
+    get that far (bytes from their start) fail; *seconds_per_chunk* caps the rate of each
+    connection (``open_range`` body). ``ranges`` records every ``open_range`` as
+    ``(start, end)`` (inclusive end), ``open_streams_peak`` the most bodies open at once.
     """
 
     def __init__(self, *artifacts: tuple[Artifact, bytes], chunk: int = 1000) -> None:
@@ -85,7 +98,12 @@ class FakeStorage:
         self.gate: trio.Event | None = None
         self.error: Exception | None = None
         self.stream_fail_at: int | None = None
+        self.stream_failures = 1
         self.range_gate: trio.Event | None = None
+        self.body_gate: trio.Event | None = None
+        self.seconds_per_chunk = 0.0
+        self.ranges: list[tuple[int, int | None]] = []
+        self.open_streams_peak = 0
 
     async def _admit(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -118,10 +136,13 @@ class FakeStorage:
         self, artifact: Artifact, start: int, end: int | None = None
     ) -> AsyncIterator[FakeBody]:
         self.streams += 1
+        self.ranges.append((start, end))
         await self._admit()
         self.open_streams += 1
+        self.open_streams_peak = max(self.open_streams_peak, self.open_streams)
         try:
-            yield FakeBody(self, self.contents[artifact.id][start:end])
+            stop = None if end is None else end + 1  # an inclusive end, as HTTP's
+            yield FakeBody(self, self.contents[artifact.id][start:stop])
         finally:
             self.open_streams -= 1
 

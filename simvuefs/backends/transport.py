@@ -70,8 +70,9 @@ from simvuefs.errors import (
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"simvuefs/{__version__}"
-# Enough for read-ahead streams of several files plus listings running side by side.
-MAX_CONNECTIONS = 32
+# Enough for read-ahead parts of several files (up to --read-streams each, on connections
+# of their own) plus listings running side by side.
+MAX_CONNECTIONS = 64
 MAX_KEEPALIVE = 16
 # An API answer larger than this is not a Simvue listing page but a broken server.
 MAX_API_BODY = 64 * MIB

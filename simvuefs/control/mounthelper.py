@@ -62,6 +62,8 @@ VALUED = {
     "read_ahead_total": "--read-ahead-total",
     "cache_dir": "--cache-dir",
     "cache_dir_size": "--cache-dir-size",
+    "read_part_size": "--read-part-size",
+    "read_streams": "--read-streams",
 }
 """Options of the form ``name=value``, and the flag each becomes (``run=`` may repeat)."""
 NOT_OPTIONS = {

@@ -1,21 +1,33 @@
-"""Read-ahead: part streams steered by each handle's sequential run, within a shared budget.
+"""Read-ahead: concurrent part GETs steered by each handle's sequential run, within a budget.
 
-The shape follows mountpoint-s3's ``prefetch``: the :class:`Prefetcher` (one per reader)
-steers; a handle's :class:`PartStream` receives one open-ended GET block by block (its parts)
-and its window is the backpressure; the :class:`ReadAheadBudget` caps what all streams hold
-ahead of their readers; a handle's :class:`Trail` is its seek window, the streamed blocks
-kept behind its reader.
+The shape follows mountpoint-s3's prefetcher over the AWS CRT's client: the
+:class:`Prefetcher` (one per reader) steers; a handle's :class:`PartStream` fetches the blocks
+ahead of its reader as *parts* (runs of up to ``part_blocks`` blocks, each one bounded Range
+GET on a connection of its own), several at once; its window is the backpressure; the
+:class:`ReadAheadBudget` caps what all streams hold ahead of their readers; a handle's
+:class:`Trail` is its seek window, the streamed blocks kept behind its reader.
 
 Steering
-    A handle whose earlier reads covered a block sequentially (its *run*: the byte span its
-    recent reads covered, each starting within one block of it) gets a *stream*: one
-    open-ended Range GET from the first block it lacks, received by a task in the reader's
-    nursery. The stream claims blocks ahead of the reader's furthest block (registering
-    them as flights, so that any reader of those blocks waits for the stream instead of
-    fetching) and fills them in order. The number of blocks it may claim ahead, its window,
-    starts at 1 and doubles each time the reader moves into a new block, up to
-    ``readahead_per_file``; when the window is full the stream stops receiving and TCP holds
-    the server back.
+    A handle whose earlier reads covered ``SEQUENTIAL_RUN_BLOCKS`` blocks sequentially (its
+    *run*: the byte span its recent reads covered, each starting within one block of it)
+    gets a *stream* from the first block it lacks. The stream claims blocks ahead of the
+    reader's furthest block (registering them as flights, so that any reader of those blocks
+    waits for the stream instead of fetching). The number of blocks it may claim ahead, its
+    window, starts at 1 and doubles each time the reader moves into a new block, up to
+    ``readahead_per_file``, and the budget may hold it back further. The blocks are fetched
+    in *parts* of ``part_blocks`` (``--read-part-size``; no larger than the window when it
+    starts, so the first ones are small): a part starts once a claim reaches it, with one
+    GET to its end, and receives each of its blocks once it is claimed (TCP holds the rest
+    back), so a starved stream still makes one request per part, never one per block. The
+    number of parts in flight starts at 1; it grows by one (at most once per whole part
+    received) when the reader has to wait for a block while claimed blocks wait for a part
+    and the last whole part came slower than
+    ``FAST_PART_RATE`` (the link, not the reader or the CPU, is the bottleneck), up to
+    ``max_parts`` (``--read-streams``), and shrinks by one each time a part comes faster, or
+    at less than ``CROWDED_RATIO`` of the rate with one part fewer in flight (the
+    connections share another bound, the CPU): a
+    reader that a single connection keeps ahead of (loopback) costs one connection at a
+    time, and one that storage caps per connection gets as many as its window holds.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
@@ -26,28 +38,39 @@ Steering
     sequential read recycles a window's worth of memory instead of filling the cache with
     data read once; so are the blocks of the run fetched before its stream started.
 
+Order
+    Parts arrive in any order; each block goes into the cache (resolving its claim) as soon
+    as it is complete, so readers, which consume blocks in order, get the bytes in order,
+    and the content check (read/verify.py) is fed from the reads, in order.
+
 Memory
     Blocks claimed ahead of their reader never exceed ``readahead_per_file`` per handle nor
     ``readahead_total`` over all handles; the latter is further capped at half of
     ``cache_bytes``, because filled read-ahead blocks live in the cache and must not evict
-    each other before they are read. Each stream holds at most one partly received block.
+    each other before they are read. Each part in flight holds at most one partly received
+    block outside the cache; at most ``max_parts`` parts per stream are in flight.
 
 Errors
-    A stream that fails or is stopped abandons its claims: readers waiting on them fetch
-    those blocks themselves and see the error, if it persists, from their own request.
+    A part whose connection breaks or stalls (the backend's read timeout) is resumed alone
+    from its first missing block, up to ``PART_ATTEMPTS`` attempts in a row that bring no
+    block; the other parts carry on. Then, or on any other error, the stream stops and
+    abandons its claims: readers waiting on them fetch those blocks themselves and see the
+    error, if it persists, from their own request (EIO within their deadline); the next
+    sequential read starts a new stream.
 
 Where things happen
-    A stream's parts are fetched in :meth:`Prefetcher._receive_parts` and delivered in order
-    to the cache by :meth:`PartStream.deliver`; claims and the budget are taken in
-    :meth:`PartStream.extend`.
+    Blocks are claimed in :meth:`PartStream.extend` and parts queued in
+    :meth:`PartStream._start_parts`, started in :meth:`Prefetcher._run_stream`, fetched in
+    :meth:`Prefetcher._fetch_part` and delivered to the cache by :meth:`PartStream.deliver`.
 
 Concurrency
     Steering (the run detector, windows, claims, the budget) is synchronous, hence
-    consistent; only the stream tasks await.
+    consistent; only the stream and part tasks await.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -56,7 +79,7 @@ import trio
 
 from simvuefs.backends.protocol import RangeBody, RangeSource
 from simvuefs.config import Settings
-from simvuefs.errors import ProtocolError, SimvueError
+from simvuefs.errors import ProtocolError, SimvueError, TransportError
 from simvuefs.read.blocks import ContentBlocks
 from simvuefs.read.cache import BlockCache, Flight
 
@@ -65,6 +88,22 @@ log = logging.getLogger(__name__)
 STREAM_TRAIL_BLOCKS = 2
 """Streamed blocks kept behind a reader's position: the kernel's concurrent reads of one
 region arrive slightly out of order."""
+SEQUENTIAL_RUN_BLOCKS = 2
+"""A handle's run is sequential once earlier reads covered this many blocks in order: the
+kernel cuts one big read (a 1 MiB buffer at a random offset) into several requests that
+follow each other, which must not look sequential."""
+FAST_PART_RATE = 100 * 1024 * 1024
+"""Bytes per second from which one connection is fast enough: the parts in flight grow
+only while the last part received more slowly (object storage serves 50-90 MB/s per
+connection; loopback several times this), so a reader slowed by the CPU does not get
+connections that would only cost more CPU."""
+CROWDED_RATIO = 0.75
+"""A part that came at less than this fraction of the rate of the last part received with
+one part fewer in flight shows that more connections do not help (module docstring)."""
+PART_ATTEMPTS = 3
+"""Attempts in a row that bring no block before a part gives up (module docstring)."""
+RESUMABLE_ERRORS = (TransportError, ProtocolError)
+"""A part failing with these (a broken, stalled or short body) is resumed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +112,9 @@ class ReadAheadStats:
 
     streams_started: int
     stream_bytes: int
+    parts_started: int
+    parts_resumed: int
+    parts_in_flight_peak: int
     readahead_bytes: int
     readahead_peak: int
     readahead_peak_per_handle: int
@@ -128,14 +170,20 @@ class ReadAheadBudget:
 
 
 class PartStream:
-    """A streamed GET feeding one handle's read-ahead, from block *first* on.
+    """One handle's read-ahead from block *first* on: claimed blocks and the parts that
+    fetch them.
 
-    Blocks ``[first, permitted_end)`` may be received. Those that were neither cached nor in
-    flight when permitted are claimed (flights held until delivered); claimed blocks after
-    the consumer, the reader's furthest block, are read-ahead and charged to the budget until
-    the reader reaches them or the stream stops. ``starved`` is True when the budget stopped
-    the last :meth:`extend` short of the window. ``scope`` bounds the receiving task, which
-    sets ``finished`` when it ends.
+    Blocks ``[first, permitted_end)`` may be received: those that were neither cached nor
+    in flight when permitted are claimed (flights held until delivered or abandoned).
+    Claimed blocks after the consumer, the reader's furthest block, are read-ahead and
+    charged to the budget until the reader reaches them or the stream stops. Parts cover
+    ``[first, parts_end)`` in runs of *part_blocks* blocks: a part starts once its first
+    block is claimed, opens its GET to its end, and receives each block once it is
+    permitted (TCP holds the rest back); at most ``parallel`` parts are queued
+    (:meth:`next_part`) or in flight, from *parallel* up to *max_parts*
+    (:meth:`reader_waited`). ``starved`` is True when the budget stopped the last
+    :meth:`extend` short of the window. ``scope`` bounds the stream's task and its parts'
+    tasks; ``finished`` is set when they ended.
     """
 
     __slots__ = (
@@ -145,13 +193,23 @@ class PartStream:
         "_cache",
         "_claims",
         "_consumer",
+        "_in_flight",
+        "_link_slow",
+        "_max_parts",
         "_max_window",
+        "_parallel",
+        "_part_blocks",
+        "_part_size",
+        "_parts_end",
         "_permitted_end",
+        "_queue",
+        "_rates",
         "_wakeup",
         "_window",
         "blocks",
         "finished",
         "first",
+        "in_flight_peak",
         "scope",
         "starved",
         "stopped",
@@ -164,20 +222,33 @@ class PartStream:
         consumer: int,
         *,
         max_window: int,
+        part_blocks: int,
+        max_parts: int,
         cache: BlockCache,
         budget: ReadAheadBudget,
+        parallel: int = 1,
     ) -> None:
         self.blocks = blocks
         self.first = first
         self._consumer = consumer
         self._window = min(1, max_window)
         self._max_window = max_window
+        self._part_blocks = part_blocks
+        self._part_size = part_blocks
+        self._max_parts = max_parts
         self._cache = cache
         self._budget = budget
         self._permitted_end = first
+        self._parts_end = first
         self._claims: dict[int, Flight[bytes]] = {}
         self._ahead: dict[int, int] = {}  # claimed block index -> bytes charged to the budget
         self._ahead_bytes = 0
+        self._queue: deque[range] = deque()
+        self._in_flight = 0
+        self._parallel = min(parallel, max_parts)
+        self._link_slow = False
+        self._rates: dict[int, float] = {}  # parts in flight -> the last such part's bytes/s
+        self.in_flight_peak = 0
         self.starved = False
         self.stopped = False
         self.scope = trio.CancelScope()
@@ -205,7 +276,8 @@ class PartStream:
         self.extend()
 
     def extend(self) -> None:
-        """Permit and claim blocks up to the window past the consumer, within the budget."""
+        """Permit and claim blocks up to the window past the consumer, within the budget;
+        then start the parts their claims need."""
         limit = min(self._consumer + self._window + 1, self.blocks.count)
         index = self._permitted_end
         while index < limit:
@@ -218,13 +290,98 @@ class PartStream:
         self.starved = index < limit
         if index > self._permitted_end:
             self._permitted_end = index
-            self._wakeup.set()
+            self._wake()
+        self._start_parts()
+
+    def _start_parts(self) -> None:
+        """Queue parts for claimed blocks that have none, as many as ``parallel`` allows."""
+        while self._parts_end < self._permitted_end and self._busy < self._parallel:
+            start = self._parts_end
+            while start < self._permitted_end and start not in self._claims:
+                start += 1  # cached or in flight elsewhere when permitted: no part needed
+            self._parts_end = start
+            if start >= self._permitted_end:
+                break
+            size = min(self._part_size, self._window)  # small while the window is
+            self._parts_end = min(start + size, self.blocks.count)
+            self._queue.append(range(start, self._parts_end))
+            self._wake()
+        if self.exhausted:
+            self._wake()
+
+    @property
+    def _busy(self) -> int:
+        return self._in_flight + len(self._queue)
+
+    def reader_waited(self) -> None:
+        """The reader waited for a block: if claimed blocks wait for a part because
+        ``parallel`` parts are busy and the last whole part came slower than
+        ``FAST_PART_RATE``, allow one more (up to ``max_parts``; once per whole part)."""
+        if (
+            self._link_slow
+            and self._parts_end < self._permitted_end
+            and self._parallel < self._max_parts
+        ):
+            self._link_slow = False  # once per whole part measured
+            self._parallel += 1
+            self._start_parts()
+
+    @property
+    def exhausted(self) -> bool:
+        """True once parts cover every block to the content's end."""
+        return self._parts_end >= self.blocks.count and not self._queue
+
+    async def next_part(self) -> range | None:
+        """Wait for the next part to fetch (counted in flight from now on); None once the
+        stream is exhausted."""
+        while not self._queue:
+            if self.exhausted:
+                return None
+            await self._wakeup.wait()
+        self._in_flight += 1
+        self.in_flight_peak = max(self.in_flight_peak, self._in_flight)
+        return self._queue.popleft()
+
+    @property
+    def permitted_end(self) -> int:
+        return self._permitted_end
 
     async def wait_permitted(self, index: int) -> None:
         """Wait until block *index* may be received."""
         while index >= self._permitted_end:
-            self._wakeup = trio.Event()
             await self._wakeup.wait()
+
+    def part_done(self, received: int, seconds: float | None) -> None:
+        """A part delivered all its blocks, *received* bytes in *seconds* (None: it waited
+        for claims, the reader held it back). A whole part tells the link's rate: if it
+        waited, came faster than ``FAST_PART_RATE``, or at less than ``CROWDED_RATIO`` of
+        the last part received with one part fewer in flight, one part fewer at once and
+        parts twice as large (up to the window: fewer requests); if slower, parts of
+        ``part_blocks`` again and the reader's next wait may add one. Then start the next."""
+        concurrent = self._in_flight
+        self._in_flight -= 1
+        if received >= self._part_blocks * self.blocks.block_size:
+            # (a small part's rate is mostly its request's latency)
+            self._link_slow = seconds is not None and self._slow(concurrent, received, seconds)
+            if self._link_slow:
+                self._part_size = self._part_blocks
+            else:
+                self._parallel = max(1, self._parallel - 1)
+                self._part_size = min(2 * self._part_size, self._max_window)
+        self._start_parts()
+
+    def _slow(self, concurrent: int, received: int, seconds: float) -> bool:
+        """True if a part received with *concurrent* parts in flight came slower than
+        ``FAST_PART_RATE``, and not for sharing another bound with more connections."""
+        rate = received / seconds if seconds > 0 else float("inf")
+        self._rates[concurrent] = rate
+        fewer = self._rates.get(concurrent - 1)
+        crowded = fewer is not None and rate < CROWDED_RATIO * fewer
+        return rate < FAST_PART_RATE and not crowded
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+        self._wakeup = trio.Event()
 
     def deliver(self, index: int, data: bytes) -> bool:
         """Put block *index* into the cache (resolving its claim); False if it was there."""
@@ -239,11 +396,12 @@ class PartStream:
         return True
 
     def stop(self) -> None:
-        """Stop now: cancel the task, abandon the claims, return the budget. Idempotent."""
+        """Stop now: cancel the tasks, abandon the claims, return the budget. Idempotent."""
         if self.stopped:
             return
         self.stopped = True
         self.scope.cancel()
+        self._queue.clear()
         for index, flight in self._claims.items():
             self._cache.abandon(self.blocks.cache_key(index), flight)
         self._claims.clear()
@@ -267,26 +425,30 @@ class PartStream:
 
 
 class Trail:
-    """The cached blocks a handle's streams delivered, oldest first (its seek window)."""
+    """The cached blocks a handle's streams delivered (its seek window), dropped lowest
+    first; parts deliver out of order, so they are kept in a heap."""
 
     __slots__ = ("_cache", "_indexes", "blocks")
 
     def __init__(self, blocks: ContentBlocks, cache: BlockCache) -> None:
         self.blocks = blocks
         self._cache = cache
-        self._indexes: deque[int] = deque()
+        self._indexes: list[int] = []
 
     def add(self, index: int) -> None:
-        self._indexes.append(index)
+        heapq.heappush(self._indexes, index)
 
     def adopt(self, indexes: range) -> None:
-        """Treat blocks *indexes* (before every block added so far) as streamed."""
-        self._indexes.extendleft(i for i in reversed(indexes) if i not in self._indexes)
+        """Treat blocks *indexes* as streamed."""
+        known = set(self._indexes)
+        for index in indexes:
+            if index not in known:
+                heapq.heappush(self._indexes, index)
 
     def drop_before(self, index: int) -> None:
-        """Drop the blocks before *index* from the cache, oldest first."""
+        """Drop the blocks before *index* from the cache, lowest first."""
         while self._indexes and self._indexes[0] < index:
-            self._cache.discard(self.blocks.cache_key(self._indexes.popleft()))
+            self._cache.discard(self.blocks.cache_key(heapq.heappop(self._indexes)))
 
 
 class HandlePrefetch:
@@ -340,27 +502,32 @@ class Prefetcher:
         self._nursery = nursery
         self._block_size = settings.block_size
         self._max_window = settings.readahead_per_file // settings.block_size
+        self._part_blocks = max(1, settings.read_part_size // settings.block_size)
+        self._max_parts = settings.read_streams
         self._budget = ReadAheadBudget(min(settings.readahead_total, settings.cache_bytes // 2))
         self._streams_started = self._stream_bytes = 0
+        self._parts_started = self._parts_resumed = self._in_flight_peak = 0
 
     def open(self, blocks: ContentBlocks) -> HandlePrefetch:
         """Return the read-ahead state of a new handle on *blocks*."""
         return HandlePrefetch(blocks, self._cache)
 
-    def steer(self, prefetch: HandlePrefetch, off: int, end: int, first: int, last: int) -> None:
+    def steer(self, prefetch: HandlePrefetch, off: int, end: int, first: int, last: int) -> bool:
         """Account a read of ``[off, end)`` (blocks *first*..*last*): extend or restart the
-        handle's run, move its stream along, or start a stream for a long sequential run."""
+        handle's run, move its stream along, or start a stream for a sequential run. Return
+        True if the read continues a sequential run (``SEQUENTIAL_RUN_BLOCKS``)."""
         earlier = prefetch.follow(off, end)
         if earlier is None:
             earlier = 0
         else:
             prefetch.trail.drop_before(first - STREAM_TRAIL_BLOCKS)
         stream = prefetch.stream
+        sequential = earlier >= SEQUENTIAL_RUN_BLOCKS * self._block_size
         if stream is not None and stream.covers(first, last):
             stream.advance(last)
-        elif earlier >= self._block_size and last > prefetch.run_start // self._block_size:
-            # Earlier reads of this run covered a block: sequential, not one big random read.
+        elif sequential and last > prefetch.run_start // self._block_size:
             self._start_stream(prefetch, first, last)
+        return sequential
 
     async def release(self, prefetch: HandlePrefetch) -> None:
         """The handle is closed: stop its stream (before this returns), drop its trail."""
@@ -370,11 +537,19 @@ class Prefetcher:
             await stream.finished.wait()
         prefetch.trail.drop_before(prefetch.blocks.count)
 
+    def reader_waits(self, prefetch: HandlePrefetch) -> None:
+        """A read of *prefetch*'s handle is about to wait for blocks in flight."""
+        if prefetch.stream is not None:
+            prefetch.stream.reader_waited()
+
     def statistics(self) -> ReadAheadStats:
         """Return the counters."""
         return ReadAheadStats(
             streams_started=self._streams_started,
             stream_bytes=self._stream_bytes,
+            parts_started=self._parts_started,
+            parts_resumed=self._parts_resumed,
+            parts_in_flight_peak=self._in_flight_peak,
             readahead_bytes=self._budget.used,
             readahead_peak=self._budget.peak,
             readahead_peak_per_handle=self._budget.peak_per_handle,
@@ -400,6 +575,8 @@ class Prefetcher:
             start,
             consumer=last,
             max_window=self._max_window,
+            part_blocks=self._part_blocks,
+            max_parts=self._max_parts,
             cache=self._cache,
             budget=self._budget,
         )
@@ -417,20 +594,19 @@ class Prefetcher:
         prefetch.detach(stream)
 
     async def _run_stream(self, prefetch: HandlePrefetch, stream: PartStream) -> None:
-        """Run *stream*. At the content's end the stream stays the handle's, its delivered
-        blocks charged to the read-ahead budget until the reader reaches them (or the handle
-        is released); a stream that fails or is stopped returns its budget."""
-        artifact = stream.blocks.artifact
+        """Fetch *stream*'s parts as they are claimed, each in a task of its own. At the
+        content's end the stream stays the handle's, its delivered blocks charged to the
+        read-ahead budget until the reader reaches them (or the handle is released); a
+        stream that is stopped returns its budget."""
         at_end = False
         try:
             with stream.scope:
-                await self._receive_parts(prefetch, stream)
+                async with trio.open_nursery() as parts:
+                    while (part := await stream.next_part()) is not None:
+                        self._parts_started += 1
+                        self._in_flight_peak = max(self._in_flight_peak, stream.in_flight_peak)
+                        parts.start_soon(self._fetch_part, prefetch, stream, part)
                 at_end = True
-        except SimvueError as exc:
-            log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
-        except Exception:
-            # A bug below us must not take the mount down; readers retry on their own.
-            log.exception("read-ahead of artifact %s failed", artifact.id)
         finally:
             if at_end and not stream.stopped:
                 self._budget.discard(stream)  # nothing left to claim: never starved
@@ -438,18 +614,51 @@ class Prefetcher:
                 self._stop(prefetch, stream)
             stream.finished.set()
 
-    async def _receive_parts(self, prefetch: HandlePrefetch, stream: PartStream) -> None:
-        """Receive the stream's blocks, each once it is permitted, in order to the end."""
+    async def _fetch_part(self, prefetch: HandlePrefetch, stream: PartStream, part: range) -> None:
+        """Fetch blocks *part* with one bounded GET, delivering each block once it is
+        permitted and complete; resume alone after a broken or stalled body, stop the
+        stream when that does not help (module docstring, "Errors")."""
         blocks = stream.blocks
-        await stream.wait_permitted(stream.first)
-        async with self._source.open_range(blocks.artifact, blocks.start(stream.first)) as body:
-            for index in range(stream.first, blocks.count):
+        artifact = blocks.artifact
+        index, barren = part.start, 0
+        received, waited = 0, False
+        began = trio.current_time()
+        try:
+            while index < part.stop:
                 await stream.wait_permitted(index)
-                length = blocks.length(index)
-                data = await _receive_exactly(body, length)
-                self._stream_bytes += length
-                if stream.deliver(index, data):
-                    prefetch.trail.add(index)
+                end = blocks.start(part.stop - 1) + blocks.length(part.stop - 1)
+                try:
+                    async with self._source.open_range(
+                        artifact, blocks.start(index), end - 1
+                    ) as body:
+                        while index < part.stop:
+                            if index >= stream.permitted_end:
+                                waited = True  # the reader, not the link, holds it back
+                                await stream.wait_permitted(index)
+                            data = await _receive_exactly(body, blocks.length(index))
+                            received += len(data)
+                            self._stream_bytes += len(data)
+                            if stream.deliver(index, data):
+                                prefetch.trail.add(index)
+                            index, barren = index + 1, 0
+                except RESUMABLE_ERRORS as exc:
+                    barren += 1
+                    if barren >= PART_ATTEMPTS:
+                        raise
+                    self._parts_resumed += 1
+                    log.debug(
+                        "artifact %s: %s; resuming the part at block %d", artifact.id, exc, index
+                    )
+            seconds = trio.current_time() - began
+            log.debug("part %s: %d bytes in %.3f s (waited: %s)", part, received, seconds, waited)
+            stream.part_done(received, None if waited else seconds)
+        except SimvueError as exc:
+            log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
+            self._stop(prefetch, stream)
+        except Exception:
+            # A bug below us must not take the mount down; readers fetch on their own.
+            log.exception("read-ahead of artifact %s failed", artifact.id)
+            self._stop(prefetch, stream)
 
 
 async def _receive_exactly(body: RangeBody, length: int) -> bytes:

@@ -7,21 +7,22 @@ are steered from :meth:`Reader.read` and own their state.
 
 How a read is served
     Every read first tells the :class:`Prefetcher` where it is (which may start, move or
-    replace the handle's stream). Every block it needs then comes from the cache, from a
-    flight another task is already running for it (a stream's claim, another read), or from
-    a bounded Range GET that this read starts (one request per run of consecutive missing
-    blocks: :meth:`Reader._fetch_run`). That is all a random reader ever causes, so
-    ``head -c`` or a ``dd skip=`` costs about one block of transfer. A read whose blocks are
-    all its own to fetch (one run) returns as soon as its own bytes arrived; a task of the
-    reader's nursery receives the rest of the run into the cache. So the first read of a
-    file waits for the first piece of its block, not the whole block (time to first byte).
-    What the read returns is then fed to the handle's :class:`ContentCheck`, if any.
+    replace the handle's stream) and learns whether it continues a sequential run. A read
+    that does not (random access: a seek, an HDF5 chunk, a page fault of an mmap, the first
+    reads of a file) and none of whose blocks is cached or in flight gets exactly its bytes
+    with one bounded GET, not cached (:meth:`Reader._fetch_exact`): small random reads move
+    what they ask for. Any other read is served in blocks: every block it
+    needs comes from the cache, from a flight another task is already running for it (a
+    stream's claim, another read), or from a bounded Range GET that this read starts (one
+    request per run of consecutive missing blocks: :meth:`Reader._fetch_run`). What the read
+    returns is then fed to the handle's :class:`ContentCheck`, if any.
 
-    Blocks fetched for random reads stay cached; streamed ones are transient (readahead).
+    Blocks fetched for reads stay cached; streamed ones are transient (readahead).
 
 Where things happen
-    A block is looked up or claimed in :meth:`Reader._gather`; fetched with a bounded GET in
-    :meth:`Reader._fetch_run` (streamed: ``Prefetcher._receive_parts``); delivered into the
+    A read is sorted (exact or blocks) in :meth:`Reader.read`. A block is looked up or
+    claimed in :meth:`Reader._gather`; fetched with a bounded GET in
+    :meth:`Reader._fetch_run` (streamed: ``Prefetcher._fetch_part``); delivered into the
     cache, resolving its claim, in :meth:`Reader._fetch_run` (streamed:
     :meth:`PartStream.deliver`); and what a read returns is verified in :meth:`Reader._verify`.
 
@@ -98,9 +99,12 @@ HELD_ERRORS = (TransportError, ServerError)
 class ReaderStats:
     """Counters of a :class:`Reader` since it was opened.
 
-    *range_requests*/*range_bytes* count bounded GETs, *streams_started*/*stream_bytes* the
-    streamed ones. *readahead_bytes* is what streams hold claimed ahead of their readers
-    now; the peaks are the largest values seen, over all handles and for a single handle.
+    *range_requests*/*range_bytes* count bounded GETs (*exact_requests* of them fetched just
+    the bytes of a read that was not sequential), *streams_started*/*stream_bytes* the
+    read-ahead's, whose GETs are parts: *parts_started*, *parts_resumed* (after a broken or
+    stalled body), *parts_in_flight_peak* (the most at once for one handle).
+    *readahead_bytes* is what streams hold claimed ahead of their readers now; the peaks
+    are the largest values seen, over all handles and for a single handle.
     *verified*/*verify_failures* count handles whose whole content matched / did not match
     its sha256; *hashed_bytes* is what was hashed for that, *hash_backlog_peak* the most
     bytes waiting for hashing or being hashed at once, over all handles.
@@ -111,8 +115,12 @@ class ReaderStats:
     bytes_returned: int
     range_requests: int
     range_bytes: int
+    exact_requests: int
     streams_started: int
     stream_bytes: int
+    parts_started: int
+    parts_resumed: int
+    parts_in_flight_peak: int
     readahead_bytes: int
     readahead_peak: int
     readahead_peak_per_handle: int
@@ -172,68 +180,6 @@ class ReadHandle:
         return self.blocks.size
 
 
-class _Progress:
-    """The bytes of one bounded GET received so far, for the read waiting for a part of them.
-
-    ``scope`` bounds the task receiving them; ``error`` is set if it failed.
-    """
-
-    __slots__ = ("_arrived", "chunks", "error", "received", "scope")
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.received = 0
-        self.error: Exception | None = None
-        self.scope = trio.CancelScope()
-        self._arrived = trio.Event()
-
-    def add(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-        self.received += len(chunk)
-        self._wake()
-
-    def fail(self, error: Exception) -> None:
-        self.error = error
-        self._wake()
-
-    def settle(self, blocks: list[bytes]) -> None:
-        """The fetch succeeded with *blocks*: make sure they are all there (a source may
-        deliver them only at the end)."""
-        total = sum(len(block) for block in blocks)
-        if self.received < total:
-            self.chunks, self.received = blocks, total
-            self._wake()
-
-    def _wake(self) -> None:
-        self._arrived.set()
-        self._arrived = trio.Event()
-
-    async def wait_for(self, count: int) -> None:
-        """Wait until *count* bytes arrived; raise the fetch's error if it failed first."""
-        while self.received < count:
-            if self.error is not None:
-                raise self.error
-            await self._arrived.wait()
-
-    def slice(self, start: int, stop: int) -> bytes:
-        """Bytes ``[start, stop)`` of what arrived (which must cover them)."""
-        pieces = []
-        at = 0
-        for chunk in self.chunks:
-            if at + len(chunk) > start:
-                pieces.append(chunk)
-            at += len(chunk)
-            if at >= stop:
-                break
-        first = at - sum(len(piece) for piece in pieces)
-        if len(pieces) == 1:
-            piece = pieces[0]
-            if start == first and stop - first == len(piece):
-                return piece
-            return piece[start - first : stop - first]
-        return b"".join(pieces)[start - first : stop - first]
-
-
 class Reader:
     """Serves reads of open artifacts; see the module docstring for the strategy."""
 
@@ -247,7 +193,7 @@ class Reader:
         self._verifier = ContentVerifier(nursery, enabled=settings.verify_content)
         self._open_handles = 0
         self._reads = self._bytes_returned = 0
-        self._range_requests = self._range_bytes = 0
+        self._range_requests = self._range_bytes = self._exact_requests = 0
 
     def open(self, artifact: Artifact, size: int) -> ReadHandle:
         """Return a handle for reading *artifact*, whose content is *size* bytes long."""
@@ -277,24 +223,15 @@ class Reader:
         _raise_held(handle, off, end)
         self._reads += 1
         first, last = off // self._block_size, (end - 1) // self._block_size
-        self._prefetcher.steer(handle.prefetch, off, end, first, last)
-        found: dict[int, bytes] = {}
-        mine, waiting = self._gather(handle, range(first, last + 1), found)
-        early: bytes | None = None
-        if mine or waiting:  # cached blocks need no deadline (cancel scopes are not free)
-            all_mine = len(mine) == last - first + 1  # one run, all ours: its bytes come early
-            try:
-                early = await self._fetch_within_deadline(
-                    handle, found, mine, waiting, (off, end) if all_mine else None
-                )
-            except HELD_ERRORS as exc:
-                _hold(handle, off, end, exc)
-                raise
-        if early is not None:
-            data = early
-        else:
-            blocks = [found[index] for index in range(first, last + 1)]
-            data = self._cut(blocks, off - first * self._block_size, end - off)
+        sequential = self._prefetcher.steer(handle.prefetch, off, end, first, last)
+        try:
+            if not sequential and self._absent(handle, first, last):
+                data = await self._fetch_exact(handle, off, end)
+            else:
+                data = await self._serve_blocks(handle, off, end, first, last)
+        except HELD_ERRORS as exc:
+            _hold(handle, off, end, exc)
+            raise
         if handle.check is not None:
             await self._verify(handle, handle.check, off, data)
         self._bytes_returned += len(data)
@@ -317,8 +254,12 @@ class Reader:
             bytes_returned=self._bytes_returned,
             range_requests=self._range_requests,
             range_bytes=self._range_bytes,
+            exact_requests=self._exact_requests,
             streams_started=readahead.streams_started,
             stream_bytes=readahead.stream_bytes,
+            parts_started=readahead.parts_started,
+            parts_resumed=readahead.parts_resumed,
+            parts_in_flight_peak=readahead.parts_in_flight_peak,
             readahead_bytes=readahead.readahead_bytes,
             readahead_peak=readahead.readahead_peak,
             readahead_peak_per_handle=readahead.readahead_peak_per_handle,
@@ -335,24 +276,53 @@ class Reader:
         found: dict[int, bytes],
         mine: list[tuple[int, Flight[bytes]]],
         waiting: list[tuple[int, Flight[bytes]]],
-        early_span: tuple[int, int] | None,
-    ) -> bytes | None:
-        """Get the blocks of *mine* and *waiting* into *found* within ``request_timeout``,
-        and return None; with *early_span* ``(off, end)`` (the read's blocks are one run,
-        all in *mine*), return those bytes as soon as they arrive instead
-        (:meth:`_fetch_early`)."""
-        early: bytes | None = None
+    ) -> None:
+        """Get the blocks of *mine* and *waiting* into *found* within ``request_timeout``."""
         with trio.move_on_after(self._settings.request_timeout) as deadline:
-            if early_span is not None:
-                early = await self._fetch_early(handle, mine, *early_span)
-            else:
-                await self._complete(handle, found, mine, waiting)
+            await self._complete(handle, found, mine, waiting)
         if deadline.cancelled_caught:
             raise DeadlineExceeded(
                 f"reading {handle.artifact.name!r} took longer than "
                 f"{self._settings.request_timeout:g} s"
             )
-        return early
+
+    async def _serve_blocks(
+        self, handle: ReadHandle, off: int, end: int, first: int, last: int
+    ) -> bytes:
+        """Return bytes ``[off, end)`` (blocks *first*..*last*) from cached blocks, flights
+        and bounded GETs of whole blocks."""
+        found: dict[int, bytes] = {}
+        mine, waiting = self._gather(handle, range(first, last + 1), found)
+        if mine or waiting:  # cached blocks need no deadline (cancel scopes are not free)
+            await self._fetch_within_deadline(handle, found, mine, waiting)
+        blocks = [found[index] for index in range(first, last + 1)]
+        return self._cut(blocks, off - first * self._block_size, end - off)
+
+    def _absent(self, handle: ReadHandle, first: int, last: int) -> bool:
+        """True if no block of *first*..*last* is cached or in flight."""
+        keys = (handle.blocks.cache_key(index) for index in range(first, last + 1))
+        return not any(self._cache.contains(key) for key in keys)
+
+    async def _fetch_exact(self, handle: ReadHandle, off: int, end: int) -> bytes:
+        """Fetch exactly bytes ``[off, end)`` with one bounded GET, within
+        ``request_timeout``; nothing is cached (the kernel's page cache keeps what it
+        asked for). What a read that is not (yet) sequential costs (module docstring)."""
+        with trio.move_on_after(self._settings.request_timeout) as deadline:
+            data = await self._client.read_range(handle.artifact, off, end - off)
+        if deadline.cancelled_caught:
+            raise DeadlineExceeded(
+                f"reading {handle.artifact.name!r} took longer than "
+                f"{self._settings.request_timeout:g} s"
+            )
+        if len(data) != end - off:
+            raise ProtocolError(
+                f"storage sent {len(data)} bytes of {handle.artifact.name!r} at {off}, "
+                f"expected {end - off}"
+            )
+        self._range_requests += 1
+        self._range_bytes += len(data)
+        self._exact_requests += 1
+        return data
 
     def _cut(self, blocks: list[bytes], start: int, length: int) -> bytes:
         """Return *length* bytes from *start* in the concatenation of *blocks* (all but the
@@ -394,6 +364,8 @@ class Reader:
     ) -> None:
         """Fetch the blocks of *mine*, wait for those of *waiting*, into *found*; blocks whose
         flight was abandoned are looked up again."""
+        if waiting:
+            self._prefetcher.reader_waits(handle.prefetch)
         while mine or waiting:
             if mine:
                 found.update(await self._fetch(handle, mine))
@@ -409,15 +381,13 @@ class Reader:
         self,
         handle: ReadHandle,
         claimed: list[tuple[int, Flight[bytes]]],
-        progress: _Progress | None = None,
     ) -> dict[int, bytes]:
         """Fetch the *claimed* blocks (ascending), one bounded GET per run of consecutive
-        indexes, and resolve every claim whatever happens. *progress* (with a single run)
-        receives the bytes as they arrive."""
+        indexes, and resolve every claim whatever happens."""
         fetched: dict[int, bytes] = {}
         try:
             for run in _consecutive_runs(claimed):
-                fetched.update(await self._fetch_run(handle, run, progress))
+                fetched.update(await self._fetch_run(handle, run))
         finally:
             self._abandon(handle, claimed)
         return fetched
@@ -427,55 +397,15 @@ class Reader:
             if not flight.resolved:
                 self._cache.abandon(handle.blocks.cache_key(index), flight)
 
-    async def _fetch_early(
-        self, handle: ReadHandle, claimed: list[tuple[int, Flight[bytes]]], off: int, end: int
-    ) -> bytes:
-        """Return bytes ``[off, end)``, which lie in the *claimed* run of blocks, as soon as
-        they arrive; the rest of the run is received and cached by a task of the nursery.
-
-        A small first read (a 1-byte read makes the kernel ask for 16 KiB) so waits for the
-        first chunk of the block's GET, not the whole block. If this read is cancelled (its
-        deadline) before its bytes arrived, the fetch is cancelled and its claims abandoned
-        at once, as when the read fetched the run itself.
-        """
-        start = claimed[0][0] * self._block_size
-        progress = _Progress()
-        self._nursery.start_soon(self._fetch_in_background, handle, claimed, progress)
-        arrived = False
-        try:
-            await progress.wait_for(end - start)
-            arrived = True
-        finally:
-            if not arrived:
-                progress.scope.cancel()
-                self._abandon(handle, claimed)
-        return progress.slice(off - start, end - start)
-
-    async def _fetch_in_background(
-        self, handle: ReadHandle, claimed: list[tuple[int, Flight[bytes]]], progress: _Progress
-    ) -> None:
-        """Run :meth:`_fetch` for :meth:`_fetch_early`; its error goes to the waiting read,
-        never to the nursery."""
-        with progress.scope:
-            try:
-                fetched = await self._fetch(handle, claimed, progress)
-                progress.settle([fetched[index] for index, _ in claimed])
-            except Exception as exc:
-                progress.fail(exc)
-                if not isinstance(exc, SimvueError):
-                    log.exception("fetching blocks of artifact %s failed", handle.artifact.id)
-
     async def _fetch_run(
         self,
         handle: ReadHandle,
         run: list[tuple[int, Flight[bytes]]],
-        progress: _Progress | None = None,
     ) -> dict[int, bytes]:
         start = run[0][0] * self._block_size
         length = min((run[-1][0] + 1) * self._block_size, handle.size) - start
-        on_chunk = None if progress is None else progress.add
         try:
-            data = await self._client.read_range(handle.artifact, start, length, on_chunk)
+            data = await self._client.read_range(handle.artifact, start, length)
             if len(data) != length:
                 raise ProtocolError(
                     f"storage sent {len(data)} bytes of {handle.artifact.name!r} at {start}, "
@@ -483,7 +413,7 @@ class Reader:
                 )
         except Exception as exc:
             for index, flight in run:
-                if not flight.resolved:  # (an early read that gave up abandoned them)
+                if not flight.resolved:
                     self._cache.fail(handle.blocks.cache_key(index), flight, exc)
             raise
         self._range_requests += 1

@@ -20,6 +20,8 @@ from helpers import settings_for
 import simvuefs
 from simvuefs.config import (
     DEFAULT_CACHE_BYTES,
+    DEFAULT_READ_PART_SIZE,
+    DEFAULT_READ_STREAMS,
     DEFAULT_READAHEAD_PER_FILE,
     DEFAULT_READAHEAD_TOTAL,
     MIB,
@@ -32,17 +34,33 @@ from simvuefs.errors import ConfigError
 from testbed.mounts import mounted
 
 
-def caps(cache: int, per_file: int, total: int) -> dict[str, int]:
-    return {"cache_bytes": cache, "readahead_per_file": per_file, "readahead_total": total}
+def caps(
+    cache: int, per_file: int, total: int, part: int = 8 * MIB, streams: int = 8
+) -> dict[str, int]:
+    return {
+        "cache_bytes": cache,
+        "readahead_per_file": per_file,
+        "readahead_total": total,
+        "read_part_size": part,
+        "read_streams": streams,
+    }
 
 
 def test_defaults_are_the_settings_defaults() -> None:
     settings = settings_for()
     assert memory_caps() == caps(
-        settings.cache_bytes, settings.readahead_per_file, settings.readahead_total
+        settings.cache_bytes,
+        settings.readahead_per_file,
+        settings.readahead_total,
+        settings.read_part_size,
+        settings.read_streams,
     )
     assert memory_caps() == caps(
-        DEFAULT_CACHE_BYTES, DEFAULT_READAHEAD_PER_FILE, DEFAULT_READAHEAD_TOTAL
+        DEFAULT_CACHE_BYTES,
+        DEFAULT_READAHEAD_PER_FILE,
+        DEFAULT_READAHEAD_TOTAL,
+        DEFAULT_READ_PART_SIZE,
+        DEFAULT_READ_STREAMS,
     )
 
 
@@ -50,7 +68,7 @@ def test_defaults_are_the_settings_defaults() -> None:
     ("given", "expected"),
     [
         ({"cache_size": 64 * MIB}, caps(64 * MIB, 32 * MIB, 32 * MIB)),
-        ({"cache_size": 8 * MIB}, caps(8 * MIB, 4 * MIB, 4 * MIB)),
+        ({"cache_size": 8 * MIB}, caps(8 * MIB, 4 * MIB, 4 * MIB, part=4 * MIB)),
         ({"read_ahead_total": 16 * MIB}, caps(128 * MIB, 16 * MIB, 16 * MIB)),
         ({"read_ahead": 64 * MIB}, caps(128 * MIB, 64 * MIB, 64 * MIB)),
         (
@@ -59,14 +77,19 @@ def test_defaults_are_the_settings_defaults() -> None:
         ),
         (
             {"cache_size": 16 * MIB, "read_ahead": 2 * MIB, "read_ahead_total": 8 * MIB},
-            caps(16 * MIB, 2 * MIB, 8 * MIB),
+            caps(16 * MIB, 2 * MIB, 8 * MIB, part=2 * MIB),
+        ),
+        (
+            {"read_part_size": 4 * MIB, "read_streams": 16},
+            caps(128 * MIB, 64 * MIB, 64 * MIB, part=4 * MIB, streams=16),
         ),
     ],
 )
 def test_caps_not_given_follow_the_given_ones(given: dict[str, int], expected: dict[str, int]):
     result = memory_caps(**given, block_size=MIB)
     assert result == expected
-    assert MIB <= result["readahead_per_file"] <= result["readahead_total"]
+    assert MIB <= result["read_part_size"] <= result["readahead_per_file"]
+    assert result["readahead_per_file"] <= result["readahead_total"]
     assert 2 * result["readahead_total"] <= result["cache_bytes"]
 
 
@@ -85,6 +108,13 @@ def test_caps_not_given_follow_the_given_ones(given: dict[str, int], expected: d
             "needs a --cache-size of at least 128 MiB",
         ),
         ({"read_ahead": 200 * MIB}, "needs a --cache-size of at least 400 MiB"),
+        ({"read_part_size": 4096}, "--read-part-size 4 KiB is less than 1 MiB"),
+        (
+            {"read_ahead": 4 * MIB, "read_part_size": 8 * MIB},
+            "--read-part-size 8 MiB is more than --read-ahead 4 MiB",
+        ),
+        ({"read_streams": 0}, "--read-streams 0 is not between 1 and 64"),
+        ({"read_streams": 65}, "--read-streams 65 is not between 1 and 64"),
     ],
 )
 def test_inconsistent_caps_are_refused(given: dict[str, int], message: str) -> None:
@@ -93,7 +123,9 @@ def test_inconsistent_caps_are_refused(given: dict[str, int], message: str) -> N
 
 
 def test_mount_options_become_flags() -> None:
-    flags = option_flags("ro,cache_size=64MiB,read_ahead=8M,read_ahead_total=16MiB")
+    flags = option_flags(
+        "ro,cache_size=64MiB,read_ahead=8M,read_ahead_total=16MiB,read_part_size=4M,read_streams=4"
+    )
     assert flags == [
         "--read-only",
         "--cache-size",
@@ -102,6 +134,10 @@ def test_mount_options_become_flags() -> None:
         "8M",
         "--read-ahead-total",
         "16MiB",
+        "--read-part-size",
+        "4M",
+        "--read-streams",
+        "4",
     ]
 
 
@@ -122,6 +158,7 @@ def test_small_caps_read_a_large_file_correctly_within_them(
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the daemon's and ours
     cache, per_file, total = 6 * MIB, 2 * MIB, 3 * MIB
     flags = ["--cache-size", "6MiB", "--read-ahead", "2MiB", "--read-ahead-total", "3MiB"]
+    flags += ["--read-part-size", "1MiB", "--read-streams", "2"]
     with mounted(seeded_devserver, tmp_path, *flags) as mount:
         large = mount.path / "runs" / "demo run" / "output" / "large.bin"
         digest = hashlib.sha256()
@@ -137,6 +174,8 @@ def test_small_caps_read_a_large_file_correctly_within_them(
     assert 0 < reader["cache"]["peak_bytes"] <= cache
     assert 0 < reader["readahead_peak_per_handle"] <= per_file  # read-ahead did happen
     assert reader["readahead_peak"] <= total
+    assert reader["parts_started"] > 0  # read-ahead fetched parts
+    assert 0 < reader["parts_in_flight_peak"] <= 2  # --read-streams
 
 
 def test_python_api_passes_the_caps(

@@ -29,7 +29,7 @@ from ops_util import CTX, POLICY, WCTX, open_ops, open_writable_ops
 from simvuefs import localio
 from simvuefs.devserver.seed import ARTIFACTS, RUNS, artifact_content
 from simvuefs.errors import LocalError, NotFound
-from simvuefs.fuse.attrs import ARTIFACT_ATTR_TIMEOUT
+from simvuefs.fuse.attrs import ARTIFACT_ATTR_TIMEOUT, PREFERRED_IO_SIZE
 from simvuefs.fuse.fs import (
     WARNING_INTERVAL,
     fuse_errors,
@@ -326,7 +326,7 @@ async def test_file_attributes(seeded_devserver):
         assert attr.st_mode == stat.S_IFREG | 0o444
         assert attr.st_size == len(content)
         assert attr.st_blocks == -(-len(content) // 512)
-        assert attr.st_blksize == 1 << 20
+        assert attr.st_blksize == PREFERRED_IO_SIZE
         assert (attr.st_uid, attr.st_gid) == (4321, 8765)
         assert attr.st_nlink == 1
         created = ns(parse_timestamp(record["created"]))

@@ -26,7 +26,13 @@ from reader_util import (
 from simvuefs.config import MIB
 from simvuefs.errors import DeadlineExceeded, NotFound
 from simvuefs.models import Artifact
-from simvuefs.read.reader import FAILED_READ_HOLD, keep_freed_blocks, open_reader
+from simvuefs.read.reader import (
+    FAILED_READ_HOLD,
+    Reader,
+    ReadHandle,
+    keep_freed_blocks,
+    open_reader,
+)
 
 
 async def test_reads_straddling_blocks_and_the_end() -> None:
@@ -54,50 +60,23 @@ async def test_empty_artifact_reads_nothing() -> None:
     assert storage.range_gets == storage.streams == 0
 
 
-async def test_scattered_reads_fetch_single_blocks_and_never_stream() -> None:
+async def test_scattered_reads_fetch_exactly_their_bytes_and_never_stream() -> None:
     storage = FakeStorage((ARTIFACT, CONTENT))
     offsets = [40 * BLOCK + 5, 3 * BLOCK, 60 * BLOCK + 100, 20 * BLOCK, 10 * BLOCK + 7]
     async with open_reader(storage, make_settings()) as reader:
         handle = reader.open(ARTIFACT, len(CONTENT))
         for off in offsets:
             assert await reader.read(handle, off, READ) == CONTENT[off : off + READ]
-        await trio.testing.wait_all_tasks_blocked()  # the last block's rest arrives
         await reader.release(handle)
-        assert reader.statistics().streams_started == 0
-        assert reader.statistics().cache.entries == len(offsets)
-    assert (storage.range_gets, storage.streams) == (len(offsets), 0)
-    assert storage.bytes_sent == len(offsets) * BLOCK
-
-
-async def test_a_small_first_read_returns_before_the_rest_of_its_block() -> None:
-    storage = FakeStorage((ARTIFACT, CONTENT))
-    storage.range_gate = trio.Event()  # bounded GETs stall after their first 1000 bytes
-    async with open_reader(storage, make_settings()) as reader:
-        handle = reader.open(ARTIFACT, len(CONTENT))
-        off = 5 * BLOCK + 10
-        with trio.fail_after(5):  # not waiting for the gate
-            assert await reader.read(handle, off, 100) == CONTENT[off : off + 100]
-        assert reader.statistics().cache.in_flight == 1  # the block is still arriving
-        other = reader.open(ARTIFACT, len(CONTENT))
-        async with trio.open_nursery() as nursery:
-            results: list[bytes] = []
-
-            async def read_later_in_the_block() -> None:
-                results.append(await reader.read(other, off + 2000, 1000))
-
-            nursery.start_soon(read_later_in_the_block)
-            await trio.testing.wait_all_tasks_blocked()
-            assert not results  # it waits for the flight, it does not fetch again
-            storage.range_gate.set()
-        assert results == [CONTENT[off + 2000 : off + 3000]]
         stats = reader.statistics()
-        assert (stats.cache.in_flight, stats.cache.entries, stats.cache.joins) == (0, 1, 1)
-        await reader.release(handle)
-        await reader.release(other)
-    assert storage.range_gets == 1
+        assert stats.streams_started == 0
+        assert stats.cache.entries == 0  # the kernel's page cache keeps what it asked for
+        assert stats.exact_requests == len(offsets)
+    assert (storage.range_gets, storage.streams) == (len(offsets), 0)
+    assert storage.bytes_sent == len(offsets) * READ
 
 
-async def test_an_early_read_that_times_out_abandons_its_block_at_once(
+async def test_a_read_that_times_out_leaves_nothing_in_flight(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     storage = FakeStorage((ARTIFACT, CONTENT))
@@ -114,11 +93,19 @@ async def test_an_early_read_that_times_out_abandons_its_block_at_once(
     assert storage.range_gets == 2
 
 
-async def test_concurrent_readers_of_one_block_cause_one_fetch() -> None:
+async def test_concurrent_readers_of_one_streamed_block_cause_one_fetch() -> None:
     storage = FakeStorage((ARTIFACT, CONTENT))
-    storage.gate = trio.Event()
     results: list[bytes] = []
     async with open_reader(storage, make_settings()) as reader:
+        first = reader.open(ARTIFACT, len(CONTENT))
+        storage.gate = trio.Event()
+        async with trio.open_nursery() as nursery:
+            # The first handle reads blocks 0-2 in order: its stream claims blocks 2-3.
+            nursery.start_soon(read_through_blocks, reader, first, 3)
+            await trio.testing.wait_all_tasks_blocked()
+            storage.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        sent = storage.bytes_sent
 
         async def read_one(off: int) -> None:
             handle = reader.open(ARTIFACT, len(CONTENT))
@@ -127,12 +114,16 @@ async def test_concurrent_readers_of_one_block_cause_one_fetch() -> None:
 
         async with trio.open_nursery() as nursery:
             for i in range(16):
-                nursery.start_soon(read_one, 5 * BLOCK + 100 * i)
-            await trio.testing.wait_all_tasks_blocked()
-            storage.gate.set()
-        assert reader.statistics().cache.joins == 15
-    assert sorted(results) == sorted(CONTENT[5 * BLOCK + 100 * i :][:100] for i in range(16))
-    assert storage.range_gets == 1
+                nursery.start_soon(read_one, 3 * BLOCK + 100 * i)
+        await reader.release(first)
+    assert sorted(results) == sorted(CONTENT[3 * BLOCK + 100 * i :][:100] for i in range(16))
+    assert storage.bytes_sent == sent  # the stream had claimed block 3 already
+
+
+async def read_through_blocks(reader: Reader, handle: ReadHandle, count: int) -> None:
+    for index in range(count):
+        data = await reader.read(handle, index * BLOCK, BLOCK)
+        assert data == CONTENT[index * BLOCK : (index + 1) * BLOCK]
 
 
 async def test_artifacts_with_equal_checksums_share_blocks() -> None:
@@ -140,12 +131,14 @@ async def test_artifacts_with_equal_checksums_share_blocks() -> None:
     storage = FakeStorage((ARTIFACT, CONTENT), (twin, CONTENT))
     async with open_reader(storage, make_settings()) as reader:
         first = reader.open(ARTIFACT, len(CONTENT))
-        assert await reader.read(first, 0, 3 * BLOCK) == CONTENT[: 3 * BLOCK]
+        await read_through_blocks(reader, first, 3)
+        await trio.testing.wait_all_tasks_blocked()
+        sent = storage.bytes_sent
         second = reader.open(twin, len(CONTENT))
-        assert await reader.read(second, BLOCK, BLOCK) == CONTENT[BLOCK : 2 * BLOCK]
+        assert await reader.read(second, 3 * BLOCK, BLOCK) == CONTENT[3 * BLOCK : 4 * BLOCK]
         await reader.release(first)
         await reader.release(second)
-    assert storage.range_gets == 1
+    assert storage.bytes_sent == sent  # the first handle's stream had fetched block 3
 
 
 async def test_errors_propagate_and_are_not_cached() -> None:
