@@ -122,8 +122,14 @@ def test_a_walk_that_stops_lists_at_most_the_window_ahead(tmp_path: Path) -> Non
             return int(server.stats()["api_requests"].get(ARTIFACTS_ROUTE, 0))
 
         assert wait_until(lambda: listed() == 5 + MAX_WINDOW, timeout=10), listed()
-        lines = run_tool(["find", str(runs)]).stdout.splitlines()
+        lines = run_tool(["find", str(runs)]).stdout.decode().splitlines()
         assert len(lines) == 1 + layout.runs * 4 + layout.artifact_count
-        assert server.stats()["api_requests"] == {ARTIFACTS_ROUTE: layout.runs}
         stats = server.stats()
+        assert stats["api_requests"] == {ARTIFACTS_ROUTE: layout.runs}
         assert (stats["storage_gets"], stats["range_gets"]) == (0, 0)
+        # Opening and reading a listed file asks the API nothing: one storage request.
+        listed_file = next(line for line in lines if f"/{run_name(7)}/" in line and ".dat" in line)
+        server.reset_stats()
+        assert run_tool(["head", "-c", "1", listed_file]).stdout == b"r"  # "run run-0007 ..."
+        stats = server.stats()
+        assert (stats["api_requests"], stats["storage_gets"]) == ({}, 1)
