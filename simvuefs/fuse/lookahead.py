@@ -4,8 +4,9 @@
 run after the other, in the order ``readdir`` of ``runs/`` gave them: one API round trip
 each, one at a time. :class:`RunLookahead` watches which run's artifacts are needed
 (:meth:`~RunLookahead.entered`) against the order of the last ``runs/`` listing
-(:meth:`~RunLookahead.listed`); once two runs in a row are needed in that order, it lists the
-next ones ahead, the way sequential read-ahead fetches bytes.
+(:meth:`~RunLookahead.listed`), or the names of that listing sorted (``ls -R`` and shell
+globs sort); once two runs in a row are needed in one of these orders, it lists the next
+ones ahead in it, the way sequential read-ahead fetches bytes.
 
 Invariants:
 
@@ -15,7 +16,9 @@ Invariants:
 - The window (runs listed ahead of the last one needed) starts at
   :data:`FIRST_WINDOW` on the second run needed in order and doubles at each further one,
   up to *max_window*; a need out of order (a jump back, or beyond what was listed ahead)
-  closes it. So when the walker stops, at most *max_window* runs were listed for nothing.
+  closes it, unless the two runs are neighbours in the other order: the window then starts
+  afresh in that one. So when the walker stops, at most *max_window* runs were listed for
+  nothing.
 - At most *max_window* listings ahead are in flight at once (a capacity limiter), each run
   is listed ahead at most once per window (positions only advance), and every listing goes
   through the tree's ``MetaCache``: a walker that needs a run being listed ahead joins that
@@ -55,6 +58,21 @@ class LookaheadStats:
     peak_in_flight: int
 
 
+class _Order:
+    """The runs of ``runs/`` in one order, and each run's position in it."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs = runs
+        self.positions = {run.id: index for index, run in enumerate(runs)}
+
+    def ids(self) -> list[str]:
+        return [run.id for run in self.runs]
+
+    def adjacent(self, first: str, then: str) -> bool:
+        """True when run *then* comes right after run *first* in this order."""
+        return self.positions[then] == self.positions[first] + 1
+
+
 class RunLookahead:
     """Lists the artifacts of runs ahead of a walker that needs them in listing order.
 
@@ -70,10 +88,10 @@ class RunLookahead:
         self._max_window = max_window
         self._limiter = trio.CapacityLimiter(max_window)
         self._nursery: trio.Nursery | None = None
-        self._order: list[Run] = []
-        self._positions: dict[str, int] = {}
-        self._last: int | None = None  # position of the run needed last
-        self._ahead = -1  # the furthest position listed ahead in this window
+        self._orders: list[_Order] = []  # readdir order, name order
+        self._following = 0  # the order the walk follows
+        self._last: str | None = None  # the run needed last
+        self._ahead = -1  # the furthest position (in the order followed) listed ahead
         self._window = 0
         self._listed_ahead = self._failed = self._in_flight = self._peak = 0
 
@@ -81,32 +99,47 @@ class RunLookahead:
         """List ahead in tasks of *nursery* from now on (cancelled with it)."""
         self._nursery = nursery
 
-    def listed(self, runs: Sequence[Run]) -> None:
-        """``runs/`` was read: *runs* in the order ``readdir`` gives them. A different order
-        (runs came or went) starts afresh; the same one keeps the walk's window."""
-        if [run.id for run in runs] == [run.id for run in self._order]:
+    def listed(self, entries: Sequence[tuple[str, Run]]) -> None:
+        """``runs/`` was read: *entries* (name, run) in the order ``readdir`` gives them.
+
+        A walk may follow that order (``find``, ``du``) or the names sorted (``ls -R``, shell
+        globs; sorted by code point, as in the C locale). A different listing (runs came or
+        went) starts afresh; the same one keeps the walk's window.
+        """
+        if self._orders and [run.id for _, run in entries] == self._orders[0].ids():
             return
-        self._order = list(runs)
-        self._positions = {run.id: index for index, run in enumerate(runs)}
-        self._last, self._ahead, self._window = None, -1, 0
+        by_name = sorted(entries, key=lambda entry: entry[0])
+        self._orders = [_Order([run for _, run in entries]), _Order([run for _, run in by_name])]
+        self._following, self._last, self._ahead, self._window = 0, None, -1, 0
 
     def entered(self, run_id: str) -> None:
         """The artifacts of run *run_id* are needed now: move the window, list ahead."""
-        position = self._positions.get(run_id)
-        if position is None or position == self._last:
+        last = self._last
+        if run_id == last or not self._orders or run_id not in self._orders[0].positions:
             return
-        last, self._last = self._last, position
-        in_order = last is not None and last < position <= max(last + 1, self._ahead)
-        if not in_order:
-            self._window, self._ahead = 0, position
+        self._last = run_id
+        if last is None:
             return
+        order = self._orders[self._following]
+        position, before = order.positions[run_id], order.positions[last]
+        if not before < position <= max(before + 1, self._ahead):
+            following = next(
+                (index for index, other in enumerate(self._orders) if other.adjacent(last, run_id)),
+                None,
+            )
+            if following is None:
+                self._window, self._ahead = 0, position
+                return
+            self._following, order = following, self._orders[following]
+            position = self._ahead = order.positions[run_id]
+            self._window = 0
         self._window = min(max(2 * self._window, FIRST_WINDOW), self._max_window)
-        end = min(position + self._window, len(self._order) - 1)
+        end = min(position + self._window, len(order.runs) - 1)
         nursery = self._nursery
         if nursery is None:
             return
         for index in range(max(self._ahead, position) + 1, end + 1):
-            nursery.start_soon(self._list_ahead, self._order[index])
+            nursery.start_soon(self._list_ahead, order.runs[index])
             self._listed_ahead += 1
         self._ahead = max(self._ahead, end)
 

@@ -222,7 +222,7 @@ class Tree:
             raise NotADirectoryError(f"inode {node.inode} is not a directory")
         pairs.sort(key=lambda pair: pair[1].inode)
         if node.kind is NodeKind.RUNS:
-            self._lookahead.listed([run for _, child in pairs if (run := child.run) is not None])
+            self._lookahead.listed([(name, run) for name, child in pairs if (run := child.run)])
         return pairs
 
     async def lookup(self, parent: Node, name: str) -> Node | None:
