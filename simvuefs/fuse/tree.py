@@ -19,8 +19,8 @@ one ``list_artifacts(run, category)`` per category instead, from then on. Lookup
 names that do not exist are answered from the same cached listings (no request within the
 TTL) and handed to the kernel as negative entries for that TTL (``fs.py``).
 A walk that needs the artifacts of run after run in the order of the last ``runs/``
-listing (``find``, ``du``) gets the next runs listed ahead, concurrently and bounded,
-through the same caches (``lookahead.py``).
+listing (``find``, ``du``; or by name: ``ls -R``) gets the next runs listed ahead,
+concurrently and bounded, through the same caches (``lookahead.py``).
 
 Writing (only in ``input/`` of the user's own runs, only when the tree has an uploader;
 runs of other users, shared with the user, are read-only: :meth:`Tree.owns`): files written
