@@ -30,13 +30,18 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import trio
 
 from simvuefs.errors import SimvueError
 from simvuefs.models import Run
+from simvuefs.read.cache import MetaCache
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +166,52 @@ class RunLookahead:
                     log.debug("listing run %s ahead failed: %s", run.id, exc)
             finally:
                 self._in_flight -= 1
+
+
+class RefreshAhead(Generic[K, V]):
+    """Lists one cached listing again in the background shortly before it expires, while
+    it is used.
+
+    A walk of ``runs/`` that lasts longer than the metadata TTL would otherwise wait for the
+    whole runs listing (every page) each time it expires, at the kernel's next lookup there.
+    When :meth:`used` finds the value of *key* in *cache* within a margin of its expiry
+    (twice the last refresh's duration, at least a tenth and at most half of the TTL), it
+    starts ``cache.refresh`` in a task: lookups keep the current value meanwhile, a value is
+    never older than the TTL, a listing in use costs about one request per TTL as before,
+    and one not used costs nothing. Only one refresh runs at a time; its failure is logged
+    (DEBUG) and the value expires as it would have.
+    """
+
+    def __init__(self, cache: MetaCache[K, V], key: K, load: Callable[[], Awaitable[V]]) -> None:
+        self._cache = cache
+        self._key = key
+        self._load = load
+        self._nursery: trio.Nursery | None = None
+        self._running = False
+        self._took = 0.0  # seconds the last refresh took
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Refresh in tasks of *nursery* from now on (cancelled with it)."""
+        self._nursery = nursery
+
+    def used(self, ttl: float) -> None:
+        """The value was just used; refresh it if it expires within the margin."""
+        left = self._cache.expires_in(self._key)
+        if self._nursery is None or self._running or left is None:
+            return
+        if left <= min(ttl / 2, max(ttl / 10, 2 * self._took)):
+            self._running = True
+            self._nursery.start_soon(self._refresh, ttl)
+
+    async def _refresh(self, ttl: float) -> None:
+        began = trio.current_time()
+        try:
+            await self._cache.refresh(self._key, self._load, ttl)
+            self._took = trio.current_time() - began
+        except Exception as exc:
+            if not isinstance(exc, SimvueError):
+                log.exception("listing %r again failed", self._key)
+            else:
+                log.debug("listing %r again failed: %s", self._key, exc)
+        finally:
+            self._running = False

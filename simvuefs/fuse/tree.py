@@ -20,7 +20,8 @@ names that do not exist are answered from the same cached listings (no request w
 TTL) and handed to the kernel as negative entries for that TTL (``fs.py``).
 A walk that needs the artifacts of run after run in the order of the last ``runs/``
 listing (``find``, ``du``; or by name: ``ls -R``) gets the next runs listed ahead,
-concurrently and bounded, through the same caches (``lookahead.py``).
+concurrently and bounded, through the same caches, and a ``runs/`` listing in use is
+listed again shortly before it expires, so that no lookup waits for it (``lookahead.py``).
 
 Writing (only in ``input/`` of the user's own runs, only when the tree has an uploader;
 runs of other users, shared with the user, are read-only: :meth:`Tree.owns`): files written
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from simvuefs.errors import LocalError, NotFound
 from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, Node, NodeKind
-from simvuefs.fuse.lookahead import RunLookahead
+from simvuefs.fuse.lookahead import RefreshAhead, RunLookahead
 from simvuefs.fuse.names import (
     CategoryListing,
     Entry,
@@ -179,6 +180,7 @@ class Tree:
         )
         self._listing_by_run = True  # until a run listing comes without categories
         self._lookahead = RunLookahead(self._list_ahead)
+        self._runs_refresh = RefreshAhead(self._runs, RUNS_DIR, self._load_run_names)
         self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED)
         self._warned: set[Problem] = set()
         self._local: dict[tuple[str, str], LocalFiles] = {}
@@ -652,19 +654,24 @@ class Tree:
         return self._local.setdefault((run_id, category), LocalFiles())
 
     async def _run_names(self) -> RunNames:
-        async def load() -> RunNames:
-            runs = await self._client.list_runs(self._selection.server_filters())
-            shown = [run for run in runs if self._selection.matches(run, self.user)]
-            self._note_shared(shown)
-            names, problems = name_runs(shown)
-            self._warn(problems, "runs/")
-            return names
+        ttl = self.listing_ttl(None)
+        names = await self._runs.get_or_load(RUNS_DIR, self._load_run_names, ttl)
+        self._runs_refresh.used(ttl)
+        return names
 
-        return await self._runs.get_or_load(RUNS_DIR, load, self.listing_ttl(None))
+    async def _load_run_names(self) -> RunNames:
+        runs = await self._client.list_runs(self._selection.server_filters())
+        shown = [run for run in runs if self._selection.matches(run, self.user)]
+        self._note_shared(shown)
+        names, problems = name_runs(shown)
+        self._warn(problems, "runs/")
+        return names
 
     def start_lookahead(self, nursery: trio.Nursery) -> None:
-        """List runs ahead of a walk of ``runs/`` (``lookahead.py``) in tasks of *nursery*."""
+        """List runs ahead of a walk of ``runs/``, and the runs listing again before it
+        expires while it is used (``lookahead.py``), in tasks of *nursery*."""
         self._lookahead.start(nursery)
+        self._runs_refresh.start(nursery)
 
     async def _list_ahead(self, run: Run) -> None:
         """Fill the caches with the listings of every category of *run* (lookahead)."""

@@ -132,8 +132,23 @@ class MetaCache(Generic[K, V]):
                 return await flight.wait()
             except FlightAbandoned:
                 continue
+        return await self._load(key, load, ttl)
+
+    async def refresh(self, key: K, load: Callable[[], Awaitable[V]], ttl: float) -> None:
+        """Load *key* again although its value may still be fresh, unless a load is in
+        flight. Callers get the current value until it expires, then join this load; its
+        error goes to them too, and to the caller."""
+        if key not in self._flights:
+            await self._load(key, load, ttl)
+
+    def expires_in(self, key: K) -> float | None:
+        """Seconds the value for *key* stays fresh, or None if there is no fresh value."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.expires - self._timer()
+
+    async def _load(self, key: K, load: Callable[[], Awaitable[V]], ttl: float) -> V:
         self._misses += 1
-        flight = Flight()
+        flight: Flight[V] = Flight()
         self._flights[key] = flight
         try:
             value = await load()

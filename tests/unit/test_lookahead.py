@@ -162,3 +162,65 @@ async def test_servers_without_categories_are_listed_ahead_per_category(autojump
     # The first run's listing finds out (and is repeated per category); then three a run.
     assert len(client.listings) == 1 + len(CATEGORIES) * 20
     assert took < 20 * len(CATEGORIES) * DELAY / 4
+
+
+# -- the runs listing listed again before it expires while in use ---------------------------
+
+
+class SlowRuns(SlowClient):
+    """A :class:`SlowClient` whose runs listing takes :data:`DELAY` too, and can fail."""
+
+    def __init__(self, runs: int) -> None:
+        super().__init__(runs)
+        self.runs_listings = 0
+        self.fail_runs = False
+
+    async def list_runs(self, filters=()):
+        self.runs_listings += 1
+        await trio.sleep(DELAY)
+        if self.fail_runs:
+            raise TransportError("connection reset")
+        return list(self.runs)
+
+
+async def lookups_every(tree: Tree, interval: float, seconds: float) -> float:
+    """Look a run up in ``runs/`` every *interval* for *seconds*; return the longest wait."""
+    longest = 0.0
+    end = trio.current_time() + seconds
+    while trio.current_time() < end:
+        began = trio.current_time()
+        assert await tree.lookup(tree.runs_node(), "run-003") is not None
+        longest = max(longest, trio.current_time() - began)
+        await trio.sleep(interval)
+    return longest
+
+
+async def test_a_runs_listing_in_use_is_listed_again_before_it_expires(autojump_clock) -> None:
+    client = SlowRuns(10)
+    tree = Tree(client, settings_for(metadata_ttl=1.0))
+    await tree.children(tree.runs_node())
+    async with trio.open_nursery() as nursery:
+        tree.start_lookahead(nursery)
+        assert await lookups_every(tree, 0.05, 10) == 0  # no lookup waits for a listing
+    assert 10 <= client.runs_listings <= 13  # one a TTL (a little less while in use)
+    await trio.sleep(30)
+    assert client.runs_listings <= 13  # unused: nothing
+    # Without it, a lookup waits for the listing once a TTL.
+    client = SlowRuns(10)
+    tree = Tree(client, settings_for(metadata_ttl=1.0))
+    await tree.children(tree.runs_node())
+    assert await lookups_every(tree, 0.05, 10) == pytest.approx(DELAY)
+    assert 8 <= client.runs_listings <= 11
+
+
+async def test_a_failed_refresh_lets_the_listing_expire(autojump_clock) -> None:
+    client = SlowRuns(10)
+    tree = Tree(client, settings_for(metadata_ttl=1.0))
+    await tree.children(tree.runs_node())
+    async with trio.open_nursery() as nursery:
+        tree.start_lookahead(nursery)
+        client.fail_runs = True
+        with pytest.raises(TransportError):
+            await lookups_every(tree, 0.05, 3)  # the refresh failed; then the lookup's own
+        client.fail_runs = False
+        assert await lookups_every(tree, 0.05, 3) == pytest.approx(DELAY)  # once, then none
