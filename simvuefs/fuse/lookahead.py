@@ -170,16 +170,21 @@ class RunLookahead:
 
 class RefreshAhead(Generic[K, V]):
     """Lists one cached listing again in the background shortly before it expires, while
-    it is used.
+    it is used, and puts the new value in its place the moment the old one expires.
 
     A walk of ``runs/`` that lasts longer than the metadata TTL would otherwise wait for the
     whole runs listing (every page) each time it expires, at the kernel's next lookup there.
     When :meth:`used` finds the value of *key* in *cache* within a margin of its expiry
-    (twice the last refresh's duration, at least a tenth and at most half of the TTL), it
-    starts ``cache.refresh`` in a task: lookups keep the current value meanwhile, a value is
-    never older than the TTL, a listing in use costs about one request per TTL as before,
-    and one not used costs nothing. Only one refresh runs at a time; its failure is logged
-    (DEBUG) and the value expires as it would have.
+    (twice the last listing's duration, at least a tenth and at most half of the TTL), a
+    task lists it again and, at the old value's expiry, stores the new one for a full TTL.
+
+    So a listing in use costs one request per TTL as before, one not used costs nothing,
+    and what lookups see changes only when a value expires, as without this (the kernel's
+    attribute timeouts, started by the lookups that saw a value, stay in step with it); a
+    value is at most the TTL plus the margin old. Only one listing runs at a time; if it
+    fails (logged at DEBUG) the old value expires as it would have. A lookup that finds the
+    value expired before the new one is in place loads it itself (``MetaCache.put`` then
+    keeps the newer one).
     """
 
     def __init__(self, cache: MetaCache[K, V], key: K, load: Callable[[], Awaitable[V]]) -> None:
@@ -188,14 +193,14 @@ class RefreshAhead(Generic[K, V]):
         self._load = load
         self._nursery: trio.Nursery | None = None
         self._running = False
-        self._took = 0.0  # seconds the last refresh took
+        self._took = 0.0  # seconds the last listing took
 
     def start(self, nursery: trio.Nursery) -> None:
         """Refresh in tasks of *nursery* from now on (cancelled with it)."""
         self._nursery = nursery
 
     def used(self, ttl: float) -> None:
-        """The value was just used; refresh it if it expires within the margin."""
+        """The value was just used; list it again if it expires within the margin."""
         left = self._cache.expires_in(self._key)
         if self._nursery is None or self._running or left is None:
             return
@@ -204,10 +209,12 @@ class RefreshAhead(Generic[K, V]):
             self._nursery.start_soon(self._refresh, ttl)
 
     async def _refresh(self, ttl: float) -> None:
-        began = trio.current_time()
         try:
-            await self._cache.refresh(self._key, self._load, ttl)
+            began = trio.current_time()
+            value = await self._load()
             self._took = trio.current_time() - began
+            await trio.sleep(max(self._cache.expires_in(self._key) or 0.0, 0.0))
+            self._cache.put(self._key, value, ttl)
         except Exception as exc:
             if not isinstance(exc, SimvueError):
                 log.exception("listing %r again failed", self._key)

@@ -132,23 +132,8 @@ class MetaCache(Generic[K, V]):
                 return await flight.wait()
             except FlightAbandoned:
                 continue
-        return await self._load(key, load, ttl)
-
-    async def refresh(self, key: K, load: Callable[[], Awaitable[V]], ttl: float) -> None:
-        """Load *key* again although its value may still be fresh, unless a load is in
-        flight. Callers get the current value until it expires, then join this load; its
-        error goes to them too, and to the caller."""
-        if key not in self._flights:
-            await self._load(key, load, ttl)
-
-    def expires_in(self, key: K) -> float | None:
-        """Seconds the value for *key* stays fresh, or None if there is no fresh value."""
-        entry = self._entries.get(key)
-        return None if entry is None else entry.expires - self._timer()
-
-    async def _load(self, key: K, load: Callable[[], Awaitable[V]], ttl: float) -> V:
         self._misses += 1
-        flight: Flight[V] = Flight()
+        flight = Flight()
         self._flights[key] = flight
         try:
             value = await load()
@@ -166,6 +151,11 @@ class MetaCache(Generic[K, V]):
             if not flight.resolved:  # cancelled: let a waiter load it
                 self._land(key, flight)
                 flight.resolve(None, FlightAbandoned())
+
+    def expires_in(self, key: K) -> float | None:
+        """Seconds the value for *key* stays fresh, or None if there is no fresh value."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.expires - self._timer()
 
     def get_nowait(self, key: K) -> V | None:
         """Return the fresh value for *key*, or None; never loads."""
