@@ -25,13 +25,16 @@ Invariants:
   request, and a run still cached is not asked for again.
 - A listing ahead that fails is only logged (at DEBUG): the walker's own need asks again
   and gets the error itself.
+
+:class:`RefreshAhead` does the same for the ``runs/`` listing in time: while it is used,
+it is listed again shortly before it expires, so that a walk longer than the metadata TTL
+does not wait for every runs page at each expiry.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import trio
@@ -51,16 +54,6 @@ FIRST_WINDOW = 2
 # The default largest window, and listings ahead in flight: 16 requests in flight hide a
 # 20 ms round trip behind the ~1-2 ms the daemon spends per run directory of a walk.
 MAX_WINDOW = 16
-
-
-@dataclass(frozen=True, slots=True)
-class LookaheadStats:
-    """Counters of a :class:`RunLookahead`: runs *listed_ahead* (started), of which
-    *failed*; the largest number *in flight* at once (*peak_in_flight*)."""
-
-    listed_ahead: int
-    failed: int
-    peak_in_flight: int
 
 
 class _Order:
@@ -98,7 +91,6 @@ class RunLookahead:
         self._last: str | None = None  # the run needed last
         self._ahead = -1  # the furthest position (in the order followed) listed ahead
         self._window = 0
-        self._listed_ahead = self._failed = self._in_flight = self._peak = 0
 
     def start(self, nursery: trio.Nursery) -> None:
         """List ahead in tasks of *nursery* from now on (cancelled with it)."""
@@ -145,27 +137,17 @@ class RunLookahead:
             return
         for index in range(max(self._ahead, position) + 1, end + 1):
             nursery.start_soon(self._list_ahead, order.runs[index])
-            self._listed_ahead += 1
         self._ahead = max(self._ahead, end)
-
-    def statistics(self) -> LookaheadStats:
-        """Return the counters."""
-        return LookaheadStats(self._listed_ahead, self._failed, self._peak)
 
     async def _list_ahead(self, run: Run) -> None:
         async with self._limiter:
-            self._in_flight += 1
-            self._peak = max(self._peak, self._in_flight)
             try:
                 await self._load(run)
             except Exception as exc:
-                self._failed += 1
                 if not isinstance(exc, SimvueError):
                     log.exception("listing run %s ahead failed", run.id)
                 else:
                     log.debug("listing run %s ahead failed: %s", run.id, exc)
-            finally:
-                self._in_flight -= 1
 
 
 class RefreshAhead(Generic[K, V]):
