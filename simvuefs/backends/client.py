@@ -87,6 +87,9 @@ RUN_FIELDS = {
 # Oldest first, in the client's sorting syntax: runs created while the pages are fetched
 # join the end instead of pushing runs already fetched onto the next page.
 RUN_SORTING = json.dumps([{"id": "created", "desc": False}])
+# Runs pages asked for at once once the first page gave the total: 1,000 runs cost two round
+# trips instead of ten.
+RUN_PAGES_IN_FLIGHT = 16
 # Largest piece taken at a time when a body is counted to learn a content size.
 COUNT_CHUNK = 1 * MIB
 # Fresh download URLs remembered after a refresh.
@@ -400,40 +403,83 @@ class SimvueClient:
     async def list_runs(self, filters: Sequence[str] = ()) -> list[Run]:
         """Return every run matching all *filters* (protocol 3.4 grammar), all pages.
 
-        Asks for :data:`RUN_FIELDS`, sorted by :data:`RUN_SORTING`. Pages are
-        ``count=100&start=N``, N advancing by what each page held (a server may cap pages
-        below 100); iteration stops at an empty page, when the server's ``count`` (total
-        matches) is reached, or when a page brings no new run ids (a server that ignores
-        ``start``). A run listed twice (pages shifted meanwhile) is returned once. Malformed
-        entries are skipped with a warning.
+        Asks for :data:`RUN_FIELDS`, sorted by :data:`RUN_SORTING` (oldest first, so runs
+        created meanwhile come last and push none out). Pages are ``count=100&start=N``, N
+        advancing by what each page held (a server may cap pages below 100). Once a page's
+        ``count`` (total matches) says how many more there are, up to
+        :data:`RUN_PAGES_IN_FLIGHT` of them are asked for at once, each ``start`` a multiple
+        of the first page's length, and taken in order; a page shorter than that (a server
+        that caps some pages lower) drops the pages fetched after it, which start too far,
+        and paging goes on from its end. Iteration stops at an empty page, when ``count`` is reached
+        (the last page's, which counts runs created meanwhile), or when a page brings no new
+        run ids (a server that ignores ``start``). A run listed twice (pages shifted
+        meanwhile) is returned once. Malformed entries are skipped with a warning.
         """
         runs: dict[str, Run] = {}
         seen: set[str] = set()
-        start = 0
+        following = 0  # where the next page starts
+        step = 0  # the length of the first page: what the server gives
+        starts = [following]
         with self._deadline("GET", "runs"):
             while True:
-                params = {
-                    **RUN_FIELDS,
-                    "sorting": RUN_SORTING,
-                    "count": str(PAGE_SIZE),
-                    "start": str(start),
-                }
-                if filters:
-                    params["filters"] = json.dumps(list(filters))
-                data, what = await self._api_json("GET", ["runs"], dict, params=params)
-                page = data.get("data")
-                if not isinstance(page, list):
-                    raise ProtocolError(f"{what}: no 'data' list in the answer")
-                for run in self._parse_entries(page, Run.from_json, what):
-                    runs.setdefault(run.id, run)
-                ids = {
-                    e["id"] for e in page if isinstance(e, dict) and isinstance(e.get("id"), str)
-                }
-                stale = ids <= seen  # a server that ignores `start` repeats its first page
-                seen |= ids
-                start += len(page)
-                if not page or stale or not _more_pages(data.get("count"), start, len(page)):
-                    return list(runs.values())
+                pages = await self._runs_pages(filters, starts)
+                for start, (page, total, what) in zip(starts, pages, strict=True):
+                    if start != following:
+                        break  # a shorter page came before: this one skipped runs
+                    for run in self._parse_entries(page, Run.from_json, what):
+                        runs.setdefault(run.id, run)
+                    ids = {
+                        e["id"]
+                        for e in page
+                        if isinstance(e, dict) and isinstance(e.get("id"), str)
+                    }
+                    stale = ids <= seen  # a server that ignores `start` repeats its first page
+                    seen |= ids
+                    following = start + len(page)
+                    if not page or stale or not _more_pages(total, following, len(page)):
+                        return list(runs.values())
+                    known_total, step = total, step or len(page)
+                starts = _next_starts(known_total, following, step)
+
+    async def _runs_pages(
+        self, filters: Sequence[str], starts: Sequence[int]
+    ) -> list[tuple[list[Any], object, str]]:
+        """Fetch the runs pages at *starts* concurrently: ``(entries, count, what)`` each,
+        in the order of *starts*. The first failure cancels the others and is raised."""
+        pages: dict[int, tuple[list[Any], object, str]] = {}
+        failures: list[SimvueError] = []
+
+        async def fetch_or_stop(start: int, stop: trio.CancelScope) -> None:
+            try:
+                await fetch_page(start)
+            except SimvueError as exc:
+                failures.append(exc)
+                stop.cancel()
+
+        async def fetch_page(start: int) -> None:
+            params = {
+                **RUN_FIELDS,
+                "sorting": RUN_SORTING,
+                "count": str(PAGE_SIZE),
+                "start": str(start),
+            }
+            if filters:
+                params["filters"] = json.dumps(list(filters))
+            data, what = await self._api_json("GET", ["runs"], dict, params=params)
+            page = data.get("data")
+            if not isinstance(page, list):
+                raise ProtocolError(f"{what}: no 'data' list in the answer")
+            pages[start] = (page, data.get("count"), what)
+
+        if len(starts) == 1:
+            await fetch_page(starts[0])
+        else:
+            async with trio.open_nursery() as nursery:
+                for start in starts:
+                    nursery.start_soon(fetch_or_stop, start, nursery.cancel_scope)
+            if failures:
+                raise failures[0]
+        return [pages[start] for start in starts]
 
     async def whoami(self) -> str | None:
         """Return the user the server knows the token by: ``user`` of ``GET /api/whoami``
@@ -789,6 +835,15 @@ def _more_pages(total: object, next_start: int, page_length: int) -> bool:
     if next_start < total:
         return True
     return total == page_length == PAGE_SIZE
+
+
+def _next_starts(total: object, following: int, page_length: int) -> list[int]:
+    """The ``start`` of the runs pages to ask for at once, pages of *page_length* from
+    *following*: every page up to the total *total* (at most :data:`RUN_PAGES_IN_FLIGHT`),
+    or just the next one when *total* does not say how many there are."""
+    if not isinstance(total, int) or isinstance(total, bool) or total <= following:
+        return [following]
+    return list(range(following, total, page_length)[:RUN_PAGES_IN_FLIGHT])
 
 
 def _int_header(value: str | None) -> int | None:

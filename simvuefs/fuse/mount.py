@@ -224,6 +224,7 @@ async def _open_and_serve(mount: _Mount) -> None:
         stats = MountStats(options.mountpoint, backend, reader, content)
         publisher.start_soon(stats.publish)
         tree = Tree(backend, settings, options.selection, user=await backend.whoami())
+        tree.start_lookahead(publisher)  # its tasks end with the publisher's
         parts = _Parts(backend, tree, reader, stats)
         if options.read_only:
             await _serve_tree(mount, parts)

@@ -18,6 +18,10 @@ server whose entries do not carry their category (the protocol does not promise 
 one ``list_artifacts(run, category)`` per category instead, from then on. Lookups of
 names that do not exist are answered from the same cached listings (no request within the
 TTL) and handed to the kernel as negative entries for that TTL (``fs.py``).
+A walk that needs the artifacts of run after run in the order of the last ``runs/``
+listing (``find``, ``du``; or by name: ``ls -R``) gets the next runs listed ahead,
+concurrently and bounded, through the same caches, and a ``runs/`` listing in use is
+listed again shortly before it expires, so that no lookup waits for it (``lookahead.py``).
 
 Writing (only in ``input/`` of the user's own runs, only when the tree has an uploader;
 runs of other users, shared with the user, are read-only: :meth:`Tree.owns`): files written
@@ -58,6 +62,7 @@ import trio
 
 from simvuefs.errors import LocalError, NotFound, SimvueError
 from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, Node, NodeKind
+from simvuefs.fuse.lookahead import RefreshAhead, RunLookahead
 from simvuefs.fuse.names import (
     CategoryListing,
     Entry,
@@ -91,6 +96,8 @@ from simvuefs.write.landing import LANDED_RETENTION
 from simvuefs.write.staged import FileState, StagedFile
 
 if TYPE_CHECKING:
+    import trio
+
     from simvuefs.backends.protocol import SimvueBackend
     from simvuefs.config import Settings
     from simvuefs.write.upload import Uploader
@@ -201,6 +208,8 @@ class Tree:
             LISTINGS_CACHED
         )
         self._listing_by_run = True  # until a run listing comes without categories
+        self._lookahead = RunLookahead(self._list_ahead)
+        self._runs_refresh = RefreshAhead(self._runs, RUNS_DIR, self._load_run_names)
         self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED)
         self._warned: set[Problem] = set()
         self._local: dict[tuple[str, str], LocalFiles] = {}
@@ -245,6 +254,8 @@ class Tree:
         else:
             raise NotADirectoryError(f"inode {node.inode} is not a directory")
         pairs.sort(key=lambda pair: pair[1].inode)
+        if node.kind is NodeKind.RUNS:
+            self._lookahead.listed([(name, run) for name, child in pairs if (run := child.run)])
         return pairs
 
     async def lookup(self, parent: Node, name: str) -> Node | None:
@@ -905,22 +916,41 @@ class Tree:
         return self._local.setdefault((run_id, category), LocalFiles())
 
     async def _run_names(self) -> RunNames:
-        async def load() -> RunNames:
-            runs = await self._client.list_runs(self._selection.server_filters())
-            shown = [run for run in runs if self._selection.matches(run, self.user)]
-            self._note_shared(shown)
-            names, problems = name_runs(shown)
-            self._warn(problems, "runs/")
-            return names
+        ttl = self.listing_ttl(None)
+        names = await self._runs.get_or_load(RUNS_DIR, self._load_run_names, ttl)
+        self._runs_refresh.used(ttl)
+        return names
 
-        return await self._runs.get_or_load(RUNS_DIR, load, self.listing_ttl(None))
+    async def _load_run_names(self) -> RunNames:
+        runs = await self._client.list_runs(self._selection.server_filters())
+        shown = [run for run in runs if self._selection.matches(run, self.user)]
+        self._note_shared(shown)
+        names, problems = name_runs(shown)
+        self._warn(problems, "runs/")
+        return names
+
+    def start_lookahead(self, nursery: trio.Nursery) -> None:
+        """List runs ahead of a walk of ``runs/``, and the runs listing again before it
+        expires while it is used (``lookahead.py``), in tasks of *nursery*."""
+        self._lookahead.start(nursery)
+        self._runs_refresh.start(nursery)
+
+    async def _list_ahead(self, run: Run) -> None:
+        """Fill the caches with the listings of every category of *run* (lookahead)."""
+        for category in CATEGORIES:
+            await self._category_listing(run, category)
 
     async def _listing(self, node: Node) -> CategoryListing:
-        """The listing of *node*'s run and category: from the run's one listing of all
-        categories while the server's entries carry their category, else its own request."""
+        """The listing of *node*'s run and category; tells the lookahead the run is entered."""
         run, category = node.run, node.category
         assert run is not None
         assert category is not None
+        self._lookahead.entered(run.id)
+        return await self._category_listing(run, category)
+
+    async def _category_listing(self, run: Run, category: str) -> CategoryListing:
+        """The listing of *category* of *run*: from the run's one listing of all
+        categories while the server's entries carry their category, else its own request."""
         ttl = self.listing_ttl(run)
         if self._listing_by_run:
             by_category = await self._run_listings.get_or_load(

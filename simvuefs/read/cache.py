@@ -152,6 +152,11 @@ class MetaCache(Generic[K, V]):
                 self._land(key, flight)
                 flight.resolve(None, FlightAbandoned())
 
+    def expires_in(self, key: K) -> float | None:
+        """Seconds the value for *key* stays fresh, or None if there is no fresh value."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.expires - self._timer()
+
     def get_nowait(self, key: K) -> V | None:
         """Return the fresh value for *key*, or None; never loads."""
         entry = self._entries.get(key)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from listing_util import BIG_RUN, Layout, fill, run_name
 
+from simvuefs.fuse.lookahead import MAX_WINDOW
 from testbed.devserver import DevServer
 from testbed.mounts import Mount, mounted
-from testbed.processes import run_tool
+from testbed.processes import run_tool, wait_until
 
 RUNS_ROUTE = "GET /api/runs"
 ARTIFACTS_ROUTE = "GET /api/runs/{run_id}/artifacts"
@@ -70,6 +71,8 @@ def _find_requests(tmp_path: Path, per_run: int) -> tuple[dict[str, int], int]:
     with mounted_layout(tmp_path, layout) as (server, mount):
         runs = mount.path / "runs"
         assert requests_of(server, "ls", "-l", runs)[0] == {RUNS_ROUTE: 1}  # no run's artifacts
+        run_dirs = sorted(runs.iterdir())
+        assert requests_of(server, "ls", "-l", *run_dirs)[0] == {}  # entered, nothing listed
         requests, lines = requests_of(server, "find", runs)
         assert len(lines) == 1 + layout.runs * 4 + layout.artifact_count
         assert requests_of(server, "find", runs, "-ls")[0] == {}  # warm, within the TTL
@@ -101,3 +104,32 @@ def test_missing_names_cost_no_request_within_the_ttl(tmp_path: Path) -> None:
         requests_of(server, "ls", run / "output")  # the listings the misses are judged by
         assert requests_of(server, "sh", "-c", script + "; true")[0] == {}
         assert not (run / "output" / "nope.dat").exists()
+
+
+def test_a_walk_that_stops_lists_at_most_the_window_ahead(tmp_path: Path) -> None:
+    # Five runs' artifacts needed in listing order: the next MAX_WINDOW runs are listed
+    # ahead (windows 2, 4, 8, 16), no more, and a find afterwards asks only for the rest:
+    # every run once in all.
+    layout = Layout(runs=40, per_run=2, big=0)
+    with mounted_layout(tmp_path, layout) as (server, mount):
+        runs = mount.path / "runs"
+        run_tool(["ls", str(runs)])
+        server.reset_stats()
+        first = [runs / run_name(index) / "output" for index in range(5)]
+        assert len(run_tool(["ls", *map(str, first)]).stdout.splitlines()) >= 5
+
+        def listed() -> int:
+            return int(server.stats()["api_requests"].get(ARTIFACTS_ROUTE, 0))
+
+        assert wait_until(lambda: listed() == 5 + MAX_WINDOW, timeout=10), listed()
+        lines = run_tool(["find", str(runs)]).stdout.decode().splitlines()
+        assert len(lines) == 1 + layout.runs * 4 + layout.artifact_count
+        stats = server.stats()
+        assert stats["api_requests"] == {ARTIFACTS_ROUTE: layout.runs}
+        assert (stats["storage_gets"], stats["range_gets"]) == (0, 0)
+        # Opening and reading a listed file asks the API nothing: one storage request.
+        listed_file = next(line for line in lines if f"/{run_name(7)}/" in line and ".dat" in line)
+        server.reset_stats()
+        assert run_tool(["head", "-c", "1", listed_file]).stdout == b"r"  # "run run-0007 ..."
+        stats = server.stats()
+        assert (stats["api_requests"], stats["storage_gets"]) == ({}, 1)
