@@ -322,8 +322,9 @@ def test_the_mode_follows_the_run_state(server: DevServer, mount: Mount) -> None
         "a.txt": sha256(b"prepared before the start\n"),
         "b.txt": sha256(b"b\n"),
     }
-    assert wait_until(lambda: os.stat(run.input / "a.txt").st_mode & 0o777 == 0o444, 5)
-    assert errno_of(lambda: open(run.input / "a.txt", "ab").close()) == errno.EACCES
+    assert wait_until(lambda: os.stat(run.input / "b.txt").st_mode & 0o777 == 0o444, 5)
+    assert errno_of(lambda: open(run.input / "b.txt", "ab").close()) == errno.EACCES
+    # a.txt was just uploaded by this mount: a tool's transient file for 30 s, in any mode
     set_status(server, run, "completed")
     assert wait_until(lambda: input_mode(run) == b"append-only", 5)
     assert errno_of(lambda: os.unlink(run.input / "b.txt")) == errno.EPERM
@@ -371,9 +372,12 @@ def test_a_file_just_written_follows_one_rule_unless_another_run_holds_it(
     other = new_run(server, mount)
     scratch = run.input / "scratch.txt"
     scratch.write_bytes(b"first\n")
+    assert oct(os.stat(scratch).st_mode & 0o777) == "0o644"  # the kernel lets its owner write
     with open(scratch, "wb") as stream:  # O_TRUNC of a file just written: replaced
         stream.write(b"second\n")
     assert inputs(server, run.id) == {"scratch.txt": sha256(b"second\n")}
+    os.truncate(scratch, 3)
+    assert inputs(server, run.id) == {"scratch.txt": sha256(b"sec")}
     os.rename(scratch, run.input / "moved.txt")
     os.unlink(run.input / "moved.txt")
     held = run.input / "b.dat"
@@ -412,9 +416,11 @@ def test_a_writer_killed_half_way_uploads_nothing(
     the bytes are kept in the spool's abandoned/ (and ``simvuefs status`` says so). One
     that exits normally without closing still uploads."""
     run = new_run(server, mount)
+    seed(server, run, {"input.txt": b"as it was\n"})
     abandoned = mount.path.parent / "spool" / "abandoned"
     kept_before = set(abandoned.iterdir()) if abandoned.is_dir() else set()
-    for name, how in (("killed.bin", "kill"), ("exited.bin", "exit")):
+    cases = (("killed.bin", "kill"), ("input.txt", "kill"), ("exited.bin", "exit"))
+    for name, how in cases:
         writer = subprocess.Popen(
             [sys.executable, "-c", WRITER, run.input / name, how], stdout=subprocess.PIPE
         )
@@ -424,10 +430,14 @@ def test_a_writer_killed_half_way_uploads_nothing(
             writer.kill()
         assert writer.wait(30) == (-signal.SIGKILL if how == "kill" else 0)
         writer.stdout.close()
-    assert inputs(server, run.id) == {"exited.bin": sha256(b"partial " * 1000)}
-    assert sorted(os.listdir(run.input)) == ["exited.bin"]
-    (kept,) = set(abandoned.iterdir()) - kept_before
-    assert kept.read_bytes() == b"partial " * 1000
+    assert inputs(server, run.id) == {
+        "exited.bin": sha256(b"partial " * 1000),
+        "input.txt": sha256(b"as it was\n"),  # an overwrite killed half-way changes nothing
+    }
+    assert sorted(os.listdir(run.input)) == ["exited.bin", "input.txt"]
+    assert (run.input / "input.txt").read_bytes() == b"as it was\n"
+    kept = set(abandoned.iterdir()) - kept_before
+    assert [path.read_bytes() for path in kept] == [b"partial " * 1000] * 2
     status = run_tool([sys.executable, "-m", "simvuefs", "status", mount.path]).stdout.decode()
     assert f"are kept in {abandoned}" in status, status
 
