@@ -367,9 +367,10 @@ def test_refused_operations_return_the_documented_errno(
         "rmdir input": errno_of(lambda: os.rmdir(run.input)),
         "bad name": errno_of(lambda: open(run.input / "data(1).csv", "wb").close()),
         "bad directory name": errno_of(lambda: os.mkdir(run.input / "tab\there")),
-        "overwrite": errno_of(lambda: open(uploaded, "wb").close()),
-        "append": errno_of(lambda: open(uploaded, "ab").close()),
-        "truncate": errno_of(lambda: os.truncate(uploaded, 0)),
+        # (a file this mount just uploaded could be: a tool's transient file, SEMANTICS.md)
+        "overwrite": errno_of(lambda: open(foreign, "wb").close()),
+        "append": errno_of(lambda: open(foreign, "ab").close()),
+        "truncate": errno_of(lambda: os.truncate(foreign, 0)),
         "unlink": errno_of(lambda: os.unlink(foreign)),
         "rename onto": errno_of(lambda: os.rename(uploaded, foreign)),
         "rename foreign": errno_of(lambda: os.rename(foreign, run.input / "moved.txt")),
