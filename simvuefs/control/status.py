@@ -71,8 +71,8 @@ def describe_spool(spool_dir: Path) -> str:
     kept = _abandoned(spool_dir)
     if kept:
         text += (
-            f"  {len(kept)} file(s) that can never be uploaded (never closed, or their "
-            f"record was lost) are kept in {abandoned}\n"
+            f"  {len(kept)} file(s) that can never be uploaded (never closed, their writer "
+            f"killed, or their record lost) are kept in {abandoned}\n"
         )
     done = changes.recent(spool_dir, RECENT_CHANGES)
     if done:

@@ -12,7 +12,9 @@ Rules (SEMANTICS.md has the user-facing version):
   being written ``0644`` and files waiting for their upload ``0444``; in a writable mount,
   artifacts in ``input/`` of the user's runs that are ``created`` (not started: inputs can
   still change, ``tree.py``) are ``0644`` too, with attributes trusted for the listing TTL
-  only (the mode follows the run's state). Directories report
+  only (the mode follows the run's state), and so is a file this mount uploaded less than
+  ``LANDED_RETENTION`` seconds ago (its writer may still overwrite it as a transient file,
+  ``tree.py``), with attributes trusted until then only. Directories report
   ``st_nlink = 1`` ("not counted", so ``find`` never uses the leaf optimisation), files 1.
 - Times: an artifact's ``created`` for files (the last write for files not uploaded yet);
   the run's ``created`` for the run directory
@@ -37,6 +39,7 @@ Rules (SEMANTICS.md has the user-facing version):
 from __future__ import annotations
 
 import stat
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -46,6 +49,7 @@ from simvuefs.fuse.inodes import Node, NodeKind
 from simvuefs.fuse.overlay import WRITABLE_CATEGORY
 from simvuefs.fuse.runinfo import run_document, run_fields
 from simvuefs.models import Artifact, Run
+from simvuefs.write.landing import LANDED_RETENTION
 from simvuefs.write.staged import FileState, StagedFile
 
 FILE_MODE = stat.S_IFREG | 0o444
@@ -134,6 +138,10 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
         if _editable_input(node, policy):
             attr.st_mode = STAGED_FILE_MODE
             attr.attr_timeout = min(attr.attr_timeout, ttl)
+        transient_for = _transient_for(node)
+        if transient_for > 0:
+            attr.st_mode = STAGED_FILE_MODE
+            attr.attr_timeout = min(attr.attr_timeout, transient_for)
         attr.st_size = size
         attr.st_blocks = -(-size // 512)
     elif node.kind is NodeKind.RUN_INFO:
@@ -175,6 +183,17 @@ def _writable_input(node: Node, policy: AttrPolicy) -> bool:
 def _editable_input(node: Node, policy: AttrPolicy) -> bool:
     """True for artifacts that can still change: inputs of the user's ``created`` runs."""
     return _writable_input(node, policy) and node.run is not None and node.run.status == "created"
+
+
+def _transient_for(node: Node) -> float:
+    """Seconds for which *node*, a file this mount uploaded (and created the artifact of),
+    stays a tool's transient file that its writer may overwrite; 0 for any other node."""
+    f = node.staged
+    if f is None or f.state is not FileState.LANDED or f.artifact is None:
+        return 0.0
+    if f.artifact.name != f.name:
+        return 0.0
+    return max(0.0, LANDED_RETENTION - (time.monotonic() - f.landed_at))
 
 
 def extended_attributes(node: Node, input_mode: str | None = None) -> dict[str, str]:

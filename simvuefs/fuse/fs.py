@@ -180,6 +180,33 @@ def holds_for_writing(pid: int, mount_id: int | None, inode: int) -> bool:
     return False
 
 
+PF_EXITING = 0x4
+"""``task->flags`` bit of a task that is exiting (Linux ``include/linux/sched.h``)."""
+
+
+def killing_signal(pid: int) -> int:
+    """The signal that is ending process *pid*, or 0 (running, exiting normally, or unknown).
+
+    While a task exits, ``/proc/<pid>/stat`` shows ``PF_EXITING`` in ``flags`` (field 9) and
+    the exit status in ``exit_code`` (field 52): a signal's number in its low 7 bits, or the
+    ``exit()`` status shifted left by 8. The kernel closes the files of a dying process
+    (``exit_files``, hence FUSE ``flush``) after it set both, so ``flush`` can tell a writer
+    killed half-way from one that exited without closing. Needs the right to ptrace *pid*
+    (root, or the same user) for ``exit_code``; without it the field reads 0.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            text = stat.read()
+    except OSError:
+        return 0
+    fields = text[text.rfind(")") + 2 :].split()  # from field 3 on; comm may hold anything
+    try:
+        flags, exit_code = int(fields[9 - 3]), int(fields[52 - 3])
+    except (IndexError, ValueError):
+        return 0
+    return exit_code & 0x7F if flags & PF_EXITING else 0
+
+
 class Operations(pyfuse3.Operations):
     """simvuefs's ``pyfuse3.Operations``: look up, list, stat and read; write into ``input/``
     through *uploader* (None: a read-only mount, every write-type request fails ``EROFS``).
@@ -603,6 +630,13 @@ class Operations(pyfuse3.Operations):
             holds_for_writing, written.opener, self.mount_id, written.inode
         ):
             log.debug("flush of %r: process %d still writes it", f, written.opener)
+            return
+        signal = written.opener and await trio.to_thread.run_sync(killing_signal, written.opener)
+        if signal and f.state is FileState.STAGED:
+            await self._uploading().abandon(
+                f, f"process {written.opener} was killed by signal {signal} before it closed it"
+            )
+            self._tree.abandoned(f)
             return
         await self._uploading().commit(f)
 

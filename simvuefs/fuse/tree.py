@@ -430,8 +430,9 @@ class Tree:
         file that takes its place, open once for writing, empty or (*keep_content*) with the
         artifact's content, which the artifact's own replaces when it lands.
 
-        Raises LocalError: EACCES when the run has started (``append-only``) or the artifact
-        is attached to another run too (the log says which); else as ``Uploader.edit``.
+        Raises LocalError: EACCES when the run has started (``append-only``; unless *node* is
+        a file this mount just uploaded, as for ``rm``) or the artifact is attached to another
+        run too (the log says which); else as ``Uploader.edit``.
         """
         parent = self._node_parent(node)
         uploader, run = self._writing(parent)
@@ -450,8 +451,8 @@ class Tree:
 
     async def _require_change(self, node: Node, code: int, what: str) -> None:
         """Raise LocalError(*code*) unless the input *node* may be *what* ("changed",
-        "removed", "replaced"): in an editable run; removed or replaced also when it is a
-        file this mount just uploaded (a tool's transient file, module docstring)."""
+        "removed", "replaced"): in an editable run, or when it is a file this mount just
+        uploaded (a tool's transient file, module docstring), whatever the run's state."""
         f = node.staged
         transient = (
             f is not None
@@ -460,7 +461,7 @@ class Tree:
             and f.artifact is not None
             and f.artifact.name == f.name  # created by this mount (``upload._own_artifact``)
         )
-        if transient and what != "changed":
+        if transient:
             return
         if await self.input_mode(node) == EDITABLE:
             return
@@ -596,6 +597,10 @@ class Tree:
                 f"{name} is an artifact this mount did not write; copy it instead",
                 errno=errno.EXDEV,
             )
+        if written and f is not None and f.attached:
+            own = f.artifact or node.artifact  # its old name's artifact goes: never shared
+            if own is not None:
+                await self._require_unshared(uploader, run, own, errno.EXDEV)
         await self._drop_replaced(local, target, replaced)
         if written:
             assert f is not None
@@ -757,6 +762,17 @@ class Tree:
         local = self._local_at(f.run_id, f.category)
         if local.file(f.name) is f:
             local.remove_file(f.name)
+
+    def abandoned(self, f: StagedFile) -> None:
+        """*f* will never be uploaded (``Uploader.abandon``: its writer was killed): it is no
+        longer shown, and an input it was to replace shows again."""
+        local = self._local_at(f.run_id, f.category)
+        if local.file(f.name) is f:
+            local.remove_file(f.name)
+        local.hidden.difference_update(f.replaces)
+        node = self._written.pop(f.spool_id, None)
+        if node is not None and node.artifact is not None:
+            node.staged = None  # the node of the input an edit was to replace
 
     def _land_node(self, node: Node, f: StagedFile, artifact: Artifact) -> None:
         node.artifact = artifact

@@ -11,8 +11,9 @@ A spool directory (created 0700; one process at a time, held with ``flock`` on `
     pending/<id>.ckpt<N>  the content of a file still being written as of its N-th fsync
                        (its record says ``checkpoint: N``); see "Checkpoints" below
     landed/<id>        content already uploaded, kept briefly so that a rename can re-land it
-    abandoned/<id>     files found at start that can never be uploaded (their writer never
-                       closed them, or their record is gone); kept for the user, never read
+    abandoned/<id>     files that can never be uploaded (found at start: their writer never
+                       closed them, or their record is gone; or their writer was killed by a
+                       signal before it closed them); kept for the user, never read
     pending/<id>.exported  where ``simvuefs pending export`` copied the content (a mark that
                        lets ``pending drop`` go ahead); removed with the record
     pending/<rid>.request, .taken, .answer  host-side commands' requests to the process
@@ -426,6 +427,22 @@ class Spool:
                 path.unlink(missing_ok=True)
         except OSError as exc:
             raise local_error(exc, f"cannot remove the staged file {spool_id}") from None
+
+    def abandon_staged(self, spool_id: str) -> Path:
+        """Keep a staging file that must never be uploaded (its writer was killed) in
+        abandoned/ and return where; its checkpoint record and copies go first, so a crash
+        in between leaves a staging file without a record, which recovery abandons too."""
+        try:
+            self.record_path(spool_id).unlink(missing_ok=True)
+            fsync_dir(self.pending_dir)
+            for path in self.pending_dir.glob(f"{spool_id}.ckpt*"):
+                path.unlink(missing_ok=True)
+            target = self.abandoned_dir / spool_id
+            os.rename(self.staging_path(spool_id), target)
+            fsync_dir(self.abandoned_dir)
+        except OSError as exc:
+            raise local_error(exc, f"cannot keep the staged file {spool_id}") from None
+        return target
 
     def checkpoint(self, record: JournalRecord, size: int) -> JournalRecord:
         """Keep a durable copy of the first *size* bytes of ``staging/<id>`` (an fsync of a

@@ -516,6 +516,28 @@ class Uploader:
                 del self._live[f.key]
         log.info("discarded %s in run %s before upload", f.name, f.run_id)
 
+    async def abandon(self, f: StagedFile, reason: str) -> None:
+        """Never upload the STAGED *f* (its writer was killed before it closed it): keep its
+        content in the spool's abandoned/ (nothing is lost; ``simvuefs status`` counts it)
+        and forget it, as ``discard`` does. Open handles keep working on the content.
+        Raises LocalError when the spool cannot move it (it stays STAGED)."""
+        async with f.attempt_lock, f.lock:
+            if f.state is not FileState.STAGED:
+                return
+            await f.writes.wait_written()
+            kept = await trio.to_thread.run_sync(self._spool.abandon_staged, f.spool_id)
+            f.discard()
+            if self._live.get(f.key) is f:
+                del self._live[f.key]
+        log.warning(
+            "%s of run %s is not uploaded: %s; its %d bytes are kept as %s",
+            f.name,
+            f.run_id,
+            reason,
+            f.size,
+            kept,
+        )
+
     async def apply(self, request: mailbox.Request) -> mailbox.Answer:
         """Apply a host-side command's request (``mailbox.py``): ``retry`` clears the final
         refusal of each pending file and attempts it now; ``drop`` discards each pending file

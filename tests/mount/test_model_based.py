@@ -15,7 +15,8 @@ simvuefs. Changes to inputs follow the two modes of SEMANTICS.md, with their exa
 *editable* while the run is ``created`` (inputs can be overwritten, removed and renamed,
 onto existing names too, unless attached to another run as well), *append-only* once it
 has started (new files only; a file this mount just wrote stays a tool's transient file:
-it can be removed, or replaced by a rename, and renamed).
+it can be overwritten, removed, replaced by a rename and renamed, unless another run
+holds it too).
 
 The mount runs with ``--metadata-ttl 0`` (listings, names and run states are never trusted
 from a cache) and no run finishes (finished runs have a longer TTL), so an observation must
@@ -421,12 +422,15 @@ class MountMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.inputs())
     @rule(data=st.data(), content=CONTENTS)
     def overwrite_an_input(self, data: st.DataObject, content: bytes) -> None:
-        """``open(path, "wb")`` of an input: replaced in an editable run; EACCES once the run
-        has started (a file this mount just wrote too: only ``rm`` and ``mv`` onto it treat
-        it as transient), and for an artifact attached to another run too (SEMANTICS.md)."""
+        """``open(path, "wb")`` of an input: replaced in an editable run, or when this mount
+        just wrote it (a tool's transient file, as for ``rm`` and ``mv`` onto it); EACCES
+        once the run has started, and for an artifact attached to another run too
+        (SEMANTICS.md)."""
         run, path, artifact_id = data.draw(st.sampled_from(self.inputs()), label="input")
         target = self.input_dir(run) / path
-        if not run.editable or self.shared(artifact_id):
+        if self.undecided(run, artifact_id):
+            return
+        if not (run.editable or self.transient(run, artifact_id)) or self.shared(artifact_id):
             with pytest.raises(PermissionError) as caught:
                 open(target, "wb").close()  # noqa: SIM115
             assert caught.value.errno == errno.EACCES
@@ -495,14 +499,7 @@ class MountMachine(RuleBasedStateMachine):
             not (run.editable or self.transient(run, replaced)) or self.shared(replaced)
         ):
             expected = errno.EEXIST
-        elif not (run.editable or self.transient(run, artifact_id)):
-            expected = errno.EXDEV
-        elif self.shared(artifact_id):
-            if self.transient(run, artifact_id):
-                # SEMANTICS.md says EXDEV, but the mount renames a file it just wrote even
-                # when another run got it meanwhile (reported to the lead, issue 17): not
-                # part of this model until one of the two changes.
-                return
+        elif not (run.editable or self.transient(run, artifact_id)) or self.shared(artifact_id):
             expected = errno.EXDEV
         if expected is not None:
             with pytest.raises(OSError, match=os.strerror(expected)) as caught:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import report_log_on_failure, sha256, store_artifact
+from helpers import attach_artifact, report_log_on_failure, sha256, store_artifact
 from official_util import OfficialClient
 
 from testbed.devserver import DevServer
@@ -322,8 +322,9 @@ def test_the_mode_follows_the_run_state(server: DevServer, mount: Mount) -> None
         "a.txt": sha256(b"prepared before the start\n"),
         "b.txt": sha256(b"b\n"),
     }
-    assert wait_until(lambda: os.stat(run.input / "a.txt").st_mode & 0o777 == 0o444, 5)
-    assert errno_of(lambda: open(run.input / "a.txt", "ab").close()) == errno.EACCES
+    assert wait_until(lambda: os.stat(run.input / "b.txt").st_mode & 0o777 == 0o444, 5)
+    assert errno_of(lambda: open(run.input / "b.txt", "ab").close()) == errno.EACCES
+    # a.txt was just uploaded by this mount: a tool's transient file for 30 s, in any mode
     set_status(server, run, "completed")
     assert wait_until(lambda: input_mode(run) == b"append-only", 5)
     assert errno_of(lambda: os.unlink(run.input / "b.txt")) == errno.EPERM
@@ -359,6 +360,86 @@ def test_an_artifact_attached_to_another_run_is_never_replaced_or_deleted(
     with open(mount.log_file, encoding="utf-8") as log:
         log.seek(log_start)
         assert "attached to other runs too" in log.read()
+
+
+def test_a_file_just_written_follows_one_rule_unless_another_run_holds_it(
+    server: DevServer, mount: Mount
+) -> None:
+    """In a started run, a file this mount just uploaded may be overwritten, removed and
+    renamed (a tool's transient file); once another run holds it too, none of them: the
+    rename is refused (EXDEV) before anything changes, and the log names the other run."""
+    run = new_run(server, mount, status="running")
+    other = new_run(server, mount)
+    scratch = run.input / "scratch.txt"
+    scratch.write_bytes(b"first\n")
+    assert oct(os.stat(scratch).st_mode & 0o777) == "0o644"  # the kernel lets its owner write
+    with open(scratch, "wb") as stream:  # O_TRUNC of a file just written: replaced
+        stream.write(b"second\n")
+    assert inputs(server, run.id) == {"scratch.txt": sha256(b"second\n")}
+    os.truncate(scratch, 3)
+    assert inputs(server, run.id) == {"scratch.txt": sha256(b"sec")}
+    os.rename(scratch, run.input / "moved.txt")
+    os.unlink(run.input / "moved.txt")
+    held = run.input / "b.dat"
+    held.write_bytes(b"held by two runs\n")
+    (record,) = server.run_artifacts(run.id, category="input")
+    attach_artifact(server, other.id, record["id"], "input")
+    log_start = mount.log_file.stat().st_size
+    assert errno_of(lambda: os.rename(held, run.input / "c.dat")) == errno.EXDEV
+    assert errno_of(lambda: open(held, "wb").close()) == errno.EACCES
+    assert errno_of(lambda: os.unlink(held)) == errno.EPERM
+    assert sorted(os.listdir(run.input)) == ["b.dat"]
+    assert held.read_bytes() == b"held by two runs\n"
+    assert inputs(server, run.id) == {"b.dat": sha256(b"held by two runs\n")}
+    assert inputs(server, other.id) == {"b.dat": sha256(b"held by two runs\n")}
+    with open(mount.log_file, encoding="utf-8") as log:
+        log.seek(log_start)
+        assert f"attached to other runs too ({other.id})" in log.read()
+
+
+WRITER = """
+import os, sys, time
+stream = open(sys.argv[1], "wb")
+stream.write(b"partial " * 1000)
+stream.flush()
+print("written", flush=True)
+if sys.argv[2] == "exit":
+    os._exit(0)  # no close(): the kernel closes it as the process ends
+time.sleep(60)
+"""
+
+
+def test_a_writer_killed_half_way_uploads_nothing(
+    server: DevServer, mount: Mount, tmp_path: Path
+) -> None:
+    """A writer killed by a signal before it closed its file leaves nothing on the server;
+    the bytes are kept in the spool's abandoned/ (and ``simvuefs status`` says so). One
+    that exits normally without closing still uploads."""
+    run = new_run(server, mount)
+    seed(server, run, {"input.txt": b"as it was\n"})
+    abandoned = mount.path.parent / "spool" / "abandoned"
+    kept_before = set(abandoned.iterdir()) if abandoned.is_dir() else set()
+    cases = (("killed.bin", "kill"), ("input.txt", "kill"), ("exited.bin", "exit"))
+    for name, how in cases:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, run.input / name, how], stdout=subprocess.PIPE
+        )
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == b"written\n"
+        if how == "kill":
+            writer.kill()
+        assert writer.wait(30) == (-signal.SIGKILL if how == "kill" else 0)
+        writer.stdout.close()
+    assert inputs(server, run.id) == {
+        "exited.bin": sha256(b"partial " * 1000),
+        "input.txt": sha256(b"as it was\n"),  # an overwrite killed half-way changes nothing
+    }
+    assert sorted(os.listdir(run.input)) == ["exited.bin", "input.txt"]
+    assert (run.input / "input.txt").read_bytes() == b"as it was\n"
+    kept = set(abandoned.iterdir()) - kept_before
+    assert [path.read_bytes() for path in kept] == [b"partial " * 1000] * 2
+    status = run_tool([sys.executable, "-m", "simvuefs", "status", mount.path]).stdout.decode()
+    assert f"are kept in {abandoned}" in status, status
 
 
 # -- kill -9 between fsync and close -------------------------------------------------------------

@@ -84,8 +84,8 @@ def test_status_mentions_files_that_can_never_be_uploaded(tmp_path: Path) -> Non
     assert "1 pending upload(s)" in out
     assert "5 bytes, no attempt failed" in out
     kept = (
-        "1 file(s) that can never be uploaded (never closed, or their record was lost) "
-        f"are kept in {spool_dir / 'abandoned'}"
+        "1 file(s) that can never be uploaded (never closed, their writer killed, or their "
+        f"record lost) are kept in {spool_dir / 'abandoned'}"
     )
     assert kept in out
     assert report == "loaded: nothing exit: 0"
