@@ -53,6 +53,7 @@ from simvuefs.diskcache.usage import evict
 
 if TYPE_CHECKING:
     from simvuefs.backends.protocol import RangeSource
+    from simvuefs.models import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class CacheStats:
     store_skipped_bytes: int = 0
     store_failures: int = 0
     damaged_parts: int = 0
+    dropped_parts: int = 0
     claim_waits: int = 0
     shared_bytes: int = 0
     stream_miss_bytes: int = 0
@@ -298,6 +300,24 @@ class CellCache:
         self._index.move_to_end(sha)
         while len(self._index) > INDEX_ENTRIES:
             self._index.popitem(last=False)
+
+    async def forget(self, artifact: Artifact) -> None:
+        """Delete the parts of *artifact*'s content: what a reader read of it failed the
+        whole-content SHA-256 (a part with a valid CRC holding bytes the server sent wrong),
+        so the next read fetches it afresh instead of failing the same way."""
+        sha = artifact.checksum
+        if not sha:
+            return
+        with trio.move_on_after(SHUTDOWN_WAIT):
+            await self.settled()  # parts of the wrong bytes may still be being stored
+        try:
+            dropped = await trio.to_thread.run_sync(self.store.drop, sha)
+        except OSError as exc:
+            self._warn("forget", f"cannot drop parts of the content cache {self.store.root}: {exc}")
+            return
+        self._index.pop(sha, None)
+        self.stats.dropped_parts += dropped
+        log.info("content %s failed verification: its %d cached parts dropped", sha, dropped)
 
     # -- claims -------------------------------------------------------------------------------
 
