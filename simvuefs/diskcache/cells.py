@@ -16,9 +16,10 @@ Fetching once per cluster
     by another process waits (:meth:`CellCache.acquire`, polling every
     :data:`CLAIM_POLL` s) until the claim goes, then reads the cell from disk; it does not
     wait for a holder that shows no progress for :data:`HOLDER_STALL` s, nor longer than
-    :data:`CLAIM_WAIT` s. Bounded reads never wait for claims: the reader they serve may
-    be what another process's stream waits for, and waiting could close a cycle. Within
-    one process claims are shared, and a stream follows another stream's cell
+    :data:`CLAIM_WAIT` s. Bounded reads wait too, though the reader they serve may
+    be what another process's stream waits for: they wait only while the holder makes
+    progress, so such a cycle costs at most :data:`HOLDER_STALL` s. Within one process
+    claims are shared, and a stream or a bounded read follows another stream's cell
     (:class:`Filling`) for as long as it makes progress (:data:`FOLLOW_PATIENCE`).
 
 Storing
@@ -437,6 +438,14 @@ class CellCache:
             return None
         if filling.over and position == filling.start + filling.received:
             return None  # it stopped short of *position*: nothing more will come
+        return filling
+
+    def upcoming(self, sha: str, position: int) -> Filling | None:
+        """The cell of *position* as a stream of this process receives it, if that stream
+        started at or before *position* and goes on (it may not have got there yet)."""
+        filling = self._fillings.get((sha, position // CELL))
+        if filling is None or filling.over or position < filling.start:
+            return None
         return filling
 
     def start_filling(self, sha: str, position: int) -> Filling | None:
