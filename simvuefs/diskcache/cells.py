@@ -142,13 +142,20 @@ class Filling:
     other streams of this process read them here instead of fetching them again. Kept
     until they are stored (or dropped), so a follower never finds them in neither place."""
 
-    def __init__(self, start: int) -> None:
+    def __init__(self, start: int, stop: int | None) -> None:
         self.start = start
+        self.stop = stop  # where its stream's request ends (None: open-ended)
         self.received = 0
         self.over = False
         self._chunks: list[bytes] = []
         self._offsets: list[int] = []  # of each chunk, from *start*
         self._changed = trio.Event()
+
+    def reaches(self, position: int) -> bool:
+        """True if its stream goes on and will receive the byte at *position*."""
+        return (
+            not self.over and self.start <= position and (self.stop is None or position < self.stop)
+        )
 
     def add(self, chunk: bytes) -> None:
         self._offsets.append(self.received)
@@ -444,17 +451,15 @@ class CellCache:
         """The cell of *position* as a stream of this process receives it, if that stream
         started at or before *position* and goes on (it may not have got there yet)."""
         filling = self._fillings.get((sha, position // CELL))
-        if filling is None or filling.over or position < filling.start:
-            return None
-        return filling
+        return filling if filling is not None and filling.reaches(position) else None
 
-    def start_filling(self, sha: str, position: int) -> Filling | None:
-        """Announce that a stream receives the cell of *position* from there (None: another
-        does already)."""
+    def start_filling(self, sha: str, position: int, stop: int | None) -> Filling | None:
+        """Announce that a stream receives the cell of *position* from there, its request
+        ending at *stop* (None: another stream does already)."""
         key = (sha, position // CELL)
         if key in self._fillings:
             return None
-        filling = self._fillings[key] = Filling(position)
+        filling = self._fillings[key] = Filling(position, stop)
         return filling
 
     def _end_filling(self, sha: str, filling: Filling | None) -> None:
