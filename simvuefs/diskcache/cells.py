@@ -16,9 +16,10 @@ Fetching once per cluster
     by another process waits (:meth:`CellCache.acquire`, polling every
     :data:`CLAIM_POLL` s) until the claim goes, then reads the cell from disk; it does not
     wait for a holder that shows no progress for :data:`HOLDER_STALL` s, nor longer than
-    :data:`CLAIM_WAIT` s. Bounded reads never wait for claims: the reader they serve may
-    be what another process's stream waits for, and waiting could close a cycle. Within
-    one process claims are shared, and a stream follows another stream's cell
+    :data:`CLAIM_WAIT` s. Bounded reads wait too, though the reader they serve may
+    be what another process's stream waits for: they wait only while the holder makes
+    progress, so such a cycle costs at most :data:`HOLDER_STALL` s. Within one process
+    claims are shared, and a stream or a bounded read follows another stream's cell
     (:class:`Filling`) for as long as it makes progress (:data:`FOLLOW_PATIENCE`).
 
 Storing
@@ -53,6 +54,7 @@ from simvuefs.diskcache.usage import evict
 
 if TYPE_CHECKING:
     from simvuefs.backends.protocol import RangeSource
+    from simvuefs.models import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class CacheStats:
     store_skipped_bytes: int = 0
     store_failures: int = 0
     damaged_parts: int = 0
+    dropped_parts: int = 0
     claim_waits: int = 0
     shared_bytes: int = 0
     stream_miss_bytes: int = 0
@@ -139,13 +142,20 @@ class Filling:
     other streams of this process read them here instead of fetching them again. Kept
     until they are stored (or dropped), so a follower never finds them in neither place."""
 
-    def __init__(self, start: int) -> None:
+    def __init__(self, start: int, stop: int | None) -> None:
         self.start = start
+        self.stop = stop  # where its stream's request ends (None: open-ended)
         self.received = 0
         self.over = False
         self._chunks: list[bytes] = []
         self._offsets: list[int] = []  # of each chunk, from *start*
         self._changed = trio.Event()
+
+    def reaches(self, position: int) -> bool:
+        """True if its stream goes on and will receive the byte at *position*."""
+        return (
+            not self.over and self.start <= position and (self.stop is None or position < self.stop)
+        )
 
     def add(self, chunk: bytes) -> None:
         self._offsets.append(self.received)
@@ -299,6 +309,24 @@ class CellCache:
         while len(self._index) > INDEX_ENTRIES:
             self._index.popitem(last=False)
 
+    async def forget(self, artifact: Artifact) -> None:
+        """Delete the parts of *artifact*'s content: what a reader read of it failed the
+        whole-content SHA-256 (a part with a valid CRC holding bytes the server sent wrong),
+        so the next read fetches it afresh instead of failing the same way."""
+        sha = artifact.checksum
+        if not sha:
+            return
+        with trio.move_on_after(SHUTDOWN_WAIT):
+            await self.settled()  # parts of the wrong bytes may still be being stored
+        try:
+            dropped = await trio.to_thread.run_sync(self.store.drop, sha)
+        except OSError as exc:
+            self._warn("forget", f"cannot drop parts of the content cache {self.store.root}: {exc}")
+            return
+        self._index.pop(sha, None)
+        self.stats.dropped_parts += dropped
+        log.info("content %s failed verification: its %d cached parts dropped", sha, dropped)
+
     # -- claims -------------------------------------------------------------------------------
 
     async def acquire(
@@ -419,13 +447,19 @@ class CellCache:
             return None  # it stopped short of *position*: nothing more will come
         return filling
 
-    def start_filling(self, sha: str, position: int) -> Filling | None:
-        """Announce that a stream receives the cell of *position* from there (None: another
-        does already)."""
+    def upcoming(self, sha: str, position: int) -> Filling | None:
+        """The cell of *position* as a stream of this process receives it, if that stream
+        started at or before *position* and goes on (it may not have got there yet)."""
+        filling = self._fillings.get((sha, position // CELL))
+        return filling if filling is not None and filling.reaches(position) else None
+
+    def start_filling(self, sha: str, position: int, stop: int | None) -> Filling | None:
+        """Announce that a stream receives the cell of *position* from there, its request
+        ending at *stop* (None: another stream does already)."""
         key = (sha, position // CELL)
         if key in self._fillings:
             return None
-        filling = self._fillings[key] = Filling(position)
+        filling = self._fillings[key] = Filling(position, stop)
         return filling
 
     def _end_filling(self, sha: str, filling: Filling | None) -> None:

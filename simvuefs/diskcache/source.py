@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from simvuefs.diskcache.cells import SHUTDOWN_WAIT, CacheStats, CellCache
+from simvuefs.diskcache.cells import (
+    CLAIM_WAIT,
+    FOLLOW_PATIENCE,
+    SHUTDOWN_WAIT,
+    CacheStats,
+    CellCache,
+)
 from simvuefs.diskcache.store import ContentStore
 from simvuefs.diskcache.stream import CachedBody
 from simvuefs.models import Artifact
@@ -72,10 +78,13 @@ class CachingSource(CellCache):
                     pieces.append(piece)
                     position += len(piece)
                 continue
+            ahead = self.upcoming(sha, position)
+            if ahead is not None and await ahead.wait(FOLLOW_PATIENCE):
+                continue  # a stream of this process is about to receive it: take it there
             await self.room()
-            # A read waits for nobody: its reader may be what another process's stream
-            # waits for (its window), so waiting could close a cycle between processes.
-            stop, claimed = await self.acquire(sha, position, found.stop or end, 0.0)
+            # A read waits for another process's claim while its holder makes progress
+            # (``acquire``): a cycle through a stream's window ends after HOLDER_STALL.
+            stop, claimed = await self.acquire(sha, position, found.stop or end, CLAIM_WAIT)
             if stop == position:
                 continue  # another process stored it meanwhile
             try:

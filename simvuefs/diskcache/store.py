@@ -179,6 +179,15 @@ class ContentStore:
             raise DamagedPart(path)
         return kept
 
+    def drop(self, sha: str) -> int:
+        """Delete every part of *sha* (its content failed verification); return how many.
+        Claims and the use record stay. Raises OSError."""
+        dropped = 0
+        for part in self.parts(sha):
+            (self.entry(sha) / part.name).unlink(missing_ok=True)
+            dropped += 1
+        return dropped
+
     def identity(self, sha: str, part: Part) -> tuple[int, int, int] | None:
         """``(inode, size, mtime_ns)`` of a part file, None if it is gone."""
         try:

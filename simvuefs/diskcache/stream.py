@@ -151,17 +151,23 @@ class CachedBody:
         stop, self._claim = await self._cache.acquire(self._sha, self._position, first, CLAIM_WAIT)
         if stop == self._position:
             return  # it is on disk now
-        self._filling = self._cache.start_filling(self._sha, self._position)
+        gap_stop = gap.stop
+        if self._contended:  # a request per cell: an early close wastes little
+            gap_stop = cell_end if gap.stop is None else min(gap.stop, cell_end)
+        self._filling = self._cache.start_filling(self._sha, self._position, gap_stop)
         impatient = self._position // CELL == self._impatient_cell
-        if self._filling is None and not impatient:  # another stream began it: follow that
+        ahead = None if impatient else self._cache.upcoming(self._sha, self._position)
+        if self._filling is None and ahead is not None:  # another stream will bring it
             self._contended = True
             self._cache.release(self._sha, self._claim)
             self._claim = []
+            if not await ahead.wait(FOLLOW_PATIENCE):
+                self._impatient_cell = self._position // CELL
             return
+        # Else fetch it here (another stream of this process that has the cell's
+        # announcement stops before this position: parts of one read-ahead meet mid-cell).
         self._cell = self._position // CELL
-        self._gap_stop = gap.stop
-        if self._contended:  # a request per cell: an early close wastes little
-            self._gap_stop = cell_end if gap.stop is None else min(gap.stop, cell_end)
+        self._gap_stop = gap_stop
         self._stack = AsyncExitStack()
         end = None if self._gap_stop is None else self._gap_stop - 1
         try:
@@ -194,9 +200,9 @@ class CachedBody:
                 await self._close_inner()
                 return b""
             self._claim = [self._cell]
-            self._filling = self._cache.start_filling(self._sha, position)
-            if self._filling is None:  # another stream began it meanwhile: follow that
-                self._contended = True
+            self._filling = self._cache.start_filling(self._sha, position, self._gap_stop)
+            if self._filling is None and self._cache.upcoming(self._sha, position) is not None:
+                self._contended = True  # another stream began it meanwhile: follow that
                 await self._close_inner()
                 return b""
         limit = min(max_bytes, (self._cell + 1) * CELL - position)

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -183,8 +183,15 @@ class ReadHandle:
 class Reader:
     """Serves reads of open artifacts; see the module docstring for the strategy."""
 
-    def __init__(self, client: RangeSource, settings: Settings, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        client: RangeSource,
+        settings: Settings,
+        nursery: trio.Nursery,
+        on_mismatch: Callable[[Artifact], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
+        self._on_mismatch = on_mismatch
         self._settings = settings
         self._nursery = nursery
         self._block_size = settings.block_size
@@ -431,13 +438,16 @@ class Reader:
 
     async def _verify(self, handle: ReadHandle, check: ContentCheck, off: int, data: bytes) -> None:
         """Feed what a read returned to the handle's check; on a mismatch the handle fails
-        from now on and the content's cached blocks are dropped."""
+        from now on, the content's cached blocks are dropped and ``on_mismatch`` is told
+        (the content cache on disk drops its parts)."""
         try:
             await self._verifier.feed(check, off, data)
         except IntegrityError as exc:
             for index in range(handle.blocks.count):
                 self._cache.discard(handle.blocks.cache_key(index))
             handle.failure = str(exc)
+            if self._on_mismatch is not None:
+                await self._on_mismatch(handle.artifact)
             raise
 
 
@@ -458,14 +468,18 @@ def keep_freed_blocks(block_size: int) -> None:
 
 
 @asynccontextmanager
-async def open_reader(client: RangeSource, settings: Settings) -> AsyncIterator[Reader]:
+async def open_reader(
+    client: RangeSource,
+    settings: Settings,
+    on_mismatch: Callable[[Artifact], Awaitable[None]] | None = None,
+) -> AsyncIterator[Reader]:
     """Yield a :class:`Reader` whose read-ahead tasks live until the block exits.
 
     Also tunes the C allocator for block-sized buffers (:func:`keep_freed_blocks`).
     """
     keep_freed_blocks(settings.block_size)
     async with trio.open_nursery() as nursery:
-        reader = Reader(client, settings, nursery)
+        reader = Reader(client, settings, nursery, on_mismatch)
         try:
             yield reader
         finally:
