@@ -345,7 +345,9 @@ class SimvueClient:
     def _download_deadline(self, artifact: Artifact) -> AbstractContextManager[None]:
         return deadline(self._settings.request_timeout, f"download of artifact {artifact.id}")
 
-    def _parse_entries(self, entries: Iterable[Any], parse: Callable[[Any], T], what: str) -> list[T]:
+    def _parse_entries(
+        self, entries: Iterable[Any], parse: Callable[[Any], T], what: str
+    ) -> list[T]:
         parsed: list[T] = []
         for entry in entries:
             try:
