@@ -14,8 +14,10 @@ from __future__ import annotations
 import errno
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from simvuefs.errors import LocalError, ProtocolError
@@ -73,6 +75,15 @@ def check_artifact_name(name: str) -> None:
     """Raise LocalError (EINVAL) naming the rule unless *name* passes :func:`is_artifact_name`."""
     if not is_artifact_name(name):
         raise LocalError(f"refusing the name {name!r}: {ARTIFACT_NAME_RULE}", errno=errno.EINVAL)
+
+
+NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+"""The metadata of every artifact that has none: one shared (read-only) mapping, not an
+empty dict per artifact listed."""
+
+
+def _no_metadata() -> Mapping[str, Any]:
+    return NO_METADATA
 
 
 def _require_str(data: dict[str, Any], key: str, kind: str) -> str:
@@ -168,7 +179,7 @@ class Artifact:
     uploaded: bool = True
     created: datetime | None = None
     category: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    metadata: Mapping[str, Any] = field(default_factory=_no_metadata, compare=False, hash=False)
 
     @property
     def is_object(self) -> bool:
@@ -195,7 +206,7 @@ class Artifact:
             uploaded=bool(record.get("uploaded", True)),
             created=parse_timestamp(record.get("created")),
             category=sys.intern(category) if category in CATEGORIES else None,
-            metadata=metadata if isinstance(metadata, dict) else {},
+            metadata=metadata if isinstance(metadata, dict) and metadata else NO_METADATA,
         )
 
 

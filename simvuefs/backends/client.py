@@ -24,7 +24,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ import cachetools
 import httpx
 import trio
 
+from simvuefs.backends.jsonarray import is_array, iter_array
 from simvuefs.backends.transport import (
     MAX_ERROR_BODY,
     Counters,
@@ -347,7 +348,9 @@ class SimvueClient:
     def _download_deadline(self, artifact: Artifact) -> AbstractContextManager[None]:
         return deadline(self._settings.request_timeout, f"download of artifact {artifact.id}")
 
-    def _parse_entries(self, entries: list[Any], parse: Callable[[Any], T], what: str) -> list[T]:
+    def _parse_entries(
+        self, entries: Iterable[Any], parse: Callable[[Any], T], what: str
+    ) -> list[T]:
         parsed: list[T] = []
         for entry in entries:
             try:
@@ -523,14 +526,19 @@ class SimvueClient:
         """
         params = {key: value for key, value in (("category", category), ("name", name)) if value}
         with self._deadline("GET", "runs", run_id, "artifacts"):
-            data, what = await self._api_json(
-                "GET", ["runs", run_id, "artifacts"], object, params=params
-            )
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]  # tolerate the paged envelope some endpoints use
-        if not isinstance(data, list):
-            raise ProtocolError(f"{what}: expected a JSON list, got {type(data).__name__}")
-        artifacts = self._uploaded(self._parse_entries(data, Artifact.from_json, what), run_id)
+            reply = await self._api("GET", ["runs", run_id, "artifacts"], params=params)
+        what = reply.what
+        entries: Iterable[object]
+        if is_array(reply.body):  # decoded one entry at a time: no dict outlives its record
+            entries = iter_array(reply.body, what)
+        else:
+            data = parse_json(reply.body, what)
+            if isinstance(data, dict) and isinstance(data.get("data"), list):
+                data = data["data"]  # tolerate the paged envelope some endpoints use
+            if not isinstance(data, list):
+                raise ProtocolError(f"{what}: expected a JSON list, got {type(data).__name__}")
+            entries = data
+        artifacts = self._uploaded(self._parse_entries(entries, Artifact.from_json, what), run_id)
         if category in CATEGORIES:
             artifacts = [
                 a if a.category else dataclasses.replace(a, category=category) for a in artifacts

@@ -13,8 +13,12 @@ Invariants:
   inode, so an object keeps its inode across listings (and its name may change, e.g. when
   a newer run takes over a duplicated name). Keys change only through
   :meth:`InodeTable.alias` and :meth:`InodeTable.rekey`, for what the mount writes.
-- Nodes are kept for the life of the process. Their number is bounded by what the server has
-  shown, and keeping them means ``getattr`` on any inode the kernel knows always succeeds.
+- Nodes are kept for the life of the process, except removed ones: a node passed to
+  :meth:`InodeTable.unlink` (a file removed or discarded) no longer has a key, and is dropped
+  as soon as the kernel holds no reference to it (at once if it holds none), so removing
+  files costs nothing for the life of the mount. The number of the others is bounded by what
+  the server has shown, and keeping them means ``getattr`` on any inode the kernel knows
+  always succeeds.
 - A node's lookup count changes only through :meth:`InodeTable.add_lookup` (a successful
   ``lookup``, each ``readdir`` entry the kernel accepted, ``create`` & co.),
   :meth:`InodeTable.forget` and :meth:`InodeTable.forget_all`. ``.`` and ``..`` entries of
@@ -115,6 +119,7 @@ class InodeTable:
         self._nodes: dict[int, Node] = {}
         self._by_key: dict[Key, int] = {}
         self._next_inode = ROOT_INODE + 1
+        self._unlinked: set[int] = set()
         root = Node(ROOT_INODE, ("root",), NodeKind.ROOT, parent=ROOT_INODE)
         self._nodes[ROOT_INODE] = root
         self._by_key[root.key] = ROOT_INODE
@@ -168,6 +173,20 @@ class InodeTable:
         node.key = key
         self._by_key[key] = node.inode
 
+    def unlink(self, node: Node, *keys: Key) -> None:
+        """Let go of *node* (a file removed or discarded): its key and those of *keys* that
+        name it stop naming it, and it is dropped once the kernel holds no reference to it.
+        Whoever else kept *node* (the tree's records of written files) lets go of it too."""
+        for key in (node.key, *keys):
+            if self._by_key.get(key) == node.inode:
+                del self._by_key[key]
+        if node.inode == ROOT_INODE or node.inode not in self._nodes:
+            return
+        if node.lookups:
+            self._unlinked.add(node.inode)
+        else:
+            del self._nodes[node.inode]
+
     def add_lookup(self, inode: int, count: int = 1) -> None:
         """Record that the kernel now holds *count* more references to *inode*."""
         self._nodes[inode].lookups += count
@@ -184,6 +203,9 @@ class InodeTable:
             )
             count = node.lookups
         node.lookups -= count
+        if not node.lookups and inode in self._unlinked:
+            self._unlinked.discard(inode)
+            del self._nodes[inode]
 
     def forget_all(self) -> int:
         """Drop every remaining kernel reference (at unmount); return how many there were."""
@@ -191,6 +213,9 @@ class InodeTable:
         for node in self._nodes.values():
             remaining += node.lookups
             node.lookups = 0
+        for inode in self._unlinked:
+            del self._nodes[inode]
+        self._unlinked.clear()
         return remaining
 
     def held(self) -> dict[int, int]:

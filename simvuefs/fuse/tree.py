@@ -544,6 +544,7 @@ class Tree:
         if f is not None and f.state is not FileState.LANDED and not f.attached:
             await uploader.discard(f)
             local.remove_file(f.name)
+            self._forget_removed(f, self._written.get(f.spool_id))
         else:
             node = self._entry_node(parent, entry)
             artifact = node.artifact
@@ -554,8 +555,24 @@ class Tree:
             local.hidden.add(artifact.id)
             if f is not None:
                 local.remove_file(f.name)
+            self._forget_removed(f, node)
         if parent.path:
             local.add_dir(parent.path)
+
+    def _forget_removed(self, f: StagedFile | None, node: Node | None) -> None:
+        """Let go of a removed file: the write path's record of *f* and its *node*, which
+        the table drops once the kernel forgets it (no key names it any more)."""
+        if f is None and node is not None:
+            f = node.staged  # a written file the server's listing shows already
+        if f is not None:
+            self._written.pop(f.spool_id, None)
+            self._landed_at.pop(f.spool_id, None)
+        if node is None:
+            return
+        if node.artifact is None or node.run is None or node.category is None:
+            self.table.unlink(node)
+        else:
+            self.table.unlink(node, ("artifact", node.run.id, node.category, node.artifact.id))
 
     async def rename(self, node: Node, name: str, new_parent: Node, new_name: str) -> None:
         """Rename *node* (called *name*, in its parent) to *new_name* in *new_parent*.

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import gc
 import os
+import tracemalloc
 from collections import Counter
 
 import trio
 from helpers import new_run
-from ops_util import CTX, WCTX, open_writable_ops
+from ops_util import CTX, WCTX, open_ops, open_writable_ops
 
 import simvuefs.fuse.tree
 import simvuefs.write.landing
@@ -92,3 +93,78 @@ async def test_landed_files_keep_only_their_node_and_listing_record(
             assert await ops.read(info.fh, 0, 1 << 20) == name.encode() * 100
             await ops.release(info.fh)
             assert await ops.getxattr(inode, b"user.simvue.checksum", CTX)
+
+
+async def test_removed_files_are_dropped_once_the_kernel_forgets_them(
+    devserver, tmp_path, monkeypatch
+):
+    # SQLite's default journal: a file per transaction, created, written and removed, some
+    # before they land (removed while still open, or closed but not uploaded yet), some after.
+    # The write path keeps a landed file for its rename window (LANDED_RETENTION): none here.
+    monkeypatch.setattr(simvuefs.write.landing, "LANDED_RETENTION", 0.0)
+    new_run(devserver, "journal")
+    async with open_writable_ops(devserver, tmp_path / "spool", metadata_ttl=TTL) as ops:
+        inputs = 1
+        for name in ("runs", "journal", "input"):
+            inputs = (await ops.lookup(inputs, os.fsencode(name), CTX)).st_ino
+        await write_files(ops, inputs, ["warm.dat"])
+        await ops.unlink(inputs, b"warm.dat", CTX)
+        before = alive()
+        forgotten = []
+        for i in range(FILES):
+            name = os.fsencode(f"db-journal-{i}")
+            info, attr = await ops.create(inputs, name, 0o644, os.O_WRONLY, WCTX)
+            await ops.write(info.fh, 0, b"page" * 256)
+            if i % 2:  # removed while open: discarded before it lands
+                await ops.unlink(inputs, name, CTX)
+                await ops.release(info.fh)
+            else:  # closed (it lands), then removed
+                await ops.flush(info.fh)
+                await ops.release(info.fh)
+                await ops.unlink(inputs, name, CTX)
+            # Still shown to the kernel, which holds it (the create's lookup) ...
+            assert (await ops.getattr(attr.st_ino, CTX)).st_ino == attr.st_ino
+            forgotten.append((attr.st_ino, 1))
+        assert alive()["Node"] - before["Node"] == FILES
+        # ... until it forgets it: then nothing of the file is left.
+        await ops.forget(forgotten)
+        # (a listing fetched while a file was on the server holds its record for a TTL)
+        await trio.sleep(TTL + 0.05)
+        for i in (0, 1):
+            missing = await ops.lookup(inputs, os.fsencode(f"db-journal-{i}"), CTX)
+            assert missing.st_ino == 0
+        after = alive()
+        growth = {kind: after[kind] - before[kind] for kind in after | before}
+        assert all(count <= 0 for count in growth.values()), growth
+
+
+LISTED = 2000
+PER_ARTIFACT_BUDGET = 1152
+"""Bytes: 1,093 per artifact measured with 10,000 (1,112 with 2,000), 1,157 before the
+empty metadata was shared (docs/reliability.md has the breakdown)."""
+
+
+async def test_a_listed_artifact_costs_about_a_kibibyte(devserver):
+    # Issue 17: a directory listing 10,000 artifacts cost ~27 MiB. What stays once the
+    # listing is cached and every entry has its node: records, names, entries and nodes.
+    devserver.set_faults(extra_artifacts=LISTED)
+    new_run(devserver, "listed")
+    async with open_ops(devserver, metadata_ttl=3600) as ops:
+        run = 1
+        for name in ("runs", "listed"):
+            run = (await ops.lookup(run, os.fsencode(name), CTX)).st_ino
+        before_nodes = alive()["Node"]
+        tracemalloc.start()
+        try:
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            output = (await ops.lookup(run, b"output", CTX)).st_ino
+            await ops.releasedir(await ops.opendir(output, CTX))
+            first = await ops.lookup(output, b"synthetic-000000.dat", CTX)
+            gc.collect()
+            retained = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert alive()["Node"] - before_nodes == LISTED + 1  # the directory's and its files'
+        assert first.st_ino != 0
+        assert retained / LISTED < PER_ARTIFACT_BUDGET, f"{retained / LISTED:.0f} B per artifact"
