@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -52,15 +53,19 @@ def command(*args: object, env: dict[str, str] | None = None) -> tuple[str, str,
 
 @contextmanager
 def simvuefs_process() -> Iterator[int]:
-    """Yield the pid of a sleeping process whose command line contains ``simvuefs``."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "simvuefs"])
-    try:
-        # Right after exec, /proc/<pid>/cmdline can still read empty for a moment.
-        assert wait_until(lambda: _cmdline(process.pid) != b"", 10.0)
-        yield process.pid
-    finally:
-        process.kill()
-        process.wait()
+    """Yield the pid of a sleeping process whose command line is a mount's,
+    ``<python> <dir>/simvuefs mount /mnt/a`` (a script named ``simvuefs`` that sleeps)."""
+    with tempfile.TemporaryDirectory() as scripts:
+        script = Path(scripts) / "simvuefs"
+        script.write_text("import time\ntime.sleep(120)\n")
+        process = subprocess.Popen([sys.executable, str(script), "mount", "/mnt/a"])
+        try:
+            # Right after exec, /proc/<pid>/cmdline can still read empty for a moment.
+            assert wait_until(lambda: _cmdline(process.pid) != b"", 10.0)
+            yield process.pid
+        finally:
+            process.kill()
+            process.wait()
 
 
 def _cmdline(pid: int) -> bytes:

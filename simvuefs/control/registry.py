@@ -41,12 +41,16 @@ def record_path(mountpoint: Path) -> Path:
 
 
 def simvuefs_running(pid: int) -> bool:
-    """True when *pid* is a running simvuefs process."""
+    """True when *pid* is a running simvuefs mount process: ``simvuefs mount ...`` or
+    ``python -m simvuefs mount ...`` (the program, or the module, named exactly; a process
+    that merely runs from a directory called simvuefs, such as a test runner, is not one)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"simvuefs" in cmdline.read()
+            argv = cmdline.read().split(b"\0")
     except OSError:
         return False
+    programs = {os.path.basename(arg) for arg in argv[:3]}
+    return bool(programs & {b"simvuefs", b"mount.simvuefs"}) and b"mount" in argv
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,11 @@ def test_files_written_offline_are_sent_to_their_run(
     online.mkdir()
     with mounted(devserver, online) as mount:
         online_view = view(mount.path / "runs" / RUN_NAME)
+    # the files just written stay writable for their writer for LANDED_RETENTION seconds
+    # (SEMANTICS, "Upload at close"); the online mount did not write them
+    for written in ("input/new.dat", "input/params.nml"):
+        assert offline_view[written][0] == 0o644
+        offline_view[written] = (0o444, *offline_view[written][1:])
     assert online_view == offline_view  # same tree, modes, sizes, checksums, MIME types
 
 

@@ -40,6 +40,7 @@ from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, NodeKind
 from simvuefs.fuse.names import RUN_SLASH, name_artifacts, run_base_name
 from simvuefs.fuse.overlay import LocalFiles, merge_entries, merge_entry
 from simvuefs.models import Artifact, parse_timestamp
+from simvuefs.write.landing import LANDED_RETENTION
 from simvuefs.write.staged import FileState, StagedFile
 
 
@@ -751,8 +752,10 @@ async def test_written_files_show_at_once_and_land_in_place(devserver, recorder,
         assert await ops.read(info.fh, 0, 100) == b"hello"
         await ops.flush(info.fh)
         landed = await ops.getattr(attr.st_ino, WCTX)
-        assert stat.S_IMODE(landed.st_mode) == 0o444
-        assert landed.attr_timeout == ARTIFACT_ATTR_TIMEOUT
+        # its writer may still overwrite it for LANDED_RETENTION s (a tool's transient file):
+        # writable, and its attributes valid no longer than that
+        assert stat.S_IMODE(landed.st_mode) == 0o644
+        assert 0 < landed.attr_timeout <= LANDED_RETENTION
         # still readable through the handle opened for writing
         assert await ops.read(info.fh, 0, 100) == b"hello"
         await ops.release(info.fh)
@@ -946,7 +949,7 @@ async def test_a_failed_upload_is_reported_by_flush_and_shown_as_pending(devserv
             await trio.sleep(0.1)
         assert "p.bin" in input_names(devserver, run_id)
         landed = await ops.getattr(attr.st_ino, WCTX)
-        assert landed.attr_timeout == ARTIFACT_ATTR_TIMEOUT
+        assert 0 < landed.attr_timeout <= LANDED_RETENTION  # landed: no longer attr_timeout 0
 
 
 def test_holds_for_writing_reads_the_descriptor_table(tmp_path):

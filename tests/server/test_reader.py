@@ -72,9 +72,16 @@ async def test_real_sequential_read_is_parts_in_flight_each_fetched_once(
 ) -> None:
     large = await seeded_large(seeded_devserver)
     seeded_devserver.reset_stats()
-    async with real_reader(seeded_devserver, read_part_size=2 * MIB) as reader:
-        assert await sha256_of_read(reader, large, KIB128) == large.checksum
-        stats = reader.statistics()
+    # A round trip of 50 ms before each storage answer makes a 2 MiB part arrive slower
+    # than 100 MiB/s however fast the machine: the link a reader fetches several parts of
+    # at once (on loopback at full speed one connection is enough, and the reader keeps one).
+    seeded_devserver.set_faults(request_delay=0.05)
+    try:
+        async with real_reader(seeded_devserver, read_part_size=2 * MIB) as reader:
+            assert await sha256_of_read(reader, large, KIB128) == large.checksum
+            stats = reader.statistics()
+    finally:
+        seeded_devserver.clear_faults()
     served = seeded_devserver.stats()
     # blocks 0-1 read by read (exactly), then the parts, several at once, on connections
     # of their own
