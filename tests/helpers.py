@@ -19,7 +19,7 @@ Every test that needs one of these imports it from here; none defines its own co
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,3 +166,12 @@ def multipart_body(
     ).encode()
     yield from chunks
     yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def errno_of(call: Callable[[], object]) -> int:
+    """Return 0 if *call* succeeds, else the errno of the OSError it raised."""
+    try:
+        call()
+    except OSError as exc:
+        return exc.errno or -1
+    return 0

@@ -21,12 +21,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import attach_artifact, report_log_on_failure, sha256, store_artifact
+from helpers import attach_artifact, errno_of, sha256, store_artifact
 from official_util import OfficialClient
 
 from testbed.devserver import DevServer
@@ -35,42 +35,6 @@ from testbed.processes import run_tool, wait_until
 
 _run_numbers = itertools.count(1)
 LAND_TIMEOUT = 30.0
-
-
-def errno_of(call: Callable[[], object]) -> int:
-    """Return 0 if *call* succeeds, else the errno of the OSError it raised."""
-    try:
-        call()
-    except OSError as exc:
-        return exc.errno or -1
-    return 0
-
-
-@pytest.fixture(scope="module")
-def xdg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = tmp_path_factory.mktemp("xdg")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_STATE_HOME", str(base / "state"))
-        patch.setenv("XDG_CACHE_HOME", str(base / "cache"))
-        yield base
-
-
-@pytest.fixture(scope="module")
-def module_server(xdg: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    server = DevServer(tmp_path_factory.mktemp("server")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def server(module_server: DevServer, request: pytest.FixtureRequest) -> Iterator[DevServer]:
-    report_log_on_failure(request, module_server)
-    try:
-        yield module_server
-    finally:
-        module_server.clear_faults()
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy
 import pytest
-from helpers import report_log_on_failure, sha256, sha256_file, store_artifact
+from helpers import errno_of, sha256, sha256_file, store_artifact
 from official_util import OfficialClient
 
 from testbed.devserver import DevServer
@@ -52,45 +52,7 @@ def simvuefs(*args: str | Path, check: bool = True) -> subprocess.CompletedProce
     return run_tool([sys.executable, "-m", "simvuefs", *map(str, args)], check=check)
 
 
-def errno_of(call: Callable[[], object]) -> int:
-    """Return 0 if *call* succeeds, else the errno of the OSError it raised."""
-    try:
-        call()
-    except OSError as exc:
-        return exc.errno or -1
-    return 0
-
-
 # -- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def xdg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Private XDG state and cache directories for every process this module starts."""
-    base = tmp_path_factory.mktemp("xdg")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_STATE_HOME", str(base / "state"))
-        patch.setenv("XDG_CACHE_HOME", str(base / "cache"))
-        yield base
-
-
-@pytest.fixture(scope="module")
-def module_server(xdg: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    server = DevServer(tmp_path_factory.mktemp("server")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def server(module_server: DevServer, request: pytest.FixtureRequest) -> Iterator[DevServer]:
-    """The module's devserver: its log is attached to failures, faults cleared after."""
-    report_log_on_failure(request, module_server)
-    try:
-        yield module_server
-    finally:
-        module_server.clear_faults()
 
 
 @pytest.fixture(scope="module")

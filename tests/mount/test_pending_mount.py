@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import report_log_on_failure, sha256
+from helpers import sha256
 
 from testbed.devserver import DevServer
 from testbed.mounts import Mount, mounted
@@ -56,30 +56,12 @@ def close_errno(path: Path, content: bytes) -> int:
 
 
 @pytest.fixture(scope="module")
-def xdg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = tmp_path_factory.mktemp("xdg")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_STATE_HOME", str(base / "state"))
-        patch.setenv("XDG_CACHE_HOME", str(base / "cache"))
-        yield base
-
-
-@pytest.fixture(scope="module")
 def module_server(xdg: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     server = DevServer(tmp_path_factory.mktemp("server"), ["--max-upload-size", str(LIMIT)]).start()
     try:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def server(module_server: DevServer, request: pytest.FixtureRequest) -> Iterator[DevServer]:
-    report_log_on_failure(request, module_server)
-    try:
-        yield module_server
-    finally:
-        module_server.clear_faults()
 
 
 @pytest.fixture(scope="module")
