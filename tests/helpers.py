@@ -175,3 +175,21 @@ def errno_of(call: Callable[[], object]) -> int:
     except OSError as exc:
         return exc.errno or -1
     return 0
+
+
+def server_inputs(server: DevServer, run_id: str) -> dict[str, str]:
+    """{name: checksum} of the run's input artifacts, as the server lists them (a name
+    listed twice fails: nothing may be uploaded twice)."""
+    records = server.run_artifacts(run_id, category="input")
+    names = [record["name"] for record in records]
+    assert len(names) == len(set(names)), sorted(names)
+    return {record["name"]: record["checksum"] for record in records}
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    """{path relative to *root*: sha256} of every regular file below *root*."""
+    return {
+        str(path.relative_to(root)): sha256_file(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }

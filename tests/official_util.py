@@ -102,3 +102,13 @@ class OfficialClient:
         lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT: ")]
         assert lines, output
         return json.loads(lines[-1].removeprefix("RESULT: "))
+
+
+def official_inputs(server: Any, workdir: Path, run_id: str) -> dict[str, str]:
+    """{path: sha256} of what the official client downloads from the run's input category."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = OfficialClient(server, workdir).call(
+        "download", run_id=run_id, output_dir=str(workdir / "out"), categories=["input"]
+    )
+    found: dict[str, str] = result["categories"]["input"]
+    return found

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import attach_artifact, errno_of, sha256, store_artifact
-from official_util import OfficialClient
+from helpers import attach_artifact, errno_of, server_inputs, sha256, store_artifact, tree_digests
+from official_util import OfficialClient, official_inputs
 
 from testbed.devserver import DevServer
 from testbed.mounts import Mount, mounted
@@ -58,32 +58,6 @@ def new_run(server: DevServer, mount: Mount, status: str = "created") -> RunDir:
     made = RunDir(answer.json()["id"], name, mount.path / "runs" / name / "input")
     assert wait_until(made.input.exists, 5), f"{name} did not appear in the mount"
     return made
-
-
-def inputs(server: DevServer, run_id: str) -> dict[str, str]:
-    """{name: checksum} of the run's inputs on the server (a name listed twice fails)."""
-    records = server.run_artifacts(run_id, category="input")
-    names = [record["name"] for record in records]
-    assert len(names) == len(set(names)), sorted(names)
-    return {record["name"]: record["checksum"] for record in records}
-
-
-def official_inputs(server: DevServer, workdir: Path, run_id: str) -> dict[str, str]:
-    """{path: sha256} of what the official client downloads from the run's inputs."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    result = OfficialClient(server, workdir).call(
-        "download", run_id=run_id, output_dir=str(workdir / "out"), categories=["input"]
-    )
-    found: dict[str, str] = result["categories"]["input"]
-    return found
-
-
-def local_digests(root: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): sha256(path.read_bytes())
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def seed(server: DevServer, run: RunDir, files: dict[str, bytes]) -> None:
@@ -158,9 +132,9 @@ def test_edits_of_a_created_run_leave_exactly_the_final_files(
         "new name.txt": sha256(b"renamed\n"),
         "target.txt": sha256(b"moved onto target\n"),
     }
-    assert local_digests(run.input) == expected
+    assert tree_digests(run.input) == expected
     assert not (run.input / "gone").exists()
-    assert inputs(server, run.id) == expected  # every close() waited for the server
+    assert server_inputs(server, run.id) == expected  # every close() waited for the server
     assert official_inputs(server, tmp_path / "official", run.id) == expected
     status = run_tool([sys.executable, "-m", "simvuefs", "status", mount.path]).stdout.decode()
     assert "replaced input/python.txt" in status, status
@@ -219,8 +193,8 @@ def test_sqlite_git_and_rsync_in_a_created_run(
         with sqlite3.connect(path) as check:
             assert sorted(row[0] for row in check.execute("select x from t")) == [0, 1, 2]
         check.close()
-    on_server = inputs(server, run.id)
-    local = local_digests(run.input)
+    on_server = server_inputs(server, run.id)
+    local = tree_digests(run.input)
     assert on_server == local
     names = set(on_server)
     assert {"db.sqlite", "wal.sqlite", "tree/added.txt", "clone/file1.txt"} <= names
@@ -270,7 +244,7 @@ def test_a_started_run_is_append_only_and_failed_tools_leave_nothing(
         "new.txt": sha256(b"new files work\n"),
         "new.sqlite": sha256((run.input / "new.sqlite").read_bytes()),
     }
-    assert inputs(server, run.id) == expected
+    assert server_inputs(server, run.id) == expected
     assert used.read_bytes() == b"what the run used\n"
 
 
@@ -282,7 +256,7 @@ def test_the_mode_follows_the_run_state(server: DevServer, mount: Mount) -> None
         set_status(server, run, "running")
         assert wait_until(lambda: input_mode(run) == b"append-only", 5)
         stream.write(b"prepared before the start\n")  # ... completes as it started
-    assert inputs(server, run.id) == {
+    assert server_inputs(server, run.id) == {
         "a.txt": sha256(b"prepared before the start\n"),
         "b.txt": sha256(b"b\n"),
     }
@@ -320,7 +294,7 @@ def test_an_artifact_attached_to_another_run_is_never_replaced_or_deleted(
     assert errno_of(lambda: os.rename(run.input / "mine.txt", shared)) == errno.EEXIST
     assert errno_of(lambda: os.rename(shared, run.input / "moved.txt")) == errno.EXDEV
     for each in (run, other):
-        assert inputs(server, each.id)["shared.txt"] == sha256(content)
+        assert server_inputs(server, each.id)["shared.txt"] == sha256(content)
     with open(mount.log_file, encoding="utf-8") as log:
         log.seek(log_start)
         assert "attached to other runs too" in log.read()
@@ -339,9 +313,9 @@ def test_a_file_just_written_follows_one_rule_unless_another_run_holds_it(
     assert oct(os.stat(scratch).st_mode & 0o777) == "0o644"  # the kernel lets its owner write
     with open(scratch, "wb") as stream:  # O_TRUNC of a file just written: replaced
         stream.write(b"second\n")
-    assert inputs(server, run.id) == {"scratch.txt": sha256(b"second\n")}
+    assert server_inputs(server, run.id) == {"scratch.txt": sha256(b"second\n")}
     os.truncate(scratch, 3)
-    assert inputs(server, run.id) == {"scratch.txt": sha256(b"sec")}
+    assert server_inputs(server, run.id) == {"scratch.txt": sha256(b"sec")}
     os.rename(scratch, run.input / "moved.txt")
     os.unlink(run.input / "moved.txt")
     held = run.input / "b.dat"
@@ -354,8 +328,8 @@ def test_a_file_just_written_follows_one_rule_unless_another_run_holds_it(
     assert errno_of(lambda: os.unlink(held)) == errno.EPERM
     assert sorted(os.listdir(run.input)) == ["b.dat"]
     assert held.read_bytes() == b"held by two runs\n"
-    assert inputs(server, run.id) == {"b.dat": sha256(b"held by two runs\n")}
-    assert inputs(server, other.id) == {"b.dat": sha256(b"held by two runs\n")}
+    assert server_inputs(server, run.id) == {"b.dat": sha256(b"held by two runs\n")}
+    assert server_inputs(server, other.id) == {"b.dat": sha256(b"held by two runs\n")}
     with open(mount.log_file, encoding="utf-8") as log:
         log.seek(log_start)
         assert f"attached to other runs too ({other.id})" in log.read()
@@ -394,7 +368,7 @@ def test_a_writer_killed_half_way_uploads_nothing(
             writer.kill()
         assert writer.wait(30) == (-signal.SIGKILL if how == "kill" else 0)
         writer.stdout.close()
-    assert inputs(server, run.id) == {
+    assert server_inputs(server, run.id) == {
         "exited.bin": sha256(b"partial " * 1000),
         "input.txt": sha256(b"as it was\n"),  # an overwrite killed half-way changes nothing
     }
@@ -427,8 +401,8 @@ def test_sigkill_after_fsync_lands_the_fsynced_content(server: DevServer, tmp_pa
         status = run_tool([sys.executable, "-m", "simvuefs", "status", first.path]).stdout
         assert b"synced.bin, still being written" in status, status
         subprocess.run(["fusermount3", "-u", "-z", str(first.path)], check=False)
-    assert inputs(server, run.id) == {}
+    assert server_inputs(server, run.id) == {}
     with mounted(server, tmp_path / "second", "--spool-dir", str(spool)):
         expected = {"synced.bin": sha256(b"first part\nsecond part\n")}
-        assert wait_until(lambda: inputs(server, run.id) == expected, LAND_TIMEOUT, 0.2)
+        assert wait_until(lambda: server_inputs(server, run.id) == expected, LAND_TIMEOUT, 0.2)
     assert list((spool / "abandoned").iterdir())  # the bytes after the fsync are kept

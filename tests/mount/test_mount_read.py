@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 from devserver_util import SEEDED_LARGE_SIZE
-from helpers import new_run, sha256, sha256_file, store_artifact
+from helpers import new_run, sha256, sha256_file, store_artifact, tree_digests
 
 from simvuefs.devserver import seed
 from testbed import REPO
@@ -440,13 +440,6 @@ def test_cat_matches_the_official_client(mount: Mount, catalog: Catalog) -> None
     for path, file in catalog.files.items():
         content = run_tool(["cat", path], cwd=mount.path).stdout
         assert sha256(content) == file.sha256 == file.record["checksum"], path
-
-
-def tree_digests(root: Path) -> dict[str, str]:
-    """Return {path relative to root: sha256} of every regular file below *root*."""
-    return {
-        str(path.relative_to(root)): sha256_file(path) for path in root.rglob("*") if path.is_file()
-    }
 
 
 def expected_digests(catalog: Catalog, prefix: str = "runs/") -> dict[str, str]:

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy
 import pytest
-from helpers import errno_of, sha256, sha256_file, store_artifact
-from official_util import OfficialClient
+from helpers import errno_of, server_inputs, sha256, sha256_file, store_artifact, tree_digests
+from official_util import official_inputs
 
 from testbed.devserver import DevServer
 from testbed.mounts import Mount, is_mounted, mounted
@@ -86,37 +86,10 @@ def run(server: DevServer, shared: Mount) -> RunDir:
     return new_run(server, shared)
 
 
-def inputs(server: DevServer, run_id: str) -> dict[str, str]:
-    """{name: checksum} of the run's input artifacts, as the server lists them (a name
-    listed twice fails: nothing may be uploaded twice)."""
-    records = server.run_artifacts(run_id, category="input")
-    names = [record["name"] for record in records]
-    assert len(names) == len(set(names)), names
-    return {record["name"]: record["checksum"] for record in records}
-
-
 def wait_landed(server: DevServer, run_id: str, expected: dict[str, str]) -> None:
     """Wait until the server lists exactly *expected* ({name: sha256}) as the run's inputs."""
-    if not wait_until(lambda: inputs(server, run_id) == expected, LAND_TIMEOUT, 0.2):
-        assert inputs(server, run_id) == expected
-
-
-def official_inputs(server: DevServer, workdir: Path, run_id: str) -> dict[str, str]:
-    """{path: sha256} of what the official client downloads from the run's input category."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    result = OfficialClient(server, workdir).call(
-        "download", run_id=run_id, output_dir=str(workdir / "out"), categories=["input"]
-    )
-    found: dict[str, str] = result["categories"]["input"]
-    return found
-
-
-def tree_digests(root: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): sha256_file(path)
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
+    if not wait_until(lambda: server_inputs(server, run_id) == expected, LAND_TIMEOUT, 0.2):
+        assert server_inputs(server, run_id) == expected
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -169,14 +142,16 @@ def test_tools_write_files_the_official_client_downloads(
     for prefix in ("synced", "unpacked"):
         expected.update({f"{prefix}/{name}": sha256(data) for name, data in files.items()})
     # Every close() returned only once the server had the file: no waiting here.
-    assert inputs(server, run.id) == expected
+    assert server_inputs(server, run.id) == expected
     assert official_inputs(server, tmp_path / "official", run.id) == expected
     assert numpy.array_equal(numpy.load(run.input / "numbers.npy"), numbers)
     # The mount shows the same tree, rsync left no temporary names, and the empty
     # directories made by rsync and tar are still there.
     assert tree_digests(run.input / "synced") == tree_digests(source)
     assert tree_digests(run.input / "unpacked") == tree_digests(source)
-    assert not [name for name in inputs(server, run.id) if "/." in name or name.startswith(".")]
+    assert not [
+        name for name in server_inputs(server, run.id) if "/." in name or name.startswith(".")
+    ]
 
 
 def test_dd_of_300_mib_lands_byte_identical(
@@ -186,7 +161,7 @@ def test_dd_of_300_mib_lands_byte_identical(
     run_tool(["dd", "if=/dev/urandom", f"of={source}", "bs=1M", "count=300", "status=none"])
     expected = sha256_file(source)
     run_tool(["dd", f"if={source}", f"of={run.input / 'big.bin'}", "bs=1M", "status=none"])
-    assert inputs(server, run.id) == {"big.bin": expected}
+    assert server_inputs(server, run.id) == {"big.bin": expected}
     assert sha256_file(run.input / "big.bin") == expected
     downloaded = official_inputs(server, tmp_path / "official", run.id)
     assert downloaded == {"big.bin": expected}
@@ -202,8 +177,11 @@ def test_the_same_content_is_uploaded_once(server: DevServer, shared: Mount, run
     stats = server.stats()
     assert stats["uploads"] == 1
     assert stats["upload_bytes"] == len(content)
-    assert inputs(server, run.id) == {"first.bin": sha256(content), "second.bin": sha256(content)}
-    assert inputs(server, other.id) == {"again.bin": sha256(content)}
+    assert server_inputs(server, run.id) == {
+        "first.bin": sha256(content),
+        "second.bin": sha256(content),
+    }
+    assert server_inputs(server, other.id) == {"again.bin": sha256(content)}
 
 
 # -- what the mount shows while and after writing -------------------------------------------------
@@ -263,7 +241,7 @@ def test_random_writes_truncates_and_o_trunc_of_a_staged_file(
     content[0:100] = b"A" * 100
     content[10_000:12_000] = b"B" * 2000
     content[13_999] = ord("C")
-    assert inputs(server, run.id) == {"random.dat": sha256(bytes(content))}
+    assert server_inputs(server, run.id) == {"random.dat": sha256(bytes(content))}
     # O_TRUNC empties a file that is still being written.
     path = run.input / "rewritten.txt"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -273,7 +251,7 @@ def test_random_writes_truncates_and_o_trunc_of_a_staged_file(
     os.write(fd, b"kept")
     os.close(fd)
     assert path.read_bytes() == b"\0" * 17 + b"kept"
-    assert inputs(server, run.id)["rewritten.txt"] == sha256(b"\0" * 17 + b"kept")
+    assert server_inputs(server, run.id)["rewritten.txt"] == sha256(b"\0" * 17 + b"kept")
 
 
 def test_metadata_changes_are_accepted(shared: Mount, run: RunDir) -> None:
@@ -308,7 +286,7 @@ def test_directories(shared: Mount, run: RunDir, server: DevServer) -> None:
     os.rename(run.input / "old", run.input / "new")
     assert sorted(os.listdir(run.input)) == ["full", "new"]
     assert errno_of(lambda: os.rename(run.input / "full", run.input / "moved")) == errno.EACCES
-    assert inputs(server, run.id) == {"full/file.txt": sha256(b"x")}
+    assert server_inputs(server, run.id) == {"full/file.txt": sha256(b"x")}
 
 
 def test_refused_operations_return_the_documented_errno(
@@ -360,13 +338,13 @@ def test_refused_operations_return_the_documented_errno(
         "fifo": errno.EPERM,
     }
     assert uploaded.read_bytes() == b"immutable\n"
-    assert inputs(server, run.id) == {
+    assert server_inputs(server, run.id) == {
         "uploaded.txt": sha256(b"immutable\n"),
         "foreign.txt": sha256(b"not written by this mount\n"),
     }
     # A file this mount uploaded moments ago may still be removed (a tool's transient file).
     os.unlink(uploaded)
-    assert inputs(server, run.id) == {"foreign.txt": sha256(b"not written by this mount\n")}
+    assert server_inputs(server, run.id) == {"foreign.txt": sha256(b"not written by this mount\n")}
     with open(shared.log_file, encoding="utf-8") as log:
         log.seek(log_start)
         text = log.read()
@@ -383,11 +361,11 @@ def test_writes_after_fsync_and_unlink_before_close(
         os.write(fd, b"kept by fsync")
         os.fsync(fd)  # durable in the spool; the file goes on
         assert os.getxattr(path, "user.simvue.state") == b"staged"
-        assert inputs(server, run.id) == {}
+        assert server_inputs(server, run.id) == {}
         os.write(fd, b", and more")
     finally:
         os.close(fd)
-    assert inputs(server, run.id) == {"synced.txt": sha256(b"kept by fsync, and more")}
+    assert server_inputs(server, run.id) == {"synced.txt": sha256(b"kept by fsync, and more")}
     gone = run.input / "gone.txt"
     fd = os.open(gone, os.O_WRONLY | os.O_CREAT, 0o644)
     os.write(fd, b"never uploaded")
@@ -396,7 +374,7 @@ def test_writes_after_fsync_and_unlink_before_close(
     assert not gone.exists()
     os.write(fd, b", still writable")
     os.close(fd)
-    assert inputs(server, run.id) == {"synced.txt": sha256(b"kept by fsync, and more")}
+    assert server_inputs(server, run.id) == {"synced.txt": sha256(b"kept by fsync, and more")}
 
 
 def test_a_forked_child_closing_its_copy_does_not_freeze_the_file(
@@ -410,12 +388,14 @@ def test_a_forked_child_closing_its_copy_does_not_freeze_the_file(
         subprocess.run(["true"], pass_fds=[stream.fileno()], check=True)
         stream.write(b"after the child\n")
         assert os.getxattr(path, "user.simvue.state") == b"staged"
-    assert inputs(server, run.id) == {"parent.log": sha256(b"before the child\nafter the child\n")}
+    assert server_inputs(server, run.id) == {
+        "parent.log": sha256(b"before the child\nafter the child\n")
+    }
     # A shell redirection opens, dup2()s onto stdout and closes the original first.
     run_tool(["sh", "-c", f"printf 'one\\n' > '{run.input}/shell.txt'; true"])
     run_tool(["sh", "-c", f"exec > '{run.input}/exec.txt'; echo a; echo b"])
-    assert inputs(server, run.id)["shell.txt"] == sha256(b"one\n")
-    assert inputs(server, run.id)["exec.txt"] == sha256(b"a\nb\n")
+    assert server_inputs(server, run.id)["shell.txt"] == sha256(b"one\n")
+    assert server_inputs(server, run.id)["exec.txt"] == sha256(b"a\nb\n")
 
 
 # -- failures: close() reports them, nothing is lost, the file lands later --------------------
@@ -538,7 +518,7 @@ def test_sigkill_mid_upload_then_remount_lands_the_file(server: DevServer, tmp_p
         assert "dead mount" in status
         simvuefs("unmount", first.path)
         assert not is_mounted(first.path)
-    assert inputs(server, run.id) == {}
+    assert server_inputs(server, run.id) == {}
     with mounted(server, place(tmp_path, "second"), "--spool-dir", str(spool)):
         wait_landed(server, run.id, {"killed.bin": sha256(content)})
     assert official_inputs(server, tmp_path / "official", run.id) == {"killed.bin": sha256(content)}
@@ -563,7 +543,7 @@ def test_sigterm_waits_for_uploads_in_progress_then_leaves_the_rest_pending(
         first.process.send_signal(signal.SIGTERM)
         assert process.communicate(timeout=20)[0].split() == [b"closed"]
         first.process.wait(30)
-    assert inputs(server, run.id) == {"finished.txt": sha256(finished)}
+    assert server_inputs(server, run.id) == {"finished.txt": sha256(finished)}
 
     args = ("--spool-dir", str(spool), "--upload-wait", "1")
     with mounted(server, place(tmp_path, "second"), *args, foreground=True) as second:
@@ -589,4 +569,4 @@ def test_read_only_mount_refuses_writes(server: DevServer, tmp_path: Path) -> No
         assert oct(os.stat(run.input).st_mode & 0o777) == "0o555"
         assert errno_of(lambda: open(run.input / "x", "wb").close()) == errno.EROFS
         assert errno_of(lambda: os.mkdir(run.input / "d")) == errno.EROFS
-    assert inputs(server, run.id) == {}
+    assert server_inputs(server, run.id) == {}
