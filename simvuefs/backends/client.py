@@ -36,10 +36,10 @@ import httpx
 import trio
 
 from simvuefs.backends.jsonarray import is_array, iter_array
+from simvuefs.backends.storagepool import BODY_EXTENSION, StorageBody
 from simvuefs.backends.transport import (
     MAX_ERROR_BODY,
     Counters,
-    DirectBody,
     MultipartFile,
     Reply,
     RetryPolicy,
@@ -119,6 +119,7 @@ class ClientStats:
     bytes_downloaded: int
     bytes_uploaded: int
     url_refreshes: int
+    connections_opened: int
 
 
 class RangeStream:
@@ -151,18 +152,13 @@ class RangeStream:
         self._counters = counters
         self._pending = memoryview(b"")
         self._chunks: AsyncGenerator[bytes, None] | None = None
-        self._direct: DirectBody | None = None
-        self._first_chunk = True
-        if response.status_code != 416 and remaining != 0:
-            encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+        encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+        storage_body = response.extensions.get(BODY_EXTENSION)
+        plain = isinstance(storage_body, StorageBody) and not encoded
+        self._storage_body: StorageBody | None = storage_body if plain else None
+        if response.status_code != 416 and remaining != 0 and self._storage_body is None:
             chunks = response.aiter_bytes() if encoded else response.aiter_raw()
             self._chunks = cast(AsyncGenerator[bytes, None], chunks)
-
-    @property
-    def direct(self) -> bool:
-        """True once the rest of the body is read straight from the connection (DirectBody:
-        a large plain HTTP/1.1 body, after its first chunk; the connection is not reused)."""
-        return self._direct is not None
 
     async def receive(self, max_bytes: int) -> bytes:
         """Return the next 1..*max_bytes* bytes of the range, or ``b""`` at its end.
@@ -173,7 +169,7 @@ class RangeStream:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         while not self._pending:
-            if self._remaining == 0 or self._chunks is None:
+            if self._remaining == 0 or (self._chunks is None and self._storage_body is None):
                 return b""
             chunk = await self._next_chunk(max_bytes + self._skip)
             if chunk is None:
@@ -196,22 +192,19 @@ class RangeStream:
         return out
 
     async def _next_chunk(self, max_bytes: int) -> bytes | None:
-        """The next piece of the body (at most *max_bytes* once it comes straight from the
-        connection, see DirectBody), None at its end."""
-        assert self._chunks is not None
+        """The next piece of the body (a storage range GET's: at most *max_bytes*, straight
+        from the socket, see backends/storagepool.py), None at its end."""
         if self._remaining is not None:
             max_bytes = min(max_bytes, self._remaining + self._skip)
         try:
             with trio.fail_after(self._read_timeout):
-                if self._direct is not None:
-                    chunk = await self._direct.read(max_bytes)
+                if self._storage_body is not None:
+                    chunk = await self._storage_body.receive(max_bytes)
                     if not chunk:
                         return None
                 else:
+                    assert self._chunks is not None
                     chunk = await anext(self._chunks)
-                    if self._first_chunk:
-                        self._first_chunk = False
-                        self._direct = DirectBody.attach(self._response, len(chunk))
         except StopAsyncIteration:
             return None
         except trio.TooSlowError:
@@ -232,7 +225,9 @@ class RangeStream:
 class SimvueClient:
     """The Simvue REST API (protocol sections 1.4, 3, 4) over one ``httpx.AsyncClient``."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: Settings, http: httpx.AsyncClient, counters: Counters | None = None
+    ) -> None:
         self._settings = settings
         self._http = http
         self._api_base = settings.url.rstrip("/")
@@ -241,7 +236,7 @@ class SimvueClient:
         self._token_warned = -math.inf
         self._token_lock = trio.Lock()
         self._policy = RetryPolicy(attempts=max(1, settings.retry_attempts))
-        self._counters = Counters()
+        self._counters = counters or Counters()
         self._fresh_urls: cachetools.LRUCache[str, str] = cachetools.LRUCache(URL_MEMORY)
         self._skips = RateLimitedWarner(log)
         # Ids of artifacts left out of listings as not uploaded yet (logged once each).
@@ -253,8 +248,9 @@ class SimvueClient:
         cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> AsyncIterator[SimvueClient]:
         """Yield a client for *settings*; *transport* replaces the network in tests."""
-        async with open_http(settings, transport) as http:
-            yield cls(settings, http)
+        counters = Counters()
+        async with open_http(settings, transport, counters) as http:
+            yield cls(settings, http, counters)
 
     def statistics(self) -> ClientStats:
         """Return a snapshot of the request counters."""

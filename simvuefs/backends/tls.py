@@ -10,6 +10,10 @@ Invariants:
   setting to every storage URL, also one served by the API's own origin; simvuefs trusts the
   server's certificate there, which is the same certificate.
 - The client certificate, when set, is offered to every server that asks for one.
+- Storage range GETs without a proxy go to :class:`~simvuefs.backends.storagepool.StoragePool`
+  (keep-alive sockets, bodies read with one copy) with the same SSL context the origin
+  would get here; everything else to httpx's transports. *on_connect* is called for every
+  connection either opens.
 - Proxies come from the environment as ``requests`` takes them (urllib's parsing of the
   ``*_proxy`` variables, read when the client opens, and of ``no_proxy``); httpx's own
   environment handling is off (``trust_env=False``) so that no request bypasses this
@@ -25,9 +29,12 @@ from __future__ import annotations
 import logging
 import ssl
 import urllib.request
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
+from simvuefs.backends.storagepool import StoragePool, pooled
 from simvuefs.config import Certificates, Settings, Trust
 from simvuefs.errors import ConfigError
 
@@ -159,8 +166,12 @@ class Network(httpx.AsyncBaseTransport):
     """The real network for one client (module docstring): a transport per TLS setting and
     proxy, chosen per request."""
 
-    def __init__(self, settings: Settings, limits: httpx.Limits) -> None:
+    def __init__(
+        self, settings: Settings, limits: httpx.Limits, on_connect: Callable[[], None]
+    ) -> None:
         certificates = settings.certificates
+        self._on_connect = on_connect
+        self._pool = StoragePool(on_connect)
         self._certificates = certificates
         self._server_origins = server_origins(settings.url)
         self._proxies = {
@@ -175,11 +186,12 @@ class Network(httpx.AsyncBaseTransport):
                 log.warning("TLS certificates of %s URLs are not checked (%s)", *_what(trust))
         server_context = ssl_context(server, certificates)
         for_server = {proxy: _transport(server_context, limits, proxy) for proxy in proxies}
-        for_storage = for_server
+        for_storage, storage_context = for_server, server_context
         if (server.verify, server.locations) != (storage.verify, storage.locations):
             storage_context = ssl_context(storage, certificates)
             for_storage = {proxy: _transport(storage_context, limits, proxy) for proxy in proxies}
         self._transports = {"server": for_server, "storage": for_storage}
+        self._contexts = {"server": server_context, "storage": storage_context}
         self._owned = [*for_server.values()]
         if for_storage is not for_server:
             self._owned.extend(for_storage.values())
@@ -197,9 +209,12 @@ class Network(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         trust = self._trust(request.url)
-        transport = self._transports[trust.role][self._proxy(request.url)]
+        proxy = self._proxy(request.url)
         try:
-            return await transport.handle_async_request(request)
+            if proxy is None and pooled(request):
+                return await self._pool.handle(request, self._contexts[trust.role])
+            request.extensions = {**request.extensions, "trace": self._trace}
+            return await self._transports[trust.role][proxy].handle_async_request(request)
         except (httpx.ConnectError, httpx.ReadError, httpx.WriteError) as exc:
             error = _ssl_error(exc) if request.url.scheme == "https" else None
             if error is None:
@@ -207,7 +222,13 @@ class Network(httpx.AsyncBaseTransport):
             message = explain(error, request.url, trust, self._certificates)
             raise TLSFailure(message, request=request) from exc
 
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace extension: counts the connections its pools open."""
+        if event == "connection.connect_tcp.complete":
+            self._on_connect()
+
     async def aclose(self) -> None:
+        await self._pool.aclose()
         for transport in self._owned:
             await transport.aclose()
 

@@ -86,11 +86,6 @@ PROGRESS_INTERVAL = 5.0
 # trio checkpoints. 1 MiB reads measured 0.34x -> 0.6x of curl's throughput for a 256 MiB
 # download from the devserver on loopback (design guide, pyfuse3 pitfall 17).
 SOCKET_READ_BYTES = 1 * MIB
-# Body bytes left after h11's buffered first chunk from which a download reads the rest
-# straight from the connection (DirectBody); smaller bodies keep the connection alive.
-DIRECT_BODY_MIN = 4 * MIB
-# One socket read of a DirectBody at most (a 1 MiB block usually arrives in one or two).
-DIRECT_READ_BYTES = 4 * MIB
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 # Connection failures and stalls worth another attempt; other httpx errors are final.
 RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
@@ -117,6 +112,11 @@ class Counters:
     bytes_downloaded: int = 0
     bytes_uploaded: int = 0
     url_refreshes: int = 0
+    connections_opened: int = 0
+
+    def connection_opened(self) -> None:
+        """Count one connection opened (API or storage; a reused one is not counted)."""
+        self.connections_opened += 1
 
 
 Origin = tuple[str, str, int | None]
@@ -191,14 +191,17 @@ class Reply:
 
 @asynccontextmanager
 async def open_http(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None = None,
+    counters: Counters | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Yield the ``httpx.AsyncClient`` for *settings* (no Authorization default header).
 
     Under it, :class:`~simvuefs.backends.redirects.FollowRedirects` over
-    :class:`~simvuefs.backends.tls.Network` (TLS settings, proxies) or over *transport*,
-    which replaces the network (tests pass an ``httpx.MockTransport``). Raises ConfigError
-    for certificate files OpenSSL cannot load.
+    :class:`~simvuefs.backends.tls.Network` (TLS settings, proxies, the storage connection
+    pool; connections opened counted in *counters*) or over *transport*, which replaces the
+    network (tests pass an ``httpx.MockTransport``). Raises ConfigError for certificate
+    files OpenSSL cannot load.
     """
     timeout = httpx.Timeout(
         connect=settings.connect_timeout,
@@ -209,7 +212,11 @@ async def open_http(
     limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE)
     # A class constant of httpcore's HTTP/1.1 connection: process-wide, and idempotent.
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
-    network = Network(settings, limits) if transport is None else transport
+    if transport is None:
+        on_connect = (counters or Counters()).connection_opened
+        network: httpx.AsyncBaseTransport = Network(settings, limits, on_connect)
+    else:
+        network = transport
     async with httpx.AsyncClient(
         headers={"User-Agent": USER_AGENT},
         timeout=timeout,
@@ -217,72 +224,6 @@ async def open_http(
         trust_env=False,  # the environment's proxies and CA bundles: tls.Network
     ) as http:
         yield http
-
-
-class DirectBody:
-    """The rest of an HTTP/1.1 response body of known length, read straight from its connection.
-
-    httpcore hands a body over through h11, which copies every byte into its receive buffer
-    and out again, after which httpcore copies it once more; with httpx on top, that path
-    cost twice the CPU of reading the socket (docs/performance.md). Once h11 has handed over
-    what it buffered with the headers (the first chunk of the response's iterator: h11 gives
-    out all it holds of a Content-Length body at once), every byte still to come is in the
-    socket, and :meth:`read` takes it from httpcore's ``network_stream`` (a public httpcore
-    extension) with one copy, never past the body's end.
-
-    h11 never sees those bytes, so the connection must not be reused: closing the response
-    before h11 saw its end makes httpcore close the connection instead of pooling it. That
-    costs a new connection per such download, which is why only bodies of at least
-    :data:`DIRECT_BODY_MIN` bytes take this path.
-    """
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream, left: int, what: str) -> None:
-        self.left = left
-        self._stream = stream
-        self._what = what
-
-    @classmethod
-    def attach(cls, response: httpx.Response, received: int) -> DirectBody | None:
-        """Return a DirectBody for the rest of *response*'s body after the *received* bytes
-        h11 gave out, or None when it must be read through httpx (HTTP/2, no plain
-        Content-Length, an encoded or short rest, a transport without a network stream)."""
-        headers = response.headers
-        length = headers.get("Content-Length", "")
-        stream = response.extensions.get("network_stream")
-        if (
-            response.http_version != "HTTP/1.1"
-            or not length.isdigit()
-            or "Transfer-Encoding" in headers
-            or headers.get("Content-Encoding", "identity") != "identity"
-            or not isinstance(stream, httpcore.AsyncNetworkStream)
-        ):
-            return None
-        left = int(length) - received
-        if left < DIRECT_BODY_MIN:
-            return None
-        return cls(stream, left, describe(response.request))
-
-    async def read(self, max_bytes: int) -> bytes:
-        """Return the next 1..*max_bytes* bytes of the body, ``b""`` at its end.
-
-        Raises TransportError when the connection breaks or ends before the body does. No
-        timeout of its own: the caller bounds it.
-        """
-        want = min(max_bytes, self.left, DIRECT_READ_BYTES)
-        if want <= 0:
-            return b""
-        try:
-            data = await self._stream.read(want)
-        except httpcore.TimeoutException as exc:
-            raise DeadlineExceeded(f"{self._what}: timed out ({type(exc).__name__})") from None
-        except httpcore.NetworkError as exc:
-            raise TransportError(f"{self._what}: {exc or type(exc).__name__}") from None
-        if not data:
-            raise TransportError(
-                f"{self._what}: the connection closed {self.left} bytes before the body's end"
-            )
-        self.left -= len(data)
-        return data
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 httpx.MockTransport.
 
 These cover what a real server cannot be made to do on demand; tests/server/test_client.py
-and tests/server/test_direct_body.py run the client against the real devserver.
+and tests/server/test_storage_pool.py run the client against the real devserver.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from helpers import settings_for
 
 from simvuefs.backends import transport
 from simvuefs.backends.transport import (
-    DIRECT_BODY_MIN,
     Counters,
-    DirectBody,
     MultipartFile,
     Reply,
     RetryPolicy,
@@ -282,12 +280,3 @@ async def test_multipart_body_is_parseable_and_sized(tmp_path: Path) -> None:
     payload = parts[2].get_payload(decode=True)
     assert isinstance(payload, bytes)
     assert payload == content
-
-
-async def test_a_mock_transport_keeps_the_httpx_path() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"x" * (2 * DIRECT_BODY_MIN))
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        response = await http.get("http://store.test/blob")
-        assert DirectBody.attach(response, 0) is None

@@ -1,0 +1,200 @@
+"""Tests of storage range GETs on kept-alive connections (backends/storagepool.py).
+
+Against the real devserver: the bytes are right, a run of large ranged GETs uses one
+connection (``connections_opened``), a body not read to its end costs its connection, and
+broken, stalled and Range-ignoring answers are handled as on the httpx path. Against a
+bare HTTP/1.1 server on 127.0.0.1 that closes every connection after one answer: a pooled
+connection the server closed while idle is replaced once, transparently. HTTPS storage with
+its own CA and a refused certificate: tests/server/test_tls.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from devserver_util import SEEDED_LARGE_SIZE
+from helpers import settings_for
+
+from simvuefs.backends.client import RangeStream, SimvueClient
+from simvuefs.backends.storagepool import BODY_EXTENSION, StorageBody, StoragePool
+from simvuefs.config import MIB
+from simvuefs.devserver import seed
+from simvuefs.errors import DeadlineExceeded, TransportError
+from simvuefs.models import Artifact
+from testbed.devserver import DevServer
+
+
+@asynccontextmanager
+async def _large(
+    server: DevServer, **overrides: Any
+) -> AsyncIterator[tuple[SimvueClient, Artifact]]:
+    settings = settings_for(server, **overrides)
+    async with SimvueClient.open(settings) as client:
+        (large,) = await client.list_artifacts(server.run_ids("demo run")[0], name="large.bin")
+        yield client, large
+
+
+async def _receive_all(body: RangeStream, piece: int = MIB) -> bytes:
+    parts = []
+    while chunk := await body.receive(piece):
+        assert len(chunk) <= piece
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _opened(client: SimvueClient) -> int:
+    return client.statistics().connections_opened
+
+
+async def test_large_ranges_in_a_row_share_one_connection(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    async with _large(server) as (client, large):
+        before = _opened(client)
+        for part in range(4):
+            start = part * 8 * MIB + 3
+            assert await client.read_range(large, start, 8 * MIB) == seed.large_content(
+                start, 8 * MIB
+            )
+        small = await client.read_range(large, 7, 4096)  # a random read takes it too
+        assert small == seed.large_content(7, 4096)
+        assert _opened(client) == before + 1
+        digest = hashlib.sha256()
+        async with client.open_range(large, 0) as body:
+            while chunk := await body.receive(MIB):
+                digest.update(chunk)
+        assert digest.hexdigest() == large.checksum
+        offset = 3 * MIB + 5
+        async with client.open_range(large, offset, offset + 20 * MIB - 1) as body:
+            received = await _receive_all(body, 300_000)  # not a multiple of socket reads
+        assert received == seed.large_content(offset, 20 * MIB)
+        # The size probe (bytes 0-0, body never read) keeps its connection too.
+        assert await client.content_length(large) == large.size
+        assert _opened(client) == before + 1
+
+
+async def test_a_body_not_read_to_its_end_costs_its_connection(
+    seeded_devserver: DevServer,
+) -> None:
+    server = seeded_devserver
+    async with _large(server) as (client, large):
+        assert await client.read_range(large, 0, 10) == seed.large_content(0, 10)
+        before = _opened(client)
+        async with client.open_range(large, 0, 16 * MIB - 1) as body:
+            chunk = await body.receive(MIB)
+            assert chunk == seed.large_content(0, len(chunk))
+        assert _opened(client) == before  # the pooled connection served it
+        assert await client.read_range(large, 0, 10) == seed.large_content(0, 10)
+        assert _opened(client) == before + 1  # but was closed, not pooled again
+
+
+async def test_a_broken_body_resumes_and_a_short_one_fails(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    async with _large(server) as (client, large):
+        server.set_faults(drop_after_bytes=6 * MIB + 3)
+        assert await client.read_range(large, 100, 16 * MIB) == seed.large_content(100, 16 * MIB)
+        assert client.statistics().retries >= 2
+        async with client.open_range(large, 0) as body:
+            with pytest.raises(TransportError, match="before the body's end"):
+                await _receive_all(body)
+
+
+async def test_a_stalled_body_hits_the_read_timeout(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    async with _large(server, read_timeout=0.5) as (client, large):
+        server.set_faults(stall_seconds=10.0, stall_where="storage_middle")
+        async with client.open_range(large, 0) as body:
+            # The stall ends long before the 30 s request deadline: only the read timeout
+            # can end the body early.
+            with pytest.raises(DeadlineExceeded):
+                await _receive_all(body)
+
+
+async def test_a_range_ignoring_server_is_skipped(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    async with _large(server) as (client, large):
+        server.set_faults(ignore_range=True)
+        offset = 5 * MIB + 1
+        assert await client.read_range(large, offset, 10 * MIB) == seed.large_content(
+            offset, 10 * MIB
+        )
+        async with client.open_range(large, offset) as body:
+            assert body.status == 200
+            received = await _receive_all(body, 3 * MIB)
+        assert received == seed.large_content(offset, SEEDED_LARGE_SIZE - offset)
+
+
+class _OneAnswerServer:
+    """HTTP/1.1 on 127.0.0.1 answering each connection's first request with 206 and
+    *body*, then closing it without saying so (no ``Connection: close``)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.connections = 0
+        self.port = 0
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            head += data
+        size = len(self.body)
+        await stream.send_all(
+            b"HTTP/1.1 206 Partial Content\r\n"
+            + f"Content-Length: {size}\r\nContent-Range: bytes 0-{size - 1}/{size}\r\n\r\n".encode()
+            + self.body
+        )
+        await stream.aclose()
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        serve = functools.partial(trio.serve_tcp, self._serve, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serve)
+        self.port = listener.socket.getsockname()[1]
+
+
+async def _get(pool: StoragePool, port: int) -> bytes:
+    request = httpx.Request(
+        "GET",
+        f"http://127.0.0.1:{port}/blob",
+        headers={"Range": "bytes=0-"},
+        extensions={"timeout": {"connect": 5.0, "read": 5.0, "write": 5.0}},
+    )
+    response = await pool.handle(request, ssl.create_default_context())
+    try:
+        body = response.extensions[BODY_EXTENSION]
+        assert isinstance(body, StorageBody)
+        parts = []
+        while chunk := await body.receive(MIB):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        await response.aclose()
+
+
+async def test_a_connection_closed_while_idle_is_replaced_once() -> None:
+    content = bytes(range(256)) * 20_000  # 5 MB: most of it read straight from the socket
+    server = _OneAnswerServer(content)
+    opened = []
+    pool = StoragePool(lambda: opened.append(1))
+    async with trio.open_nursery() as nursery:
+        await server.start(nursery)
+        try:
+            assert await _get(pool, server.port) == content
+            assert (len(opened), server.connections) == (1, 1)
+            # The pooled connection is gone at the server: the request goes out on it, meets
+            # its end before any answer, and is sent again on a new connection.
+            assert await _get(pool, server.port) == content
+            assert (len(opened), server.connections) == (2, 2)
+        finally:
+            await pool.aclose()
+            nursery.cancel_scope.cancel()
