@@ -66,6 +66,10 @@ async def test_the_servers_ca_from_the_environment_serves_reads_and_uploads(
     async with SimvueClient.open(settings) as client:
         assert await check_server(client, settings.url) == "1.3.0"
         assert await _results(client, server) == RESULTS
+        opened = client.statistics().connections_opened
+        assert await _results(client, server) == RESULTS
+        # The API's and the storage's TLS connections were both kept (storagepool.py).
+        assert client.statistics().connections_opened == opened
         slot = await client.create_artifact(
             name="upload.bin",
             original_path="/x/upload.bin",
