@@ -48,8 +48,9 @@ PACKAGE_REEXPORTS = {"api"}
 """What ``__init__`` may import besides the leaves: the Python API, loaded on first use."""
 PYFUSE3_ALLOWED = {"fuse"}
 HTTPX_ALLOWED = {"backends"}
-HTTP_LIBRARIES = ("httpx", "httpcore")
-"""Imported only in :data:`HTTPX_ALLOWED` (httpcore is httpx's transport underneath)."""
+HTTP_LIBRARIES = ("httpx", "httpcore", "h11")
+"""Imported only in :data:`HTTPX_ALLOWED` (httpcore is httpx's transport underneath; h11,
+httpcore's HTTP/1.1, also serves backends/storagepool.py)."""
 DEVSERVER = "devserver"
 DEVSERVER_USERS = {"cli"}
 """Only the CLI starts the devserver (its subcommand); the devserver imports only leaves."""
