@@ -36,6 +36,7 @@ import httpx
 import trio
 
 from simvuefs.backends.jsonarray import is_array, iter_array
+from simvuefs.backends.runs_pages import RunsPage, RunsPageMemo
 from simvuefs.backends.storagepool import BODY_EXTENSION, StorageBody
 from simvuefs.backends.transport import (
     MAX_ERROR_BODY,
@@ -241,6 +242,7 @@ class SimvueClient:
         self._skips = RateLimitedWarner(log)
         # Ids of artifacts left out of listings as not uploaded yet (logged once each).
         self._not_uploaded: cachetools.LRUCache[str, bool] = cachetools.LRUCache(URL_MEMORY)
+        self._decoded_runs_pages = RunsPageMemo()  # each runs page decoded once while unchanged
 
     @classmethod
     @asynccontextmanager
@@ -422,30 +424,25 @@ class SimvueClient:
         with self._deadline("GET", "runs"):
             while True:
                 pages = await self._runs_pages(filters, starts)
-                for start, (page, total, what) in zip(starts, pages, strict=True):
+                for start, page in zip(starts, pages, strict=True):
                     if start != following:
                         break  # a shorter page came before: this one skipped runs
-                    for run in self._parse_entries(page, Run.from_json, what):
+                    for run in page.runs:
                         runs.setdefault(run.id, run)
-                    ids = {
-                        e["id"]
-                        for e in page
-                        if isinstance(e, dict) and isinstance(e.get("id"), str)
-                    }
-                    stale = ids <= seen  # a server that ignores `start` repeats its first page
-                    seen |= ids
-                    following = start + len(page)
-                    if not page or stale or not _more_pages(total, following, len(page)):
+                    stale = page.ids <= seen  # a server ignoring `start` repeats its first page
+                    seen |= page.ids
+                    following = start + page.length
+                    length, total = page.length, page.total
+                    if not length or stale or not _more_pages(total, following, length):
                         return list(runs.values())
-                    known_total, step = total, step or len(page)
+                    known_total, step = total, step or length
                 starts = _next_starts(known_total, following, step)
 
-    async def _runs_pages(
-        self, filters: Sequence[str], starts: Sequence[int]
-    ) -> list[tuple[list[Any], object, str]]:
-        """Fetch the runs pages at *starts* concurrently: ``(entries, count, what)`` each,
-        in the order of *starts*. The first failure cancels the others and is raised."""
-        pages: dict[int, tuple[list[Any], object, str]] = {}
+    async def _runs_pages(self, filters: Sequence[str], starts: Sequence[int]) -> list[RunsPage]:
+        """Fetch the runs pages at *starts* concurrently, in the order of *starts*, each
+        decoded once while its answer does not change (``runs_pages.py``). The first failure
+        cancels the others and is raised."""
+        pages: dict[int, RunsPage] = {}
         failures: list[SimvueError] = []
 
         async def fetch_or_stop(start: int, stop: trio.CancelScope) -> None:
@@ -464,11 +461,11 @@ class SimvueClient:
             }
             if filters:
                 params["filters"] = json.dumps(list(filters))
-            data, what = await self._api_json("GET", ["runs"], dict, params=params)
-            page = data.get("data")
-            if not isinstance(page, list):
-                raise ProtocolError(f"{what}: no 'data' list in the answer")
-            pages[start] = (page, data.get("count"), what)
+            reply = await self._api("GET", ["runs"], params=params)
+            request = tuple(sorted(params.items()))
+            pages[start] = self._decoded_runs_pages.decoded(
+                request, reply.body, lambda: self._runs_page(reply.body, reply.what)
+            )
 
         if len(starts) == 1:
             await fetch_page(starts[0])
@@ -479,6 +476,18 @@ class SimvueClient:
             if failures:
                 raise failures[0]
         return [pages[start] for start in starts]
+
+    def _runs_page(self, body: bytes, what: str) -> RunsPage:
+        """Decode one answer of ``GET /api/runs``."""
+        data = parse_json(body, what)
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{what}: expected a JSON dict, got {type(data).__name__}")
+        page = data.get("data")
+        if not isinstance(page, list):
+            raise ProtocolError(f"{what}: no 'data' list in the answer")
+        ids = {e["id"] for e in page if isinstance(e, dict) and isinstance(e.get("id"), str)}
+        runs = tuple(self._parse_entries(page, Run.from_json, what))
+        return RunsPage(runs, frozenset(ids), len(page), data.get("count"), what)
 
     async def whoami(self) -> str | None:
         """Return the user the server knows the token by: ``user`` of ``GET /api/whoami``

@@ -164,9 +164,11 @@ class RefreshAhead(Generic[K, V]):
     and what lookups see changes only when a value expires, as without this (the kernel's
     attribute timeouts, started by the lookups that saw a value, stay in step with it); a
     value is at most the TTL plus the margin old. Only one listing runs at a time; if it
-    fails (logged at DEBUG) the old value expires as it would have. A lookup that finds the
-    value expired before the new one is in place loads it itself (``MetaCache.put`` then
-    keeps the newer one).
+    fails (logged at DEBUG) the old value expires as it would have. A caller of :meth:`get`
+    that finds the value expired while the new one is still being listed (a listing slower
+    than the margin: a loaded server) waits for that listing instead of asking again, so a
+    listing in use never costs two requests per TTL; it loads the value itself only when
+    no listing is under way or the one under way failed.
     """
 
     def __init__(self, cache: MetaCache[K, V], key: K, load: Callable[[], Awaitable[V]]) -> None:
@@ -174,23 +176,33 @@ class RefreshAhead(Generic[K, V]):
         self._key = key
         self._load = load
         self._nursery: trio.Nursery | None = None
-        self._running = False
+        self._running: trio.Event | None = None  # set when the listing under way is over
         self._took = 0.0  # seconds the last listing took
 
     def start(self, nursery: trio.Nursery) -> None:
         """Refresh in tasks of *nursery* from now on (cancelled with it)."""
         self._nursery = nursery
 
+    async def get(self, ttl: float) -> V:
+        """The value: cached, else the one being listed again (waited for), else loaded
+        through the cache (a listing of *ttl* seconds); then :meth:`used`."""
+        running = self._running
+        if running is not None and self._cache.get_nowait(self._key) is None:
+            await running.wait()
+        value = await self._cache.get_or_load(self._key, self._load, ttl)
+        self.used(ttl)
+        return value
+
     def used(self, ttl: float) -> None:
         """The value was just used; list it again if it expires within the margin."""
         left = self._cache.expires_in(self._key)
-        if self._nursery is None or self._running or left is None:
+        if self._nursery is None or self._running is not None or left is None:
             return
         if left <= min(ttl / 2, max(ttl / 10, 2 * self._took)):
-            self._running = True
-            self._nursery.start_soon(self._refresh, ttl)
+            self._running = trio.Event()
+            self._nursery.start_soon(self._refresh, ttl, self._running)
 
-    async def _refresh(self, ttl: float) -> None:
+    async def _refresh(self, ttl: float, running: trio.Event) -> None:
         try:
             began = trio.current_time()
             value = await self._load()
@@ -203,4 +215,5 @@ class RefreshAhead(Generic[K, V]):
             else:
                 log.debug("listing %r again failed: %s", self._key, exc)
         finally:
-            self._running = False
+            self._running = None
+            running.set()

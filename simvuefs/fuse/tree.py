@@ -949,10 +949,7 @@ class Tree:
         return self._local.setdefault((run_id, category), LocalFiles())
 
     async def _run_names(self) -> RunNames:
-        ttl = self.listing_ttl(None)
-        names = await self._runs.get_or_load(RUNS_DIR, self._load_run_names, ttl)
-        self._runs_refresh.used(ttl)
-        return names
+        return await self._runs_refresh.get(self.listing_ttl(None))
 
     async def _load_run_names(self) -> RunNames:
         runs = await self._client.list_runs(self._selection.server_filters())

@@ -170,14 +170,20 @@ async def test_servers_without_categories_are_listed_ahead_per_category(autojump
 class SlowRuns(SlowClient):
     """A :class:`SlowClient` whose runs listing takes :data:`DELAY` too, and can fail."""
 
-    def __init__(self, runs: int) -> None:
+    def __init__(self, runs: int, delay: float = DELAY) -> None:
         super().__init__(runs)
-        self.runs_listings = 0
+        self.runs_listings = self.runs_in_flight = self.runs_peak = 0
         self.fail_runs = False
+        self.delay = delay
 
     async def list_runs(self, filters=()):
         self.runs_listings += 1
-        await trio.sleep(DELAY)
+        self.runs_in_flight += 1
+        self.runs_peak = max(self.runs_peak, self.runs_in_flight)
+        try:
+            await trio.sleep(self.delay)
+        finally:
+            self.runs_in_flight -= 1
         if self.fail_runs:
             raise TransportError("connection reset")
         return list(self.runs)
@@ -224,3 +230,19 @@ async def test_a_failed_refresh_lets_the_listing_expire(autojump_clock) -> None:
             await lookups_every(tree, 0.05, 3)  # the refresh failed; then the lookup's own
         client.fail_runs = False
         assert await lookups_every(tree, 0.05, 3) == pytest.approx(DELAY)  # once, then none
+
+
+async def test_a_lookup_after_expiry_waits_for_the_listing_under_way(autojump_clock) -> None:
+    # A runs listing slower than the refresh's margin (at most half the TTL): the value
+    # expires while the new one is being listed. Lookups then wait for that listing instead
+    # of asking again: one listing at a time, one a TTL or fewer.
+    client = SlowRuns(10, delay=0.8)
+    tree = Tree(client, settings_for(metadata_ttl=1.0))
+    await tree.children(tree.runs_node())
+    async with trio.open_nursery() as nursery:
+        tree.start_lookahead(nursery)
+        longest = await lookups_every(tree, 0.05, 10)
+        nursery.cancel_scope.cancel()
+    assert client.runs_peak == 1
+    assert 0 < longest < 0.8  # what is left of the listing under way, never a new one
+    assert 7 <= client.runs_listings <= 11

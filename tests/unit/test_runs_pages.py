@@ -119,3 +119,23 @@ async def test_a_server_that_ignores_start_costs_one_batch(autojump_clock) -> No
     api.ignore_start = True
     assert await listed(api) == api.ids[:100]
     assert len(api.starts) == 10  # the first page and one batch, stopped at the first repeat
+
+
+async def test_pages_that_did_not_change_are_decoded_once(autojump_clock) -> None:
+    # A runs listing in use is listed again every TTL: an unchanged page (byte for byte)
+    # gives the records decoded last time; a page that changed is decoded afresh.
+    api = RunsApi(250)
+    async with SimvueClient.open(SETTINGS, transport=httpx.MockTransport(api)) as client:
+        first = await client.list_runs()
+        again = await client.list_runs()
+        assert [run.id for run in again] == api.ids
+        assert all(new is old for new, old in zip(again, first, strict=True))
+        api.ids[120] = "r-new"  # on the second page only
+        changed = await client.list_runs()
+        assert [run.id for run in changed] == api.ids
+        assert [new is old for new, old in zip(changed, first, strict=True)] == (
+            [True] * 100 + [False] * 100 + [True] * 50
+        )
+        other = await client.list_runs(["has.tag.x"])  # another query: its own pages
+        assert not any(new is old for new, old in zip(other, changed, strict=True))
+        assert len(api.starts) == 4 * 3  # every page asked for each time
