@@ -26,6 +26,8 @@ Invariants:
   (or one made on this machine by a process that no longer runs: ``kill -9``) is a
   leftover of a process that died and is taken over; last use is the mtime of
   ``used``, set by the cache itself.
+- Parts this process stores leave the page cache soon after (drop-behind,
+  :meth:`ContentStore._drop_behind`): the content is in memory as the mount's file already.
 - Entries may be deleted at any time (eviction, ``simvuefs cache clean``): an open part
   stays readable, a part gone between listing and opening is a miss, and a rename into a
   deleted entry is retried once in a new directory.
@@ -33,12 +35,16 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import os
 import secrets
 import socket
+import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +54,12 @@ from simvuefs.config import MIB
 Piece = bytes | memoryview
 """Bytes of a part, as received (parts are written from several pieces without joining)."""
 CELL = 4 * MIB
+"""The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 READ_PIECE = MIB
 """Parts are read in pieces of this size."""
-"""The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
+DROP_BEHIND_PARTS = 8
+"""Parts this process wrote whose pages may stay in the page cache while being written back;
+older ones are dropped from it (:meth:`ContentStore.store`)."""
 CLAIM_STALE = 30.0
 """Seconds after which a claim is a dead process's leftover (a cell takes far less)."""
 TEMP_STALE = 3600.0
@@ -98,6 +107,11 @@ class Part:
         return f"{start}-{length}-{crc:08x}"
 
 
+_parse_name = functools.lru_cache(maxsize=16384)(Part.parse)
+"""``Part.parse`` remembered: a stream lists its entry at every cell (``ContentStore.enter``),
+so a file read through would parse the names of its parts once per cell (quadratic)."""
+
+
 def cells(start: int, data: Piece) -> list[tuple[int, memoryview]]:
     """*data* at *start* cut at cell boundaries: ``(offset, piece)`` pairs (views, no copy)."""
     pieces = []
@@ -118,6 +132,8 @@ class ContentStore:
         self.root = root
         self.objects = root / LAYOUT
         self._temp_prefix = f"{TEMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+        self._written: deque[Path] = deque()  # the last parts stored, oldest first
+        self._written_lock = threading.Lock()  # stores run in several threads
 
     def prepare(self) -> bool:
         """Create the directory if needed; True if this process can write to it."""
@@ -141,7 +157,7 @@ class ContentStore:
             names = os.listdir(self.entry(sha))
         except FileNotFoundError:
             return []
-        found = (Part.parse(name) for name in names)
+        found = (_parse_name(name) for name in names)
         return sorted((part for part in found if part is not None), key=lambda p: p.start)
 
     def read(
@@ -205,7 +221,7 @@ class ContentStore:
             directory.mkdir(parents=True, exist_ok=True)
             temp = directory / f"{self._temp_prefix}{secrets.token_hex(4)}"
             try:
-                self._write_new(temp, pieces)
+                self._write_new(temp, pieces, write_back=True)
                 os.rename(temp, directory / name)
                 break
             except FileNotFoundError:
@@ -215,9 +231,26 @@ class ContentStore:
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
+        self._drop_behind(directory / name)
         part = Part.parse(name)
         assert part is not None
         return part
+
+    def _drop_behind(self, path: Path) -> None:
+        """Drop the pages of the part stored :data:`DROP_BEHIND_PARTS` stores before *path*
+        from the page cache (written back by now: :meth:`_write_new` started it).
+
+        The content a mount reads is in the page cache once already, as the mount's file
+        (``keep_cache``): the cache's copy there would only double the memory a cold read
+        takes, and filling new page-cache memory costs more CPU than the copy itself
+        (docs/performance.md, "Content cache: cold-read cost"). Pages being written back
+        stay; the kernel reclaims them later as usual."""
+        with self._written_lock:
+            self._written.append(path)
+            if len(self._written) <= DROP_BEHIND_PARTS:
+                return
+            old = self._written.popleft()
+        _drop_pages(old)
 
     def claim(self, sha: str, cell: int) -> bool:
         """Claim the fetch of *cell* of *sha*: True if this call created the claim; a stale
@@ -288,13 +321,18 @@ class ContentStore:
         return stored
 
     @staticmethod
-    def _write_new(path: Path, pieces: Sequence[Piece]) -> None:
+    def _write_new(path: Path, pieces: Sequence[Piece], *, write_back: bool = False) -> None:
+        """Create *path* (``O_EXCL``) holding *pieces*; with *write_back*, start writing its
+        pages to the disk now (``POSIX_FADV_DONTNEED`` on dirty pages starts their
+        write-back, :meth:`_drop_behind` drops them once clean)."""
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             for piece in pieces:
                 view = memoryview(piece)
                 while view:
                     view = view[os.write(descriptor, view) :]
+            if write_back:
+                _advise_dontneed(descriptor)
         except BaseException:
             os.close(descriptor)
             path.unlink(missing_ok=True)
@@ -308,6 +346,25 @@ class ContentStore:
         if any(part.start <= position < part.stop for part in parts):
             return parts, False
         return parts, self.claim(sha, cell)
+
+
+def _drop_pages(path: Path) -> None:
+    """Drop the clean pages of the file at *path* from the page cache (gone: nothing)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # evicted meanwhile, or unreadable: only advice is lost
+    try:
+        _advise_dontneed(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _advise_dontneed(descriptor: int) -> None:
+    """``POSIX_FADV_DONTNEED`` on the whole file; advice only, so a file system that
+    refuses it changes nothing (tmpfs ignores it: its pages are the file)."""
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _running(pid: int) -> bool:
