@@ -27,7 +27,7 @@ Invariants:
   leftover of a process that died and is taken over; last use is the mtime of
   ``used``, set by the cache itself.
 - Parts this process stores leave the page cache soon after (drop-behind,
-  :meth:`ContentStore._drop_behind`): the content is in memory as the mount's file already.
+  :meth:`ContentStore.drop_behind`): the content is in memory as the mount's file already.
 - Entries may be deleted at any time (eviction, ``simvuefs cache clean``): an open part
   stays readable, a part gone between listing and opening is a miss, and a rename into a
   deleted entry is retried once in a new directory.
@@ -35,7 +35,6 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import os
@@ -57,9 +56,11 @@ CELL = 4 * MIB
 """The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 READ_PIECE = MIB
 """Parts are read in pieces of this size."""
-DROP_BEHIND_PARTS = 8
-"""Parts this process wrote whose pages may stay in the page cache while being written back;
-older ones are dropped from it (:meth:`ContentStore.store`)."""
+WRITE_BACK_AFTER = 2
+"""Parts stored since a part when its write-back to the disk is started
+(:meth:`ContentStore.drop_behind`)."""
+DROP_AFTER = 8
+"""Parts stored since a part when its pages, written back by then, leave the page cache."""
 CLAIM_STALE = 30.0
 """Seconds after which a claim is a dead process's leftover (a cell takes far less)."""
 TEMP_STALE = 3600.0
@@ -132,8 +133,9 @@ class ContentStore:
         self.root = root
         self.objects = root / LAYOUT
         self._temp_prefix = f"{TEMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
-        self._written: deque[Path] = deque()  # the last parts stored, oldest first
-        self._written_lock = threading.Lock()  # stores run in several threads
+        self._dirty: deque[Path] = deque()  # parts stored, write-back not started, oldest first
+        self._writing: deque[Path] = deque()  # parts whose write-back was started
+        self._pipeline_lock = threading.Lock()  # stores run in several threads
 
     def prepare(self) -> bool:
         """Create the directory if needed; True if this process can write to it."""
@@ -221,7 +223,7 @@ class ContentStore:
             directory.mkdir(parents=True, exist_ok=True)
             temp = directory / f"{self._temp_prefix}{secrets.token_hex(4)}"
             try:
-                self._write_new(temp, pieces, write_back=True)
+                self._write_new(temp, pieces)
                 os.rename(temp, directory / name)
                 break
             except FileNotFoundError:
@@ -231,26 +233,37 @@ class ContentStore:
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
-        self._drop_behind(directory / name)
         part = Part.parse(name)
         assert part is not None
         return part
 
-    def _drop_behind(self, path: Path) -> None:
-        """Drop the pages of the part stored :data:`DROP_BEHIND_PARTS` stores before *path*
-        from the page cache (written back by now: :meth:`_write_new` started it).
+    def stored(self, sha: str, parts: Sequence[Part]) -> None:
+        """Enter *parts* of *sha*, just stored, into the drop-behind pipeline (cheap: no
+        I/O; :meth:`drop_behind` moves it)."""
+        with self._pipeline_lock:
+            self._dirty.extend(self.entry(sha) / part.name for part in parts)
 
-        The content a mount reads is in the page cache once already, as the mount's file
-        (``keep_cache``): the cache's copy there would only double the memory a cold read
-        takes, and filling new page-cache memory costs more CPU than the copy itself
-        (docs/performance.md, "Content cache: cold-read cost"). Pages being written back
-        stay; the kernel reclaims them later as usual."""
-        with self._written_lock:
-            self._written.append(path)
-            if len(self._written) <= DROP_BEHIND_PARTS:
-                return
-            old = self._written.popleft()
-        _drop_pages(old)
+    def drop_behind(self) -> None:
+        """Move the drop-behind pipeline: the write-back of a part stored starts once
+        :data:`WRITE_BACK_AFTER` parts were stored after it, and once :data:`DROP_AFTER`
+        were, its pages (clean by then) leave the page cache. Each step is
+        ``POSIX_FADV_DONTNEED``: on dirty pages it starts their write-back (which may wait
+        for a busy disk: run it where no claim waits for it), clean ones it drops.
+
+        Why: the content a mount reads is in the page cache once already, as the mount's file
+        (``keep_cache``); the cache's copy there would double the memory a cold read takes,
+        and filling ever new page-cache memory costs more CPU than the copy itself
+        (docs/performance.md, "Content cache: cold-read cost"). Pages still being written
+        back stay; the kernel reclaims them later as usual."""
+        advise: list[Path] = []
+        with self._pipeline_lock:
+            while len(self._dirty) > WRITE_BACK_AFTER:
+                self._writing.append(self._dirty.popleft())
+                advise.append(self._writing[-1])
+            while len(self._writing) > DROP_AFTER - WRITE_BACK_AFTER:
+                advise.append(self._writing.popleft())
+        for path in advise:
+            _advise_dontneed(path)
 
     def claim(self, sha: str, cell: int) -> bool:
         """Claim the fetch of *cell* of *sha*: True if this call created the claim; a stale
@@ -315,24 +328,20 @@ class ContentStore:
         stored = 0
         with open(source, "rb") as file:
             while data := file.read(CELL):
-                self.store(sha, stored, [data])
+                self.stored(sha, [self.store(sha, stored, [data])])
+                self.drop_behind()
                 stored += len(data)
         self.touch(sha)
         return stored
 
     @staticmethod
-    def _write_new(path: Path, pieces: Sequence[Piece], *, write_back: bool = False) -> None:
-        """Create *path* (``O_EXCL``) holding *pieces*; with *write_back*, start writing its
-        pages to the disk now (``POSIX_FADV_DONTNEED`` on dirty pages starts their
-        write-back, :meth:`_drop_behind` drops them once clean)."""
+    def _write_new(path: Path, pieces: Sequence[Piece]) -> None:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             for piece in pieces:
                 view = memoryview(piece)
                 while view:
                     view = view[os.write(descriptor, view) :]
-            if write_back:
-                _advise_dontneed(descriptor)
         except BaseException:
             os.close(descriptor)
             path.unlink(missing_ok=True)
@@ -348,23 +357,19 @@ class ContentStore:
         return parts, self.claim(sha, cell)
 
 
-def _drop_pages(path: Path) -> None:
-    """Drop the clean pages of the file at *path* from the page cache (gone: nothing)."""
+def _advise_dontneed(path: Path) -> None:
+    """``POSIX_FADV_DONTNEED`` on the whole file at *path*. Advice only: a file gone
+    (evicted) or a file system that refuses it changes nothing (tmpfs ignores it)."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return  # evicted meanwhile, or unreadable: only advice is lost
+        return
     try:
-        _advise_dontneed(descriptor)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
     finally:
         os.close(descriptor)
-
-
-def _advise_dontneed(descriptor: int) -> None:
-    """``POSIX_FADV_DONTNEED`` on the whole file; advice only, so a file system that
-    refuses it changes nothing (tmpfs ignores it: its pages are the file)."""
-    with contextlib.suppress(OSError):
-        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _running(pid: int) -> bool:
