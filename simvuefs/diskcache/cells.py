@@ -79,8 +79,6 @@ STORE_WAIT = 2.0
 (a cache disk that hangs slows reads down, never stops them)."""
 WRITERS = 2
 """Worker threads writing parts at once (more only add contention for the GIL)."""
-DROP_BEHIND_BATCH = 4
-"""Parts stored between two moves of the store's drop-behind pipeline (one thread hop)."""
 SHUTDOWN_WAIT = 10.0
 """At unmount, how long stores and copies still running may take before they are dropped."""
 USE_RECORD_INTERVAL = 30.0
@@ -226,8 +224,6 @@ class CellCache:
         self._fillings: dict[tuple[str, int], Filling] = {}
         self._writer = trio.CapacityLimiter(WRITERS)
         self._drained = trio.Event()  # set when the store backlog shrinks
-        self._undropped = 0  # parts stored since the drop-behind last ran
-        self._dropping = False
 
     def spawn(self, work: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run *work* in the background, counted until it ends (:meth:`settled`)."""
@@ -532,7 +528,6 @@ class CellCache:
                     self.store.release(sha, cell)
                 except OSError as exc:
                     log.debug("cannot remove a claim: %s", exc)
-            self.store.stored(sha, parts)
             return parts
 
         try:
@@ -550,31 +545,12 @@ class CellCache:
             self._since_eviction += size
             self._note_use(sha)
             self._maybe_evict()
-            self._maybe_drop_behind(len(parts))
         finally:
             self._backlog -= size
             self._drained.set()
             self._drained = trio.Event()
             self.release(sha, claimed, removed)
             self._end_filling(sha, filling)
-
-    def _maybe_drop_behind(self, stored: int) -> None:
-        """Every :data:`DROP_BEHIND_BATCH` parts stored, move the store's drop-behind
-        pipeline in a thread of its own: starting a write-back may wait for a busy disk,
-        and stores (whose claims other processes wait for) must not wait behind it."""
-        self._undropped += stored
-        if self._undropped < DROP_BEHIND_BATCH or self._dropping:
-            return
-        self._undropped, self._dropping = 0, True
-        self.spawn(self._drop_behind)
-
-    async def _drop_behind(self) -> None:
-        try:
-            await trio.to_thread.run_sync(self.store.drop_behind)
-        except OSError as exc:
-            log.debug("cannot drop cache pages: %s", exc)
-        finally:
-            self._dropping = False
 
     async def room(self) -> None:
         """Wait until the store backlog is under :data:`STORE_BACKLOG` (at most

@@ -26,8 +26,6 @@ Invariants:
   (or one made on this machine by a process that no longer runs: ``kill -9``) is a
   leftover of a process that died and is taken over; last use is the mtime of
   ``used``, set by the cache itself.
-- Parts this process stores leave the page cache soon after (drop-behind,
-  :meth:`ContentStore.drop_behind`): the content is in memory as the mount's file already.
 - Entries may be deleted at any time (eviction, ``simvuefs cache clean``): an open part
   stays readable, a part gone between listing and opening is a miss, and a rename into a
   deleted entry is retried once in a new directory.
@@ -40,10 +38,8 @@ import functools
 import os
 import secrets
 import socket
-import threading
 import time
 import zlib
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +52,6 @@ CELL = 4 * MIB
 """The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 READ_PIECE = MIB
 """Parts are read in pieces of this size."""
-WRITE_BACK_AFTER = 2
-"""Parts stored since a part when its write-back to the disk is started
-(:meth:`ContentStore.drop_behind`)."""
-DROP_AFTER = 8
-"""Parts stored since a part when its pages, written back by then, leave the page cache."""
 CLAIM_STALE = 30.0
 """Seconds after which a claim is a dead process's leftover (a cell takes far less)."""
 TEMP_STALE = 3600.0
@@ -133,9 +124,6 @@ class ContentStore:
         self.root = root
         self.objects = root / LAYOUT
         self._temp_prefix = f"{TEMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
-        self._dirty: deque[Path] = deque()  # parts stored, write-back not started, oldest first
-        self._writing: deque[Path] = deque()  # parts whose write-back was started
-        self._pipeline_lock = threading.Lock()  # stores run in several threads
 
     def prepare(self) -> bool:
         """Create the directory if needed; True if this process can write to it."""
@@ -237,34 +225,6 @@ class ContentStore:
         assert part is not None
         return part
 
-    def stored(self, sha: str, parts: Sequence[Part]) -> None:
-        """Enter *parts* of *sha*, just stored, into the drop-behind pipeline (cheap: no
-        I/O; :meth:`drop_behind` moves it)."""
-        with self._pipeline_lock:
-            self._dirty.extend(self.entry(sha) / part.name for part in parts)
-
-    def drop_behind(self) -> None:
-        """Move the drop-behind pipeline: the write-back of a part stored starts once
-        :data:`WRITE_BACK_AFTER` parts were stored after it, and once :data:`DROP_AFTER`
-        were, its pages (clean by then) leave the page cache. Each step is
-        ``POSIX_FADV_DONTNEED``: on dirty pages it starts their write-back (which may wait
-        for a busy disk: run it where no claim waits for it), clean ones it drops.
-
-        Why: the content a mount reads is in the page cache once already, as the mount's file
-        (``keep_cache``); the cache's copy there would double the memory a cold read takes,
-        and filling ever new page-cache memory costs more CPU than the copy itself
-        (docs/performance.md, "Content cache: cold-read cost"). Pages still being written
-        back stay; the kernel reclaims them later as usual."""
-        advise: list[Path] = []
-        with self._pipeline_lock:
-            while len(self._dirty) > WRITE_BACK_AFTER:
-                self._writing.append(self._dirty.popleft())
-                advise.append(self._writing[-1])
-            while len(self._writing) > DROP_AFTER - WRITE_BACK_AFTER:
-                advise.append(self._writing.popleft())
-        for path in advise:
-            _advise_dontneed(path)
-
     def claim(self, sha: str, cell: int) -> bool:
         """Claim the fetch of *cell* of *sha*: True if this call created the claim; a stale
         claim is taken over. Raises OSError when the directory cannot be written."""
@@ -328,8 +288,7 @@ class ContentStore:
         stored = 0
         with open(source, "rb") as file:
             while data := file.read(CELL):
-                self.stored(sha, [self.store(sha, stored, [data])])
-                self.drop_behind()
+                self.store(sha, stored, [data])
                 stored += len(data)
         self.touch(sha)
         return stored
@@ -355,21 +314,6 @@ class ContentStore:
         if any(part.start <= position < part.stop for part in parts):
             return parts, False
         return parts, self.claim(sha, cell)
-
-
-def _advise_dontneed(path: Path) -> None:
-    """``POSIX_FADV_DONTNEED`` on the whole file at *path*. Advice only: a file gone
-    (evicted) or a file system that refuses it changes nothing (tmpfs ignores it)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _running(pid: int) -> bool:
