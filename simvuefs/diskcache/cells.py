@@ -374,6 +374,7 @@ class CellCache:
         if won:
             self._held[key] = 1
             self._claim_files.add(key)
+            self._renewed[key] = trio.current_time()  # created just now: as good as renewed
         return won
 
     def renew(self, sha: str, cell: int) -> None:
@@ -390,15 +391,29 @@ class CellCache:
         except OSError as exc:
             log.debug("cannot renew a claim: %s", exc)
 
-    def release(self, sha: str, claimed: list[int]) -> None:
+    def release(self, sha: str, claimed: list[int], removed: frozenset[int] = frozenset()) -> None:
+        """Release this holder's claims on *claimed*; the files of cells in *removed* are
+        already gone (:meth:`_store` removed them in its thread, one hop fewer per cell)."""
         for cell in claimed:
             key = (sha, cell)
             count = self._held.get(key, 0) - 1
+            if cell in removed:  # (a holder that came meanwhile has lost its file: at
+                self._claim_files.discard(key)  # worst, another process fetches it too)
+                self._renewed.pop(key, None)
             if count > 0:
                 self._held[key] = count
                 continue
             self._held.pop(key, None)
-            self._nursery.start_soon(self._unlink_claim, sha, cell)
+            if cell not in removed:
+                self._nursery.start_soon(self._unlink_claim, sha, cell)
+
+    def _last_holds(self, sha: str, claimed: list[int]) -> frozenset[int]:
+        """The cells of *claimed* whose claim files go once this holder releases them."""
+        return frozenset(
+            cell
+            for cell in claimed
+            if self._held.get((sha, cell)) == 1 and (sha, cell) in self._claim_files
+        )
 
     async def _unlink_claim(self, sha: str, cell: int) -> None:
         key = (sha, cell)
@@ -500,10 +515,20 @@ class CellCache:
         claimed: list[int],
         filling: Filling | None,
     ) -> None:
+        ending = self._last_holds(sha, claimed)
+        removed: frozenset[int] = frozenset()
+
         def write() -> list[Part]:
             if len(pieces) > 1:  # a stream's pieces of one cell
-                return [self.store.store(sha, start, pieces)]
-            return [self.store.store(sha, at, [piece]) for at, piece in cells(start, pieces[0])]
+                parts = [self.store.store(sha, start, pieces)]
+            else:
+                parts = [self.store.store(sha, at, [p]) for at, p in cells(start, pieces[0])]
+            for cell in ending:  # after the parts: a waiter then finds them on disk
+                try:
+                    self.store.release(sha, cell)
+                except OSError as exc:
+                    log.debug("cannot remove a claim: %s", exc)
+            return parts
 
         try:
             parts = await trio.to_thread.run_sync(write, limiter=self._writer)
@@ -511,6 +536,7 @@ class CellCache:
             self._write_failed(exc)
             self.stats.store_failures += 1
         else:
+            removed = ending
             self.stats.stored_bytes += size
             known = self._index.get(sha)
             if known is not None:
@@ -523,7 +549,7 @@ class CellCache:
             self._backlog -= size
             self._drained.set()
             self._drained = trio.Event()
-            self.release(sha, claimed)
+            self.release(sha, claimed, removed)
             self._end_filling(sha, filling)
 
     async def room(self) -> None:
@@ -556,6 +582,7 @@ class CellCache:
         if won:
             self._held[key] = 1
             self._claim_files.add(key)
+            self._renewed[key] = trio.current_time()  # created just now: as good as renewed
         return won
 
     def _write_failed(self, exc: OSError) -> None:

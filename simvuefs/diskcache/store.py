@@ -34,6 +34,7 @@ Invariants:
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import secrets
 import socket
@@ -48,9 +49,9 @@ from simvuefs.config import MIB
 Piece = bytes | memoryview
 """Bytes of a part, as received (parts are written from several pieces without joining)."""
 CELL = 4 * MIB
+"""The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 READ_PIECE = MIB
 """Parts are read in pieces of this size."""
-"""The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 CLAIM_STALE = 30.0
 """Seconds after which a claim is a dead process's leftover (a cell takes far less)."""
 TEMP_STALE = 3600.0
@@ -98,6 +99,11 @@ class Part:
         return f"{start}-{length}-{crc:08x}"
 
 
+_parse_name = functools.lru_cache(maxsize=16384)(Part.parse)
+"""``Part.parse`` remembered: a stream lists its entry at every cell (``ContentStore.enter``),
+so a file read through would parse the names of its parts once per cell (quadratic)."""
+
+
 def cells(start: int, data: Piece) -> list[tuple[int, memoryview]]:
     """*data* at *start* cut at cell boundaries: ``(offset, piece)`` pairs (views, no copy)."""
     pieces = []
@@ -141,7 +147,7 @@ class ContentStore:
             names = os.listdir(self.entry(sha))
         except FileNotFoundError:
             return []
-        found = (Part.parse(name) for name in names)
+        found = (_parse_name(name) for name in names)
         return sorted((part for part in found if part is not None), key=lambda p: p.start)
 
     def read(
