@@ -44,6 +44,9 @@ Memory does not grow with the files written: once a landed file is *settled* (la
 by the server, so the overlay no longer shows it; no handle open on it), its node lets go of
 the write path's record (``node.staged``) and of the key made at ``create``, and is then
 like the node of any artifact (:meth:`Tree.settle_landed`, at each landing and listing).
+A listing of at least ``RELEASE_AFTER`` artifacts, once it replaced the one before in its
+cache, hands the heap's freed pages back to the system (``heap.py``): what the resident size
+keeps is then what lives, not the peak of every listing parsed at each TTL.
 Names of new files and directories must pass the artifact-name rule
 (:func:`simvuefs.models.check_artifact_name`) at once, so a bad name fails at
 ``create``/``mkdir`` with EINVAL, never at ``close``.
