@@ -543,6 +543,7 @@ class SimvueClient:
             if not isinstance(data, list):
                 raise ProtocolError(f"{what}: expected a JSON list, got {type(data).__name__}")
             entries = data
+        del reply  # iter_array holds the body's last reference, and lets go once it is decoded
         artifacts = self._uploaded(self._parse_entries(entries, Artifact.from_json, what), run_id)
         if category in CATEGORIES:
             artifacts = [

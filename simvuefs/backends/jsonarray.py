@@ -4,7 +4,8 @@ A listing of 10,000 artifacts is a JSON array of 10,000 objects. ``json.loads`` 
 object before the caller turns the first into a record, so all the dictionaries (several
 times the size of the records made from them) are alive at once. :func:`iter_array`
 decodes one element, hands it over, and decodes the next: the caller's records replace the
-dictionaries as they go, and the peak is the body plus the records.
+dictionaries as they go. The body is let go of as soon as it is decoded (when the caller
+hands over its only reference), so the peak is the decoded text plus the records.
 
 Invariant: for any body, the elements yielded (when it is an array) are exactly those of
 ``json.loads(body)``, and a body that ``json.loads`` refuses raises ProtocolError, as
@@ -43,6 +44,7 @@ def iter_array(body: bytes, what: str) -> Iterator[object]:
         text = body.decode(json.detect_encoding(body), "surrogatepass")
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"{what}: the answer is not valid JSON ({exc})") from None
+    del body  # the bytes go now unless the caller kept them (a listing: as long as its text)
     index = _skip_space(text, 0)
     if not text.startswith("[", index):
         raise ProtocolError(f"{what}: the answer is not a JSON array")

@@ -56,6 +56,7 @@ from simvuefs.control.mounts import check_mountpoint, mount_id_of
 from simvuefs.diskcache.source import open_content_cache
 from simvuefs.fuse.attrs import AttrPolicy
 from simvuefs.fuse.fs import Operations
+from simvuefs.fuse.heap import limit_arenas
 from simvuefs.fuse.stats import MountStats
 from simvuefs.fuse.tree import RunSelection, Tree
 from simvuefs.logs import UsageError
@@ -155,6 +156,7 @@ def run(settings: Settings, options: MountOptions, on_ready: Callable[[], None])
     check_mountpoint(options.mountpoint)
     # `kill -USR1 <pid>` dumps every thread's stack to stderr (the log file of a daemon).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    limit_arenas()  # before any worker thread: freed memory stays in few heaps (heap.py)
     try:
         trio.run(_serve, _Mount(settings, options, on_ready))
     except BaseExceptionGroup as group:

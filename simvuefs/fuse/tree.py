@@ -44,6 +44,9 @@ Memory does not grow with the files written: once a landed file is *settled* (la
 by the server, so the overlay no longer shows it; no handle open on it), its node lets go of
 the write path's record (``node.staged``) and of the key made at ``create``, and is then
 like the node of any artifact (:meth:`Tree.settle_landed`, at each landing and listing).
+A listing of at least ``RELEASE_AFTER`` artifacts, once it replaced the one before in its
+cache, hands the heap's freed pages back to the system (``heap.py``): what the resident size
+keeps is then what lives, not the peak of every listing parsed at each TTL.
 Names of new files and directories must pass the artifact-name rule
 (:func:`simvuefs.models.check_artifact_name`) at once, so a bad name fails at
 ``create``/``mkdir`` with EINVAL, never at ``close``.
@@ -61,6 +64,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from simvuefs.errors import LocalError, NotFound, SimvueError
+from simvuefs.fuse.heap import release_freed
 from simvuefs.fuse.inodes import ROOT_INODE, InodeTable, Node, NodeKind
 from simvuefs.fuse.lookahead import RefreshAhead, RunLookahead
 from simvuefs.fuse.names import (
@@ -113,6 +117,9 @@ READ_ONLY = "read-only"
 """How ``input/`` of a run may change (:meth:`Tree.input_mode`; ``user.simvue.input_mode``)."""
 EDITABLE_STATUS = "created"
 """The run status in which inputs can be changed: prepared, not started yet."""
+RELEASE_AFTER = 1000
+"""Artifacts: a listing at least this long, once it replaced the one before, gives the heap's
+freed pages back to the system (``heap.py``; smaller ones are not worth the walk)."""
 # Warnings about unshowable names are logged once per object; forget them past this many.
 WARNED_MAX = 10000
 
@@ -208,6 +215,7 @@ class Tree:
             LISTINGS_CACHED
         )
         self._listing_by_run = True  # until a run listing comes without categories
+        self._release_due = False  # a long listing was loaded: release_freed once it is stored
         self._lookahead = RunLookahead(self._list_ahead)
         self._runs_refresh = RefreshAhead(self._runs, RUNS_DIR, self._load_run_names)
         self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED)
@@ -986,13 +994,23 @@ class Tree:
             by_category = await self._run_listings.get_or_load(
                 run.id, lambda: self._load_run_listing(run), ttl
             )
+            self._release_replaced()
             if by_category is not None:
                 return by_category[category]
 
         async def load() -> CategoryListing:
             return self._lay_out(run, category, await self._list_artifacts(run, category))
 
-        return await self._listings.get_or_load((run.id, category), load, ttl)
+        listing = await self._listings.get_or_load((run.id, category), load, ttl)
+        self._release_replaced()
+        return listing
+
+    def _release_replaced(self) -> None:
+        """Give the heap's free pages back once a long listing replaced the one before it
+        in its cache (the old records are then freed: nodes share the new ones)."""
+        if self._release_due:
+            self._release_due = False
+            release_freed()
 
     async def _load_run_listing(self, run: Run) -> Mapping[str, CategoryListing] | None:
         """All categories of *run* from one unfiltered request, or None (and from now on
@@ -1010,10 +1028,12 @@ class Tree:
 
     async def _list_artifacts(self, run: Run, category: str | None) -> list[Artifact]:
         try:
-            return await self._client.list_artifacts(run.id, category)
+            artifacts = await self._client.list_artifacts(run.id, category)
         except NotFound:
             # Servers answer 404 for "no artifacts" as well as for "no such run".
             return []
+        self._release_due = self._release_due or len(artifacts) >= RELEASE_AFTER
+        return artifacts
 
     def _lay_out(self, run: Run, category: str, artifacts: list[Artifact]) -> CategoryListing:
         """The directories of *category* of *run* from its listed *artifacts*, with this

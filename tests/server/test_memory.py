@@ -168,3 +168,35 @@ async def test_a_listed_artifact_costs_about_a_kibibyte(devserver):
         assert alive()["Node"] - before_nodes == LISTED + 1  # the directory's and its files'
         assert first.st_ino != 0
         assert retained / LISTED < PER_ARTIFACT_BUDGET, f"{retained / LISTED:.0f} B per artifact"
+
+
+RELIST_TTL = 1.0
+"""Seconds: long enough for two lookups in a row to share a listing on a busy machine."""
+
+
+async def test_freed_memory_goes_back_once_per_long_listing_replaced(devserver, monkeypatch):
+    # A listing of 10,000 artifacts parsed again at each metadata TTL leaves its freed
+    # records in glibc's heap; each long one that replaces the one before gives them back
+    # (fuse/heap.py), shorter ones are not worth it.
+    releases: list[int] = []
+    monkeypatch.setattr(simvuefs.fuse.tree, "RELEASE_AFTER", 100)
+    monkeypatch.setattr(simvuefs.fuse.tree, "release_freed", lambda: releases.append(1))
+    devserver.set_faults(extra_artifacts=150)
+    new_run(devserver, "relisted")
+    async with open_ops(devserver, metadata_ttl=RELIST_TTL) as ops:
+        run = 1
+        for name in ("runs", "relisted"):
+            run = (await ops.lookup(run, os.fsencode(name), CTX)).st_ino
+        output = (await ops.lookup(run, b"output", CTX)).st_ino
+
+        async def listed(name: str) -> int:
+            await ops.lookup(output, os.fsencode(name), CTX)
+            return len(releases)
+
+        assert await listed("synthetic-000000.dat") == 1  # listed: 150 artifacts
+        assert await listed("synthetic-000001.dat") == 1  # cached: nothing replaced
+        await trio.sleep(RELIST_TTL + 0.05)
+        assert await listed("synthetic-000002.dat") == 2  # listed again
+        devserver.set_faults(extra_artifacts=20)
+        await trio.sleep(RELIST_TTL + 0.05)
+        assert await listed("synthetic-000003.dat") == 2  # 20 artifacts: not worth it

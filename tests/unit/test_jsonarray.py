@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -40,3 +41,15 @@ def test_a_value_that_is_not_an_array_is_refused():
     assert not is_array(b' {"data": []}')
     with pytest.raises(ProtocolError, match="not a JSON array"):
         list(iter_array(b'{"data": []}', "GET x"))
+
+
+def test_the_body_goes_once_decoded():
+    # A listing's body is let go of before its elements are: the peak is its decoded text
+    # and the records, not the body as well (issue 17).
+    body = b"".join([b"[", b",".join(b'{"id": "%d"}' % i for i in range(3)), b"]"])
+    held = sys.getrefcount(body)
+    elements = iter_array(body, "GET x")
+    assert sys.getrefcount(body) == held + 1  # the generator has not started
+    assert next(elements) == {"id": "0"}
+    assert sys.getrefcount(body) == held
+    assert list(elements) == [{"id": "1"}, {"id": "2"}]
