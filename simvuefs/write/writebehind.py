@@ -10,11 +10,12 @@ Invariants:
 
 - A file has at most one flusher task; it writes the queue in order, batch by batch, in a
   worker thread, and ends when the queue is empty or a batch fails.
-- A flusher gathers a batch before it takes it: until BATCH bytes are queued, a task waits
-  for the queue (:meth:`FileWrites.wait_written` with more than its limit unwritten), or
-  BATCH_DELAY seconds have passed; so a file written in a stream costs one thread hop per
-  BATCH bytes, not one per FUSE write, and no queued byte waits longer than BATCH_DELAY
-  before it goes to disk unless its batch is being written.
+- A flusher gathers a batch before it takes a non-empty queue (it ends at once on an empty
+  one, as above): until BATCH bytes are queued, a task waits for the queue
+  (:meth:`FileWrites.wait_written` with more than its limit unwritten), or BATCH_DELAY
+  seconds have passed; so a file written in a stream costs one thread hop per BATCH
+  bytes, not one per FUSE write, and no queued byte waits longer than BATCH_DELAY before
+  it goes to disk unless its batch is being written.
 - Each FileWrites counts the bytes of its queue and of the batch being written; waiters
   (:meth:`FileWrites.wait_written`, until that count is at most their limit) wake after
   every batch and when the flusher ends.
@@ -135,9 +136,11 @@ class FileWrites:
 
     async def gathered(self) -> None:
         """Flusher: return once the queue is worth a batch (module docstring): BATCH bytes,
-        a task waiting for it, an error, or BATCH_DELAY seconds from now."""
+        a task waiting for it, an error, or BATCH_DELAY seconds from now; at once when it
+        is empty (the flusher ends then, so it never outlives the fd it was given: the last
+        release closes that fd once nothing is queued)."""
         with trio.move_on_after(BATCH_DELAY):
-            while self._queued < BATCH and not self._waiters and self._error is None:
+            while 0 < self._queued < BATCH and not self._waiters and self._error is None:
                 self._arrived = trio.Event()
                 await self._arrived.wait()
 

@@ -105,7 +105,7 @@ async def test_a_stream_of_writes_is_stored_in_gathered_batches(
             await trio.sleep(0.005)  # writes arrive one by one, as FUSE writes do
         await f.writes.wait_written()
         assert os.pread(fd, (count + 1) * MIB, 0) == chunk * count
-        assert batches == 1 + count * MIB // BATCH  # write_now, then the gathered batches
+        assert batches <= 1 + count * MIB // BATCH  # write_now, then gathered batches
         monkeypatch.setattr(writebehind, "BATCH_DELAY", BATCH_DELAY)
         before = batches
         await _write(wb, f, fd, count * MIB, b"lone")
