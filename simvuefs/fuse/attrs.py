@@ -23,7 +23,8 @@ Rules (SEMANTICS.md has the user-facing version):
 - ``st_size`` is the real content size. When it is not known yet (an object artifact listed
   by ``readdir``), the server's size minus the 33 bytes the official client adds is
   reported with ``attr_timeout = 0``, so the next ``stat`` or read past it asks again.
-- ``st_blocks = ceil(size / 512)``, ``st_blksize`` = ``PREFERRED_IO_SIZE`` (64 KiB).
+- ``st_blocks = ceil(size / 512)``, ``st_blksize`` = ``PREFERRED_IO_SIZE`` (64 KiB), but
+  ``WRITE_IO_SIZE`` (1 MiB) for files not uploaded yet (their content is local).
 - Timeouts: names (``entry_timeout``) are trusted for the listing TTL of their directory;
   attributes of artifacts (immutable) for :data:`ARTIFACT_ATTR_TIMEOUT`; of files not
   uploaded yet for 0 s (they grow while written); everything else for the listing TTL. No
@@ -62,6 +63,11 @@ PREFERRED_IO_SIZE = 64 * 1024
 read at a time. Small, because each of a program's random small reads costs a whole buffer
 (1 MiB moved 3 MB per 300-byte record read; 64 KiB moves 68 KiB); big sequential readers
 (coreutils: 128 KiB at least) do not use it (docs/performance.md)."""
+WRITE_IO_SIZE = 1024 * 1024
+"""``st_blksize`` of files not uploaded yet: what ``cp`` (the larger of 128 KiB and this) and
+Python's buffered writers write at a time. 1 MiB is FUSE's largest write (``max_write``), and
+each FUSE write costs the daemon a request: 128 KiB writes cost 1.5 CPU-s/GiB more than 1 MiB
+ones (docs/performance.md). Reads of these files are local, so the size wastes no bytes."""
 OBJECT_SIZE_OVERHEAD = 33
 """What ``sys.getsizeof`` adds to ``len`` of a bytes object: the official client reports
 ``getsizeof(serialized)`` as the size of object artifacts (protocol section 4.1)."""
@@ -164,7 +170,7 @@ def entry_attributes(node: Node, policy: AttrPolicy, listing_ttl: float) -> pyfu
         attr.st_size = 0
         attr.st_blocks = 0
     attr.st_nlink = 1
-    attr.st_blksize = PREFERRED_IO_SIZE
+    attr.st_blksize = PREFERRED_IO_SIZE if local is None else WRITE_IO_SIZE
     attr.st_atime_ns = when
     attr.st_mtime_ns = when
     attr.st_ctime_ns = when

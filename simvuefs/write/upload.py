@@ -60,13 +60,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class UploaderStats:
     """Counters of an Uploader: files now *staged* and *pending*; since start, uploads
-    *committed* (landed), *failed* attempts and content *bytes_uploaded* (dedup sends none)."""
+    *committed* (landed), *failed* attempts, content *bytes_uploaded* (dedup sends none),
+    *writes* taken (one per FUSE write) and *bytes_rehashed*: bytes read back from the
+    spool to hash them at commit, because their file was not written in order (a file
+    written in order is hashed as its writes arrive, and none of it is read back)."""
 
     staged: int
     pending: int
     committed: int
     failed: int
     bytes_uploaded: int
+    writes: int
+    bytes_rehashed: int
 
 
 @asynccontextmanager
@@ -127,6 +132,8 @@ class Uploader:
         self._write_behind = WriteBehind(spool, nursery)
         self._live: dict[tuple[str, str, str], StagedFile] = {}  # STAGED and PENDING, by key
         self._lander = Lander(client, settings, spool, nursery, self._landed)
+        self._writes = 0
+        self._bytes_rehashed = 0
 
     # -- listings --------------------------------------------------------------------------
 
@@ -152,6 +159,8 @@ class Uploader:
             committed=lander.landed,
             failed=lander.failed,
             bytes_uploaded=lander.bytes_uploaded,
+            writes=self._writes,
+            bytes_rehashed=self._bytes_rehashed,
         )
 
     # -- writing ---------------------------------------------------------------------------
@@ -217,6 +226,7 @@ class Uploader:
         Raises LocalError: EBADF once *f* is committed; ENOSPC when the spool is full; the
         error of an earlier queued write that failed.
         """
+        self._writes += 1
         async with f.lock:
             fd = f.writable_fd()
             end = offset + len(data)
@@ -357,6 +367,7 @@ class Uploader:
         await f.writes.wait_written()
         f.writes.raise_error()
         hasher, start = f.writes.take_hash()
+        self._bytes_rehashed += f.size - start
         checksum = await trio.to_thread.run_sync(
             self._spool.seal, f.spool_id, hasher, start, f.size
         )

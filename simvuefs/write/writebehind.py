@@ -10,6 +10,12 @@ Invariants:
 
 - A file has at most one flusher task; it writes the queue in order, batch by batch, in a
   worker thread, and ends when the queue is empty or a batch fails.
+- A flusher gathers a batch before it takes a non-empty queue (it ends at once on an empty
+  one, as above): until BATCH bytes are queued, a task waits for the queue
+  (:meth:`FileWrites.wait_written` with more than its limit unwritten), or BATCH_DELAY
+  seconds have passed; so a file written in a stream costs one thread hop per BATCH
+  bytes, not one per FUSE write, and no queued byte waits longer than BATCH_DELAY before
+  it goes to disk unless its batch is being written.
 - Each FileWrites counts the bytes of its queue and of the batch being written; waiters
   (:meth:`FileWrites.wait_written`, until that count is at most their limit) wake after
   every batch and when the flusher ends.
@@ -39,6 +45,11 @@ log = logging.getLogger(__name__)
 
 WRITE_BEHIND = 16 * MIB
 """Bytes of one file accepted into memory before they are on the spool disk."""
+BATCH = 4 * MIB
+"""Bytes a flusher gathers before it writes them (one thread hop): less than WRITE_BEHIND,
+so that writers never wait for a batch that is still gathering."""
+BATCH_DELAY = 0.05
+"""Longest a flusher waits for a batch to gather before it writes what is queued."""
 
 Write = tuple[int, bytes, int]
 """A queued write: offset, data, and by how many bytes it grows the file."""
@@ -51,7 +62,10 @@ class FileWrites:
 
     def __init__(self) -> None:
         self._queue: list[Write] = []
+        self._queued = 0  # bytes in _queue (not taken by the flusher yet)
         self._unwritten = 0
+        self._waiters = 0  # tasks in wait_written that wait for the flusher
+        self._arrived = trio.Event()  # set when a write is queued or a task starts waiting
         self._flushing = False
         self._flushed = trio.Event()  # set and replaced after each batch the flusher writes
         self._error: LocalError | None = None
@@ -67,7 +81,12 @@ class FileWrites:
     async def wait_written(self, limit: int = 0) -> None:
         """Wait until at most *limit* bytes of the queued writes are not on disk yet."""
         while self._unwritten > limit and self._flushing:
-            await self._flushed.wait()
+            self._waiters += 1
+            self._arrived.set()  # a gathering flusher takes what is queued now
+            try:
+                await self._flushed.wait()
+            finally:
+                self._waiters -= 1
 
     # -- the hash --------------------------------------------------------------------------
 
@@ -108,22 +127,36 @@ class FileWrites:
     def enqueue(self, write: Write) -> bool:
         """Queue *write*; True when no flusher runs yet (the caller starts one)."""
         self._queue.append(write)
+        self._queued += len(write[1])
         self._unwritten += len(write[1])
+        self._arrived.set()
         start = not self._flushing
         self._flushing = True
         return start
+
+    async def gathered(self) -> None:
+        """Flusher: return once the queue is worth a batch (module docstring): BATCH bytes,
+        a task waiting for it, an error, or BATCH_DELAY seconds from now; at once when it
+        is empty (the flusher ends then, so it never outlives the fd it was given: the last
+        release closes that fd once nothing is queued)."""
+        with trio.move_on_after(BATCH_DELAY):
+            while 0 < self._queued < BATCH and not self._waiters and self._error is None:
+                self._arrived = trio.Event()
+                await self._arrived.wait()
 
     def next_batch(self) -> list[Write]:
         """Take the whole queue for the flusher; empty when done or after an error."""
         if self._error is not None:
             return []
         batch, self._queue = self._queue, []
+        self._queued = 0
         return batch
 
     def fail(self, error: LocalError) -> list[Write]:
         """Make *error* sticky and drop the rest of the queue; return the writes dropped."""
         self._error = error
         dropped, self._queue = self._queue, []
+        self._queued = 0
         return dropped
 
     def written(self, batch: list[Write]) -> None:
@@ -192,7 +225,12 @@ class WriteBehind:
         """
         writes = f.writes
         try:
-            while batch := writes.next_batch():
+            while True:
+                with trio.CancelScope(shield=True):  # bounded by BATCH_DELAY; keeps the queue
+                    await writes.gathered()
+                batch = writes.next_batch()
+                if not batch:
+                    break
                 room: int | None = None
                 try:
                     with trio.CancelScope(shield=True):  # the queue is all the data there is

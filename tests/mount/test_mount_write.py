@@ -30,12 +30,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy
 import pytest
 from helpers import errno_of, server_inputs, sha256, sha256_file, store_artifact, tree_digests
 from official_util import official_inputs
 
+from simvuefs.control import counters
+from simvuefs.fuse.attrs import PREFERRED_IO_SIZE
+from simvuefs.fuse.stats import PUBLISH_INTERVAL
 from testbed.devserver import DevServer
 from testbed.mounts import Mount, is_mounted, mounted
 from testbed.processes import run_tool, wait_until
@@ -165,6 +169,52 @@ def test_dd_of_300_mib_lands_byte_identical(
     assert sha256_file(run.input / "big.bin") == expected
     downloaded = official_inputs(server, tmp_path / "official", run.id)
     assert downloaded == {"big.bin": expected}
+
+
+def published_uploads(mount: Mount, after: float) -> dict[str, int]:
+    """The uploader's counters as the mount publishes them, once published after *after*."""
+    data: dict[str, Any] | None = None
+
+    def fresh() -> bool:
+        nonlocal data
+        data = counters.load(mount.path)
+        return data is not None and data["updated"] > after
+
+    assert wait_until(fresh, 3 * PUBLISH_INTERVAL, 0.2), "the mount published no counters"
+    assert data is not None
+    return dict(data["uploads"])
+
+
+def test_cp_writes_1_mib_and_in_order_files_are_never_read_back(
+    server: DevServer, shared: Mount, run: RunDir, tmp_path: Path
+) -> None:
+    # A file being written reports st_blksize 1 MiB, so cp writes 1 MiB at a time (FUSE's
+    # largest write), and its sha256 is computed as the writes arrive: nothing is read back.
+    source = tmp_path / "sixteen.bin"
+    source.write_bytes(random.Random(16).randbytes(16 * MIB))
+    before = published_uploads(shared, time.time())
+    run_tool(["cp", source, run.input / "copied.bin"])
+    after = published_uploads(shared, time.time())
+    assert after["writes"] - before["writes"] == 16
+    assert after["bytes_rehashed"] == before["bytes_rehashed"]
+    # Written out of order: hashed again at close, from the spool.
+    path = run.input / "backwards.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"b" * MIB, MIB)
+        os.pwrite(fd, b"a" * MIB, 0)
+        assert os.stat(path).st_blksize == MIB
+    finally:
+        os.close(fd)
+    rehashed = published_uploads(shared, time.time())
+    assert rehashed["writes"] - after["writes"] == 2
+    assert rehashed["bytes_rehashed"] - after["bytes_rehashed"] == 2 * MIB
+    assert server_inputs(server, run.id) == {
+        "copied.bin": sha256_file(source),
+        "backwards.bin": sha256(b"a" * MIB + b"b" * MIB),
+    }
+    # Uploaded artifacts report the read path's size again.
+    assert os.stat(run.input / "copied.bin").st_blksize == PREFERRED_IO_SIZE
 
 
 def test_the_same_content_is_uploaded_once(server: DevServer, shared: Mount, run: RunDir) -> None:

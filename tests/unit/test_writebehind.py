@@ -17,9 +17,11 @@ import pytest
 import trio
 from helpers import sha256
 
+from simvuefs.config import MIB
 from simvuefs.errors import LocalError
+from simvuefs.write import writebehind
 from simvuefs.write.spool import Spool, new_spool_id
-from simvuefs.write.writebehind import FileWrites, WriteBehind
+from simvuefs.write.writebehind import BATCH, BATCH_DELAY, WRITE_BEHIND, FileWrites, WriteBehind
 
 
 @dataclass
@@ -75,6 +77,46 @@ async def test_queued_writes_reach_the_disk_in_order_and_are_hashed(spool: Spool
         assert (start, hasher.hexdigest()) == (offset, sha256(b"".join(chunks)))
         hasher, start = f.writes.take_hash()  # taken: a second commit hashes from the start
         assert (start, hasher.hexdigest()) == (0, sha256(b""))
+
+
+async def test_a_stream_of_writes_is_stored_in_gathered_batches(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One batch (one thread hop, one free-space check) per BATCH bytes of a stream of 1 MiB
+    # writes, not one per write; a lone write still reaches the disk after BATCH_DELAY.
+    monkeypatch.setattr(writebehind, "BATCH_DELAY", 60.0)  # batches gather by size only
+    batches = 0
+    check_free = spool.check_free
+
+    def counted(grow: int) -> int:
+        nonlocal batches
+        batches += 1
+        return check_free(grow)
+
+    spool.check_free = counted  # type: ignore[method-assign]
+    f = File()
+    chunk = os.urandom(MIB)
+    count = 4 * BATCH // MIB
+    async with _write_behind(spool) as (wb, fd):
+        batches = 0  # not the check of the file's creation
+        for index in range(count):
+            await _write(wb, f, fd, index * MIB, chunk)
+            await f.writes.wait_written(WRITE_BEHIND)
+            await trio.sleep(0.005)  # writes arrive one by one, as FUSE writes do
+        await f.writes.wait_written()
+        assert os.pread(fd, (count + 1) * MIB, 0) == chunk * count
+        assert batches <= 1 + count * MIB // BATCH  # write_now, then gathered batches
+        monkeypatch.setattr(writebehind, "BATCH_DELAY", BATCH_DELAY)
+        before = batches
+        await _write(wb, f, fd, count * MIB, b"lone")
+        for _ in range(100):  # nobody waits for it: it goes once the flusher's delay ends
+            await trio.sleep(BATCH_DELAY)
+            if os.pread(fd, 4, count * MIB) == b"lone":
+                break
+        assert os.pread(fd, 4, count * MIB) == b"lone"
+        assert batches == before + 1
+        _, start = f.writes.take_hash()
+        assert start == count * MIB + 4
 
 
 @pytest.mark.parametrize(
