@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,9 @@ HTTPX_UPLOAD = "httpx direct upload"
 def upload(ctx: Context) -> Table:
     """Upload of a large local file: cp into MNT/runs/upload/input/ (timed until cp returns,
     i.e. until the server has it) against a direct httpx upload doing the official client's
-    requests (sha256, POST /api/artifacts, storage upload, PUT uploaded, attach, GET)."""
+    requests (sha256, POST /api/artifacts, storage upload, PUT uploaded, attach, GET).
+    The disks are synced before each timed upload: the devserver has just stored the
+    previous contender's file, and its dirty pages would throttle the next one's writes."""
     size = ctx.data.sizes.upload
     table = Table("upload", f"Upload of a {size_text(size)} file", "MiB/s", HTTPX_UPLOAD)
     api = httpx.Client(
@@ -32,6 +35,7 @@ def upload(ctx: Context) -> Table:
         for round_ in range(ctx.repeat):
             source, sha = ctx.data.upload_sources["httpx"]
             name = f"httpx-{round_}.bin"
+            os.sync()  # each contender starts with no dirty pages of the one before
             seconds, _ = timed_on(None, _direct_upload, api, run_id, source, name)
             table.result(HTTPX_UPLOAD).add(mib_per_s(size, seconds))
             _check_uploaded(api, run_id, name, sha)
@@ -40,6 +44,7 @@ def upload(ctx: Context) -> Table:
             with ctx.harness.mount("simvuefs", read_only=False) as mounted:
                 target = mounted.root / "runs" / UPLOAD_RUN / "input" / name
                 copy = ["cp", str(source), str(target)]
+                os.sync()
                 seconds, cpu = timed_on(mounted, subprocess.run, copy, check=True)
                 table.result("simvuefs cp").add(
                     mib_per_s(size, seconds), cpu, size, mounted.peak_rss()

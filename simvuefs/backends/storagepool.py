@@ -8,6 +8,9 @@ above (``redirects.FollowRedirects``, ``transport.send``): answers come back as
 error as their cause, so that ``Network`` explains TLS failures and ``send`` retries exactly
 as for httpx's transport.
 
+h11 is the HTTP/1.1 parser under httpx (httpx -> httpcore -> h11), installed with it: no
+dependency beyond the declared four.
+
 Invariants:
 
 - Every request gets a fresh ``h11.Connection``: h11 writes the request and parses the
