@@ -18,8 +18,12 @@ Steering
     in *parts* of ``part_blocks`` (``--read-part-size``; no larger than the window when it
     starts, so the first ones are small): a part starts once a claim reaches it, with one
     GET to its end, and receives each of its blocks once it is claimed (TCP holds the rest
-    back), so a starved stream still makes one request per part, never one per block. The
-    number of parts in flight starts at 1; it grows by one (at most once per whole part
+    back), so a starved stream still makes one request per part, never one per block. A
+    part all of whose blocks are claimed is *draining*: it only receives what it asked for,
+    so the next part starts as soon as a claim reaches it, and its request (a connection's
+    round trips) overlaps the draining part's tail instead of following it; at most
+    ``max_parts`` parts are open at once. The number of parts *pacing* the link (open and
+    not draining) starts at 1; it grows by one (at most once per whole part
     received) when the reader has to wait for a block while claimed blocks wait for a part
     and the last whole part came slower than
     ``FAST_PART_RATE`` (the link, not the reader or the CPU, is the bottleneck), up to
@@ -27,7 +31,8 @@ Steering
     at less than ``CROWDED_RATIO`` of the rate with one part fewer in flight (the
     connections share another bound, the CPU): a
     reader that a single connection keeps ahead of (loopback) costs one connection at a
-    time, and one that storage caps per connection gets as many as its window holds.
+    time (two while one drains), and one that storage caps per connection gets as many as
+    its window holds.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
@@ -45,10 +50,12 @@ Order
 
 Memory
     Blocks claimed ahead of their reader never exceed ``readahead_per_file`` per handle nor
-    ``readahead_total`` over all handles; the latter is further capped at half of
+    ``readahead_total`` over all handles, of which a stream claims at most an even share
+    (the total over the streams still claiming; at least one block), so that no stream
+    starves the others' readers into fetching block by block; the total is further capped at half of
     ``cache_bytes``, because filled read-ahead blocks live in the cache and must not evict
     each other before they are read. Each part in flight holds at most one partly received
-    block outside the cache; at most ``max_parts`` parts per stream are in flight.
+    block outside the cache; at most ``max_parts`` parts per stream are open.
 
 Errors
     A part whose connection breaks or stalls (the backend's read timeout) is resumed alone
@@ -122,7 +129,8 @@ class ReadAheadStats:
 
 class ReadAheadBudget:
     """The bytes all streams hold claimed ahead of their readers (never above *cap*), and
-    the streams that may still claim, which are woken when bytes are given back."""
+    the streams that may still claim, which are woken when bytes are given back. A stream
+    holds at most its :attr:`share` (or one block) of them."""
 
     def __init__(self, cap: int) -> None:
         self._cap = cap
@@ -151,9 +159,16 @@ class ReadAheadBudget:
         """*stream* claims no more (stopped, or it reached the content's end)."""
         self._streams.discard(stream)
 
+    @property
+    def share(self) -> int:
+        """What one stream may hold beyond its first block: the cap split evenly between
+        the streams that still claim, so that none starves the others' readers."""
+        return self._cap // max(1, len(self._streams))
+
     def take(self, length: int, held: int) -> bool:
-        """Charge *length* bytes to a stream that then holds *held*; False if over the cap."""
-        if self._used + length > self._cap:
+        """Charge *length* bytes to a stream that then holds *held*; False if over the cap,
+        or if *held* exceeds the stream's share and is more than this block."""
+        if self._used + length > self._cap or (held > length and held > self.share):
             return False
         self._used += length
         self._peak = max(self._peak, self._used)
@@ -179,10 +194,11 @@ class PartStream:
     charged to the budget until the reader reaches them or the stream stops. Parts cover
     ``[first, parts_end)`` in runs of *part_blocks* blocks: a part starts once its first
     block is claimed, opens its GET to its end, and receives each block once it is
-    permitted (TCP holds the rest back); at most ``parallel`` parts are queued
-    (:meth:`next_part`) or in flight, from *parallel* up to *max_parts*
-    (:meth:`reader_waited`). ``starved`` is True when the budget stopped the last
-    :meth:`extend` short of the window. ``scope`` bounds the stream's task and its parts'
+    permitted (TCP holds the rest back); at most ``parallel`` parts that are not draining
+    (all their blocks permitted) are queued (:meth:`next_part`) or in flight, from
+    *parallel* up to *max_parts* (:meth:`reader_waited`), and at most *max_parts* in all.
+    ``starved`` is True when the budget stopped the last :meth:`extend` short of the
+    window. ``scope`` bounds the stream's task and its parts'
     tasks; ``finished`` is set when they ended.
     """
 
@@ -197,6 +213,7 @@ class PartStream:
         "_link_slow",
         "_max_parts",
         "_max_window",
+        "_open_parts",
         "_parallel",
         "_part_blocks",
         "_part_size",
@@ -244,6 +261,7 @@ class PartStream:
         self._ahead: dict[int, int] = {}  # claimed block index -> bytes charged to the budget
         self._ahead_bytes = 0
         self._queue: deque[range] = deque()
+        self._open_parts: list[range] = []  # queued or in flight, not done
         self._in_flight = 0
         self._parallel = min(parallel, max_parts)
         self._link_slow = False
@@ -294,8 +312,13 @@ class PartStream:
         self._start_parts()
 
     def _start_parts(self) -> None:
-        """Queue parts for claimed blocks that have none, as many as ``parallel`` allows."""
-        while self._parts_end < self._permitted_end and self._busy < self._parallel:
+        """Queue parts for claimed blocks that have none, as many as ``parallel`` allows
+        (draining parts not counted) and never more than ``max_parts`` open."""
+        while (
+            self._parts_end < self._permitted_end
+            and self._pacing < self._parallel
+            and len(self._open_parts) < self._max_parts
+        ):
             start = self._parts_end
             while start < self._permitted_end and start not in self._claims:
                 start += 1  # cached or in flight elsewhere when permitted: no part needed
@@ -304,14 +327,20 @@ class PartStream:
                 break
             size = min(self._part_size, self._window)  # small while the window is
             self._parts_end = min(start + size, self.blocks.count)
-            self._queue.append(range(start, self._parts_end))
+            part = range(start, self._parts_end)
+            self._queue.append(part)
+            self._open_parts.append(part)
             self._wake()
         if self.exhausted:
             self._wake()
 
     @property
-    def _busy(self) -> int:
-        return self._in_flight + len(self._queue)
+    def _pacing(self) -> int:
+        """Open parts (queued or in flight) that still wait for claims: those the link
+        paces. A *draining* part, all of whose blocks are permitted, only receives what is
+        already asked for; the next part's request then overlaps its tail (module
+        docstring, "Steering")."""
+        return sum(1 for part in self._open_parts if part.stop > self._permitted_end)
 
     def reader_waited(self) -> None:
         """The reader waited for a block: if claimed blocks wait for a part because
@@ -351,7 +380,7 @@ class PartStream:
         while index >= self._permitted_end:
             await self._wakeup.wait()
 
-    def part_done(self, received: int, seconds: float | None) -> None:
+    def part_done(self, part: range, received: int, seconds: float | None) -> None:
         """A part delivered all its blocks, *received* bytes in *seconds* (None: it waited
         for claims, the reader held it back). A whole part tells the link's rate: if it
         waited, came faster than ``FAST_PART_RATE``, or at less than ``CROWDED_RATIO`` of
@@ -360,6 +389,7 @@ class PartStream:
         ``part_blocks`` again and the reader's next wait may add one. Then start the next."""
         concurrent = self._in_flight
         self._in_flight -= 1
+        self._open_parts.remove(part)
         if received >= self._part_blocks * self.blocks.block_size:
             # (a small part's rate is mostly its request's latency)
             self._link_slow = seconds is not None and self._slow(concurrent, received, seconds)
@@ -402,6 +432,7 @@ class PartStream:
         self.stopped = True
         self.scope.cancel()
         self._queue.clear()
+        self._open_parts.clear()
         for index, flight in self._claims.items():
             self._cache.abandon(self.blocks.cache_key(index), flight)
         self._claims.clear()
@@ -651,7 +682,7 @@ class Prefetcher:
                     )
             seconds = trio.current_time() - began
             log.debug("part %s: %d bytes in %.3f s (waited: %s)", part, received, seconds, waited)
-            stream.part_done(received, None if waited else seconds)
+            stream.part_done(part, received, None if waited else seconds)
         except SimvueError as exc:
             log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
             self._stop(prefetch, stream)
