@@ -19,20 +19,20 @@ Steering
     starts, so the first ones are small): a part starts once a claim reaches it, with one
     GET to its end, and receives each of its blocks once it is claimed (TCP holds the rest
     back), so a starved stream still makes one request per part, never one per block. A
-    part all of whose blocks are claimed is *draining*: it only receives what it asked for,
-    so the next part starts as soon as a claim reaches it, and its request (a connection's
-    round trips) overlaps the draining part's tail instead of following it; at most
-    ``max_parts`` parts are open at once. The number of parts *pacing* the link (open and
-    not draining) starts at 1; it grows by one (at most once per whole part
-    received) when the reader has to wait for a block while claimed blocks wait for a part
-    and the last whole part came slower than
-    ``FAST_PART_RATE`` (the link, not the reader or the CPU, is the bottleneck), up to
-    ``max_parts`` (``--read-streams``), and shrinks by one each time a part comes faster, or
-    at less than ``CROWDED_RATIO`` of the rate with one part fewer in flight (the
-    connections share another bound, the CPU): a
-    reader that a single connection keeps ahead of (loopback) costs one connection at a
-    time (two while one drains), and one that storage caps per connection gets as many as
-    its window holds.
+    part all of whose blocks are claimed only receives what it asked for (it *drains*), so
+    the next part starts as soon as a claim reaches it: its request (a new connection's
+    round trips) overlaps the tail of the one before instead of following it, and a window
+    of W blocks has about W / ``part_blocks`` parts open at once, each on its connection,
+    up to ``max_parts`` (``--read-streams``). That is what storage that caps each
+    connection needs (object storage serves 50-90 MB/s per connection), and nothing is
+    known of the link when a stream starts. Each whole part received tells: one that came
+    slower than ``FAST_PART_RATE`` keeps parts at ``part_blocks`` and up to ``max_parts``
+    open; one that came faster, or at less than ``CROWDED_RATIO`` of the rate of the last
+    part received with one part fewer in flight (the connections share another bound, the
+    CPU), doubles the part size (up to the window: fewer requests) and allows two parts
+    open (one receiving, the next one's request overlapping its tail), until a slow part
+    comes again. A reader that one connection keeps ahead of (loopback) thus costs one
+    connection at a time, two while one drains.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
@@ -194,9 +194,8 @@ class PartStream:
     charged to the budget until the reader reaches them or the stream stops. Parts cover
     ``[first, parts_end)`` in runs of *part_blocks* blocks: a part starts once its first
     block is claimed, opens its GET to its end, and receives each block once it is
-    permitted (TCP holds the rest back); at most ``parallel`` parts that are not draining
-    (all their blocks permitted) are queued (:meth:`next_part`) or in flight, from
-    *parallel* up to *max_parts* (:meth:`reader_waited`), and at most *max_parts* in all.
+    permitted (TCP holds the rest back); at most *max_parts* parts are open (queued for
+    :meth:`next_part` or in flight), two once parts come fast (:meth:`part_done`).
     ``starved`` is True when the budget stopped the last :meth:`extend` short of the
     window. ``scope`` bounds the stream's task and its parts'
     tasks; ``finished`` is set when they ended.
@@ -210,11 +209,10 @@ class PartStream:
         "_claims",
         "_consumer",
         "_in_flight",
-        "_link_slow",
+        "_link_bound",
         "_max_parts",
         "_max_window",
         "_open_parts",
-        "_parallel",
         "_part_blocks",
         "_part_size",
         "_parts_end",
@@ -243,7 +241,6 @@ class PartStream:
         max_parts: int,
         cache: BlockCache,
         budget: ReadAheadBudget,
-        parallel: int = 1,
     ) -> None:
         self.blocks = blocks
         self.first = first
@@ -263,8 +260,7 @@ class PartStream:
         self._queue: deque[range] = deque()
         self._open_parts: list[range] = []  # queued or in flight, not done
         self._in_flight = 0
-        self._parallel = min(parallel, max_parts)
-        self._link_slow = False
+        self._link_bound = True  # until a whole part came fast or crowded
         self._rates: dict[int, float] = {}  # parts in flight -> the last such part's bytes/s
         self.in_flight_peak = 0
         self.starved = False
@@ -312,13 +308,10 @@ class PartStream:
         self._start_parts()
 
     def _start_parts(self) -> None:
-        """Queue parts for claimed blocks that have none, as many as ``parallel`` allows
-        (draining parts not counted) and never more than ``max_parts`` open."""
-        while (
-            self._parts_end < self._permitted_end
-            and self._pacing < self._parallel
-            and len(self._open_parts) < self._max_parts
-        ):
+        """Queue parts for claimed blocks that have none, while fewer than ``_open_limit``
+        parts are open. (A part starts once claims passed the end of the one before: that
+        one drains.)"""
+        while self._parts_end < self._permitted_end and len(self._open_parts) < self._open_limit:
             start = self._parts_end
             while start < self._permitted_end and start not in self._claims:
                 start += 1  # cached or in flight elsewhere when permitted: no part needed
@@ -335,25 +328,10 @@ class PartStream:
             self._wake()
 
     @property
-    def _pacing(self) -> int:
-        """Open parts (queued or in flight) that still wait for claims: those the link
-        paces. A *draining* part, all of whose blocks are permitted, only receives what is
-        already asked for; the next part's request then overlaps its tail (module
-        docstring, "Steering")."""
-        return sum(1 for part in self._open_parts if part.stop > self._permitted_end)
-
-    def reader_waited(self) -> None:
-        """The reader waited for a block: if claimed blocks wait for a part because
-        ``parallel`` parts are busy and the last whole part came slower than
-        ``FAST_PART_RATE``, allow one more (up to ``max_parts``; once per whole part)."""
-        if (
-            self._link_slow
-            and self._parts_end < self._permitted_end
-            and self._parallel < self._max_parts
-        ):
-            self._link_slow = False  # once per whole part measured
-            self._parallel += 1
-            self._start_parts()
+    def _open_limit(self) -> int:
+        """Parts open at once: as many as the window holds (up to ``max_parts``) while the
+        link bounds the rate, else one receiving and the next one overlapping its tail."""
+        return self._max_parts if self._link_bound else min(2, self._max_parts)
 
     @property
     def exhausted(self) -> bool:
@@ -381,22 +359,21 @@ class PartStream:
             await self._wakeup.wait()
 
     def part_done(self, part: range, received: int, seconds: float | None) -> None:
-        """A part delivered all its blocks, *received* bytes in *seconds* (None: it waited
+        """*part* delivered all its blocks, *received* bytes in *seconds* (None: it waited
         for claims, the reader held it back). A whole part tells the link's rate: if it
         waited, came faster than ``FAST_PART_RATE``, or at less than ``CROWDED_RATIO`` of
-        the last part received with one part fewer in flight, one part fewer at once and
+        the last part received with one part fewer in flight, two parts open at most and
         parts twice as large (up to the window: fewer requests); if slower, parts of
-        ``part_blocks`` again and the reader's next wait may add one. Then start the next."""
+        ``part_blocks`` again, as many open as the window holds. Then start the next."""
         concurrent = self._in_flight
         self._in_flight -= 1
         self._open_parts.remove(part)
         if received >= self._part_blocks * self.blocks.block_size:
             # (a small part's rate is mostly its request's latency)
-            self._link_slow = seconds is not None and self._slow(concurrent, received, seconds)
-            if self._link_slow:
+            self._link_bound = seconds is not None and self._slow(concurrent, received, seconds)
+            if self._link_bound:
                 self._part_size = self._part_blocks
             else:
-                self._parallel = max(1, self._parallel - 1)
                 self._part_size = min(2 * self._part_size, self._max_window)
         self._start_parts()
 
@@ -567,11 +544,6 @@ class Prefetcher:
             self._stop(prefetch, stream)
             await stream.finished.wait()
         prefetch.trail.drop_before(prefetch.blocks.count)
-
-    def reader_waits(self, prefetch: HandlePrefetch) -> None:
-        """A read of *prefetch*'s handle is about to wait for blocks in flight."""
-        if prefetch.stream is not None:
-            prefetch.stream.reader_waited()
 
     def statistics(self) -> ReadAheadStats:
         """Return the counters."""
