@@ -100,10 +100,9 @@ SEQUENTIAL_RUN_BLOCKS = 2
 kernel cuts one big read (a 1 MiB buffer at a random offset) into several requests that
 follow each other, which must not look sequential."""
 FAST_PART_RATE = 100 * 1024 * 1024
-"""Bytes per second from which one connection is fast enough: the parts in flight grow
-only while the last part received more slowly (object storage serves 50-90 MB/s per
-connection; loopback several times this), so a reader slowed by the CPU does not get
-connections that would only cost more CPU."""
+"""Bytes per second from which one connection is fast enough: a window's worth of parts is
+open only while the last whole part came more slowly (object storage serves 50-90 MB/s per
+connection; loopback several times this); after a faster one, two (module docstring)."""
 CROWDED_RATIO = 0.75
 """A part that came at less than this fraction of the rate of the last part received with
 one part fewer in flight shows that more connections do not help (module docstring)."""
