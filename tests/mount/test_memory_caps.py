@@ -35,7 +35,7 @@ from testbed.mounts import mounted
 
 
 def caps(
-    cache: int, per_file: int, total: int, part: int = 4 * MIB, streams: int = 16
+    cache: int, per_file: int, total: int, part: int = 8 * MIB, streams: int = 8
 ) -> dict[str, int]:
     return {
         "cache_bytes": cache,
@@ -68,8 +68,7 @@ def test_defaults_are_the_settings_defaults() -> None:
     ("given", "expected"),
     [
         ({"cache_size": 64 * MIB}, caps(64 * MIB, 32 * MIB, 32 * MIB)),
-        ({"cache_size": 8 * MIB}, caps(8 * MIB, 4 * MIB, 4 * MIB)),
-        ({"cache_size": 4 * MIB}, caps(4 * MIB, 2 * MIB, 2 * MIB, part=2 * MIB)),
+        ({"cache_size": 8 * MIB}, caps(8 * MIB, 4 * MIB, 4 * MIB, part=4 * MIB)),
         ({"read_ahead_total": 16 * MIB}, caps(128 * MIB, 16 * MIB, 16 * MIB)),
         ({"read_ahead": 64 * MIB}, caps(128 * MIB, 64 * MIB, 64 * MIB)),
         (
@@ -81,8 +80,8 @@ def test_defaults_are_the_settings_defaults() -> None:
             caps(16 * MIB, 2 * MIB, 8 * MIB, part=2 * MIB),
         ),
         (
-            {"read_part_size": 8 * MIB, "read_streams": 8},
-            caps(128 * MIB, 64 * MIB, 64 * MIB, part=8 * MIB, streams=8),
+            {"read_part_size": 4 * MIB, "read_streams": 16},
+            caps(128 * MIB, 64 * MIB, 64 * MIB, part=4 * MIB, streams=16),
         ),
     ],
 )
