@@ -178,8 +178,10 @@ class ReadAheadBudget:
         self._used -= length
 
     def wake_starved(self) -> None:
-        """Let every stream that ran out of budget claim again."""
-        for stream in [s for s in self._streams if s.starved]:
+        """Let every stream that ran out of budget and is below its share claim again (one
+        at its share could not: waking it would only cost CPU)."""
+        share = self.share
+        for stream in [s for s in self._streams if s.starved and s.ahead_bytes < share]:
             stream.extend()
 
 
@@ -267,6 +269,11 @@ class PartStream:
         self.scope = trio.CancelScope()
         self._wakeup = trio.Event()
         self.finished = trio.Event()
+
+    @property
+    def ahead_bytes(self) -> int:
+        """Bytes claimed ahead of the reader, charged to the budget."""
+        return self._ahead_bytes
 
     def covers(self, first: int, last: int) -> bool:
         """True if blocks *first*..*last* are where this stream is or is about to be."""
