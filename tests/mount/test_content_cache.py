@@ -108,7 +108,10 @@ def test_remount_copies_writes_and_heads_read_nothing_again(
         assert head(runs / "a/output/other.bin", 4096) == content["a/output/other.bin"][:4096]
         run_tool(["cp", str(source), str(runs / "a/input/written.bin")])
         first = settled(devserver)
-        assert SIZE <= first <= SIZE + 2 * MIB
+        # The file's first reads, before they are known to be sequential, are fetched exactly
+        # (not cached) and their blocks may be fetched again by the stream: at most the
+        # kernel's read-ahead ramp (2 MiB); the head moves little. Seen in CI: 2 MiB + 16 KiB.
+        assert SIZE <= first <= SIZE + 4 * MIB, devserver.stats()
         shown = run_cli("cache", "--cache-dir", str(cache))
         assert shown.returncode == 0, shown.stderr
         assert str(mount.path) in shown.stdout.decode()
