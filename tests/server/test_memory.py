@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import tracemalloc
 from collections import Counter
 
@@ -200,3 +201,25 @@ async def test_freed_memory_goes_back_once_per_long_listing_replaced(devserver, 
         devserver.set_faults(extra_artifacts=20)
         await trio.sleep(RELIST_TTL + 0.05)
         assert await listed("synthetic-000003.dat") == 2  # 20 artifacts: not worth it
+
+
+def compiled_patterns() -> int:
+    """How many compiled regular expressions are alive (``re``'s cache keeps 512)."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, re.Pattern))
+
+
+async def test_writing_a_file_compiles_no_pattern(devserver, tmp_path, monkeypatch):
+    # The spool dropped a file's checkpoint copies with pending_dir.glob(f"{id}.ckpt*"): a
+    # new pattern per file, which re's cache kept (512 of them) and pathlib's selectors
+    # (128): about 1.2 KiB per file written, up to about 0.6 MiB.
+    monkeypatch.setattr(simvuefs.write.landing, "LANDED_RETENTION", 0.0)
+    new_run(devserver, "patterns")
+    async with open_writable_ops(devserver, tmp_path / "spool", metadata_ttl=TTL) as ops:
+        inputs = 1
+        for name in ("runs", "patterns", "input"):
+            inputs = (await ops.lookup(inputs, os.fsencode(name), CTX)).st_ino
+        await write_files(ops, inputs, [f"warm-{i}.dat" for i in range(WARM_UP)])
+        before = compiled_patterns()
+        await write_files(ops, inputs, [f"file-{i}.dat" for i in range(FILES)])
+        assert compiled_patterns() - before == 0
