@@ -18,21 +18,16 @@ Steering
     in *parts* of ``part_blocks`` (``--read-part-size``; no larger than the window when it
     starts, so the first ones are small): a part starts once a claim reaches it, with one
     GET to its end, and receives each of its blocks once it is claimed (TCP holds the rest
-    back), so a starved stream still makes one request per part, never one per block. A
-    part all of whose blocks are claimed only receives what it asked for (it *drains*), so
-    the next part starts as soon as a claim reaches it: its request (a new connection's
-    round trips) overlaps the tail of the one before instead of following it, and a window
-    of W blocks has about W / ``part_blocks`` parts open at once, each on its connection,
-    up to ``max_parts`` (``--read-streams``). That is what storage that caps each
-    connection needs (object storage serves 50-90 MB/s per connection), and nothing is
-    known of the link when a stream starts. Each whole part received tells: one that came
-    slower than ``FAST_PART_RATE`` keeps parts at ``part_blocks`` and up to ``max_parts``
-    open; one that came faster, or at less than ``CROWDED_RATIO`` of the rate of the last
-    part received with one part fewer in flight (the connections share another bound, the
-    CPU), doubles the part size (up to the window: fewer requests) and allows two parts
-    open (one receiving, the next one's request overlapping its tail), until a slow part
-    comes again. A reader that one connection keeps ahead of (loopback) thus costs one
-    connection at a time, two while one drains.
+    back), so a starved stream still makes one request per part, never one per block. The
+    number of parts in flight starts at 1; it grows by one (at most once per whole part
+    received) when the reader has to wait for a block while claimed blocks wait for a part
+    and the last whole part came slower than
+    ``FAST_PART_RATE`` (the link, not the reader or the CPU, is the bottleneck), up to
+    ``max_parts`` (``--read-streams``), and shrinks by one each time a part comes faster, or
+    at less than ``CROWDED_RATIO`` of the rate with one part fewer in flight (the
+    connections share another bound, the CPU): a
+    reader that a single connection keeps ahead of (loopback) costs one connection at a
+    time, and one that storage caps per connection gets as many as its window holds.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
@@ -50,12 +45,10 @@ Order
 
 Memory
     Blocks claimed ahead of their reader never exceed ``readahead_per_file`` per handle nor
-    ``readahead_total`` over all handles, of which a stream claims at most an even share
-    (the total over the streams still claiming; at least one block), so that no stream
-    starves the others' readers into fetching block by block; the total is further capped at half of
+    ``readahead_total`` over all handles; the latter is further capped at half of
     ``cache_bytes``, because filled read-ahead blocks live in the cache and must not evict
     each other before they are read. Each part in flight holds at most one partly received
-    block outside the cache; at most ``max_parts`` parts per stream are open.
+    block outside the cache; at most ``max_parts`` parts per stream are in flight.
 
 Errors
     A part whose connection breaks or stalls (the backend's read timeout) is resumed alone
@@ -100,9 +93,10 @@ SEQUENTIAL_RUN_BLOCKS = 2
 kernel cuts one big read (a 1 MiB buffer at a random offset) into several requests that
 follow each other, which must not look sequential."""
 FAST_PART_RATE = 100 * 1024 * 1024
-"""Bytes per second from which one connection is fast enough: a window's worth of parts is
-open only while the last whole part came more slowly (object storage serves 50-90 MB/s per
-connection; loopback several times this); after a faster one, two (module docstring)."""
+"""Bytes per second from which one connection is fast enough: the parts in flight grow
+only while the last part received more slowly (object storage serves 50-90 MB/s per
+connection; loopback several times this), so a reader slowed by the CPU does not get
+connections that would only cost more CPU."""
 CROWDED_RATIO = 0.75
 """A part that came at less than this fraction of the rate of the last part received with
 one part fewer in flight shows that more connections do not help (module docstring)."""
@@ -128,8 +122,7 @@ class ReadAheadStats:
 
 class ReadAheadBudget:
     """The bytes all streams hold claimed ahead of their readers (never above *cap*), and
-    the streams that may still claim, which are woken when bytes are given back. A stream
-    holds at most its :attr:`share` (or one block) of them."""
+    the streams that may still claim, which are woken when bytes are given back."""
 
     def __init__(self, cap: int) -> None:
         self._cap = cap
@@ -158,16 +151,9 @@ class ReadAheadBudget:
         """*stream* claims no more (stopped, or it reached the content's end)."""
         self._streams.discard(stream)
 
-    @property
-    def share(self) -> int:
-        """What one stream may hold beyond its first block: the cap split evenly between
-        the streams that still claim, so that none starves the others' readers."""
-        return self._cap // max(1, len(self._streams))
-
     def take(self, length: int, held: int) -> bool:
-        """Charge *length* bytes to a stream that then holds *held*; False if over the cap,
-        or if *held* exceeds the stream's share and is more than this block."""
-        if self._used + length > self._cap or (held > length and held > self.share):
+        """Charge *length* bytes to a stream that then holds *held*; False if over the cap."""
+        if self._used + length > self._cap:
             return False
         self._used += length
         self._peak = max(self._peak, self._used)
@@ -178,10 +164,8 @@ class ReadAheadBudget:
         self._used -= length
 
     def wake_starved(self) -> None:
-        """Let every stream that ran out of budget and is below its share claim again (one
-        at its share could not: waking it would only cost CPU)."""
-        share = self.share
-        for stream in [s for s in self._streams if s.starved and s.ahead_bytes < share]:
+        """Let every stream that ran out of budget claim again."""
+        for stream in [s for s in self._streams if s.starved]:
             stream.extend()
 
 
@@ -195,10 +179,10 @@ class PartStream:
     charged to the budget until the reader reaches them or the stream stops. Parts cover
     ``[first, parts_end)`` in runs of *part_blocks* blocks: a part starts once its first
     block is claimed, opens its GET to its end, and receives each block once it is
-    permitted (TCP holds the rest back); at most *max_parts* parts are open (queued for
-    :meth:`next_part` or in flight), two once parts come fast (:meth:`part_done`).
-    ``starved`` is True when the budget stopped the last :meth:`extend` short of the
-    window. ``scope`` bounds the stream's task and its parts'
+    permitted (TCP holds the rest back); at most ``parallel`` parts are queued
+    (:meth:`next_part`) or in flight, from *parallel* up to *max_parts*
+    (:meth:`reader_waited`). ``starved`` is True when the budget stopped the last
+    :meth:`extend` short of the window. ``scope`` bounds the stream's task and its parts'
     tasks; ``finished`` is set when they ended.
     """
 
@@ -210,10 +194,10 @@ class PartStream:
         "_claims",
         "_consumer",
         "_in_flight",
-        "_link_bound",
+        "_link_slow",
         "_max_parts",
         "_max_window",
-        "_open_parts",
+        "_parallel",
         "_part_blocks",
         "_part_size",
         "_parts_end",
@@ -242,6 +226,7 @@ class PartStream:
         max_parts: int,
         cache: BlockCache,
         budget: ReadAheadBudget,
+        parallel: int = 1,
     ) -> None:
         self.blocks = blocks
         self.first = first
@@ -259,9 +244,9 @@ class PartStream:
         self._ahead: dict[int, int] = {}  # claimed block index -> bytes charged to the budget
         self._ahead_bytes = 0
         self._queue: deque[range] = deque()
-        self._open_parts: list[range] = []  # queued or in flight, not done
         self._in_flight = 0
-        self._link_bound = True  # until a whole part came fast or crowded
+        self._parallel = min(parallel, max_parts)
+        self._link_slow = False
         self._rates: dict[int, float] = {}  # parts in flight -> the last such part's bytes/s
         self.in_flight_peak = 0
         self.starved = False
@@ -269,11 +254,6 @@ class PartStream:
         self.scope = trio.CancelScope()
         self._wakeup = trio.Event()
         self.finished = trio.Event()
-
-    @property
-    def ahead_bytes(self) -> int:
-        """Bytes claimed ahead of the reader, charged to the budget."""
-        return self._ahead_bytes
 
     def covers(self, first: int, last: int) -> bool:
         """True if blocks *first*..*last* are where this stream is or is about to be."""
@@ -314,10 +294,8 @@ class PartStream:
         self._start_parts()
 
     def _start_parts(self) -> None:
-        """Queue parts for claimed blocks that have none, while fewer than ``_open_limit``
-        parts are open. (A part starts once claims passed the end of the one before: that
-        one drains.)"""
-        while self._parts_end < self._permitted_end and len(self._open_parts) < self._open_limit:
+        """Queue parts for claimed blocks that have none, as many as ``parallel`` allows."""
+        while self._parts_end < self._permitted_end and self._busy < self._parallel:
             start = self._parts_end
             while start < self._permitted_end and start not in self._claims:
                 start += 1  # cached or in flight elsewhere when permitted: no part needed
@@ -326,18 +304,27 @@ class PartStream:
                 break
             size = min(self._part_size, self._window)  # small while the window is
             self._parts_end = min(start + size, self.blocks.count)
-            part = range(start, self._parts_end)
-            self._queue.append(part)
-            self._open_parts.append(part)
+            self._queue.append(range(start, self._parts_end))
             self._wake()
         if self.exhausted:
             self._wake()
 
     @property
-    def _open_limit(self) -> int:
-        """Parts open at once: as many as the window holds (up to ``max_parts``) while the
-        link bounds the rate, else one receiving and the next one overlapping its tail."""
-        return self._max_parts if self._link_bound else min(2, self._max_parts)
+    def _busy(self) -> int:
+        return self._in_flight + len(self._queue)
+
+    def reader_waited(self) -> None:
+        """The reader waited for a block: if claimed blocks wait for a part because
+        ``parallel`` parts are busy and the last whole part came slower than
+        ``FAST_PART_RATE``, allow one more (up to ``max_parts``; once per whole part)."""
+        if (
+            self._link_slow
+            and self._parts_end < self._permitted_end
+            and self._parallel < self._max_parts
+        ):
+            self._link_slow = False  # once per whole part measured
+            self._parallel += 1
+            self._start_parts()
 
     @property
     def exhausted(self) -> bool:
@@ -364,22 +351,22 @@ class PartStream:
         while index >= self._permitted_end:
             await self._wakeup.wait()
 
-    def part_done(self, part: range, received: int, seconds: float | None) -> None:
-        """*part* delivered all its blocks, *received* bytes in *seconds* (None: it waited
+    def part_done(self, received: int, seconds: float | None) -> None:
+        """A part delivered all its blocks, *received* bytes in *seconds* (None: it waited
         for claims, the reader held it back). A whole part tells the link's rate: if it
         waited, came faster than ``FAST_PART_RATE``, or at less than ``CROWDED_RATIO`` of
-        the last part received with one part fewer in flight, two parts open at most and
+        the last part received with one part fewer in flight, one part fewer at once and
         parts twice as large (up to the window: fewer requests); if slower, parts of
-        ``part_blocks`` again, as many open as the window holds. Then start the next."""
+        ``part_blocks`` again and the reader's next wait may add one. Then start the next."""
         concurrent = self._in_flight
         self._in_flight -= 1
-        self._open_parts.remove(part)
         if received >= self._part_blocks * self.blocks.block_size:
             # (a small part's rate is mostly its request's latency)
-            self._link_bound = seconds is not None and self._slow(concurrent, received, seconds)
-            if self._link_bound:
+            self._link_slow = seconds is not None and self._slow(concurrent, received, seconds)
+            if self._link_slow:
                 self._part_size = self._part_blocks
             else:
+                self._parallel = max(1, self._parallel - 1)
                 self._part_size = min(2 * self._part_size, self._max_window)
         self._start_parts()
 
@@ -415,7 +402,6 @@ class PartStream:
         self.stopped = True
         self.scope.cancel()
         self._queue.clear()
-        self._open_parts.clear()
         for index, flight in self._claims.items():
             self._cache.abandon(self.blocks.cache_key(index), flight)
         self._claims.clear()
@@ -551,6 +537,11 @@ class Prefetcher:
             await stream.finished.wait()
         prefetch.trail.drop_before(prefetch.blocks.count)
 
+    def reader_waits(self, prefetch: HandlePrefetch) -> None:
+        """A read of *prefetch*'s handle is about to wait for blocks in flight."""
+        if prefetch.stream is not None:
+            prefetch.stream.reader_waited()
+
     def statistics(self) -> ReadAheadStats:
         """Return the counters."""
         return ReadAheadStats(
@@ -660,7 +651,7 @@ class Prefetcher:
                     )
             seconds = trio.current_time() - began
             log.debug("part %s: %d bytes in %.3f s (waited: %s)", part, received, seconds, waited)
-            stream.part_done(part, received, None if waited else seconds)
+            stream.part_done(received, None if waited else seconds)
         except SimvueError as exc:
             log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
             self._stop(prefetch, stream)

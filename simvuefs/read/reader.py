@@ -371,6 +371,8 @@ class Reader:
     ) -> None:
         """Fetch the blocks of *mine*, wait for those of *waiting*, into *found*; blocks whose
         flight was abandoned are looked up again."""
+        if waiting:
+            self._prefetcher.reader_waits(handle.prefetch)
         while mine or waiting:
             if mine:
                 found.update(await self._fetch(handle, mine))

@@ -7,8 +7,6 @@ The first part drives the pieces of :mod:`simvuefs.read.readahead` directly over
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import trio
 import trio.testing
@@ -24,7 +22,6 @@ from reader_util import (
     read_through,
 )
 
-from simvuefs.models import Artifact
 from simvuefs.read.blocks import ContentBlocks
 from simvuefs.read.cache import BlockCache, Flight, FlightAbandoned
 from simvuefs.read.readahead import PART_ATTEMPTS, HandlePrefetch, PartStream, ReadAheadBudget
@@ -50,6 +47,7 @@ def new_stream(
         max_parts=max_parts,
         cache=cache,
         budget=budget,
+        parallel=max_parts,
     )
     budget.add(stream)
     return stream
@@ -123,43 +121,6 @@ async def test_parts_grow_with_the_window_even_when_the_budget_permits_one_block
     stream.stop()
 
 
-async def test_the_next_part_starts_once_the_last_one_is_draining() -> None:
-    cache = BlockCache(64 * BLOCK)
-    budget = ReadAheadBudget(2 * BLOCK)  # a reader's share smaller than a part
-    stream = PartStream(
-        BLOCKS, 0, consumer=0, max_window=8, part_blocks=4, max_parts=4, cache=cache, budget=budget
-    )
-    budget.add(stream)
-    stream.extend()
-    parts: list[range] = []
-
-    async def queued() -> list[range]:
-        with trio.move_on_after(0.01):
-            while True:
-                part = await stream.next_part()
-                assert part is not None
-                parts.append(part)
-        return parts
-
-    async def reader_at(last: int) -> list[range]:
-        await queued()
-        for part in [p for p in parts if p.stop <= last]:
-            stream.part_done(part, 0, None)  # received up to the reader: no longer open
-            parts.remove(part)
-        stream.advance(last)
-        return await queued()
-
-    for last in (1, 2, 3):
-        await reader_at(last)
-    assert await reader_at(4) == [range(4, 8)]  # blocks 4-6 permitted: part 4-7 paces
-    assert await reader_at(5) == [range(4, 8)]  # block 7 too: part 4-7 drains
-    # Block 8 claimed: the next part's request overlaps the tail of part 4-7 (blocks 6-7
-    # still coming) instead of waiting for its end.
-    assert await reader_at(6) == [range(4, 8), range(8, 12)]
-    stream.stop()
-    assert (budget.used, claimed(cache)) == (0, 0)
-
-
 async def test_a_stream_delivers_into_its_claims_and_reading_releases_the_budget() -> None:
     cache = BlockCache(64 * BLOCK)
     budget = ReadAheadBudget(32 * BLOCK)
@@ -189,27 +150,6 @@ async def test_a_starved_stream_claims_once_another_gives_its_budget_back() -> N
     assert not starved.starved
     assert claimed(cache) == 2  # blocks 30 and 31
     assert budget.used == BLOCK
-
-
-async def test_streams_share_the_budget_evenly() -> None:
-    cache = BlockCache(64 * BLOCK)
-    budget = ReadAheadBudget(8 * BLOCK)
-    first = new_stream(cache, budget, first=0)
-    first.extend()
-    for last in (1, 2, 3):
-        first.advance(last)
-    assert (first.permitted_end, budget.used) == (12, 8 * BLOCK)  # alone: the whole budget
-    second = new_stream(cache, budget, first=30)
-    second.extend()
-    assert second.starved
-    first.advance(7)  # blocks 4-7 read: four blocks given back, but half is its share now
-    assert first.permitted_end == 12
-    for last in (31, 32, 33):
-        second.advance(last)
-    assert second.permitted_end == 33 + 4 + 1
-    assert budget.used == 8 * BLOCK
-    first.stop()
-    second.stop()
 
 
 async def test_stopping_a_stream_abandons_its_claims_to_their_waiters() -> None:
@@ -288,34 +228,19 @@ async def test_parts_of_a_capped_storage_are_fetched_several_at_once_and_read_in
     assert all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:], strict=False))
 
 
-async def test_a_fast_link_gets_two_parts_open_at_most_and_larger_parts(
+async def test_a_fast_link_gets_one_connection_and_larger_parts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     storage = FakeStorage((ARTIFACT, CONTENT))  # no time passes: faster than any link
-    open_at_start: list[tuple[int, int]] = []
-    open_range = storage.open_range
-
-    def recording_open_range(artifact: Artifact, start: int, end: int | None = None) -> Any:
-        open_at_start.append((start // BLOCK, storage.open_streams))
-        return open_range(artifact, start, end)
-
-    storage.open_range = recording_open_range  # type: ignore[method-assign]
     async with open_reader(storage, make_settings()) as reader:
         handle = reader.open(ARTIFACT, len(CONTENT))
         assert await read_through(reader, handle) == CONTENT
         await reader.release(handle)
         stats = reader.statistics()
-    # Before a whole part came, the window's parts (up to --read-streams, 4) were open at
-    # once; after, one receives and the next one's request overlaps its tail.
-    first_whole = next(start for start, end in storage.ranges if end and end - start >= BLOCK)
-    later = [count for start, count in open_at_start if start * BLOCK > first_whole + 8 * BLOCK]
-    assert later
-    assert max(later) <= 1  # one open when the next one starts: two at once
+    assert stats.parts_in_flight_peak == 1
     sizes = [end - start + 1 for start, end in storage.ranges if end is not None]
     assert max(sizes) == 8 * BLOCK  # parts doubled up to the window (8 blocks)
     assert len(sizes) < (len(CONTENT) - 2 * BLOCK) // (2 * BLOCK)  # fewer than 2-block parts
-    assert stats.parts_in_flight_peak <= 4
-    assert storage.bytes_sent == len(CONTENT)
 
 
 async def test_a_part_that_breaks_mid_way_is_resumed_alone() -> None:
