@@ -23,7 +23,7 @@ Rules (SEMANTICS.md has the user-facing version):
 - ``st_size`` is the real content size. When it is not known yet (an object artifact listed
   by ``readdir``), the server's size minus the 33 bytes the official client adds is
   reported with ``attr_timeout = 0``, so the next ``stat`` or read past it asks again.
-- ``st_blocks = ceil(size / 512)``, ``st_blksize`` = ``PREFERRED_IO_SIZE`` (64 KiB), but
+- ``st_blocks = ceil(size / 512)``, ``st_blksize`` = ``PREFERRED_IO_SIZE`` (4 KiB), but
   ``WRITE_IO_SIZE`` (1 MiB) for files not uploaded yet (their content is local).
 - Timeouts: names (``entry_timeout``) are trusted for the listing TTL of their directory;
   attributes of artifacts (immutable) for :data:`ARTIFACT_ATTR_TIMEOUT`; of files not
@@ -58,11 +58,12 @@ DIR_MODE = stat.S_IFDIR | 0o555
 WRITABLE_DIR_MODE = stat.S_IFDIR | 0o755
 STAGED_FILE_MODE = stat.S_IFREG | 0o644
 LINK_MODE = stat.S_IFLNK | 0o777
-PREFERRED_IO_SIZE = 64 * 1024
+PREFERRED_IO_SIZE = 4 * 1024
 """``st_blksize``: what Python's buffered files (and other programs sizing buffers from it)
-read at a time. Small, because each of a program's random small reads costs a whole buffer
-(1 MiB moved 3 MB per 300-byte record read; 64 KiB moves 68 KiB); big sequential readers
-(coreutils: 128 KiB at least) do not use it (docs/performance.md)."""
+read at a time; ext4's value, so they behave as on a local disk. Each of a program's random
+small reads costs a whole buffer (16 KiB records moved 4.3x with 64 KiB, 1.25x with 4 KiB);
+sequential readers are not slowed, as the kernel's read-ahead sizes the FUSE reads and
+coreutils read at least 128 KiB (docs/performance.md, "st_blksize")."""
 WRITE_IO_SIZE = 1024 * 1024
 """``st_blksize`` of files not uploaded yet: what ``cp`` (the larger of 128 KiB and this) and
 Python's buffered writers write at a time. 1 MiB is FUSE's largest write (``max_write``), and
