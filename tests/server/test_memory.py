@@ -52,6 +52,14 @@ async def write_files(ops, inputs: int, names: list[str]) -> list[int]:
     return inodes
 
 
+async def walk(ops, *names: str) -> int:
+    """The inode of the path *names* from the mount's root, looked up one name at a time."""
+    inode = 1
+    for name in names:
+        inode = (await ops.lookup(inode, os.fsencode(name), CTX)).st_ino
+    return inode
+
+
 async def test_landed_files_keep_only_their_node_and_listing_record(
     devserver, tmp_path, monkeypatch
 ):
@@ -61,9 +69,7 @@ async def test_landed_files_keep_only_their_node_and_listing_record(
     monkeypatch.setattr(simvuefs.write.landing, "LANDED_RETENTION", 0.0)
     new_run(devserver, "mem")
     async with open_writable_ops(devserver, tmp_path / "spool", metadata_ttl=TTL) as ops:
-        inputs = 1
-        for name in ("runs", "mem", "input"):
-            inputs = (await ops.lookup(inputs, os.fsencode(name), CTX)).st_ino
+        inputs = await walk(ops, "runs", "mem", "input")
         await write_files(ops, inputs, [f"warm-{i}.dat" for i in range(WARM_UP)])
         await trio.sleep(TTL + 0.05)
         await ops.lookup(inputs, b"warm-0.dat", CTX)  # a fresh listing: they settle
@@ -105,9 +111,7 @@ async def test_removed_files_are_dropped_once_the_kernel_forgets_them(
     monkeypatch.setattr(simvuefs.write.landing, "LANDED_RETENTION", 0.0)
     new_run(devserver, "journal")
     async with open_writable_ops(devserver, tmp_path / "spool", metadata_ttl=TTL) as ops:
-        inputs = 1
-        for name in ("runs", "journal", "input"):
-            inputs = (await ops.lookup(inputs, os.fsencode(name), CTX)).st_ino
+        inputs = await walk(ops, "runs", "journal", "input")
         await write_files(ops, inputs, ["warm.dat"])
         await ops.unlink(inputs, b"warm.dat", CTX)
         before = alive()
@@ -151,9 +155,7 @@ async def test_a_listed_artifact_costs_about_a_kibibyte(devserver):
     devserver.set_faults(extra_artifacts=LISTED)
     new_run(devserver, "listed")
     async with open_ops(devserver, metadata_ttl=3600) as ops:
-        run = 1
-        for name in ("runs", "listed"):
-            run = (await ops.lookup(run, os.fsencode(name), CTX)).st_ino
+        run = await walk(ops, "runs", "listed")
         before_nodes = alive()["Node"]
         tracemalloc.start()
         try:
@@ -185,9 +187,7 @@ async def test_freed_memory_goes_back_once_per_long_listing_replaced(devserver, 
     devserver.set_faults(extra_artifacts=150)
     new_run(devserver, "relisted")
     async with open_ops(devserver, metadata_ttl=RELIST_TTL) as ops:
-        run = 1
-        for name in ("runs", "relisted"):
-            run = (await ops.lookup(run, os.fsencode(name), CTX)).st_ino
+        run = await walk(ops, "runs", "relisted")
         output = (await ops.lookup(run, b"output", CTX)).st_ino
 
         async def listed(name: str) -> int:
@@ -216,9 +216,7 @@ async def test_writing_a_file_compiles_no_pattern(devserver, tmp_path, monkeypat
     monkeypatch.setattr(simvuefs.write.landing, "LANDED_RETENTION", 0.0)
     new_run(devserver, "patterns")
     async with open_writable_ops(devserver, tmp_path / "spool", metadata_ttl=TTL) as ops:
-        inputs = 1
-        for name in ("runs", "patterns", "input"):
-            inputs = (await ops.lookup(inputs, os.fsencode(name), CTX)).st_ino
+        inputs = await walk(ops, "runs", "patterns", "input")
         await write_files(ops, inputs, [f"warm-{i}.dat" for i in range(WARM_UP)])
         before = compiled_patterns()
         await write_files(ops, inputs, [f"file-{i}.dat" for i in range(FILES)])
