@@ -123,6 +123,14 @@ class ClientStats:
     connections_opened: int
 
 
+def _json_as(body: bytes, what: str, kind: type[T]) -> T:
+    """The JSON *body* of the answer to *what*, checked to be a *kind* (ProtocolError if not)."""
+    data = parse_json(body, what)
+    if not isinstance(data, kind):
+        raise ProtocolError(f"{what}: expected a JSON {kind.__name__}, got {type(data).__name__}")
+    return data
+
+
 class RangeStream:
     """The body of one download, limited to the requested byte range.
 
@@ -333,12 +341,7 @@ class SimvueClient:
     ) -> tuple[T, str]:
         """Make an API request and return its JSON body, checked to be a *kind*."""
         reply = await self._api(method, segments, **kwargs)
-        data = parse_json(reply.body, reply.what)
-        if not isinstance(data, kind):
-            raise ProtocolError(
-                f"{reply.what}: expected a JSON {kind.__name__}, got {type(data).__name__}"
-            )
-        return data, reply.what
+        return _json_as(reply.body, reply.what, kind), reply.what
 
     def _deadline(self, method: str, *segments: str) -> AbstractContextManager[None]:
         return deadline(self._settings.request_timeout, f"{method} {self._api_url(*segments)}")
@@ -479,9 +482,7 @@ class SimvueClient:
 
     def _runs_page(self, body: bytes, what: str) -> RunsPage:
         """Decode one answer of ``GET /api/runs``."""
-        data = parse_json(body, what)
-        if not isinstance(data, dict):
-            raise ProtocolError(f"{what}: expected a JSON dict, got {type(data).__name__}")
+        data = _json_as(body, what, dict)
         page = data.get("data")
         if not isinstance(page, list):
             raise ProtocolError(f"{what}: no 'data' list in the answer")
