@@ -176,8 +176,7 @@ class StoragePool:
         except trio.TooSlowError:
             raise httpx.ConnectTimeout(f"no connection within {timeouts.connect:g} s") from None
         except (OSError, trio.BrokenResourceError) as exc:
-            reason = str(exc.__cause__ or exc) or type(exc).__name__
-            raise httpx.ConnectError(reason) from exc
+            raise httpx.ConnectError(_reason(exc)) from exc
 
     async def _exchange(
         self,
@@ -247,7 +246,7 @@ class _Exchange:
         except (OSError, trio.BrokenResourceError) as exc:
             if self._reused:
                 raise _Stale from exc
-            raise httpx.WriteError(str(exc.__cause__ or exc) or type(exc).__name__) from exc
+            raise httpx.WriteError(_reason(exc)) from exc
         while True:
             event = self.next_event()
             if event is h11.NEED_DATA:
@@ -278,7 +277,7 @@ class _Exchange:
         except (OSError, trio.BrokenResourceError) as exc:
             if self._reused and not self._received:
                 raise _Stale from exc
-            raise httpx.ReadError(str(exc.__cause__ or exc) or type(exc).__name__) from exc
+            raise httpx.ReadError(_reason(exc)) from exc
         if not data and self._reused and not self._received:
             raise _Stale
         self._received = True
@@ -368,6 +367,11 @@ async def _next_through_h11(exchange: _Exchange) -> bytes:
                 return bytes(event.data)
         else:
             return b""  # EndOfMessage, or ConnectionClosed
+
+
+def _reason(exc: BaseException) -> str:
+    """What a socket failure says: trio's BrokenResourceError carries the OSError as cause."""
+    return str(exc.__cause__ or exc) or type(exc).__name__
 
 
 def _content_length(head: h11.Response) -> int | None:
