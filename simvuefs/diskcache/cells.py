@@ -372,10 +372,14 @@ class CellCache:
             self._write_failed(exc)
             return True  # no claims without a writable cache: fetch
         if won:
-            self._held[key] = 1
-            self._claim_files.add(key)
-            self._renewed[key] = trio.current_time()  # created just now: as good as renewed
+            self._hold_new_claim(key)
         return won
+
+    def _hold_new_claim(self, key: tuple[str, int]) -> None:
+        """This process just created the claim file of *key* and is its one holder."""
+        self._held[key] = 1
+        self._claim_files.add(key)
+        self._renewed[key] = trio.current_time()  # created just now: as good as renewed
 
     def renew(self, sha: str, cell: int) -> None:
         """Renew this process's claim on *cell* (at most every :data:`RENEW_INTERVAL` s)."""
@@ -580,9 +584,7 @@ class CellCache:
             return True
         self._remember(sha, parts)
         if won:
-            self._held[key] = 1
-            self._claim_files.add(key)
-            self._renewed[key] = trio.current_time()  # created just now: as good as renewed
+            self._hold_new_claim(key)
         return won
 
     def _write_failed(self, exc: OSError) -> None:
