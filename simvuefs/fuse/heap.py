@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,6 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 _LIBC = _glibc()
-_trim: Callable[[int], int] | None = None if _LIBC is None else _LIBC.malloc_trim
 
 
 def limit_arenas(arenas: int = ARENAS) -> None:
@@ -52,5 +50,5 @@ def limit_arenas(arenas: int = ARENAS) -> None:
 
 def release_freed() -> None:
     """Return the free pages of every glibc heap to the system (``malloc_trim(0)``)."""
-    if _trim is not None:
-        _trim(0)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
