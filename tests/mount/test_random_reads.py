@@ -65,13 +65,18 @@ def large(mount: Mount) -> Path:
 
 
 def returned(mount: Mount) -> int:
-    """The daemon's ``bytes_returned`` once it has published the same figure twice in a
-    row (it publishes every ``PUBLISH_INTERVAL`` seconds): every read so far is counted."""
+    """The daemon's ``bytes_returned`` once settled (:func:`published`)."""
+    return published(mount, "reader", "bytes_returned")
+
+
+def published(mount: Mount, source: str, counter: str) -> int:
+    """The daemon's *counter* of *source* once it has published the same figure twice in a
+    row (it publishes every ``PUBLISH_INTERVAL`` seconds): everything so far is counted."""
     deadline = time.monotonic() + STATS_WAIT
     last = None
     while True:
         data = counters.load(mount.path)
-        current = None if data is None else int(data["reader"]["bytes_returned"])
+        current = None if data is None else int(data[source][counter])
         if current is not None and current == last:
             return current
         assert time.monotonic() < deadline, "the daemon published no settled stats"
@@ -150,6 +155,20 @@ def test_memmap_page_touches_move_what_the_kernel_asks(
     asked_by_kernel = returned(random_mount) - before
     assert asked_by_kernel > 0
     assert sent <= 1.5 * asked_by_kernel + SLACK  # not a block (1 MiB) more per fault
+
+
+def test_random_preads_reuse_one_storage_connection(random_mount: Mount) -> None:
+    # Each small read is one ranged GET; on a kept-alive connection (backends/storagepool.py),
+    # not a new one each (three round trips each in the field profile: issue 14).
+    path = large(random_mount)
+    before = published(random_mount, "client", "connections_opened")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for off in offsets_in(4, 20, 4096, seed=4):
+            assert os.pread(fd, 4096, off) == large_content(off, 4096)
+    finally:
+        os.close(fd)
+    assert published(random_mount, "client", "connections_opened") - before <= 1
 
 
 def test_head_moves_a_few_pages_and_sequential_reads_stay_whole(
