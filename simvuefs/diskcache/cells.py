@@ -27,6 +27,12 @@ Storing
     :data:`WRITERS` threads) as parts cut at cell boundaries; fetches wait (at most
     :data:`STORE_WAIT` s) while more than :data:`STORE_BACKLOG` bytes wait to be written.
 
+Sealing
+    Which parts hold bytes a reader verified against the content's SHA-256 is recorded
+    (``seals.SealBook``); once they tile the content they are written down as its seal
+    (``store.Seal``), and reads of a sealed content take only the parts it names
+    (:meth:`CellCache.open_sealed`, ``sealed.SealedRead``).
+
 Degrading and bounded
     A read-only cache is read and never written; a write that fails (disk full, quota)
     stops storing for :data:`STORE_PAUSE` seconds; each case logs one warning per process.
@@ -41,6 +47,7 @@ from __future__ import annotations
 import bisect
 import errno
 import logging
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -49,8 +56,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Piece, cells
+from simvuefs.diskcache.sealed import SealedRead
+from simvuefs.diskcache.seals import SealBook
+from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Piece, Seal, cells
 from simvuefs.diskcache.usage import evict
+from simvuefs.errors import IntegrityError
 
 if TYPE_CHECKING:
     from simvuefs.backends.protocol import RangeSource
@@ -104,6 +114,8 @@ class CacheStats:
     store_failures: int = 0
     damaged_parts: int = 0
     dropped_parts: int = 0
+    seals_written: int = 0
+    sealed_reads: int = 0
     claim_waits: int = 0
     shared_bytes: int = 0
     stream_miss_bytes: int = 0
@@ -210,6 +222,8 @@ class CellCache:
         self._writable = writable
         self._paused_until = 0.0
         self._index: OrderedDict[str, list[Part]] = OrderedDict()
+        self._seals: OrderedDict[str, Seal | None] = OrderedDict()  # as last seen on disk
+        self.seals = SealBook()
         self._memo = ChecksumMemo()
         self._held: dict[tuple[str, int], int] = {}
         self._claim_files: set[tuple[str, int]] = set()
@@ -269,6 +283,7 @@ class CellCache:
                 self.stats.hit_bytes += stop - position
                 self.stats.hit_reads += 1
                 self._note_use(sha)
+                self.seals.served(sha, part)
                 return pieces
             self._index.pop(sha, None)
         return Gap(position, end)
@@ -295,12 +310,17 @@ class CellCache:
         return data
 
     async def rescan(self, sha: str) -> list[Part]:
+        seal = None
         try:
-            parts = await trio.to_thread.run_sync(self.store.parts, sha)
+            parts, seal = await trio.to_thread.run_sync(self.store.scan, sha)
         except OSError as exc:
             self._warn("read", f"cannot read the content cache {self.store.root}: {exc}")
             parts = []
         self._remember(sha, parts)
+        self._seals[sha] = seal
+        self._seals.move_to_end(sha)
+        while len(self._seals) > INDEX_ENTRIES:
+            self._seals.popitem(last=False)
         return parts
 
     def _remember(self, sha: str, parts: list[Part]) -> None:
@@ -316,6 +336,8 @@ class CellCache:
         sha = artifact.checksum
         if not sha:
             return
+        self.seals.taint(sha)
+        self._seals.pop(sha, None)
         with trio.move_on_after(SHUTDOWN_WAIT):
             await self.settled()  # parts of the wrong bytes may still be being stored
         try:
@@ -504,6 +526,8 @@ class CellCache:
         size = sum(len(piece) for piece in pieces)
         if not size or not self.storing() or self._backlog + size > STORE_BACKLOG:
             self.stats.store_skipped_bytes += size
+            if size:
+                self.seals.not_stored(sha, size)
             self.release(sha, claimed)
             self._end_filling(sha, filling)
             return
@@ -539,8 +563,10 @@ class CellCache:
         except OSError as exc:
             self._write_failed(exc)
             self.stats.store_failures += 1
+            self.seals.not_stored(sha, size)
         else:
             removed = ending
+            self.seals.stored(sha, size, parts)
             self.stats.stored_bytes += size
             known = self._index.get(sha)
             if known is not None:
@@ -555,6 +581,7 @@ class CellCache:
             self._drained = trio.Event()
             self.release(sha, claimed, removed)
             self._end_filling(sha, filling)
+            self._seal_if_ready(sha)
 
     async def room(self) -> None:
         """Wait until the store backlog is under :data:`STORE_BACKLOG` (at most
@@ -623,6 +650,72 @@ class CellCache:
         self._since_eviction += stored
         self._maybe_evict()
 
+    # -- seals ----------------------------------------------------------------------------------
+
+    def verified(self, artifact: Artifact, size: int) -> None:
+        """A reader checked *artifact*'s content (*size* bytes) against its SHA-256: seal
+        it once the parts holding what the reader got are stored (``seals`` module)."""
+        if artifact.checksum:
+            self.seals.verified(artifact.checksum, size)
+            self._seal_if_ready(artifact.checksum)
+
+    def _seal_if_ready(self, sha: str) -> None:
+        seal = self.seals.ready(sha)
+        if seal is not None and self.storing():
+            self.spawn(self._write_seal, sha, seal)
+
+    async def _write_seal(self, sha: str, seal: Seal) -> None:
+        try:
+            await trio.to_thread.run_sync(self.store.seal, sha, seal)
+        except OSError as exc:
+            log.debug("cannot write a seal: %s", exc)
+            return
+        self.stats.seals_written += 1
+        if sha in self._seals:
+            self._seals[sha] = seal
+
+    async def open_sealed(self, artifact: Artifact, size: int) -> SealedRead | None:
+        """Reads of *artifact* (*size* bytes) from the parts its seal names, if it has one
+        (then the reader need not check the SHA-256: ``sealed`` module)."""
+        sha = artifact.checksum
+        if not sha or size <= 0:
+            return None
+        if sha not in self._seals:
+            await self.rescan(sha)
+        seal = self._seals.get(sha)
+        if seal is None or seal.size != size:
+            return None
+        self.stats.sealed_reads += 1
+        return SealedRead(self, artifact, seal)
+
+    async def read_sealed(self, artifact: Artifact, part: Part) -> list[bytes]:
+        """The bytes of *part*, which the seal of *artifact*'s content names: from disk
+        (its CRC checked once per file and process), else fetched and checked against the
+        CRC in its name, then stored again.
+
+        Raises:
+            IntegrityError: storage sent bytes other than the sealed ones.
+            SimvueError: the fetch failed.
+        """
+        sha = artifact.checksum
+        length = part.stop - part.start
+        pieces = await self._read_part(sha, part, part.start, part.stop)
+        if pieces is not None:
+            self.stats.hit_bytes += length
+            self.stats.hit_reads += 1
+            self._note_use(sha)
+            return pieces
+        data = await self.inner.read_range(artifact, part.start, length)
+        self.count_miss(sha, data)
+        if len(data) != length or not await trio.to_thread.run_sync(_has_crc, data, part.crc):
+            self.seals.not_stored(sha, len(data))
+            raise IntegrityError(
+                f"storage sent bytes {part.start}-{part.stop} of {artifact.name!r} that do not "
+                f"match the checked copy of its content {sha}"
+            )
+        self.keep(sha, part.start, [data], [])
+        return [data]
+
     # -- use records and eviction ---------------------------------------------------------------
 
     def _note_use(self, sha: str) -> None:
@@ -672,9 +765,11 @@ class CellCache:
 
     # -- counters and warnings --------------------------------------------------------------
 
-    def count_miss(self, data: bytes) -> None:
+    def count_miss(self, sha: str, data: bytes) -> None:
+        """*data* of content *sha* was fetched and is handed out (then stored, or not)."""
         self.stats.miss_bytes += len(data)
         self.stats.miss_reads += 1
+        self.seals.fetched(sha, len(data))
 
     def counters(self) -> dict[str, int | str]:
         """This process's counters and the cache directory, for the mount's stats file."""
@@ -684,6 +779,10 @@ class CellCache:
         if kind not in self._warned:
             self._warned.add(kind)
             log.warning("%s", message)
+
+
+def _has_crc(data: bytes, crc: int) -> bool:
+    return zlib.crc32(data) == crc
 
 
 def covering(parts: list[Part], position: int) -> Part | None:

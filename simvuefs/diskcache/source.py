@@ -92,7 +92,7 @@ class CachingSource(CellCache):
             except BaseException:
                 self.release(sha, claimed)
                 raise
-            self.count_miss(data)
+            self.count_miss(sha, data)
             self.keep(sha, position, [data], claimed)
             pieces.append(data)
             if len(data) < stop - position:

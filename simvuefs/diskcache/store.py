@@ -10,6 +10,8 @@ Layout (``DIR`` is ``--cache-dir``)::
         .tmp-<host>-<pid>-<random>    a part being written (never read)
         claim-<cell>                  a fetch of cell <cell> in progress somewhere (O_EXCL)
         used                          the use record: its mtime is the entry's last use
+        sealed                        the seal: parts that tile the content and together
+                                      matched its SHA-256 (``seals`` module)
 
 Invariants:
 
@@ -29,6 +31,9 @@ Invariants:
 - Entries may be deleted at any time (eviction, ``simvuefs cache clean``): an open part
   stays readable, a part gone between listing and opening is a miss, and a rename into a
   deleted entry is retried once in a new directory.
+- A seal names parts (by name, hence by CRC) whose concatenation a reader of this cache
+  checked against the SHA-256; it is written like a part (temporary name, rename), carries a
+  CRC of its own, and goes with the parts when the content fails verification (:meth:`drop`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ TEMP_STALE = 3600.0
 """Seconds after which a temporary file is a dead process's leftover (cleaned up)."""
 LAYOUT = "v1"
 USE_RECORD = "used"
+SEAL = "sealed"
+SEAL_HEADER = b"simvuefs seal 1"
 CLAIM_PREFIX = "claim-"
 TEMP_PREFIX = ".tmp-"
 CACHEDIR_TAG = (
@@ -97,6 +104,50 @@ class Part:
             crc = zlib.crc32(piece, crc)
             length += len(piece)
         return f"{start}-{length}-{crc:08x}"
+
+
+@dataclass(frozen=True)
+class Seal:
+    """Parts that tile a content of *size* bytes, in order, and together matched its SHA-256."""
+
+    size: int
+    parts: tuple[Part, ...]
+
+    def encode(self) -> bytes:
+        """The seal file's bytes: header, size, part names, and a CRC-32 of those lines."""
+        lines = [SEAL_HEADER, str(self.size).encode(), *(p.name.encode() for p in self.parts)]
+        body = b"\n".join(lines) + b"\n"
+        return body + f"{zlib.crc32(body):08x}\n".encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Seal | None:
+        """The seal *data* holds, None if it is damaged or not a sound tiling."""
+        body, _, crc = data.rstrip(b"\n").rpartition(b"\n")
+        body += b"\n"
+        lines = body.split(b"\n")[:-1]
+        if len(lines) < 2 or lines[0] != SEAL_HEADER or crc != b"%08x" % zlib.crc32(body):
+            return None
+        parts = []
+        try:
+            size = int(lines[1])
+            for line in lines[2:]:
+                part = Part.parse(line.decode())
+                if part is None:
+                    return None
+                parts.append(part)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return cls(size, tuple(parts)) if tiles(parts, size) else None
+
+
+def tiles(parts: Sequence[Part], size: int) -> bool:
+    """True if *parts*, in order, cover ``[0, size)`` exactly once (no gap, no overlap)."""
+    position = 0
+    for part in parts:
+        if part.start != position:
+            return False
+        position = part.stop
+    return position == size and size > 0
 
 
 _parse_name = functools.lru_cache(maxsize=16384)(Part.parse)
@@ -189,6 +240,7 @@ class ContentStore:
         """Delete every part of *sha* (its content failed verification); return how many.
         Claims and the use record stay. Raises OSError."""
         dropped = 0
+        (self.entry(sha) / SEAL).unlink(missing_ok=True)  # before the parts it names
         for part in self.parts(sha):
             (self.entry(sha) / part.name).unlink(missing_ok=True)
             dropped += 1
@@ -224,6 +276,30 @@ class ContentStore:
         part = Part.parse(name)
         assert part is not None
         return part
+
+    def seal(self, sha: str, seal: Seal) -> None:
+        """Write *seal* for *sha* (replacing any). Raises OSError."""
+        directory = self.entry(sha)
+        directory.mkdir(parents=True, exist_ok=True)
+        temp = directory / f"{self._temp_prefix}{secrets.token_hex(4)}"
+        try:
+            self._write_new(temp, [seal.encode()])
+            os.rename(temp, directory / SEAL)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def read_seal(self, sha: str) -> Seal | None:
+        """The seal of *sha*, None if there is none or it is damaged."""
+        try:
+            return Seal.decode((self.entry(sha) / SEAL).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def scan(self, sha: str) -> tuple[list[Part], Seal | None]:
+        """The parts of *sha* on disk now, by start, and its seal (one worker-thread call)."""
+        parts = self.parts(sha)
+        return parts, self.read_seal(sha) if parts else None
 
     def claim(self, sha: str, cell: int) -> bool:
         """Claim the fetch of *cell* of *sha*: True if this call created the claim; a stale

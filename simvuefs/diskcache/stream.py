@@ -213,7 +213,7 @@ class CachedBody:
             self._ended = True
             await self._close_inner()
             return b""
-        self._cache.count_miss(chunk)
+        self._cache.count_miss(self._sha, chunk)
         self._cache.stats.stream_miss_bytes += len(chunk)
         if self._claim:
             self._cache.renew(self._sha, self._claim[0])

@@ -220,11 +220,7 @@ async def _open_and_serve(mount: _Mount) -> None:
     async with (
         open_backend(settings, offline=options.offline) as backend,
         open_content_cache(backend, settings, enabled=not options.offline) as content,
-        open_reader(
-            backend if content is None else content,
-            settings,
-            on_mismatch=None if content is None else content.forget,
-        ) as reader,
+        open_reader(backend if content is None else content, settings, content) as reader,
         trio.open_nursery() as publisher,
     ):
         stats = MountStats(options.mountpoint, backend, reader, content)

@@ -19,6 +19,12 @@ How a read is served
 
     Blocks fetched for reads stay cached; streamed ones are transient (readahead).
 
+    With a content cache on disk, a handle's first read asks it whether the content is
+    sealed (its parts on disk once matched the sha256: ``diskcache.seals``); then every read
+    of the handle is served from those parts (``diskcache.sealed.SealedRead``), each checked
+    against its own CRC, without blocks, read-ahead or a second sha256 check. A handle that
+    verified its content tells the content cache, which seals it.
+
 Where things happen
     A read is sorted (exact or blocks) in :meth:`Reader.read`. A block is looked up or
     claimed in :meth:`Reader._gather`; fetched with a bounded GET in
@@ -57,7 +63,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -65,6 +71,8 @@ import trio
 
 from simvuefs.backends.protocol import RangeSource
 from simvuefs.config import MIB, Settings
+from simvuefs.diskcache.cells import CellCache
+from simvuefs.diskcache.sealed import SealedRead
 from simvuefs.errors import (
     DeadlineExceeded,
     IntegrityError,
@@ -153,7 +161,16 @@ class ReadHandle:
     :data:`FAILED_READ_HOLD` seconds (module docstring, "Errors and deadlines").
     """
 
-    __slots__ = ("blocks", "check", "failure", "held", "keep_cache", "prefetch")
+    __slots__ = (
+        "blocks",
+        "check",
+        "failure",
+        "held",
+        "keep_cache",
+        "prefetch",
+        "seal_decided",
+        "sealed",
+    )
 
     def __init__(
         self,
@@ -169,6 +186,8 @@ class ReadHandle:
         self.keep_cache = keep_cache
         self.failure: str | None = None
         self.held: HeldFailure | None = None
+        self.sealed: SealedRead | None = None  # reads from the content's sealed parts
+        self.seal_decided: trio.Event | None = None  # set once ``sealed`` is known
 
     @property
     def artifact(self) -> Artifact:
@@ -188,10 +207,10 @@ class Reader:
         client: RangeSource,
         settings: Settings,
         nursery: trio.Nursery,
-        on_mismatch: Callable[[Artifact], Awaitable[None]] | None = None,
+        content: CellCache | None = None,
     ) -> None:
         self._client = client
-        self._on_mismatch = on_mismatch
+        self._content = content
         self._settings = settings
         self._nursery = nursery
         self._block_size = settings.block_size
@@ -229,6 +248,15 @@ class Reader:
             return b""
         _raise_held(handle, off, end)
         self._reads += 1
+        sealed = await self._sealed(handle) if self._content is not None else None
+        if sealed is not None:
+            try:
+                data = await self._read_sealed(handle, sealed, off, end)
+            except HELD_ERRORS as exc:
+                _hold(handle, off, end, exc)
+                raise
+            self._bytes_returned += len(data)
+            return data
         first, last = off // self._block_size, (end - 1) // self._block_size
         sequential = self._prefetcher.steer(handle.prefetch, off, end, first, last)
         try:
@@ -242,6 +270,36 @@ class Reader:
         if handle.check is not None:
             await self._verify(handle, handle.check, off, data)
         self._bytes_returned += len(data)
+        return data
+
+    async def _sealed(self, handle: ReadHandle) -> SealedRead | None:
+        """The handle's reads from sealed parts, asked of the content cache at its first read
+        (concurrent first reads wait for that answer); its sha256 check is then dropped."""
+        assert self._content is not None
+        decided = handle.seal_decided
+        if decided is not None:
+            await decided.wait()
+            return handle.sealed
+        decided = handle.seal_decided = trio.Event()
+        try:
+            handle.sealed = await self._content.open_sealed(handle.artifact, handle.size)
+        finally:
+            decided.set()
+        if handle.sealed is not None and handle.check is not None:
+            self._verifier.forget(handle.check)
+            handle.check = None
+        return handle.sealed
+
+    async def _read_sealed(
+        self, handle: ReadHandle, sealed: SealedRead, off: int, end: int
+    ) -> bytes:
+        with trio.move_on_after(self._settings.request_timeout) as deadline:
+            data = await sealed.read(off, end - off)
+        if deadline.cancelled_caught:
+            raise DeadlineExceeded(
+                f"reading {handle.artifact.name!r} took longer than "
+                f"{self._settings.request_timeout:g} s"
+            )
         return data
 
     async def release(self, handle: ReadHandle) -> None:
@@ -438,17 +496,19 @@ class Reader:
 
     async def _verify(self, handle: ReadHandle, check: ContentCheck, off: int, data: bytes) -> None:
         """Feed what a read returned to the handle's check; on a mismatch the handle fails
-        from now on, the content's cached blocks are dropped and ``on_mismatch`` is told
-        (the content cache on disk drops its parts)."""
+        from now on, the content's cached blocks are dropped and the content cache on disk
+        drops its parts; once it matches, the content cache seals them."""
         try:
-            await self._verifier.feed(check, off, data)
+            verified = await self._verifier.feed(check, off, data)
         except IntegrityError as exc:
             for index in range(handle.blocks.count):
                 self._cache.discard(handle.blocks.cache_key(index))
             handle.failure = str(exc)
-            if self._on_mismatch is not None:
-                await self._on_mismatch(handle.artifact)
+            if self._content is not None:
+                await self._content.forget(handle.artifact)
             raise
+        if verified and self._content is not None:
+            self._content.verified(handle.artifact, handle.size)
 
 
 def keep_freed_blocks(block_size: int) -> None:
@@ -471,7 +531,7 @@ def keep_freed_blocks(block_size: int) -> None:
 async def open_reader(
     client: RangeSource,
     settings: Settings,
-    on_mismatch: Callable[[Artifact], Awaitable[None]] | None = None,
+    content: CellCache | None = None,
 ) -> AsyncIterator[Reader]:
     """Yield a :class:`Reader` whose read-ahead tasks live until the block exits.
 
@@ -479,7 +539,7 @@ async def open_reader(
     """
     keep_freed_blocks(settings.block_size)
     async with trio.open_nursery() as nursery:
-        reader = Reader(client, settings, nursery, on_mismatch)
+        reader = Reader(client, settings, nursery, content)
         try:
             yield reader
         finally:

@@ -217,21 +217,22 @@ class ContentVerifier:
         and no handle has verified it since."""
         return key not in self._suspect
 
-    async def feed(self, check: ContentCheck, off: int, data: bytes) -> None:
-        """Feed the bytes a read returned at *off* to *check* (nothing once it ended).
+    async def feed(self, check: ContentCheck, off: int, data: bytes) -> bool:
+        """Feed the bytes a read returned at *off* to *check* (nothing once it ended);
+        return True if this read completed the content and it matched its sha256.
 
         Raises:
             IntegrityError: this read completes content whose sha256 does not match; the
                 content is suspect from now on.
         """
         if check.ended:
-            return
+            return False
         complete_before = check.complete
         queued_before = check.queued
         if not check.accept(off, data):
             self.forget(check)
             log.debug("artifact %s: read out of order, not verified", check.artifact.id)
-            return
+            return False
         self._pending += check.queued - queued_before
         self._pending_peak = max(self._pending_peak, self._pending)
         completes = not complete_before and check.complete
@@ -246,14 +247,14 @@ class ContentVerifier:
         if check.queued > VERIFY_BACKLOG or (pressed and check.hashing):
             await check.wait_idle()
         if not completes:
-            return
+            return False
         check.end()
         await check.wait_idle()
         actual = check.hexdigest()
         if actual == check.expected:
             self._verified += 1
             self._suspect.discard(check.key)
-            return
+            return True
         self._failures += 1
         self._suspect.add(check.key)
         log.error(

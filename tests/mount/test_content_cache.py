@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -91,6 +92,12 @@ def mount_with(
     return mounted(server, workdir, "--cache-dir", str(cache), *extra)
 
 
+def sealed_reads_shown(cache: Path) -> bool:
+    """True once ``simvuefs cache`` shows a mount's reads from sealed parts."""
+    shown = run_cli("cache", "--cache-dir", str(cache))
+    return re.search(rb"sealed_reads [1-9]", shown.stdout) is not None
+
+
 def head(path: Path, size: int) -> bytes:
     return run_tool(["head", "-c", str(size), str(path)]).stdout
 
@@ -115,8 +122,12 @@ def test_remount_copies_writes_and_heads_read_nothing_again(
         shown = run_cli("cache", "--cache-dir", str(cache))
         assert shown.returncode == 0, shown.stderr
         assert str(mount.path) in shown.stdout.decode()
+    # The file read through was checked against its sha256: its parts are sealed, so the
+    # next mount reads them without hashing the whole file again. The head is not sealed.
+    assert len(list(cache.glob(f"v1/*/{sha256(content['a/output/big.bin'])}/sealed"))) == 1
     # A head caches about what it read, not the file.
     other = sha256(content["a/output/other.bin"])
+    assert not list(cache.glob(f"v1/*/{other}/sealed"))
     assert 0 < sum(p.stat().st_size for p in cache.glob(f"v1/*/{other}/*-*-*")) <= 2 * MIB
     check_parts(cache)
     with mount_with(devserver, tmp_path / "two", cache) as mount:
@@ -127,6 +138,7 @@ def test_remount_copies_writes_and_heads_read_nothing_again(
         assert head(runs / "a/output/other.bin", 4096) == content["a/output/other.bin"][:4096]
         assert (runs / "a/input/written.bin").read_bytes() == written
         assert settled(devserver) == 0
+        assert wait_until(lambda: sealed_reads_shown(cache), 10)  # published every 2 s
 
 
 def test_a_damaged_part_is_refetched_and_a_killed_filler_leaves_no_partial_part(

@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from simvuefs.diskcache import cells as cells_module
+from simvuefs.diskcache.seals import SealBook
 from simvuefs.diskcache.source import CachingSource
-from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, cells
+from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Seal, cells
+from simvuefs.errors import IntegrityError
 from simvuefs.diskcache.usage import evict, measure
 from simvuefs.models import Artifact
 
@@ -29,6 +32,7 @@ class CountingSource:
 
     def __init__(self) -> None:
         self.asked: list[tuple[int, int]] = []
+        self.corrupt = False  # flip the first byte of every range sent
 
     async def read_range(
         self,
@@ -39,6 +43,8 @@ class CountingSource:
     ) -> bytes:
         self.asked.append((start, length))
         data = CONTENT[start : start + length]
+        if self.corrupt:
+            data = bytes([data[0] ^ 1]) + data[1:]
         if on_chunk is not None:
             on_chunk(data)
         return data
@@ -147,3 +153,96 @@ async def test_ranges_are_fetched_once_and_partial_reads_cache_what_they_read(
         assert len(inner.asked) == asked  # all from disk now
         assert cache.stats.stored_bytes == len(CONTENT)
         nursery.cancel_scope.cancel()
+
+
+async def read_all(cache: CachingSource) -> bytes:
+    """Stream the whole content through *cache*, as the read-ahead does."""
+    received = []
+    async with cache.open_range(ARTIFACT, 0) as body:
+        while chunk := await body.receive(1 << 20):
+            received.append(chunk)
+    return b"".join(received)
+
+
+async def test_verified_content_is_sealed_and_sealed_reads_check_every_part(
+    tmp_path: Path,
+) -> None:
+    inner = CountingSource()
+    store = ContentStore(tmp_path)
+    store.prepare()
+    async with trio.open_nursery() as nursery:
+        cache = CachingSource(inner, store, 1 << 30, nursery, writable=True)
+        assert await cache.open_sealed(ARTIFACT, len(CONTENT)) is None  # nothing on disk
+        assert await read_all(cache) == CONTENT
+        cache.verified(ARTIFACT, len(CONTENT))  # what the reader says once the sha256 matched
+        await cache.settled()
+        seal = store.read_seal(SHA)
+        assert seal is not None and seal.size == len(CONTENT)
+        assert [p.name for p in seal.parts] == [p.name for p in store.parts(SHA)]
+        # Bit rot in one part, another part gone: both fetched again, exactly, and checked.
+        damaged, gone = seal.parts[1], seal.parts[2]
+        path = store.entry(SHA) / damaged.name
+        data = bytearray(path.read_bytes())
+        data[5] ^= 1
+        path.write_bytes(bytes(data))
+        (store.entry(SHA) / gone.name).unlink()
+        fresh = CachingSource(inner, store, 1 << 30, nursery, writable=True)  # a new mount
+        sealed = await fresh.open_sealed(ARTIFACT, len(CONTENT))
+        assert sealed is not None
+        asked = len(inner.asked)
+        pieces = [await sealed.read(off, 1 << 20) for off in range(0, len(CONTENT), 1 << 20)]
+        assert b"".join(pieces) == CONTENT
+        assert await sealed.read(CELL - 7, 20) == CONTENT[CELL - 7 : CELL + 13]
+        await fresh.settled()
+        assert sorted(inner.asked[asked:]) == [
+            (damaged.start, damaged.stop - damaged.start),
+            (gone.start, gone.stop - gone.start),
+        ]
+        assert fresh.stats.damaged_parts == 1
+        # Storage sending other bytes for a sealed part is an error, never the bytes.
+        (store.entry(SHA) / gone.name).unlink()
+        inner.corrupt = True
+        sealed = await fresh.open_sealed(ARTIFACT, len(CONTENT))
+        assert sealed is not None
+        with pytest.raises(IntegrityError):
+            await sealed.read(gone.start, 4096)
+        nursery.cancel_scope.cancel()
+
+
+async def test_no_seal_when_bytes_handed_out_were_not_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seal must name the bytes the reader verified: bytes fetched and not stored (here,
+    the store backlog is full) leave a doubt, so the content is not sealed."""
+    monkeypatch.setattr(cells_module, "STORE_BACKLOG", CELL)
+    inner = CountingSource()
+    store = ContentStore(tmp_path)
+    store.prepare()
+    async with trio.open_nursery() as nursery:
+        cache = CachingSource(inner, store, 1 << 30, nursery, writable=True)
+        assert await cache.read_range(ARTIFACT, 0, len(CONTENT)) == CONTENT
+        cache.verified(ARTIFACT, len(CONTENT))
+        await cache.settled()
+        assert cache.stats.store_skipped_bytes > 0
+        assert store.read_seal(SHA) is None
+        nursery.cancel_scope.cancel()
+
+
+def test_a_seal_names_parts_that_tile_the_content_once() -> None:
+    book = SealBook()
+    first, overlapping = Part(0, 10, 1, "0-10-00000001"), Part(5, 15, 2, "5-10-00000002")
+    book.served(SHA, first)
+    book.served(SHA, overlapping)
+    book.verified(SHA, 15)
+    assert book.ready(SHA) is None  # two parts hold bytes 5-10: which did the reader get?
+    rest = Part(10, 15, 3, "10-5-00000003")
+    book.served("cd" * 32, first)
+    book.fetched("cd" * 32, 5)
+    book.verified("cd" * 32, 15)
+    assert book.ready("cd" * 32) is None  # fetched bytes not stored yet
+    book.stored("cd" * 32, 5, [rest])
+    seal = book.ready("cd" * 32)
+    assert seal is not None and seal.parts == (first, rest)
+    assert Seal.decode(seal.encode()) == seal
+    assert Seal.decode(seal.encode().replace(b"15", b"16", 1)) is None  # its own CRC
+    assert book.ready("cd" * 32) is None  # sealed once
