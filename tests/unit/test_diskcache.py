@@ -19,8 +19,8 @@ from simvuefs.diskcache import cells as cells_module
 from simvuefs.diskcache.seals import SealBook
 from simvuefs.diskcache.source import CachingSource
 from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Seal, cells
-from simvuefs.errors import IntegrityError
 from simvuefs.diskcache.usage import evict, measure
+from simvuefs.errors import IntegrityError
 from simvuefs.models import Artifact
 
 SHA = "ab" * 32
@@ -177,7 +177,8 @@ async def test_verified_content_is_sealed_and_sealed_reads_check_every_part(
         cache.verified(ARTIFACT, len(CONTENT))  # what the reader says once the sha256 matched
         await cache.settled()
         seal = store.read_seal(SHA)
-        assert seal is not None and seal.size == len(CONTENT)
+        assert seal is not None
+        assert seal.size == len(CONTENT)
         assert [p.name for p in seal.parts] == [p.name for p in store.parts(SHA)]
         # Bit rot in one part, another part gone: both fetched again, exactly, and checked.
         damaged, gone = seal.parts[1], seal.parts[2]
@@ -242,7 +243,8 @@ def test_a_seal_names_parts_that_tile_the_content_once() -> None:
     assert book.ready("cd" * 32) is None  # fetched bytes not stored yet
     book.stored("cd" * 32, 5, [rest])
     seal = book.ready("cd" * 32)
-    assert seal is not None and seal.parts == (first, rest)
+    assert seal is not None
+    assert seal.parts == (first, rest)
     assert Seal.decode(seal.encode()) == seal
     assert Seal.decode(seal.encode().replace(b"15", b"16", 1)) is None  # its own CRC
     assert book.ready("cd" * 32) is None  # sealed once
