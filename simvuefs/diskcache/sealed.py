@@ -81,7 +81,8 @@ class SealedRead:
     async def _load(self, index: int) -> list[bytes]:
         load = self._loads.get(index)
         if load is not None:
-            await load.done.wait()
+            if not load.done.is_set():  # (no checkpoint when the part is in memory)
+                await load.done.wait()
             if load.pieces is not None:
                 return load.pieces
         load = self._loads[index] = _Load()

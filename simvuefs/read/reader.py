@@ -278,7 +278,8 @@ class Reader:
         assert self._content is not None
         decided = handle.seal_decided
         if decided is not None:
-            await decided.wait()
+            if not decided.is_set():  # (no checkpoint per read once decided)
+                await decided.wait()
             return handle.sealed
         decided = handle.seal_decided = trio.Event()
         try:
