@@ -224,6 +224,7 @@ class Tree:
         self._written: dict[str, Node] = {}  # spool id -> node of a file written here
         # spool id -> trio time of its last landing, oldest first (settle_landed's queue)
         self._landed_at: dict[str, float] = {}
+        self._landings = 0  # landings so far: a listing asked now accounts for all of them
         self._views: tuple[RunNames, Views] | None = None  # the views of the last listing
         self._shared_noted = False  # whether the log says why shared runs are read-only
         # The root's entries, made first so that their inodes (the listing order) are fixed.
@@ -735,8 +736,8 @@ class Tree:
         artifact's (same inode).
 
         The cached listing is not dropped: *f* stays in the overlay until a listing of the
-        server shows it, so no write is ever hidden, and writing many files does not cost a
-        listing per file.
+        server shows it or one asked after this landing comes (``overlay.py``), so no write
+        is ever hidden, and writing many files does not cost a listing per file.
         """
         artifact = f.artifact
         if artifact is None:
@@ -744,6 +745,8 @@ class Tree:
         local = self._local_at(f.run_id, f.category)
         if local.file(f.name) is None:
             local.add_file(f.name, f)  # a resumed upload that landed before it was adopted
+        self._landings += 1
+        local.landed(f, self._landings)
         node = self._written.get(f.spool_id)
         if node is not None:
             self._land_node(node, f, artifact)
@@ -999,7 +1002,9 @@ class Tree:
                 return by_category[category]
 
         async def load() -> CategoryListing:
-            return self._lay_out(run, category, await self._list_artifacts(run, category))
+            landings_before = self._landings
+            artifacts = await self._list_artifacts(run, category)
+            return self._lay_out(run, category, artifacts, landings_before)
 
         listing = await self._listings.get_or_load((run.id, category), load, ttl)
         self._release_replaced()
@@ -1015,6 +1020,7 @@ class Tree:
     async def _load_run_listing(self, run: Run) -> Mapping[str, CategoryListing] | None:
         """All categories of *run* from one unfiltered request, or None (and from now on
         one request per category) when the server's entries do not say their category."""
+        landings_before = self._landings
         artifacts = await self._list_artifacts(run, None)
         if any(artifact.category not in CATEGORIES for artifact in artifacts):
             if self._listing_by_run:
@@ -1022,7 +1028,9 @@ class Tree:
             self._listing_by_run = False
             return None
         return {
-            category: self._lay_out(run, category, [a for a in artifacts if a.category == category])
+            category: self._lay_out(
+                run, category, [a for a in artifacts if a.category == category], landings_before
+            )
             for category in CATEGORIES
         }
 
@@ -1035,13 +1043,16 @@ class Tree:
         self._release_due = self._release_due or len(artifacts) >= RELEASE_AFTER
         return artifacts
 
-    def _lay_out(self, run: Run, category: str, artifacts: list[Artifact]) -> CategoryListing:
+    def _lay_out(
+        self, run: Run, category: str, artifacts: list[Artifact], landings_before: int
+    ) -> CategoryListing:
         """The directories of *category* of *run* from its listed *artifacts*, with this
-        mount's own writes accounted for."""
+        mount's own writes accounted for; the listing was asked after *landings_before*
+        landings (``overlay.LocalFiles.drop_listed``)."""
         local = self._local.get((run.id, category))
         if local:
             artifacts = [a for a in artifacts if a.id not in local.hidden]
-            local.drop_listed(a.id for a in artifacts)
+            local.drop_listed((a.id for a in artifacts), landings_before)
             local.removed_dirs.clear()  # this listing leaves out what only hidden ones made
             self.settle_landed()
         for artifact in artifacts:
