@@ -41,9 +41,10 @@ artifact behind). A change that started (an open for writing) completes in the m
 started in.
 Memory does not grow with the files written: once a landed file is *settled* (landed
 ``LANDED_RETENTION`` seconds ago, so it can no longer land again under another name; listed
-by the server, so the overlay no longer shows it; no handle open on it), its node lets go of
-the write path's record (``node.staged``) and of the key made at ``create``, and is then
-like the node of any artifact (:meth:`Tree.settle_landed`, at each landing and listing).
+by the server, or left out by a listing asked after its landing, so the overlay no longer
+shows it; no handle open on it), its node lets go of the write path's record
+(``node.staged``) and of the key made at ``create``, and is then like the node of any
+artifact (:meth:`Tree.settle_landed`, at each landing and listing).
 A listing of at least ``RELEASE_AFTER`` artifacts, once it replaced the one before in its
 cache, hands the heap's freed pages back to the system (``heap.py``): what the resident size
 keeps is then what lives, not the peak of every listing parsed at each TTL.
@@ -775,7 +776,7 @@ class Tree:
                 continue
             local = self._local.get((f.run_id, f.category))
             if f.fd is not None or (local is not None and local.file(f.name) is f):
-                continue  # still open, or not listed by the server yet: look again later
+                continue  # still open, or still in the overlay: look again later
             assert f.artifact is not None
             del self._landed_at[spool_id]
             del self._written[spool_id]
