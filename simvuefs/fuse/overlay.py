@@ -4,9 +4,14 @@ Pure bookkeeping, no I/O. Entries (:class:`~simvuefs.fuse.names.Entry`) are name
 category directory or below. One :class:`LocalFiles` per ``(run id, category)`` holds:
 
 - *files*: files written through the mount, by full name (``system/mesh.dat``), from
-  ``create`` until the server's listing shows their artifact: STAGED and PENDING files, and
-  LANDED ones the server has not listed yet (read-your-writes: a listing fetched before the
-  landing must not make a file vanish for a metadata TTL);
+  ``create`` until a listing of the server accounts for their artifact: STAGED and PENDING
+  files, and LANDED ones until a listing shows their artifact or one asked after their
+  landing comes (read-your-writes: a listing asked before the landing must not make a file
+  vanish for a metadata TTL; one asked after it is the server's word, and a file it leaves
+  out was deleted or moved to another category by another client meanwhile: kept, it would
+  be a phantom, listed and in the way of a new file of its name, until the unmount);
+- *landings*: the landing number (:meth:`LocalFiles.landed`, in the order of the tree's
+  landings) of each LANDED file of *files* shown under the name it landed with;
 - *dirs*: directories made with ``mkdir`` (shown while empty, until ``rmdir``);
 - *hidden*: ids of artifacts that a rename or an overwrite replaced, or ``rm`` deleted (the
   uploader deletes them; until then the server, or a cached listing, may still list them);
@@ -14,7 +19,9 @@ category directory or below. One :class:`LocalFiles` per ``(run id, category)`` 
   (their artifacts are all hidden); cleared when a fresh listing comes, which leaves out the
   hidden artifacts and so the directories only they made.
 
-Invariant: ``_implied`` counts, for every directory path, the files and made directories at
+Invariants: every name of *landings* is a name of *files* (``add_file`` and ``remove_file``
+drop it: a file shown under a name it did not land with, a rename under way, has none);
+``_implied`` counts, for every directory path, the files and made directories at
 or below it, so "is there a local directory here" is one dictionary lookup.
 
 Merge rules (:func:`merge_entries` for a whole directory, :func:`merge_entry` for one name;
@@ -54,6 +61,7 @@ class LocalFiles:
         self.dirs: set[str] = set()
         self.hidden: set[str] = set()
         self.removed_dirs: set[str] = set()
+        self.landings: dict[str, int] = {}
         self._implied: Counter[str] = Counter()
 
     def __bool__(self) -> bool:
@@ -63,12 +71,19 @@ class LocalFiles:
 
     def add_file(self, name: str, f: StagedFile) -> None:
         """Show *f* under *name* (replacing whatever file had that name)."""
+        self.landings.pop(name, None)
         if self.files.pop(name, None) is None:
             self._count(_ancestors(name), 1)
         self.files[name] = f
 
+    def landed(self, f: StagedFile, number: int) -> None:
+        """*f* landed, the *number*-th landing: noted if it is shown under its name."""
+        if self.files.get(f.name) is f:
+            self.landings[f.name] = number
+
     def remove_file(self, name: str) -> StagedFile | None:
         """Stop showing the file called *name*; return it (None if there was none)."""
+        self.landings.pop(name, None)
         f = self.files.pop(name, None)
         if f is not None:
             self._count(_ancestors(name), -1)
@@ -86,11 +101,16 @@ class LocalFiles:
             self.dirs.remove(path)
             self._count([*_ancestors(path), path], -1)
 
-    def drop_listed(self, artifact_ids: Iterable[str]) -> None:
-        """Forget landed files whose artifact the server now lists (it shows them itself)."""
+    def drop_listed(self, artifact_ids: Iterable[str], landings_before: int) -> None:
+        """Forget the landed files a listing accounts for: those whose artifact it lists (it
+        shows them itself), and those that landed before it was asked (landing number at
+        most *landings_before*), which it would list if the server still had them here."""
         listed = set(artifact_ids)
         for name, f in list(self.files.items()):
-            if f.artifact is not None and f.artifact.id in listed:
+            landing = self.landings.get(name)
+            if (f.artifact is not None and f.artifact.id in listed) or (
+                landing is not None and landing <= landings_before
+            ):
                 self.remove_file(name)
 
     def _count(self, paths: list[str], delta: int) -> None:

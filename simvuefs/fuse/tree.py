@@ -41,9 +41,10 @@ artifact behind). A change that started (an open for writing) completes in the m
 started in.
 Memory does not grow with the files written: once a landed file is *settled* (landed
 ``LANDED_RETENTION`` seconds ago, so it can no longer land again under another name; listed
-by the server, so the overlay no longer shows it; no handle open on it), its node lets go of
-the write path's record (``node.staged``) and of the key made at ``create``, and is then
-like the node of any artifact (:meth:`Tree.settle_landed`, at each landing and listing).
+by the server, or left out by a listing asked after its landing, so the overlay no longer
+shows it; no handle open on it), its node lets go of the write path's record
+(``node.staged``) and of the key made at ``create``, and is then like the node of any
+artifact (:meth:`Tree.settle_landed`, at each landing and listing).
 A listing of at least ``RELEASE_AFTER`` artifacts, once it replaced the one before in its
 cache, hands the heap's freed pages back to the system (``heap.py``): what the resident size
 keeps is then what lives, not the peak of every listing parsed at each TTL.
@@ -224,6 +225,7 @@ class Tree:
         self._written: dict[str, Node] = {}  # spool id -> node of a file written here
         # spool id -> trio time of its last landing, oldest first (settle_landed's queue)
         self._landed_at: dict[str, float] = {}
+        self._landings = 0  # landings so far: a listing asked now accounts for all of them
         self._views: tuple[RunNames, Views] | None = None  # the views of the last listing
         self._shared_noted = False  # whether the log says why shared runs are read-only
         # The root's entries, made first so that their inodes (the listing order) are fixed.
@@ -735,8 +737,8 @@ class Tree:
         artifact's (same inode).
 
         The cached listing is not dropped: *f* stays in the overlay until a listing of the
-        server shows it, so no write is ever hidden, and writing many files does not cost a
-        listing per file.
+        server shows it or one asked after this landing comes (``overlay.py``), so no write
+        is ever hidden, and writing many files does not cost a listing per file.
         """
         artifact = f.artifact
         if artifact is None:
@@ -744,6 +746,8 @@ class Tree:
         local = self._local_at(f.run_id, f.category)
         if local.file(f.name) is None:
             local.add_file(f.name, f)  # a resumed upload that landed before it was adopted
+        self._landings += 1
+        local.landed(f, self._landings)
         node = self._written.get(f.spool_id)
         if node is not None:
             self._land_node(node, f, artifact)
@@ -772,7 +776,7 @@ class Tree:
                 continue
             local = self._local.get((f.run_id, f.category))
             if f.fd is not None or (local is not None and local.file(f.name) is f):
-                continue  # still open, or not listed by the server yet: look again later
+                continue  # still open, or still in the overlay: look again later
             assert f.artifact is not None
             del self._landed_at[spool_id]
             del self._written[spool_id]
@@ -999,7 +1003,9 @@ class Tree:
                 return by_category[category]
 
         async def load() -> CategoryListing:
-            return self._lay_out(run, category, await self._list_artifacts(run, category))
+            landings_before = self._landings
+            artifacts = await self._list_artifacts(run, category)
+            return self._lay_out(run, category, artifacts, landings_before)
 
         listing = await self._listings.get_or_load((run.id, category), load, ttl)
         self._release_replaced()
@@ -1015,6 +1021,7 @@ class Tree:
     async def _load_run_listing(self, run: Run) -> Mapping[str, CategoryListing] | None:
         """All categories of *run* from one unfiltered request, or None (and from now on
         one request per category) when the server's entries do not say their category."""
+        landings_before = self._landings
         artifacts = await self._list_artifacts(run, None)
         if any(artifact.category not in CATEGORIES for artifact in artifacts):
             if self._listing_by_run:
@@ -1022,7 +1029,9 @@ class Tree:
             self._listing_by_run = False
             return None
         return {
-            category: self._lay_out(run, category, [a for a in artifacts if a.category == category])
+            category: self._lay_out(
+                run, category, [a for a in artifacts if a.category == category], landings_before
+            )
             for category in CATEGORIES
         }
 
@@ -1035,13 +1044,16 @@ class Tree:
         self._release_due = self._release_due or len(artifacts) >= RELEASE_AFTER
         return artifacts
 
-    def _lay_out(self, run: Run, category: str, artifacts: list[Artifact]) -> CategoryListing:
+    def _lay_out(
+        self, run: Run, category: str, artifacts: list[Artifact], landings_before: int
+    ) -> CategoryListing:
         """The directories of *category* of *run* from its listed *artifacts*, with this
-        mount's own writes accounted for."""
+        mount's own writes accounted for; the listing was asked after *landings_before*
+        landings (``overlay.LocalFiles.drop_listed``)."""
         local = self._local.get((run.id, category))
         if local:
             artifacts = [a for a in artifacts if a.id not in local.hidden]
-            local.drop_listed(a.id for a in artifacts)
+            local.drop_listed((a.id for a in artifacts), landings_before)
             local.removed_dirs.clear()  # this listing leaves out what only hidden ones made
             self.settle_landed()
         for artifact in artifacts:

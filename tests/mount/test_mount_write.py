@@ -34,7 +34,15 @@ from typing import Any
 
 import numpy
 import pytest
-from helpers import errno_of, server_inputs, sha256, sha256_file, store_artifact, tree_digests
+from helpers import (
+    attach_artifact,
+    errno_of,
+    server_inputs,
+    sha256,
+    sha256_file,
+    store_artifact,
+    tree_digests,
+)
 from official_util import official_inputs
 
 from simvuefs.control import counters
@@ -269,6 +277,49 @@ def test_own_writes_are_visible_at_once_and_keep_their_inode(
     assert os.listdir(path.parent) == ["today.txt"]
     assert os.stat(path).st_ino == staged.st_ino
     assert path.read_bytes() == b"first line\nsecond line\n"
+
+
+def test_own_files_another_client_deletes_or_moves_go_with_the_next_listing(
+    server: DevServer, tmp_path: Path
+) -> None:
+    """A file this mount wrote shows at once; once another client deleted its artifact, or
+    attached it to the run in another category, the first listing asked after its landing
+    leaves it out of ``input/``, and a new file can take its name (it stayed shown until the
+    unmount: a phantom in the way of ``open(name, "xb")``, EEXIST, as in the model-based
+    test). Metadata TTL 0: every lookup and listing asks the server. Nothing in ``input/``
+    is looked up between a file's close and the server-side change, so no listing can
+    account for the landing before the change (which is what made the failure depend on
+    timing)."""
+    with mounted(
+        server, tmp_path, "--metadata-ttl", "0", "--spool-dir", str(tmp_path / "spool")
+    ) as mount:
+        run = new_run(server, mount)  # running: append-only
+
+        def input_id(name: str) -> str:
+            (record,) = server.run_artifacts(run.id, category="input", name=name)
+            artifact_id: str = record["id"]
+            return artifact_id
+
+        (run.input / "moved.txt").write_bytes(b"moved to output\n")
+        attach_artifact(server, run.id, input_id("moved.txt"), "output")
+        (run.input / "deleted.txt").write_bytes(b"deleted by another client\n")
+        server.api("DELETE", f"/artifacts/{input_id('deleted.txt')}").raise_for_status()
+        # the model-based test's steps: written, overwritten within 30 s (a transient file
+        # in a started run), then the new artifact attached as code
+        (run.input / "overwritten.txt").write_bytes(b"first\n")
+        (run.input / "overwritten.txt").write_bytes(b"second\n")
+        attach_artifact(server, run.id, input_id("overwritten.txt"), "code")
+
+        assert os.listdir(run.input) == []
+        assert os.listdir(run.input.parent / "output") == ["moved.txt"]
+        assert os.listdir(run.input.parent / "code") == ["overwritten.txt"]
+        for name in ("moved.txt", "deleted.txt", "overwritten.txt"):
+            with open(run.input / name, "xb") as stream:
+                stream.write(name.encode())
+        assert server_inputs(server, run.id) == {
+            name: sha256(name.encode()) for name in ("moved.txt", "deleted.txt", "overwritten.txt")
+        }
+        assert sorted(os.listdir(run.input)) == ["deleted.txt", "moved.txt", "overwritten.txt"]
 
 
 def test_random_writes_truncates_and_o_trunc_of_a_staged_file(

@@ -22,11 +22,13 @@ import pyfuse3
 import pytest
 import trio
 from devserver_util import SEEDED_LARGE_SIZE
+from helpers import attach_artifact
 from hypothesis import given
 from hypothesis import strategies as st
 from ops_util import CTX, POLICY, WCTX, open_ops, open_writable_ops
 
 from simvuefs import localio
+from simvuefs.backends.client import SimvueClient
 from simvuefs.devserver.seed import ARTIFACTS, RUNS, artifact_content
 from simvuefs.errors import LocalError, NotFound
 from simvuefs.fuse.attrs import ARTIFACT_ATTR_TIMEOUT, PREFERRED_IO_SIZE
@@ -906,6 +908,54 @@ async def test_unlink_before_close_uploads_nothing(devserver, recorder, tmp_path
         await ops.flush(info.fh)
         await ops.release(info.fh)
     assert input_names(devserver, run_id) == {}
+
+
+async def test_a_landed_file_stays_shown_until_a_listing_asked_after_its_landing(
+    devserver, tmp_path, monkeypatch
+):
+    """Read-your-writes across a landing, and no phantom after it (``overlay.py``): a
+    listing asked before the file landed (so without it) and laid out after the landing
+    still shows the file; a listing asked after the landing is the server's word: once
+    another client attached the artifact in another category, ``input/`` no longer has it.
+    The order is driven: the first listing is held, answered, until the file has landed."""
+    run_id = add_run(devserver, "w")
+    answered, resume = trio.Event(), trio.Event()
+    hold_next = False
+    list_artifacts = SimvueClient.list_artifacts
+
+    async def held_once(self, *args, **kwargs):
+        nonlocal hold_next
+        artifacts = await list_artifacts(self, *args, **kwargs)
+        if hold_next:
+            hold_next = False
+            answered.set()
+            await resume.wait()
+        return artifacts
+
+    monkeypatch.setattr(SimvueClient, "list_artifacts", held_once)
+    async with open_writable_ops(devserver, tmp_path / "spool", metadata_ttl=0) as ops:
+        inputs = await walk(ops, "runs", "w", "input")
+        info, attr = await ops.create(inputs.st_ino, b"new.txt", 0o644, os.O_WRONLY, WCTX)
+        await ops.write(info.fh, 0, b"hello")
+        found = []
+
+        async def look_up() -> None:
+            found.append(await ops.lookup(inputs.st_ino, b"new.txt", WCTX))
+
+        async with trio.open_nursery() as nursery:
+            hold_next = True
+            nursery.start_soon(look_up)
+            await answered.wait()  # the server answered the lookup's listing: no new.txt
+            await ops.flush(info.fh)  # lands
+            await ops.release(info.fh)
+            resume.set()
+        assert [entry.st_ino for entry in found] == [attr.st_ino]
+        (record,) = devserver.run_artifacts(run_id, category="input")
+        attach_artifact(devserver, run_id, record["id"], "output")
+        assert (await ops.lookup(inputs.st_ino, b"new.txt", WCTX)).st_ino == 0  # no such name
+        output = await walk(ops, "runs", "w", "output")
+        moved = await ops.lookup(output.st_ino, b"new.txt", WCTX)
+        assert await ops.getxattr(moved.st_ino, b"user.simvue.id", WCTX) == record["id"].encode()
 
 
 async def test_release_commits_what_no_flush_could(devserver, tmp_path):
