@@ -12,7 +12,8 @@ with verification off (it changes no request).
 
 Run it with a tree's interpreter to measure that tree's policy, e.g.
 ``.venv/bin/python benchmarks/readahead_sim.py --first-byte-ms 60``. Self-contained (only
-simvuefs and trio), so that ``/work/main/.venv/bin/python`` runs main's reader with it.
+simvuefs and trio), so that ``PYTHONPATH=<another tree>`` runs that tree's reader with it
+(an A/B of two policies in virtual time, whatever the machine's load).
 """
 
 from __future__ import annotations
