@@ -85,8 +85,8 @@ DEFAULT_CONTENT_CACHE_SIZE = 10 * 1024 * MIB
 MIN_CONTENT_CACHE_SIZE = 16 * MIB
 """The smallest ``--cache-dir-size`` (a few cells of the cache's grid)."""
 # Read-ahead fetches parts of this size, up to this many at once per file (read/readahead.py).
-DEFAULT_READ_PART_SIZE = 8 * MIB
-DEFAULT_READ_STREAMS = 8
+DEFAULT_READ_PART_SIZE = 4 * MIB  # one cell of the content cache (diskcache/store.py CELL)
+DEFAULT_READ_STREAMS = 16
 MAX_READ_STREAMS = 64
 DEFAULT_REQUEST_TIMEOUT = 30.0
 """Seconds one filesystem operation may wait for the server (``--request-timeout``)."""

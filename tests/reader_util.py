@@ -149,10 +149,17 @@ class FakeStorage:
 
 async def read_through(reader: Reader, handle: ReadHandle, chunk: int = READ) -> bytes:
     """Read *handle* from 0 to its end in *chunk*-sized reads, each full but the last."""
+    return await read_through_from(reader, handle, 0, chunk)
+
+
+async def read_through_from(
+    reader: Reader, handle: ReadHandle, offset: int, chunk: int = READ
+) -> bytes:
+    """Read *handle* from *offset* to its end in *chunk*-sized reads, each full but the last."""
     out = bytearray()
     while True:
-        data = await reader.read(handle, len(out), chunk)
+        data = await reader.read(handle, offset + len(out), chunk)
         if not data:
             return bytes(out)
-        assert len(data) == chunk or len(out) + len(data) == handle.size
+        assert len(data) == chunk or offset + len(out) + len(data) == handle.size
         out += data

@@ -15,19 +15,28 @@ Steering
     waits for the stream instead of fetching). The number of blocks it may claim ahead, its
     window, starts at 1 and doubles each time the reader moves into a new block, up to
     ``readahead_per_file``, and the budget may hold it back further. The blocks are fetched
-    in *parts* of ``part_blocks`` (``--read-part-size``; no larger than the window when it
-    starts, so the first ones are small): a part starts once a claim reaches it, with one
-    GET to its end, and receives each of its blocks once it is claimed (TCP holds the rest
-    back), so a starved stream still makes one request per part, never one per block. The
-    number of parts in flight starts at 1; it grows by one (at most once per whole part
-    received) when the reader has to wait for a block while claimed blocks wait for a part
-    and the last whole part came slower than
-    ``FAST_PART_RATE`` (the link, not the reader or the CPU, is the bottleneck), up to
-    ``max_parts`` (``--read-streams``), and shrinks by one each time a part comes faster, or
-    at less than ``CROWDED_RATIO`` of the rate with one part fewer in flight (the
-    connections share another bound, the CPU): a
-    reader that a single connection keeps ahead of (loopback) costs one connection at a
-    time, and one that storage caps per connection gets as many as its window holds.
+    in *parts* of ``part_blocks`` (``--read-part-size``), laid on a grid of the part size
+    from the content's start (a part never crosses a multiple of the part size, so that
+    with the default 4 MiB parts each fills one cell of the content cache, diskcache/,
+    whole) and no larger than the window when they start (so the first ones are small): a
+    part starts once a claim reaches it, with one GET to its end, and receives each of its
+    blocks once it is claimed (TCP holds the rest back), so a starved stream still makes
+    one request per part, never one per block.
+
+    Every whole block a part receives, except the first of each request and any the reader
+    held back, measures the link's rate per connection. The number of parts in flight
+    (``parallel``) starts at 1 and doubles, up to ``max_parts`` (``--read-streams``), each
+    time the reader has to wait for a block while claimed blocks wait for a part and the
+    last block measured came slower than ``FAST_PART_RATE`` (the link, not the reader or
+    the CPU, is the bottleneck): a sequential read on a link capped per connection has as
+    many parts in flight as its window holds within a few blocks of its start. It shrinks
+    by one after each whole part the reader held back, or received while the last block
+    came faster than ``FAST_PART_RATE`` or at less than ``CROWDED_RATIO`` of the rate seen
+    with fewer parts in flight (the connections share another bound, the CPU); parts then
+    double in size up to the window (fewer requests). A reader that a single connection
+    keeps ahead of (loopback) costs one connection at a time. A part receiving its last
+    block is *draining*: one such part is not counted in ``parallel``, so the next part's
+    request (a round trip) overlaps that block instead of following it.
 
     A read outside the stream's reach (a seek, an isolated page-cache miss) leaves the
     stream alone; only a new sequential run elsewhere replaces it. :meth:`Prefetcher.release`
@@ -47,8 +56,11 @@ Memory
     Blocks claimed ahead of their reader never exceed ``readahead_per_file`` per handle nor
     ``readahead_total`` over all handles; the latter is further capped at half of
     ``cache_bytes``, because filled read-ahead blocks live in the cache and must not evict
-    each other before they are read. Each part in flight holds at most one partly received
-    block outside the cache; at most ``max_parts`` parts per stream are in flight.
+    each other before they are read. A stream claims at most an even share of the total
+    (:attr:`ReadAheadBudget.share`: the total over the streams still claiming; at least one
+    block), so that no stream starves the others' readers. Each part in flight holds at
+    most one partly received block outside the cache; at most ``max_parts`` + 1 parts per
+    stream are in flight (one of them draining).
 
 Errors
     A part whose connection breaks or stalls (the backend's read timeout) is resumed alone
@@ -94,12 +106,12 @@ kernel cuts one big read (a 1 MiB buffer at a random offset) into several reques
 follow each other, which must not look sequential."""
 FAST_PART_RATE = 100 * 1024 * 1024
 """Bytes per second from which one connection is fast enough: the parts in flight grow
-only while the last part received more slowly (object storage serves 50-90 MB/s per
+only while the last block measured came more slowly (object storage serves 50-90 MB/s per
 connection; loopback several times this), so a reader slowed by the CPU does not get
 connections that would only cost more CPU."""
 CROWDED_RATIO = 0.75
-"""A part that came at less than this fraction of the rate of the last part received with
-one part fewer in flight shows that more connections do not help (module docstring)."""
+"""A block that came at less than this fraction of the rate last seen with fewer parts in
+flight shows that more connections do not help (module docstring)."""
 PART_ATTEMPTS = 3
 """Attempts in a row that bring no block before a part gives up (module docstring)."""
 RESUMABLE_ERRORS = (TransportError, ProtocolError)
@@ -122,7 +134,8 @@ class ReadAheadStats:
 
 class ReadAheadBudget:
     """The bytes all streams hold claimed ahead of their readers (never above *cap*), and
-    the streams that may still claim, which are woken when bytes are given back."""
+    the streams that may still claim, which are woken when bytes are given back. A stream
+    holds at most its :attr:`share` of them (or one block)."""
 
     def __init__(self, cap: int) -> None:
         self._cap = cap
@@ -151,9 +164,16 @@ class ReadAheadBudget:
         """*stream* claims no more (stopped, or it reached the content's end)."""
         self._streams.discard(stream)
 
+    @property
+    def share(self) -> int:
+        """What one stream may hold: the cap split evenly between the streams that still
+        claim, so that none starves the others' readers."""
+        return self._cap // max(1, len(self._streams))
+
     def take(self, length: int, held: int) -> bool:
-        """Charge *length* bytes to a stream that then holds *held*; False if over the cap."""
-        if self._used + length > self._cap:
+        """Charge *length* bytes to a stream that then holds *held*; False if over the cap,
+        or if *held* is over the stream's share and more than this block."""
+        if self._used + length > self._cap or (held > length and held > self.share):
             return False
         self._used += length
         self._peak = max(self._peak, self._used)
@@ -164,8 +184,10 @@ class ReadAheadBudget:
         self._used -= length
 
     def wake_starved(self) -> None:
-        """Let every stream that ran out of budget claim again."""
-        for stream in [s for s in self._streams if s.starved]:
+        """Let every stream that ran out of budget and is below its share claim again (one
+        at its share could not: waking it would only cost CPU)."""
+        share = self.share
+        for stream in [s for s in self._streams if s.starved and s.ahead_bytes < share]:
             stream.extend()
 
 
@@ -177,11 +199,12 @@ class PartStream:
     in flight when permitted are claimed (flights held until delivered or abandoned).
     Claimed blocks after the consumer, the reader's furthest block, are read-ahead and
     charged to the budget until the reader reaches them or the stream stops. Parts cover
-    ``[first, parts_end)`` in runs of *part_blocks* blocks: a part starts once its first
-    block is claimed, opens its GET to its end, and receives each block once it is
-    permitted (TCP holds the rest back); at most ``parallel`` parts are queued
-    (:meth:`next_part`) or in flight, from *parallel* up to *max_parts*
-    (:meth:`reader_waited`). ``starved`` is True when the budget stopped the last
+    ``[first, parts_end)`` in runs of at most *part_blocks* blocks on the grid of the part
+    size: a part starts once its first block is claimed, opens its GET to its end, and
+    receives each block once it is permitted (TCP holds the rest back); at most
+    ``parallel`` parts are queued (:meth:`next_part`) or in flight, not counting one
+    :meth:`draining`, from *parallel* up to *max_parts* (:meth:`reader_waited`, from the
+    rates :meth:`block_received` measures). ``starved`` is True when the budget stopped the last
     :meth:`extend` short of the window. ``scope`` bounds the stream's task and its parts'
     tasks; ``finished`` is set when they ended.
     """
@@ -193,9 +216,11 @@ class PartStream:
         "_cache",
         "_claims",
         "_consumer",
+        "_draining",
         "_in_flight",
         "_link_slow",
         "_max_parts",
+        "_may_grow",
         "_max_window",
         "_parallel",
         "_part_blocks",
@@ -245,8 +270,10 @@ class PartStream:
         self._ahead_bytes = 0
         self._queue: deque[range] = deque()
         self._in_flight = 0
+        self._draining = 0  # parts in flight receiving their last block
         self._parallel = min(parallel, max_parts)
         self._link_slow = False
+        self._may_grow = False
         self._rates: dict[int, float] = {}  # parts in flight -> the last such part's bytes/s
         self.in_flight_peak = 0
         self.starved = False
@@ -254,6 +281,11 @@ class PartStream:
         self.scope = trio.CancelScope()
         self._wakeup = trio.Event()
         self.finished = trio.Event()
+
+    @property
+    def ahead_bytes(self) -> int:
+        """Bytes claimed ahead of the reader, charged to the budget."""
+        return self._ahead_bytes
 
     def covers(self, first: int, last: int) -> bool:
         """True if blocks *first*..*last* are where this stream is or is about to be."""
@@ -294,37 +326,54 @@ class PartStream:
         self._start_parts()
 
     def _start_parts(self) -> None:
-        """Queue parts for claimed blocks that have none, as many as ``parallel`` allows."""
-        while self._parts_end < self._permitted_end and self._busy < self._parallel:
+        """Queue parts for claimed blocks that have none, as many as ``parallel`` allows
+        (draining parts not counted)."""
+        while self._parts_end < self._permitted_end and self._pacing < self._parallel:
             start = self._parts_end
             while start < self._permitted_end and start not in self._claims:
                 start += 1  # cached or in flight elsewhere when permitted: no part needed
             self._parts_end = start
             if start >= self._permitted_end:
                 break
-            size = min(self._part_size, self._window)  # small while the window is
-            self._parts_end = min(start + size, self.blocks.count)
+            aligned = (start // self._part_size + 1) * self._part_size
+            small = start + self._window  # small while the window is
+            self._parts_end = min(aligned, small, self.blocks.count)
             self._queue.append(range(start, self._parts_end))
             self._wake()
         if self.exhausted:
             self._wake()
 
     @property
-    def _busy(self) -> int:
-        return self._in_flight + len(self._queue)
+    def _pacing(self) -> int:
+        """Parts queued or in flight that the link paces: all but one receiving its last
+        block (*draining*), so that the next part's request overlaps that block; at most
+        ``max_parts`` + 1 in flight."""
+        return self._in_flight + len(self._queue) - min(self._draining, 1)
 
     def reader_waited(self) -> None:
         """The reader waited for a block: if claimed blocks wait for a part because
-        ``parallel`` parts are busy and the last whole part came slower than
-        ``FAST_PART_RATE``, allow one more (up to ``max_parts``; once per whole part)."""
+        ``parallel`` parts are busy and the last block measured came slower than
+        ``FAST_PART_RATE``, allow twice as many (up to ``max_parts``; once per slow block
+        measured)."""
         if (
-            self._link_slow
+            self._may_grow
             and self._parts_end < self._permitted_end
             and self._parallel < self._max_parts
         ):
-            self._link_slow = False  # once per whole part measured
-            self._parallel += 1
+            self._may_grow = False
+            self._parallel = min(2 * self._parallel, self._max_parts)
             self._start_parts()
+
+    def block_received(self, seconds: float) -> None:
+        """A part received a whole block in *seconds* since its previous one (the reader
+        did not hold it back): the link's rate per connection, measured every block."""
+        rate = self.blocks.block_size / seconds if seconds > 0 else float("inf")
+        self._link_slow = self._may_grow = self._slow(self._in_flight, rate)
+
+    def draining(self) -> None:
+        """A part in flight receives its last block: the next part may start (overlap)."""
+        self._draining += 1
+        self._start_parts()
 
     @property
     def exhausted(self) -> bool:
@@ -351,32 +400,29 @@ class PartStream:
         while index >= self._permitted_end:
             await self._wakeup.wait()
 
-    def part_done(self, received: int, seconds: float | None) -> None:
-        """A part delivered all its blocks, *received* bytes in *seconds* (None: it waited
-        for claims, the reader held it back). A whole part tells the link's rate: if it
-        waited, came faster than ``FAST_PART_RATE``, or at less than ``CROWDED_RATIO`` of
-        the last part received with one part fewer in flight, one part fewer at once and
-        parts twice as large (up to the window: fewer requests); if slower, parts of
-        ``part_blocks`` again and the reader's next wait may add one. Then start the next."""
-        concurrent = self._in_flight
+    def part_done(self, received: int, waited: bool, drained: bool) -> None:
+        """A part delivered all its blocks, *received* bytes (*waited*: the reader held it
+        back; *drained*: it was counted draining). After a whole part, if it waited or the
+        last block measured came faster than ``FAST_PART_RATE`` or crowded (:meth:`_slow`),
+        one part fewer at once and parts twice as large (up to the window: fewer
+        requests); else parts of ``part_blocks`` again. Then start the next."""
         self._in_flight -= 1
+        self._draining -= drained
         if received >= self._part_blocks * self.blocks.block_size:
-            # (a small part's rate is mostly its request's latency)
-            self._link_slow = seconds is not None and self._slow(concurrent, received, seconds)
-            if self._link_slow:
-                self._part_size = self._part_blocks
-            else:
+            if waited or not self._link_slow:
                 self._parallel = max(1, self._parallel - 1)
                 self._part_size = min(2 * self._part_size, self._max_window)
+            else:
+                self._part_size = self._part_blocks
         self._start_parts()
 
-    def _slow(self, concurrent: int, received: int, seconds: float) -> bool:
-        """True if a part received with *concurrent* parts in flight came slower than
-        ``FAST_PART_RATE``, and not for sharing another bound with more connections."""
-        rate = received / seconds if seconds > 0 else float("inf")
+    def _slow(self, concurrent: int, rate: float) -> bool:
+        """True if a block received at *rate* with *concurrent* parts in flight came slower
+        than ``FAST_PART_RATE``, and not at less than ``CROWDED_RATIO`` of the rate seen
+        with fewer parts in flight (then the connections share another bound, the CPU)."""
         self._rates[concurrent] = rate
-        fewer = self._rates.get(concurrent - 1)
-        crowded = fewer is not None and rate < CROWDED_RATIO * fewer
+        fewer = [level for level in self._rates if level < concurrent]
+        crowded = bool(fewer) and rate < CROWDED_RATIO * self._rates[max(fewer)]
         return rate < FAST_PART_RATE and not crowded
 
     def _wake(self) -> None:
@@ -621,7 +667,7 @@ class Prefetcher:
         blocks = stream.blocks
         artifact = blocks.artifact
         index, barren = part.start, 0
-        received, waited = 0, False
+        received, waited, drained = 0, False, False
         began = trio.current_time()
         try:
             while index < part.stop:
@@ -631,11 +677,20 @@ class Prefetcher:
                     async with self._source.open_range(
                         artifact, blocks.start(index), end - 1
                     ) as body:
+                        last: float | None = None  # when the previous block came, if timed
                         while index < part.stop:
                             if index >= stream.permitted_end:
                                 waited = True  # the reader, not the link, holds it back
+                                last = None
                                 await stream.wait_permitted(index)
+                            if index == part.stop - 1 and not drained:
+                                drained = True
+                                stream.draining()
                             data = await _receive_exactly(body, blocks.length(index))
+                            now = trio.current_time()
+                            if last is not None and len(data) == blocks.block_size:
+                                stream.block_received(now - last)
+                            last = now
                             received += len(data)
                             self._stream_bytes += len(data)
                             if stream.deliver(index, data):
@@ -651,7 +706,7 @@ class Prefetcher:
                     )
             seconds = trio.current_time() - began
             log.debug("part %s: %d bytes in %.3f s (waited: %s)", part, received, seconds, waited)
-            stream.part_done(received, None if waited else seconds)
+            stream.part_done(received, waited, drained)
         except SimvueError as exc:
             log.info("read-ahead of artifact %s stopped: %s", artifact.id, exc)
             self._stop(prefetch, stream)

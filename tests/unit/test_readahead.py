@@ -7,6 +7,8 @@ The first part drives the pieces of :mod:`simvuefs.read.readahead` directly over
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -20,8 +22,11 @@ from reader_util import (
     make_content,
     make_settings,
     read_through,
+    read_through_from,
 )
 
+from simvuefs.diskcache.source import CachingSource
+from simvuefs.diskcache.store import CELL, ContentStore
 from simvuefs.read.blocks import ContentBlocks
 from simvuefs.read.cache import BlockCache, Flight, FlightAbandoned
 from simvuefs.read.readahead import PART_ATTEMPTS, HandlePrefetch, PartStream, ReadAheadBudget
@@ -152,6 +157,27 @@ async def test_a_starved_stream_claims_once_another_gives_its_budget_back() -> N
     assert budget.used == BLOCK
 
 
+async def test_streams_share_the_budget_evenly() -> None:
+    cache = BlockCache(64 * BLOCK)
+    budget = ReadAheadBudget(8 * BLOCK)
+    first = new_stream(cache, budget, first=0)
+    first.extend()
+    for last in (1, 2, 3):
+        first.advance(last)
+    assert (first.permitted_end, budget.used) == (12, 8 * BLOCK)  # alone: the whole budget
+    second = new_stream(cache, budget, first=30)
+    second.extend()
+    assert second.starved
+    first.advance(7)  # blocks 4-7 read: four blocks given back, but half is its share now
+    assert first.permitted_end == 12
+    for last in (31, 32, 33):
+        second.advance(last)
+    assert second.permitted_end == 33 + 4 + 1
+    assert budget.used == 8 * BLOCK
+    first.stop()
+    second.stop()
+
+
 async def test_stopping_a_stream_abandons_its_claims_to_their_waiters() -> None:
     cache = BlockCache(64 * BLOCK)
     budget = ReadAheadBudget(32 * BLOCK)
@@ -214,18 +240,69 @@ async def test_parts_of_a_capped_storage_are_fetched_several_at_once_and_read_in
     storage.seconds_per_chunk = 0.01  # each connection: 50 KB/s
     async with open_reader(storage, make_settings()) as reader:
         handle = reader.open(ARTIFACT, len(CONTENT))
-        assert await read_through(reader, handle) == CONTENT
+        head = b""
+        while len(head) < 16 * BLOCK:  # a quarter of the content
+            head += await reader.read(handle, len(head), READ)
+        # From the start of the run, the parts in flight doubled (1, 2, 4) while the reader
+        # waited on a slow link: the window (8 blocks) holds 4 parts of 2 blocks, and one
+        # more overlaps the last block of a part that is draining.
+        assert storage.open_streams_peak == 5
+        assert head + await read_through_from(reader, handle, len(head)) == CONTENT
         await reader.release(handle)
         stats = reader.statistics()
     assert stats.verified == 1  # fed in order
     assert storage.bytes_sent == len(CONTENT)
-    # The window (8 blocks) holds 4 parts of 2 blocks: that many connections at once.
-    assert stats.parts_in_flight_peak == storage.open_streams_peak == 4
+    assert stats.parts_in_flight_peak == storage.open_streams_peak == 5
     assert stats.readahead_peak_per_handle <= 8 * BLOCK
-    # The parts tile the content after block 1, each fetched once.
+    # The parts tile the content after block 1, each fetched once, on the grid of the part
+    # size (2 blocks), as the content cache's cells lie on theirs (4 MiB).
     spans = sorted((start, end) for start, end in storage.ranges if end is not None)
     assert (spans[0][0], spans[-1][1]) == (2 * BLOCK, len(CONTENT) - 1)
     assert all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    grid = 2 * BLOCK
+    assert all(start // grid == end // grid for start, end in spans)  # none crosses it
+    assert all(end - start + 1 == grid for start, end in spans[2:-1])  # whole once the
+    # window has grown past the first blocks
+
+
+async def test_a_cold_read_through_the_content_cache_stores_whole_cells_once(
+    tmp_path: Path,
+) -> None:
+    mib = 1024 * 1024
+    content = make_content(10 * CELL + mib // 2)
+    artifact = make_artifact("cells.bin", content)
+    storage = FakeStorage((artifact, content), chunk=64 * 1024)
+    storage.seconds_per_chunk = 0.001  # each connection: 64 MB/s, slower than a fast link
+    store = ContentStore(tmp_path)
+    store.prepare()
+    settings = make_settings(
+        block_size=mib,
+        cache_bytes=64 * mib,
+        readahead_per_file=16 * mib,
+        readahead_total=16 * mib,
+        read_part_size=CELL,
+        read_streams=4,
+    )
+    async with trio.open_nursery() as nursery:
+        cache = CachingSource(storage, store, 1 << 30, nursery, writable=True)
+        async with open_reader(cache, settings) as reader:
+            handle = reader.open(artifact, len(content))
+            assert await read_through(reader, handle, mib) == content
+            await reader.release(handle)
+            stats = reader.statistics()
+        await cache.settled()
+        nursery.cancel_scope.cancel()
+    assert stats.parts_in_flight_peak > 1
+    assert storage.bytes_sent == len(content)  # every byte fetched once ...
+    parts = store.parts(artifact.checksum)
+    assert sum(part.stop - part.start for part in parts) == len(content)  # ... and stored
+    # Parts lie on the cells' grid: none crosses a cell, and past the first two cells (the
+    # exact first reads, then parts no larger than the young window) every cell is one
+    # part file, whole.
+    assert all(p.start // CELL == (p.stop - 1) // CELL for p in parts)
+    assert [(p.start, p.stop) for p in parts if p.start >= 2 * CELL] == [
+        (start, min(start + CELL, len(content))) for start in range(2 * CELL, len(content), CELL)
+    ]
 
 
 async def test_a_fast_link_gets_one_connection_and_larger_parts(
@@ -237,10 +314,13 @@ async def test_a_fast_link_gets_one_connection_and_larger_parts(
         assert await read_through(reader, handle) == CONTENT
         await reader.release(handle)
         stats = reader.statistics()
-    assert stats.parts_in_flight_peak == 1
+    # One part paces the link; the next one's request overlaps the last block of the one
+    # before (draining).
+    assert stats.parts_in_flight_peak == storage.open_streams_peak == 2
     sizes = [end - start + 1 for start, end in storage.ranges if end is not None]
     assert max(sizes) == 8 * BLOCK  # parts doubled up to the window (8 blocks)
     assert len(sizes) < (len(CONTENT) - 2 * BLOCK) // (2 * BLOCK)  # fewer than 2-block parts
+    assert storage.bytes_sent == len(CONTENT)
 
 
 async def test_a_part_that_breaks_mid_way_is_resumed_alone() -> None:
