@@ -32,17 +32,20 @@ Retries (:func:`send`, :func:`fetch`, :class:`RetryPolicy`):
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import logging
 import math
+import os
 import random
 import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
-from contextlib import aclosing, asynccontextmanager, contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpcore
 import httpx
@@ -66,6 +69,9 @@ from simvuefs.errors import (
     UploadRejected,
     UrlExpired,
 )
+
+if TYPE_CHECKING:
+    from outcome import Outcome  # trio's own dependency: what start_thread_soon delivers
 
 log = logging.getLogger(__name__)
 
@@ -529,26 +535,36 @@ def storage_error(
 async def file_chunks(
     path: Path, size: int, counters: Counters, label: str = ""
 ) -> AsyncGenerator[bytes, None]:
-    """Yield exactly *size* bytes of *path*, reading in a worker thread.
+    """Yield exactly *size* bytes of *path*, each chunk read in a worker thread while the
+    one before is sent (:class:`ReadAhead`).
+
+    Each chunk's pages are dropped from the page cache once read (:func:`read_dropping`):
+    the file is read once, start to end, and a 1 GiB upload would otherwise leave 1 GiB of
+    cache behind that nobody reads (a retry reads it from disk again).
 
     An upload that takes longer than PROGRESS_INTERVAL logs its progress at INFO every
     PROGRESS_INTERVAL seconds, naming it *label* (default: the file's name).
     Raises IntegrityError if the file is shorter than *size* (it changed after it was
     registered).
     """
-    left = size
     started = trio.current_time()
     next_report = started + PROGRESS_INTERVAL
-    async with await trio.open_file(path, "rb") as file:
-        while left > 0:
-            chunk = await file.read(min(UPLOAD_CHUNK, left))
+    fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+    ahead: ReadAhead | None = None
+    try:
+        ahead = ReadAhead(fd, 0, min(UPLOAD_CHUNK, size)) if size else None
+        done = 0
+        while ahead is not None:
+            chunk = await ahead.result()
+            ahead = None
             if not chunk:
-                raise IntegrityError(f"{path} shrank to {size - left} bytes during upload")
-            left -= len(chunk)
+                raise IntegrityError(f"{path} shrank to {done} bytes during upload")
+            done += len(chunk)
+            if done < size:
+                ahead = ReadAhead(fd, done, min(UPLOAD_CHUNK, size - done))
             counters.bytes_uploaded += len(chunk)
             if (now := trio.current_time()) >= next_report:
                 next_report = now + PROGRESS_INTERVAL
-                done = size - left
                 log.info(
                     "uploading %s: %.1f of %.1f MiB (%d%%), %.1f MiB/s",
                     label or path.name,
@@ -558,6 +574,52 @@ async def file_chunks(
                     done / MIB / max(now - started, 1e-9),
                 )
             yield chunk
+    finally:
+        with trio.CancelScope(shield=True):
+            if ahead is not None:
+                await ahead.finished()  # its thread must never read a descriptor reused
+            await trio.to_thread.run_sync(os.close, fd)
+
+
+class ReadAhead:
+    """``read_dropping(fd, offset, size)`` running in a worker thread from the moment this
+    object is made (``trio.lowlevel.start_thread_soon``), so that an upload reads its next
+    chunk while it sends the current one. The owner awaits :meth:`result` once, or
+    :meth:`finished` before it closes *fd* (the thread must never read a reused descriptor).
+    """
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self._done = trio.Event()
+        self._outcome: Outcome[bytes] | None = None
+        token = trio.lowlevel.current_trio_token()
+
+        def deliver(result: Outcome[bytes]) -> None:
+            token.run_sync_soon(self._deliver, result)
+
+        trio.lowlevel.start_thread_soon(functools.partial(read_dropping, fd, offset, size), deliver)
+
+    def _deliver(self, result: Outcome[bytes]) -> None:
+        self._outcome = result
+        self._done.set()
+
+    async def finished(self) -> None:
+        """Wait until the read is over (whatever its outcome)."""
+        await self._done.wait()
+
+    async def result(self) -> bytes:
+        """The bytes read (raises what the read raised)."""
+        await self._done.wait()
+        assert self._outcome is not None
+        return self._outcome.unwrap()
+
+
+def read_dropping(fd: int, offset: int, size: int) -> bytes:
+    """Read up to *size* bytes at *offset* of *fd*, then drop them from the page cache
+    (advice only: a failure to drop is ignored)."""
+    chunk = os.pread(fd, size, offset)
+    with suppress(OSError):
+        os.posix_fadvise(fd, offset, len(chunk), os.POSIX_FADV_DONTNEED)
+    return chunk
 
 
 @dataclass(frozen=True)

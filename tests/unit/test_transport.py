@@ -8,6 +8,8 @@ and tests/server/test_storage_pool.py run the client against the real devserver.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from pathlib import Path
 
 import httpx
@@ -227,6 +229,79 @@ async def test_file_chunks_streams_exact_size_and_detects_shrinking(tmp_path: Pa
     with pytest.raises(IntegrityError, match="shrank"):
         async for _ in file_chunks(path, 4_000_000, Counters()):
             pass
+
+
+async def test_file_chunks_reads_the_next_chunk_while_the_current_one_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read of chunk 2 starts before the consumer asks for it, and the bytes are exact."""
+    path = tmp_path / "f"
+    content = bytes(range(256)) * (3 * 4096 + 100)  # 3 MiB + 25,600 bytes: 4 chunks
+    path.write_bytes(content)
+    started: list[int] = []
+    second_started = threading.Event()
+    real_read = transport.read_dropping
+
+    def read(fd: int, offset: int, size: int) -> bytes:
+        started.append(offset)
+        if len(started) == 2:
+            second_started.set()
+        return real_read(fd, offset, size)
+
+    monkeypatch.setattr(transport, "read_dropping", read)
+    chunks = file_chunks(path, len(content), Counters())
+    first = await chunks.__anext__()
+    # Not asked for yet, chunk 2 is being read (or read) already.
+    assert await trio.to_thread.run_sync(second_started.wait, 30)
+    rest = [chunk async for chunk in chunks]
+    assert first + b"".join(rest) == content
+    mib = 1024 * 1024
+    assert started == [0, mib, 2 * mib, 3 * mib]
+
+
+async def test_file_chunks_drops_each_chunk_from_the_page_cache_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"d" * 2_500_000)
+    advice: list[tuple[int, int, int]] = []
+    real_fadvise = os.posix_fadvise
+
+    def fadvise(fd: int, offset: int, length: int, what: int) -> None:
+        advice.append((offset, length, what))
+        real_fadvise(fd, offset, length, what)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    async for _ in file_chunks(path, 2_500_000, Counters()):
+        pass
+    mib = 1024 * 1024
+    dropped = os.POSIX_FADV_DONTNEED
+    assert advice == [(0, mib, dropped), (mib, mib, dropped), (2 * mib, 402_848, dropped)]
+
+
+async def test_file_chunks_closed_early_wait_for_the_read_ahead_and_close_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"e" * 4 * 1024 * 1024)
+    reads: list[str] = []
+    descriptors: list[int] = []
+    real_read = transport.read_dropping
+
+    def read(fd: int, offset: int, size: int) -> bytes:
+        reads.append("start")
+        descriptors.append(fd)
+        chunk = real_read(fd, offset, size)
+        reads.append("end")
+        return chunk
+
+    monkeypatch.setattr(transport, "read_dropping", read)
+    chunks = file_chunks(path, 4 * 1024 * 1024, Counters())
+    await chunks.__anext__()
+    await chunks.aclose()
+    assert reads == ["start", "end", "start", "end"]  # the read ahead ended before the close
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(descriptors[0])
 
 
 async def test_long_uploads_log_their_progress(
