@@ -83,6 +83,7 @@ from simvuefs.fuse.overlay import (
     merge_entry,
     server_dir_empty,
 )
+from simvuefs.fuse.records import ListedRecords
 from simvuefs.fuse.runinfo import RUN_INFO_NAME
 from simvuefs.fuse.views import (
     BY_ID_DIR,
@@ -218,6 +219,7 @@ class Tree:
         self._release_due = False  # a long listing was loaded: release_freed once it is stored
         self._lookahead = RunLookahead(self._list_ahead)
         self._runs_refresh = RefreshAhead(self._runs, RUNS_DIR, self._load_run_names)
+        self._records = ListedRecords(LISTINGS_CACHED)
         self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED)
         self._warned: set[Problem] = set()
         self._local: dict[tuple[str, str], LocalFiles] = {}
@@ -1027,11 +1029,17 @@ class Tree:
         }
 
     async def _list_artifacts(self, run: Run, category: str | None) -> list[Artifact]:
+        """The artifacts of *run* (in *category*), sharing the records of the last listing
+        for those unchanged (``records.py``)."""
+        key = (run.id, category)
         try:
-            artifacts = await self._client.list_artifacts(run.id, category)
+            artifacts = await self._client.list_artifacts(
+                run.id, category, known=self._records.known(key)
+            )
         except NotFound:
             # Servers answer 404 for "no artifacts" as well as for "no such run".
             return []
+        self._records.keep(key, artifacts, self.listing_ttl(run))
         self._release_due = self._release_due or len(artifacts) >= RELEASE_AFTER
         return artifacts
 
@@ -1046,10 +1054,14 @@ class Tree:
             self.settle_landed()
         for artifact in artifacts:
             # Nodes share the listing's records: a node made from an older listing (or at a
-            # landing) would keep a second copy of each, for as long as the kernel holds it.
-            node = self.table.find(("artifact", run.id, category, artifact.id))
+            # landing) would keep a second copy of each, for as long as the kernel holds it;
+            # and its key the record's id (a file written here was keyed by the upload's).
+            key = ("artifact", run.id, category, artifact.id)
+            node = self.table.find(key)
             if node is not None and node.staged is None:
                 node.artifact = artifact
+                if node.key[-1] is not artifact.id:
+                    self.table.rekey(node, key)
         listing, problems = name_artifacts(artifacts)
         self._warn(problems, f"run {run.id} {category}/")
         return listing

@@ -221,3 +221,28 @@ async def test_writing_a_file_compiles_no_pattern(devserver, tmp_path, monkeypat
         before = compiled_patterns()
         await write_files(ops, inputs, [f"file-{i}.dat" for i in range(FILES)])
         assert compiled_patterns() - before == 0
+
+
+RELISTED = 2000
+
+
+async def test_a_directory_listed_again_keeps_the_records_of_unchanged_artifacts(devserver):
+    # Issue 17: a directory is listed again at each metadata TTL, and each listing made a new
+    # record per artifact, beside the old one while it was decoded, then in its place, so a
+    # directory of 10,000 artifacts in use re-made 10,000 long-lived records a second,
+    # scattered among the nodes made meanwhile (freed blocks the heap cannot give back).
+    devserver.set_faults(extra_artifacts=RELISTED)
+    new_run(devserver, "again")
+    async with open_ops(devserver, metadata_ttl=TTL) as ops:
+        run = await walk(ops, "runs", "again")
+        output = (await ops.lookup(run, b"output", CTX)).st_ino
+        await ops.releasedir(await ops.opendir(output, CTX))
+        first = [o for o in gc.get_objects() if isinstance(o, Artifact)]
+        assert len(first) >= RELISTED
+        devserver.set_faults(extra_artifacts=RELISTED + 1)  # one more: a new record
+        await trio.sleep(TTL + 0.05)
+        added = await ops.lookup(output, b"synthetic-%06d.dat" % RELISTED, CTX)  # listed again
+        assert added.st_ino != 0  # (so the second listing came from the server)
+        # The records of the first listing (the list above keeps them) and one new: not a
+        # second record per artifact.
+        assert alive()["Artifact"] == len(first) + 1
