@@ -44,9 +44,11 @@ Memory does not grow with the files written: once a landed file is *settled* (la
 by the server, so the overlay no longer shows it; no handle open on it), its node lets go of
 the write path's record (``node.staged``) and of the key made at ``create``, and is then
 like the node of any artifact (:meth:`Tree.settle_landed`, at each landing and listing).
-A listing of at least ``RELEASE_AFTER`` artifacts, once it replaced the one before in its
-cache, hands the heap's freed pages back to the system (``heap.py``): what the resident size
-keeps is then what lives, not the peak of every listing parsed at each TTL.
+A directory listed again keeps the records of the artifacts that did not change
+(``records.py``): each TTL makes records only for new and changed ones. A listing of at
+least ``RELEASE_AFTER`` artifacts, once it replaced the one before in its cache, hands the
+heap's freed pages back to the system (``heap.py``): what the resident size keeps is then
+what lives, not the peak of every listing parsed at each TTL.
 Names of new files and directories must pass the artifact-name rule
 (:func:`simvuefs.models.check_artifact_name`) at once, so a bad name fails at
 ``create``/``mkdir`` with EINVAL, never at ``close``.
@@ -118,9 +120,11 @@ READ_ONLY = "read-only"
 """How ``input/`` of a run may change (:meth:`Tree.input_mode`; ``user.simvue.input_mode``)."""
 EDITABLE_STATUS = "created"
 """The run status in which inputs can be changed: prepared, not started yet."""
-RELEASE_AFTER = 1000
+RELEASE_AFTER = 200
 """Artifacts: a listing at least this long, once it replaced the one before, gives the heap's
-freed pages back to the system (``heap.py``; smaller ones are not worth the walk)."""
+freed pages back to the system (``heap.py``; a listing of 200 frees about 0.3 MiB, its
+answer and decoded text: smaller ones are not worth the walk). With 1,000, a directory
+growing from 260 to 1,000 files left 9 MiB of freed listings resident (docs/reliability.md)."""
 # Warnings about unshowable names are logged once per object; forget them past this many.
 WARNED_MAX = 10000
 
