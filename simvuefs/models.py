@@ -11,6 +11,7 @@ The artifact-name rule lives here and nowhere else: :func:`is_artifact_name` dec
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import re
 import sys
@@ -186,6 +187,11 @@ class Artifact:
         """True for artifacts saved with ``save_object`` (serialised Python objects)."""
         return self.original_path == ""
 
+    def same_but_url(self, other: Artifact) -> bool:
+        """True when *other* records this artifact as it is in every field but the download
+        ``url`` (which the server signs anew for each listing)."""
+        return all(getattr(self, name) == getattr(other, name) for name in _LISTED_FIELDS)
+
     @classmethod
     def from_json(cls, data: object) -> Artifact:
         """Build an Artifact from a server record."""
@@ -208,6 +214,10 @@ class Artifact:
             category=sys.intern(category) if category in CATEGORIES else None,
             metadata=metadata if isinstance(metadata, dict) and metadata else NO_METADATA,
         )
+
+
+_LISTED_FIELDS = tuple(f.name for f in dataclasses.fields(Artifact) if f.name != "url")
+"""The fields of :class:`Artifact` that :meth:`Artifact.same_but_url` compares."""
 
 
 @dataclass(frozen=True, slots=True)

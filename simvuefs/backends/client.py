@@ -24,7 +24,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -520,7 +520,11 @@ class SimvueClient:
     # -- artifacts ------------------------------------------------------------------------
 
     async def list_artifacts(
-        self, run_id: str, category: str | None = None, name: str | None = None
+        self,
+        run_id: str,
+        category: str | None = None,
+        name: str | None = None,
+        known: Mapping[str, Artifact] | None = None,
     ) -> list[Artifact]:
         """Return the artifacts of a run, optionally only one *category* or exact *name*.
 
@@ -528,7 +532,9 @@ class SimvueClient:
         one. Malformed entries are skipped with a warning. Artifacts whose content is not
         uploaded yet (``uploaded: false``: another client between registering and uploading)
         are left out, with a log line once per artifact: they are listed once a later
-        listing shows them uploaded, so every listed artifact can be read.
+        listing shows them uploaded, so every listed artifact can be read. An entry that
+        differs from the record of *known* with its id only in its ``url`` is returned as
+        that record, as it is decoded (no second copy of an unchanged artifact).
         """
         params = {key: value for key, value in (("category", category), ("name", name)) if value}
         with self._deadline("GET", "runs", run_id, "artifacts"):
@@ -545,12 +551,17 @@ class SimvueClient:
                 raise ProtocolError(f"{what}: expected a JSON list, got {type(data).__name__}")
             entries = data
         del reply  # iter_array holds the body's last reference, and lets go once it is decoded
-        artifacts = self._uploaded(self._parse_entries(entries, Artifact.from_json, what), run_id)
-        if category in CATEGORIES:
-            artifacts = [
-                a if a.category else dataclasses.replace(a, category=category) for a in artifacts
-            ]
-        return artifacts
+        in_category = category if category in CATEGORIES else None
+        records = known or {}
+
+        def parse(entry: object) -> Artifact:
+            artifact = Artifact.from_json(entry)
+            if in_category is not None and not artifact.category:
+                artifact = dataclasses.replace(artifact, category=in_category)
+            old = records.get(artifact.id)
+            return old if old is not None and old.same_but_url(artifact) else artifact
+
+        return self._uploaded(self._parse_entries(entries, parse, what), run_id)
 
     async def get_artifact(self, artifact_id: str) -> Artifact:
         """Return one artifact (``GET /api/artifacts/{id}``); NotFound if it does not exist."""

@@ -34,7 +34,7 @@ import dataclasses
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,12 +215,16 @@ class OfflineClient:
         return run
 
     async def list_artifacts(
-        self, run_id: str, category: str | None = None, name: str | None = None
+        self,
+        run_id: str,
+        category: str | None = None,
+        name: str | None = None,
+        known: Mapping[str, Artifact] | None = None,
     ) -> list[Artifact]:
         """Return the artifacts attached to *run_id* (in *category*, called *name*).
 
         Each carries its category in this run. NotFound when the run has none and no
-        record either.
+        record either. *known* is not used: the cache's records are made at each listing.
         """
         records = await self._in_thread("list artifacts", self._artifacts.scan)
         found = [

@@ -11,7 +11,7 @@ by size) or raises :class:`~simvuefs.errors.DeadlineExceeded`, and raises only
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,7 +64,11 @@ class SimvueBackend(RangeSource, Protocol):
         ...
 
     async def list_artifacts(
-        self, run_id: str, category: str | None = None, name: str | None = None
+        self,
+        run_id: str,
+        category: str | None = None,
+        name: str | None = None,
+        known: Mapping[str, Artifact] | None = None,
     ) -> list[Artifact]: ...
 
     async def get_artifact(self, artifact_id: str) -> Artifact: ...

@@ -45,9 +45,11 @@ by the server, or left out by a listing asked after its landing, so the overlay 
 shows it; no handle open on it), its node lets go of the write path's record
 (``node.staged``) and of the key made at ``create``, and is then like the node of any
 artifact (:meth:`Tree.settle_landed`, at each landing and listing).
-A listing of at least ``RELEASE_AFTER`` artifacts, once it replaced the one before in its
-cache, hands the heap's freed pages back to the system (``heap.py``): what the resident size
-keeps is then what lives, not the peak of every listing parsed at each TTL.
+A directory listed again keeps the records of the artifacts that did not change
+(``records.py``): each TTL makes records only for new and changed ones. A listing of at
+least ``RELEASE_AFTER`` artifacts, once it replaced the one before in its cache, hands the
+heap's freed pages back to the system (``heap.py``): what the resident size keeps is then
+what lives, not the peak of every listing parsed at each TTL.
 Names of new files and directories must pass the artifact-name rule
 (:func:`simvuefs.models.check_artifact_name`) at once, so a bad name fails at
 ``create``/``mkdir`` with EINVAL, never at ``close``.
@@ -84,6 +86,7 @@ from simvuefs.fuse.overlay import (
     merge_entry,
     server_dir_empty,
 )
+from simvuefs.fuse.records import ListedRecords
 from simvuefs.fuse.runinfo import RUN_INFO_NAME
 from simvuefs.fuse.views import (
     BY_ID_DIR,
@@ -118,9 +121,11 @@ READ_ONLY = "read-only"
 """How ``input/`` of a run may change (:meth:`Tree.input_mode`; ``user.simvue.input_mode``)."""
 EDITABLE_STATUS = "created"
 """The run status in which inputs can be changed: prepared, not started yet."""
-RELEASE_AFTER = 1000
+RELEASE_AFTER = 200
 """Artifacts: a listing at least this long, once it replaced the one before, gives the heap's
-freed pages back to the system (``heap.py``; smaller ones are not worth the walk)."""
+freed pages back to the system (``heap.py``; a listing of 200 frees about 0.3 MiB, its
+answer and decoded text: smaller ones are not worth the walk). With 1,000, a directory
+growing from 260 to 1,000 files left 9 MiB of freed listings resident (docs/reliability.md)."""
 # Warnings about unshowable names are logged once per object; forget them past this many.
 WARNED_MAX = 10000
 
@@ -219,6 +224,7 @@ class Tree:
         self._release_due = False  # a long listing was loaded: release_freed once it is stored
         self._lookahead = RunLookahead(self._list_ahead)
         self._runs_refresh = RefreshAhead(self._runs, RUNS_DIR, self._load_run_names)
+        self._records = ListedRecords(LISTINGS_CACHED)
         self._sizes: MetaCache[str, int] = MetaCache(SIZES_CACHED)
         self._warned: set[Problem] = set()
         self._local: dict[tuple[str, str], LocalFiles] = {}
@@ -1036,11 +1042,17 @@ class Tree:
         }
 
     async def _list_artifacts(self, run: Run, category: str | None) -> list[Artifact]:
+        """The artifacts of *run* (in *category*), sharing the records of the last listing
+        for those unchanged (``records.py``)."""
+        key = (run.id, category)
         try:
-            artifacts = await self._client.list_artifacts(run.id, category)
+            artifacts = await self._client.list_artifacts(
+                run.id, category, known=self._records.known(key)
+            )
         except NotFound:
             # Servers answer 404 for "no artifacts" as well as for "no such run".
             return []
+        self._records.keep(key, artifacts, self.listing_ttl(run))
         self._release_due = self._release_due or len(artifacts) >= RELEASE_AFTER
         return artifacts
 
@@ -1058,10 +1070,14 @@ class Tree:
             self.settle_landed()
         for artifact in artifacts:
             # Nodes share the listing's records: a node made from an older listing (or at a
-            # landing) would keep a second copy of each, for as long as the kernel holds it.
-            node = self.table.find(("artifact", run.id, category, artifact.id))
+            # landing) would keep a second copy of each, for as long as the kernel holds it;
+            # and its key the record's id (a file written here was keyed by the upload's).
+            key = ("artifact", run.id, category, artifact.id)
+            node = self.table.find(key)
             if node is not None and node.staged is None:
                 node.artifact = artifact
+                if node.key[-1] is not artifact.id:
+                    self.table.rekey(node, key)
         listing, problems = name_artifacts(artifacts)
         self._warn(problems, f"run {run.id} {category}/")
         return listing

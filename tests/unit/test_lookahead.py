@@ -39,7 +39,7 @@ class SlowClient:
         await trio.lowlevel.checkpoint()
         return list(self.runs)
 
-    async def list_artifacts(self, run_id, category=None, name=None):
+    async def list_artifacts(self, run_id, category=None, name=None, known=None):
         self.listings.append(run_id)
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)

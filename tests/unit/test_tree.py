@@ -38,7 +38,7 @@ class FakeClient:
         await trio.lowlevel.checkpoint()
         return list(self.runs)
 
-    async def list_artifacts(self, run_id, category=None, name=None):
+    async def list_artifacts(self, run_id, category=None, name=None, known=None):
         """Like the devserver: unfiltered listings name each entry's category, unless
         *categorised* is False (the protocol does not promise it)."""
         self.calls.append(("list_artifacts", run_id, category))
