@@ -3,13 +3,13 @@ read with one copy.
 
 :class:`~simvuefs.backends.tls.Network` hands every ``GET`` without a body that goes to its
 origin without a proxy to :meth:`StoragePool.handle`: storage range GETs and the API's
-listings, each of which costs the daemon about a sixth less CPU here than through httpcore
-(``find runs`` makes one per run). Everything else (other API calls, uploads, proxied
-requests) keeps httpx's own transport. Redirects and retries stay
-above (``redirects.FollowRedirects``, ``transport.send``): answers come back as
-``httpx.Response`` objects and failures as httpx exceptions, with the ``ssl``/``trio``
-error as their cause, so that ``Network`` explains TLS failures and ``send`` retries exactly
-as for httpx's transport.
+listings, each of which costs the daemon 10-20% less CPU here than through httpcore
+(``find runs`` makes one per run; docs/performance.md). Everything else (other API calls,
+uploads, proxied requests) keeps httpx's own transport. Redirects and retries stay above
+(``redirects.FollowRedirects``, ``transport.send``): answers come back as ``httpx.Response``
+objects and failures as httpx exceptions, with the ``ssl``/``trio`` error as their cause,
+so that ``Network`` explains TLS failures and ``send`` retries exactly as for httpx's
+transport.
 
 h11 is the HTTP/1.1 parser under httpx (httpx -> httpcore -> h11), installed with it: no
 dependency beyond the declared four.
