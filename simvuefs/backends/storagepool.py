@@ -1,12 +1,15 @@
-"""Keep-alive HTTP/1.1 connections for storage range GETs, their bodies read with one copy.
+"""Keep-alive HTTP/1.1 connections for GETs (storage range GETs, API listings), their bodies
+read with one copy.
 
-:class:`~simvuefs.backends.tls.Network` hands every ``GET`` with a ``Range`` header that
-goes to its origin without a proxy to :meth:`StoragePool.handle`; everything else (API
-calls, uploads, proxied requests) keeps httpx's own transport. Redirects and retries stay
-above (``redirects.FollowRedirects``, ``transport.send``): answers come back as
-``httpx.Response`` objects and failures as httpx exceptions, with the ``ssl``/``trio``
-error as their cause, so that ``Network`` explains TLS failures and ``send`` retries exactly
-as for httpx's transport.
+:class:`~simvuefs.backends.tls.Network` hands every ``GET`` without a body that goes to its
+origin without a proxy to :meth:`StoragePool.handle`: storage range GETs and the API's
+listings, each of which costs the daemon 10-20% less CPU here than through httpcore
+(``find runs`` makes one per run; docs/performance.md). Everything else (other API calls,
+uploads, proxied requests) keeps httpx's own transport. Redirects and retries stay above
+(``redirects.FollowRedirects``, ``transport.send``): answers come back as ``httpx.Response``
+objects and failures as httpx exceptions, with the ``ssl``/``trio`` error as their cause,
+so that ``Network`` explains TLS failures and ``send`` retries exactly as for httpx's
+transport.
 
 h11 is the HTTP/1.1 parser under httpx (httpx -> httpcore -> h11), installed with it: no
 dependency beyond the declared four.
@@ -18,10 +21,11 @@ Invariants:
   of a body framed by ``Content-Length`` is read straight from the socket (one copy, never
   past the body's end). h11 never sees those bytes, which is why its connection object is
   thrown away with the answer, while the socket may live on.
-- A socket goes back to the idle pool only when its answer was read to exactly its
-  ``Content-Length``, nothing was received beyond it, and both sides allow keep-alive
-  (HTTP/1.1, no ``Connection: close``). A body not read to its end, a chunked or unframed
-  body, a failure, a cancellation: the socket is closed.
+- A socket goes back to the idle pool only when its answer was read to exactly its end
+  (its ``Content-Length``, or a chunked body's last chunk as h11 parsed it), nothing was
+  received beyond it, and both sides allow keep-alive (HTTP/1.1, no ``Connection:
+  close``). A body not read to its end, a body ended by the connection's end, a failure,
+  a cancellation: the socket is closed.
 - A socket taken from the pool that fails before any byte of the answer arrived (the server
   closed it while it was idle) is replaced by a new connection once, transparently.
 - Idle sockets: at most :data:`MAX_IDLE_PER_ORIGIN` per origin (scheme, host, port), none
@@ -61,10 +65,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def pooled(request: httpx.Request) -> bool:
-    """True for the requests this pool serves: a ``GET`` of a byte range without a body."""
+    """True for the requests this pool serves: a ``GET`` without a body."""
     return (
         request.method == "GET"
-        and "Range" in request.headers
         and isinstance(request.stream, httpx.ByteStream)
         and request.url.scheme in _DEFAULT_PORTS
     )
@@ -349,10 +352,17 @@ class StorageBody(httpx.AsyncByteStream):
         exchange, self._exchange = self._exchange, None
         if exchange is None:
             return
-        if self._left == 0 and self._keep_alive:  # every byte was taken from the socket
+        if self._keep_alive and (self._left == 0 or _ended_in_step(exchange)):
             await self._pool.release(self._origin, exchange.stream)
         else:
             await trio.aclose_forcefully(exchange.stream)
+
+
+def _ended_in_step(exchange: _Exchange) -> bool:
+    """True when h11 read a body not framed by ``Content-Length`` to its end (a chunked
+    body's last chunk, not the connection's end) and nothing beyond it."""
+    connection = exchange.h11
+    return connection.their_state is h11.DONE and not connection.trailing_data[0]
 
 
 async def _next_through_h11(exchange: _Exchange) -> bytes:

@@ -10,9 +10,10 @@ Invariants:
   setting to every storage URL, also one served by the API's own origin; simvuefs trusts the
   server's certificate there, which is the same certificate.
 - The client certificate, when set, is offered to every server that asks for one.
-- Storage range GETs without a proxy go to :class:`~simvuefs.backends.storagepool.StoragePool`
-  (keep-alive sockets, bodies read with one copy) with the same SSL context the origin
-  would get here; everything else to httpx's transports. *on_connect* is called for every
+- GETs without a body and without a proxy (storage range GETs, API listings) go to
+  :class:`~simvuefs.backends.storagepool.StoragePool` (keep-alive sockets, bodies read with
+  one copy) with the same SSL context the origin would get here; everything else to
+  httpx's transports. *on_connect* is called for every
   connection either opens.
 - Proxies come from the environment as ``requests`` takes them (urllib's parsing of the
   ``*_proxy`` variables, read when the client opens, and of ``no_proxy``); httpx's own

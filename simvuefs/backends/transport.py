@@ -247,9 +247,16 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
 
 def display_url(url: httpx.URL | str) -> str:
     """Return *url* without user, password, query string and fragment, safe for messages
-    and logs."""
+    and logs.
+
+    Every request is described with it (:func:`describe`), so a parsed URL without user
+    or password is cut at its query instead of being parsed again (a third of a listing's
+    URL work): in a parsed URL, ``?`` and ``#`` only start the query and the fragment.
+    """
     parsed = httpx.URL(url) if isinstance(url, str) else url
-    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+    if parsed.userinfo:
+        return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+    return str(parsed).partition("#")[0].partition("?")[0]
 
 
 def resolve_url(base: str, url: str) -> str:

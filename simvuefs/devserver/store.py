@@ -246,16 +246,45 @@ class Store:
 
         Raises ``filters.QueryError`` for filters or sort columns the server does not know.
         """
+        rows, total = self._query_runs("id, doc", filters, user, start, count, sorting)
+        return [_record(i, d) for i, d in rows], total
+
+    def query_runs_json(
+        self,
+        filters: Sequence[str],
+        user: str,
+        start: int,
+        count: int,
+        sorting: Sequence[object] = (),
+    ) -> tuple[list[str], int]:
+        """:meth:`query_runs`, each run as the JSON text of its record (id included), as
+        SQLite writes it: a page sent as stored, without decoding and encoding every run in
+        Python (most of the CPU of a page of 100 runs)."""
+        rows, total = self._query_runs(
+            "json_set(doc, '$.id', id)", filters, user, start, count, sorting
+        )
+        return [text for (text,) in rows], total
+
+    def _query_runs(
+        self,
+        columns: str,
+        filters: Sequence[str],
+        user: str,
+        start: int,
+        count: int,
+        sorting: Sequence[object],
+    ) -> tuple[list[tuple[str, ...]], int]:
+        """The *columns* of one page of runs (:meth:`query_runs`), and the total."""
         where, params = compile_filters(filters, user)
         where, params = f"({where}) AND {_VISIBLE}", [*params, *[user] * 3]
         order = compile_sorting(sorting, SORT_COLUMNS)
         order = f"{order}, runs.seq" if order else "runs.created, runs.seq"
         total = self._db.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()[0]
         rows = self._db.execute(
-            f"SELECT id, doc FROM runs WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT {columns} FROM runs WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, count, start],
-        )
-        return [_record(i, d) for i, d in rows], total
+        ).fetchall()
+        return rows, total
 
     def count_runs(self) -> int:
         """Return how many runs are stored."""

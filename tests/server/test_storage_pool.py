@@ -1,4 +1,4 @@
-"""Tests of storage range GETs on kept-alive connections (backends/storagepool.py).
+"""Tests of GETs on kept-alive connections (backends/storagepool.py): storage ranges, listings.
 
 Against the real devserver: the bytes are right, a run of large ranged GETs uses one
 connection (``connections_opened``), a body not read to its end costs its connection, and
@@ -57,6 +57,8 @@ def _opened(client: SimvueClient) -> int:
 async def test_large_ranges_in_a_row_share_one_connection(seeded_devserver: DevServer) -> None:
     server = seeded_devserver
     async with _large(server) as (client, large):
+        # The devserver serves storage on the API's origin: the connection of the listing
+        # (a GET through the pool as well) serves every range after it.
         before = _opened(client)
         for part in range(4):
             start = part * 8 * MIB + 3
@@ -65,7 +67,7 @@ async def test_large_ranges_in_a_row_share_one_connection(seeded_devserver: DevS
             )
         small = await client.read_range(large, 7, 4096)  # a random read takes it too
         assert small == seed.large_content(7, 4096)
-        assert _opened(client) == before + 1
+        assert _opened(client) == before
         digest = hashlib.sha256()
         async with client.open_range(large, 0) as body:
             while chunk := await body.receive(MIB):
@@ -77,7 +79,7 @@ async def test_large_ranges_in_a_row_share_one_connection(seeded_devserver: DevS
         assert received == seed.large_content(offset, 20 * MIB)
         # The size probe (bytes 0-0, body never read) keeps its connection too.
         assert await client.content_length(large) == large.size
-        assert _opened(client) == before + 1
+        assert _opened(client) == before
 
 
 async def test_a_body_not_read_to_its_end_costs_its_connection(
@@ -162,11 +164,43 @@ class _OneAnswerServer:
         self.port = listener.socket.getsockname()[1]
 
 
-async def _get(pool: StoragePool, port: int) -> bytes:
+class _ChunkedServer:
+    """HTTP/1.1 on 127.0.0.1 answering every request of a connection with 200 and *body*
+    in chunks of *chunk* bytes (``Transfer-Encoding: chunked``), keeping the connection."""
+
+    def __init__(self, body: bytes, chunk: int) -> None:
+        self.body = body
+        self.chunk = chunk
+        self.connections = 0
+        self.port = 0
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        received = b""
+        while True:
+            while b"\r\n\r\n" not in received:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                received += data
+            received = received.partition(b"\r\n\r\n")[2]
+            chunks = [self.body[i : i + self.chunk] for i in range(0, len(self.body), self.chunk)]
+            framed = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+            )
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        serve = functools.partial(trio.serve_tcp, self._serve, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serve)
+        self.port = listener.socket.getsockname()[1]
+
+
+async def _get(pool: StoragePool, port: int, headers: dict[str, str] | None = None) -> bytes:
     request = httpx.Request(
         "GET",
         f"http://127.0.0.1:{port}/blob",
-        headers={"Range": "bytes=0-"},
+        headers={"Range": "bytes=0-"} if headers is None else headers,
         extensions={"timeout": {"connect": 5.0, "read": 5.0, "write": 5.0}},
     )
     response = await pool.handle(request, ssl.create_default_context())
@@ -198,3 +232,33 @@ async def test_a_connection_closed_while_idle_is_replaced_once() -> None:
         finally:
             await pool.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_chunked_answers_read_to_their_end_keep_their_connection() -> None:
+    """API listings come through the pool too, and a server may send them chunked (a
+    compressing proxy does): a chunked body read to its last chunk keeps the socket."""
+    content = b'[{"name": "a.dat"}]' * 500
+    server = _ChunkedServer(content, 1000)
+    opened = []
+    pool = StoragePool(lambda: opened.append(1))
+    async with trio.open_nursery() as nursery:
+        await server.start(nursery)
+        try:
+            for _ in range(3):
+                assert await _get(pool, server.port, headers={}) == content
+            assert (len(opened), server.connections) == (1, 1)
+        finally:
+            await pool.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_api_listings_share_one_kept_alive_connection(seeded_devserver: DevServer) -> None:
+    server = seeded_devserver
+    async with SimvueClient.open(settings_for(server)) as client:
+        run_id = server.run_ids("demo run")[0]
+        await client.list_artifacts(run_id)
+        before = _opened(client)
+        for _ in range(5):
+            assert await client.list_artifacts(run_id)
+            assert await client.list_runs()
+        assert _opened(client) == before
