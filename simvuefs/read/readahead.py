@@ -24,7 +24,8 @@ Steering
     one request per part, never one per block.
 
     Every whole block a part receives, except the first of each request and any the reader
-    held back, measures the link's rate per connection. The number of parts in flight
+    held back, measures the link's rate per connection: over the request so far, since its
+    first block (or since the reader last held it back). The number of parts in flight
     (``parallel``) starts at 1 and doubles, up to ``max_parts`` (``--read-streams``), each
     time the reader has to wait for a block while claimed blocks wait for a part and the
     last block measured came slower than ``FAST_PART_RATE`` (the link, not the reader or
@@ -365,8 +366,10 @@ class PartStream:
             self._start_parts()
 
     def block_received(self, seconds: float) -> None:
-        """A part received a whole block in *seconds* since its previous one (the reader
-        did not hold it back): the link's rate per connection, measured every block."""
+        """A part received whole blocks in *seconds* each on average since the first block
+        of its request (or since the reader last held it back): the link's rate per
+        connection, measured every block over the request so far (one block's own interval
+        is no measure: a block already buffered by the socket comes at once)."""
         rate = self.blocks.block_size / seconds if seconds > 0 else float("inf")
         self._link_slow = self._may_grow = self._slow(self._in_flight, rate)
 
@@ -677,20 +680,26 @@ class Prefetcher:
                     async with self._source.open_range(
                         artifact, blocks.start(index), end - 1
                     ) as body:
-                        last: float | None = None  # when the previous block came, if timed
+                        # When the first timed block came, and the whole blocks since: the
+                        # rate over the request, not per block (a block already in the
+                        # socket's buffer comes at once, which says nothing of the link).
+                        since: float | None = None
+                        timed = 0
                         while index < part.stop:
                             if index >= stream.permitted_end:
                                 waited = True  # the reader, not the link, holds it back
-                                last = None
+                                since, timed = None, 0
                                 await stream.wait_permitted(index)
                             if index == part.stop - 1 and not drained:
                                 drained = True
                                 stream.draining()
                             data = await _receive_exactly(body, blocks.length(index))
                             now = trio.current_time()
-                            if last is not None and len(data) == blocks.block_size:
-                                stream.block_received(now - last)
-                            last = now
+                            if since is None or len(data) != blocks.block_size:
+                                since, timed = now, 0
+                            else:
+                                timed += 1
+                                stream.block_received((now - since) / timed)
                             received += len(data)
                             self._stream_bytes += len(data)
                             if stream.deliver(index, data):
