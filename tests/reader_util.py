@@ -69,8 +69,9 @@ class FakeBody:
             raise TransportError("connection reset by fake storage")
         if storage.body_gate is not None and self.pos > 0:
             await storage.body_gate.wait()
-        if storage.seconds_per_chunk:
-            await trio.sleep(storage.seconds_per_chunk)  # each connection's own rate
+        if storage.seconds_per_chunk and self.pos % (storage.chunk * storage.burst) == 0:
+            # each connection's own rate, the time of *burst* chunks before the first of them
+            await trio.sleep(storage.seconds_per_chunk * storage.burst)
         chunk = self.data[self.pos : self.pos + min(max_bytes, self.storage.chunk)]
         self.pos += len(chunk)
         self.storage.bytes_sent += len(chunk)
@@ -84,7 +85,8 @@ class FakeStorage:
     GETs after their first piece, *body_gate* ``open_range`` bodies; *error* is raised by
     every request while set; *stream_fail_at* makes the next *stream_failures* bodies that
     get that far (bytes from their start) fail; *seconds_per_chunk* caps the rate of each
-    connection (``open_range`` body). ``ranges`` records every ``open_range`` as
+    connection (``open_range`` body), *burst* chunks at a time (as a socket's buffer hands
+    out what came while nobody read). ``ranges`` records every ``open_range`` as
     ``(start, end)`` (inclusive end), ``open_streams_peak`` the most bodies open at once.
     """
 
@@ -102,6 +104,7 @@ class FakeStorage:
         self.range_gate: trio.Event | None = None
         self.body_gate: trio.Event | None = None
         self.seconds_per_chunk = 0.0
+        self.burst = 1
         self.ranges: list[tuple[int, int | None]] = []
         self.open_streams_peak = 0
 
