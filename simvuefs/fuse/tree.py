@@ -542,9 +542,11 @@ class Tree:
         local.removed_dirs.add(entry.path)
 
     async def remove_file(self, parent: Node, name: str) -> None:
-        """Unlink the file *name*: a file written here that has not landed is forgotten; an
-        artifact is deleted from the server where the run's state allows it (module
-        docstring). The directory it was in stays (empty) until ``rmdir``.
+        """Unlink the file *name*: a file written here that has not landed is forgotten (an
+        edit of an input, opened for writing and not closed yet, takes the input with it:
+        the name goes from the server too, not only from this mount); an artifact is
+        deleted from the server where the run's state allows it (module docstring). The
+        directory it was in stays (empty) until ``rmdir``.
 
         Raises LocalError: EROFS outside ``input/``; ENOENT; EISDIR; EPERM when the run has
         started, or the artifact is attached to another run too (the log says why).
@@ -558,9 +560,15 @@ class Tree:
         local = self._local_at(run.id, WRITABLE_CATEGORY)
         f = entry.local
         if f is not None and f.state is not FileState.LANDED and not f.attached:
+            node = self._written.get(f.spool_id)
+            original = node.artifact if node is not None else None
+            if node is not None and original is not None:  # an edit of an input: both go
+                await self._require_change(node, errno.EPERM, "removed")
+                await uploader.delete(run.id, f"{WRITABLE_CATEGORY}/{original.name}", original)
+                local.hidden.add(original.id)
             await uploader.discard(f)
             local.remove_file(f.name)
-            self._forget_removed(f, self._written.get(f.spool_id))
+            self._forget_removed(f, node)
         else:
             node = self._entry_node(parent, entry)
             artifact = node.artifact

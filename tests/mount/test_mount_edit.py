@@ -141,6 +141,23 @@ def test_edits_of_a_created_run_leave_exactly_the_final_files(
     assert "deleted input/gone/deep/b.txt" in status, status
 
 
+def test_an_input_removed_while_being_edited_is_deleted(
+    server: DevServer, mount: Mount, tmp_path: Path
+) -> None:
+    run = new_run(server, mount)
+    seed(server, run, {"edited.txt": b"original\n", "kept.txt": b"kept\n"})
+    with open(run.input / "edited.txt", "wb") as stream:  # an edit of the input ...
+        stream.write(b"new content")
+        os.unlink(run.input / "edited.txt")  # ... removed before its close
+        assert sorted(os.listdir(run.input)) == ["kept.txt"]
+    expected = {"kept.txt": sha256(b"kept\n")}
+    # The name is gone on the server too, not only hidden by this mount (the edit is
+    # discarded with it: nothing lands).
+    assert tree_digests(run.input) == expected
+    assert server_inputs(server, run.id) == expected
+    assert official_inputs(server, tmp_path / "official", run.id) == expected
+
+
 def make_repo(base: Path) -> Path:
     repo = base / "repo"
     repo.mkdir()

@@ -255,10 +255,11 @@ async def test_a_directory_listed_again_keeps_the_records_of_unchanged_artifacts
 
 
 LANDED = 100
-PER_LANDED_FILE_BUDGET = 1700
+PER_LANDED_FILE_BUDGET = 2048
 """Bytes: what a landed, settled file keeps once its directory was listed again (100 files
-of 1.5 KiB written one after another): 1,469 measured (its record: strings 580, ``Artifact``
-120, ``created`` 48, ``Entry`` 59; its node 152 and key 71; the dictionaries growing)."""
+of 1.5 KiB written one after another): 1,469 measured alone, 1,781 in a CI worker after
+other tests (its record: strings 580, ``Artifact`` 120, ``created`` 48, ``Entry`` 59; its
+node 152 and key 71; the dictionaries growing, in steps that depend on what they held)."""
 LIBRARY_CACHES = tuple(
     tracemalloc.Filter(False, pattern, all_frames=True)
     for pattern in ("*/urllib/*", "*/httpx/*", "*/httpcore/*", "*/h11/*", tracemalloc.__file__)

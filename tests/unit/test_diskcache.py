@@ -195,10 +195,12 @@ async def test_verified_content_is_sealed_and_sealed_reads_check_every_part(
         assert b"".join(pieces) == CONTENT
         assert await sealed.read(CELL - 7, 20) == CONTENT[CELL - 7 : CELL + 13]
         await fresh.settled()
-        assert sorted(inner.asked[asked:]) == [
+        # Only those two are fetched (one may be asked twice: the handle's background load
+        # of the next part and a read that found it not stored yet can both miss it).
+        assert set(inner.asked[asked:]) == {
             (damaged.start, damaged.stop - damaged.start),
             (gone.start, gone.stop - gone.start),
-        ]
+        }
         assert fresh.stats.damaged_parts == 1
         # Storage sending other bytes for a sealed part is an error, never the bytes.
         (store.entry(SHA) / gone.name).unlink()
