@@ -171,12 +171,12 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     memory = parser.add_argument_group(
         "memory",
         "caps on the mount's memory, e.g. 64MiB or 1G (see SEMANTICS.md, Memory); the daemon "
-        "stays near --cache-size plus about 100 MiB",
+        "stays near --cache-size plus --read-ahead-total plus about 100 MiB",
     )
     memory.add_argument(
         "--cache-size",
         metavar="SIZE",
-        help="the cache of read blocks, read-ahead included "
+        help="the cache of read blocks kept for re-reads (read-ahead is held beside it) "
         f"(default: {_mib(DEFAULT_CACHE_BYTES)})",
     )
     memory.add_argument(
@@ -188,7 +188,7 @@ def _add_mount(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     memory.add_argument(
         "--read-ahead-total",
         metavar="SIZE",
-        help="most content fetched ahead over all open files, at most half of --cache-size "
+        help="most content fetched ahead over all open files, held beside --cache-size "
         f"(default: {_mib(DEFAULT_READAHEAD_TOTAL)})",
     )
     memory.add_argument(

@@ -557,10 +557,13 @@ def memory_caps(
     (None: not given).
 
     Invariant of the result: ``block_size <= read_part_size <= readahead_per_file <=
-    readahead_total <= cache_bytes / 2`` (read-ahead blocks live in the cache and must not
-    evict each other before they are read; a part is claimed ahead whole) and ``1 <=
-    read_streams <= MAX_READ_STREAMS``. A cap not given is its default, lowered as far as
-    the given ones require, so one option alone always works; given caps that break the
+    readahead_total`` (a part is claimed ahead whole), ``2 * block_size <= cache_bytes``
+    and ``1 <= read_streams <= MAX_READ_STREAMS``. The cache and the read-ahead are
+    independent bounds (read-ahead blocks are pinned beside the cache's kept blocks:
+    read/cache.py), so the blocks in memory stay below ``cache_bytes + readahead_total``.
+    A cap not given is its default, moved as far as the given ones require (the per-file
+    read-ahead and the part size down, the total up), so one option alone always works;
+    given caps that break the
     invariant, or one smaller than a block (the cache: two blocks), raise ConfigError naming
     the options.
     """
@@ -578,23 +581,15 @@ def memory_caps(
     if read_streams is not None and not 1 <= read_streams <= MAX_READ_STREAMS:
         raise ConfigError(f"--read-streams {read_streams} is not between 1 and {MAX_READ_STREAMS}")
     cache = DEFAULT_CACHE_BYTES if cache_size is None else cache_size
-    if read_ahead_total is None:
-        total = max(min(DEFAULT_READAHEAD_TOTAL, cache // 2), block_size)
-        if read_ahead is not None:
-            total = max(total, read_ahead)
-    else:
+    if read_ahead_total is not None:
         total = read_ahead_total
+    else:
+        total = max(DEFAULT_READAHEAD_TOTAL, read_ahead or 0)
     per_file = min(DEFAULT_READAHEAD_PER_FILE, total) if read_ahead is None else read_ahead
     if per_file > total:
         raise ConfigError(
             f"--read-ahead {format_size(per_file)} is more than --read-ahead-total "
             f"{format_size(total)}"
-        )
-    if 2 * total > cache:
-        raise ConfigError(
-            f"read-ahead up to {format_size(total)} needs a --cache-size of at least "
-            f"{format_size(2 * total)} (read-ahead blocks live in the cache), not "
-            f"{format_size(cache)}"
         )
     part = min(DEFAULT_READ_PART_SIZE, per_file) if read_part_size is None else read_part_size
     if part > per_file:

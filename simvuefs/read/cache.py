@@ -193,7 +193,9 @@ class BlockCacheStats:
     """Counters and sizes of a :class:`BlockCache`.
 
     *hits*, *misses* and *joins* count :meth:`BlockCache.lookup` results (cached, absent, in
-    flight). *bytes* never exceeds *max_bytes*; *peak_bytes* is the largest *bytes* seen.
+    flight). *bytes* (the kept blocks) never exceeds *max_bytes*; *peak_bytes* is the largest
+    *bytes* seen. *pinned_bytes* are the pinned blocks (read ahead of their reader, bounded
+    by the read-ahead budget, not by *max_bytes*), *pinned_peak* the most of them at once.
     """
 
     hits: int
@@ -205,6 +207,8 @@ class BlockCacheStats:
     bytes: int
     peak_bytes: int
     max_bytes: int
+    pinned_bytes: int
+    pinned_peak: int
     in_flight: int
 
 
@@ -219,23 +223,33 @@ class _SizedLRU(cachetools.LRUCache[BlockKey, bytes]):
 
 
 class BlockCache:
-    """Immutable blocks of artifact content, least recently used first out, sized in bytes.
+    """Immutable blocks of artifact content, sized in bytes: *kept* blocks, least recently
+    used first out, and *pinned* ones, which nothing evicts.
 
-    Invariants: the cached bytes never exceed *max_bytes* (a block larger than that is handed
-    to its waiters but not stored); a key is either cached, in flight, or absent, and at most
-    one flight per key exists. The caller that :meth:`start`\\ s a flight owns it.
+    A pinned block is one read ahead of its reader: whoever pins it (the read-ahead) bounds
+    the pinned bytes and :meth:`unpin`\\ s it once its reader reached it (it is then kept like
+    any block), so read-ahead blocks never evict each other, nor are they evicted by other
+    reads, before they are read.
+
+    Invariants: the kept bytes never exceed *max_bytes* (a block larger than that is handed
+    to its waiters but not stored); a key is either kept, pinned, in flight, or absent, and
+    at most one flight per key exists. The caller that :meth:`start`\\ s a flight owns it.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
         self._lru = _SizedLRU(maxsize=max_bytes, getsizeof=len)
+        self._pinned: dict[BlockKey, bytes] = {}
+        self._pinned_bytes = self._pinned_peak = 0
         self._flights: dict[BlockKey, Flight[bytes]] = {}
         self._peak = 0
         self._hits = self._misses = self._joins = self._loads = 0
 
     def lookup(self, key: BlockKey) -> bytes | Flight[bytes] | None:
-        """Return the cached block (marking it recently used), its flight, or None."""
-        data = self._lru.get(key)
+        """Return the cached block (marking a kept one recently used), its flight, or None."""
+        data = self._pinned.get(key)
+        if data is None:
+            data = self._lru.get(key)
         if data is not None:
             self._hits += 1
             return data
@@ -248,7 +262,7 @@ class BlockCache:
 
     def contains(self, key: BlockKey) -> bool:
         """True if *key* is cached or in flight; changes neither recency nor counters."""
-        return key in self._lru or key in self._flights
+        return key in self._pinned or key in self._lru or key in self._flights
 
     def start(self, key: BlockKey) -> Flight[bytes]:
         """Register and return a new flight for *key*, which must be neither cached nor in flight.
@@ -262,10 +276,13 @@ class BlockCache:
         self._loads += 1
         return flight
 
-    def finish(self, key: BlockKey, flight: Flight[bytes], data: bytes) -> None:
-        """Store *data* for *key* and hand it to the flight's waiters."""
+    def finish(
+        self, key: BlockKey, flight: Flight[bytes], data: bytes, *, pinned: bool = False
+    ) -> None:
+        """Store *data* for *key* (pinned or kept: :meth:`put`) and hand it to the flight's
+        waiters."""
         self._land(key, flight)
-        self.put(key, data)
+        self.put(key, data, pinned=pinned)
         flight.resolve(data, None)
 
     def fail(self, key: BlockKey, flight: Flight[bytes], error: Exception) -> None:
@@ -278,15 +295,33 @@ class BlockCache:
         self._land(key, flight)
         flight.resolve(None, FlightAbandoned())
 
-    def put(self, key: BlockKey, data: bytes) -> None:
-        """Store *data* for *key* unless it alone exceeds the cache size."""
+    def put(self, key: BlockKey, data: bytes, *, pinned: bool = False) -> None:
+        """Store *data* for *key*: *pinned* (until :meth:`unpin`), or kept unless it alone
+        exceeds the cache size."""
+        if pinned:
+            self._lru.pop(key, None)
+            self._drop_pinned(key)
+            self._pinned[key] = data
+            self._pinned_bytes += len(data)
+            self._pinned_peak = max(self._pinned_peak, self._pinned_bytes)
+            return
+        self._drop_pinned(key)
         if len(data) > self._max_bytes:
             return
         self._lru[key] = data
         self._peak = max(self._peak, int(self._lru.currsize))
 
+    def unpin(self, key: BlockKey) -> None:
+        """Keep the pinned block for *key* like any other (evictable) from now on; nothing
+        happens if it is not pinned."""
+        data = self._drop_pinned(key)
+        if data is not None:
+            self.put(key, data)
+
     def discard(self, key: BlockKey) -> None:
-        """Drop the cached block for *key*, if any (a flight for it is unaffected)."""
+        """Drop the cached block for *key*, kept or pinned, if any (a flight for it is
+        unaffected)."""
+        self._drop_pinned(key)
         self._lru.pop(key, None)
 
     def statistics(self) -> BlockCacheStats:
@@ -301,8 +336,16 @@ class BlockCache:
             bytes=int(self._lru.currsize),
             peak_bytes=self._peak,
             max_bytes=self._max_bytes,
+            pinned_bytes=self._pinned_bytes,
+            pinned_peak=self._pinned_peak,
             in_flight=len(self._flights),
         )
+
+    def _drop_pinned(self, key: BlockKey) -> bytes | None:
+        data = self._pinned.pop(key, None)
+        if data is not None:
+            self._pinned_bytes -= len(data)
+        return data
 
     def _land(self, key: BlockKey, flight: Flight[bytes]) -> None:
         if self._flights.get(key) is not flight:

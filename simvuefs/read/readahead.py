@@ -55,9 +55,12 @@ Order
 
 Memory
     Blocks claimed ahead of their reader never exceed ``readahead_per_file`` per handle nor
-    ``readahead_total`` over all handles; the latter is further capped at half of
-    ``cache_bytes``, because filled read-ahead blocks live in the cache and must not evict
-    each other before they are read. A stream claims at most an even share of the total
+    ``readahead_total`` over all handles. Those delivered are *pinned* in the cache
+    (:class:`BlockCache`) until the reader reaches them or the stream stops: nothing evicts
+    them, and they are not counted in ``cache_bytes``, so the blocks in memory never exceed
+    ``cache_bytes`` + ``readahead_total`` and a window may be as large as the cache (or
+    larger) without its blocks evicting each other before they are read. A stream claims
+    at most an even share of the total
     (:attr:`ReadAheadBudget.share`: the total over the streams still claiming; at least one
     block), so that no stream starves the others' readers. Each part in flight holds at
     most one partly received block outside the cache; at most ``max_parts`` + 1 parts per
@@ -433,13 +436,15 @@ class PartStream:
         self._wakeup = trio.Event()
 
     def deliver(self, index: int, data: bytes) -> bool:
-        """Put block *index* into the cache (resolving its claim); False if it was there."""
+        """Put block *index* into the cache (resolving its claim), pinned while it is ahead
+        of the reader (charged to the budget); False if it was there."""
         key = self.blocks.cache_key(index)
+        pinned = index in self._ahead
         flight = self._claims.pop(index, None)
         if flight is not None:
-            self._cache.finish(key, flight, data)
+            self._cache.finish(key, flight, data, pinned=pinned)
         elif not self._cache.contains(key):
-            self._cache.put(key, data)
+            self._cache.put(key, data, pinned=pinned)
         else:
             return False
         return True
@@ -468,9 +473,12 @@ class PartStream:
         return True
 
     def _unreserve(self, index: int) -> None:
+        """Block *index* is no longer ahead of the reader: return its bytes to the budget
+        and unpin it (if it was delivered)."""
         length = self._ahead.pop(index)
         self._ahead_bytes -= length
         self._budget.give_back(length)
+        self._cache.unpin(self.blocks.cache_key(index))
 
 
 class Trail:
@@ -553,7 +561,7 @@ class Prefetcher:
         self._max_window = settings.readahead_per_file // settings.block_size
         self._part_blocks = max(1, settings.read_part_size // settings.block_size)
         self._max_parts = settings.read_streams
-        self._budget = ReadAheadBudget(min(settings.readahead_total, settings.cache_bytes // 2))
+        self._budget = ReadAheadBudget(settings.readahead_total)
         self._streams_started = self._stream_bytes = 0
         self._parts_started = self._parts_resumed = self._in_flight_peak = 0
 

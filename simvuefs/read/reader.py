@@ -33,8 +33,9 @@ Where things happen
     :meth:`PartStream.deliver`); and what a read returns is verified in :meth:`Reader._verify`.
 
 Memory
-    Cached blocks never exceed ``cache_bytes``; read-ahead and verification keep their own
-    bounds (their modules). Each bounded GET holds the run it fetches.
+    Kept blocks never exceed ``cache_bytes``; blocks the read-ahead pinned (delivered ahead
+    of their reader) are within ``readahead_total``; read-ahead and verification keep their
+    own bounds (their modules). Each bounded GET holds the run it fetches.
 
 Errors and deadlines
     ``read`` raises only :mod:`simvuefs.errors` exceptions and returns within

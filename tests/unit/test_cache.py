@@ -168,6 +168,39 @@ def test_block_cache_is_bounded_in_bytes_and_evicts_lru() -> None:
     assert (stats.hits, stats.misses) == (3, 1)
 
 
+def test_pinned_blocks_are_never_evicted_until_unpinned() -> None:
+    cache = BlockCache(max_bytes=8)
+    cache.put(("a", 0), b"1234", pinned=True)
+    cache.put(("a", 1), b"5678", pinned=True)
+    cache.put(("a", 2), b"90ab", pinned=True)  # 12 bytes pinned: beyond the cache's size
+    for index in range(3, 6):
+        cache.put(("a", index), b"kept")  # the kept blocks evict each other, never the pinned
+    assert [cache.lookup(("a", i)) for i in range(3)] == [b"1234", b"5678", b"90ab"]
+    stats = cache.statistics()
+    assert (stats.bytes, stats.pinned_bytes, stats.pinned_peak) == (8, 12, 12)
+    assert stats.evictions == 1
+    cache.unpin(("a", 0))  # now kept, the most recently used: block 4 goes
+    cache.unpin(("a", 9))  # not pinned: nothing happens
+    assert cache.lookup(("a", 4)) is None
+    cache.put(("a", 6), b"more")
+    cache.put(("a", 7), b"more")
+    assert cache.lookup(("a", 0)) is None  # evictable once unpinned
+    cache.discard(("a", 1))  # a pinned block can be dropped
+    assert not cache.contains(("a", 1))
+    stats = cache.statistics()
+    assert (stats.bytes, stats.pinned_bytes, stats.pinned_peak) == (8, 4, 12)
+
+
+async def test_a_pinned_flight_result_is_pinned() -> None:
+    cache = BlockCache(max_bytes=4)
+    flight = cache.start(("a", 0))
+    cache.finish(("a", 0), flight, b"1234", pinned=True)
+    assert await flight.wait() == b"1234"
+    cache.put(("a", 1), b"5678")
+    assert cache.lookup(("a", 0)) == b"1234"
+    assert cache.statistics().pinned_bytes == 4
+
+
 def test_block_larger_than_the_cache_is_not_stored() -> None:
     cache = BlockCache(max_bytes=3)
     cache.put(("a", 0), b"1234")

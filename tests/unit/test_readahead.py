@@ -401,7 +401,9 @@ async def test_sixteen_concurrent_sequential_readers_stay_within_the_caps() -> N
     assert stats.parts_in_flight_peak <= 4
     assert storage.open_streams_peak <= 12 + 16
     assert stats.cache.peak_bytes <= 40 * BLOCK
+    assert stats.cache.pinned_peak <= 12 * BLOCK  # pinned blocks are charged read-ahead
     assert (stats.readahead_bytes, stats.cache.in_flight, storage.open_streams) == (0, 0, 0)
+    assert stats.cache.pinned_bytes == 0
 
 
 async def test_blocks_a_finished_stream_delivered_stay_charged_until_read() -> None:
@@ -431,19 +433,36 @@ async def test_blocks_a_finished_stream_delivered_stay_charged_until_read() -> N
     assert stats.readahead_peak <= 8 * BLOCK
 
 
-async def test_readahead_total_is_capped_at_half_the_cache() -> None:
-    storage = FakeStorage((ARTIFACT, CONTENT))
+async def test_a_window_larger_than_the_cache_is_pinned_and_never_evicted_before_read(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT), chunk=512)
+    storage.seconds_per_chunk = 0.001  # slow enough that parts fill the window ahead
     settings = make_settings(
-        cache_bytes=8 * BLOCK, readahead_per_file=64 * BLOCK, readahead_total=64 * BLOCK
+        cache_bytes=4 * BLOCK, readahead_per_file=32 * BLOCK, readahead_total=32 * BLOCK
     )
+    pinned_at_reads: list[int] = []
     async with open_reader(storage, settings) as reader:
         handle = reader.open(ARTIFACT, len(CONTENT))
-        assert await read_through(reader, handle) == CONTENT
+        data = b""
+        while len(data) < len(CONTENT):
+            data += await reader.read(handle, len(data), READ)
+            await trio.sleep(0.01)  # a slow reader: the parts fill the window ahead of it
+            pinned_at_reads.append(reader.statistics().cache.pinned_bytes)
+        assert data == CONTENT
         await reader.release(handle)
         stats = reader.statistics()
-    assert 0 < stats.readahead_peak <= 4 * BLOCK
-    assert stats.cache.peak_bytes <= 8 * BLOCK
+    # The window grew to 8 times the cache, its delivered blocks pinned beside it (counted
+    # against the read-ahead, not the cache) ...
+    assert stats.readahead_peak > 4 * BLOCK
+    assert 8 * BLOCK < max(pinned_at_reads) <= stats.readahead_peak <= 32 * BLOCK
+    assert stats.cache.pinned_peak <= 32 * BLOCK
+    assert stats.cache.peak_bytes <= 4 * BLOCK  # the kept blocks stay within the cache
+    # ... and none was evicted before its reader came: every byte was sent once, no block
+    # was fetched again by a read.
     assert storage.bytes_sent == len(CONTENT)
+    assert stats.range_bytes == 2 * BLOCK  # the first two blocks, read before the run
+    assert (stats.cache.pinned_bytes, stats.readahead_bytes) == (0, 0)
 
 
 async def test_stream_stays_within_its_window_and_stops_on_release() -> None:
