@@ -75,18 +75,21 @@ from simvuefs.errors import ConfigError
 MIB = 1024 * 1024
 
 # The memory caps of a mount, the one place their defaults are set (sized for a laptop: the
-# daemon stays below the cache, read-ahead included, + ~100 MiB of interpreter).
+# daemon stays below the cache + the read-ahead total + ~100 MiB of interpreter; one
+# streaming job or one random-reading job fills only one of the two: SEMANTICS "Memory").
+# A window of 96 MiB holds 24 parts of 4 MiB (--read-streams) in flight for one reader;
+# 16 readers share it (6 MiB each: 1-2 parts) within the RSS contract of 250 MiB.
 DEFAULT_BLOCK_SIZE = 1 * MIB
 DEFAULT_CACHE_BYTES = 128 * MIB
-DEFAULT_READAHEAD_PER_FILE = 64 * MIB
-DEFAULT_READAHEAD_TOTAL = 64 * MIB
+DEFAULT_READAHEAD_PER_FILE = 96 * MIB
+DEFAULT_READAHEAD_TOTAL = 96 * MIB
 DEFAULT_CONTENT_CACHE_SIZE = 10 * 1024 * MIB
 """The content cache on disk (``--cache-dir``) when no ``--cache-dir-size`` is given."""
 MIN_CONTENT_CACHE_SIZE = 16 * MIB
 """The smallest ``--cache-dir-size`` (a few cells of the cache's grid)."""
 # Read-ahead fetches parts of this size, up to this many at once per file (read/readahead.py).
 DEFAULT_READ_PART_SIZE = 4 * MIB  # one cell of the content cache (diskcache/store.py CELL)
-DEFAULT_READ_STREAMS = 16
+DEFAULT_READ_STREAMS = 24
 MAX_READ_STREAMS = 64
 DEFAULT_REQUEST_TIMEOUT = 30.0
 """Seconds one filesystem operation may wait for the server (``--request-timeout``)."""

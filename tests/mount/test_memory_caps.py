@@ -37,7 +37,7 @@ CACHE, PER_FILE, TOTAL = DEFAULT_CACHE_BYTES, DEFAULT_READAHEAD_PER_FILE, DEFAUL
 
 
 def caps(
-    cache: int, per_file: int, total: int, part: int = 4 * MIB, streams: int = 16
+    cache: int, per_file: int, total: int, part: int = 4 * MIB, streams: int = DEFAULT_READ_STREAMS
 ) -> dict[str, int]:
     return {
         "cache_bytes": cache,
