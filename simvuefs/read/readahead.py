@@ -222,6 +222,7 @@ class PartStream:
         "_consumer",
         "_draining",
         "_in_flight",
+        "_last_rate",
         "_link_slow",
         "_max_parts",
         "_may_grow",
@@ -277,6 +278,7 @@ class PartStream:
         self._draining = 0  # parts in flight receiving their last block
         self._parallel = min(parallel, max_parts)
         self._link_slow = False
+        self._last_rate = 0.0  # bytes/s of the last block measured (logged)
         self._may_grow = False
         self._rates: dict[int, float] = {}  # parts in flight -> the last such part's bytes/s
         self.in_flight_peak = 0
@@ -365,6 +367,13 @@ class PartStream:
             and self._parallel < self._max_parts
         ):
             self._may_grow = False
+            log.debug(
+                "%s: parts at once %d -> %d (the reader waits; last block at %.0f MiB/s)",
+                self.blocks.artifact.id,
+                self._parallel,
+                min(2 * self._parallel, self._max_parts),
+                self._last_rate / 2**20,
+            )
             self._parallel = min(2 * self._parallel, self._max_parts)
             self._start_parts()
 
@@ -374,6 +383,7 @@ class PartStream:
         connection, measured every block over the request so far (one block's own interval
         is no measure: a block already buffered by the socket comes at once)."""
         rate = self.blocks.block_size / seconds if seconds > 0 else float("inf")
+        self._last_rate = rate
         self._link_slow = self._may_grow = self._slow(self._in_flight, rate)
 
     def draining(self) -> None:
@@ -416,6 +426,14 @@ class PartStream:
         self._draining -= drained
         if received >= self._part_blocks * self.blocks.block_size:
             if waited or not self._link_slow:
+                log.debug(
+                    "%s: parts at once %d -> %d (%s; last block at %.0f MiB/s)",
+                    self.blocks.artifact.id,
+                    self._parallel,
+                    max(1, self._parallel - 1),
+                    "held back" if waited else "link fast or crowded",
+                    self._last_rate / 2**20,
+                )
                 self._parallel = max(1, self._parallel - 1)
                 self._part_size = min(2 * self._part_size, self._max_window)
             else:
