@@ -47,7 +47,6 @@ from __future__ import annotations
 import bisect
 import errno
 import logging
-import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -55,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
+from zlib_ng.zlib_ng import crc32
 
 from simvuefs.diskcache.sealed import SealedRead
 from simvuefs.diskcache.seals import SealBook
@@ -782,7 +782,7 @@ class CellCache:
 
 
 def _has_crc(data: bytes, crc: int) -> bool:
-    return zlib.crc32(data) == crc
+    return crc32(data) == crc
 
 
 def covering(parts: list[Part], position: int) -> Part | None:

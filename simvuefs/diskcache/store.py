@@ -44,10 +44,11 @@ import os
 import secrets
 import socket
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from zlib_ng.zlib_ng import crc32
 
 from simvuefs.config import MIB
 
@@ -101,7 +102,7 @@ class Part:
         """The file name of a part holding the concatenation of *pieces* at *start*."""
         crc = length = 0
         for piece in pieces:
-            crc = zlib.crc32(piece, crc)
+            crc = crc32(piece, crc)
             length += len(piece)
         return f"{start}-{length}-{crc:08x}"
 
@@ -117,7 +118,7 @@ class Seal:
         """The seal file's bytes: header, size, part names, and a CRC-32 of those lines."""
         lines = [SEAL_HEADER, str(self.size).encode(), *(p.name.encode() for p in self.parts)]
         body = b"\n".join(lines) + b"\n"
-        return body + f"{zlib.crc32(body):08x}\n".encode()
+        return body + f"{crc32(body):08x}\n".encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Seal | None:
@@ -125,7 +126,7 @@ class Seal:
         body, _, crc = data.rstrip(b"\n").rpartition(b"\n")
         body += b"\n"
         lines = body.split(b"\n")[:-1]
-        if len(lines) < 2 or lines[0] != SEAL_HEADER or crc != b"%08x" % zlib.crc32(body):
+        if len(lines) < 2 or lines[0] != SEAL_HEADER or crc != b"%08x" % crc32(body):
             return None
         parts = []
         try:
@@ -225,7 +226,7 @@ class ContentStore:
                     return None if wanted else kept
                 crc, offset = 0, part.start
                 while piece := file.read(READ_PIECE):
-                    crc = zlib.crc32(piece, crc)
+                    crc = crc32(piece, crc)
                     if offset < stop and start < offset + len(piece):
                         kept.append(piece[max(start - offset, 0) : stop - offset])
                     offset += len(piece)
