@@ -47,7 +47,6 @@ from __future__ import annotations
 import bisect
 import errno
 import logging
-import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -55,10 +54,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
+from zlib_ng.zlib_ng import crc32
 
+from simvuefs.diskcache.direct import Piece
 from simvuefs.diskcache.sealed import SealedRead
 from simvuefs.diskcache.seals import SealBook
-from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Piece, Seal, cells
+from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Seal, cells
 from simvuefs.diskcache.usage import evict
 from simvuefs.errors import IntegrityError
 
@@ -782,7 +783,7 @@ class CellCache:
 
 
 def _has_crc(data: bytes, crc: int) -> bool:
-    return zlib.crc32(data) == crc
+    return crc32(data) == crc
 
 
 def covering(parts: list[Part], position: int) -> Part | None:
