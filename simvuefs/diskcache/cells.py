@@ -47,6 +47,7 @@ from __future__ import annotations
 import bisect
 import errno
 import logging
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -54,7 +55,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
-from zlib_ng.zlib_ng import crc32
 
 from simvuefs.diskcache.direct import Piece
 from simvuefs.diskcache.sealed import SealedRead
@@ -783,7 +783,7 @@ class CellCache:
 
 
 def _has_crc(data: bytes, crc: int) -> bool:
-    return crc32(data) == crc
+    return zlib.crc32(data) == crc
 
 
 def covering(parts: list[Part], position: int) -> Part | None:

@@ -20,7 +20,7 @@ Invariants:
   part covering an offset has the same bytes there (content never changes).
 - A part appears complete or not at all: written under a temporary name (with
   ``O_DIRECT`` where the file system takes it: ``direct.DirectIO``), then renamed.
-  Its name carries its own CRC-32 (zlib's, computed with zlib-ng), so a torn write (a
+  Its name carries its own CRC-32 (zlib's), so a torn write (a
   crash of the machine before the bytes reached the disk) or bit rot is found by the
   first read, which deletes the part.
 - Nothing relies on ``flock`` or ``atime``: claims are files created with ``O_EXCL``
@@ -49,8 +49,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from zlib_ng.zlib_ng import crc32
+from zlib import crc32
 
 from simvuefs.config import MIB
 from simvuefs.diskcache.direct import ALIGN, DirectIO, Piece, write_buffered
