@@ -159,15 +159,36 @@ class Run:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def _pack_checksum(checksum: str) -> str | bytes:
     """A lower-case hex digest as its bytes (32 for SHA-256, not 64 characters); any other
-    text as it is."""
-    if checksum and len(checksum) % 2 == 0 and _HEX_DIGITS.issuperset(checksum):
-        return bytes.fromhex(checksum)
-    return checksum
+    text as it is (so that the hex of the bytes is always the text given)."""
+    try:
+        packed = bytes.fromhex(checksum)
+    except ValueError:
+        return checksum
+    return packed if packed and packed.hex() == checksum else checksum
+
+
+class _Prefixes:
+    """Hands out one string object per prefix (interned), without slicing again a prefix
+    equal to the last one handed out: the records of a listing share theirs."""
+
+    def __init__(self) -> None:
+        self._last = ""
+
+    def share(self, text: str, end: int) -> str:
+        """``text[:end]`` as the one object kept for that prefix."""
+        last = self._last
+        if len(last) == end and text.startswith(last):
+            return last
+        self._last = sys.intern(text[:end])
+        return self._last
+
+
+_PATH_PREFIXES = _Prefixes()
+_URL_HEADS = _Prefixes()
 
 
 class Artifact:
@@ -229,12 +250,16 @@ class Artifact:
         metadata: Mapping[str, Any] = NO_METADATA,
     ) -> None:
         suffixed = len(original_path) > len(name) and original_path.endswith(name)
-        path = sys.intern(original_path[: -len(name)]) if suffixed else original_path
+        path = (
+            _PATH_PREFIXES.share(original_path, len(original_path) - len(name))
+            if suffixed
+            else original_path
+        )
         if created is not None and created.tzinfo is None:
             created = created.replace(tzinfo=UTC)
         created_us = None if created is None else (created - _EPOCH) // _MICROSECOND
         at = -1 if url is None else url.find(id)
-        url_head = None if url is None or at < 0 else sys.intern(url[:at])
+        url_head = None if url is None or at < 0 else _URL_HEADS.share(url, at)
         init = object.__setattr__
         init(self, "id", id)
         init(self, "name", name)

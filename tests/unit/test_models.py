@@ -201,6 +201,11 @@ def test_a_record_kept_compactly_gives_back_what_the_server_sent(
         artifact.size = 2  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("checksum", ["", "abc", "ABCDEF", "ab cd", "0g", DIGEST, DIGEST.upper()])
+def test_a_checksum_comes_back_as_given(checksum: str) -> None:
+    assert Artifact(id="a", name="n", checksum=checksum).checksum == checksum
+
+
 RECORDS = 1000
 RECORD_BUDGET = 600
 """Bytes a listed record keeps (the ``Artifact`` and what it alone holds), 1,000 entries of a
