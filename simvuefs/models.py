@@ -278,6 +278,12 @@ class Artifact:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Artifact is immutable (use replace); tried to set {name}")
 
+    def __copy__(self) -> Artifact:
+        return self  # immutable: a copy is the record itself
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Artifact:
+        return self
+
     @property
     def checksum(self) -> str:
         """The content's checksum as the server sent it (lower case): "" if none."""

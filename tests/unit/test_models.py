@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import tracemalloc
@@ -199,6 +200,8 @@ def test_a_record_kept_compactly_gives_back_what_the_server_sent(
     assert artifact.same_but_url(artifact.replace(url="http://elsewhere/"))
     with pytest.raises(AttributeError):
         artifact.size = 2  # type: ignore[misc]
+    assert copy.copy(artifact) is artifact
+    assert copy.deepcopy({"a": artifact})["a"] is artifact
 
 
 @pytest.mark.parametrize("checksum", ["", "abc", "ABCDEF", "ab cd", "0g", DIGEST, DIGEST.upper()])
