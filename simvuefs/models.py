@@ -11,13 +11,12 @@ The artifact-name rule lives here and nowhere else: :func:`is_artifact_name` dec
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -81,10 +80,6 @@ def check_artifact_name(name: str) -> None:
 NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 """The metadata of every artifact that has none: one shared (read-only) mapping, not an
 empty dict per artifact listed."""
-
-
-def _no_metadata() -> Mapping[str, Any]:
-    return NO_METADATA
 
 
 def _require_str(data: dict[str, Any], key: str, kind: str) -> str:
@@ -162,35 +157,202 @@ class Run:
         )
 
 
-@dataclass(frozen=True, slots=True)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _pack_checksum(checksum: str) -> str | bytes:
+    """A lower-case hex digest as its bytes (32 for SHA-256, not 64 characters); any other
+    text as it is (so that the hex of the bytes is always the text given)."""
+    try:
+        packed = bytes.fromhex(checksum)
+    except ValueError:
+        return checksum
+    return packed if packed and packed.hex() == checksum else checksum
+
+
+class _Prefixes:
+    """Hands out one string object per prefix (interned), without slicing again a prefix
+    equal to the last one handed out: the records of a listing share theirs."""
+
+    def __init__(self) -> None:
+        self._last = ""
+
+    def share(self, text: str, end: int) -> str:
+        """``text[:end]`` as the one object kept for that prefix."""
+        last = self._last
+        if len(last) == end and text.startswith(last):
+            return last
+        self._last = sys.intern(text[:end])
+        return self._last
+
+
+_PATH_PREFIXES = _Prefixes()
+_URL_HEADS = _Prefixes()
+
+
 class Artifact:
     """An artifact as listed by ``GET /api/runs/{id}/artifacts`` or ``GET /api/artifacts/{id}``.
 
     ``size`` is what the server reports. For object artifacts (``original_path == ""``) the
     official client stores ``len(content) + 33``, so ``size`` is not the content length.
+
+    Immutable. Kept compact, because a mount keeps one per artifact listed for as long as
+    the listing is used (docs/reliability.md "Memory and files written"): the checksum as
+    its bytes when it is a lower-case hex digest, ``created`` as microseconds since the
+    epoch, an ``original_path`` that ends with the name as its prefix, and a download
+    ``url`` that holds the id as what is around it; the prefixes are interned, so that the
+    files of one directory (or storage) share them. The properties give them back as the server
+    sent them; equality and hashing are those of the values, ``metadata`` left out.
     """
 
+    __slots__ = (
+        "id",
+        "name",
+        "size",
+        "_checksum",
+        "mime_type",
+        "_path",
+        "_path_is_prefix",
+        "_url_head",
+        "_url_rest",
+        "uploaded",
+        "_created_us",
+        "category",
+        "metadata",
+    )
     id: str
     name: str
-    size: int = 0
-    checksum: str = ""
-    mime_type: str = "application/octet-stream"
-    original_path: str = ""
-    url: str | None = None
-    uploaded: bool = True
-    created: datetime | None = None
-    category: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=_no_metadata, compare=False, hash=False)
+    size: int
+    _checksum: str | bytes
+    mime_type: str
+    _path: str
+    _path_is_prefix: bool
+    _url_head: str | None
+    _url_rest: str | None
+    uploaded: bool
+    _created_us: int | None
+    category: str | None
+    metadata: Mapping[str, Any]
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 (the server's field name)
+        name: str,
+        size: int = 0,
+        checksum: str = "",
+        mime_type: str = "application/octet-stream",
+        original_path: str = "",
+        url: str | None = None,
+        uploaded: bool = True,
+        created: datetime | None = None,
+        category: str | None = None,
+        metadata: Mapping[str, Any] = NO_METADATA,
+    ) -> None:
+        suffixed = len(original_path) > len(name) and original_path.endswith(name)
+        path = (
+            _PATH_PREFIXES.share(original_path, len(original_path) - len(name))
+            if suffixed
+            else original_path
+        )
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        created_us = None if created is None else (created - _EPOCH) // _MICROSECOND
+        at = -1 if url is None else url.find(id)
+        url_head = None if url is None or at < 0 else _URL_HEADS.share(url, at)
+        init = object.__setattr__
+        init(self, "id", id)
+        init(self, "name", name)
+        init(self, "size", size)
+        init(self, "_checksum", _pack_checksum(checksum))
+        init(self, "mime_type", mime_type)
+        init(self, "_path", path)
+        init(self, "_path_is_prefix", suffixed)
+        init(self, "_url_head", url_head)
+        init(self, "_url_rest", url if url is None or at < 0 else url[at + len(id) :])
+        init(self, "uploaded", uploaded)
+        init(self, "_created_us", created_us)
+        init(self, "category", category)
+        init(self, "metadata", metadata)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Artifact is immutable (use replace); tried to set {name}")
+
+    def __copy__(self) -> Artifact:
+        return self  # immutable: a copy is the record itself
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Artifact:
+        return self
+
+    @property
+    def checksum(self) -> str:
+        """The content's checksum as the server sent it (lower case): "" if none."""
+        packed = self._checksum
+        return packed.hex() if isinstance(packed, bytes) else packed
+
+    @property
+    def url(self) -> str | None:
+        """Where to download the content (presigned; None when the server gave none)."""
+        head = self._url_head
+        return self._url_rest if head is None else f"{head}{self.id}{self._url_rest}"
+
+    @property
+    def original_path(self) -> str:
+        """The path the content was uploaded from; "" for object artifacts."""
+        return self._path + self.name if self._path_is_prefix else self._path
+
+    @property
+    def created(self) -> datetime | None:
+        """When the server recorded the artifact (aware, UTC), or None if it did not say."""
+        us = self._created_us
+        return None if us is None else _EPOCH + us * _MICROSECOND
 
     @property
     def is_object(self) -> bool:
         """True for artifacts saved with ``save_object`` (serialised Python objects)."""
-        return self.original_path == ""
+        return self._path == ""
+
+    def values_but_url(self) -> tuple[object, ...]:
+        """Every stored value but ``url`` and ``metadata``, as equality compares them."""
+        return (
+            self.id,
+            self.name,
+            self.size,
+            self._checksum,
+            self.mime_type,
+            self._path,
+            self._path_is_prefix,
+            self.uploaded,
+            self._created_us,
+            self.category,
+        )
 
     def same_but_url(self, other: Artifact) -> bool:
         """True when *other* records this artifact as it is in every field but the download
         ``url`` (which the server signs anew for each listing)."""
-        return all(getattr(self, name) == getattr(other, name) for name in _LISTED_FIELDS)
+        return self.values_but_url() == other.values_but_url() and self.metadata == other.metadata
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Artifact):
+            return NotImplemented
+        return self.url == other.url and self.values_but_url() == other.values_but_url()
+
+    def __hash__(self) -> int:
+        return hash((self.url, *self.values_but_url()))
+
+    def __repr__(self) -> str:
+        return (
+            f"Artifact(id={self.id!r}, name={self.name!r}, size={self.size!r}, "
+            f"checksum={self.checksum!r}, mime_type={self.mime_type!r}, "
+            f"original_path={self.original_path!r}, url={self.url!r}, "
+            f"uploaded={self.uploaded!r}, created={self.created!r}, "
+            f"category={self.category!r}, metadata={self.metadata!r})"
+        )
+
+    def replace(self, **changes: Any) -> Artifact:
+        """A copy with the fields named in *changes* (``__init__``'s arguments) changed."""
+        fields = {name: getattr(self, name) for name in _INIT_FIELDS}
+        return Artifact(**{**fields, **changes})
 
     @classmethod
     def from_json(cls, data: object) -> Artifact:
@@ -216,8 +378,20 @@ class Artifact:
         )
 
 
-_LISTED_FIELDS = tuple(f.name for f in dataclasses.fields(Artifact) if f.name != "url")
-"""The fields of :class:`Artifact` that :meth:`Artifact.same_but_url` compares."""
+_INIT_FIELDS = (
+    "id",
+    "name",
+    "size",
+    "checksum",
+    "mime_type",
+    "original_path",
+    "url",
+    "uploaded",
+    "created",
+    "category",
+    "metadata",
+)
+"""The arguments of ``Artifact.__init__``, which :meth:`Artifact.replace` copies."""
 
 
 @dataclass(frozen=True, slots=True)

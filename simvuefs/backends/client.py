@@ -559,7 +559,7 @@ class SimvueClient:
         def parse(entry: object) -> Artifact:
             artifact = Artifact.from_json(entry)
             if in_category is not None and not artifact.category:
-                artifact = dataclasses.replace(artifact, category=in_category)
+                artifact = artifact.replace(category=in_category)
             old = records.get(artifact.id)
             return old if old is not None and old.same_but_url(artifact) else artifact
 

@@ -228,7 +228,7 @@ class OfflineClient:
         """
         records = await self._in_thread("list artifacts", self._artifacts.scan)
         found = [
-            dataclasses.replace(record.artifact, category=record.runs[run_id])
+            record.artifact.replace(category=record.runs[run_id])
             for record in records.values()
             if run_id in record.runs
         ]

@@ -25,7 +25,6 @@ Invariants:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -201,7 +200,7 @@ def artifact_parser(cache: Path) -> Callable[[str, Any, os.stat_result], Artifac
         fields = {**data, "id": ident, "original_path": original, "uploaded": False}
         artifact = Artifact.from_json({**fields, "url": content.as_uri() if content else None})
         if artifact.created is None:
-            artifact = dataclasses.replace(artifact, created=_mtime(info))
+            artifact = artifact.replace(created=_mtime(info))
         attached = {
             run: category
             for run, category in runs.items()

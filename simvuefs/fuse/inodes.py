@@ -80,10 +80,12 @@ class Node:
     request to learn it). *staged* is set for files written through this mount, from their
     creation on (it stays once they land).
 
-    View nodes (``views.py``): *folder* is the path of a FOLDER node below ``folders/``
-    (``""`` for ``folders/`` itself), *tag* the tag of a TAG node; a LINK node has its
-    *run*, its *target* (as last computed) and its *depth*, how many directories below the
-    mount root it sits.
+    View nodes (``views.py``): a LINK node has its *run*, its *target* (as last computed)
+    and its *depth*, how many directories below the mount root it sits; FOLDER and TAG nodes
+    have their :attr:`folder` and :attr:`tag` in their keys.
+
+    One per file the kernel holds, so it keeps no field that its key already says
+    (docs/reliability.md "Memory and files written").
     """
 
     inode: int
@@ -96,11 +98,19 @@ class Node:
     artifact: Artifact | None = None
     size: int | None = None
     staged: StagedFile | None = None
-    folder: str = ""
-    tag: str = ""
     depth: int = 0
     target: str = ""
     lookups: int = 0
+
+    @property
+    def folder(self) -> str:
+        """The path of a FOLDER node below ``folders/`` (``""`` for ``folders/`` itself)."""
+        return self.key[1] if self.kind is NodeKind.FOLDER else ""
+
+    @property
+    def tag(self) -> str:
+        """The tag of a TAG node."""
+        return self.key[1] if self.kind is NodeKind.TAG else ""
 
     @property
     def unfinished(self) -> StagedFile | None:

@@ -23,7 +23,7 @@ entries of one directory share a name.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -187,15 +187,49 @@ class Entry:
         return self.artifact is None and self.local is None
 
 
+class Directory(Mapping[str, Entry]):
+    """The entries of one directory of a listing, *path* below the category.
+
+    Its files are kept as their records and their entries made when asked for: a listing is
+    kept for as long as it is used, and an :class:`Entry` per file would cost about 56 bytes
+    each for all that time (docs/reliability.md "Memory and files written"). Invariant: no
+    name is both a file and a directory.
+    """
+
+    __slots__ = ("path", "_files", "_dirs")
+
+    def __init__(self, path: str, files: Mapping[str, Artifact], dirs: Mapping[str, Entry]):
+        self.path = path
+        self._files = files
+        self._dirs = dirs
+
+    def __getitem__(self, name: str) -> Entry:
+        artifact = self._files.get(name)
+        return self._dirs[name] if artifact is None else Entry(artifact, self.path)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._files or name in self._dirs
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._dirs
+        yield from self._files
+
+    def __len__(self) -> int:
+        return len(self._dirs) + len(self._files)
+
+
+_EMPTY = Directory("", {}, {})
+
+
 @dataclass(frozen=True)
 class CategoryListing:
     """Every directory of one category of one run: ``dirs[path][name] -> Entry``."""
 
-    dirs: Mapping[str, Mapping[str, Entry]]
+    dirs: Mapping[str, Directory]
 
     def entries(self, path: str) -> Mapping[str, Entry]:
         """Return the entries of the directory at *path* (empty if there is none)."""
-        return self.dirs.get(path, {})
+        return self.dirs.get(path, _EMPTY)
 
 
 def name_artifacts(artifacts: Iterable[Artifact]) -> tuple[CategoryListing, list[Problem]]:
@@ -208,14 +242,14 @@ def name_artifacts(artifacts: Iterable[Artifact]) -> tuple[CategoryListing, list
         if artifact.id in seen:
             continue
         seen.add(artifact.id)
-        what = f"artifact {artifact.id} ({artifact.name!r})"
         parts = [clean_part(part) for part in artifact.name.split("/") if part]
-        if not parts:
-            problems.append((what, "empty name"))
-            continue
-        problem = next((p for p in map(name_problem, parts) if p is not None), None)
+        problem = (
+            next((p for p in map(name_problem, parts) if p is not None), None)
+            if parts
+            else "empty name"
+        )
         if problem is not None:
-            problems.append((what, problem))
+            problems.append((f"artifact {artifact.id} ({artifact.name!r})", problem))
             continue
         path = ""
         for part in parts[:-1]:
@@ -224,13 +258,13 @@ def name_artifacts(artifacts: Iterable[Artifact]) -> tuple[CategoryListing, list
             subdirs.setdefault(path, set())
         files.setdefault(path, {}).setdefault(parts[-1], []).append(artifact)
 
-    dirs: dict[str, dict[str, Entry]] = {
+    dirs = {
         path: {name: Entry(None, join_path(path, name)) for name in names}
         for path, names in subdirs.items()
     }
-    for path, by_name in files.items():
-        entries = dirs[path]
-        named, clashes = _share_names(by_name, entries.__contains__, "artifact")
-        entries.update((name, Entry(artifact, path)) for name, artifact in named.items())
+    shown: dict[str, Directory] = {}
+    for path, entries in dirs.items():
+        named, clashes = _share_names(files.get(path, {}), entries.__contains__, "artifact")
         problems.extend(clashes)
-    return CategoryListing(dirs), problems
+        shown[path] = Directory(path, named, entries)
+    return CategoryListing(shown), problems

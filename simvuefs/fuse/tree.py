@@ -893,14 +893,10 @@ class Tree:
         return pairs
 
     def _tag_dir(self, tag: str, parent: int) -> Node:
-        node = self.table.ensure(("tag", tag), NodeKind.TAG, parent)
-        node.tag = tag
-        return node
+        return self.table.ensure(("tag", tag), NodeKind.TAG, parent)
 
     def _folder_dir(self, path: str, parent: int) -> Node:
-        node = self.table.ensure(("folder", path), NodeKind.FOLDER, parent)
-        node.folder = path
-        return node
+        return self.table.ensure(("folder", path), NodeKind.FOLDER, parent)
 
     def _link(self, key: tuple[str, ...], parent: int, run: Run, depth: int, views: Views) -> Node:
         node = self.table.ensure(key, NodeKind.LINK, parent)
@@ -1086,6 +1082,8 @@ class Tree:
                 node.artifact = artifact
                 if node.key[-1] is not artifact.id:
                     self.table.rekey(node, key)
+                if node.size == artifact.size:  # the record's number, not the upload's copy
+                    node.size = artifact.size
         listing, problems = name_artifacts(artifacts)
         self._warn(problems, f"run {run.id} {category}/")
         return listing

@@ -5,7 +5,6 @@ and ``--max-upload-size``). The same through a real mount: tests/mount/test_pend
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import random
 from collections.abc import AsyncIterator, Callable
@@ -256,7 +255,7 @@ async def test_a_rename_keeps_an_artifact_the_server_had_under_another_name(
         f = await written(uploader, run_id, ".mesh.tmp", b"mesh")
         artifact = await uploader.commit(f)
         assert artifact is not None
-        f.artifact = dataclasses.replace(artifact, name="someone else's mesh")
+        f.artifact = artifact.replace(name="someone else's mesh")
         await uploader.rename(f, "mesh.dat")
         assert f.state is FileState.LANDED
     assert inputs(devserver, run_id) == {".mesh.tmp": sha256(b"mesh"), "mesh.dat": sha256(b"mesh")}

@@ -8,8 +8,6 @@ Through a real mount and devserver: ``tests/mount/test_listing_requests.py``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import trio
 from helpers import settings_for
@@ -53,7 +51,7 @@ class SlowClient:
         if category not in (None, "output"):
             raise NotFound("no artifacts", status=404)
         artifact = art(f"a-{run_id}", "result.dat")
-        return [dataclasses.replace(artifact, category="output") if self.categorised else artifact]
+        return [artifact.replace(category="output") if self.categorised else artifact]
 
 
 async def walk(

@@ -7,8 +7,6 @@ are young enough (their download URLs) and the directory is listed again and aga
 
 from __future__ import annotations
 
-import dataclasses
-
 from record_util import art
 
 from simvuefs.fuse.records import KEEP_GRACE, RENEW_AFTER, ListedRecords
@@ -26,11 +24,11 @@ class Clock:
 
 def test_only_the_url_may_differ_for_a_record_to_stand_for_an_entry():
     record = art("a1", "x.dat")
-    signed_again = dataclasses.replace(record, url="http://storage/a1?sig=2")
+    signed_again = record.replace(url="http://storage/a1?sig=2")
     assert record.same_but_url(signed_again)
     for change in ({"size": 11}, {"checksum": "ab"}, {"name": "y.dat"}, {"category": "input"}):
-        assert not record.same_but_url(dataclasses.replace(record, **change)), change
-    assert not record.same_but_url(dataclasses.replace(record, metadata={"k": 1}))
+        assert not record.same_but_url(record.replace(**change)), change
+    assert not record.same_but_url(record.replace(metadata={"k": 1}))
 
 
 def test_the_next_listing_gets_the_records_of_the_last_one():

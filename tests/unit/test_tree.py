@@ -45,7 +45,7 @@ class FakeClient:
         await trio.lowlevel.checkpoint()
         if category is None:
             listed = [
-                (dataclasses.replace(a, category=c) if self.categorised else a)
+                (a.replace(category=c) if self.categorised else a)
                 for (r, c), artifacts in self.artifacts.items()
                 if r == run_id
                 for a in artifacts
