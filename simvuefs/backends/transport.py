@@ -32,10 +32,13 @@ Retries (:func:`send`, :func:`fetch`, :class:`RetryPolicy`):
 from __future__ import annotations
 
 import email.utils
+import errno
+import fcntl
 import functools
 import json
 import logging
 import math
+import mmap
 import os
 import random
 import re
@@ -543,11 +546,8 @@ async def file_chunks(
     path: Path, size: int, counters: Counters, label: str = ""
 ) -> AsyncGenerator[bytes, None]:
     """Yield exactly *size* bytes of *path*, each chunk read in a worker thread while the
-    one before is sent (:class:`ReadAhead`).
-
-    Each chunk's pages are dropped from the page cache once read (:func:`read_dropping`):
-    the file is read once, start to end, and a 1 GiB upload would otherwise leave 1 GiB of
-    cache behind that nobody reads (a retry reads it from disk again).
+    one before is sent (:class:`ReadAhead`), through :class:`ChunkFile` (direct reads, or
+    each chunk dropped from the page cache once read).
 
     An upload that takes longer than PROGRESS_INTERVAL logs its progress at INFO every
     PROGRESS_INTERVAL seconds, naming it *label* (default: the file's name).
@@ -556,10 +556,10 @@ async def file_chunks(
     """
     started = trio.current_time()
     next_report = started + PROGRESS_INTERVAL
-    fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+    source = await trio.to_thread.run_sync(ChunkFile.open, path)
     ahead: ReadAhead | None = None
     try:
-        ahead = ReadAhead(fd, 0, min(UPLOAD_CHUNK, size)) if size else None
+        ahead = ReadAhead(source, 0, min(UPLOAD_CHUNK, size)) if size else None
         done = 0
         while ahead is not None:
             chunk = await ahead.result()
@@ -568,7 +568,7 @@ async def file_chunks(
                 raise IntegrityError(f"{path} shrank to {done} bytes during upload")
             done += len(chunk)
             if done < size:
-                ahead = ReadAhead(fd, done, min(UPLOAD_CHUNK, size - done))
+                ahead = ReadAhead(source, done, min(UPLOAD_CHUNK, size - done))
             counters.bytes_uploaded += len(chunk)
             if (now := trio.current_time()) >= next_report:
                 next_report = now + PROGRESS_INTERVAL
@@ -585,17 +585,67 @@ async def file_chunks(
         with trio.CancelScope(shield=True):
             if ahead is not None:
                 await ahead.finished()  # its thread must never read a descriptor reused
-            await trio.to_thread.run_sync(os.close, fd)
+            await trio.to_thread.run_sync(source.close)
+
+
+class ChunkFile:
+    """A file being uploaded, read in chunks of at most UPLOAD_CHUNK bytes, each at an
+    offset that is a multiple of UPLOAD_CHUNK (one read at a time).
+
+    Direct (``O_DIRECT``, into one page-aligned buffer, copied out) where the filesystem
+    allows it: the spool writes its files direct (``write/direct.py``), so their pages are
+    not cached, and a read through the page cache would fill new pages only to drop them
+    (docs/performance.md, "upload (session 7)"). Otherwise, or once a direct read is refused
+    (EINVAL), through the page cache, each chunk dropped once read (:func:`read_dropping`):
+    the file is read once, start to end, and a 1 GiB upload would otherwise leave 1 GiB of
+    cache behind that nobody reads.
+    """
+
+    def __init__(self, fd: int, buffer: mmap.mmap | None) -> None:
+        self._fd = fd
+        self._buffer = buffer
+
+    @classmethod
+    def open(cls, path: Path) -> ChunkFile:
+        """Open *path* (worker thread): direct if its filesystem allows it."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            return cls(os.open(path, os.O_RDONLY | os.O_CLOEXEC), None)
+        return cls(fd, mmap.mmap(-1, UPLOAD_CHUNK))
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Read up to *size* bytes at *offset* (worker thread; fewer only at the end)."""
+        if self._buffer is None:
+            return read_dropping(self._fd, offset, size)
+        try:
+            got = os.preadv(self._fd, [self._buffer], offset)  # a whole buffer: aligned
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+            self._buffer = None  # unmapped once unreferenced
+            return read_dropping(self._fd, offset, size)
+        return self._buffer[: min(got, size)]
+
+    def close(self) -> None:
+        """Close the file (worker thread); the buffer is unmapped once unreferenced."""
+        os.close(self._fd)
+        self._buffer = None
 
 
 class ReadAhead:
-    """``read_dropping(fd, offset, size)`` running in a worker thread from the moment this
+    """``source.read(offset, size)`` running in a worker thread from the moment this
     object is made (``trio.lowlevel.start_thread_soon``), so that an upload reads its next
     chunk while it sends the current one. The owner awaits :meth:`result` once, or
-    :meth:`finished` before it closes *fd* (the thread must never read a reused descriptor).
+    :meth:`finished` before it closes *source* (the thread must never read a reused
+    descriptor).
     """
 
-    def __init__(self, fd: int, offset: int, size: int) -> None:
+    def __init__(self, source: ChunkFile, offset: int, size: int) -> None:
         self._done = trio.Event()
         self._outcome: Outcome[bytes] | None = None
         token = trio.lowlevel.current_trio_token()
@@ -603,7 +653,7 @@ class ReadAhead:
         def deliver(result: Outcome[bytes]) -> None:
             token.run_sync_soon(self._deliver, result)
 
-        trio.lowlevel.start_thread_soon(functools.partial(read_dropping, fd, offset, size), deliver)
+        trio.lowlevel.start_thread_soon(functools.partial(source.read, offset, size), deliver)
 
     def _deliver(self, result: Outcome[bytes]) -> None:
         self._outcome = result

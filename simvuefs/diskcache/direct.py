@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import mmap
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from simvuefs.aligned import ALIGN, AlignedBuffers
+
 Piece = bytes | memoryview
 """Bytes of a part, as received (parts are written from several pieces without joining)."""
-ALIGN = 4096
-"""Block size of ``O_DIRECT`` writes (a multiple of every disk's logical block size)."""
+IDLE_BUFFERS = 4
+"""Buffers kept between uses (the cache's writer threads and a reader or two)."""
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
@@ -50,8 +50,7 @@ class DirectIO:
         self.capacity = capacity
         self.refused = False
         """True once the file system refused ``O_DIRECT``: buffered writes from then on."""
-        self._spare: list[mmap.mmap] = []
-        self._lock = threading.Lock()
+        self._buffers = AlignedBuffers(capacity, IDLE_BUFFERS)
 
     def write_new(self, path: Path, pieces: Sequence[Piece]) -> None:
         """Create *path* holding the concatenation of *pieces*. Raises OSError (the file
@@ -77,7 +76,7 @@ class DirectIO:
         os.close(descriptor)
 
     def _write_through(self, descriptor: int, pieces: Sequence[Piece], size: int) -> None:
-        buffer = self._take()
+        buffer = self._buffers.take()
         try:
             position = 0
             for piece in pieces:
@@ -90,7 +89,7 @@ class DirectIO:
                     fcntl.fcntl(descriptor, fcntl.F_SETFL, flags & ~os.O_DIRECT)
                     write_all(descriptor, view[written:size])
         finally:
-            self._give_back(buffer)
+            self._buffers.give_back(buffer)
 
     def _write_direct(self, descriptor: int, view: memoryview) -> int:
         """Write *view* with ``O_DIRECT``; return how many bytes were written (fewer if the
@@ -127,7 +126,7 @@ class DirectIO:
             self.refused = True
             yield None
             return
-        buffer = self._take()
+        buffer = self._buffers.take()
         try:
             with memoryview(buffer) as view:
                 got = self._read_direct(descriptor, view[:span], first)
@@ -137,7 +136,7 @@ class DirectIO:
                     yield view[offset - first : min(got, offset - first + length)]
         finally:
             os.close(descriptor)
-            self._give_back(buffer)
+            self._buffers.give_back(buffer)
 
     def _read_direct(self, descriptor: int, view: memoryview, offset: int) -> int | None:
         """Fill *view* from *offset* on (short at the end of the file); None if refused."""
@@ -156,16 +155,6 @@ class DirectIO:
             if got % ALIGN:
                 break  # the end of the file
         return got
-
-    def _take(self) -> mmap.mmap:
-        with self._lock:
-            if self._spare:
-                return self._spare.pop()
-        return mmap.mmap(-1, self.capacity)  # anonymous maps are page-aligned
-
-    def _give_back(self, buffer: mmap.mmap) -> None:
-        with self._lock:
-            self._spare.append(buffer)
 
 
 def write_all(descriptor: int, view: memoryview) -> None:

@@ -51,8 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from zlib import crc32
 
+from simvuefs.aligned import ALIGN
 from simvuefs.config import MIB
-from simvuefs.diskcache.direct import ALIGN, DirectIO, Piece, write_buffered
+from simvuefs.diskcache.direct import DirectIO, Piece, write_buffered
 
 CELL = 4 * MIB
 """The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""

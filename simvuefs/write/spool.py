@@ -239,7 +239,7 @@ def read_at(fd: int, offset: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-def write_at(fd: int, offset: int, data: bytes) -> None:
+def write_at(fd: int, offset: int, data: bytes | memoryview) -> None:
     """Write all of *data* at *offset* of *fd*."""
     view = memoryview(data)
     while view:

@@ -19,7 +19,10 @@ Invariants:
 - Each FileWrites counts the bytes of its queue and of the batch being written; waiters
   (:meth:`FileWrites.wait_written`, until that count is at most their limit) wake after
   every batch and when the flusher ends.
-- While the flusher runs, only it touches the running hash.
+- While the flusher runs, only it touches the running hash: the batch being written is
+  hashed in a second worker thread at the same time (:class:`InThread`), and the flusher
+  waits for both before it takes the next batch or wakes the waiters.
+- Batches are written direct where they can be (``direct.py``: no page cache).
 - A write is queued only when the free space measured last (minus everything queued since)
   covers its growth; otherwise the caller waits for the queue and writes it at once with a
   fresh measurement (:meth:`WriteBehind.write_now`), so a full spool still fails that write
@@ -31,15 +34,21 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from simvuefs.config import MIB
 from simvuefs.errors import LocalError
+from simvuefs.write.direct import DirectWriter
 from simvuefs.write.spool import Spool
+
+if TYPE_CHECKING:
+    from outcome import Outcome  # trio's own dependency: what start_thread_soon delivers
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +120,16 @@ class FileWrites:
             return hashlib.sha256(), 0
         return hasher, start
 
-    def store(self, spool: Spool, fd: int, batch: list[Write]) -> None:
-        """Worker thread: write *batch* in order through *fd*, hashing along while the writes
-        are sequential (an error leaves the hash to be redone)."""
+    def hash(self, batch: list[Write]) -> None:
+        """Worker thread, while *batch* is written (one batch at a time): add it to the
+        running hash while the writes are sequential; one out of order voids the hash."""
+        hasher, self._hasher = self._hasher, None
         for offset, data, _ in batch:
-            hasher, self._hasher = self._hasher, None
-            spool.write(fd, offset, data)
-            if hasher is not None and offset == self._hashed:
-                hasher.update(data)
-                self._hasher = hasher
-                self._hashed += len(data)
+            if hasher is None or offset != self._hashed:
+                return
+            hasher.update(data)
+            self._hashed += len(data)
+        self._hasher = hasher
 
     # -- the queue, as WriteBehind drives it -------------------------------------------------
 
@@ -197,6 +206,7 @@ class WriteBehind:
 
     def __init__(self, spool: Spool, nursery: trio.Nursery) -> None:
         self._spool = spool
+        self.writer = DirectWriter(spool)
         self._nursery = nursery
         self._room = 0  # bytes that can be queued before the free space is measured again
         self._queued_growth = 0
@@ -215,7 +225,7 @@ class WriteBehind:
     async def write_now(self, f: WrittenFile, fd: int, offset: int, data: bytes, grow: int) -> None:
         """Write *data* at *offset* through *fd* now, measuring the free space (the queue of
         *f* must be empty). Raises LocalError: ENOSPC when the spool is full; EIO."""
-        room = await trio.to_thread.run_sync(self._store, f.writes, fd, [(offset, data, grow)])
+        room = await self._store(f.writes, fd, [(offset, data, grow)])
         self._room = room - self._queued_growth
 
     async def _flush(self, f: WrittenFile, fd: int) -> None:
@@ -234,7 +244,7 @@ class WriteBehind:
                 room: int | None = None
                 try:
                     with trio.CancelScope(shield=True):  # the queue is all the data there is
-                        room = await trio.to_thread.run_sync(self._store, writes, fd, batch)
+                        room = await self._store(writes, fd, batch)
                 except LocalError as exc:
                     log.warning("cannot store writes to %s of run %s: %s", f.name, f.run_id, exc)
                     batch += writes.fail(exc)
@@ -246,11 +256,47 @@ class WriteBehind:
         finally:
             writes.flusher_ended()
 
-    def _store(self, writes: FileWrites, fd: int, batch: list[Write]) -> int:
-        """Worker thread: check the free space for the batch's growth, write it, start its
-        writeback; return the room left (``Spool.check_free``)."""
+    async def _store(self, writes: FileWrites, fd: int, batch: list[Write]) -> int:
+        """Write *batch* through *fd* in a worker thread while another hashes it; return
+        once both are done, with the room left (``_write``). Raises what the write raised."""
+        hashing = InThread(functools.partial(writes.hash, batch))
+        try:
+            return await trio.to_thread.run_sync(self._write, fd, batch)
+        finally:
+            with trio.CancelScope(shield=True):  # the running hash is the thread's until then
+                await hashing.result()
+
+    def _write(self, fd: int, batch: list[Write]) -> int:
+        """Worker thread: check the free space for the batch's growth, write it (direct:
+        ``direct.py``), start the writeback of what went through the page cache; return the
+        room left (``Spool.check_free``)."""
         room = self._spool.check_free(sum(grow for _, _, grow in batch))
-        writes.store(self._spool, fd, batch)
+        self.writer.write(fd, batch)
         start = min(offset for offset, _, _ in batch)
         self._spool.start_writeback(fd, start, max(o + len(d) for o, d, _ in batch) - start)
         return room
+
+
+class InThread:
+    """*work()* running in a worker thread from the moment this object is made
+    (``trio.lowlevel.start_thread_soon``); its owner awaits :meth:`result` once."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._done = trio.Event()
+        self._outcome: Outcome[None] | None = None
+        token = trio.lowlevel.current_trio_token()
+
+        def deliver(result: Outcome[None]) -> None:
+            token.run_sync_soon(self._deliver, result)
+
+        trio.lowlevel.start_thread_soon(work, deliver)
+
+    def _deliver(self, result: Outcome[None]) -> None:
+        self._outcome = result
+        self._done.set()
+
+    async def result(self) -> None:
+        """Wait for the work to end; raise what it raised."""
+        await self._done.wait()
+        assert self._outcome is not None
+        self._outcome.unwrap()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from simvuefs.diskcache.direct import ALIGN, DirectIO
+from simvuefs.aligned import ALIGN
+from simvuefs.diskcache.direct import DirectIO
 from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part
 
 SHA = "cd" * 32

@@ -40,6 +40,7 @@ RANKS: dict[str, int] = {
     "errors": 6,
     "logs": 6,
     "localio": 6,
+    "aligned": 6,
 }
 TOP_LEVEL = {"__main__", "cli", "api"}
 """Entry points may import each other (api reuses the CLI's defaults)."""

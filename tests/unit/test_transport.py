@@ -7,6 +7,7 @@ and tests/server/test_storage_pool.py run the client against the real devserver.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -240,15 +241,15 @@ async def test_file_chunks_reads_the_next_chunk_while_the_current_one_is_sent(
     path.write_bytes(content)
     started: list[int] = []
     second_started = threading.Event()
-    real_read = transport.read_dropping
+    real_read = transport.ChunkFile.read
 
-    def read(fd: int, offset: int, size: int) -> bytes:
+    def read(self: transport.ChunkFile, offset: int, size: int) -> bytes:
         started.append(offset)
         if len(started) == 2:
             second_started.set()
-        return real_read(fd, offset, size)
+        return real_read(self, offset, size)
 
-    monkeypatch.setattr(transport, "read_dropping", read)
+    monkeypatch.setattr(transport.ChunkFile, "read", read)
     chunks = file_chunks(path, len(content), Counters())
     first = await chunks.__anext__()
     # Not asked for yet, chunk 2 is being read (or read) already.
@@ -259,11 +260,8 @@ async def test_file_chunks_reads_the_next_chunk_while_the_current_one_is_sent(
     assert started == [0, mib, 2 * mib, 3 * mib]
 
 
-async def test_file_chunks_drops_each_chunk_from_the_page_cache_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "f"
-    path.write_bytes(b"d" * 2_500_000)
+def _record_advice(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """Record every posix_fadvise call (offset, length, advice)."""
     advice: list[tuple[int, int, int]] = []
     real_fadvise = os.posix_fadvise
 
@@ -272,11 +270,72 @@ async def test_file_chunks_drops_each_chunk_from_the_page_cache_once(
         real_fadvise(fd, offset, length, what)
 
     monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    return advice
+
+
+def _refuse_direct_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make opens with O_DIRECT fail as on a filesystem without it (EINVAL)."""
+    real_open = os.open
+
+    def no_direct(path: str, flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(transport.os, "open", no_direct)
+
+
+async def test_file_chunks_reads_direct_without_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool's files are read direct (tmp_path's filesystem has O_DIRECT): nothing is
+    cached, so nothing is dropped; the bytes, and an unaligned last chunk, are exact."""
+    path = tmp_path / "f"
+    content = os.urandom(2_500_001)
+    path.write_bytes(content)
+    advice = _record_advice(monkeypatch)
+    chunks = [chunk async for chunk in file_chunks(path, len(content), Counters())]
+    assert b"".join(chunks) == content
+    assert [len(chunk) for chunk in chunks] == [1024 * 1024, 1024 * 1024, 402_849]
+    assert advice == []
+
+
+async def test_file_chunks_without_direct_reads_drop_each_chunk_from_the_page_cache_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"d" * 2_500_000)
+    _refuse_direct_open(monkeypatch)
+    advice = _record_advice(monkeypatch)
     async for _ in file_chunks(path, 2_500_000, Counters()):
         pass
     mib = 1024 * 1024
     dropped = os.POSIX_FADV_DONTNEED
     assert advice == [(0, mib, dropped), (mib, mib, dropped), (2 * mib, 402_848, dropped)]
+
+
+async def test_a_direct_read_refused_midway_goes_on_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "f"
+    content = os.urandom(3 * 1024 * 1024)
+    path.write_bytes(content)
+    real_preadv = os.preadv
+    calls: list[int] = []
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append(offset)
+        if offset > 0:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(transport.os, "preadv", preadv)
+    advice = _record_advice(monkeypatch)
+    data = b"".join([chunk async for chunk in file_chunks(path, len(content), Counters())])
+    assert data == content
+    mib = 1024 * 1024
+    assert calls == [0, mib]  # refused once, then never asked again
+    assert [offset for offset, _, _ in advice] == [mib, 2 * mib]
 
 
 async def test_file_chunks_closed_early_wait_for_the_read_ahead_and_close_the_file(
@@ -285,23 +344,26 @@ async def test_file_chunks_closed_early_wait_for_the_read_ahead_and_close_the_fi
     path = tmp_path / "f"
     path.write_bytes(b"e" * 4 * 1024 * 1024)
     reads: list[str] = []
-    descriptors: list[int] = []
-    real_read = transport.read_dropping
+    real_read = transport.ChunkFile.read
+    real_close = transport.ChunkFile.close
 
-    def read(fd: int, offset: int, size: int) -> bytes:
+    def read(self: transport.ChunkFile, offset: int, size: int) -> bytes:
         reads.append("start")
-        descriptors.append(fd)
-        chunk = real_read(fd, offset, size)
+        chunk = real_read(self, offset, size)
         reads.append("end")
         return chunk
 
-    monkeypatch.setattr(transport, "read_dropping", read)
+    def close(self: transport.ChunkFile) -> None:
+        reads.append("close")
+        real_close(self)
+
+    monkeypatch.setattr(transport.ChunkFile, "read", read)
+    monkeypatch.setattr(transport.ChunkFile, "close", close)
     chunks = file_chunks(path, 4 * 1024 * 1024, Counters())
     await chunks.__anext__()
     await chunks.aclose()
-    assert reads == ["start", "end", "start", "end"]  # the read ahead ended before the close
-    with pytest.raises(OSError, match="Bad file descriptor"):
-        os.fstat(descriptors[0])
+    # the read ahead ended before the file was closed
+    assert reads == ["start", "end", "start", "end", "close"]
 
 
 async def test_long_uploads_log_their_progress(
