@@ -71,7 +71,9 @@ class FakeBody:
             await storage.body_gate.wait()
         if storage.seconds_per_chunk and self.pos % (storage.chunk * storage.burst) == 0:
             # each connection's own rate, the time of *burst* chunks before the first of them
-            await trio.sleep(storage.seconds_per_chunk * storage.burst)
+            slow = storage.stall_factor if storage.stalled() else 1
+            await trio.sleep(storage.seconds_per_chunk * storage.burst * slow)
+        storage.open_streams_seen.append(storage.open_streams)
         chunk = self.data[self.pos : self.pos + min(max_bytes, self.storage.chunk)]
         self.pos += len(chunk)
         self.storage.bytes_sent += len(chunk)
@@ -86,8 +88,11 @@ class FakeStorage:
     every request while set; *stream_fail_at* makes the next *stream_failures* bodies that
     get that far (bytes from their start) fail; *seconds_per_chunk* caps the rate of each
     connection (``open_range`` body), *burst* chunks at a time (as a socket's buffer hands
-    out what came while nobody read). ``ranges`` records every ``open_range`` as
-    ``(start, end)`` (inclusive end), ``open_streams_peak`` the most bodies open at once.
+    out what came while nobody read), *stall_factor* times slower while the clock is in
+    *stall* (``(from, to)`` seconds: every connection at once, as when the machine is busy).
+    ``ranges`` records every ``open_range`` as ``(start, end)`` (inclusive end),
+    ``open_streams_peak`` the most bodies open at once, ``open_streams_seen`` the bodies open
+    at each piece a body handed out.
     """
 
     def __init__(self, *artifacts: tuple[Artifact, bytes], chunk: int = 1000) -> None:
@@ -105,8 +110,15 @@ class FakeStorage:
         self.body_gate: trio.Event | None = None
         self.seconds_per_chunk = 0.0
         self.burst = 1
+        self.stall: tuple[float, float] | None = None
+        self.stall_factor = 1.0
+        self.open_streams_seen: list[int] = []
         self.ranges: list[tuple[int, int | None]] = []
         self.open_streams_peak = 0
+
+    def stalled(self) -> bool:
+        """True while the clock is within *stall*."""
+        return self.stall is not None and self.stall[0] <= trio.current_time() < self.stall[1]
 
     async def _admit(self) -> None:
         await trio.lowlevel.checkpoint()

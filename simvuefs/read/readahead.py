@@ -31,10 +31,13 @@ Steering
     last block measured came slower than ``FAST_PART_RATE`` (the link, not the reader or
     the CPU, is the bottleneck): a sequential read on a link capped per connection has as
     many parts in flight as its window holds within a few blocks of its start. It shrinks
-    by one after each whole part the reader held back, or received while the last block
-    came faster than ``FAST_PART_RATE`` or at less than ``CROWDED_RATIO`` of the rate seen
-    with fewer parts in flight (the connections share another bound, the CPU); parts then
-    double in size up to the window (fewer requests). A reader that a single connection
+    by one after each whole part the reader held back (the reader, hence the CPU, is the
+    bound), or received while the last block came faster than ``FAST_PART_RATE``; parts
+    then double in size up to the window (fewer requests). A part's rate is not compared
+    with the rates seen with fewer parts in flight: a stall of the daemon, or blocks the
+    socket had buffered, made such comparisons read a loaded CPU as a crowded link and
+    took a field read from 16 parts to 1 within half a second (docs/performance.md,
+    "window (session 7)"). A reader that a single connection
     keeps ahead of (loopback) costs one connection at a time. A part receiving its last
     block is *draining*: one such part is not counted in ``parallel``, so the next part's
     request (a round trip) overlaps that block instead of following it.
@@ -113,9 +116,6 @@ FAST_PART_RATE = 100 * 1024 * 1024
 only while the last block measured came more slowly (object storage serves 50-90 MB/s per
 connection; loopback several times this), so a reader slowed by the CPU does not get
 connections that would only cost more CPU."""
-CROWDED_RATIO = 0.75
-"""A block that came at less than this fraction of the rate last seen with fewer parts in
-flight shows that more connections do not help (module docstring)."""
 PART_ATTEMPTS = 3
 """Attempts in a row that bring no block before a part gives up (module docstring)."""
 RESUMABLE_ERRORS = (TransportError, ProtocolError)
@@ -233,7 +233,6 @@ class PartStream:
         "_parts_end",
         "_permitted_end",
         "_queue",
-        "_rates",
         "_wakeup",
         "_window",
         "blocks",
@@ -280,7 +279,6 @@ class PartStream:
         self._link_slow = False
         self._last_rate = 0.0  # bytes/s of the last block measured (logged)
         self._may_grow = False
-        self._rates: dict[int, float] = {}  # parts in flight -> the last such part's bytes/s
         self.in_flight_peak = 0
         self.starved = False
         self.stopped = False
@@ -384,7 +382,7 @@ class PartStream:
         is no measure: a block already buffered by the socket comes at once)."""
         rate = self.blocks.block_size / seconds if seconds > 0 else float("inf")
         self._last_rate = rate
-        self._link_slow = self._may_grow = self._slow(self._in_flight, rate)
+        self._link_slow = self._may_grow = rate < FAST_PART_RATE
 
     def draining(self) -> None:
         """A part in flight receives its last block: the next part may start (overlap)."""
@@ -419,9 +417,9 @@ class PartStream:
     def part_done(self, received: int, waited: bool, drained: bool) -> None:
         """A part delivered all its blocks, *received* bytes (*waited*: the reader held it
         back; *drained*: it was counted draining). After a whole part, if it waited or the
-        last block measured came faster than ``FAST_PART_RATE`` or crowded (:meth:`_slow`),
-        one part fewer at once and parts twice as large (up to the window: fewer
-        requests); else parts of ``part_blocks`` again. Then start the next."""
+        last block measured came faster than ``FAST_PART_RATE``, one part fewer at once
+        and parts twice as large (up to the window: fewer requests); else parts of
+        ``part_blocks`` again. Then start the next."""
         self._in_flight -= 1
         self._draining -= drained
         if received >= self._part_blocks * self.blocks.block_size:
@@ -431,7 +429,7 @@ class PartStream:
                     self.blocks.artifact.id,
                     self._parallel,
                     max(1, self._parallel - 1),
-                    "held back" if waited else "link fast or crowded",
+                    "held back" if waited else "link fast",
                     self._last_rate / 2**20,
                 )
                 self._parallel = max(1, self._parallel - 1)
@@ -439,15 +437,6 @@ class PartStream:
             else:
                 self._part_size = self._part_blocks
         self._start_parts()
-
-    def _slow(self, concurrent: int, rate: float) -> bool:
-        """True if a block received at *rate* with *concurrent* parts in flight came slower
-        than ``FAST_PART_RATE``, and not at less than ``CROWDED_RATIO`` of the rate seen
-        with fewer parts in flight (then the connections share another bound, the CPU)."""
-        self._rates[concurrent] = rate
-        fewer = [level for level in self._rates if level < concurrent]
-        crowded = bool(fewer) and rate < CROWDED_RATIO * self._rates[max(fewer)]
-        return rate < FAST_PART_RATE and not crowded
 
     def _wake(self) -> None:
         self._wakeup.set()

@@ -283,6 +283,31 @@ async def test_a_capped_link_whose_blocks_come_in_bursts_still_gets_parts_in_fli
     assert storage.bytes_sent == len(CONTENT)
 
 
+async def test_a_capped_link_slowed_for_a_while_keeps_its_parts_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    content = make_content(256 * BLOCK)
+    artifact = make_artifact("long.bin", content)
+    storage = FakeStorage((artifact, content), chunk=512)
+    storage.seconds_per_chunk = 0.01  # each connection: 50 KB/s ...
+    storage.stall, storage.stall_factor = (0.5, 1.0), 3.0  # ... a third of it for 0.5 s
+    settings = make_settings(
+        readahead_per_file=32 * BLOCK, readahead_total=64 * BLOCK, read_streams=16
+    )
+    async with open_reader(storage, settings) as reader:
+        handle = reader.open(artifact, len(content))
+        assert await read_through(reader, handle) == content
+        await reader.release(handle)
+    # Every connection slowed at once says nothing of how many parts the link takes: once
+    # grown, the parts in flight stay at what the window holds (16, and one draining). When
+    # a part's rate was compared with the rates seen with fewer parts, the slowed parts
+    # looked crowded and each one done removed a part (14.96 on average here, 16.55 now).
+    grown = storage.open_streams_seen.index(storage.open_streams_peak)
+    middle = storage.open_streams_seen[grown : len(storage.open_streams_seen) * 3 // 4]
+    assert sum(middle) / len(middle) >= 16
+    assert storage.bytes_sent == len(content)
+
+
 async def test_a_cold_read_through_the_content_cache_stores_whole_cells_once(
     tmp_path: Path,
 ) -> None:
