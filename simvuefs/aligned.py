@@ -1,10 +1,9 @@
 """Page-aligned buffers for ``O_DIRECT`` I/O, reused so that their pages are not new each time.
 
-Both the spool (``write/direct.py``) and the content cache (``diskcache/direct.py``) write
-past the page cache, and the upload reads the spool back the same way
-(``backends/transport.py``): on a VM that hands freed memory back to its host, every new
-page costs a host fault, so the bytes go through buffers that stay mapped
-(docs/performance.md, "upload (session 7)" and "diskcache (session 7)").
+The spool (``write/direct.py``) writes past the page cache, and the upload reads it back the
+same way (``backends/transport.py``): on a VM that hands freed memory back to its host,
+every new page costs a host fault, so the bytes go through buffers that stay mapped
+(docs/performance.md, "upload (session 7)").
 
 Invariants:
 

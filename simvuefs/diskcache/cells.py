@@ -56,10 +56,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from simvuefs.diskcache.direct import Piece
 from simvuefs.diskcache.sealed import SealedRead
 from simvuefs.diskcache.seals import SealBook
-from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Seal, cells
+from simvuefs.diskcache.store import CELL, ContentStore, DamagedPart, Part, Piece, Seal, cells
 from simvuefs.diskcache.usage import evict
 from simvuefs.errors import IntegrityError
 

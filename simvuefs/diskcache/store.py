@@ -18,11 +18,9 @@ Invariants:
 - A part never spans two cells of :data:`CELL` bytes (what is fetched is cut at cell
   boundaries), so a read checks at most one cell's bytes per part. Parts may overlap; any
   part covering an offset has the same bytes there (content never changes).
-- A part appears complete or not at all: written under a temporary name (with
-  ``O_DIRECT`` where the file system takes it: ``direct.DirectIO``), then renamed.
-  Its name carries its own CRC-32 (zlib's), so a torn write (a
-  crash of the machine before the bytes reached the disk) or bit rot is found by the
-  first read, which deletes the part.
+- A part appears complete or not at all: written under a temporary name, then renamed.
+  Its name carries its own CRC, so a torn write (a crash of the machine before the page
+  cache reached the disk) or bit rot is found by the first read, which deletes the part.
 - Nothing relies on ``flock`` or ``atime``: claims are files created with ``O_EXCL``
   (atomic on local file systems and NFSv3+) whose holder renews their mtime as bytes
   arrive (waiters compare mtimes with each other, never with their own clock, except for
@@ -46,15 +44,15 @@ import os
 import secrets
 import socket
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from zlib import crc32
 
-from simvuefs.aligned import ALIGN
 from simvuefs.config import MIB
-from simvuefs.diskcache.direct import DirectIO, Piece, write_buffered
 
+Piece = bytes | memoryview
+"""Bytes of a part, as received (parts are written from several pieces without joining)."""
 CELL = 4 * MIB
 """The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 READ_PIECE = MIB
@@ -103,7 +101,7 @@ class Part:
         """The file name of a part holding the concatenation of *pieces* at *start*."""
         crc = length = 0
         for piece in pieces:
-            crc = crc32(piece, crc)
+            crc = zlib.crc32(piece, crc)
             length += len(piece)
         return f"{start}-{length}-{crc:08x}"
 
@@ -119,7 +117,7 @@ class Seal:
         """The seal file's bytes: header, size, part names, and a CRC-32 of those lines."""
         lines = [SEAL_HEADER, str(self.size).encode(), *(p.name.encode() for p in self.parts)]
         body = b"\n".join(lines) + b"\n"
-        return body + f"{crc32(body):08x}\n".encode()
+        return body + f"{zlib.crc32(body):08x}\n".encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Seal | None:
@@ -127,7 +125,7 @@ class Seal:
         body, _, crc = data.rstrip(b"\n").rpartition(b"\n")
         body += b"\n"
         lines = body.split(b"\n")[:-1]
-        if len(lines) < 2 or lines[0] != SEAL_HEADER or crc != b"%08x" % crc32(body):
+        if len(lines) < 2 or lines[0] != SEAL_HEADER or crc != b"%08x" % zlib.crc32(body):
             return None
         parts = []
         try:
@@ -177,7 +175,6 @@ class ContentStore:
         self.root = root
         self.objects = root / LAYOUT
         self._temp_prefix = f"{TEMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
-        self._direct = DirectIO(CELL + ALIGN)  # a whole part, and a block more to see its end
 
     def prepare(self) -> bool:
         """Create the directory if needed; True if this process can write to it."""
@@ -185,7 +182,7 @@ class ContentStore:
         tag = self.root / "CACHEDIR.TAG"
         if not tag.exists():
             try:
-                write_buffered(tag, [CACHEDIR_TAG])
+                self._write_new(tag, [CACHEDIR_TAG])
             except OSError as exc:
                 if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                     raise
@@ -216,48 +213,28 @@ class ContentStore:
         this very file before: ``source.ChecksumMemo``); then only ``[start, stop)``.
         """
         path = self.entry(sha) / part.name
+        kept: list[bytes] = []
         try:
-            if trusted:
-                return self._read_trusted(path, start - part.start, stop - start)
-            kept = self._read_checked(path, part, start, stop)
+            with open(path, "rb") as file:
+                if trusted:
+                    file.seek(start - part.start)
+                    wanted = stop - start
+                    while wanted and (piece := file.read(min(wanted, READ_PIECE))):
+                        kept.append(piece)
+                        wanted -= len(piece)
+                    return None if wanted else kept
+                crc, offset = 0, part.start
+                while piece := file.read(READ_PIECE):
+                    crc = zlib.crc32(piece, crc)
+                    if offset < stop and start < offset + len(piece):
+                        kept.append(piece[max(start - offset, 0) : stop - offset])
+                    offset += len(piece)
         except FileNotFoundError:
             return None
-        if kept is None:
+        if offset != part.stop or crc != part.crc:
             path.unlink(missing_ok=True)
             raise DamagedPart(path)
         return kept
-
-    def _read_trusted(self, path: Path, offset: int, length: int) -> list[bytes] | None:
-        """*length* bytes at *offset* of the part file at *path*; None if it is shorter."""
-        with self._direct.reading(path, offset, length) as view:
-            if view is not None:
-                return None if len(view) < length else _pieces(view)
-        kept: list[bytes] = []
-        with open(path, "rb") as file:
-            file.seek(offset)
-            wanted = length
-            while wanted and (piece := file.read(min(wanted, READ_PIECE))):
-                kept.append(piece)
-                wanted -= len(piece)
-        return None if wanted else kept
-
-    def _read_checked(self, path: Path, part: Part, start: int, stop: int) -> list[bytes] | None:
-        """Bytes ``[start, stop)`` of *part* after checking all of it; None if damaged."""
-        length = part.stop - part.start
-        with self._direct.reading(path, 0, length + 1) as view:  # (+1: a longer file)
-            if view is not None:
-                if len(view) != length or crc32(view) != part.crc:
-                    return None
-                return _pieces(view[start - part.start : stop - part.start])
-        kept: list[bytes] = []
-        with open(path, "rb") as file:
-            crc, offset = 0, part.start
-            while piece := file.read(READ_PIECE):
-                crc = crc32(piece, crc)
-                if offset < stop and start < offset + len(piece):
-                    kept.append(piece[max(start - offset, 0) : stop - offset])
-                offset += len(piece)
-        return kept if offset == part.stop and crc == part.crc else None
 
     def drop(self, sha: str) -> int:
         """Delete every part of *sha* (its content failed verification); return how many.
@@ -286,7 +263,7 @@ class ContentStore:
             directory.mkdir(parents=True, exist_ok=True)
             temp = directory / f"{self._temp_prefix}{secrets.token_hex(4)}"
             try:
-                self._direct.write_new(temp, pieces)
+                self._write_new(temp, pieces)
                 os.rename(temp, directory / name)
                 break
             except FileNotFoundError:
@@ -306,7 +283,7 @@ class ContentStore:
         directory.mkdir(parents=True, exist_ok=True)
         temp = directory / f"{self._temp_prefix}{secrets.token_hex(4)}"
         try:
-            write_buffered(temp, [seal.encode()])
+            self._write_new(temp, [seal.encode()])
             os.rename(temp, directory / SEAL)
         except BaseException:
             temp.unlink(missing_ok=True)
@@ -332,7 +309,7 @@ class ContentStore:
         path = directory / f"{CLAIM_PREFIX}{cell}"
         for _ in (1, 2):
             try:
-                write_buffered(path, [f"{socket.gethostname()} {os.getpid()}\n".encode()])
+                self._write_new(path, [f"{socket.gethostname()} {os.getpid()}\n".encode()])
                 return True
             except FileExistsError:
                 if not self.claimed(sha, cell):
@@ -392,6 +369,20 @@ class ContentStore:
         self.touch(sha)
         return stored
 
+    @staticmethod
+    def _write_new(path: Path, pieces: Sequence[Piece]) -> None:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(descriptor, view) :]
+        except BaseException:
+            os.close(descriptor)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(descriptor)
+
     def enter(self, sha: str, cell: int, position: int) -> tuple[list[Part], bool]:
         """What a stream reaching *position* in *cell* needs in one call: the parts on disk
         and, unless one covers *position*, whether it could claim the cell."""
@@ -399,11 +390,6 @@ class ContentStore:
         if any(part.start <= position < part.stop for part in parts):
             return parts, False
         return parts, self.claim(sha, cell)
-
-
-def _pieces(view: memoryview) -> list[bytes]:
-    """*view*'s bytes copied out in pieces of at most :data:`READ_PIECE` bytes."""
-    return [bytes(view[offset : offset + READ_PIECE]) for offset in range(0, len(view), READ_PIECE)]
 
 
 def _running(pid: int) -> bool:

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from simvuefs.diskcache.cells import CLAIM_WAIT, FOLLOW_PATIENCE, CellCache, Filling, Gap
-from simvuefs.diskcache.direct import Piece
-from simvuefs.diskcache.store import CELL
+from simvuefs.diskcache.store import CELL, Piece
 from simvuefs.models import Artifact
 
 if TYPE_CHECKING:
