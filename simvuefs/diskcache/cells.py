@@ -82,8 +82,12 @@ FOLLOW_PATIENCE = 1.0
 same cell before fetching them itself (the other may belong to a reader that paused)."""
 STORE_PAUSE = 30.0
 """Seconds without storing after a failed write (disk full, quota)."""
-STORE_BACKLOG = 64 * 1024 * 1024
-"""Bytes fetched and waiting to be written: a fetch waits for room (:meth:`room`)."""
+STORE_BACKLOG = 128 * 1024 * 1024
+"""Bytes fetched and waiting to be written: a fetch waits for room (:meth:`room`). More
+than the read-ahead's default window (96 MiB, config.py): its parts are all in flight at
+once and arrive together, and with a backlog smaller than that window a cold read left
+cells unstored (no seal: the read after a remount was a slow unsealed one). The bytes are
+mostly the blocks the block cache holds anyway."""
 STORE_WAIT = 2.0
 """Longest a fetch waits for room in the store backlog; then what it fetches is not stored
 (a cache disk that hangs slows reads down, never stops them)."""
