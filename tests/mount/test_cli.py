@@ -157,7 +157,10 @@ def test_bad_option_values(tmp_path, mnt):
             ["--read-ahead", "64MiB", "--read-ahead-total", "32MiB"],
             "--read-ahead 64 MiB is more than --read-ahead-total 32 MiB",
         ),
-        (["--cache-size", "64MiB", "--read-ahead-total", "64MiB"], "--cache-size of at least"),
+        (
+            ["--read-ahead", "8MiB", "--read-part-size", "16MiB"],
+            "--read-part-size 16 MiB is more than --read-ahead 8 MiB",
+        ),
     ],
 )
 @pytest.mark.parametrize("foreground", [False, True], ids=["daemon", "foreground"])
