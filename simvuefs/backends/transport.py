@@ -48,7 +48,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, S
 from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpcore
 import httpx
@@ -72,9 +71,7 @@ from simvuefs.errors import (
     UploadRejected,
     UrlExpired,
 )
-
-if TYPE_CHECKING:
-    from outcome import Outcome  # trio's own dependency: what start_thread_soon delivers
+from simvuefs.inthread import InThread
 
 log = logging.getLogger(__name__)
 
@@ -546,7 +543,7 @@ async def file_chunks(
     path: Path, size: int, counters: Counters, label: str = ""
 ) -> AsyncGenerator[bytes, None]:
     """Yield exactly *size* bytes of *path*, each chunk read in a worker thread while the
-    one before is sent (:class:`ReadAhead`), through :class:`ChunkFile` (direct reads, or
+    one before is sent (``inthread.InThread``), through :class:`ChunkFile` (direct reads, or
     each chunk dropped from the page cache once read).
 
     An upload that takes longer than PROGRESS_INTERVAL logs its progress at INFO every
@@ -557,9 +554,11 @@ async def file_chunks(
     started = trio.current_time()
     next_report = started + PROGRESS_INTERVAL
     source = await trio.to_thread.run_sync(ChunkFile.open, path)
-    ahead: ReadAhead | None = None
+    ahead: InThread[bytes] | None = None
     try:
-        ahead = ReadAhead(source, 0, min(UPLOAD_CHUNK, size)) if size else None
+        ahead = (
+            InThread(functools.partial(source.read, 0, min(UPLOAD_CHUNK, size))) if size else None
+        )
         done = 0
         while ahead is not None:
             chunk = await ahead.result()
@@ -568,7 +567,9 @@ async def file_chunks(
                 raise IntegrityError(f"{path} shrank to {done} bytes during upload")
             done += len(chunk)
             if done < size:
-                ahead = ReadAhead(source, done, min(UPLOAD_CHUNK, size - done))
+                ahead = InThread(
+                    functools.partial(source.read, done, min(UPLOAD_CHUNK, size - done))
+                )
             counters.bytes_uploaded += len(chunk)
             if (now := trio.current_time()) >= next_report:
                 next_report = now + PROGRESS_INTERVAL
@@ -635,39 +636,6 @@ class ChunkFile:
         """Close the file (worker thread); the buffer is unmapped once unreferenced."""
         os.close(self._fd)
         self._buffer = None
-
-
-class ReadAhead:
-    """``source.read(offset, size)`` running in a worker thread from the moment this
-    object is made (``trio.lowlevel.start_thread_soon``), so that an upload reads its next
-    chunk while it sends the current one. The owner awaits :meth:`result` once, or
-    :meth:`finished` before it closes *source* (the thread must never read a reused
-    descriptor).
-    """
-
-    def __init__(self, source: ChunkFile, offset: int, size: int) -> None:
-        self._done = trio.Event()
-        self._outcome: Outcome[bytes] | None = None
-        token = trio.lowlevel.current_trio_token()
-
-        def deliver(result: Outcome[bytes]) -> None:
-            token.run_sync_soon(self._deliver, result)
-
-        trio.lowlevel.start_thread_soon(functools.partial(source.read, offset, size), deliver)
-
-    def _deliver(self, result: Outcome[bytes]) -> None:
-        self._outcome = result
-        self._done.set()
-
-    async def finished(self) -> None:
-        """Wait until the read is over (whatever its outcome)."""
-        await self._done.wait()
-
-    async def result(self) -> bytes:
-        """The bytes read (raises what the read raised)."""
-        await self._done.wait()
-        assert self._outcome is not None
-        return self._outcome.unwrap()
 
 
 def read_dropping(fd: int, offset: int, size: int) -> bytes:

@@ -20,7 +20,7 @@ Invariants:
   (:meth:`FileWrites.wait_written`, until that count is at most their limit) wake after
   every batch and when the flusher ends.
 - While the flusher runs, only it touches the running hash: the batch being written is
-  hashed in a second worker thread at the same time (:class:`InThread`), and the flusher
+  hashed in a second worker thread at the same time (``inthread.InThread``), and the flusher
   waits for both before it takes the next batch or wakes the waiters.
 - Batches are written direct where they can be (``direct.py``: no page cache).
 - A write is queued only when the free space measured last (minus everything queued since)
@@ -37,18 +37,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import trio
 
 from simvuefs.config import MIB
 from simvuefs.errors import LocalError
+from simvuefs.inthread import InThread
 from simvuefs.write.direct import DirectWriter
 from simvuefs.write.spool import Spool
-
-if TYPE_CHECKING:
-    from outcome import Outcome  # trio's own dependency: what start_thread_soon delivers
 
 log = logging.getLogger(__name__)
 
@@ -275,28 +272,3 @@ class WriteBehind:
         start = min(offset for offset, _, _ in batch)
         self._spool.start_writeback(fd, start, max(o + len(d) for o, d, _ in batch) - start)
         return room
-
-
-class InThread:
-    """*work()* running in a worker thread from the moment this object is made
-    (``trio.lowlevel.start_thread_soon``); its owner awaits :meth:`result` once."""
-
-    def __init__(self, work: Callable[[], None]) -> None:
-        self._done = trio.Event()
-        self._outcome: Outcome[None] | None = None
-        token = trio.lowlevel.current_trio_token()
-
-        def deliver(result: Outcome[None]) -> None:
-            token.run_sync_soon(self._deliver, result)
-
-        trio.lowlevel.start_thread_soon(work, deliver)
-
-    def _deliver(self, result: Outcome[None]) -> None:
-        self._outcome = result
-        self._done.set()
-
-    async def result(self) -> None:
-        """Wait for the work to end; raise what it raised."""
-        await self._done.wait()
-        assert self._outcome is not None
-        self._outcome.unwrap()

@@ -41,6 +41,7 @@ RANKS: dict[str, int] = {
     "logs": 6,
     "localio": 6,
     "aligned": 6,
+    "inthread": 6,
 }
 TOP_LEVEL = {"__main__", "cli", "api"}
 """Entry points may import each other (api reuses the CLI's defaults)."""
