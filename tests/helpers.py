@@ -18,7 +18,9 @@ Every test that needs one of these imports it from here; none defines its own co
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,3 +195,15 @@ def tree_digests(root: Path) -> dict[str, str]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+def refuse_direct_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``os.open`` with ``O_DIRECT`` fail as on a filesystem without it (EINVAL)."""
+    real_open = os.open
+
+    def no_direct(path: str, flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_direct)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import refuse_direct_open
 
 from simvuefs.aligned import ALIGN
 from simvuefs.config import MIB
@@ -103,14 +104,7 @@ def test_small_writes_and_runs_longer_than_the_buffer(spool: Spool, fd: int) -> 
 def test_a_filesystem_that_refuses_direct_io_gets_buffered_writes(
     spool: Spool, fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = os.open
-
-    def no_direct(path: str, flags: int, *args: int) -> int:
-        if flags & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(direct.os, "open", no_direct)
+    refuse_direct_open(monkeypatch)
     parts = [os.urandom(MIB), os.urandom(MIB + 5)]
     writer = DirectWriter(spool)
     writer.write(fd, _writes(0, *parts))

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from helpers import settings_for
+from helpers import refuse_direct_open, settings_for
 
 from simvuefs.backends import transport
 from simvuefs.backends.transport import (
@@ -273,18 +273,6 @@ def _record_advice(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]
     return advice
 
 
-def _refuse_direct_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make opens with O_DIRECT fail as on a filesystem without it (EINVAL)."""
-    real_open = os.open
-
-    def no_direct(path: str, flags: int, *args: int) -> int:
-        if flags & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(transport.os, "open", no_direct)
-
-
 async def test_file_chunks_reads_direct_without_the_page_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,7 +293,7 @@ async def test_file_chunks_without_direct_reads_drop_each_chunk_from_the_page_ca
 ) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"d" * 2_500_000)
-    _refuse_direct_open(monkeypatch)
+    refuse_direct_open(monkeypatch)
     advice = _record_advice(monkeypatch)
     async for _ in file_chunks(path, 2_500_000, Counters()):
         pass
