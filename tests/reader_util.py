@@ -16,6 +16,7 @@ import trio
 import trio.lowlevel
 from helpers import settings_for, sha256
 
+from simvuefs.backends.protocol import fill_by_receive
 from simvuefs.config import Settings
 from simvuefs.errors import TransportError
 from simvuefs.models import Artifact
@@ -80,6 +81,15 @@ class FakeBody:
         return chunk
 
 
+class FillingFakeBody(FakeBody):
+    """A :class:`FakeBody` that also fills whole blocks (``BlockBody``), as storage range
+    GETs do; ``storage.fills`` counts the calls."""
+
+    async def readinto(self, view: memoryview) -> int:
+        self.storage.fills += 1
+        return await fill_by_receive(self.receive, view)
+
+
 class FakeStorage:
     """In-memory artifacts served through ``read_range`` and ``open_range``, with counters.
 
@@ -95,9 +105,13 @@ class FakeStorage:
     at each piece a body handed out.
     """
 
-    def __init__(self, *artifacts: tuple[Artifact, bytes], chunk: int = 1000) -> None:
+    def __init__(
+        self, *artifacts: tuple[Artifact, bytes], chunk: int = 1000, fills: bool = False
+    ) -> None:
         self.contents = {artifact.id: content for artifact, content in artifacts}
         self.chunk = chunk
+        self.body_type = FillingFakeBody if fills else FakeBody
+        self.fills = 0
         self.range_gets = 0
         self.streams = 0
         self.open_streams = 0
@@ -157,7 +171,7 @@ class FakeStorage:
         self.open_streams_peak = max(self.open_streams_peak, self.open_streams)
         try:
             stop = None if end is None else end + 1  # an inclusive end, as HTTP's
-            yield FakeBody(self, self.contents[artifact.id][start:stop])
+            yield self.body_type(self, self.contents[artifact.id][start:stop])
         finally:
             self.open_streams -= 1
 

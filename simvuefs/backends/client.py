@@ -36,6 +36,7 @@ import httpx
 import trio
 
 from simvuefs.backends.jsonarray import is_array, iter_array
+from simvuefs.backends.protocol import fill_by_receive
 from simvuefs.backends.runs_pages import RunsPage, RunsPageMemo
 from simvuefs.backends.storagepool import BODY_EXTENSION, StorageBody
 from simvuefs.backends.transport import (
@@ -199,6 +200,29 @@ class RangeStream:
             out = bytes(self._pending[:take])
         self._pending = self._pending[take:]
         return out
+
+    async def readinto(self, view: memoryview) -> int:
+        """Fill *view* with the next bytes of the range; return how many, fewer than
+        ``len(view)`` only at its end. A storage range GET's body is read straight from the
+        socket into *view* (backends/storagepool.py); any other body through
+        :meth:`receive`.
+
+        Raises as :meth:`receive`.
+        """
+        body = self._storage_body
+        if body is None or self._skip or self._pending:
+            return await fill_by_receive(self.receive, view)
+        wanted = len(view) if self._remaining is None else min(len(view), self._remaining)
+        if not wanted:
+            return 0
+        try:
+            got = await body.readinto(view[:wanted])
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self.what) from None
+        self._counters.bytes_downloaded += got
+        if self._remaining is not None:
+            self._remaining = self._remaining - got if got == wanted else 0
+        return got
 
     async def _next_chunk(self, max_bytes: int) -> bytes | None:
         """The next piece of the body (a storage range GET's: at most *max_bytes*, straight

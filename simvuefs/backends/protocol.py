@@ -11,10 +11,10 @@ by size) or raises :class:`~simvuefs.errors.DeadlineExceeded`, and raises only
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from simvuefs.models import Artifact, Run, UploadSlot
 
@@ -25,6 +25,29 @@ class RangeBody(Protocol):
     async def receive(self, max_bytes: int) -> bytes:
         """Return the next 1..*max_bytes* bytes of the range, or ``b""`` at its end."""
         ...
+
+
+@runtime_checkable
+class BlockBody(RangeBody, Protocol):
+    """A range body that can also fill a caller's buffer (a whole block) in one call:
+    storage range GETs (``client.RangeStream``), whose bytes then go from the socket
+    straight into the block (read/readahead.py)."""
+
+    async def readinto(self, view: memoryview) -> int:
+        """Fill *view* with the next bytes of the range; return how many, fewer than
+        ``len(view)`` only at its end."""
+        ...
+
+
+async def fill_by_receive(receive: Callable[[int], Awaitable[bytes]], view: memoryview) -> int:
+    """Fill *view* with what *receive* (``receive(max_bytes)``, ``b""`` at the end) returns;
+    return how many bytes, fewer than ``len(view)`` only at the end: ``readinto`` where the
+    bytes come as pieces anyway."""
+    filled = 0
+    while filled < len(view) and (piece := await receive(len(view) - filled)):
+        view[filled : filled + len(piece)] = piece
+        filled += len(piece)
+    return filled
 
 
 class RangeSource(Protocol):

@@ -19,8 +19,10 @@ Invariants:
 - Every request gets a fresh ``h11.Connection``: h11 writes the request and parses the
   answer's head. The body bytes h11 received with the head are handed over first; the rest
   of a body framed by ``Content-Length`` is read straight from the socket (one copy, never
-  past the body's end). h11 never sees those bytes, which is why its connection object is
-  thrown away with the answer, while the socket may live on.
+  past the body's end): as bytes (:meth:`StorageBody.receive`), or into the caller's buffer
+  (:meth:`StorageBody.readinto`: on plain TCP with ``readv`` on the socket's descriptor,
+  trio waiting only while the socket is empty). h11 never sees those bytes, which is why
+  its connection object is thrown away with the answer, while the socket may live on.
 - A socket goes back to the idle pool only when its answer was read to exactly its end
   (its ``Content-Length``, or a chunked body's last chunk as h11 parsed it), nothing was
   received beyond it, and both sides allow keep-alive (HTTP/1.1, no ``Connection:
@@ -39,6 +41,7 @@ Invariants:
 from __future__ import annotations
 
 import math
+import os
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ import h11
 import httpx
 import trio
 
+from simvuefs.backends.protocol import fill_by_receive
 from simvuefs.config import MIB
 
 Origin = tuple[str, str, int]
@@ -286,6 +290,42 @@ class _Exchange:
         self._received = True
         return data if isinstance(data, bytes) else bytes(data)
 
+    async def fill(self, view: memoryview) -> int:
+        """Fill *view* from the socket; return the bytes written, fewer only where the
+        connection ended. Each wait for the socket is bounded by the read timeout, as
+        :meth:`receive`.
+
+        On a plain TCP socket the bytes go straight into *view* (``readv`` on its descriptor,
+        trio waiting only while the socket is empty): no bytes object per socket read and no
+        trip through trio's scheduler for data already there. Through TLS, :meth:`receive`.
+        """
+        stream = self.stream
+        if not isinstance(stream, trio.SocketStream):
+            return await fill_by_receive(self.receive, view)
+        self._received = True
+        fd = stream.socket.fileno()
+        filled, waited = 0, False
+        with trio.CancelScope() as waiting:
+            while filled < len(view):
+                try:
+                    got = os.readv(fd, [view[filled:]])
+                except BlockingIOError:
+                    if self._timeouts.read != math.inf:
+                        waiting.deadline = trio.current_time() + self._timeouts.read
+                    await trio.lowlevel.wait_readable(fd)
+                    waited = True
+                    continue
+                except OSError as exc:
+                    raise httpx.ReadError(_reason(exc)) from exc
+                if not got:
+                    break
+                filled += got
+            if not waited:
+                await trio.lowlevel.checkpoint()  # an async call always checkpoints
+        if waiting.cancelled_caught:
+            raise httpx.ReadTimeout(f"no data for {self._timeouts.read:g} s")
+        return filled
+
 
 BODY_EXTENSION = "simvuefs.storage_body"
 """The key of an answer's :class:`StorageBody` in ``httpx.Response.extensions``: httpx wraps
@@ -343,6 +383,32 @@ class StorageBody(httpx.AsyncByteStream):
             )
         self._left -= len(chunk)
         return chunk
+
+    async def readinto(self, view: memoryview) -> int:
+        """Fill *view* with the next bytes of a body framed by ``Content-Length``, straight
+        from the socket (:meth:`_Exchange.fill`); return how many: fewer than ``len(view)``
+        only at the body's end. Other framing: through :meth:`receive`.
+
+        Raises as :meth:`receive`."""
+        exchange = self._exchange
+        if exchange is None:
+            raise httpx.StreamClosed()
+        if self._left is None:
+            return await fill_by_receive(self.receive, view)
+        filled = min(len(view), len(self._buffered))
+        if filled:
+            view[:filled] = self._buffered[:filled]
+            self._buffered = self._buffered[filled:]
+        wanted = min(len(view) - filled, self._left)
+        if wanted:
+            got = await exchange.fill(view[filled : filled + wanted])
+            self._left -= got
+            if got < wanted:
+                raise httpx.RemoteProtocolError(
+                    f"the connection closed {self._left} bytes before the body's end"
+                )
+            filled += got
+        return filled
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while chunk := await self.receive(BODY_READ_BYTES):

@@ -224,7 +224,9 @@ class _SizedLRU(cachetools.LRUCache[BlockKey, bytes]):
 
 class BlockCache:
     """Immutable blocks of artifact content, sized in bytes: *kept* blocks, least recently
-    used first out, and *pinned* ones, which nothing evicts.
+    used first out, and *pinned* ones, which nothing evicts. A block is ``bytes``, or a
+    ``bytearray`` the read-ahead filled from the socket, which nothing writes to afterwards
+    (read/readahead.py ``_fill_exactly``): tell a block from a flight with ``Flight``.
 
     A pinned block is one read ahead of its reader: whoever pins it (the read-ahead) bounds
     the pinned bytes and :meth:`unpin`\\ s it once its reader reached it (it is then kept like

@@ -416,10 +416,10 @@ class Reader:
             hit = self._cache.lookup(key)
             if hit is None:
                 mine.append((index, self._cache.start(key)))
-            elif isinstance(hit, bytes):
-                found[index] = hit
-            else:
+            elif isinstance(hit, Flight):
                 waiting.append((index, hit))
+            else:
+                found[index] = hit
         return mine, waiting
 
     async def _complete(

@@ -50,6 +50,17 @@ async def _receive_all(body: RangeStream, piece: int = MIB) -> bytes:
     return b"".join(parts)
 
 
+async def _fill_all(body: RangeStream, block: int = MIB) -> bytes:
+    """The rest of *body*, read block by block with ``readinto`` (the read-ahead's way)."""
+    parts = []
+    while True:
+        buffer = bytearray(block)
+        got = await body.readinto(memoryview(buffer))
+        parts.append(bytes(buffer[:got]))
+        if got < block:
+            return b"".join(parts)
+
+
 def _opened(client: SimvueClient) -> int:
     return client.statistics().connections_opened
 
@@ -133,6 +144,58 @@ async def test_a_range_ignoring_server_is_skipped(seeded_devserver: DevServer) -
         assert received == seed.large_content(offset, SEEDED_LARGE_SIZE - offset)
 
 
+async def test_ranges_filled_block_by_block_are_right_and_keep_their_connection(
+    seeded_devserver: DevServer,
+) -> None:
+    server = seeded_devserver
+    async with _large(server) as (client, large):
+        assert await client.read_range(large, 0, 10) == seed.large_content(0, 10)
+        before = _opened(client)
+        downloaded = client.statistics().bytes_downloaded
+        offset = 3 * MIB + 5
+        async with client.open_range(large, offset, offset + 20 * MIB - 1) as body:
+            # Blocks that are not multiples of socket reads; the last one is short.
+            received = await _fill_all(body, 300_000)
+            assert await body.readinto(memoryview(bytearray(10))) == 0
+            assert await body.receive(10) == b""
+        assert received == seed.large_content(offset, 20 * MIB)
+        assert client.statistics().bytes_downloaded - downloaded == 20 * MIB
+        async with client.open_range(large, 7, 7 + 2 * MIB - 1) as body:
+            head = await body.receive(1000)  # receive, then readinto, on one body
+            rest = await _fill_all(body, MIB)
+        assert head + rest == seed.large_content(7, 2 * MIB)
+        assert await client.read_range(large, 0, 10) == seed.large_content(0, 10)
+        assert _opened(client) == before  # every body was read to its end: kept
+
+
+async def test_a_filled_body_that_breaks_or_stalls_fails_as_a_received_one(
+    seeded_devserver: DevServer,
+) -> None:
+    server = seeded_devserver
+    async with _large(server, read_timeout=0.5) as (client, large):
+        server.set_faults(drop_after_bytes=6 * MIB + 3)
+        async with client.open_range(large, 0) as body:
+            with pytest.raises(TransportError, match="before the body's end"):
+                await _fill_all(body)
+        server.set_faults(drop_after_bytes=0, stall_seconds=10.0, stall_where="storage_middle")
+        async with client.open_range(large, 0) as body:
+            with pytest.raises(DeadlineExceeded):
+                await _fill_all(body)
+
+
+async def test_a_range_ignoring_server_is_skipped_when_filled(
+    seeded_devserver: DevServer,
+) -> None:
+    server = seeded_devserver
+    async with _large(server) as (client, large):
+        server.set_faults(ignore_range=True)
+        offset = 5 * MIB + 1
+        async with client.open_range(large, offset, offset + 3 * MIB - 1) as body:
+            assert body.status == 200
+            received = await _fill_all(body, MIB)
+        assert received == seed.large_content(offset, 3 * MIB)
+
+
 class _OneAnswerServer:
     """HTTP/1.1 on 127.0.0.1 answering each connection's first request with 206 and
     *body*, then closing it without saying so (no ``Connection: close``)."""
@@ -196,7 +259,9 @@ class _ChunkedServer:
         self.port = listener.socket.getsockname()[1]
 
 
-async def _get(pool: StoragePool, port: int, headers: dict[str, str] | None = None) -> bytes:
+async def _get(
+    pool: StoragePool, port: int, headers: dict[str, str] | None = None, *, fill: bool = False
+) -> bytes:
     request = httpx.Request(
         "GET",
         f"http://127.0.0.1:{port}/blob",
@@ -208,8 +273,16 @@ async def _get(pool: StoragePool, port: int, headers: dict[str, str] | None = No
         body = response.extensions[BODY_EXTENSION]
         assert isinstance(body, StorageBody)
         parts = []
-        while chunk := await body.receive(MIB):
-            parts.append(chunk)
+        if fill:  # 100 KB blocks: the first one partly from the bytes h11 buffered
+            while True:
+                buffer = bytearray(100_000)
+                got = await body.readinto(memoryview(buffer))
+                parts.append(bytes(buffer[:got]))
+                if got < len(buffer):
+                    break
+        else:
+            while chunk := await body.receive(MIB):
+                parts.append(chunk)
         return b"".join(parts)
     finally:
         await response.aclose()
@@ -229,6 +302,8 @@ async def test_a_connection_closed_while_idle_is_replaced_once() -> None:
             # its end before any answer, and is sent again on a new connection.
             assert await _get(pool, server.port) == content
             assert (len(opened), server.connections) == (2, 2)
+            assert await _get(pool, server.port, fill=True) == content
+            assert (len(opened), server.connections) == (3, 3)
         finally:
             await pool.aclose()
             nursery.cancel_scope.cancel()
@@ -244,8 +319,8 @@ async def test_chunked_answers_read_to_their_end_keep_their_connection() -> None
     async with trio.open_nursery() as nursery:
         await server.start(nursery)
         try:
-            for _ in range(3):
-                assert await _get(pool, server.port, headers={}) == content
+            for fill in (False, True, False):
+                assert await _get(pool, server.port, headers={}, fill=fill) == content
             assert (len(opened), server.connections) == (1, 1)
         finally:
             await pool.aclose()

@@ -68,6 +68,12 @@ async def test_the_servers_ca_from_the_environment_serves_reads_and_uploads(
         assert await _results(client, server) == RESULTS
         opened = client.statistics().connections_opened
         assert await _results(client, server) == RESULTS
+        # A block filled through TLS (no socket descriptor to read from: receive).
+        (artifact,) = await client.list_artifacts(server.run_ids("demo run")[0], name="results.csv")
+        block = bytearray(len(RESULTS) + 10)
+        async with client.open_range(artifact, 0) as body:
+            assert await body.readinto(memoryview(block)) == len(RESULTS)
+        assert bytes(block[: len(RESULTS)]) == RESULTS
         # The API's and the storage's TLS connections were both kept (storagepool.py).
         assert client.statistics().connections_opened == opened
         slot = await client.create_artifact(

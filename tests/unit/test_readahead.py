@@ -210,8 +210,9 @@ def test_the_trail_drops_the_streamed_blocks_behind_the_reader_oldest_first() ->
 # -- a reader's streams, against FakeStorage ---------------------------------------------------
 
 
-async def test_sequential_read_is_exact_gets_for_the_first_block_then_parts() -> None:
-    storage = FakeStorage((ARTIFACT, CONTENT))
+@pytest.mark.parametrize("fills", [False, True], ids=["received", "filled"])
+async def test_sequential_read_is_exact_gets_for_the_first_block_then_parts(fills: bool) -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT), fills=fills)
     async with open_reader(storage, make_settings()) as reader:
         handle = reader.open(ARTIFACT, len(CONTENT))
         assert await read_through(reader, handle) == CONTENT
@@ -231,6 +232,8 @@ async def test_sequential_read_is_exact_gets_for_the_first_block_then_parts() ->
     # 2 behind), and keeps nothing after release
     assert stats.cache.peak_bytes <= 12 * BLOCK
     assert stats.cache.bytes == 0
+    # a body that fills blocks is read one whole block per call
+    assert storage.fills == (stats.stream_bytes // BLOCK + 1 if fills else 0)
 
 
 async def test_parts_of_a_capped_storage_are_fetched_several_at_once_and_read_in_order(
@@ -366,8 +369,9 @@ async def test_a_fast_link_gets_one_connection_and_larger_parts(
     assert storage.bytes_sent == len(CONTENT)
 
 
-async def test_a_part_that_breaks_mid_way_is_resumed_alone() -> None:
-    storage = FakeStorage((ARTIFACT, CONTENT))
+@pytest.mark.parametrize("fills", [False, True], ids=["received", "filled"])
+async def test_a_part_that_breaks_mid_way_is_resumed_alone(fills: bool) -> None:
+    storage = FakeStorage((ARTIFACT, CONTENT), fills=fills)
     storage.stream_fail_at = BLOCK + 500  # in the second block of a part
     async with open_reader(storage, make_settings()) as reader:
         handle = reader.open(ARTIFACT, len(CONTENT))
