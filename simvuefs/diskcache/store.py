@@ -63,7 +63,7 @@ slices). Linux 6.x (ext4 and others with large folios) sizes the page-cache foli
 buffered write by the write's length, and on a virtual machine that hands free memory
 back to its host (virtio-balloon free page reporting, in blocks of 2 MiB) large folios
 take memory the host backs anew on first touch: writes of 2-4 MiB (of 1 MiB at times) cost
-1.5-5.4 CPU-s/GiB of system time on the benchmark VM, writes of 64-256 KiB 0.3-0.45
+1.5-5.4 CPU-s/GiB of system time on the benchmark VM, writes of 64-256 KiB 0.3-0.55
 (docs/performance.md, "session 8"). Elsewhere the cost is four system calls per MiB."""
 CLAIM_STALE = 30.0
 """Seconds after which a claim is a dead process's leftover (a cell takes far less)."""
