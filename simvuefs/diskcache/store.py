@@ -57,6 +57,14 @@ CELL = 4 * MIB
 """The grid parts are cut on; also the unit of claims (one fetch of a cell at a time)."""
 READ_PIECE = MIB
 """Parts are read in pieces of this size."""
+WRITE_SPAN = 256 * 1024
+"""Bytes written by one system call at most (a received chunk, up to 4 MiB, is written in
+slices). Linux 6.x (ext4 and others with large folios) sizes the page-cache folios of a
+buffered write by the write's length, and on a virtual machine that hands free memory
+back to its host (virtio-balloon free page reporting, in blocks of 2 MiB) large folios
+take memory the host backs anew on first touch: writes of 2-4 MiB (of 1 MiB at times) cost
+1.5-5.4 CPU-s/GiB of system time on the benchmark VM, writes of 64-256 KiB 0.3-0.55
+(docs/performance.md, "session 8"). Elsewhere the cost is four system calls per MiB."""
 CLAIM_STALE = 30.0
 """Seconds after which a claim is a dead process's leftover (a cell takes far less)."""
 TEMP_STALE = 3600.0
@@ -373,10 +381,7 @@ class ContentStore:
     def _write_new(path: Path, pieces: Sequence[Piece]) -> None:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            for piece in pieces:
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(descriptor, view) :]
+            write_all(descriptor, pieces)
         except BaseException:
             os.close(descriptor)
             path.unlink(missing_ok=True)
@@ -390,6 +395,15 @@ class ContentStore:
         if any(part.start <= position < part.stop for part in parts):
             return parts, False
         return parts, self.claim(sha, cell)
+
+
+def write_all(descriptor: int, pieces: Sequence[Piece]) -> None:
+    """Write *pieces* one after the other to *descriptor*, at most :data:`WRITE_SPAN` bytes
+    per ``write`` (a larger piece in slices; a part usually arrives as smaller chunks)."""
+    for piece in pieces:
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(descriptor, view[:WRITE_SPAN]) :]
 
 
 def _running(pid: int) -> bool:
