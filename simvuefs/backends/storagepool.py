@@ -378,9 +378,7 @@ class StorageBody(httpx.AsyncByteStream):
             return b""
         chunk = await exchange.receive(min(max_bytes, self._left, BODY_READ_BYTES))
         if not chunk:
-            raise httpx.RemoteProtocolError(
-                f"the connection closed {self._left} bytes before the body's end"
-            )
+            raise _ended_early(self._left)
         self._left -= len(chunk)
         return chunk
 
@@ -404,9 +402,7 @@ class StorageBody(httpx.AsyncByteStream):
             got = await exchange.fill(view[filled : filled + wanted])
             self._left -= got
             if got < wanted:
-                raise httpx.RemoteProtocolError(
-                    f"the connection closed {self._left} bytes before the body's end"
-                )
+                raise _ended_early(self._left)
             filled += got
         return filled
 
@@ -443,6 +439,11 @@ async def _next_through_h11(exchange: _Exchange) -> bytes:
                 return bytes(event.data)
         else:
             return b""  # EndOfMessage, or ConnectionClosed
+
+
+def _ended_early(left: int) -> httpx.RemoteProtocolError:
+    """The error of a body whose connection ended *left* bytes before its end."""
+    return httpx.RemoteProtocolError(f"the connection closed {left} bytes before the body's end")
 
 
 def _reason(exc: BaseException) -> str:

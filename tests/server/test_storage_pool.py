@@ -65,6 +65,13 @@ def _opened(client: SimvueClient) -> int:
     return client.statistics().connections_opened
 
 
+async def _probe(client: SimvueClient, large: Artifact) -> int:
+    """Read 10 bytes of *large* through the pool (checked); return the connections opened
+    so far."""
+    assert await client.read_range(large, 0, 10) == seed.large_content(0, 10)
+    return _opened(client)
+
+
 async def test_large_ranges_in_a_row_share_one_connection(seeded_devserver: DevServer) -> None:
     server = seeded_devserver
     async with _large(server) as (client, large):
@@ -98,14 +105,12 @@ async def test_a_body_not_read_to_its_end_costs_its_connection(
 ) -> None:
     server = seeded_devserver
     async with _large(server) as (client, large):
-        assert await client.read_range(large, 0, 10) == seed.large_content(0, 10)
-        before = _opened(client)
+        before = await _probe(client, large)
         async with client.open_range(large, 0, 16 * MIB - 1) as body:
             chunk = await body.receive(MIB)
             assert chunk == seed.large_content(0, len(chunk))
         assert _opened(client) == before  # the pooled connection served it
-        assert await client.read_range(large, 0, 10) == seed.large_content(0, 10)
-        assert _opened(client) == before + 1  # but was closed, not pooled again
+        assert await _probe(client, large) == before + 1  # but was closed, not pooled again
 
 
 async def test_a_broken_body_resumes_and_a_short_one_fails(seeded_devserver: DevServer) -> None:
@@ -149,8 +154,7 @@ async def test_ranges_filled_block_by_block_are_right_and_keep_their_connection(
 ) -> None:
     server = seeded_devserver
     async with _large(server) as (client, large):
-        assert await client.read_range(large, 0, 10) == seed.large_content(0, 10)
-        before = _opened(client)
+        before = await _probe(client, large)
         downloaded = client.statistics().bytes_downloaded
         offset = 3 * MIB + 5
         async with client.open_range(large, offset, offset + 20 * MIB - 1) as body:
@@ -164,8 +168,7 @@ async def test_ranges_filled_block_by_block_are_right_and_keep_their_connection(
             head = await body.receive(1000)  # receive, then readinto, on one body
             rest = await _fill_all(body, MIB)
         assert head + rest == seed.large_content(7, 2 * MIB)
-        assert await client.read_range(large, 0, 10) == seed.large_content(0, 10)
-        assert _opened(client) == before  # every body was read to its end: kept
+        assert await _probe(client, large) == before  # every body was read to its end: kept
 
 
 async def test_a_filled_body_that_breaks_or_stalls_fails_as_a_received_one(
