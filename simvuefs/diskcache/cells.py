@@ -24,8 +24,15 @@ Fetching once per cluster
 
 Storing
     Fetched bytes are stored in the background (:meth:`CellCache.keep`, at most
-    :data:`WRITERS` threads) as parts cut at cell boundaries; fetches wait (at most
-    :data:`STORE_WAIT` s) while more than :data:`STORE_BACKLOG` bytes wait to be written.
+    :data:`WRITERS` threads) as parts cut at cell boundaries. A fetch is admitted first
+    (:meth:`CellCache.room`): it waits (at most :data:`STORE_WAIT` s) while more than
+    :data:`STORE_BACKLOG` bytes wait to be written. What an admitted fetch brings is always
+    stored, so a cold read runs at the store's pace when the store is the slower and
+    leaves no holes; the backlog is then bounded by :data:`STORE_BACKLOG` plus what the
+    admitted fetches have in flight (the read-ahead's window, ``--read-ahead-total``, and
+    the bounded reads the kernel sends at once). Only a fetch that waited
+    :data:`STORE_WAIT` in vain (a cache disk that hangs) is stored only if there is room
+    when it arrives.
 
 Sealing
     Which parts hold bytes a reader verified against the content's SHA-256 is recorded
@@ -83,14 +90,15 @@ same cell before fetching them itself (the other may belong to a reader that pau
 STORE_PAUSE = 30.0
 """Seconds without storing after a failed write (disk full, quota)."""
 STORE_BACKLOG = 128 * 1024 * 1024
-"""Bytes fetched and waiting to be written: a fetch waits for room (:meth:`room`). More
-than the read-ahead's default window (96 MiB, config.py): its parts are all in flight at
-once and arrive together, and with a backlog smaller than that window a cold read left
-cells unstored (no seal: the read after a remount was a slow unsealed one). The bytes are
-mostly the blocks the block cache holds anyway."""
+"""Bytes fetched and waiting to be written above which a fetch waits to be admitted
+(:meth:`room`). The parts of the read-ahead's window (96 MiB by default, config.py) are
+all in flight at once and arrive together: they were admitted, so they are stored even
+if they take the backlog over this mark (before, they were dropped there, and a cold read
+on a slow CPU left cells unstored: no seal, the read after a remount fetched them)."""
 STORE_WAIT = 2.0
-"""Longest a fetch waits for room in the store backlog; then what it fetches is not stored
-(a cache disk that hangs slows reads down, never stops them)."""
+"""Longest a fetch waits to be admitted; then it goes on unadmitted, and what it fetches is
+stored only if the backlog has room when it arrives (a cache disk that hangs slows reads
+down, never stops them, and the backlog stays bounded)."""
 WRITERS = 2
 """Worker threads writing parts at once (more only add contention for the GIL)."""
 SHUTDOWN_WAIT = 10.0
@@ -522,13 +530,17 @@ class CellCache:
         pieces: list[Piece],
         claimed: list[int],
         filling: Filling | None = None,
+        *,
+        admitted: bool,
     ) -> None:
         """Store *pieces* (the bytes from *start*) in the background, then release
-        *claimed* and end *filling*."""
+        *claimed* and end *filling*. Pieces of an *admitted* fetch (:meth:`room`) are
+        stored whatever the backlog; others only if it has room for them."""
         if filling is not None:
             filling.finish()
         size = sum(len(piece) for piece in pieces)
-        if not size or not self.storing() or self._backlog + size > STORE_BACKLOG:
+        crowded = not admitted and self._backlog + size > STORE_BACKLOG
+        if not size or not self.storing() or crowded:
             self.stats.store_skipped_bytes += size
             if size:
                 self.seals.not_stored(sha, size)
@@ -587,15 +599,18 @@ class CellCache:
             self._end_filling(sha, filling)
             self._seal_if_ready(sha)
 
-    async def room(self) -> None:
-        """Wait until the store backlog is under :data:`STORE_BACKLOG` (at most
-        :data:`STORE_WAIT` s): a cold read runs at the cache disk's speed if that is the
-        slower, rather than leaving holes in the cache."""
+    async def room(self) -> bool:
+        """Admit a fetch: wait until the store backlog is under :data:`STORE_BACKLOG` (at
+        most :data:`STORE_WAIT` s), so that a cold read runs at the cache disk's speed if
+        that is the slower, rather than leaving holes in the cache. True if admitted
+        (what it fetches is then stored: :meth:`keep`); False after waiting in vain."""
         if self._backlog < STORE_BACKLOG or not self.storing():
-            return
+            return True
         with trio.move_on_after(STORE_WAIT):
             while self._backlog >= STORE_BACKLOG:
                 await self._drained.wait()
+            return True
+        return False
 
     async def enter(self, sha: str, position: int) -> bool:
         """A stream reaches a new cell at *position*: True if it may fetch it (claimed
@@ -709,6 +724,7 @@ class CellCache:
             self.stats.hit_reads += 1
             self._note_use(sha)
             return pieces
+        admitted = await self.room()
         data = await self.inner.read_range(artifact, part.start, length)
         self.count_miss(sha, data)
         if len(data) != length or not await trio.to_thread.run_sync(_has_crc, data, part.crc):
@@ -717,7 +733,7 @@ class CellCache:
                 f"storage sent bytes {part.start}-{part.stop} of {artifact.name!r} that do not "
                 f"match the checked copy of its content {sha}"
             )
-        self.keep(sha, part.start, [data], [])
+        self.keep(sha, part.start, [data], [], admitted=admitted)
         return [data]
 
     # -- use records and eviction ---------------------------------------------------------------

@@ -81,7 +81,7 @@ class CachingSource(CellCache):
             ahead = self.upcoming(sha, position)
             if ahead is not None and await ahead.wait(FOLLOW_PATIENCE):
                 continue  # a stream of this process is about to receive it: take it there
-            await self.room()
+            admitted = await self.room()
             # A read waits for another process's claim while its holder makes progress
             # (``acquire``): a cycle through a stream's window ends after HOLDER_STALL.
             stop, claimed = await self.acquire(sha, position, found.stop or end, CLAIM_WAIT)
@@ -93,7 +93,7 @@ class CachingSource(CellCache):
                 self.release(sha, claimed)
                 raise
             self.count_miss(sha, data)
-            self.keep(sha, position, [data], claimed)
+            self.keep(sha, position, [data], claimed, admitted=admitted)
             pieces.append(data)
             if len(data) < stop - position:
                 break  # the content ends here

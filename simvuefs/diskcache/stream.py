@@ -51,6 +51,7 @@ class CachedBody:
         self._gap_stop: int | None = None
         self._cell = -1  # the cell the inner stream is in
         self._claim: list[int] = []
+        self._admitted = False  # the current cell's fetch was admitted (CellCache.room)
         self._pieces: list[Piece] = []
         self._pieces_start = start
         self._filling: Filling | None = None  # the cell this body receives, for followers
@@ -148,6 +149,7 @@ class CachedBody:
     async def _open_gap(self, gap: Gap) -> None:
         cell_end = (self._position // CELL + 1) * CELL
         first = cell_end if gap.stop is None else min(gap.stop, cell_end)
+        self._admitted = await self._cache.room()
         stop, self._claim = await self._cache.acquire(self._sha, self._position, first, CLAIM_WAIT)
         if stop == self._position:
             return  # it is on disk now
@@ -189,7 +191,7 @@ class CachedBody:
             return b""
         if position // CELL != self._cell:  # a new cell: store the last, claim this one
             self._flush()
-            await self._cache.room()
+            self._admitted = await self._cache.room()
             self._cell = position // CELL
             if self._cache.filling(self._sha, position) is not None:
                 self._contended = True
@@ -225,7 +227,14 @@ class CachedBody:
 
     def _flush(self) -> None:
         """Store the bytes received in the current cell and release its claim."""
-        self._cache.keep(self._sha, self._pieces_start, self._pieces, self._claim, self._filling)
+        self._cache.keep(
+            self._sha,
+            self._pieces_start,
+            self._pieces,
+            self._claim,
+            self._filling,
+            admitted=self._admitted,
+        )
         self._pieces, self._pieces_start, self._claim = [], self._position, []
         self._filling = None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,7 +16,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from simvuefs.config import DEFAULT_READ_PART_SIZE, DEFAULT_READAHEAD_TOTAL
 from simvuefs.diskcache import cells as cells_module
 from simvuefs.diskcache.seals import SealBook
 from simvuefs.diskcache.source import CachingSource
@@ -25,6 +25,7 @@ from simvuefs.diskcache.store import (
     ContentStore,
     DamagedPart,
     Part,
+    Piece,
     Seal,
     cells,
 )
@@ -244,21 +245,95 @@ async def test_verified_content_is_sealed_and_sealed_reads_check_every_part(
         nursery.cancel_scope.cancel()
 
 
-async def test_no_seal_when_bytes_handed_out_were_not_stored(
+class GatedStore(ContentStore):
+    """A ContentStore whose part writes wait (in their worker thread) until *opened*."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.opened = threading.Event()
+
+    def store(self, sha: str, start: int, pieces: list[Piece]) -> Part:
+        self.opened.wait(10)
+        return super().store(sha, start, pieces)
+
+
+class HeldSource(CountingSource):
+    """A CountingSource whose answers wait until *answer* is set; *in_flight* is set once
+    *expected* ranges were asked for."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__()
+        self.expected = expected
+        self.in_flight = trio.Event()
+        self.answer = trio.Event()
+
+    async def read_range(
+        self,
+        artifact: Artifact,
+        start: int,
+        length: int,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> bytes:
+        self.asked.append((start, length))
+        if len(self.asked) == self.expected:
+            self.in_flight.set()
+        await self.answer.wait()
+        return CONTENT[start : start + length]
+
+
+async def test_admitted_fetches_are_stored_whatever_the_backlog(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A seal must name the bytes the reader verified: bytes fetched and not stored (here,
-    the store backlog is full) leave a doubt, so the content is not sealed."""
+    """The read-ahead's parts are admitted together and arrive together: every one is
+    stored, though they take the backlog far over STORE_BACKLOG (a cold read on a slow CPU
+    left cells unstored when they were dropped there: session 8)."""
     monkeypatch.setattr(cells_module, "STORE_BACKLOG", CELL)
-    inner = CountingSource()
-    store = ContentStore(tmp_path)
+    store = GatedStore(tmp_path)
+    store.prepare()
+    source = HeldSource(expected=3)
+    async with trio.open_nursery() as nursery:
+        cache = CachingSource(source, store, 1 << 30, nursery, writable=True)
+        got: dict[int, bytes] = {}
+
+        async def read_cell(index: int) -> None:
+            got[index] = await cache.read_range(ARTIFACT, index * CELL, CELL)
+
+        async with trio.open_nursery() as readers:
+            for index in range(3):
+                readers.start_soon(read_cell, index)
+            with trio.fail_after(5):
+                await source.in_flight.wait()  # all three admitted and in flight
+            source.answer.set()
+        assert b"".join(got[i] for i in range(3)) == CONTENT[: 3 * CELL]
+        store.opened.set()
+        await cache.settled()
+        assert cache.stats.store_skipped_bytes == 0
+        assert cache.stats.stored_bytes == 3 * CELL
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_fetch_waits_for_room_and_one_never_admitted_is_not_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch waits while the backlog is full; if it stays full for STORE_WAIT (a cache disk
+    that hangs), the fetch goes on and what it brings is not stored; and a seal must name the
+    bytes the reader verified, so content with bytes not stored is not sealed."""
+    monkeypatch.setattr(cells_module, "STORE_BACKLOG", CELL)
+    monkeypatch.setattr(cells_module, "STORE_WAIT", 0.3)
+    store = GatedStore(tmp_path)
     store.prepare()
     async with trio.open_nursery() as nursery:
-        cache = CachingSource(inner, store, 1 << 30, nursery, writable=True)
-        assert await cache.read_range(ARTIFACT, 0, len(CONTENT)) == CONTENT
+        cache = CachingSource(CountingSource(), store, 1 << 30, nursery, writable=True)
+        assert await cache.read_range(ARTIFACT, 0, CELL) == CONTENT[:CELL]  # admitted, held
+        began = trio.current_time()
+        rest = await cache.read_range(ARTIFACT, CELL, len(CONTENT) - CELL)
+        assert trio.current_time() - began >= 0.3  # it waited for room, in vain
+        assert rest == CONTENT[CELL:]
+        assert cache.stats.store_skipped_bytes == len(CONTENT) - CELL
         cache.verified(ARTIFACT, len(CONTENT))
+        store.opened.set()
         await cache.settled()
-        assert cache.stats.store_skipped_bytes > 0
+        assert cache.stats.stored_bytes == CELL
         assert store.read_seal(SHA) is None
         nursery.cancel_scope.cancel()
 
@@ -282,9 +357,3 @@ def test_a_seal_names_parts_that_tile_the_content_once() -> None:
     assert Seal.decode(seal.encode()) == seal
     assert Seal.decode(seal.encode().replace(b"15", b"16", 1)) is None  # its own CRC
     assert book.ready("cd" * 32) is None  # sealed once
-
-
-def test_the_store_backlog_holds_a_whole_read_ahead_window() -> None:
-    # The read-ahead's parts are all in flight at once and arrive together; a backlog smaller
-    # than its window skipped cells of a cold read (no seal after a remount: session 7).
-    assert cells_module.STORE_BACKLOG >= DEFAULT_READAHEAD_TOTAL + DEFAULT_READ_PART_SIZE
