@@ -32,16 +32,24 @@ from benchmarks.measure import (
 )
 
 CLUSTER_MOUNTS = 4
+NO_CACHE = "simvuefs cold, no --cache-dir"
+"""The same cold read without the content cache, in the same round: what the cache costs."""
 
 
 def disk_warm(ctx: Context) -> Table:
     """Sequential read (dd bs=1M) of the large file after a remount with a warm cache on
-    disk: simvuefs --cache-dir and rclone --vfs-cache-mode full, and simvuefs cold."""
+    disk: simvuefs --cache-dir and rclone --vfs-cache-mode full, and simvuefs cold (with
+    and, just before, without the cache: its cost to a cold read)."""
     blob = ctx.data.large
     title = f"Disk-warm read of a {size_text(blob.size)} file after a remount"
     table = Table("disk_warm", title, "MiB/s", "simvuefs cold")
     table.extra_columns = ["storage bytes (warm read)"]
     for round_ in range(ctx.repeat):
+        with tolerated(table, "simvuefs", NO_CACHE), ctx.harness.mount("simvuefs") as mounted:
+            path = ctx.path(mounted, blob)
+            drop_page_cache(path)
+            seconds, cpu = timed_on(mounted, dd, path)
+            table.result(NO_CACHE).add(mib_per_s(blob.size, seconds), cpu, blob.size)
         for kind in ("simvuefs", "rclone full"):
             cache = ctx.harness.workdir / "disk-cache" / f"{kind.replace(' ', '-')}-{round_}"
             cache.mkdir(parents=True)

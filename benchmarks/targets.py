@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks import patterns
+from benchmarks import diskcache, patterns
 from benchmarks.context import CURL, RANGED
 from benchmarks.data import MIB
 from benchmarks.listing import CONCURRENT_WALK
@@ -257,7 +257,13 @@ def _disk_warm(t: Tables) -> list[Verdict]:
     warm = _median(t, "disk_warm", "simvuefs disk-warm")
     rclone = _median(t, "disk_warm", "rclone full disk-warm")
     cold = _median(t, "disk_warm", "simvuefs cold")
+    uncached = _median(t, "disk_warm", diskcache.NO_CACHE)
     return [
+        Verdict(
+            "cold read with --cache-dir >= 0.9x without",
+            f"{cold / uncached:.2f}x ({cold:.0f} vs {uncached:.0f} MiB/s)",
+            cold >= 0.9 * uncached,
+        ),
         Verdict(
             "disk-warm read >= 2x rclone --vfs-cache-mode full's",
             f"{warm / rclone:.2f}x ({warm:.0f} vs {rclone:.0f} MiB/s)",
