@@ -171,7 +171,7 @@ class Filling:
         self.stop = stop  # where its stream's request ends (None: open-ended)
         self.received = 0
         self.over = False
-        self._chunks: list[bytes] = []
+        self._chunks: list[Piece] = []
         self._offsets: list[int] = []  # of each chunk, from *start*
         self._changed = trio.Event()
 
@@ -181,7 +181,7 @@ class Filling:
             not self.over and self.start <= position and (self.stop is None or position < self.stop)
         )
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: Piece) -> None:
         self._offsets.append(self.received)
         self._chunks.append(chunk)
         self.received += len(chunk)
@@ -201,9 +201,9 @@ class Filling:
             return b""
         index = bisect.bisect_right(self._offsets, offset) - 1
         chunk, inside = self._chunks[index], offset - self._offsets[index]
-        if inside == 0 and len(chunk) <= max_bytes:
+        if inside == 0 and len(chunk) <= max_bytes and isinstance(chunk, bytes):
             return chunk
-        return chunk[inside : inside + max_bytes]
+        return bytes(chunk[inside : inside + max_bytes])  # (a view of a reader's block: copied)
 
     async def wait(self, patience: float) -> bool:
         """Wait for more bytes or the end; False if nothing happened for *patience* s."""
@@ -785,7 +785,7 @@ class CellCache:
 
     # -- counters and warnings --------------------------------------------------------------
 
-    def count_miss(self, sha: str, data: bytes) -> None:
+    def count_miss(self, sha: str, data: Piece) -> None:
         """*data* of content *sha* was fetched and is handed out (then stored, or not)."""
         self.stats.miss_bytes += len(data)
         self.stats.miss_reads += 1

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from simvuefs.backends.protocol import BlockBody
 from simvuefs.diskcache.cells import CLAIM_WAIT, FOLLOW_PATIENCE, CellCache, Filling, Gap
 from simvuefs.diskcache.store import CELL, Piece
 from simvuefs.models import Artifact
@@ -48,6 +49,7 @@ class CachedBody:
         self._buffer: deque[bytes] = deque()  # from disk, to hand out
         self._stack: AsyncExitStack | None = None
         self._inner: RangeBody | None = None
+        self._inner_fills: BlockBody | None = None  # the inner body, if it can fill buffers
         self._gap_stop: int | None = None
         self._cell = -1  # the cell the inner stream is in
         self._claim: list[int] = []
@@ -62,25 +64,35 @@ class CachedBody:
 
     async def receive(self, max_bytes: int) -> bytes:
         """The next 1..*max_bytes* bytes, or ``b""`` at the end."""
+        while await self._ready():
+            chunk = await self._take(max_bytes)
+            if chunk:
+                return chunk
+        return b""
+
+    async def readinto(self, view: memoryview) -> int:
+        """Fill *view* with the next bytes; return how many, fewer than ``len(view)`` only
+        at the end. Bytes of a gap go from the inner body straight into *view* where it can
+        (``BlockBody``: a storage GET on plain TCP), and the part stored keeps a read-only
+        view of them: the caller must never write to *view* again (the read-ahead's blocks
+        are written once, read/readahead.py)."""
+        filled = 0
+        while filled < len(view) and await self._ready():
+            rest = view[filled:]
+            if self._fills_directly():
+                filled += await self._fill_inner(rest)
+                continue
+            chunk = await self._take(len(rest))
+            rest[: len(chunk)] = chunk
+            filled += len(chunk)
+        return filled
+
+    async def _ready(self) -> bool:
+        """Plan until there are bytes to hand out (from disk, another stream of this process
+        or the inner stream); False at the end."""
         while not self._ended and (self._end is None or self._position < self._end):
-            if self._buffer:
-                take = self._buffer.popleft()
-                if len(take) > max_bytes:
-                    self._buffer.appendleft(take[max_bytes:])
-                    take = take[:max_bytes]
-                self._position += len(take)
-                return take
-            if self._following is not None:
-                chunk = await self._receive_followed(max_bytes)
-                if chunk:
-                    return chunk
-                await trio.lowlevel.checkpoint()  # (never a loop that starves the others)
-                continue
-            if self._inner is not None:
-                chunk = await self._receive_inner(max_bytes)
-                if chunk:
-                    return chunk
-                continue
+            if self._buffer or self._following is not None or self._inner is not None:
+                return True
             if self._follow():
                 continue
             found = await self._planned()
@@ -89,7 +101,26 @@ class CachedBody:
                 self._look_ahead(self._position + sum(len(piece) for piece in found))
             else:
                 await self._open_gap(found)
-        return b""
+        return False
+
+    async def _take(self, max_bytes: int) -> bytes:
+        """Up to *max_bytes* of the bytes :meth:`_ready` found; ``b""``: plan again."""
+        if self._buffer:
+            take = self._buffer.popleft()
+            if len(take) > max_bytes:
+                self._buffer.appendleft(take[max_bytes:])
+                take = take[:max_bytes]
+            self._position += len(take)
+            return take
+        if self._following is not None:
+            chunk = await self._receive_followed(max_bytes)
+            if not chunk:
+                await trio.lowlevel.checkpoint()  # (never a loop that starves the others)
+            return chunk
+        return await self._receive_inner(max_bytes)
+
+    def _fills_directly(self) -> bool:
+        return self._inner_fills is not None and not self._buffer and self._following is None
 
     async def _planned(self) -> list[bytes] | Gap:
         """The next segment: from the read started ahead if it is for here, else now."""
@@ -176,6 +207,7 @@ class CachedBody:
             self._inner = await self._stack.enter_async_context(
                 self._cache.inner.open_range(self._artifact, self._position, end)
             )
+            self._inner_fills = self._inner if isinstance(self._inner, BlockBody) else None
         except BaseException:
             await self._close_inner()
             raise
@@ -185,10 +217,32 @@ class CachedBody:
         """The next bytes of the open gap; ``b""`` when the gap (or a cell another process
         claimed) is over and the next segment must be planned."""
         assert self._inner is not None
+        limit = await self._inner_limit(max_bytes)
+        if not limit:
+            return b""
+        chunk = await self._inner.receive(limit)
+        await self._received(chunk)
+        return chunk
+
+    async def _fill_inner(self, view: memoryview) -> int:
+        """:meth:`_receive_inner` into *view*, in one call to the inner body (0: plan
+        again)."""
+        assert self._inner_fills is not None
+        limit = await self._inner_limit(len(view))
+        if not limit:
+            return 0
+        filled = await self._inner_fills.readinto(view[:limit])
+        await self._received(view[:filled].toreadonly())
+        return filled
+
+    async def _inner_limit(self, max_bytes: int) -> int:
+        """How many of the next bytes (at most *max_bytes*) the open gap may give before a
+        cell's end; 0 when the gap (or a cell another process claimed) is over and the
+        next segment must be planned."""
         position = self._position
         if self._gap_stop is not None and position >= self._gap_stop:
             await self._close_inner()
-            return b""
+            return 0
         if position // CELL != self._cell:  # a new cell: store the last, claim this one
             self._flush()
             self._admitted = await self._cache.room()
@@ -196,25 +250,29 @@ class CachedBody:
             if self._cache.filling(self._sha, position) is not None:
                 self._contended = True
                 await self._close_inner()  # another stream here receives it: follow that
-                return b""
+                return 0
             if not await self._cache.enter(self._sha, position):
                 self._contended = True  # on disk, or another process fetches it
                 await self._close_inner()
-                return b""
+                return 0
             self._claim = [self._cell]
             self._filling = self._cache.start_filling(self._sha, position, self._gap_stop)
             if self._filling is None and self._cache.upcoming(self._sha, position) is not None:
                 self._contended = True  # another stream began it meanwhile: follow that
                 await self._close_inner()
-                return b""
+                return 0
         limit = min(max_bytes, (self._cell + 1) * CELL - position)
         if self._gap_stop is not None:
             limit = min(limit, self._gap_stop - position)
-        chunk = await self._inner.receive(limit)
+        return limit
+
+    async def _received(self, chunk: Piece) -> None:
+        """Account for *chunk*, the inner stream's next bytes (empty: it ended), to be
+        stored with its cell and shown to the streams following this one."""
         if not chunk:
             self._ended = True
             await self._close_inner()
-            return b""
+            return
         self._cache.count_miss(self._sha, chunk)
         self._cache.stats.stream_miss_bytes += len(chunk)
         if self._claim:
@@ -223,7 +281,6 @@ class CachedBody:
         if self._filling is not None:
             self._filling.add(chunk)
         self._position += len(chunk)
-        return chunk
 
     def _flush(self) -> None:
         """Store the bytes received in the current cell and release its claim."""
@@ -241,6 +298,7 @@ class CachedBody:
     async def _close_inner(self) -> None:
         self._flush()
         stack, self._stack, self._inner = self._stack, None, None
+        self._inner_fills = None
         if stack is not None:
             await stack.aclose()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from simvuefs.backends.protocol import BlockBody
 from simvuefs.diskcache import cells as cells_module
 from simvuefs.diskcache.seals import SealBook
 from simvuefs.diskcache.source import CachingSource
@@ -186,6 +187,78 @@ async def test_ranges_are_fetched_once_and_partial_reads_cache_what_they_read(
         assert len(inner.asked) == asked  # all from disk now
         assert cache.stats.stored_bytes == len(CONTENT)
         nursery.cancel_scope.cancel()
+
+
+class _FillBody(_Body):
+    """A body that can also fill a caller's buffer (a storage GET on plain TCP)."""
+
+    def __init__(self, data: bytes, fills: list[int]) -> None:
+        super().__init__(data)
+        self._fills = fills
+
+    async def readinto(self, view: memoryview) -> int:
+        await trio.lowlevel.checkpoint()
+        count = min(len(view), len(self._data))
+        view[:count], self._data = self._data[:count], self._data[count:]
+        self._fills.append(count)
+        return count
+
+
+class FillingSource(CountingSource):
+    """A CountingSource whose streams fill buffers; records each fill's length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fills: list[int] = []
+
+    @asynccontextmanager
+    async def open_range(
+        self, artifact: Artifact, start: int, end: int | None = None
+    ) -> AsyncIterator[_Body]:
+        stop = len(CONTENT) if end is None else end + 1
+        self.asked.append((start, stop - start))
+        yield _FillBody(CONTENT[start:stop], self.fills)
+
+
+async def test_a_stream_fills_blocks_straight_from_the_inner_body_and_stores_them(
+    tmp_path: Path,
+) -> None:
+    """readinto (the read-ahead's blocks): bytes on disk are copied in, a gap's bytes go from
+    the inner body into the block in one call per block (cut at cells), and the parts stored
+    from views of the blocks hold exactly the content; another stream following this one
+    gets bytes, never a view of a block."""
+    inner = FillingSource()
+    store = ContentStore(tmp_path)
+    store.prepare()
+    block = 1 << 20
+    async with trio.open_nursery() as nursery:
+        cache = CachingSource(inner, store, 1 << 30, nursery, writable=True)
+        assert (
+            await cache.read_range(ARTIFACT, block + 100, 5000)
+            == CONTENT[block + 100 : block + 5100]
+        )
+        await cache.settled()
+        blocks = []
+        async with cache.open_range(ARTIFACT, 0) as body:
+            assert isinstance(body, BlockBody)
+            while filled := await body.readinto(memoryview(buffer := bytearray(block))):
+                blocks.append(bytes(buffer[:filled]))
+        assert b"".join(blocks) == CONTENT
+        assert all(len(b) == block for b in blocks[:-1])
+        assert max(inner.fills) <= block  # one fill per block at most, never past a cell
+        assert sum(inner.fills) == len(CONTENT) - 5000
+        await cache.settled()
+        assert cache.stats.stored_bytes == len(CONTENT)
+        asked = len(inner.asked)
+        # Read back from the parts written from the views: nothing fetched.
+        assert await cache.read_range(ARTIFACT, 0, len(CONTENT)) == CONTENT
+        assert len(inner.asked) == asked
+        nursery.cancel_scope.cancel()
+    follower = cells_module.Filling(0, None)
+    follower.add(memoryview(b"abcdef").toreadonly())
+    taken = follower.take(2, 3)
+    assert taken == b"cde"
+    assert isinstance(taken, bytes)
 
 
 async def read_all(cache: CachingSource) -> bytes:
