@@ -269,6 +269,14 @@ def _disk_warm(t: Tables) -> list[Verdict]:
             f"{warm / rclone:.2f}x ({warm:.0f} vs {rclone:.0f} MiB/s)",
             warm >= 2 * rclone,
         ),
+    ]
+
+
+def _field_disk_warm(t: Tables) -> list[Verdict]:
+    warm = _median(t, "disk_warm", "simvuefs disk-warm")
+    cold = _median(t, "disk_warm", "simvuefs cold")
+    return [
+        *_disk_warm(t),
         Verdict(
             "disk-warm read >= 3x simvuefs cold (field profile)",
             f"{warm / cold:.2f}x ({warm:.0f} vs {cold:.0f} MiB/s)",
@@ -296,7 +304,7 @@ FIELD_CHECKS: dict[str, Callable[[Tables], list[Verdict]]] = {
     "transfer": _field_transfer,
     "listing": _field_listing,
     "upload": _field_upload,
-    "disk_warm": _disk_warm,
+    "disk_warm": _field_disk_warm,
     "cluster": _cluster,
 }
 
