@@ -271,6 +271,9 @@ class SimvueClient:
         self._policy = RetryPolicy(attempts=max(1, settings.retry_attempts))
         self._counters = counters or Counters()
         self._fresh_urls: cachetools.LRUCache[str, str] = cachetools.LRUCache(URL_MEMORY)
+        # Download URLs as the server sent them -> resolved and parsed, once per URL: every
+        # read-ahead part of a file is a GET of the same URL (docs/performance.md, session 9).
+        self._resolved: cachetools.LRUCache[str, httpx.URL] = cachetools.LRUCache(URL_MEMORY)
         self._skips = RateLimitedWarner(log)
         # Ids of artifacts left out of listings as not uploaded yet (logged once each).
         self._not_uploaded: cachetools.LRUCache[str, bool] = cachetools.LRUCache(URL_MEMORY)
@@ -687,7 +690,7 @@ class SimvueClient:
                     size += len(chunk)
         return size
 
-    async def _download_url(self, artifact: Artifact, *, refresh: bool) -> str:
+    async def _download_url(self, artifact: Artifact, *, refresh: bool) -> httpx.URL:
         url = None if refresh else self._fresh_urls.get(artifact.id, artifact.url)
         if url is None:
             self._counters.url_refreshes += 1
@@ -696,7 +699,10 @@ class SimvueClient:
             if not isinstance(url, str) or not url:
                 raise ProtocolError(f"{what}: the artifact has no download URL")
             self._fresh_urls[artifact.id] = url
-        return resolve_url(self._api_base, url)
+        resolved = self._resolved.get(url)
+        if resolved is None:
+            resolved = self._resolved[url] = resolve_url(self._api_base, url)
+        return resolved
 
     async def _open_download(
         self, artifact: Artifact, start: int, end: int | None

@@ -259,13 +259,14 @@ def display_url(url: httpx.URL | str) -> str:
     return str(parsed).partition("#")[0].partition("?")[0]
 
 
-def resolve_url(base: str, url: str) -> str:
-    """Return *url* (absolute, or relative to *base*) as an absolute URL string.
+def resolve_url(base: str, url: str) -> httpx.URL:
+    """Return *url* (absolute, or relative to *base*) as an absolute, parsed URL (a request
+    built with it is not parsed again).
 
     Raises ProtocolError (naming no query string) when the server sent an unusable URL.
     """
     try:
-        return str(httpx.URL(base).join(url))
+        return httpx.URL(base).join(url)
     except (httpx.InvalidURL, ValueError) as exc:
         raise ProtocolError(f"the server sent an unusable URL ({exc})") from None
 

@@ -118,6 +118,46 @@ async def test_bad_storage_answers(
     assert "sig=" not in str(info.value)
 
 
+async def test_a_download_url_is_resolved_once_and_anew_when_refreshed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every part of a file is a GET of the same URL: it is resolved (joined to the API base
+    and parsed) once, not per part; a refreshed URL is resolved once too, and used."""
+    resolved: list[str] = []
+    real = client_module.resolve_url
+
+    def counting(base: str, url: str) -> httpx.URL:
+        resolved.append(url)
+        return real(base, url)
+
+    monkeypatch.setattr(client_module, "resolve_url", counting)
+    gets: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/"):
+            return httpx.Response(200, json={"id": "a", "name": "n", "url": "/store/new?sig=2"})
+        gets.append(str(request.url))
+        if request.url.path == "/store/old":
+            return httpx.Response(403, content=b"<Code>ExpiredToken</Code>")
+        first = int(request.headers["Range"].removeprefix("bytes=").split("-")[0])
+        return httpx.Response(
+            206, headers={"Content-Range": f"bytes {first}-{first + 1}/10"}, stream=_Body(b"xy")
+        )
+
+    artifact = Artifact(id="a", name="n", url="/store/dl?sig=1")
+    async with SimvueClient.open(MOCK_SETTINGS, transport=_mock(handler)) as client:
+        for start in (0, 2, 4):
+            assert await client.read_range(artifact, start, 2) == b"xy"
+        assert resolved == ["/store/dl?sig=1"]
+        assert gets == ["http://api.test/store/dl?sig=1"] * 3
+        expired = Artifact(id="a", name="n", url="/store/old?sig=1")
+        for start in (0, 2):
+            assert await client.read_range(expired, start, 2) == b"xy"
+    assert resolved == ["/store/dl?sig=1", "/store/old?sig=1", "/store/new?sig=2"]
+    new = "http://api.test/store/new?sig=2"
+    assert gets[3:] == ["http://api.test/store/old?sig=1", new, new]
+
+
 @pytest.mark.parametrize(
     "body",
     [b"not json", b"[1, 2]", b'{"data": "nope"}', b'"text"'],
