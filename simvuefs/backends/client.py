@@ -108,6 +108,9 @@ SUPPORTED_MAJOR = 1
 TOKEN_RELOAD_INTERVAL = 1.0
 # How often a persistently refused token is logged as an error (seconds).
 TOKEN_WARNING_INTERVAL = 60.0
+# Download URLs kept resolved and parsed (about 0.9 KiB each): enough for every file being
+# read at once, whose read-ahead parts all GET the same URL.
+RESOLVED_URLS = 256
 
 T = TypeVar("T")
 
@@ -273,7 +276,7 @@ class SimvueClient:
         self._fresh_urls: cachetools.LRUCache[str, str] = cachetools.LRUCache(URL_MEMORY)
         # Download URLs as the server sent them -> resolved and parsed, once per URL: every
         # read-ahead part of a file is a GET of the same URL (docs/performance.md, session 9).
-        self._resolved: cachetools.LRUCache[str, httpx.URL] = cachetools.LRUCache(URL_MEMORY)
+        self._resolved: cachetools.LRUCache[str, httpx.URL] = cachetools.LRUCache(RESOLVED_URLS)
         self._skips = RateLimitedWarner(log)
         # Ids of artifacts left out of listings as not uploaded yet (logged once each).
         self._not_uploaded: cachetools.LRUCache[str, bool] = cachetools.LRUCache(URL_MEMORY)
