@@ -108,6 +108,52 @@ async def test_landed_files_keep_only_their_node_and_listing_record(
             assert await ops.getxattr(inode, b"user.simvue.checksum", CTX)
 
 
+async def test_a_settled_file_s_node_goes_once_the_kernel_forgets_it(
+    devserver, tmp_path, monkeypatch
+):
+    # Issue 17: the kernel keeps the entry of every file created until it runs short of
+    # memory, so each settled file kept its node (136 B) for the life of the mount. Once
+    # settled, the kernel is asked to drop the entry; the node goes when it forgets the
+    # inode, and a later lookup makes it again with the same inode number.
+    monkeypatch.setattr(simvuefs.fuse.tree, "LANDED_RETENTION", 0.0)
+    monkeypatch.setattr(simvuefs.write.landing, "LANDED_RETENTION", 0.0)
+    new_run(devserver, "forgotten")
+    asked: list[tuple[int, str]] = []
+    spool = tmp_path / "spool"
+    async with open_writable_ops(
+        devserver, spool, lambda parent, name: asked.append((parent, name)), metadata_ttl=TTL
+    ) as ops:
+        inputs = await walk(ops, "runs", "forgotten", "input")
+        await write_files(ops, inputs, [f"warm-{i}.dat" for i in range(WARM_UP)])
+        await trio.sleep(TTL + 0.05)
+        await ops.lookup(inputs, b"warm-0.dat", CTX)  # a fresh listing: they settle
+        before = alive()
+        names = [f"file-{i}.dat" for i in range(FILES)]
+        asked.clear()
+        inodes = await write_files(ops, inputs, names)
+        await trio.sleep(TTL + 0.05)
+        await ops.lookup(inputs, b"warm-0.dat", CTX)  # listed again: all have settled
+        assert sorted(asked) == sorted((inputs, name) for name in names)
+        # The kernel still holds them (the create's lookup): nodes kept until it forgets.
+        assert alive()["Node"] - before["Node"] == FILES
+        await ops.forget([(inode, 1) for inode in inodes])
+        after = alive()
+        assert after["Node"] == before["Node"]
+        assert after["Artifact"] - before["Artifact"] == FILES
+        # Looked up again: a node with the same inode, showing the file.
+        for name, inode in zip(names[:3], inodes[:3], strict=True):
+            attr = await ops.lookup(inputs, os.fsencode(name), CTX)
+            assert attr.st_ino == inode
+            assert (await ops.getattr(inode, CTX)).st_size == len(name) * 100
+            info = await ops.open(inode, os.O_RDONLY, CTX)
+            assert await ops.read(info.fh, 0, 1 << 20) == name.encode() * 100
+            await ops.release(info.fh)
+        assert alive()["Node"] - before["Node"] == 3
+        # A file written since is not released before it settles.
+        [late] = await write_files(ops, inputs, ["late.dat"])
+        assert ops.table.get(late) is not None
+
+
 async def test_removed_files_are_dropped_once_the_kernel_forgets_them(
     devserver, tmp_path, monkeypatch
 ):
