@@ -51,6 +51,9 @@ class ArrayReader:
         self._start = b""  # the first bytes, until there are four to tell the encoding by
         self._decoder: codecs.IncrementalDecoder | None = None
         self._text = ""  # decoded text not consumed yet (all of it for a non-array)
+        self._more: list[str] = []  # text decoded since, not looked at yet
+        self._more_length = 0
+        self._wait_for = 0  # look again once this much text is held (an element not whole)
         self._state = _BEFORE
 
     def feed(self, chunk: bytes) -> None:
@@ -79,7 +82,16 @@ class ArrayReader:
     def _decode(self, data: bytes | memoryview, *, final: bool) -> None:
         assert self._decoder is not None
         try:
-            self._text += self._decoder.decode(data, final)
+            piece = self._decoder.decode(data, final)
+            self._more.append(piece)
+            self._more_length += len(piece)
+            if not final and (
+                self._state == _WHOLE or len(self._text) + self._more_length < self._wait_for
+            ):
+                return
+            self._text += "".join(self._more)
+            self._more.clear()
+            self._more_length = 0
             if self._state != _WHOLE:
                 self._scan(final)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -88,6 +100,7 @@ class ArrayReader:
     def _scan(self, final: bool) -> None:
         """Consume what the text holds; keep the tail that may be the start of an element."""
         text, index, state = self._text, 0, self._state
+        self._wait_for = 0
         try:
             while (index := _skip_space(text, index)) < len(text):
                 char = text[index]
@@ -112,7 +125,10 @@ class ArrayReader:
                     except ValueError:
                         if final:
                             raise
-                        return  # maybe an element not complete yet
+                        # Maybe an element not complete yet: tried again once the text held
+                        # doubled, so a long element (or a broken body) is decoded O(n) times.
+                        self._wait_for = 2 * (len(text) - index)
+                        return
                     self._take(element)
                     state, index = _AFTER, end
         finally:

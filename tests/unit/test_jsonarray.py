@@ -91,3 +91,26 @@ def test_elements_are_taken_as_their_chunk_arrives_and_only_a_tail_is_kept(monke
         assert len(reader._text) < 256 + 120  # noqa: SLF001 (the reader's own buffer)
     reader.finish()
     assert taken == elements
+
+
+class CountingDecoder(json.JSONDecoder):
+    calls = 0
+
+    def raw_decode(self, s, idx=0):
+        CountingDecoder.calls += 1
+        return super().raw_decode(s, idx)
+
+
+@pytest.mark.parametrize("tail", [b'"]', b'" x]'])
+def test_a_long_element_is_not_decoded_again_at_every_chunk(monkeypatch, tail):
+    # An element (or a broken body) longer than many chunks is tried again once the text
+    # held has doubled, not at every chunk: O(n) work, not O(n^2) (a body may be 64 MiB).
+    monkeypatch.setattr(jsonarray, "_DECODER", CountingDecoder())
+    CountingDecoder.calls = 0
+    body = b'[1, "' + b"x" * 1_000_000 + tail
+    if tail == b'"]':
+        assert read(body, 1000) == [1, "x" * 1_000_000]
+    else:
+        with pytest.raises(ProtocolError, match="not valid JSON"):
+            read(body, 1000)
+    assert CountingDecoder.calls < 40
