@@ -453,17 +453,18 @@ async def read_into(response: httpx.Response, limit: int, what: str, sink: BodyS
     *limit* bytes (or from the sink)."""
     total = 0
     try:
-        async for chunk in _body_chunks(response):
-            total += len(chunk)
-            if total > limit:
-                raise ProtocolError(f"{what}: answer larger than {limit} bytes")
-            sink.feed(chunk)
+        async with aclosing(_body_chunks(response)) as chunks:
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > limit:
+                    raise ProtocolError(f"{what}: answer larger than {limit} bytes")
+                sink.feed(chunk)
     except httpx.HTTPError as exc:
         raise transport_error(exc, what) from None
     sink.finish()
 
 
-async def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+async def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     """*response*'s body, in socket reads of at most :data:`SINK_READ_BYTES` when the
     storage pool reads it and it is not content-encoded (a socket read of httpx's can bring
     a whole listing at once); else as httpx decodes it."""
