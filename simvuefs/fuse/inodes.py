@@ -154,13 +154,14 @@ class InodeTable:
 
         An existing node keeps its inode and lookup count; *kind* and *parent* are only used
         when the node is created (a key implies both). A released node dropped since is made
-        again with its inode number (the caller fills in what it shows).
+        again with its inode number (the caller fills in what it shows), still released.
         """
         inode = self._by_key.get(key)
         if inode is not None:
             node = self._nodes.get(inode)
             if node is not None:
                 return node
+            self._released.add(inode)  # made again: released again at its last forget
         else:
             inode = self._next_inode
             self._next_inode += 1

@@ -59,6 +59,11 @@ def test_a_released_node_goes_when_forgotten_and_comes_back_with_its_inode():
     assert again is not held
     assert again.inode == held.inode
     assert again.lookups == 0
+    # Made again, it is still released: dropped when the kernel forgets it again.
+    table.add_lookup(again.inode)
+    table.forget(again.inode, 1)
+    assert table.get(again.inode) is None
+    again = table.ensure(key, NodeKind.FILE, ROOT_INODE)
     # Not held: dropped at once. Written to again before the kernel forgot it: kept.
     table.release(again)
     assert table.get(again.inode) is None
