@@ -10,7 +10,7 @@ owner and mount time are fixed values no real mount has, so tests can recognise 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -59,12 +59,17 @@ async def open_ops(server: DevServer, **settings: Any) -> AsyncIterator[Operatio
 
 @asynccontextmanager
 async def open_writable_ops(
-    server: DevServer, spool: os.PathLike[str], **settings: Any
+    server: DevServer,
+    spool: os.PathLike[str],
+    forget_entry: Callable[[int, str], None] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Operations]:
-    """Yield writable Operations over a real client, reader and uploader for *server*."""
+    """Yield writable Operations over a real client, reader and uploader for *server*;
+    *forget_entry* stands for the kernel's entry invalidation (``Tree.forget_entry``)."""
     config = settings_for(server, spool_dir=spool, spool_min_free=0, **settings)
     async with SimvueClient.open(config) as client, open_reader(client, config) as reader:
         tree = Tree(client, config)
+        tree.forget_entry = forget_entry
         async with open_uploader(client, config, on_landed=tree.landed) as uploader:
             tree.start_writing(uploader)
             yield Operations(tree, reader, WRITABLE, uploader)

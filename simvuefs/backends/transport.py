@@ -48,6 +48,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, S
 from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpcore
 import httpx
@@ -55,6 +56,7 @@ import trio
 
 from simvuefs import __version__
 from simvuefs.backends.redirects import FollowRedirects
+from simvuefs.backends.storagepool import BODY_EXTENSION, StorageBody
 from simvuefs.backends.tls import Network
 from simvuefs.config import MIB, Settings
 from simvuefs.errors import (
@@ -92,6 +94,8 @@ PROGRESS_INTERVAL = 5.0
 # trio checkpoints. 1 MiB reads measured 0.34x -> 0.6x of curl's throughput for a 256 MiB
 # download from the devserver on loopback (design guide, pyfuse3 pitfall 17).
 SOCKET_READ_BYTES = 1 * MIB
+SINK_READ_BYTES = 64 * 1024
+"""One socket read of a body fed to a :class:`BodySink` (through the storage pool)."""
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 # Connection failures and stalls worth another attempt; other httpx errors are final.
 RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
@@ -185,9 +189,18 @@ class RetryPolicy:
         return ceiling * random.uniform(0.5, 1.0)
 
 
+class BodySink(Protocol):
+    """Takes an answer's body chunk by chunk instead of :func:`fetch` keeping it (a large
+    listing decoded as it arrives): ``feed`` each chunk in order, then ``finish``."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Reply:
-    """A fully read API answer."""
+    """A fully read API answer (its body empty when a :class:`BodySink` took it)."""
 
     status: int
     headers: httpx.Headers
@@ -389,17 +402,25 @@ async def fetch(
     counters: Counters,
     *,
     limit: int = MAX_API_BODY,
+    sink: Callable[[str], BodySink] | None = None,
 ) -> Reply:
     """Send like :func:`send` and read the whole body (at most *limit* bytes).
 
-    A connection that breaks while the body is read is retried like a failed request.
+    With *sink*, the body of a 200 answer goes to ``sink(what)``, a new sink per attempt,
+    chunk by chunk, and the reply's body is empty; other answers are read as without it.
+    A connection that breaks while the body is read is retried like a failed request (a
+    sink then starts over: the caller's sink factory drops what the last one took).
     """
     retry = 0
     while True:
         response = await send(http, build, policy, counters)
         what = describe(response.request)
         try:
-            body = await read_capped(response, limit, what)
+            if sink is not None and response.status_code == 200:
+                await read_into(response, limit, what, sink(what))
+                body = b""
+            else:
+                body = await read_capped(response, limit, what)
         except TransportError:
             retry += 1
             pause = _next_pause(policy, retry, None)
@@ -426,6 +447,38 @@ async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
     except httpx.HTTPError as exc:
         raise transport_error(exc, what) from None
     return b"".join(parts)
+
+
+async def read_into(response: httpx.Response, limit: int, what: str, sink: BodySink) -> None:
+    """Feed *response*'s body to *sink* as it arrives, then finish it; ProtocolError beyond
+    *limit* bytes (or from the sink)."""
+    total = 0
+    try:
+        async with aclosing(_body_chunks(response)) as chunks:
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > limit:
+                    raise ProtocolError(f"{what}: answer larger than {limit} bytes")
+                sink.feed(chunk)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, what) from None
+    sink.finish()
+
+
+async def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """*response*'s body, in socket reads of at most :data:`SINK_READ_BYTES` when the
+    storage pool reads it and it is not content-encoded (a socket read of httpx's can bring
+    a whole listing at once); else as httpx decodes it."""
+    body = response.extensions.get(BODY_EXTENSION)
+    if (
+        isinstance(body, StorageBody)
+        and response.headers.get("Content-Encoding", "identity") == "identity"
+    ):
+        while chunk := await body.receive(SINK_READ_BYTES):
+            yield chunk
+    else:
+        async for chunk in response.aiter_bytes():
+            yield chunk
 
 
 def parse_json(body: bytes, what: str) -> object:

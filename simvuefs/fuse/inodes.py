@@ -13,12 +13,14 @@ Invariants:
   inode, so an object keeps its inode across listings (and its name may change, e.g. when
   a newer run takes over a duplicated name). Keys change only through
   :meth:`InodeTable.alias` and :meth:`InodeTable.rekey`, for what the mount writes.
-- Nodes are kept for the life of the process, except removed ones: a node passed to
-  :meth:`InodeTable.unlink` (a file removed or discarded) no longer has a key, and is dropped
-  as soon as the kernel holds no reference to it (at once if it holds none), so removing
-  files costs nothing for the life of the mount. The number of the others is bounded by what
-  the server has shown, and keeping them means ``getattr`` on any inode the kernel knows
-  always succeeds.
+- Nodes are kept for the life of the process, except removed and released ones: a node
+  passed to :meth:`InodeTable.unlink` (a file removed or discarded) no longer has a key, and
+  is dropped as soon as the kernel holds no reference to it (at once if it holds none), so
+  removing files costs nothing for the life of the mount. A node passed to
+  :meth:`InodeTable.release` (a settled file, which its directory's listing describes
+  whole) is dropped the same way but keeps its key: :meth:`InodeTable.ensure` makes it
+  again, with the same inode number, when the file is looked up again. The kernel holds
+  none of the dropped inodes, so ``getattr`` on any inode the kernel knows always succeeds.
 - A node's lookup count changes only through :meth:`InodeTable.add_lookup` (a successful
   ``lookup``, each ``readdir`` entry the kernel accepted, ``create`` & co.),
   :meth:`InodeTable.forget` and :meth:`InodeTable.forget_all`. ``.`` and ``..`` entries of
@@ -130,6 +132,7 @@ class InodeTable:
         self._by_key: dict[Key, int] = {}
         self._next_inode = ROOT_INODE + 1
         self._unlinked: set[int] = set()
+        self._released: set[int] = set()
         root = Node(ROOT_INODE, ("root",), NodeKind.ROOT, parent=ROOT_INODE)
         self._nodes[ROOT_INODE] = root
         self._by_key[root.key] = ROOT_INODE
@@ -150,22 +153,28 @@ class InodeTable:
         """Return the node with *key*, allocating a fresh inode the first time.
 
         An existing node keeps its inode and lookup count; *kind* and *parent* are only used
-        when the node is created (a key implies both).
+        when the node is created (a key implies both). A released node dropped since is made
+        again with its inode number (the caller fills in what it shows), still released.
         """
         inode = self._by_key.get(key)
         if inode is not None:
-            return self._nodes[inode]
-        inode = self._next_inode
-        self._next_inode += 1
+            node = self._nodes.get(inode)
+            if node is not None:
+                return node
+            self._released.add(inode)  # made again: released again at its last forget
+        else:
+            inode = self._next_inode
+            self._next_inode += 1
         node = Node(inode, key, kind, parent)
         self._nodes[inode] = node
         self._by_key[key] = inode
         return node
 
     def find(self, key: Key) -> Node | None:
-        """Return the node with *key*, or None if no node has it (nothing is allocated)."""
+        """Return the node with *key*, or None if no node has it (nothing is allocated; a
+        released node dropped since is not made again)."""
         inode = self._by_key.get(key)
-        return None if inode is None else self._nodes[inode]
+        return None if inode is None else self._nodes.get(inode)
 
     def alias(self, key: Key, inode: int) -> None:
         """Make *key* name the existing node *inode* as well (a written file keeps its inode
@@ -192,8 +201,20 @@ class InodeTable:
                 del self._by_key[key]
         if node.inode == ROOT_INODE or node.inode not in self._nodes:
             return
+        self._released.discard(node.inode)
         if node.lookups:
             self._unlinked.add(node.inode)
+        else:
+            del self._nodes[node.inode]
+
+    def release(self, node: Node) -> None:
+        """Let go of *node* (a settled file: what it shows is in its directory's listing)
+        once the kernel holds no reference to it (at once if it holds none); its key keeps
+        naming its inode number, for :meth:`ensure` to make it again."""
+        if self._nodes.get(node.inode) is not node or node.inode == ROOT_INODE:
+            return
+        if node.lookups:
+            self._released.add(node.inode)
         else:
             del self._nodes[node.inode]
 
@@ -213,9 +234,16 @@ class InodeTable:
             )
             count = node.lookups
         node.lookups -= count
-        if not node.lookups and inode in self._unlinked:
+        if node.lookups:
+            return
+        if inode in self._unlinked:
             self._unlinked.discard(inode)
             del self._nodes[inode]
+        elif inode in self._released:
+            self._released.discard(inode)
+            if node.staged is None:  # not written to again since
+                del self._nodes[inode]
+                log.debug("inode %d forgotten: its node is dropped (released)", inode)
 
     def forget_all(self) -> int:
         """Drop every remaining kernel reference (at unmount); return how many there were."""
@@ -226,6 +254,7 @@ class InodeTable:
         for inode in self._unlinked:
             del self._nodes[inode]
         self._unlinked.clear()
+        self._released.clear()
         return remaining
 
     def held(self) -> dict[int, int]:

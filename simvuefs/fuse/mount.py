@@ -310,6 +310,7 @@ async def _serve_tree(mount: _Mount, parts: _Parts) -> None:
         pyfuse3.init(ops, mountpoint, mount.options.fuse_options())
     except RuntimeError as exc:
         raise UsageError(f"cannot mount {mountpoint}: {exc}") from None
+    parts.tree.forget_entry = _forget_entry
     requests = lifecycle.requests = trio.CancelScope()
     lifecycle.serving = True
     clean_unmount = True
@@ -331,10 +332,19 @@ async def _serve_tree(mount: _Mount, parts: _Parts) -> None:
         raise
     finally:
         lifecycle.requests = None
+        parts.tree.forget_entry = None  # pyfuse3.close ends the thread that sends them
         held = ops.forget_all()
         log.debug("released %d lookups held by the kernel", held)
         pyfuse3.close(unmount=clean_unmount)
         log.info("unmounted %s", mountpoint)
+
+
+def _forget_entry(parent: int, name: str) -> None:
+    """Ask the kernel to drop its entry *name* in directory *parent* (a settled file's, so
+    that it forgets the inode): queued for pyfuse3's notify thread, which sends it once no
+    request on the entry is running (so it never blocks a handler); errors are logged
+    there, ENOENT (the kernel had dropped it) ignored."""
+    pyfuse3.invalidate_entry_async(pyfuse3.InodeT(parent), os.fsencode(name), ignore_enoent=True)
 
 
 async def _announce(mount: _Mount, ops: Operations) -> None:

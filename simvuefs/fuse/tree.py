@@ -44,7 +44,10 @@ Memory does not grow with the files written: once a landed file is *settled* (la
 by the server, or left out by a listing asked after its landing, so the overlay no longer
 shows it; no handle open on it), its node lets go of the write path's record
 (``node.staged``) and of the key made at ``create``, and is then like the node of any
-artifact (:meth:`Tree.settle_landed`, at each landing and listing).
+artifact (:meth:`Tree.settle_landed`, at each landing and listing); the kernel is asked to
+drop its entry (``forget_entry``), and the node goes once it forgets the inode
+(``InodeTable.release``: a later lookup makes it again, same inode number), so a settled
+file keeps only its listing record and its key.
 A directory listed again keeps the records of the artifacts that did not change
 (``records.py``): each TTL makes records only for new and changed ones. A listing of at
 least ``RELEASE_AFTER`` artifacts, once it replaced the one before in its cache, hands the
@@ -60,7 +63,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -232,6 +235,9 @@ class Tree:
         # spool id -> trio time of its last landing, oldest first (settle_landed's queue)
         self._landed_at: dict[str, float] = {}
         self._landings = 0  # landings so far: a listing asked now accounts for all of them
+        # The mount's (while it serves): tells the kernel to drop a directory entry, given the
+        # directory's inode and the name; None in tests without a kernel.
+        self.forget_entry: Callable[[int, str], None] | None = None
         self._views: tuple[RunNames, Views] | None = None  # the views of the last listing
         self._shared_noted = False  # whether the log says why shared runs are read-only
         # The root's entries, made first so that their inodes (the listing order) are fixed.
@@ -796,6 +802,11 @@ class Tree:
             del self._written[spool_id]
             node.staged = None
             self.table.rekey(node, ("artifact", f.run_id, f.category, f.artifact.id))
+            # Its listing record shows it now: the node goes once the kernel forgets it,
+            # which it is asked to (it would keep the entry while it has memory to spare).
+            self.table.release(node)
+            if self.forget_entry is not None:
+                self.forget_entry(node.parent, f.name.rpartition("/")[2])
             settled += 1
         return settled
 

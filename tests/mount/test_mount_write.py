@@ -22,6 +22,7 @@ import errno
 import itertools
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,7 @@ from official_util import official_inputs
 from simvuefs.control import counters
 from simvuefs.fuse.attrs import PREFERRED_IO_SIZE
 from simvuefs.fuse.stats import PUBLISH_INTERVAL
+from simvuefs.write.landing import LANDED_RETENTION
 from testbed.devserver import DevServer
 from testbed.mounts import Mount, is_mounted, mounted
 from testbed.processes import run_tool, wait_until
@@ -277,6 +279,37 @@ def test_own_writes_are_visible_at_once_and_keep_their_inode(
     assert os.listdir(path.parent) == ["today.txt"]
     assert os.stat(path).st_ino == staged.st_ino
     assert path.read_bytes() == b"first line\nsecond line\n"
+
+
+def test_settled_files_are_forgotten_and_keep_their_inode(
+    server: DevServer, tmp_path: Path
+) -> None:
+    # Issue 17: once a landed file settles (LANDED_RETENTION after it landed, then a
+    # listing), the kernel is asked to drop its entry so that it forgets the inode and the
+    # daemon its node; looked up again, the file has the same inode and content.
+    spool = str(tmp_path / "spool")
+    with mounted(server, tmp_path, "--spool-dir", spool, "--log-level", "DEBUG") as mount:
+        run = new_run(server, mount)
+        names = [f"settle-{i}.dat" for i in range(3)]
+        inodes = {}
+        for name in names:
+            (run.input / name).write_bytes(name.encode() * 100)
+            inodes[name] = os.stat(run.input / name).st_ino
+        time.sleep(LANDED_RETENTION + 1.5)  # past the rename window and the metadata TTL
+        assert not (run.input / "absent.dat").exists()  # a listing: the files settle
+
+        def forgotten() -> set[int]:
+            found = re.findall(
+                r"inode (\d+) forgotten: its node is dropped", mount.log_file.read_text()
+            )
+            return {int(inode) for inode in found}
+
+        assert wait_until(lambda: set(inodes.values()) <= forgotten(), 10, 0.2), forgotten()
+        for name in names:
+            assert os.stat(run.input / name).st_ino == inodes[name]
+            assert (run.input / name).read_bytes() == name.encode() * 100
+        assert sorted(os.listdir(run.input)) == names
+        assert "Failed to submit invalidate_entry" not in mount.log_file.read_text()
 
 
 def test_own_files_another_client_deletes_or_moves_go_with_the_next_listing(

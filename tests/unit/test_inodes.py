@@ -43,6 +43,40 @@ def test_inodes_are_allocated_in_order_and_never_reused():
     assert table.ensure(("run", "r7"), NodeKind.RUN, ROOT_INODE).inode == inodes[7]
 
 
+def test_a_released_node_goes_when_forgotten_and_comes_back_with_its_inode():
+    table = InodeTable()
+    key = ("artifact", "r", "input", "a")
+    held = table.ensure(key, NodeKind.FILE, ROOT_INODE)
+    table.add_lookup(held.inode, 2)
+    table.release(held)
+    assert table.get(held.inode) is held  # the kernel still holds it
+    table.forget(held.inode, 1)
+    assert table.find(key) is held
+    table.forget(held.inode, 1)
+    assert table.get(held.inode) is None
+    assert table.find(key) is None  # find makes nothing
+    again = table.ensure(key, NodeKind.FILE, ROOT_INODE)
+    assert again is not held
+    assert again.inode == held.inode
+    assert again.lookups == 0
+    # Made again, it is still released: dropped when the kernel forgets it again.
+    table.add_lookup(again.inode)
+    table.forget(again.inode, 1)
+    assert table.get(again.inode) is None
+    again = table.ensure(key, NodeKind.FILE, ROOT_INODE)
+    # Not held: dropped at once. Written to again before the kernel forgot it: kept.
+    table.release(again)
+    assert table.get(again.inode) is None
+    busy = table.ensure(("artifact", "r", "input", "b"), NodeKind.FILE, ROOT_INODE)
+    table.add_lookup(busy.inode)
+    table.release(busy)
+    busy.staged = SimpleNamespace(state=FileState.STAGED)  # type: ignore[assignment]
+    table.forget(busy.inode, 1)
+    assert table.get(busy.inode) is busy
+    # The inode numbers of released keys are never handed out again.
+    assert table.ensure(("run", "new"), NodeKind.RUN, ROOT_INODE).inode == busy.inode + 1
+
+
 def test_unknown_inode():
     table = InodeTable()
     assert table.get(999) is None
